@@ -1,0 +1,47 @@
+# mailsift — the two commands: `make run` and `make test` (Debian 12, as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_LIST := deploy/apt-packages.txt
+PYTEST_ARGS ?=
+
+.PHONY: all run test apt venv bench clean-run model
+
+all: venv
+
+# Installs the Debian packages listed in deploy/apt-packages.txt, once.
+apt:
+	@pkgs=$$(grep -v '^\s*#' $(APT_LIST) | tr -s ' \n' ' '); \
+	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  echo "postfix postfix/mailname string localhost" | debconf-set-selections; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: apt $(VENV)/.stamp
+
+# The default model: trained from ../shared/corpora when models/ has none.
+model: venv
+	$(PY) -m mailsift.classifier.default_model --dbpath models
+
+test: venv
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+run: venv model
+	$(PY) -m mailsift.run_local
+
+bench: venv
+	$(PY) -m pytest -q bench --no-header -p no:cacheprovider -s $(PYTEST_ARGS) || true
+
+clean-run:
+	rm -rf run/

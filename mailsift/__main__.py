@@ -1,0 +1,5 @@
+import sys
+
+from mailsift.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The spam classifier: tokenizer, Bayes model, persistence, learning and evaluation."""

@@ -1,0 +1,1 @@
+"""The greylisting Postfix SMTP access policy service."""

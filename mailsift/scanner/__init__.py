@@ -1,0 +1,1 @@
+"""Virus scanners (clamd)."""

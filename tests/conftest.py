@@ -1,0 +1,37 @@
+"""Suite-wide fixtures. Components (Postfix, clamd, Redis, our daemons) are started by the
+fixtures in tests/harness/, on loopback with free ports, and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CORPORA = SHARED / "corpora"
+DATA = Path(__file__).resolve().parent / "data"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def mailsift_bin() -> str:
+    """The installed console script, as a user runs it."""
+    exe = Path(sys.executable).parent / "mailsift"
+    assert exe.exists(), f"{exe} missing: run `make venv`"
+    return str(exe)
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    if not CORPORA.is_dir():
+        pytest.skip("../shared/corpora not present")
+    return CORPORA
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
