@@ -35,3 +35,27 @@ def corpora() -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture
+def postfix_factory():
+    """Make private Postfix instances: `pf = postfix_factory(main={...})`; all stopped and
+    removed at the end of the test, pass or fail."""
+    from harness.postfix import PostfixInstance, make_workdir
+
+    made: list[PostfixInstance] = []
+
+    def make(main: dict[str, str] | None = None, master_extra=(), start: bool = True,
+             workdir: Path | None = None) -> PostfixInstance:
+        pf = PostfixInstance(workdir or make_workdir(), main=main, master_extra=master_extra)
+        made.append(pf)
+        if start:
+            pf.start()
+        return pf
+
+    yield make
+    for pf in made:
+        if os.environ.get("MAILSIFT_KEEP_TEST_DIRS"):
+            pf.stop()
+        else:
+            pf.cleanup()
