@@ -40,8 +40,11 @@ test: venv
 run: venv model
 	$(PY) -m mailsift.run_local
 
+# Benchmarks: standalone scripts that print their figures against a peer run in the same script.
+# Their extra peers (rspamd, spamass-milter, ...) are listed in bench/apt-packages.txt.
 bench: venv
-	$(PY) -m pytest -q bench --no-header -p no:cacheprovider -s $(PYTEST_ARGS) || true
+	@$(MAKE) --no-print-directory apt APT_LIST=bench/apt-packages.txt
+	@for b in bench/*.py; do echo "=== $$b"; $(PY) $$b || echo "FAILED: $$b"; done
 
 clean-run:
 	rm -rf run/
