@@ -7,19 +7,48 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PolicySettings:
-    # unix:PATH or inet:PORT@HOST
+    # unix:PATH or inet:PORT@HOST (Postfix's own notation: inet:HOST:PORT is accepted too)
     socket: str = "unix:/var/spool/postfix/private/mailsift-policy"
+    # Permissions of a unix socket (Postfix's smtpd runs as the postfix user).
+    socket_mode: int = 0o666
     # sqlite:PATH or redis://HOST:PORT/N
     db: str = "sqlite:/var/lib/mailsift/greylist.sqlite"
+    # Seconds a new triplet is refused before a retry passes.
     delay: int = 300
+    # A retry later than this after the first attempt starts over.
     retry_window: int = 2 * 24 * 3600
+    # A triplet that passed is remembered this long after its last use.
     max_age: int = 35 * 24 * 3600
+    # A client network that passed this many times (one count per hour) skips greylisting; 0 = off.
     auto_allow: int = 5
+    # Loopback clients (127.0.0.0/8, ::1) are never greylisted unless this is true.
     greylist_loopback: bool = False
+    # Never greylisted: client networks (CIDR), sender domains, recipient domains
+    # (a domain also matches its subdomains).
     networks: tuple[str, ...] = ()
     sender_domains: tuple[str, ...] = ()
     recipient_domains: tuple[str, ...] = ()
+    # Connections idle longer than this (seconds) are closed (Postfix closes its own after 300).
+    idle_timeout: int = 600
 
     def validate(self) -> None:
+        from mailsift.policy.backends import check_store_url
+        from mailsift.policy.server import parse_listen
+        from mailsift.policy.triplet import parse_networks
+
         if self.delay < 0 or self.retry_window <= 0 or self.max_age <= 0:
-            raise ValueError("delay, retry_window and max_age must be positive")
+            raise ValueError("delay must not be negative; retry_window and max_age must be positive")
+        if self.retry_window <= self.delay:
+            raise ValueError("retry_window must be longer than delay")
+        if self.auto_allow < 0:
+            raise ValueError("auto_allow must not be negative (0 turns it off)")
+        if self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        if not 0 <= self.socket_mode <= 0o777:
+            raise ValueError("socket_mode must be a permission mode such as 0o660")
+        parse_listen(self.socket)
+        check_store_url(self.db)
+        try:
+            parse_networks(self.networks)
+        except ValueError as exc:
+            raise ValueError(f"networks: {exc}") from None

@@ -1,0 +1,231 @@
+"""Where the greylist lives: SQLite (default, embedded) or Redis (shared by several MX hosts).
+
+Both store two kinds of record, each with a time to live after which it is purged:
+- a triplet: when it was first seen, last seen, and whether it passed greylisting;
+- a client network: how many times (at most one per hour) it passed, for auto_allow.
+
+Every failure to reach or use the store is raised as `StoreError`; the caller answers DUNNO.
+Timestamps come from the caller's clock, so a test clock works with both stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("mailsift.policy")
+
+
+class StoreError(Exception):
+    """The greylist store is unreachable or failed."""
+
+
+@dataclass(frozen=True)
+class TripletEntry:
+    first_seen: float
+    last_seen: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ClientEntry:
+    count: int
+    last_counted: float
+    last_seen: float
+
+
+class GreylistStore(Protocol):
+    async def get_triplet(self, key: str) -> TripletEntry | None: ...
+    async def put_triplet(self, key: str, entry: TripletEntry, now: float, ttl: float) -> None: ...
+    async def get_client(self, network: str) -> ClientEntry | None: ...
+    async def put_client(self, network: str, entry: ClientEntry, now: float, ttl: float) -> None: ...
+    async def purge(self, now: float) -> int: ...
+    async def close(self) -> None: ...
+
+
+def open_store(url: str) -> GreylistStore:
+    """`sqlite:PATH` or `redis://HOST:PORT/N` (also `rediss://`, `unix://`)."""
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        if not path:
+            raise ValueError("sqlite: needs a path, e.g. sqlite:/var/lib/mailsift/greylist.sqlite")
+        return SqliteStore(path)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise ValueError(f"unknown greylist store {url!r}: use sqlite:PATH or redis://HOST:PORT/N")
+
+
+def check_store_url(url: str) -> None:
+    if url.startswith("sqlite:") and url[len("sqlite:"):]:
+        return
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    raise ValueError(f"db must be sqlite:PATH or redis://HOST:PORT/N, not {url!r}")
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS triplet (
+    key TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    passed INTEGER NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS triplet_expires ON triplet(expires);
+CREATE TABLE IF NOT EXISTS client (
+    network TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last_counted REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS client_expires ON client(expires);
+"""
+
+
+class SqliteStore:
+    """One SQLite file in WAL mode. Its statements take microseconds, so they run on the
+    event loop; a lock held by another process is waited for at most `busy_ms`."""
+
+    def __init__(self, path: str | Path, busy_ms: int = 250) -> None:
+        self.path = Path(path)
+        self.busy_ms = busy_ms
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is not None:
+            return self._db
+        try:
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, mode=0o750, exist_ok=True)
+            fresh = not self.path.exists()
+            db = sqlite3.connect(str(self.path), isolation_level=None, timeout=self.busy_ms / 1000,
+                                 check_same_thread=False)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open greylist database {self.path}: {exc}") from exc
+        self._db = db
+        return db
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"greylist database {self.path}: {exc}") from exc
+
+    async def get_triplet(self, key: str) -> TripletEntry | None:
+        rows = self._run("SELECT first_seen, last_seen, passed FROM triplet WHERE key=?", (key,))
+        if not rows:
+            return None
+        first, last, passed = rows[0]
+        return TripletEntry(first, last, bool(passed))
+
+    async def put_triplet(self, key: str, entry: TripletEntry, now: float, ttl: float) -> None:
+        self._run("INSERT OR REPLACE INTO triplet (key, first_seen, last_seen, passed, expires) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  (key, entry.first_seen, entry.last_seen, int(entry.passed), now + ttl))
+
+    async def get_client(self, network: str) -> ClientEntry | None:
+        rows = self._run("SELECT count, last_counted, last_seen FROM client WHERE network=?", (network,))
+        if not rows:
+            return None
+        count, counted, seen = rows[0]
+        return ClientEntry(count, counted, seen)
+
+    async def put_client(self, network: str, entry: ClientEntry, now: float, ttl: float) -> None:
+        self._run("INSERT OR REPLACE INTO client (network, count, last_counted, last_seen, expires) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  (network, entry.count, entry.last_counted, entry.last_seen, now + ttl))
+
+    async def purge(self, now: float) -> int:
+        n = 0
+        for table in ("triplet", "client"):
+            try:
+                n += self._conn().execute(f"DELETE FROM {table} WHERE expires < ?", (now,)).rowcount
+            except sqlite3.Error as exc:
+                raise StoreError(f"greylist database {self.path}: {exc}") from exc
+        return n
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class RedisStore:
+    """Plain string keys with a TTL (Redis purges expired entries itself):
+    `PREFIX t:NETWORK\\nSENDER\\nRECIPIENT` -> "first last passed",
+    `PREFIX c:NETWORK` -> "count last_counted last_seen"."""
+
+    def __init__(self, url: str, prefix: str = "mailsift:greylist:", timeout: float = 2.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._redis: Any = None
+
+    def _client(self) -> Any:
+        if self._redis is None:
+            from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._redis = Redis.from_url(self.url, socket_timeout=self.timeout,
+                                         socket_connect_timeout=self.timeout,
+                                         retry=Retry(NoBackoff(), 1), decode_responses=True)
+        return self._redis
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        from redis.exceptions import RedisError
+        try:
+            return await getattr(self._client(), name)(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis {self.url}: {exc}") from exc
+
+    async def get_triplet(self, key: str) -> TripletEntry | None:
+        value = await self._call("get", self.prefix + "t:" + key)
+        if value is None:
+            return None
+        try:
+            first, last, passed = value.split()
+            return TripletEntry(float(first), float(last), passed == "1")
+        except ValueError:
+            log.warning("ignoring a damaged greylist entry in redis: %r", value)
+            return None
+
+    async def put_triplet(self, key: str, entry: TripletEntry, now: float, ttl: float) -> None:
+        value = f"{entry.first_seen!r} {entry.last_seen!r} {int(entry.passed)}"
+        await self._call("set", self.prefix + "t:" + key, value, ex=max(1, int(ttl)))
+
+    async def get_client(self, network: str) -> ClientEntry | None:
+        value = await self._call("get", self.prefix + "c:" + network)
+        if value is None:
+            return None
+        try:
+            count, counted, seen = value.split()
+            return ClientEntry(int(count), float(counted), float(seen))
+        except ValueError:
+            log.warning("ignoring a damaged client entry in redis: %r", value)
+            return None
+
+    async def put_client(self, network: str, entry: ClientEntry, now: float, ttl: float) -> None:
+        value = f"{entry.count} {entry.last_counted!r} {entry.last_seen!r}"
+        await self._call("set", self.prefix + "c:" + network, value, ex=max(1, int(ttl)))
+
+    async def purge(self, now: float) -> int:
+        return 0  # keys carry their own TTL
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            try:
+                await self._redis.aclose()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+            self._redis = None

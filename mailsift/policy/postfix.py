@@ -1,0 +1,34 @@
+"""The main.cf lines that wire the policy service into Postfix's recipient restrictions."""
+
+from __future__ import annotations
+
+from mailsift.config import Config
+
+SPOOL = "/var/spool/postfix/"
+
+
+def policy_service_endpoint(socket: str) -> str:
+    """Postfix's name for our listener: `unix:private/NAME` inside the spool (works chrooted
+    or not), `unix:/abs/path` elsewhere, `inet:HOST:PORT` for TCP."""
+    from mailsift.policy.server import parse_listen
+
+    listen = parse_listen(socket)
+    if listen.kind == "unix":
+        path = listen.path
+        if path.startswith(SPOOL):
+            return "unix:" + path[len(SPOOL):]
+        return "unix:" + path
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    return f"inet:{host}:{listen.port}"
+
+
+def postconf_lines(config: Config) -> list[str]:
+    endpoint = policy_service_endpoint(config.policy.socket)
+    return [
+        "# greylisting: check_policy_service right after reject_unauth_destination, so only",
+        "# mail for our own domains is greylisted and authenticated clients are never delayed",
+        "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, "
+        f"reject_unauth_destination, check_policy_service {endpoint}",
+        "# if the policy service is unreachable Postfix tempfails (4xx); mail is never lost",
+        "smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable, try again later",
+    ]
