@@ -1,0 +1,275 @@
+"""The spam model: a scikit-learn MultinomialNB over hashed binary token features, fused with
+an online logistic regression over the same features.
+
+Scoring is a sparse dot product over the message's own feature indices; no dense matrix is
+built per message. The NB log-ratio of feature j is computed from the counts on demand,
+    w_nb[j] = log(fc_spam[j] + a) - log(fc_ham[j] + a) - log(T_spam + a n) + log(T_ham + a n),
+which is exactly MultinomialNB's feature_log_prob_[1] - feature_log_prob_[0] (tested), so the
+counts can change with every learned message without recomputing a 2^20 vector.
+
+Learning one message updates the same counts MultinomialNB.partial_fit keeps
+(feature_count_, class_count_) in place; learning a batch calls partial_fit itself. Why not
+partial_fit per message: it builds a dense (2, 2^20) matrix and recomputes 2^21 logs per call
+(~20 ms), and SGDClassifier.partial_fit costs ~10 ms per one-row call (measured here) — the
+online protocol and `learn` need > 1,000 messages/s. The logistic regression is therefore a
+few lines of numpy: w[idx] += rate * (y - p) * x on the message's indices only.
+
+Fusion and its measured effect (online score-then-train over the deduplicated, Date-ordered
+stream of ../shared/corpora, 7.8k messages; see docs/classifier.md for the figures):
+    z = lr_weight * z_lr + nb_weight * z_nb / sqrt(n_tokens)
+The NB sum over n binary tokens grows with n and is over-confident, so it is scaled by
+1/sqrt(n) before fusing. The probability is sigmoid(z).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from mailsift.classifier.features import feature_indices
+from mailsift.classifier.tokenize import MAX_BYTES, tokenize
+from mailsift.verdict import Verdict
+
+LABELS = ("ham", "spam")
+MIN_LEARNED = 200  # of each class before the model decides anything
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    hash_bits: int = 20  # 2^20 hashed features: 16 MB of NB counts + 8 MB of LR weights
+    alpha: float = 0.1  # NB additive smoothing
+    lr_rate: float = 0.5  # online logistic regression step size (features scaled to unit norm)
+    lr_weight: float = 1.0  # fusion: weight of the logistic regression's log-odds
+    nb_weight: float = 0.5  # fusion: weight of the NB log-odds / sqrt(n_tokens)
+    unsure_points: float = 1.0  # |score - required| below this is "unsure"
+    max_bytes: int = MAX_BYTES  # of a message read for tokens
+
+    def validate(self) -> None:
+        if not 10 <= self.hash_bits <= 24:
+            raise ValueError("hash_bits must be between 10 and 24")
+        if self.alpha <= 0:
+            raise ValueError("alpha must be positive")
+
+
+def probability_to_score(p: float) -> float:
+    """SpamAssassin-style points: 5 + 2.5 * log10(p / (1 - p)), clipped to [-10, 20].
+
+    p = 0.5 gives 5.0 (the default `required`), 0.9 gives 7.4, 0.99 gives 10, 0.1 gives 2.6,
+    0.01 gives 0. A larger `required` therefore asks for more certainty: required 7.5 needs
+    p >= 0.9, required 10 needs p >= 0.99.
+    """
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return max(-10.0, min(20.0, 5.0 + 2.5 * math.log10(p / (1.0 - p))))
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+class SpamModel:
+    """NB + online LR over hashed binary features; see the module docstring."""
+
+    def __init__(self, settings: ModelSettings | None = None) -> None:
+        from sklearn.naive_bayes import MultinomialNB
+
+        self.settings = settings or ModelSettings()
+        self.settings.validate()
+        n = 1 << self.settings.hash_bits
+        self.nb = MultinomialNB(alpha=self.settings.alpha)
+        # The fitted state partial_fit would create, initialised empty.
+        self.nb.classes_ = np.array([0, 1])
+        self.nb.feature_count_ = np.zeros((2, n), dtype=np.float64)
+        self.nb.class_count_ = np.zeros(2, dtype=np.float64)
+        self.nb.n_features_in_ = n
+        self.lr_coef = np.zeros(n, dtype=np.float64)
+        self.lr_intercept = 0.0
+        self.changed_at = 0.0
+        self._totals = np.zeros(2, dtype=np.float64)  # feature_count_.sum(axis=1)
+
+    # -- counts ---------------------------------------------------------------------------
+    @property
+    def n_ham_(self) -> int:
+        return int(round(self.nb.class_count_[0]))
+
+    @property
+    def n_spam_(self) -> int:
+        return int(round(self.nb.class_count_[1]))
+
+    @property
+    def n_features(self) -> int:
+        return 1 << self.settings.hash_bits
+
+    def n_tokens(self) -> int:
+        """Hashed features seen at least once."""
+        fc = self.nb.feature_count_
+        return int(np.count_nonzero((fc[0] > 0) | (fc[1] > 0)))
+
+    def refresh(self) -> None:
+        """Recompute cached sums after the counts were replaced (load, batch fit)."""
+        self._totals = self.nb.feature_count_.sum(axis=1)
+
+    # -- features -------------------------------------------------------------------------
+    def features(self, raw: bytes) -> tuple[np.ndarray, list[str]]:
+        return feature_indices(tokenize(raw, self.settings.max_bytes), self.settings.hash_bits)
+
+    # -- scoring --------------------------------------------------------------------------
+    def _contributions(self, idx: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per-feature log-odds contributions and the constant part, for fused scoring."""
+        s = self.settings
+        n = self.n_features
+        k = len(idx)
+        if k == 0:
+            return np.zeros(0), 0.0
+        fc = self.nb.feature_count_
+        a = s.alpha
+        w_nb = np.log(fc[1, idx] + a) - np.log(fc[0, idx] + a)
+        nb_const = k * (math.log(self._totals[0] + a * n) - math.log(self._totals[1] + a * n))
+        cc = self.nb.class_count_
+        prior = math.log((cc[1] + 1.0) / (cc[0] + 1.0))
+        inv = 1.0 / math.sqrt(k)
+        contrib = (s.nb_weight * inv) * w_nb + (s.lr_weight * inv) * self.lr_coef[idx]
+        const = s.nb_weight * inv * (nb_const + prior) + s.lr_weight * self.lr_intercept
+        return contrib, const
+
+    def _z(self, idx: np.ndarray) -> float:
+        contrib, const = self._contributions(idx)
+        return float(contrib.sum()) + const
+
+    def spamminess_of(self, idx: np.ndarray) -> float:
+        return _sigmoid(self._z(idx))
+
+    def spamminess(self, raw: bytes) -> float:
+        """Spam probability in [0, 1] (higher = spammier), even while unsure."""
+        idx, _ = self.features(raw)
+        return self.spamminess_of(idx)
+
+    def ready(self) -> bool:
+        return self.n_ham_ >= MIN_LEARNED and self.n_spam_ >= MIN_LEARNED
+
+    def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None) -> Verdict:
+        """The Verdict for one message; never raises on bad input."""
+        limit = max_bytes if max_bytes is not None else self.settings.max_bytes
+        try:
+            partial = len(raw) > limit
+            idx, names = feature_indices(tokenize(raw, limit), self.settings.hash_bits)
+            contrib, const = self._contributions(idx)
+            z = float(contrib.sum()) + const
+            p = _sigmoid(z)
+            clues = _clues(contrib, names)
+        except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
+            return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
+        score = round(probability_to_score(p), 3)
+        unsure = not self.ready() or abs(score - required) < self.settings.unsure_points
+        return Verdict(p, score, required, unsure, clues, partial=partial)
+
+    # -- learning -------------------------------------------------------------------------
+    def _lr_step(self, idx: np.ndarray, y: int) -> float:
+        """One online logistic-regression step; returns the gradient factor it applied."""
+        if len(idx) == 0:
+            return 0.0
+        x = 1.0 / math.sqrt(len(idx))
+        p = _sigmoid(float(self.lr_coef[idx].sum()) * x + self.lr_intercept)
+        g = y - p
+        step = self.settings.lr_rate * g
+        self.lr_coef[idx] += step * x
+        self.lr_intercept += step * 0.1
+        return g
+
+    def _lr_undo(self, idx: np.ndarray, g: float) -> None:
+        if len(idx) == 0:
+            return
+        step = self.settings.lr_rate * g
+        self.lr_coef[idx] -= step / math.sqrt(len(idx))
+        self.lr_intercept -= step * 0.1
+
+    def learn_features(self, idx: np.ndarray, label: str) -> float:
+        y = _label(label)
+        g = self._lr_step(idx, y)
+        self.nb.feature_count_[y, idx] += 1.0
+        self.nb.class_count_[y] += 1.0
+        self._totals[y] += len(idx)
+        self.changed_at = time.time()
+        return g
+
+    def unlearn_features(self, idx: np.ndarray, label: str, step: float | None = None) -> None:
+        y = _label(label)
+        if self.nb.class_count_[y] < 1:
+            raise ValueError(f"no {label} learned: nothing to unlearn")
+        fc = self.nb.feature_count_
+        fc[y, idx] = np.maximum(fc[y, idx] - 1.0, 0.0)
+        self.nb.class_count_[y] -= 1.0
+        self.refresh()
+        # Without the recorded step, undo a typical one (|y - p| = 0.5).
+        self._lr_undo(idx, step if step is not None else (0.5 if y else -0.5))
+        self.changed_at = time.time()
+
+    def learn(self, raw: bytes, label: str) -> float:
+        """Learn one message as "spam" or "ham". Returns the LR step (for exact unlearning)."""
+        idx, _ = self.features(raw)
+        return self.learn_features(idx, label)
+
+    def unlearn(self, raw: bytes, label: str, step: float | None = None) -> None:
+        """Remove one previously learned message's counts (and undo its LR step)."""
+        idx, _ = self.features(raw)
+        self.unlearn_features(idx, label, step)
+
+    def learn_batch(self, items: list[tuple[np.ndarray, str]]) -> list[float]:
+        """Learn many messages: LR steps one by one, NB counts via MultinomialNB.partial_fit."""
+        import scipy.sparse as sp
+
+        if not items:
+            return []
+        steps = [self._lr_step(idx, _label(label)) for idx, label in items]
+        rows = np.repeat(np.arange(len(items)), [len(i) for i, _ in items])
+        cols = np.concatenate([i for i, _ in items]) if items else np.zeros(0, np.int64)
+        X = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(items), self.n_features))
+        y = np.array([_label(label) for _, label in items])
+        self.nb.partial_fit(X, y, classes=[0, 1])
+        # partial_fit also fills feature_log_prob_ (2 x 2^20 floats) that scoring never uses.
+        self.nb.__dict__.pop("feature_log_prob_", None)
+        self.refresh()
+        self.changed_at = time.time()
+        return steps
+
+    # -- description ----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "n_ham": self.n_ham_,
+            "n_spam": self.n_spam_,
+            "n_tokens": self.n_tokens(),
+            "changed_at": self.changed_at,
+            "settings": asdict(self.settings),
+        }
+
+    def with_settings(self, **changes: Any) -> ModelSettings:
+        return replace(self.settings, **changes)
+
+
+def _label(label: str) -> int:
+    if label == "spam":
+        return 1
+    if label == "ham":
+        return 0
+    raise ValueError(f"label must be 'spam' or 'ham', not {label!r}")
+
+
+def _clues(contrib: np.ndarray, names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
+    if len(contrib) == 0:
+        return ()
+    k = min(limit, len(contrib))
+    top = np.argpartition(-contrib, k - 1)[:k] if len(contrib) > k else np.arange(len(contrib))
+    bottom = np.argpartition(contrib, k - 1)[:k] if len(contrib) > k else np.arange(len(contrib))
+    out: dict[str, float] = {}
+    for i in list(top) + list(bottom):
+        w = float(contrib[i])
+        if w != 0.0:
+            out[names[i]] = round(w, 4)
+    return tuple(sorted(out.items(), key=lambda c: -abs(c[1])))
+

@@ -1,0 +1,245 @@
+"""Model persistence: joblib file + JSON sidecar in the model directory, written atomically.
+
+    DIR/model.joblib   the SpamModel (temp file, fsync, rename)
+    DIR/model.json     format version, library versions, counts, feature settings, sha256
+                       of model.joblib (temp file, fsync, rename; written after the model)
+
+A model is refused (ModelError) when the sidecar or model is missing, unreadable, has another
+format version or another scikit-learn major.minor, or the model file's digest does not match
+the sidecar: never silently used. A reader that races a writer between the two renames sees a
+digest mismatch and retries briefly.
+
+`export_state`/`import_state` give a portable, pickle-free .npz (for --backup/--restore).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mailsift import __version__
+from mailsift.classifier.model import ModelSettings, SpamModel
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.joblib"
+SIDECAR_FILE = "model.json"
+
+
+class ModelError(Exception):
+    """A missing, corrupt or incompatible model."""
+
+
+def _versions() -> dict[str, str]:
+    import joblib
+    import scipy
+    import sklearn
+
+    return {
+        "mailsift": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(fileobj) on a temp file beside `path`, fsync, rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(model: SpamModel, dbpath: str | Path) -> None:
+    """Write the model and its sidecar atomically into the directory `dbpath`."""
+    import joblib
+
+    d = Path(dbpath)
+    d.mkdir(parents=True, exist_ok=True)
+    model.nb.__dict__.pop("feature_log_prob_", None)
+    target = d / MODEL_FILE
+    # zlib level 1: counts are mostly zeros; 24 MB in memory -> a few MB on disk, fast.
+    atomic_write(target, lambda fh: joblib.dump(model, fh, compress=("zlib", 1)))
+    sidecar = {
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+        "saved_at": time.time(),
+        "model_sha256": _sha256(target),
+        **model.describe(),
+    }
+    data = json.dumps(sidecar, indent=2, sort_keys=True).encode()
+    atomic_write(d / SIDECAR_FILE, lambda fh: fh.write(data + b"\n"))
+
+
+def read_sidecar(dbpath: str | Path) -> dict[str, Any]:
+    d = Path(dbpath)
+    path = d / SIDECAR_FILE
+    if not (d / MODEL_FILE).exists() and not path.exists():
+        raise ModelError(f"no model in {d}: train one with `mailsift learn --spam/--ham ... --dbpath {d}`")
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model in {d} has no sidecar {SIDECAR_FILE}: refusing it") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model sidecar {path} is unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"model sidecar {path} is not a JSON object")
+    fmt = meta.get("format_version")
+    if fmt != FORMAT_VERSION:
+        raise ModelError(f"model in {d} has format version {fmt!r}, this mailsift reads {FORMAT_VERSION}: "
+                         "restore a backup (`mailsift learn --restore FILE`) or retrain")
+    return meta
+
+
+def load_model(dbpath: str | Path, retries: int = 3) -> SpamModel:
+    """Load and check the model in `dbpath`; raises ModelError, never returns a bad model."""
+    last: ModelError | None = None
+    for attempt in range(retries):
+        try:
+            return _load_once(Path(dbpath))
+        except _Racy as exc:
+            last = ModelError(str(exc))
+            time.sleep(0.05 * (attempt + 1))
+    assert last is not None
+    raise last
+
+
+class _Racy(ModelError):
+    """Model and sidecar disagree; possibly a writer between its two renames."""
+
+
+def _load_once(d: Path) -> SpamModel:
+    import joblib
+    import sklearn
+
+    meta = read_sidecar(d)
+    saved = str(meta.get("versions", {}).get("scikit-learn", "?"))
+    if _major_minor(saved) != _major_minor(sklearn.__version__):
+        raise ModelError(f"model in {d} was saved with scikit-learn {saved}, this is "
+                         f"{sklearn.__version__}: restore a backup (`mailsift learn --restore FILE`) or retrain")
+    path = d / MODEL_FILE
+    try:
+        digest = _sha256(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    if digest != meta.get("model_sha256"):
+        raise _Racy(f"model {path} does not match its sidecar (corrupt or half-written): refusing it")
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ModelError(f"model {path} is corrupt: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, SpamModel):
+        raise ModelError(f"{path} does not hold a mailsift SpamModel")
+    _check(model, path)
+    if (model.n_ham_, model.n_spam_) != (meta.get("n_ham"), meta.get("n_spam")):
+        raise _Racy(f"model {path} counts differ from its sidecar: refusing it")
+    model.refresh()
+    return model
+
+
+def _check(model: SpamModel, where: object) -> None:
+    n = 1 << model.settings.hash_bits
+    fc = getattr(model.nb, "feature_count_", None)
+    cc = getattr(model.nb, "class_count_", None)
+    if (not isinstance(fc, np.ndarray) or fc.shape != (2, n) or not isinstance(cc, np.ndarray)
+            or cc.shape != (2,) or not isinstance(model.lr_coef, np.ndarray) or model.lr_coef.shape != (n,)):
+        raise ModelError(f"model {where} has inconsistent shapes: refusing it")
+    if not (np.isfinite(cc).all() and (cc >= 0).all() and np.isfinite(model.lr_intercept)):
+        raise ModelError(f"model {where} has invalid counts: refusing it")
+
+
+# -- portable backup ----------------------------------------------------------------------
+
+def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str, str, float]]) -> None:
+    """A pickle-free .npz of the model's state and the learn record (for --backup)."""
+    fc = model.nb.feature_count_
+    nz = np.flatnonzero((fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0))
+    meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
+            "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions()}
+
+    def write(fh: Any) -> None:
+        np.savez_compressed(
+            fh, meta=np.array(json.dumps(meta)), index=nz.astype(np.int64),
+            ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.nb.class_count_,
+            digests=np.array([r[0] for r in record_rows], dtype="U64"),
+            labels=np.array([r[1] for r in record_rows], dtype="U4"),
+            steps=np.array([r[2] for r in record_rows], dtype=np.float64),
+        )
+
+    atomic_write(Path(path), write)
+
+
+def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, float]]]:
+    """Read a backup written by export_state; raises ModelError when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("kind") != "mailsift-backup" or meta.get("format_version") != FORMAT_VERSION:
+                raise ModelError(f"{path} is not a mailsift backup of format {FORMAT_VERSION}")
+            known = {f.name for f in fields(ModelSettings)}
+            settings = ModelSettings(**{k: v for k, v in meta["settings"].items() if k in known})
+            model = SpamModel(settings)
+            idx = z["index"]
+            model.nb.feature_count_[0, idx] = z["ham"]
+            model.nb.feature_count_[1, idx] = z["spam"]
+            model.lr_coef[idx] = z["lr"]
+            model.nb.class_count_[:] = z["class_count"]
+            model.lr_intercept = float(meta["lr_intercept"])
+            model.changed_at = float(meta.get("changed_at", 0.0))
+            rows = list(zip(z["digests"].tolist(), z["labels"].tolist(), z["steps"].tolist()))
+    except ModelError:
+        raise
+    except FileNotFoundError:
+        raise ModelError(f"backup {path} not found") from None
+    except Exception as exc:  # noqa: BLE001 - any malformed archive
+        raise ModelError(f"{path} is not a readable mailsift backup: {type(exc).__name__}: {exc}") from None
+    _check(model, path)
+    model.refresh()
+    return model, rows
