@@ -1,0 +1,275 @@
+"""The pymilter class: collects one message, scans it at end-of-message, adds headers.
+
+One instance per SMTP connection (libmilter runs each connection in its own thread).
+Callbacks before end-of-message are @noreply: Postfix does not wait for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import Milter
+
+from mailsift.milter.scan import MessageScanner
+from mailsift.milter.settings import MilterSettings
+from mailsift.verdict import Verdict, is_verdict_header, untrusted_name, verdict_headers
+
+log = logging.getLogger("mailsift.milter")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class Runtime:
+    """What every connection shares: settings, the scanner, parsed skip networks."""
+
+    settings: MilterSettings
+    scanner: MessageScanner
+    skip_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    # For tests: called at the start of each eom (e.g. to inject a fault).
+    eom_hook: Callable[["MailsiftMilter"], None] | None = None
+
+
+def parse_networks(specs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    nets = []
+    for spec in specs:
+        try:
+            nets.append(ipaddress.ip_network(spec.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"skip_networks: {spec!r} is not an IP network") from None
+    return tuple(nets)
+
+
+def milter_value(value: str) -> str:
+    """Header folding for libmilter: Postfix wants LF-separated continuation lines."""
+    return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _guarded(func: Callable[..., int]) -> Callable[..., int]:
+    """For callbacks before end-of-message: an exception is remembered (the message then gets
+    a 451 at end-of-message) instead of leaving Postfix waiting for a reply."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(self: "MailsiftMilter", *args: Any) -> int:
+        try:
+            return func(self, *args)
+        except Exception:
+            self.failure = traceback.format_exc().rstrip()
+            return Milter.CONTINUE
+    return wrapper
+
+
+def _crlf(value: bytes) -> bytes:
+    return value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class MailsiftMilter(Milter.Base):
+    runtime: Runtime  # set on the class by make_factory()
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.client_ip: str | None = None
+        self.conn_skip: str | None = None  # the client is in skip_networks
+        self.failure: str | None = None  # traceback of a failed callback before eom
+        self._reset()
+
+    def _reset(self) -> None:
+        self.failure = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0  # bytes of the whole message seen (header block + body)
+        self.kept = 0  # bytes kept for scanning
+        self.truncated = False
+        self.auth: str | None = None
+        self.message_id = "-"
+        self.started = time.monotonic()
+        self.eom_started = self.started
+
+    # -- collection ------------------------------------------------------------------------
+    @Milter.noreply
+    @_guarded
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
+            self.client_ip = str(hostaddr[0])
+            try:
+                ip = ipaddress.ip_address(self.client_ip.split("%")[0])
+            except ValueError:
+                ip = None
+            if ip is not None and any(ip in net for net in self.runtime.skip_networks):
+                self.conn_skip = f"client {self.client_ip} in skip_networks"
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._reset()
+        auth = self.getsymval("{auth_authen}")
+        self.auth = auth or None
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded
+    def envrcpt(self, to: str, *params: str) -> int:
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    @_guarded
+    def header(self, name: Any, value: Any) -> int:
+        name_b = name.encode("ascii", "surrogateescape") if isinstance(name, str) else bytes(name)
+        value_b = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+        self.headers.append((name_b, value_b))
+        self._keep(len(name_b) + len(value_b) + 4, None)
+        if name_b.lower() == b"message-id":
+            self.message_id = value_b.decode("ascii", "replace").strip()[:200]
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded
+    def eoh(self) -> int:
+        self._keep(2, None)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded
+    def body(self, chunk: bytes) -> int:
+        self._keep(len(chunk), chunk)
+        return Milter.CONTINUE
+
+    def _keep(self, n: int, chunk: bytes | None) -> None:
+        self.size += n
+        limit = self.runtime.settings.max_scan_size
+        if self.kept >= limit:
+            self.truncated = True
+            return
+        if chunk is not None:
+            room = limit - self.kept
+            if len(chunk) > room:
+                chunk = chunk[:room]
+                self.truncated = True
+            self.chunks.append(chunk)
+            self.kept += len(chunk)
+        else:
+            self.kept += n
+
+    def raw_message(self) -> bytes:
+        head = b"".join(n + b": " + _crlf(v) + b"\r\n" for n, v in self.headers)
+        raw = head + b"\r\n" + b"".join(self.chunks)
+        return raw[: self.runtime.settings.max_scan_size]
+
+    # -- end of message --------------------------------------------------------------------
+    def eom(self) -> int:
+        try:
+            return self._eom()
+        except Exception:
+            log.error("queue_id=%s message_id=%s unexpected error, answering 451:\n%s",
+                      self._queue_id(), self.message_id, traceback.format_exc().rstrip())
+            try:
+                self.setreply("451", "4.3.0", "Temporary content filter failure, try again later")
+            except Exception:
+                pass
+            return Milter.TEMPFAIL
+        finally:
+            self.headers, self.chunks = [], []
+
+    def _queue_id(self) -> str:
+        try:
+            return self.getsymval("i") or "-"
+        except Exception:
+            return "-"
+
+    def _eom(self) -> int:
+        rt = self.runtime
+        s = rt.settings
+        self.eom_started = time.monotonic()
+        if self.failure is not None:
+            raise RuntimeError(f"an earlier callback failed:\n{self.failure}")
+        if rt.eom_hook is not None:
+            rt.eom_hook(self)
+        queue_id = self._queue_id()
+        skip = self.conn_skip
+        if skip is None and self.auth and s.skip_authenticated:
+            skip = "authenticated sender"
+        if skip is not None:
+            self._log(queue_id, "skipped", None, "accept", None, note=skip)
+            return Milter.ACCEPT
+
+        raw = self.raw_message()
+        partial = self.truncated
+        virus, error = rt.scanner.virus(raw, partial)
+        if error is not None and s.on_scan_error == "tempfail":
+            self.setreply("451", "4.7.1", "Virus scanner unavailable, try again later")
+            self._log(queue_id, "tempfail", None, "tempfail", error)
+            return Milter.TEMPFAIL
+        verdict = rt.scanner.score(raw, partial).with_virus(virus)
+
+        if virus.state == "infected" and s.on_virus == "reject":
+            name = (virus.name or "unknown").replace("%", "%%")
+            self.setreply("554", "5.7.1", f"Message rejected: virus found ({name})")
+            self._log(queue_id, "reject", verdict, "reject", error)
+            return Milter.REJECT
+
+        self._neutralise()
+        for name, value in verdict_headers(verdict).headers:
+            self.addheader(name, milter_value(value))
+        action = "accept"
+        if virus.state == "infected" and s.on_virus == "hold":
+            self.quarantine(f"mailsift: virus {virus.name or 'unknown'}")
+            action = "hold"
+        self._log(queue_id, verdict.label, verdict, action, error)
+        return Milter.CONTINUE
+
+    def _neutralise(self) -> None:
+        """Rename incoming X-Spam-*/X-Virus-* headers to NAME-Untrusted, keeping their text."""
+        seen: dict[bytes, int] = {}
+        found: list[tuple[str, int, bytes]] = []
+        for name, value in self.headers:
+            low = name.lower()
+            seen[low] = seen.get(low, 0) + 1
+            text = name.decode("ascii", "replace")
+            if is_verdict_header(text):
+                found.append((text, seen[low], value))
+        # Delete from the last occurrence backwards so the indexes stay valid.
+        for text, idx, _ in reversed(found):
+            self.chgheader(text, idx, None)
+        for text, _, value in found:
+            self.addheader(untrusted_name(text), value.decode("utf-8", "replace").replace("\r\n", "\n"))
+
+    def _log(self, queue_id: str, label: str, verdict: Verdict | None, action: str,
+             error: str | None, note: str | None = None) -> None:
+        now = time.monotonic()
+        ms = (now - self.eom_started) * 1000.0
+        virus = "-"
+        score = "-"
+        if verdict is not None:
+            score = "-" if verdict.probability is None else f"{verdict.score:.1f}"
+            v = verdict.virus
+            if v is not None:
+                virus = {"clean": "clean", "infected": f"infected({v.name})",
+                         "unscanned": f"unscanned({v.reason})"}[v.state]
+        elif error:
+            virus = "unscanned"
+        log.info("queue_id=%s message_id=%s verdict=%s score=%s virus=%s action=%s size=%d%s "
+                 "scan_ms=%.1f%s%s", queue_id, self.message_id, label, score, virus, action,
+                 self.size, " partial" if self.truncated else "", ms,
+                 f" error={error!r}" if error else "", f" reason={note!r}" if note else "")
+
+    def abort(self) -> int:
+        self._reset()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        return Milter.CONTINUE
+
+
+def make_factory(runtime: Runtime) -> Callable[[], MailsiftMilter]:
+    def factory() -> MailsiftMilter:
+        return MailsiftMilter(runtime)
+    return factory
