@@ -39,7 +39,7 @@ class UserVerifier(Protocol):
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
-    free_failures: int = 3          # failures (per address or user) before any delay
+    free_failures: int = 3          # failures (per address or user) tolerated without delay
     base_delay: float = 1.0         # seconds for the first delayed attempt, doubling after
     max_delay: float = 15.0
     window: float = 900.0           # seconds a failure is remembered
@@ -79,9 +79,9 @@ class LoginThrottle:
         """Seconds to wait before checking this attempt."""
         by_addr, by_user = self.failures(address, user)
         n = max(by_addr, by_user) - self.policy.free_failures
-        if n < 0:
+        if n <= 0:
             return 0.0
-        return min(self.policy.max_delay, self.policy.base_delay * (2.0 ** min(n, 30)))
+        return min(self.policy.max_delay, self.policy.base_delay * (2.0 ** min(n - 1, 30)))
 
     def refused(self, address: str) -> bool:
         """True when this address has failed so often that no password is checked."""
