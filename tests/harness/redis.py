@@ -1,0 +1,72 @@
+"""A private redis-server for tests: a free loopback port, its own directory, no persistence,
+in the foreground and stopped by PID; ready when it answers PING.
+
+    r = RedisServer(workdir).start()
+    r.url            # redis://127.0.0.1:PORT/0
+    r.stop()
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from harness.procs import Daemon, free_port, wait_for
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def ping(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    def __init__(self, workdir: Path | str, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
+                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--protected-mode", "yes", "--unixsocket", "",
+                "--logfile", ""]
+        self.daemon = Daemon(argv, self.workdir / "redis.log").start()
+        try:
+            wait_for(lambda: ping(self.host, self.port) or (not self.daemon.alive() and _dead(self.daemon)),
+                     timeout, what=f"redis-server on {self.host}:{self.port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.daemon is not None and self.daemon.alive()
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+
+    def log(self) -> str:
+        return self.daemon.log() if self.daemon else ""
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _dead(daemon: Daemon) -> bool:
+    raise RuntimeError(f"redis-server exited early:\n{daemon.log()}")
