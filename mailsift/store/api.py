@@ -1,0 +1,1037 @@
+"""The store API: the one way LMTP, POP3 and IMAP read and change mail. Only the store touches files.
+
+    store = Store("/var/mail/mailsift")
+    box = store.mailbox("alice@example.org")           # created on first use, standard folders included
+    d = box.deliver(raw_bytes, folder="INBOX")          # durable before it returns
+    for m in box.list("INBOX"): ...                     # MessageInfo, ascending UID
+    data = box.read("INBOX", m.uid)                     # CRLF line ends, as the wire wants them
+    box.store_flags("INBOX", [m.uid], {"\\Seen"}, "add")
+    box.move("INBOX", [m.uid], "Junk")                  # -> Event(kind="new", folder="Junk", via="move",
+                                                        #          source_special_use=None, special_use="\\Junk")
+    with store.subscribe(callback, user="alice@example.org"): ...   # or: async with store.watch(user) as q
+
+Contract
+- Users are canonical addresses "local@domain" (names.normalize_user); the Maildir++ of a user is
+  ROOT/DOMAIN/LOCAL/ with folders ".Junk", ".Sent", ".Drafts", ".Trash", ".Quarantine" created with it.
+- Folder names are Unicode, '.' separates hierarchy levels, "INBOX" is case-insensitive. Bad names
+  raise names.InvalidName (a ValueError) before anything touches the disk.
+- Each folder has a UIDVALIDITY and UIDNEXT. UIDs are assigned in the order messages enter the folder,
+  ascend, are never reused, and survive restarts. If the index is lost it is rebuilt from the files
+  and every folder gets a new, larger UIDVALIDITY.
+- Flags are strings: the system flags "\\Seen" "\\Answered" "\\Flagged" "\\Deleted" "\\Draft" (kept in the
+  Maildir file name, `:2,DFRST`, so mutt and Dovecot see them) and any keyword ("$Junk", "$NonJunk",
+  "$Forwarded" (kept as the 'P' letter), ...; kept in the index). System flags are matched without
+  regard to case and returned in canonical case. "\\Recent" is the IMAP layer's business: it is ignored here.
+- Sizes (MessageInfo.size) count CRLF line ends. read() returns the message with CRLF line ends.
+- Every method is thread-safe and blocking (file I/O and fsync): from asyncio call them through
+  `asyncio.to_thread` (or loop.run_in_executor) except cheap lookups if you accept a short stall.
+- Changes are published as events.Event after they are committed (see events.py).
+- Errors: NoSuchFolder, FolderExists, FolderNotEmpty (children), NoSuchMessage, InvalidName, InvalidFlag
+  are the caller's mistakes (all StoreError or ValueError). Anything else (OSError, sqlite3.Error) is
+  our fault: answer a temporary failure (4xx / NO [UNAVAILABLE]); nothing is half-done on disk.
+- Changes made by other programs (mutt, Dovecot) are picked up when a folder is next read: new files get
+  the next UIDs, vanished files are expunged, renamed files change flags (published with via="sync").
+  One `mailsift serve` process owns a mail root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal
+
+from mailsift.store import index as idx
+from mailsift.store import maildir as md
+from mailsift.store.events import Event, EventBus, EventQueue, Subscription
+from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname, folder_from_dirname,
+                                  normalize_folder, normalize_user)
+
+log = logging.getLogger("mailsift.store")
+
+JUNK = "Junk"
+SENT = "Sent"
+DRAFTS = "Drafts"
+TRASH = "Trash"
+QUARANTINE = "Quarantine"
+STANDARD_FOLDERS: tuple[str, ...] = (JUNK, SENT, DRAFTS, TRASH, QUARANTINE)
+SPECIAL_USE_BY_NAME: dict[str, str] = {JUNK: "\\Junk", SENT: "\\Sent", DRAFTS: "\\Drafts", TRASH: "\\Trash"}
+SPECIAL_USES: tuple[str, ...] = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+SYSTEM_FLAGS: tuple[str, ...] = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+_SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
+_KEYWORD_RE = re.compile(r'^[^\x00-\x20\x7f()\{%*"\\\]]{1,100}$')
+FlagMode = Literal["add", "remove", "replace"]
+DEDUP_DAYS = 7
+
+
+class StoreError(Exception):
+    """A request the store refuses (the caller's mistake, not a fault)."""
+
+
+class NoSuchFolder(StoreError):
+    pass
+
+
+class FolderExists(StoreError):
+    pass
+
+
+class FolderNotEmpty(StoreError):
+    """DELETE of a folder that has children, or of INBOX."""
+
+
+class NoSuchMessage(StoreError):
+    pass
+
+
+class InvalidFlag(StoreError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+    has_children: bool
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    name: str
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """uid; flags (system flags and keywords); internal_date (epoch seconds); size (CRLF octets);
+    modseq (CONDSTORE); key (the Maildir base name: unique in the folder, stable while the message
+    stays there, also across index rebuilds — usable as a POP3 UIDL)."""
+
+    uid: int
+    flags: frozenset[str]
+    internal_date: float
+    size: int
+    modseq: int
+    key: str
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The result of deliver(): where the message is. duplicate=True when the same dedup_key was
+    delivered before (within DEDUP_DAYS): nothing new was stored (an LMTP retry after a lost reply)."""
+
+    folder: str
+    uid: int
+    uidvalidity: int
+    duplicate: bool = False
+
+
+def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+    """Canonical flags: system flags in canonical case, keywords as given; "\\Recent" dropped.
+    Raises InvalidFlag for unknown system flags and malformed keywords."""
+    out: set[str] = set()
+    for f in flags:
+        if not isinstance(f, str):
+            raise InvalidFlag(f"invalid flag {f!r}")
+        if f.startswith("\\"):
+            low = f.lower()
+            if low == "\\recent":
+                continue
+            if low not in _SYSTEM_BY_LOWER:
+                raise InvalidFlag(f"unknown system flag {f}")
+            out.add(_SYSTEM_BY_LOWER[low])
+        else:
+            if not _KEYWORD_RE.match(f):
+                raise InvalidFlag(f"invalid keyword {f!r}")
+            out.add(f)
+    return frozenset(out)
+
+
+def _split_flags(flags: frozenset[str]) -> tuple[str, str]:
+    """-> (info letters, space-separated keywords not kept as letters)."""
+    letters = md.info_letters(flags)
+    keywords = " ".join(sorted(f for f in flags if f not in md.FLAG_LETTERS))
+    return letters, keywords
+
+
+def _join_flags(letters: str, keywords: str) -> frozenset[str]:
+    return md.flags_from_letters(letters) | frozenset(k for k in keywords.split(" ") if k)
+
+
+def _default_special_use(name: str) -> str | None:
+    return SPECIAL_USE_BY_NAME.get(name)
+
+
+class Store:
+    """All mailboxes under one mail root."""
+
+    def __init__(self, root: str | Path, hostname: str | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.hostname = hostname
+        self.events = EventBus()
+        self._boxes: dict[str, Mailbox] = {}
+        self._lock = threading.Lock()
+
+    def mailbox_path(self, user: str) -> Path:
+        """ROOT/DOMAIN/LOCAL for a user name (validated; never outside the root)."""
+        canon = normalize_user(user)
+        local, domain = canon.rsplit("@", 1)
+        path = self.root / domain / local
+        if path.parent.parent != self.root or local in (".", "..") or domain in (".", ".."):
+            raise InvalidName("invalid user name")
+        return path
+
+    def has_mailbox(self, user: str) -> bool:
+        return md.is_maildir(self.mailbox_path(user))
+
+    def mailbox(self, user: str, create: bool = True) -> "Mailbox":
+        """The user's Mailbox (cached; opened, recovered and synced on first use). With
+        create=False a user without a Maildir raises NoSuchFolder."""
+        canon = normalize_user(user)
+        with self._lock:
+            box = self._boxes.get(canon)
+            if box is None:
+                path = self.mailbox_path(canon)
+                if not create and not md.is_maildir(path):
+                    raise NoSuchFolder(f"no mailbox for {canon}")
+                box = Mailbox(self, canon, path)
+                self._boxes[canon] = box
+        box._flush_events()
+        return box
+
+    def subscribe(self, callback: Callable[[Event], None], user: str | None = None) -> Subscription:
+        """Call `callback(event)` for every committed change (of `user`, or of everyone)."""
+        return self.events.subscribe(callback, normalize_user(user) if user else None)
+
+    def watch(self, user: str | None = None, loop: asyncio.AbstractEventLoop | None = None) -> EventQueue:
+        """An asyncio queue of the changes of `user` (or everyone); call from the loop's thread."""
+        return EventQueue(self.events, normalize_user(user) if user else None, loop)
+
+    def close(self) -> None:
+        with self._lock:
+            for box in self._boxes.values():
+                box.close()
+            self._boxes.clear()
+
+
+class Mailbox:
+    """One user's folders and messages. Obtain it from Store.mailbox(); see the module docstring."""
+
+    def __init__(self, store: Store, user: str, path: Path) -> None:
+        self.store = store
+        self.user = user
+        self.path = path
+        self._lock = threading.RLock()
+        self._pending: list[Event] = []
+        self._mtimes: dict[int, tuple[int, int]] = {}
+        fresh_dir = not md.is_maildir(path)
+        md.ensure_maildir(path)
+        if fresh_dir:
+            for name in STANDARD_FOLDERS:
+                md.ensure_maildir(path / folder_dirname(name), folder=True)
+        self._db, rebuilt = idx.connect(path)
+        with self._lock:
+            self._sync_folder_list(rebuilt=rebuilt)
+            if rebuilt:
+                with self._txn():
+                    for name in STANDARD_FOLDERS:
+                        if self._frow_opt(name) is not None:
+                            self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+                    self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (INBOX,))
+            for row in self._db.execute("SELECT id, mtime_new, mtime_cur FROM folders").fetchall():
+                self._mtimes[row[0]] = (row[1], row[2])
+            for name in self._folder_names():
+                self._recover_tmp(name)
+                self._sync_folder(name)
+        self._pending.clear()  # recovery at open is not news
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    @contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _flush_events(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        self.store.events.publish(events)
+
+    @contextmanager
+    def _op(self) -> Iterator[None]:
+        """Hold the mailbox lock; publish the events collected once it is released."""
+        try:
+            with self._lock:
+                yield
+        finally:
+            self._flush_events()
+
+    def _event(self, kind: str, folder: str, **kw: object) -> None:
+        frow = self._frow_opt(folder)
+        self._pending.append(Event(
+            user=self.user, kind=kind, folder=folder,  # type: ignore[arg-type]
+            special_use=frow["special_use"] if frow else kw.pop("special_use", None),  # type: ignore[arg-type]
+            uidvalidity=frow["uidvalidity"] if frow else 0,
+            modseq=frow["highestmodseq"] if frow else 0, **kw))  # type: ignore[arg-type]
+
+    def _frow_opt(self, name: str) -> sqlite3.Row | None:
+        cur = self._db.execute(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur "
+            "FROM folders WHERE name = ?", (name,))
+        cur.row_factory = sqlite3.Row
+        return cur.fetchone()
+
+    def _frow(self, name: str) -> sqlite3.Row:
+        row = self._frow_opt(name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name}")
+        return row
+
+    def _folder_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM folders ORDER BY name")]
+
+    def _fpath(self, name: str) -> Path:
+        return self.path / folder_dirname(name) if name != INBOX else self.path
+
+    def _mt(self, name: str) -> tuple[int, int]:
+        p = self._fpath(name)
+        return md.dir_mtime(p / "new"), md.dir_mtime(p / "cur")
+
+    @contextmanager
+    def _own_change(self, name: str, fid: int) -> Iterator[None]:
+        """Around our own file changes: if the folder was in sync before, it still is after."""
+        before = self._mt(name)
+        try:
+            yield
+        finally:
+            if self._mtimes.get(fid) == before:
+                self._mtimes[fid] = self._mt(name)
+
+    # ------------------------------------------------------------------ folders
+    def _new_folder_row(self, name: str, special_use: str | None) -> None:
+        self._db.execute("INSERT INTO folders (name, uidvalidity, special_use) VALUES (?, ?, ?)",
+                         (name, idx.next_uidvalidity(self.path), special_use))
+
+    def _sync_folder_list(self, rebuilt: bool = False) -> None:
+        on_disk = {INBOX}
+        for entry in os.scandir(self.path):
+            if entry.is_dir(follow_symlinks=False):
+                name = folder_from_dirname(entry.name)
+                if name is not None and md.is_maildir(Path(entry.path)):
+                    on_disk.add(name)
+        known = set(self._folder_names())
+        if on_disk == known:
+            return
+        with self._txn():
+            for name in sorted(on_disk - known):
+                self._new_folder_row(name, _default_special_use(name))
+            for name in known - on_disk:
+                fid = self._frow(name)["id"]
+                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (fid,))
+                self._db.execute("DELETE FROM folders WHERE id = ?", (fid,))
+        if not rebuilt:
+            for name in sorted(on_disk - known):
+                self._event("folder-created", name, via="sync")
+            for name in known - on_disk:
+                self._event("folder-deleted", name, via="sync")
+
+    def _info(self, row: sqlite3.Row, subscribed: set[str], names: set[str]) -> FolderInfo:
+        prefix = row["name"] + SEPARATOR
+        return FolderInfo(
+            name=row["name"], special_use=row["special_use"], uidvalidity=row["uidvalidity"],
+            uidnext=row["uidnext"], highestmodseq=row["highestmodseq"],
+            subscribed=row["name"] in subscribed,
+            has_children=any(n.startswith(prefix) for n in names))
+
+    def folders(self) -> list[FolderInfo]:
+        """Every folder, INBOX first, then by name."""
+        with self._op():
+            self._sync_folder_list()
+            cur = self._db.execute("SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use FROM folders")
+            cur.row_factory = sqlite3.Row
+            rows = cur.fetchall()
+            subs = set(self.subscriptions())
+            names = {r["name"] for r in rows}
+            infos = [self._info(r, subs, names) for r in rows]
+        return sorted(infos, key=lambda f: (f.name != INBOX, f.name))
+
+    def folder(self, name: str) -> FolderInfo:
+        """One folder's info; raises NoSuchFolder."""
+        name = normalize_folder(name)
+        for info in self.folders():
+            if info.name == name:
+                return info
+        raise NoSuchFolder(f"no folder {name}")
+
+    def find_folder(self, name: str) -> str | None:
+        """The existing folder called `name` (exact, else the only case-insensitive match), or None.
+        Invalid names give None."""
+        try:
+            name = normalize_folder(name)
+        except InvalidName:
+            return None
+        with self._lock:
+            if self._frow_opt(name) is not None:
+                return name
+            matches = [n for n in self._folder_names() if n.lower() == name.lower()]
+        return matches[0] if len(matches) == 1 else None
+
+    def special_folder(self, special_use: str) -> str | None:
+        """The folder with this special use ("\\Junk", ...), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT name FROM folders WHERE special_use = ? ORDER BY id LIMIT 1",
+                                   (special_use,)).fetchone()
+        return row[0] if row else None
+
+    def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
+        """Create a folder (and any missing parents). special_use defaults from the name
+        (Junk, Sent, Drafts, Trash). Raises FolderExists, InvalidName."""
+        name = normalize_folder(name)
+        if special_use is not None and special_use not in SPECIAL_USES:
+            raise StoreError(f"unknown special use {special_use}")
+        with self._op():
+            self._sync_folder_list()
+            if self._frow_opt(name) is not None:
+                raise FolderExists(f"folder {name} exists")
+            parts = name.split(SEPARATOR)
+            wanted = [SEPARATOR.join(parts[:i]) for i in range(1, len(parts) + 1)]
+            with self._txn():
+                created = []
+                for n in wanted:
+                    if self._frow_opt(n) is None:
+                        md.ensure_maildir(self._fpath(n), folder=True)
+                        md.fsync_dir(self.path)
+                        self._new_folder_row(n, special_use if n == name else _default_special_use(n))
+                        created.append(n)
+            for n in created:
+                self._event("folder-created", n, via="create")
+        return self.folder(name)
+
+    def delete_folder(self, name: str) -> None:
+        """Delete a folder and its messages. INBOX and folders with children cannot be deleted
+        (FolderNotEmpty)."""
+        name = normalize_folder(name)
+        if name == INBOX:
+            raise FolderNotEmpty("INBOX cannot be deleted")
+        with self._op():
+            self._sync_folder_list()
+            frow = self._frow(name)
+            if any(n.startswith(name + SEPARATOR) for n in self._folder_names()):
+                raise FolderNotEmpty(f"folder {name} has children")
+            special = frow["special_use"]
+            doomed = self.path / f"mailsift-deleted-{md.new_key()}"
+            os.rename(self._fpath(name), doomed)
+            md.fsync_dir(self.path)
+            with self._txn():
+                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (frow["id"],))
+                self._db.execute("DELETE FROM folders WHERE id = ?", (frow["id"],))
+            self._mtimes.pop(frow["id"], None)
+            shutil.rmtree(doomed, ignore_errors=True)
+            self._event("folder-deleted", name, via="delete", special_use=special)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        """Rename a folder and its children (keeping UIDVALIDITY and UIDs). Renaming INBOX moves all
+        its messages into a new folder `new` and leaves INBOX empty (RFC 3501)."""
+        old, new = normalize_folder(old), normalize_folder(new)
+        if new == INBOX:
+            raise FolderExists("INBOX exists")
+        if old == INBOX:
+            self.create_folder(new)
+            uids = [m.uid for m in self.list(INBOX)]
+            if uids:
+                self.move(INBOX, uids, new)
+            return
+        with self._op():
+            self._sync_folder_list()
+            self._frow(old)
+            if self._frow_opt(new) is not None:
+                raise FolderExists(f"folder {new} exists")
+            if new.startswith(old + SEPARATOR):
+                raise StoreError("cannot rename a folder into itself")
+            moving = [n for n in self._folder_names() if n == old or n.startswith(old + SEPARATOR)]
+            parents = new.split(SEPARATOR)[:-1]
+            for i in range(1, len(parents) + 1):
+                parent = SEPARATOR.join(parents[:i])
+                if self._frow_opt(parent) is None:
+                    md.ensure_maildir(self._fpath(parent), folder=True)
+                    with self._txn():
+                        self._new_folder_row(parent, _default_special_use(parent))
+                    self._event("folder-created", parent, via="rename")
+            renames = [(n, new + n[len(old):]) for n in moving]
+            for src, dst in renames:
+                if self._fpath(dst).exists():
+                    raise FolderExists(f"folder {dst} exists on disk")
+            done = []
+            try:
+                for src, dst in renames:
+                    os.rename(self._fpath(src), self._fpath(dst))
+                    done.append((src, dst))
+            except OSError:
+                for src, dst in reversed(done):
+                    os.rename(self._fpath(dst), self._fpath(src))
+                raise
+            md.fsync_dir(self.path)
+            with self._txn():
+                for src, dst in renames:
+                    self._db.execute("UPDATE folders SET name = ? WHERE name = ?", (dst, src))
+                    if self._db.execute("DELETE FROM subscriptions WHERE name = ?", (src,)).rowcount:
+                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (dst,))
+            for src, dst in renames:
+                self._event("folder-renamed", dst, via="rename", old_name=src)
+
+    def set_subscribed(self, name: str, subscribed: bool = True) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE. Names need not exist (RFC 3501 allows it) but must be valid."""
+        name = normalize_folder(name)
+        with self._lock, self._txn():
+            if subscribed:
+                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+            else:
+                self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+    def subscriptions(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM subscriptions ORDER BY name")]
+
+    # ------------------------------------------------------------------ sync & recovery
+    def _recover_tmp(self, name: str) -> None:
+        """Roll forward files committed to the index but still in tmp/ (a crash between commit and
+        rename); remove our own abandoned tmp files (their writer died before committing)."""
+        fpath = self._fpath(name)
+        frow = self._frow(name)
+        tmpdir = fpath / "tmp"
+        try:
+            entries = list(os.scandir(tmpdir))
+        except FileNotFoundError:
+            return
+        now = time.time()
+        for entry in entries:
+            row = self._db.execute("SELECT subdir, name FROM messages WHERE folder_id = ? AND key = ?",
+                                   (frow["id"], entry.name)).fetchone()
+            if row is not None:
+                target = fpath / row[0] / row[1]
+                if not target.exists():
+                    os.rename(entry.path, target)
+                    md.fsync_dir(target.parent)
+                    log.info("%s: recovered %s/%s from tmp/", self.user, name, entry.name)
+                    continue
+            m = re.search(r"P(\d+)Q\d+", entry.name)
+            mine_dead = m is not None and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1))))
+            try:
+                old = now - entry.stat().st_mtime > 36 * 3600
+            except FileNotFoundError:
+                continue
+            if mine_dead or old:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
+    def sync(self, name: str | None = None, force: bool = False) -> None:
+        """Pick up changes made by other programs to one folder (or all). Cheap when the folder's
+        directories are unchanged; `force` rescans anyway."""
+        with self._op():
+            self._sync_folder_list()
+            for n in [normalize_folder(name)] if name else self._folder_names():
+                self._sync_folder(n, force)
+
+    def _sync_folder(self, name: str, force: bool = False) -> None:
+        frow = self._frow(name)
+        fid = frow["id"]
+        mt = self._mt(name)
+        if not force and self._mtimes.get(fid) == mt:
+            return
+        fpath = self._fpath(name)
+        files: dict[str, tuple[str, str]] = {}
+        for sub in ("new", "cur"):
+            try:
+                it = os.scandir(fpath / sub)
+            except FileNotFoundError:
+                md.ensure_maildir(fpath, folder=name != INBOX)
+                continue
+            with it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    key, _info = md.parse_name(entry.name)
+                    files[key] = (sub, entry.name)
+        rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords FROM messages WHERE folder_id = ?",
+                                (fid,)).fetchall()
+        known: set[str] = set()
+        gone: list[int] = []
+        changed: list[tuple[int, str, str, str, str, str]] = []
+        for uid, key, subdir, fname, sysflags, keywords in rows:
+            known.add(key)
+            found = files.get(key)
+            if found is None:
+                tmp = fpath / "tmp" / key
+                target = fpath / subdir / fname
+                if tmp.exists() and not target.exists():
+                    os.rename(tmp, target)
+                    continue
+                gone.append(uid)
+            elif found != (subdir, fname):
+                letters = md.parse_name(found[1])[1] or ""
+                letters = md.info_letters(md.flags_from_letters(letters))
+                changed.append((uid, found[0], found[1], letters, sysflags, keywords))
+        added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), k))
+        if gone or changed or added:
+            with self._txn():
+                modseq = frow["highestmodseq"]
+                for uid in gone:
+                    self._db.execute("DELETE FROM messages WHERE folder_id = ? AND uid = ?", (fid, uid))
+                for uid, sub, fname, letters, _old, _kw in changed:
+                    modseq += 1
+                    self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, modseq=? "
+                                     "WHERE folder_id=? AND uid=?", (sub, fname, letters, modseq, fid, uid))
+                uid_next = frow["uidnext"]
+                new_uids = []
+                for key in added:
+                    sub, fname = files[key]
+                    try:
+                        st = os.stat(fpath / sub / fname)
+                    except FileNotFoundError:
+                        continue
+                    s, w = md.sizes_from_key(key)
+                    if w is None:
+                        with open(fpath / sub / fname, "rb") as fh:
+                            w = md.crlf_size(fh.read())
+                    letters = md.info_letters(md.flags_from_letters(md.parse_name(fname)[1] or ""))
+                    modseq += 1
+                    self._db.execute(
+                        "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
+                        "internal_date, size, modseq) VALUES (?,?,?,?,?,?,'',?,?,?)",
+                        (fid, uid_next, key, sub, fname, letters, st.st_mtime, w, modseq))
+                    new_uids.append((uid_next, letters))
+                    uid_next += 1
+                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, mtime_new=?, mtime_cur=? WHERE id=?",
+                                 (uid_next, modseq, mt[0], mt[1], fid))
+            for uid in gone:
+                self._event("expunge", name, uid=uid, via="sync")
+            for uid, sub, fname, letters, old, kw in changed:
+                before, after = _join_flags(old, kw), _join_flags(letters, kw)
+                if before != after:
+                    self._event("flags", name, uid=uid, flags=after, added=after - before,
+                                removed=before - after, via="sync")
+            for uid, letters in new_uids:
+                self._event("new", name, uid=uid, flags=_join_flags(letters, ""), via="sync")
+        elif self._mtimes.get(fid) != mt:
+            with self._txn():
+                self._db.execute("UPDATE folders SET mtime_new=?, mtime_cur=? WHERE id=?", (mt[0], mt[1], fid))
+        self._mtimes[fid] = mt
+
+    # ------------------------------------------------------------------ adding messages
+    def _ensure_target(self, folder: str) -> sqlite3.Row:
+        row = self._frow_opt(folder)
+        if row is None and folder in STANDARD_FOLDERS:
+            md.ensure_maildir(self._fpath(folder), folder=True)
+            with self._txn():
+                self._new_folder_row(folder, _default_special_use(folder))
+            self._event("folder-created", folder, via="deliver")
+            row = self._frow(folder)
+        if row is None:
+            raise NoSuchFolder(f"no folder {folder}")
+        return row
+
+    def deliver(self, data: bytes, folder: str = INBOX, dedup_key: str | None = None,
+                internal_date: float | None = None) -> Delivered:
+        """Store one incoming message (CRLF or LF line ends) in `folder` (a missing standard folder is
+        created) as a new, unseen message. On return it is fsynced, in new/, and indexed: only then may
+        the caller say 250. `dedup_key` (e.g. a digest of the exact bytes received) makes a retried
+        delivery of the same bytes a no-op that returns the first delivery (duplicate=True)."""
+        folder = normalize_folder(folder)
+        lf = md.to_lf(data)
+        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), md.crlf_size(lf))
+        when = internal_date if internal_date is not None else time.time()
+        with self._op():
+            frow = self._ensure_target(folder)
+        fpath = self._fpath(folder)
+        tmp = md.write_tmp(fpath, key, lf, mtime=when)  # the slow part, outside the lock
+        try:
+            with self._op():
+                frow = self._frow(folder)
+                with self._txn():
+                    if dedup_key is not None:
+                        prev = self._db.execute("SELECT folder, uid, uidvalidity FROM deliveries WHERE digest = ?",
+                                                (dedup_key,)).fetchone()
+                        if prev is not None:
+                            os.unlink(tmp)
+                            return Delivered(prev[0], prev[1], prev[2], duplicate=True)
+                    uid = frow["uidnext"]
+                    modseq = frow["highestmodseq"] + 1
+                    self._db.execute(
+                        "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
+                        "internal_date, size, modseq) VALUES (?,?,?,'new',?,'','',?,?,?)",
+                        (frow["id"], uid, key, key, when, md.crlf_size(lf), modseq))
+                    self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
+                                     (uid + 1, modseq, frow["id"]))
+                    if dedup_key is not None:
+                        self._db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)",
+                                         (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
+                try:
+                    with self._own_change(folder, frow["id"]):
+                        os.rename(tmp, fpath / "new" / key)
+                        md.fsync_dir(fpath / "new")
+                except OSError:
+                    with self._txn():
+                        self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
+                        if dedup_key is not None:
+                            self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
+                    raise
+                self._event("new", folder, uid=uid, via="deliver")
+                return Delivered(folder, uid, frow["uidvalidity"])
+        finally:
+            if tmp.exists():
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def append(self, folder: str, data: bytes, flags: Iterable[str] = (),
+               internal_date: float | None = None) -> MessageInfo:
+        """IMAP APPEND: store `data` in an existing folder with these flags and internal date
+        (default now). Returns the new message (its uid is the APPENDUID)."""
+        folder = normalize_folder(folder)
+        fl = normalize_flags(flags)
+        lf = md.to_lf(data)
+        size = md.crlf_size(lf)
+        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), size)
+        when = internal_date if internal_date is not None else time.time()
+        with self._op():
+            self._frow(folder)
+        fpath = self._fpath(folder)
+        tmp = md.write_tmp(fpath, key, lf, mtime=when)
+        try:
+            with self._op():
+                [(uid, modseq)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
+            return MessageInfo(uid, fl, when, size, modseq, key)
+        finally:
+            if tmp.exists():
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
+                    via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
+        """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync. -> [(uid, modseq)]"""
+        frow = self._frow(folder)
+        fid = frow["id"]
+        fpath = self._fpath(folder)
+        out = []
+        with self._txn():
+            uid, modseq = frow["uidnext"], frow["highestmodseq"]
+            for key, _tmp, fl, when, size in items:
+                letters, keywords = _split_flags(fl)
+                modseq += 1
+                self._db.execute(
+                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
+                    "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
+                    (fid, uid, key, md.file_name(key, fl), letters, keywords, when, size, modseq))
+                out.append((uid, modseq))
+                uid += 1
+            self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?", (uid, modseq, fid))
+        with self._own_change(folder, fid):
+            for key, tmp, fl, _when, _size in items:
+                os.rename(tmp, fpath / "cur" / md.file_name(key, fl))
+            md.fsync_dir(fpath / "cur")
+        for i, ((uid, _m), item) in enumerate(zip(out, items)):
+            src = sources[i] if sources else (None, None, None)
+            self._event("new", folder, uid=uid, flags=item[2], via=via, source_folder=src[0],
+                        source_special_use=src[1], source_uid=src[2])
+        return out
+
+    # ------------------------------------------------------------------ reading
+    def list(self, folder: str, uid_min: int = 1, uid_max: int | None = None) -> list[MessageInfo]:
+        """The folder's messages (after picking up outside changes), ascending UID, optionally only
+        uid_min <= uid <= uid_max."""
+        folder = normalize_folder(folder)
+        with self._op():
+            self._sync_folder(folder) if self._frow_opt(folder) else self._frow(folder)
+            fid = self._frow(folder)["id"]
+            rows = self._db.execute(
+                "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
+                "WHERE folder_id = ? AND uid >= ? AND uid <= ? ORDER BY uid",
+                (fid, uid_min, uid_max if uid_max is not None else 1 << 62)).fetchall()
+        return [MessageInfo(r[0], _join_flags(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    def uids(self, folder: str) -> list[int]:
+        return [m.uid for m in self.list(folder)]
+
+    def get(self, folder: str, uid: int) -> MessageInfo:
+        """One message's info; raises NoSuchMessage."""
+        found = self.list(folder, uid, uid)
+        if not found:
+            raise NoSuchMessage(f"no message {uid} in {folder}")
+        return found[0]
+
+    def status(self, folder: str) -> FolderStatus:
+        folder = normalize_folder(folder)
+        with self._op():
+            self._frow(folder)
+            self._sync_folder(folder)
+            frow = self._frow(folder)
+            n, unseen, deleted, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(instr(sysflags,'S') = 0),0), coalesce(sum(instr(sysflags,'T') > 0),0), "
+                "coalesce(sum(size),0) FROM messages WHERE folder_id = ?", (frow["id"],)).fetchone()
+        return FolderStatus(folder, n, unseen, deleted, size, frow["uidnext"], frow["uidvalidity"],
+                            frow["highestmodseq"])
+
+    def _path_of(self, folder: str, uid: int) -> Path:
+        frow = self._frow(folder)
+        row = self._db.execute("SELECT subdir, name FROM messages WHERE folder_id=? AND uid=?",
+                               (frow["id"], uid)).fetchone()
+        if row is None:
+            raise NoSuchMessage(f"no message {uid} in {folder}")
+        return self._fpath(folder) / row[0] / row[1]
+
+    def read(self, folder: str, uid: int, crlf: bool = True) -> bytes:
+        """The message's bytes (CRLF line ends unless crlf=False). Raises NoSuchMessage."""
+        folder = normalize_folder(folder)
+        for attempt in (0, 1):
+            with self._lock:
+                path = self._path_of(folder, uid)
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                return md.to_crlf(data) if crlf else data
+            except FileNotFoundError:
+                if attempt:
+                    raise NoSuchMessage(f"message {uid} in {folder} vanished") from None
+                with self._op():
+                    self._sync_folder(folder, force=True)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ changing
+    def store_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = "add",
+                    unchanged_since: int | None = None) -> list[MessageInfo]:
+        """Add, remove or replace flags on these messages (missing UIDs are skipped). Returns the
+        messages whose flags changed, with their new flags. With unchanged_since (CONDSTORE), messages
+        whose modseq is greater are left alone."""
+        folder = normalize_folder(folder)
+        fl = normalize_flags(flags)
+        if mode not in ("add", "remove", "replace"):
+            raise StoreError(f"bad mode {mode}")
+        wanted = set(uids)
+        changed: list[MessageInfo] = []
+        with self._op():
+            self._sync_folder(folder)
+            frow = self._frow(folder)
+            fid, fpath = frow["id"], self._fpath(folder)
+            rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq "
+                                    "FROM messages WHERE folder_id = ? ORDER BY uid", (fid,)).fetchall()
+            updates = []
+            with self._own_change(folder, fid):
+                for uid, key, subdir, fname, sysflags, keywords, when, size, mseq in rows:
+                    if uid not in wanted:
+                        continue
+                    if unchanged_since is not None and mseq > unchanged_since:
+                        continue
+                    before = _join_flags(sysflags, keywords)
+                    after = before | fl if mode == "add" else before - fl if mode == "remove" else fl
+                    if after == before:
+                        continue
+                    letters, kws = _split_flags(after)
+                    new_sub, new_name = subdir, fname
+                    if letters != sysflags or subdir == "new":
+                        new_sub, new_name = "cur", md.file_name(key, after)
+                        try:
+                            os.rename(fpath / subdir / fname, fpath / new_sub / new_name)
+                        except FileNotFoundError:
+                            continue  # vanished meanwhile; the next sync expunges it
+                    updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key))
+            if updates:
+                with self._txn():
+                    modseq = frow["highestmodseq"]
+                    for uid, sub, name, letters, kws, before, after, when, size, key in updates:
+                        modseq += 1
+                        self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, keywords=?, modseq=? "
+                                         "WHERE folder_id=? AND uid=?", (sub, name, letters, kws, modseq, fid, uid))
+                        changed.append(MessageInfo(uid, after, when, size, modseq, key))
+                    self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, fid))
+                for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
+                    self._event("flags", folder, uid=uid, flags=after, added=after - before,
+                                removed=before - after, via="store")
+        return changed
+
+    def copy(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
+        """Copy messages (with flags, keywords and internal date) into `dst`. Returns
+        [(source uid, new uid)] in ascending source order (COPYUID). Missing UIDs are skipped."""
+        src, dst = normalize_folder(src), normalize_folder(dst)
+        wanted = set(uids)
+        with self._op():
+            self._sync_folder(src)
+            sfrow, dfrow = self._frow(src), self._frow(dst)
+            spath, dpath = self._fpath(src), self._fpath(dst)
+            rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords, internal_date, size "
+                                    "FROM messages WHERE folder_id = ? ORDER BY uid", (sfrow["id"],)).fetchall()
+            items, sources = [], []
+            try:
+                for uid, key, subdir, fname, sysflags, keywords, when, size in rows:
+                    if uid not in wanted:
+                        continue
+                    s, w = md.sizes_from_key(key)
+                    newkey = md.key_with_sizes(md.new_key(self.store.hostname), s or 0, w or size) \
+                        if s is not None else md.new_key(self.store.hostname)
+                    tmp = dpath / "tmp" / newkey
+                    try:
+                        try:
+                            os.link(spath / subdir / fname, tmp)
+                        except OSError as exc:
+                            if exc.errno == errno.ENOENT:
+                                raise
+                            shutil.copy2(spath / subdir / fname, tmp)
+                            with open(tmp, "rb+") as fh:
+                                os.fsync(fh.fileno())
+                    except FileNotFoundError:
+                        continue
+                    items.append((newkey, tmp, _join_flags(sysflags, keywords), when, size))
+                    sources.append((src, sfrow["special_use"], uid))
+                pairs = self._commit_new(dst, items, via="copy", sources=sources) if items else []
+            finally:
+                for item in items:
+                    if item[1].exists():
+                        try:
+                            os.unlink(item[1])
+                        except OSError:
+                            pass
+        return [(s[2], p[0]) for s, p in zip(sources, pairs)]
+
+    def move(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
+        """Move messages into `dst` (IMAP MOVE): new UIDs there, expunged from `src`. Returns
+        [(source uid, new uid)]. Events: "new" in dst (via="move", source_*) then "expunge" in src."""
+        src, dst = normalize_folder(src), normalize_folder(dst)
+        if src == dst:
+            raise StoreError("source and destination are the same folder")
+        wanted = set(uids)
+        with self._op():
+            self._sync_folder(src)
+            self._sync_folder(dst)
+            sfrow, dfrow = self._frow(src), self._frow(dst)
+            spath, dpath = self._fpath(src), self._fpath(dst)
+            rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords, internal_date, size "
+                                    "FROM messages WHERE folder_id = ? ORDER BY uid", (sfrow["id"],)).fetchall()
+            moved = []
+            with self._own_change(src, sfrow["id"]), self._own_change(dst, dfrow["id"]):
+                for uid, key, subdir, fname, sysflags, keywords, when, size in rows:
+                    if uid not in wanted:
+                        continue
+                    fl = _join_flags(sysflags, keywords)
+                    newkey = key
+                    if self._db.execute("SELECT 1 FROM messages WHERE folder_id=? AND key=?",
+                                        (dfrow["id"], key)).fetchone():
+                        newkey = md.new_key(self.store.hostname)
+                    try:
+                        os.rename(spath / subdir / fname, dpath / "cur" / md.file_name(newkey, fl))
+                    except FileNotFoundError:
+                        continue
+                    moved.append((uid, newkey, fl, when, size, sysflags))
+                if moved:
+                    md.fsync_dir(dpath / "cur")
+                    with self._txn():
+                        duid, dmod = dfrow["uidnext"], dfrow["highestmodseq"]
+                        smod = sfrow["highestmodseq"]
+                        pairs = []
+                        for uid, newkey, fl, when, size, _sf in moved:
+                            letters, kws = _split_flags(fl)
+                            dmod += 1
+                            smod += 1
+                            self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (sfrow["id"], uid))
+                            self._db.execute(
+                                "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
+                                "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
+                                (dfrow["id"], duid, newkey, md.file_name(newkey, fl), letters, kws, when, size, dmod))
+                            pairs.append((uid, duid, fl))
+                            duid += 1
+                        self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
+                                         (duid, dmod, dfrow["id"]))
+                        self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (smod, sfrow["id"]))
+                else:
+                    pairs = []
+            for suid, duid, fl in pairs:
+                self._event("new", dst, uid=duid, flags=fl, via="move", source_folder=src,
+                            source_special_use=sfrow["special_use"], source_uid=suid)
+            for suid, _duid, _fl in pairs:
+                self._event("expunge", src, uid=suid, via="move")
+        return [(s, d) for s, d, _f in pairs]
+
+    def expunge(self, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+        """Remove the messages flagged \\Deleted (only those among `uids` when given: UID EXPUNGE).
+        Returns the expunged UIDs, ascending."""
+        folder = normalize_folder(folder)
+        wanted = set(uids) if uids is not None else None
+        with self._op():
+            self._sync_folder(folder)
+            frow = self._frow(folder)
+            fid, fpath = frow["id"], self._fpath(folder)
+            rows = self._db.execute("SELECT uid, subdir, name FROM messages WHERE folder_id = ? "
+                                    "AND instr(sysflags, 'T') > 0 ORDER BY uid", (fid,)).fetchall()
+            doomed = [r for r in rows if wanted is None or r[0] in wanted]
+            if not doomed:
+                return []
+            with self._own_change(folder, fid):
+                for _uid, subdir, name in doomed:
+                    try:
+                        os.unlink(fpath / subdir / name)
+                    except FileNotFoundError:
+                        pass
+            with self._txn():
+                self._db.executemany("DELETE FROM messages WHERE folder_id=? AND uid=?",
+                                     [(fid, r[0]) for r in doomed])
+                self._db.execute("UPDATE folders SET highestmodseq=highestmodseq+1 WHERE id=?", (fid,))
+            for uid, _s, _n in doomed:
+                self._event("expunge", folder, uid=uid, via="expunge")
+        return [r[0] for r in doomed]
+
+    def prune_deliveries(self, days: float = DEDUP_DAYS) -> None:
+        """Forget delivery digests older than `days` (the server calls this now and then)."""
+        cutoff = time.time() - days * 86400
+        with self._lock, self._txn():
+            self._db.execute("DELETE FROM deliveries WHERE at < ?", (cutoff,))
+
+
+def _mtime(fpath: Path, sub: str, name: str) -> float:
+    try:
+        return os.stat(fpath / sub / name).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,118 @@
+"""The per-user SQLite index: folders (UIDVALIDITY, UIDNEXT, special use, subscription) and
+messages (UID, file name, flags, keywords, internal date, size, modseq).
+
+It lives beside the Maildir as `mailsift-index.sqlite3` (WAL, synchronous=FULL: a commit is
+on disk before the store answers). It is a cache of what the files say plus what only IMAP
+knows (UIDs, keywords, subscriptions): when it is missing or unreadable it is rebuilt from the
+files, and every folder gets a new UIDVALIDITY so clients resynchronise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+log = logging.getLogger("mailsift.store.index")
+
+INDEX_NAME = "mailsift-index.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    special_use TEXT,
+    mtime_new INTEGER NOT NULL DEFAULT -2,
+    mtime_cur INTEGER NOT NULL DEFAULT -2
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    subdir TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sysflags TEXT NOT NULL DEFAULT '',
+    keywords TEXT NOT NULL DEFAULT '',
+    internal_date REAL NOT NULL,
+    size INTEGER NOT NULL,
+    modseq INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_key ON messages (folder_id, key);
+CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deliveries (
+    digest TEXT PRIMARY KEY, folder TEXT NOT NULL, uid INTEGER NOT NULL,
+    uidvalidity INTEGER NOT NULL, at REAL NOT NULL
+);
+"""
+
+
+def _last_uidvalidity(path: Path) -> int:
+    """The highest UIDVALIDITY handed out for this mailbox, kept outside the index (so a lost
+    index still yields a strictly newer one)."""
+    try:
+        return int((path / "mailsift-uidvalidity").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def next_uidvalidity(path: Path) -> int:
+    """A fresh UIDVALIDITY for this mailbox: time-based, strictly above every earlier one."""
+    value = max(int(time.time()), _last_uidvalidity(path) + 1) & 0xFFFFFFFF or 1
+    tmp = path / "mailsift-uidvalidity.tmp"
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, path / "mailsift-uidvalidity")
+    return value
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Open (or create) the index in mailbox directory `path`. Returns (connection, rebuilt):
+    rebuilt is True when the index was missing or broken and the caller must repopulate it."""
+    db = path / INDEX_NAME
+    fresh = not db.exists()
+    try:
+        conn = _open(db)
+        if not fresh:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {row}")
+            version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                fresh = True
+    except sqlite3.DatabaseError as exc:
+        log.error("index %s is unreadable (%s); rebuilding it from the Maildir", db, exc)
+        try:
+            conn.close()  # type: ignore[possibly-undefined]
+        except Exception:
+            pass
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(db) + suffix)
+            if p.exists():
+                os.replace(p, Path(str(db) + suffix + f".broken-{int(time.time())}"))
+        conn = _open(db)
+        fresh = True
+    if fresh:
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    return conn, fresh
+
+
+def _open(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.executescript(_SCHEMA)
+    try:
+        os.chmod(db, 0o600)
+    except OSError:
+        pass
+    return conn

@@ -1,0 +1,152 @@
+"""Maildir++ files: unique names, the `:2,FLAGS` info part, and durable writes.
+
+A message is written to `tmp/`, fsynced, then renamed into `new/` or `cur/`, and the directory
+is fsynced; a file in `new/` or `cur/` is therefore always complete. Files are never changed
+in place: a flag change is a rename, so hard links (COPY) are safe.
+
+On disk messages use LF line ends (what mutt, Postfix's virtual(8) and Dovecot write); the
+size a client sees (IMAP RFC822.SIZE, POP3) counts CRLF and is kept in the name as `W=`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+# IMAP system flags <-> Maildir info letters (letters sorted in names, as the spec asks).
+FLAG_LETTERS: dict[str, str] = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "$Forwarded": "P",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+LETTER_FLAGS: dict[str, str] = {v: k for k, v in FLAG_LETTERS.items()}
+SUBDIRS = ("cur", "new", "tmp")
+_counter = itertools.count()
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def hostname_part() -> str:
+    host = socket.gethostname() or "localhost"
+    return host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
+
+
+def new_key(host: str | None = None) -> str:
+    """A unique Maildir base name: TIME.M<usec>P<pid>Q<n>.HOST (the spec's recommended form)."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{host or hostname_part()}"
+
+
+def key_with_sizes(key: str, size: int, vsize: int) -> str:
+    return f"{key},S={size},W={vsize}"
+
+
+def info_letters(flags: frozenset[str] | set[str]) -> str:
+    return "".join(sorted(FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS))
+
+
+def flags_from_letters(letters: str) -> frozenset[str]:
+    return frozenset(LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS)
+
+
+def file_name(key: str, flags: frozenset[str] | set[str] | None) -> str:
+    """The name in cur/ (flags given, possibly empty) or new/ (flags None)."""
+    if flags is None:
+        return key
+    return f"{key}:2,{info_letters(flags)}"
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """'KEY:2,FS' -> ('KEY', 'FS'); 'KEY' -> ('KEY', None). Dovecot's ';' variant too."""
+    for sep in (":2,", ";2,"):
+        if sep in name:
+            key, info = name.split(sep, 1)
+            return key, info
+    if ":" in name:
+        return name.split(":", 1)[0], ""
+    return name, None
+
+
+def sizes_from_key(key: str) -> tuple[int | None, int | None]:
+    s = w = None
+    for part in key.split(",")[1:]:
+        if part.startswith("S=") and part[2:].isdigit():
+            s = int(part[2:])
+        elif part.startswith("W=") and part[2:].isdigit():
+            w = int(part[2:])
+    return s, w
+
+
+def to_lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def to_crlf(data: bytes) -> bytes:
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def crlf_size(lf_data: bytes) -> int:
+    """The size of the data once every bare LF became CRLF."""
+    return len(lf_data) + len(_BARE_LF.findall(lf_data))
+
+
+def ensure_maildir(path: Path, folder: bool = False) -> None:
+    """Create cur/ new/ tmp/ (mode 0700); a Maildir++ subfolder also gets its `maildirfolder` file."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in SUBDIRS:
+        (path / sub).mkdir(mode=0o700, exist_ok=True)
+    if folder:
+        marker = path / "maildirfolder"
+        if not marker.exists():
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+
+
+def is_maildir(path: Path) -> bool:
+    return all((path / sub).is_dir() for sub in ("cur", "new"))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_tmp(folder_path: Path, name: str, data: bytes, mtime: float | None = None) -> Path:
+    """Write `data` to folder/tmp/NAME exclusively and fsync it. Removes the file on failure."""
+    path = folder_path / "tmp" / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def dir_mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return -1

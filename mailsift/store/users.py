@@ -1,0 +1,192 @@
+"""The user database: canonical addresses with scrypt password hashes, in one SQLite file.
+
+Hashes are stored as `$scrypt$ln=LOG2N,r=R,p=P$SALT$HASH` (base64), so parameters can be raised
+later without invalidating old entries. `verify` costs the same whether or not the user exists
+(an unknown name is checked against a dummy hash) and compares in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from mailsift.store.names import normalize_user
+
+SCRYPT_LOG2N = 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+MAX_PASSWORD = 1024
+
+
+class UserError(Exception):
+    """A request the user database refuses (the message says why)."""
+
+
+class NoSuchUser(UserError):
+    pass
+
+
+class UserExists(UserError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, log2n: int = SCRYPT_LOG2N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=1 << log2n, r=r, p=p,
+                            maxmem=256 * 1024 * 1024, dklen=32)
+    return f"$scrypt$ln={log2n},r={r},p={p}${_b64(salt)}${_b64(digest)}"
+
+
+def check_password(password: str, encoded: str) -> bool:
+    try:
+        _, scheme, params, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        kv = dict(item.split("=", 1) for item in params.split(","))
+        want = _unb64(digest)
+        got = hashlib.scrypt(password.encode("utf-8", "surrogateescape"), salt=_unb64(salt),
+                             n=1 << int(kv["ln"]), r=int(kv["r"]), p=int(kv["p"]),
+                             maxmem=256 * 1024 * 1024, dklen=len(want))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def check_new_password(password: str) -> None:
+    if not password:
+        raise UserError("empty password")
+    if len(password) > MAX_PASSWORD:
+        raise UserError("password too long")
+    if any(c in password for c in "\x00\r\n"):
+        raise UserError("password contains NUL or line breaks")
+
+
+class Users:
+    """Users of the store. Names are canonical addresses ("alice@example.org"); a bare name takes
+    `default_domain` when one is set. Thread-safe; every call reads the file afresh, so changes
+    made by `mailsift user` reach a running server at once."""
+
+    def __init__(self, path: str | Path, default_domain: str = "") -> None:
+        self.path = Path(path)
+        self.default_domain = default_domain
+        self._lock = threading.Lock()
+        self._dummy: str | None = None
+
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        if not self.path.exists():
+            if not create:
+                raise FileNotFoundError(str(self.path))
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, hash TEXT NOT NULL, "
+                     "created REAL NOT NULL, changed REAL NOT NULL)")
+        return conn
+
+    def canonical(self, name: str) -> str:
+        """The canonical form of a user name; raises names.InvalidName."""
+        return normalize_user(name, self.default_domain)
+
+    def add(self, name: str, password: str) -> str:
+        """Add a user; returns the canonical name. Raises UserExists, UserError, InvalidName."""
+        canon = self.canonical(name)
+        check_new_password(password)
+        encoded = hash_password(password)
+        with self._lock:
+            conn = self._connect(create=True)
+            try:
+                now = time.time()
+                conn.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (canon, encoded, now, now))
+            except sqlite3.IntegrityError:
+                raise UserExists(f"user {canon} exists") from None
+            finally:
+                conn.close()
+        return canon
+
+    def set_password(self, name: str, password: str) -> None:
+        canon = self.canonical(name)
+        check_new_password(password)
+        encoded = hash_password(password)
+        with self._lock:
+            conn = self._connect(create=True)
+            try:
+                cur = conn.execute("UPDATE users SET hash=?, changed=? WHERE name=?", (encoded, time.time(), canon))
+                if cur.rowcount == 0:
+                    raise NoSuchUser(f"no user {canon}")
+            finally:
+                conn.close()
+
+    def delete(self, name: str) -> None:
+        """Remove the user from the database (the Maildir stays; remove it by hand when wanted)."""
+        canon = self.canonical(name)
+        with self._lock:
+            conn = self._connect(create=True)
+            try:
+                if conn.execute("DELETE FROM users WHERE name=?", (canon,)).rowcount == 0:
+                    raise NoSuchUser(f"no user {canon}")
+            finally:
+                conn.close()
+
+    def list(self) -> list[str]:
+        try:
+            conn = self._connect()
+        except FileNotFoundError:
+            return []
+        try:
+            return [r[0] for r in conn.execute("SELECT name FROM users ORDER BY name")]
+        finally:
+            conn.close()
+
+    def exists(self, name: str) -> bool:
+        """Is this a known user? (For LMTP RCPT and the Postfix lookup; invalid names are not.)"""
+        try:
+            canon = self.canonical(name)
+            conn = self._connect()
+        except (ValueError, FileNotFoundError):
+            return False
+        try:
+            return conn.execute("SELECT 1 FROM users WHERE name=?", (canon,)).fetchone() is not None
+        finally:
+            conn.close()
+
+    def _stored_hash(self, name: str) -> str | None:
+        try:
+            canon = self.canonical(name)
+            conn = self._connect()
+        except (ValueError, FileNotFoundError):
+            return None
+        try:
+            row = conn.execute("SELECT hash FROM users WHERE name=?", (canon,)).fetchone()
+        finally:
+            conn.close()
+        return row[0] if row else None
+
+    def verify(self, name: str, password: str) -> bool:
+        """True when `name` exists and `password` is its password. Blocking (scrypt, tens of ms):
+        call it from a worker thread. Takes the same time for unknown users; never raises on bad input."""
+        if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
+                or len(name) > 320:
+            return False
+        stored = self._stored_hash(name)
+        if stored is None:
+            if self._dummy is None:
+                self._dummy = hash_password("mailsift-dummy-password")
+            check_password(password, self._dummy)
+            return False
+        return check_password(password, stored)
