@@ -4,6 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift.store.names import InvalidName, check_domain
+
+LISTENERS = ("lmtp", "pop3", "pop3s", "imap", "imaps", "lookup")
+
+
+def parse_listen(value: str) -> tuple[str, str | int] | None:
+    """"unix:PATH" -> ("unix", PATH); "HOST:PORT" / "[V6]:PORT" -> (HOST, PORT); "off" -> None.
+    Raises ValueError."""
+    value = value.strip()
+    if value in ("off", ""):
+        return None
+    if value.startswith("unix:"):
+        path = value[5:]
+        if not path.startswith("/"):
+            raise ValueError(f"{value!r}: unix socket paths must be absolute")
+        return "unix", path
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: expected unix:PATH, HOST:PORT or off")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -17,8 +39,47 @@ class StoreSettings:
     pop3s: str = "off"
     imap: str = "off"
     imaps: str = "off"
+    # Postfix socketmap lookup of valid recipients (virtual_mailbox_maps), so unknown users are
+    # refused during the SMTP dialog.
+    lookup: str = "unix:/var/spool/postfix/private/mailsift-map"
     # TLS certificate chain and key (PEM); empty = no TLS.
     tls_cert: str = ""
     tls_key: str = ""
     # Plaintext logins before TLS are refused except from loopback unless this is true.
     allow_plaintext_anywhere: bool = False
+    # The name in greetings and Maildir file names; empty = this host's name.
+    hostname: str = ""
+    # Bare user names ("alice") mean alice@default_domain; empty = users are full addresses.
+    default_domain: str = ""
+    # user+folder@domain files into an existing folder "folder".
+    recipient_delimiter: str = "+"
+    # Largest message LMTP accepts (announced as SIZE).
+    max_message_size: int = 50 * 1024 * 1024
+    # Most recipients in one LMTP transaction.
+    max_recipients: int = 1000
+    # Recognise a retried LMTP delivery of the exact same bytes (same sender and recipient) and
+    # store it once: Postfix resends when the reply to a completed delivery was lost.
+    lmtp_dedup: bool = True
+    # Seconds an LMTP client may stay silent.
+    lmtp_timeout: float = 300.0
+    # File mode of unix sockets we create (octal string); the directory restricts access too.
+    socket_mode: str = "0666"
+
+    def validate(self) -> None:
+        for name in LISTENERS:
+            parse_listen(getattr(self, name))
+        if not self.mail_root.startswith("/"):
+            raise ValueError("mail_root must be an absolute path")
+        if self.max_message_size <= 0 or self.max_recipients <= 0 or self.lmtp_timeout <= 0:
+            raise ValueError("max_message_size, max_recipients and lmtp_timeout must be positive")
+        if len(self.recipient_delimiter) > 1 or self.recipient_delimiter in ("@", "."):
+            raise ValueError("recipient_delimiter must be one character (or empty)")
+        if self.default_domain:
+            try:
+                check_domain(self.default_domain.lower())
+            except InvalidName as exc:
+                raise ValueError(str(exc)) from None
+        try:
+            int(self.socket_mode, 8)
+        except ValueError:
+            raise ValueError("socket_mode must be an octal string like \"0660\"") from None

@@ -1,0 +1,37 @@
+"""`mailsift serve`: the store's daemon (LMTP delivery, POP3, IMAP, the Postfix recipient lookup)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from mailsift.config import Config, override
+
+HELP = "run the mail store: LMTP delivery, POP3/IMAP, the Postfix recipient lookup (until SIGTERM)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mail-root", metavar="DIR", help="Maildir++ root (ROOT/DOMAIN/USER/)")
+    parser.add_argument("--users", metavar="FILE", help="user database")
+    for proto in ("lmtp", "pop3", "pop3s", "imap", "imaps", "lookup"):
+        parser.add_argument(f"--{proto}", metavar="WHERE", help=f"{proto} listener: unix:PATH, HOST:PORT or off")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from mailsift.store.server import ServeError, serve
+
+    settings = override(config.store, mail_root=args.mail_root, users=args.users, lmtp=args.lmtp,
+                        pop3=args.pop3, pop3s=args.pop3s, imap=args.imap, imaps=args.imaps, lookup=args.lookup)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        print(f"mailsift serve: {exc}", file=sys.stderr)
+        return 3
+    try:
+        return asyncio.run(serve(settings))
+    except ServeError as exc:
+        logging.getLogger("mailsift.serve").error("%s", exc)
+        print(f"mailsift serve: {exc}", file=sys.stderr)
+        return 3

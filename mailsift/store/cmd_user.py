@@ -1,0 +1,77 @@
+"""`mailsift user add|passwd|del|list`: the store's users. Passwords come from a prompt (twice) or,
+with --stdin, from the first line of standard input; never from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from mailsift.config import Config, override
+
+HELP = "manage mail store users: add, passwd, del, list (passwords from a prompt or --stdin)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--users", metavar="FILE", default=argparse.SUPPRESS,
+                        help="user database (default: [store] users)")
+    common.add_argument("--mail-root", metavar="DIR", default=argparse.SUPPRESS,
+                        help="Maildir++ root (default: [store] mail_root)")
+    parser.add_argument("--users", metavar="FILE", help="user database (default: [store] users)")
+    parser.add_argument("--mail-root", metavar="DIR", help="Maildir++ root (default: [store] mail_root)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("add", "add a user and create the mailbox"), ("passwd", "change a password"),
+                         ("del", "remove a user (the mail stays on disk)")):
+        p = sub.add_parser(action, help=text, parents=[common])
+        p.add_argument("name", help="user address (local@domain)")
+        if action != "del":
+            p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    sub.add_parser("list", help="list users", parents=[common])
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise ValueError("no terminal for the password prompt: use --stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("passwords differ")
+    return first
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from mailsift.store.api import Store
+    from mailsift.store.users import Users, UserError
+
+    settings = override(config.store, users=args.users, mail_root=args.mail_root)
+    users = Users(settings.users, settings.default_domain)
+    try:
+        if args.action == "list":
+            for name in users.list():
+                print(name)
+            return 0
+        if args.action == "del":
+            users.delete(args.name)
+            print(f"deleted {users.canonical(args.name)} (mail under {settings.mail_root} kept)")
+            return 0
+        password = _password(args)
+        if args.action == "add":
+            name = users.add(args.name, password)
+            try:
+                Store(settings.mail_root).mailbox(name).close()
+            except OSError as exc:
+                print(f"mailsift user: warning: mailbox not created yet ({exc.strerror})", file=sys.stderr)
+            print(f"added {name}")
+        else:
+            users.set_password(args.name, password)
+            print(f"password changed for {users.canonical(args.name)}")
+        return 0
+    except (UserError, ValueError) as exc:
+        print(f"mailsift user: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"mailsift user: {exc}", file=sys.stderr)
+        return 3

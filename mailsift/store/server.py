@@ -1,0 +1,228 @@
+"""The `mailsift serve` process: one asyncio loop, one listener per configured protocol.
+
+Listeners come from [store] keys lmtp, pop3, pop3s, imap, imaps, lookup ("unix:PATH", "HOST:PORT"
+or "off"). Each protocol's handler is named in PROTOCOLS and imported when its listener is
+configured (a module that does not exist yet is skipped with a warning). A handler is
+
+    async def handle(reader, writer, ctx: SessionContext) -> None
+
+pop3s and imaps are implicit TLS: the listener itself is wrapped with the TLS context.
+SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import ssl
+import stat
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from mailsift.store.api import Store
+from mailsift.store.context import SessionContext
+from mailsift.store.settings import parse_listen, StoreSettings
+from mailsift.store.users import Users
+
+log = logging.getLogger("mailsift.serve")
+
+PROTOCOLS: dict[str, str] = {
+    "lmtp": "mailsift.protocols.lmtp:handle",
+    "pop3": "mailsift.protocols.pop3:handle",
+    "pop3s": "mailsift.protocols.pop3:handle",
+    "imap": "mailsift.protocols.imap:handle",
+    "imaps": "mailsift.protocols.imap:handle",
+    "lookup": "mailsift.store.socketmap:handle",
+}
+IMPLICIT_TLS = ("pop3s", "imaps")
+NEEDS_TLS = ("pop3s", "imaps")
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SessionContext], Awaitable[None]]
+GRACE_SECONDS = 5.0
+STREAM_LIMIT = 1024 * 1024
+
+
+class ServeError(Exception):
+    """The server cannot start as configured (the message says why)."""
+
+
+def load_handler(spec: str) -> Handler | None:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+    return getattr(module, attr, None)
+
+
+def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    try:
+        tls = importlib.import_module("mailsift.tls")
+    except ModuleNotFoundError:
+        log.warning("mailsift.tls is not available; TLS is off")
+        return None
+    try:
+        return tls.server_context(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ServeError(f"cannot load TLS certificate {settings.tls_cert} / {settings.tls_key}: {exc}") from None
+
+
+def _is_loopback(peer: Any) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return True  # unix socket
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    def __init__(self, settings: StoreSettings, store: Store | None = None, users: Users | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store(settings.mail_root, hostname=settings.hostname or None)
+        self.users = users or Users(settings.users, settings.default_domain)
+        self.tls = build_tls(settings)
+        self.shared: dict[str, Any] = {"hostname": settings.hostname or socket.getfqdn()}
+        self.throttle = self._make_throttle()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sessions: set[asyncio.Task[None]] = set()
+        self.unix_paths: list[Path] = []
+        self.stopping = asyncio.Event()
+
+    def _make_throttle(self) -> Any:
+        try:
+            auth = importlib.import_module("mailsift.store.auth")
+        except ModuleNotFoundError:
+            return None
+        maker = getattr(auth, "LoginThrottle", None)
+        try:
+            return maker() if maker else None
+        except TypeError:
+            return None
+
+    async def start(self) -> None:
+        for proto, spec in PROTOCOLS.items():
+            where = parse_listen(getattr(self.settings, proto))
+            if where is None:
+                continue
+            handler = load_handler(spec)
+            if handler is None:
+                log.warning("%s: %s is not available yet; listener skipped", proto, spec)
+                continue
+            implicit = proto in IMPLICIT_TLS
+            if implicit and self.tls is None:
+                raise ServeError(f"{proto} needs tls_cert and tls_key in [store]")
+            await self._listen(proto, where, handler, implicit)
+
+    async def _listen(self, proto: str, where: tuple[str, str | int], handler: Handler, implicit: bool) -> None:
+        ssl_ctx = self.tls if implicit else None
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.sessions.add(task)
+            peer = writer.get_extra_info("peername")
+            ctx = SessionContext(store=self.store, users=self.users, settings=self.settings, tls=self.tls,
+                                 implicit_tls=implicit, peer=peer if isinstance(peer, tuple) else "",
+                                 is_loopback=_is_loopback(peer), protocol=proto, shared=self.shared,
+                                 throttle=self.throttle)
+            try:
+                await handler(reader, writer, ctx)
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+                log.debug("%s session ended: %r", proto, exc)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("%s session failed", proto)
+            finally:
+                self.sessions.discard(task)
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+
+        if where[0] == "unix":
+            path = Path(str(where[1]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() or path.is_symlink():
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    raise ServeError(f"{path} exists and is not a socket")
+                path.unlink()
+            server = await asyncio.start_unix_server(on_connect, path=str(path), ssl=ssl_ctx, limit=STREAM_LIMIT)
+            os.chmod(path, int(self.settings.socket_mode, 8))
+            self.unix_paths.append(path)
+            log.info("%s listening on unix:%s", proto, path)
+        else:
+            host, port = where
+            try:
+                server = await asyncio.start_server(on_connect, host=str(host), port=int(port), ssl=ssl_ctx,
+                                                    limit=STREAM_LIMIT, reuse_address=True)
+            except OSError as exc:
+                raise ServeError(f"{proto}: cannot listen on {host}:{port}: {exc.strerror}") from None
+            log.info("%s listening on %s:%s", proto, host, port)
+        self.servers.append(server)
+
+    async def housekeeping(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 3600)
+            except asyncio.TimeoutError:
+                pass
+            if self.stopping.is_set():
+                return
+            for box in list(self.store._boxes.values()):
+                try:
+                    await asyncio.to_thread(box.prune_deliveries)
+                except Exception:
+                    log.exception("pruning delivery records of %s failed", box.user)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed() if not self.sessions else None
+        if self.sessions:
+            _done, pending = await asyncio.wait(set(self.sessions), timeout=GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=GRACE_SECONDS)
+        for path in self.unix_paths:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        await asyncio.to_thread(self.store.close)
+
+
+async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None) -> int:
+    server = Server(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stopping.set)
+    try:
+        await server.start()
+    except ServeError:
+        await server.stop()
+        raise
+    if not server.servers:
+        log.error("no listener is configured")
+        await server.stop()
+        return 3
+    log.info("mailsift serve ready (%d listeners)", len(server.servers))
+    if ready:
+        ready()
+    keeper = asyncio.create_task(server.housekeeping())
+    await server.stopping.wait()
+    log.info("stopping")
+    keeper.cancel()
+    await server.stop()
+    return 0
