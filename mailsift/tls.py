@@ -31,7 +31,7 @@ TLS12_CIPHERS = ":".join((
 ))
 
 
-class TLSConfigError(Exception):
+class TLSConfigError(ValueError):
     """The certificate or key cannot be used (missing, unreadable, not matching)."""
 
 
