@@ -72,6 +72,10 @@ class ClamdInstance:
             "SelfCheck 0",
             "Bytecode no",
             "StreamMaxLength 30M",
+            # clam_cache_emax.tgz nests archives so deep that, attached to a mail (mail -> base64
+            # -> tgz -> tar -> tgz ...), it exceeds the default MaxRecursion 17 and passes as
+            # clean (measured). Production configs should raise it too or set AlertExceedsMax.
+            "MaxRecursion 30",
         ]
         if self.port is not None:
             lines += ["TCPAddr 127.0.0.1", f"TCPSocket {self.port}"]
