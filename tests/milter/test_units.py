@@ -1,0 +1,332 @@
+"""The milter's parts without Postfix: clamd client, the pymilter class on a fake context,
+model reloading, postconf lines, settings."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import Milter
+import pytest
+
+from harness.clamd import EICAR
+from mailsift.config import ConfigError, parse_config
+from mailsift.milter.app import MailsiftMilter, Runtime, milter_value
+from mailsift.milter.postfix import postconf_lines, postfix_milter_address
+from mailsift.milter.reload import ModelHolder
+from mailsift.milter.scan import MessageScanner
+from mailsift.milter.settings import MilterSettings
+from mailsift.scanner.clamav import ClamdClient, ScanError, parse_address, parse_reply
+from mailsift.verdict import Verdict, VirusResult
+
+
+# -- clamd client --------------------------------------------------------------------------
+def test_parse_address() -> None:
+    assert str(parse_address("unix:/run/clamd.ctl")) == "unix:/run/clamd.ctl"
+    assert parse_address("/run/clamd.ctl").family == socket.AF_UNIX
+    a = parse_address("127.0.0.1:3310")
+    assert a.family == socket.AF_INET and a.target == ("127.0.0.1", 3310)
+    assert parse_address("[::1]:3310").family == socket.AF_INET6
+    for bad in ("unix:", "localhost", "host:port"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_parse_reply() -> None:
+    assert parse_reply(b"stream: OK\0").state == "clean"
+    r = parse_reply(b"stream: Eicar-Test-Signature FOUND\0")
+    assert r.state == "infected" and r.name == "Eicar-Test-Signature"
+    with pytest.raises(ScanError) as exc:
+        parse_reply(b"INSTREAM size limit exceeded. ERROR\0")
+    assert exc.value.reason == "clamd error" and "size limit" in str(exc.value)
+    with pytest.raises(ScanError):
+        parse_reply(b"garbage\0")
+
+
+def test_unreachable_clamd_is_a_scan_error(tmp_path: Path) -> None:
+    client = ClamdClient(f"unix:{tmp_path / 'none.sock'}", timeout=2)
+    with pytest.raises(ScanError) as exc:
+        client.scan_bytes(b"hello")
+    assert exc.value.reason == "clamd unreachable"
+    assert client.ping() is False
+
+
+def test_silent_clamd_times_out() -> None:
+    """A clamd that accepts and never answers costs at most the timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        client = ClamdClient(f"127.0.0.1:{server.getsockname()[1]}", timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(ScanError) as exc:
+            client.scan_bytes(b"x" * 1000)
+        assert exc.value.reason == "clamd timeout"
+        assert time.monotonic() - t0 < 3
+    finally:
+        stop.set()
+        t.join()
+        for c in accepted:
+            c.close()
+        server.close()
+
+
+def test_real_clamd_over_unix_and_tcp(clamd) -> None:
+    for addr in (clamd.address, clamd.tcp):
+        client = ClamdClient(addr, timeout=10)
+        assert client.ping()
+        assert client.scan_bytes(b"just text\r\n").state == "clean"
+        found = client.scan_bytes(b"prefix " + EICAR + b" suffix")
+        assert found.state == "infected" and found.name.startswith("Eicar-Test-Signature")
+        big = b"A" * (3 * 64 * 1024 + 17) + EICAR  # several INSTREAM chunks
+        assert client.scan_bytes(big).state == "infected"
+
+
+# -- the pymilter class on a fake libmilter context -----------------------------------------
+class FakeCtx:
+    def __init__(self, macros: dict[str, str] | None = None) -> None:
+        self.macros = macros or {"i": "ABC123"}
+        self.calls: list[tuple] = []
+        self.priv = None
+
+    def setpriv(self, priv) -> None:
+        self.priv = priv
+
+    def getpriv(self):
+        return self.priv
+
+    def getsymval(self, name: str):
+        return self.macros.get(name)
+
+    def setreply(self, *args) -> int:
+        self.calls.append(("setreply", *args))
+        return Milter.SUCCESS
+
+    def addheader(self, name, value, idx) -> int:
+        self.calls.append(("addheader", name, value))
+        return Milter.SUCCESS
+
+    def chgheader(self, name, idx, value) -> int:
+        self.calls.append(("chgheader", name, idx, value))
+        return Milter.SUCCESS
+
+    def quarantine(self, reason) -> int:
+        self.calls.append(("quarantine", reason))
+        return Milter.SUCCESS
+
+
+class FakeScanner:
+    def __init__(self, virus: VirusResult = VirusResult("clean"), error: str | None = None,
+                 verdict: Verdict | None = None, boom: bool = False) -> None:
+        self._virus, self._error, self._verdict, self.boom = virus, error, verdict, boom
+        self.seen: list[bytes] = []
+        self.partial: list[bool] = []
+
+    def virus(self, raw: bytes, partial: bool):
+        self.seen.append(raw)
+        self.partial.append(partial)
+        return self._virus, self._error
+
+    def score(self, raw: bytes, partial: bool) -> Verdict:
+        if self.boom:
+            raise ZeroDivisionError("model exploded")
+        return self._verdict or Verdict(0.999, 9.0, clues=(("viagra", 2.0), ("meeting", -1.0)))
+
+
+def run_message(scanner, headers, body: bytes, settings: MilterSettings | None = None, macros=None):
+    ctx = FakeCtx(macros)
+    m = MailsiftMilter(Runtime(settings or MilterSettings(), scanner))
+    m._setctx(ctx)
+    assert m.connect("client", socket.AF_INET, ("192.0.2.7", 2525)) == Milter.CONTINUE
+    m.envfrom("<a@b.test>")
+    m.envrcpt("<c@example.test>")
+    for name, value in headers:
+        m.header(name, value)
+    m.eoh()
+    m.body(body)
+    return m.eom(), ctx
+
+
+def test_spam_gets_headers_and_the_raw_message_is_rebuilt() -> None:
+    scanner = FakeScanner()
+    rc, ctx = run_message(scanner, [(b"Subject", b"hi"), (b"Received", b"from x\n\tby y")], b"body\r\n")
+    assert rc == Milter.CONTINUE
+    added = [(c[1], c[2]) for c in ctx.calls if c[0] == "addheader"]
+    names = [n for n, _ in added]
+    assert names == ["X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status", "X-Spam-Report",
+                     "X-Virus-Scanned", "X-Virus-Status"]
+    report = dict(added)["X-Spam-Report"]
+    assert "\r" not in report and "\n\t" in report  # libmilter folding: LF + tab
+    assert scanner.seen[0] == b"Subject: hi\r\nReceived: from x\r\n\tby y\r\n\r\nbody\r\n"
+
+
+def test_incoming_verdict_headers_are_renamed_from_the_last_backwards() -> None:
+    headers = [(b"X-Spam-Flag", b"NO"), (b"Subject", b"s"), (b"x-spam-flag", b"YES"),
+               (b"X-Virus-Status", b"Clean"), (b"X-Spam-Flag-Untrusted", b"old")]
+    rc, ctx = run_message(FakeScanner(), headers, b"b\r\n")
+    assert rc == Milter.CONTINUE
+    chg = [c for c in ctx.calls if c[0] == "chgheader"]
+    assert chg == [("chgheader", "X-Virus-Status", 1, None), ("chgheader", "x-spam-flag", 2, None),
+                   ("chgheader", "X-Spam-Flag", 1, None)]
+    added = [(c[1], c[2]) for c in ctx.calls if c[0] == "addheader"]
+    assert ("X-Spam-Flag-Untrusted", "NO") in added and ("x-spam-flag-Untrusted", "YES") in added
+    assert ("X-Virus-Status-Untrusted", "Clean") in added
+
+
+def test_unexpected_exception_is_a_tempfail_with_a_logged_traceback(caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="mailsift.milter")
+    rc, ctx = run_message(FakeScanner(boom=True), [(b"Subject", b"x")], b"b\r\n")
+    assert rc == Milter.TEMPFAIL
+    assert ("setreply", "451", "4.3.0", "Temporary content filter failure, try again later") in ctx.calls
+    assert not [c for c in ctx.calls if c[0] == "addheader"]
+    assert "ZeroDivisionError: model exploded" in caplog.text and "Traceback" in caplog.text
+
+
+def test_failure_in_an_early_callback_tempfails_at_end_of_message(caplog) -> None:
+    ctx = FakeCtx()
+    m = MailsiftMilter(Runtime(MilterSettings(), FakeScanner()))
+    m._setctx(ctx)
+    m.connect("client", socket.AF_INET, ("192.0.2.7", 2525))
+    m.envfrom("<a@b.test>")
+    assert m.header(None, b"v") == Milter.CONTINUE  # a bad callback argument must not hang Postfix
+    m.eoh()
+    assert m.eom() == Milter.TEMPFAIL
+
+
+def test_scan_error_policy() -> None:
+    err = (VirusResult("unscanned", reason="clamd timeout"), "clamd at x timed out")
+    rc, ctx = run_message(FakeScanner(*err), [(b"Subject", b"x")], b"b\r\n")
+    assert rc == Milter.TEMPFAIL and ctx.calls[0][:3] == ("setreply", "451", "4.7.1")
+    rc, ctx = run_message(FakeScanner(*err), [(b"Subject", b"x")], b"b\r\n",
+                          MilterSettings(on_scan_error="accept"))
+    assert rc == Milter.CONTINUE
+    assert ("addheader", "X-Virus-Status", "Unscanned (clamd timeout)") in ctx.calls
+
+
+def test_virus_actions() -> None:
+    infected = VirusResult("infected", name="Eicar-Test-Signature")
+    rc, ctx = run_message(FakeScanner(infected), [], b"b\r\n", MilterSettings(on_virus="reject"))
+    assert rc == Milter.REJECT and ctx.calls[0][:3] == ("setreply", "554", "5.7.1")
+    rc, ctx = run_message(FakeScanner(infected), [], b"b\r\n", MilterSettings(on_virus="hold"))
+    assert rc == Milter.CONTINUE and ("quarantine", "mailsift: virus Eicar-Test-Signature") in ctx.calls
+    rc, ctx = run_message(FakeScanner(infected), [], b"b\r\n", MilterSettings(on_virus="tag"))
+    assert rc == Milter.CONTINUE and not [c for c in ctx.calls if c[0] == "quarantine"]
+    assert ("addheader", "X-Virus-Status", "Infected (Eicar-Test-Signature)") in ctx.calls
+
+
+def test_skip_authenticated_and_max_scan_size() -> None:
+    scanner = FakeScanner()
+    rc, ctx = run_message(scanner, [], b"b\r\n", MilterSettings(skip_authenticated=True),
+                          macros={"i": "Q1", "{auth_authen}": "alice"})
+    assert rc == Milter.ACCEPT and ctx.calls == [] and scanner.seen == []
+    rc, ctx = run_message(scanner, [(b"Subject", b"big")], b"x" * 5000, MilterSettings(max_scan_size=1000))
+    assert len(scanner.seen[-1]) == 1000 and scanner.partial[-1] is True
+    rc, ctx = run_message(scanner, [(b"Subject", b"small")], b"x" * 500, MilterSettings(max_scan_size=1000))
+    assert scanner.partial[-1] is False
+
+
+def test_message_scanner_marks_partial_scans(clamd, tmp_path: Path) -> None:
+    holder = ModelHolder(tmp_path)
+    holder.check()
+    out = MessageScanner(ClamdClient(clamd.address), holder).scan(b"Subject: x\r\n\r\nhi\r\n", partial=True)
+    assert out.verdict.virus == VirusResult("clean", partial=True) and out.verdict.partial
+
+
+def test_milter_value() -> None:
+    assert milter_value("a\r\n\tb") == "a\n\tb"
+
+
+# -- model reloading ------------------------------------------------------------------------
+def test_model_holder_reloads_on_atomic_rename_and_survives_a_broken_file(tmp_path: Path) -> None:
+    from mailsift.classifier.api import MODEL_FILE
+
+    loads: list[str] = []
+
+    def loader(path: Path) -> str:
+        text = path.read_text()
+        if text == "broken":
+            raise ValueError("bad model")
+        loads.append(text)
+        return text
+
+    holder = ModelHolder(tmp_path, interval=0.05, loader=loader)
+    holder.check()
+    assert holder.current() == (None, "no model")
+
+    def publish(text: str) -> None:
+        tmp = tmp_path / "tmp.new"
+        tmp.write_text(text)
+        tmp.rename(tmp_path / MODEL_FILE)
+
+    holder.start()
+    try:
+        publish("v1")
+        from harness.procs import wait_for
+        wait_for(lambda: holder.current()[0] == "v1", 5, what="v1")
+        publish("broken")
+        time.sleep(0.3)  # several intervals: the broken file is tried once, v1 stays
+        assert holder.current()[0] == "v1"
+        publish("v2")
+        wait_for(lambda: holder.current()[0] == "v2", 5, what="v2")
+        assert loads == ["v1", "v2"]
+    finally:
+        holder.stop()
+
+
+def test_message_scanner_without_a_model(tmp_path: Path) -> None:
+    holder = ModelHolder(tmp_path)
+    holder.check()
+    out = MessageScanner(None, holder).scan(b"Subject: x\r\n\r\nhi\r\n")
+    assert out.verdict.probability is None and out.verdict.reason == "no model"
+    assert out.verdict.virus.state == "unscanned"
+
+
+# -- configuration and postconf ---------------------------------------------------------------
+def test_postconf_lines() -> None:
+    from mailsift.config import Config
+
+    assert postfix_milter_address("unix:/var/spool/postfix/mailsift/milter.sock") == "unix:/mailsift/milter.sock"
+    assert postfix_milter_address("inet:8891@127.0.0.1") == "inet:127.0.0.1:8891"
+    lines = postconf_lines(Config())
+    assert "postconf -e 'smtpd_milters = unix:/mailsift/milter.sock'" in lines
+    assert "postconf -e 'milter_default_action = tempfail'" in lines
+    assert any("{auth_authen}" in line for line in lines)
+
+
+def test_postfix_config_command(mailsift_bin: str) -> None:
+    out = subprocess.run([mailsift_bin, "postfix-config", "--part", "milter"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "milter_default_action = tempfail" in out and "smtpd_milters = unix:/mailsift/milter.sock" in out
+
+
+def test_settings_are_validated() -> None:
+    for bad in ({"on_virus": "discard"}, {"on_scan_error": "reject"}, {"max_scan_size": 0},
+                {"skip_networks": ["not-a-net"]}, {"socket_mode": "999"}, {"socket": "tcp:1"}):
+        with pytest.raises(ConfigError):
+            parse_config({"milter": bad})
+    cfg = parse_config({"milter": {"on_virus": "hold", "skip_networks": ["10.0.0.0/8"]}})
+    assert cfg.milter.on_virus == "hold"
+
+
+def test_bad_flag_value_is_a_clear_error(mailsift_bin: str, tmp_path: Path) -> None:
+    res = subprocess.run([mailsift_bin, "milter", "--socket", f"unix:{tmp_path}/m.sock", "--clamd", "nonsense"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 3 and "clamd address" in res.stderr
