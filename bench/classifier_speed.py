@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Classifier speed and size on one core, against the issue's targets.
+
+    .venv/bin/python bench/classifier_speed.py [--index INDEX] [--limit N]
+
+On the shared corpora stream (corpora/build_index.py) or INDEX, pinned to one CPU with one
+BLAS thread:
+    learning    msgs/s, each message read from its file and learned (SpamModel.learn)  >= 1,000
+    classifying msgs/s, each message read from its file and judged (SpamModel.verdict) >= 1,000
+    latency     p99 of one in-process verdict, messages up to 100 KB                    <= 5 ms
+    model file  bytes in the saved model directory (save_model)                         <= 64 MB
+    RSS         peak resident memory of a separate classifier process: `mailsift classify
+                --dbpath DIR` over the messages (load_model + verdict when that command
+                is missing)                                                             <= 200 MB
+Also, for reference, `mailsift learn` run as a user runs it, when that command exists.
+Rates and latencies are CPU time (process_time / thread_time): the machine this runs on is
+shared, and wall time measures the neighbours too. Wall figures are printed beside.
+Prints each figure with PASS/FAIL; exit status 0 when all pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "corpora"))
+
+TARGETS = {
+    "learn_rate": 1000.0,
+    "classify_rate": 1000.0,
+    "p99_ms": 5.0,
+    "model_mb": 64.0,
+    "rss_mb": 200.0,
+}
+MAX_LATENCY_MSG = 100 * 1024
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def child_peak_rss_mb(argv: list[str], stdin: bytes | None = None) -> tuple[float, int, float]:
+    """Run argv; return (peak RSS in MB, exit status, seconds) from wait4's rusage."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **ONE_THREAD})
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - t0
+    if proc.returncode not in (0, 1, 2):
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return usage.ru_maxrss / 1024.0, proc.returncode, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="classifier speed and size on one core")
+    ap.add_argument("--index", type=Path, help="an index file (default: the shared corpora stream)")
+    ap.add_argument("--limit", type=int, help="only the first N messages")
+    args = ap.parse_args(argv)
+
+    os.environ.update(ONE_THREAD)  # before numpy is imported (below)
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+
+    from mailsift.classifier.corpus import read_index
+
+    if args.index:
+        entries = read_index(args.index)
+    else:
+        import build_index
+
+        entries = build_index.shared_stream()
+    if args.limit:
+        entries = entries[: args.limit]
+    for e in entries:  # warm the page cache: measure the classifier, not the disk
+        e.path.read_bytes()
+    total_bytes = sum(e.path.stat().st_size for e in entries)
+    print(f"{len(entries)} messages, {total_bytes / len(entries) / 1024:.1f} KB average, "
+          f"pinned to CPU {cpu}, one BLAS thread")
+
+    from mailsift.classifier.api import new_model, save_model
+
+    model = new_model()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for e in entries:
+        model.learn(e.path.read_bytes(), e.label)
+    learn_s, learn_cpu = time.perf_counter() - t0, time.process_time() - c0
+    learn_rate = len(entries) / learn_cpu
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    labels = [model.verdict(e.path.read_bytes()).label for e in entries]
+    classify_s, classify_cpu = time.perf_counter() - t0, time.process_time() - c0
+    classify_rate = len(entries) / classify_cpu
+
+    small = [e.path.read_bytes() for e in entries if e.path.stat().st_size <= MAX_LATENCY_MSG]
+    lat: list[float] = []  # CPU time of the calling thread
+    wall: list[float] = []
+    for raw in small:
+        t, c = time.perf_counter_ns(), time.thread_time_ns()
+        model.verdict(raw)
+        lat.append((time.thread_time_ns() - c) / 1e9)
+        wall.append((time.perf_counter_ns() - t) / 1e9)
+    lat.sort()
+    wall.sort()
+
+    def pct(q: float, xs: list[float]) -> float:
+        return 1000.0 * xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    p50, p99, worst = pct(0.50, lat), pct(0.99, lat), 1000.0 * lat[-1]
+    p99_wall = pct(0.99, wall)
+    biggest = max(len(r) for r in small)
+
+    with tempfile.TemporaryDirectory(prefix="mailsift-speed-") as tmp:
+        db = Path(tmp) / "model"
+        t0 = time.perf_counter()
+        save_model(model, db)
+        save_s = time.perf_counter() - t0
+        model_mb = dir_bytes(db) / 1e6
+
+        import importlib.util
+
+        files = [str(e.path) for e in entries[:2000]]
+        if importlib.util.find_spec("mailsift.classifier.cmd_classify") is not None:
+            how = f"`mailsift classify --dbpath DIR` over {len(files)} files"
+            cmd = [str(Path(sys.executable).parent / "mailsift"), "classify", "--dbpath", str(db), *files]
+            rss_mb, status, rss_s = child_peak_rss_mb(cmd)
+        else:
+            how = f"load_model + verdict over {len(files)} files (no `mailsift classify` yet)"
+            code = ("import sys; from mailsift.classifier.api import load_model\n"
+                    "m = load_model(sys.argv[1])\n"
+                    "for f in sys.argv[2:]:\n    m.verdict(open(f, 'rb').read())\n")
+            rss_mb, status, rss_s = child_peak_rss_mb([sys.executable, "-c", code, str(db), *files])
+        learn_cli = None
+        if importlib.util.find_spec("mailsift.classifier.cmd_learn") is not None:
+            exe = str(Path(sys.executable).parent / "mailsift")
+            ham = [e.path for e in entries if e.label == "ham"]
+            spam = [e.path for e in entries if e.label == "spam"]
+            db2 = Path(tmp) / "cli"
+            t0 = time.monotonic()
+            r1 = subprocess.run([exe, "learn", "--ham", "--dbpath", str(db2), *map(str, ham)],
+                                capture_output=True, env={**os.environ, **ONE_THREAD})
+            r2 = subprocess.run([exe, "learn", "--spam", "--dbpath", str(db2), *map(str, spam)],
+                                capture_output=True, env={**os.environ, **ONE_THREAD})
+            cli_s = time.monotonic() - t0
+            if r1.returncode == 0 and r2.returncode == 0:
+                learn_cli = len(entries) / cli_s
+            else:
+                sys.stderr.write((r1.stderr + r2.stderr).decode(errors="replace")[-2000:])
+
+    results = [
+        ("learning", f"{learn_rate:,.0f} msgs/s of CPU time ({len(entries)} in {learn_cpu:.1f} s CPU, "
+         f"{learn_s:.1f} s wall)",
+         learn_rate >= TARGETS["learn_rate"], ">= 1,000 msgs/s"),
+        ("classifying", f"{classify_rate:,.0f} msgs/s of CPU time ({len(entries)} in {classify_cpu:.1f} s CPU, "
+         f"{classify_s:.1f} s wall; "
+         f"{labels.count('spam')} spam, {labels.count('ham')} ham, {labels.count('unsure')} unsure)",
+         classify_rate >= TARGETS["classify_rate"], ">= 1,000 msgs/s"),
+        ("p99 latency", f"{p99:.2f} ms CPU (p50 {p50:.2f} ms, max {worst:.1f} ms; wall p99 {p99_wall:.2f} ms; "
+         f"{len(small)} messages "
+         f"<= 100 KB, largest {biggest / 1024:.0f} KB)", p99 <= TARGETS["p99_ms"], "<= 5 ms"),
+        ("model file", f"{model_mb:.1f} MB (saved in {save_s:.2f} s)", model_mb <= TARGETS["model_mb"], "<= 64 MB"),
+        ("classifier RSS", f"{rss_mb:.0f} MB peak ({how}, exit {status}, {rss_s:.1f} s)",
+         rss_mb <= TARGETS["rss_mb"], "<= 200 MB"),
+    ]
+    print()
+    for name, figure, ok, target in results:
+        print(f"{name:<15} {figure}\n{'':<15} target {target}: {verdict(ok)}")
+    if learn_cli is not None:
+        print(f"{'mailsift learn':<15} {learn_cli:,.0f} msgs/s end to end (two runs, --ham then --spam, "
+              f"including start-up and saving; for reference)")
+    return 0 if all(ok for _, _, ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
