@@ -39,6 +39,7 @@ class ClientEntry:
 
 
 class GreylistStore(Protocol):
+    async def lookup(self, key: str, network: str) -> tuple[TripletEntry | None, ClientEntry | None]: ...
     async def get_triplet(self, key: str) -> TripletEntry | None: ...
     async def put_triplet(self, key: str, entry: TripletEntry, now: float, ttl: float) -> None: ...
     async def get_client(self, network: str) -> ClientEntry | None: ...
@@ -121,6 +122,9 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"greylist database {self.path}: {exc}") from exc
 
+    async def lookup(self, key: str, network: str) -> tuple[TripletEntry | None, ClientEntry | None]:
+        return await self.get_triplet(key), await self.get_client(network)
+
     async def get_triplet(self, key: str) -> TripletEntry | None:
         rows = self._run("SELECT first_seen, last_seen, passed FROM triplet WHERE key=?", (key,))
         if not rows:
@@ -189,8 +193,16 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis {self.url}: {exc}") from exc
 
+    async def lookup(self, key: str, network: str) -> tuple[TripletEntry | None, ClientEntry | None]:
+        """Both records in one round trip."""
+        t, c = await self._call("mget", [self.prefix + "t:" + key, self.prefix + "c:" + network])
+        return self._triplet(t), self._client_entry(c)
+
     async def get_triplet(self, key: str) -> TripletEntry | None:
-        value = await self._call("get", self.prefix + "t:" + key)
+        return self._triplet(await self._call("get", self.prefix + "t:" + key))
+
+    @staticmethod
+    def _triplet(value: str | None) -> TripletEntry | None:
         if value is None:
             return None
         try:
@@ -205,7 +217,10 @@ class RedisStore:
         await self._call("set", self.prefix + "t:" + key, value, ex=max(1, int(ttl)))
 
     async def get_client(self, network: str) -> ClientEntry | None:
-        value = await self._call("get", self.prefix + "c:" + network)
+        return self._client_entry(await self._call("get", self.prefix + "c:" + network))
+
+    @staticmethod
+    def _client_entry(value: str | None) -> ClientEntry | None:
         if value is None:
             return None
         try:

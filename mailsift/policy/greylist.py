@@ -28,8 +28,9 @@ from typing import Callable
 from mailsift import __version__
 from mailsift.policy.backends import ClientEntry, GreylistStore, StoreError, TripletEntry
 from mailsift.policy.settings import PolicySettings
-from mailsift.policy.triplet import (Triplet, domain_matches, domain_of, in_networks,
-                                     make_triplet, parse_address, parse_networks)
+from mailsift.policy.triplet import (IPAddress, Triplet, client_network, domain_matches,
+                                     domain_of, in_networks, normalise_recipient,
+                                     normalise_sender, parse_address, parse_networks)
 
 log = logging.getLogger("mailsift.policy")
 
@@ -79,11 +80,11 @@ class Greylister:
         self._store_down_until = 0.0
 
     async def decide(self, request: dict[str, str]) -> Decision:
-        exempt = self._exemption(request)
-        if exempt is not None:
+        exempt, addr = self._exemption(request)
+        if addr is None:
             return Decision(DUNNO, exempt)
-        triplet = make_triplet(request["client_address"], request.get("sender", ""),
-                               request["recipient"])
+        triplet = Triplet(client_network(addr), normalise_sender(request.get("sender", "")),
+                          normalise_recipient(request["recipient"]))
         mono = time.monotonic()
         if mono < self._store_down_until:
             return Decision(DUNNO, "store-down", triplet)
@@ -99,45 +100,42 @@ class Greylister:
             log.warning("greylist store is back")
         return decision
 
-    def _exemption(self, request: dict[str, str]) -> str | None:
-        """Why this request is never greylisted, or None."""
+    def _exemption(self, request: dict[str, str]) -> tuple[str, IPAddress | None]:
+        """Why this request is never greylisted and no address; or "" and the client address."""
         state = request.get("protocol_state", "RCPT").upper()
         if state != "RCPT":
-            return f"state-{state.lower()}"
+            return f"state-{state.lower()}", None
         if request.get("sasl_username"):
-            return "sasl"
+            return "sasl", None
         if not request.get("recipient"):
-            return "no-recipient"
+            return "no-recipient", None
         try:
             addr = parse_address(request.get("client_address", ""))
         except ValueError:
-            return "no-client-address"
+            return "no-client-address", None
         if addr.is_loopback and not self.settings.greylist_loopback:
-            return "loopback"
+            return "loopback", None
         if self.networks and in_networks(addr, self.networks):
-            return "network"
+            return "network", None
         if self.settings.sender_domains and domain_matches(
                 domain_of(request.get("sender", "")), self.settings.sender_domains):
-            return "sender-domain"
+            return "sender-domain", None
         if self.settings.recipient_domains and domain_matches(
                 domain_of(request["recipient"]), self.settings.recipient_domains):
-            return "recipient-domain"
-        return None
+            return "recipient-domain", None
+        return "", addr
 
     async def _greylist(self, triplet: Triplet, now: float) -> Decision:
         s = self.settings
+        key = triplet.key()
+        entry, client = await self.store.lookup(key, triplet.network)
         if s.auto_allow > 0:
-            client = await self.store.get_client(triplet.network)
             if client is not None and client.count >= s.auto_allow and now - client.last_seen <= s.max_age:
                 if now - client.last_seen >= REFRESH_INTERVAL:
                     await self.store.put_client(triplet.network,
                                                 ClientEntry(client.count, client.last_counted, now),
                                                 now, s.max_age)
                 return Decision(DUNNO, "auto-allowed", triplet)
-        else:
-            client = None
-        key = triplet.key()
-        entry = await self.store.get_triplet(key)
         if entry is not None:
             expired = (now - entry.last_seen > s.max_age) if entry.passed else \
                 (now - entry.first_seen > s.retry_window)

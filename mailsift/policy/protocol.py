@@ -34,79 +34,102 @@ class MalformedRequest(ValueError):
         self.requests: list[dict[str, str]] = []
 
 
+# Complete attribute lines: a name, '=', a value without newline or NUL.
+_LINES = re.compile(rb"(?:[A-Za-z0-9_.-]+=[^\n\0]*\n)*")
+_NAME = re.compile(rb"[A-Za-z0-9_.-]+")
+
+
 @dataclass
 class RequestParser:
-    """Incremental parser: feed it bytes, get back complete requests (dicts of str)."""
+    """Incremental parser: feed it bytes, get back complete requests (dicts of str).
+
+    Lines may end in CRLF. Bytes are checked as they arrive, so junk, an overlong line or
+    an oversized request is refused before its end arrives."""
 
     max_line: int = MAX_LINE
     max_request: int = MAX_REQUEST
     max_attributes: int = MAX_ATTRIBUTES
     _buf: bytearray = field(default_factory=bytearray)
-    _attrs: dict[str, str] = field(default_factory=dict)
-    _size: int = 0
+    _checked: int = 0  # bytes at the start of _buf known to be well-formed complete lines
 
     @property
     def pending(self) -> bool:
         """True when part of a request has arrived but not its end (a truncated request)."""
-        return bool(self._buf) or bool(self._attrs)
+        return bool(self._buf)
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
-        self._buf += data
         done: list[dict[str, str]] = []
-        start = 0
-        while True:
-            nl = self._buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = bytes(self._buf[start:nl])
-            start = nl + 1
-            try:
-                request = self._line(line)
-            except MalformedRequest as exc:
-                exc.requests = done
-                raise
-            if request is not None:
-                done.append(request)
-        del self._buf[:start]
-        if len(self._buf) > self.max_line:
-            exc = MalformedRequest(f"line longer than {self.max_line} bytes")
+        try:
+            self._feed(data, done)
+        except MalformedRequest as exc:
             exc.requests = done
-            raise exc
+            raise
         return done
 
-    def _line(self, line: bytes) -> dict[str, str] | None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            if not self._attrs:
+    def _feed(self, data: bytes, done: list[dict[str, str]]) -> None:
+        buf = self._buf
+        split_crlf = buf[-1:] == b"\r"
+        buf += data
+        if split_crlf or b"\r" in data:
+            buf[:] = buf.replace(b"\r\n", b"\n")
+        while buf:
+            if buf[0] == 0x0A:
                 raise MalformedRequest("empty request")
-            request, self._attrs, self._size = self._attrs, {}, 0
+            end = buf.find(b"\n\n", max(0, self._checked - 1))
+            if end < 0:
+                self._check_partial()
+                return
+            self._check_lines(end + 1)
+            block = bytes(buf[:end + 1])
+            del buf[:end + 2]
+            self._checked = 0
+            if block.count(b"\n") > self.max_attributes:
+                raise MalformedRequest(f"more than {self.max_attributes} attributes")
+            text = block.decode("utf-8", errors="replace")  # kept, not refused
+            request: dict[str, str] = {}
+            for line in text[:-1].split("\n"):
+                name, _, value = line.partition("=")
+                request[name] = value
             check_request(request)
-            return request
-        if len(line) > self.max_line:
-            raise MalformedRequest(f"line longer than {self.max_line} bytes")
-        self._size += len(line) + 1
-        if self._size > self.max_request:
+            done.append(request)
+
+    def _check_lines(self, upto: int) -> None:
+        """Check the complete lines in _buf[_checked:upto] (upto just after a newline)."""
+        buf = self._buf
+        if upto > self.max_request:
             raise MalformedRequest(f"request larger than {self.max_request} bytes")
-        if len(self._attrs) >= self.max_attributes:
+        if _LINES.fullmatch(buf, self._checked, upto) is None:
+            _diagnose(bytes(buf[self._checked:upto]))
+        if upto - self._checked > self.max_line:
+            longest = max(len(line) for line in bytes(buf[self._checked:upto]).split(b"\n"))
+            if longest > self.max_line:
+                raise MalformedRequest(f"line longer than {self.max_line} bytes")
+        self._checked = upto
+
+    def _check_partial(self) -> None:
+        buf = self._buf
+        last_nl = buf.rfind(b"\n")
+        if last_nl + 1 > self._checked:
+            self._check_lines(last_nl + 1)
+        if len(buf) - (last_nl + 1) > self.max_line:
+            raise MalformedRequest(f"line longer than {self.max_line} bytes")
+        if len(buf) > self.max_request:
+            raise MalformedRequest(f"request larger than {self.max_request} bytes")
+        if buf.count(b"\n", 0, self._checked) > self.max_attributes:
             raise MalformedRequest(f"more than {self.max_attributes} attributes")
+
+
+def _diagnose(lines: bytes) -> None:
+    """Raise the precise error for lines that failed the fast check."""
+    for line in lines.split(b"\n")[:-1]:
         name, sep, value = line.partition(b"=")
         if not sep:
             raise MalformedRequest(f"line without '=': {_show(line)}")
-        if not name or not _is_name(name):
+        if _NAME.fullmatch(name) is None:
             raise MalformedRequest(f"bad attribute name: {_show(name)}")
         if b"\0" in value:
             raise MalformedRequest(f"NUL byte in the value of {name.decode()}")
-        # Postfix sends UTF-8 (SMTPUTF8) or ASCII; anything else is kept, not refused.
-        self._attrs[name.decode("ascii")] = value.decode("utf-8", errors="replace")
-        return None
-
-
-_NAME = re.compile(rb"[A-Za-z0-9_.-]+")
-
-
-def _is_name(name: bytes) -> bool:
-    return _NAME.fullmatch(name) is not None
+    raise MalformedRequest("malformed attribute line")
 
 
 def _show(data: bytes, limit: int = 60) -> str:

@@ -66,9 +66,11 @@ def parse_listen(spec: str) -> Listen:
     raise ValueError(f"socket must be unix:PATH or inet:PORT@HOST, not {spec!r}")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     peer: str
+    writer: asyncio.StreamWriter
+    last_active: float
     last_prepend_instance: str | None = None
 
 
@@ -82,6 +84,8 @@ class PolicyServer:
         self._server: asyncio.AbstractServer | None = None
         self._socket_ino: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._conns: set[_Connection] = set()
+        self._watchdog: asyncio.Task[None] | None = None
         self.requests = 0
 
     async def start(self) -> None:
@@ -96,7 +100,19 @@ class PolicyServer:
             self._server = await asyncio.start_server(self._handle, host=self.listen.host,
                                                       port=self.listen.port, limit=READ_CHUNK,
                                                       reuse_address=True)
+        self._watchdog = asyncio.create_task(self._close_idle())
         log.info("mailsift policy listening on %s", self.bound())
+
+    async def _close_idle(self) -> None:
+        """Close connections idle longer than idle_timeout (one timer for all of them)."""
+        loop = asyncio.get_running_loop()
+        interval = min(10.0, self.idle_timeout / 2)
+        while True:
+            await asyncio.sleep(interval)
+            limit = loop.time() - self.idle_timeout
+            for conn in [c for c in self._conns if c.last_active < limit]:
+                log.info("closing connection from %s idle for %ss", conn.peer, self.idle_timeout)
+                conn.writer.close()
 
     def bound(self) -> str:
         if self.listen.kind == "unix" or self._server is None:
@@ -105,6 +121,9 @@ class PolicyServer:
         return f"inet:{host}:{port}"
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._server is not None:
             self._server.close()
             for task in list(self._tasks):
@@ -122,15 +141,14 @@ class PolicyServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        conn = _Connection(_peer_name(writer))
+        loop = asyncio.get_running_loop()
+        conn = _Connection(_peer_name(writer), writer, loop.time())
+        self._conns.add(conn)
         parser = RequestParser()
         try:
             while True:
-                try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self.idle_timeout)
-                except TimeoutError:
-                    log.info("closing connection from %s idle for %ss", conn.peer, self.idle_timeout)
-                    break
+                data = await reader.read(READ_CHUNK)
+                conn.last_active = loop.time()
                 if not data:
                     if parser.pending:
                         log.warning("connection from %s closed in the middle of a request", conn.peer)
@@ -153,6 +171,7 @@ class PolicyServer:
         except asyncio.CancelledError:
             pass
         finally:
+            self._conns.discard(conn)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

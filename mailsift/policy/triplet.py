@@ -51,8 +51,9 @@ def parse_address(text: str) -> IPAddress:
 def client_network(address: str | IPAddress) -> str:
     """`192.0.2.0/24` or `2001:db8:1:2::/64`; raises ValueError for a non-address."""
     addr = parse_address(address) if isinstance(address, str) else address
-    prefix = 24 if addr.version == 4 else 64
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+    if addr.version == 4:
+        return f"{ipaddress.IPv4Address(int(addr) & 0xFFFFFF00)}/24"
+    return f"{ipaddress.IPv6Address(int(addr) & ~((1 << 64) - 1))}/64"
 
 
 def normalise_sender(sender: str) -> str:

@@ -1,4 +1,5 @@
-"""The greylisting decision with a controlled clock, over the real SQLite store."""
+"""The greylisting decision with a controlled clock, over the real SQLite store (and the
+real Redis store for the dialogs that do not look inside the store)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import dataclasses
 import re
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from mailsift import __version__
-from mailsift.policy.backends import SqliteStore, StoreError, open_store
+from mailsift.policy.backends import GreylistStore, SqliteStore, StoreError, open_store
 from mailsift.policy.greylist import Greylister
 from mailsift.policy.settings import PolicySettings
 from policy_helpers import request
@@ -27,20 +29,43 @@ class Clock:
         return self.now
 
 
-def make(tmp_path: Path, **settings: object) -> tuple[Greylister, Clock, SqliteStore]:
+_RUNNERS: list[asyncio.Runner] = []
+
+
+def make(tmp_path: Path, db: str | None = None, **settings: object) -> tuple[Greylister, Clock, GreylistStore]:
+    """A Greylister on a fresh store with its own event loop (the Redis client is bound to one)."""
     clock = Clock()
-    store = SqliteStore(tmp_path / "g.sqlite")
-    s = dataclasses.replace(PolicySettings(db=f"sqlite:{tmp_path}/g.sqlite"), **settings)
+    db = db or f"sqlite:{tmp_path}/g.sqlite"
+    store = open_store(db)
+    s = dataclasses.replace(PolicySettings(db=db), **settings)
     s.validate()
-    return Greylister(s, store, clock=clock), clock, store
+    g = Greylister(s, store, clock=clock)
+    runner = asyncio.Runner()
+    _RUNNERS.append(runner)
+    g.run = runner.run  # type: ignore[attr-defined]
+    return g, clock, store
+
+
+@pytest.fixture(autouse=True)
+def _close_runners() -> Iterator[None]:
+    yield
+    while _RUNNERS:
+        _RUNNERS.pop().close()
 
 
 def ask(g: Greylister, **attrs: str) -> str:
-    return asyncio.run(g.decide(request(**attrs))).action
+    return g.run(g.decide(request(**attrs))).action  # type: ignore[attr-defined]
 
 
-def test_first_sight_defers_early_retry_defers_later_retry_passes(tmp_path: Path) -> None:
-    g, clock, _ = make(tmp_path)
+@pytest.fixture(params=["sqlite", "redis"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path}/g.sqlite"
+    return request.getfixturevalue("redis_server").url
+
+
+def test_first_sight_defers_early_retry_defers_later_retry_passes(tmp_path: Path, db: str) -> None:
+    g, clock, _ = make(tmp_path, db)
     assert ask(g) == "DEFER_IF_PERMIT 4.7.1 Greylisted, retry in 300 seconds"
     clock.now += 100
     assert ask(g) == "DEFER_IF_PERMIT 4.7.1 Greylisted, retry in 200 seconds"
@@ -50,8 +75,8 @@ def test_first_sight_defers_early_retry_defers_later_retry_passes(tmp_path: Path
     assert ask(g) == "DUNNO"  # a known triplet, not delayed again and no second header
 
 
-def test_triplet_parts_are_independent(tmp_path: Path) -> None:
-    g, clock, _ = make(tmp_path)
+def test_triplet_parts_are_independent(tmp_path: Path, db: str) -> None:
+    g, clock, _ = make(tmp_path, db)
     ask(g)
     clock.now += 400
     assert ask(g).startswith("PREPEND ")
@@ -63,8 +88,8 @@ def test_triplet_parts_are_independent(tmp_path: Path) -> None:
                recipient="Alice@Example.TEST") == "DUNNO"
 
 
-def test_retry_after_the_window_starts_over(tmp_path: Path) -> None:
-    g, clock, _ = make(tmp_path, delay=300, retry_window=3600)
+def test_retry_after_the_window_starts_over(tmp_path: Path, db: str) -> None:
+    g, clock, _ = make(tmp_path, db, delay=300, retry_window=3600)
     ask(g)
     clock.now += 3601
     assert ask(g) == "DEFER_IF_PERMIT 4.7.1 Greylisted, retry in 300 seconds"
@@ -72,8 +97,8 @@ def test_retry_after_the_window_starts_over(tmp_path: Path) -> None:
     assert ask(g).startswith("PREPEND ")
 
 
-def test_passed_triplet_is_remembered_max_age_after_last_use(tmp_path: Path) -> None:
-    g, clock, _ = make(tmp_path, max_age=10 * 86400, auto_allow=0)
+def test_passed_triplet_is_remembered_max_age_after_last_use(tmp_path: Path, db: str) -> None:
+    g, clock, _ = make(tmp_path, db, max_age=10 * 86400, auto_allow=0)
     ask(g)
     clock.now += 300
     assert ask(g).startswith("PREPEND ")
@@ -84,8 +109,8 @@ def test_passed_triplet_is_remembered_max_age_after_last_use(tmp_path: Path) -> 
     assert ask(g).startswith("DEFER_IF_PERMIT")
 
 
-def test_auto_allow_counts_at_most_once_per_hour(tmp_path: Path) -> None:
-    g, clock, _ = make(tmp_path, auto_allow=3)
+def test_auto_allow_counts_at_most_once_per_hour(tmp_path: Path, db: str) -> None:
+    g, clock, _ = make(tmp_path, db, auto_allow=3)
     ask(g)
     clock.now += 300
     assert ask(g).startswith("PREPEND ")  # count 1
@@ -134,21 +159,21 @@ def test_expired_entries_are_purged(tmp_path: Path) -> None:
     ask(g, recipient="b@example.test")
     clock.now += 300
     ask(g, recipient="b@example.test")  # b passes: kept for max_age
-    assert asyncio.run(g.purge()) == 0
+    assert g.run(g.purge()) == 0
     clock.now += 3601  # a's window is over, b's passed entry lives on
-    assert asyncio.run(g.purge()) == 1
+    assert g.run(g.purge()) == 1
     db = sqlite3.connect(tmp_path / "g.sqlite")
     keys = [k for (k,) in db.execute("SELECT key FROM triplet")]
     assert keys == ["192.0.2.0/24\nbob@sender.test\nb@example.test"]
     clock.now += 7201
-    assert asyncio.run(g.purge()) == 2  # b and its client network
+    assert g.run(g.purge()) == 2  # b and its client network
     assert db.execute("SELECT count(*) FROM triplet").fetchone() == (0,)
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     g, clock, store = make(tmp_path)
     ask(g)
-    asyncio.run(store.close())
+    g.run(store.close())
     g2, clock2, _ = make(tmp_path)
     clock2.now = clock.now + 301
     assert ask(g2).startswith("PREPEND X-Greylist: delayed 301 seconds")
@@ -158,7 +183,7 @@ class BrokenStore:
     async def _fail(self, *a: object) -> None:
         raise StoreError("redis 127.0.0.1:1: connection refused")
 
-    get_triplet = put_triplet = get_client = put_client = purge = _fail
+    lookup = get_triplet = put_triplet = get_client = put_client = purge = _fail
 
     async def close(self) -> None:
         pass
@@ -166,6 +191,7 @@ class BrokenStore:
 
 def test_unreachable_store_answers_dunno_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     g = Greylister(PolicySettings(), BrokenStore())  # type: ignore[arg-type]
+    g.run = asyncio.run  # type: ignore[attr-defined]
     with caplog.at_level("WARNING", logger="mailsift.policy"):
         assert ask(g) == "DUNNO"
         assert ask(g) == "DUNNO"
@@ -177,6 +203,7 @@ def test_unwritable_sqlite_answers_dunno(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     g = Greylister(PolicySettings(), SqliteStore(blocker / "sub" / "g.sqlite"))
+    g.run = asyncio.run  # type: ignore[attr-defined]
     assert ask(g) == "DUNNO"
 
 

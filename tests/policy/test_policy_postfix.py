@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import pytest
 
 from harness.postfix import PostfixInstance
+from harness.procs import wait_for
 from mailsift.config import Config, PolicySettings
 from mailsift.policy.postfix import postconf_lines
 from policy_helpers import PolicyProcess
@@ -48,10 +49,14 @@ def swaks(pf: PostfixInstance, xclient: str, subject: str, sender: str = "bob@se
 
 
 def delivered_with_subject(pf: PostfixInstance, subject: str) -> bytes:
-    msgs = pf.wait_delivered(1)
-    matching = [m for m in pf.delivered() if f"Subject: {subject}".encode() in m]
-    assert len(matching) == 1, msgs
-    return matching[0]
+    """Wait for the message with this subject in the Maildir; exactly one copy."""
+    def matching() -> list[bytes]:
+        return [m for m in pf.delivered() if f"Subject: {subject}\r\n".encode() in m
+                or f"Subject: {subject}\n".encode() in m]
+    wait_for(matching, 30, what=f"delivery of {subject!r}")
+    found = matching()
+    assert len(found) == 1, found
+    return found[0]
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailsift.policy.protocol import (MAX_LINE, MalformedRequest, RequestParser, format_reply,
                                       format_request, parse_reply, parse_request)
@@ -95,3 +97,46 @@ def test_format_request_round_trips() -> None:
     assert parse_request(format_request(attrs)) == attrs
     with pytest.raises(ValueError):
         format_request({"request": "smtpd_access_policy", "sender": "a\nb"})
+
+
+def test_crlf_split_across_chunks() -> None:
+    data = b"request=smtpd_access_policy\r\nsender=a@b.test\r\n\r\n" * 2
+    for size in (1, 2, 3, 5):
+        parser = RequestParser()
+        got = []
+        for i in range(0, len(data), size):
+            got += parser.feed(data[i:i + size])
+        assert got == [{"request": "smtpd_access_policy", "sender": "a@b.test"}] * 2
+
+
+values = st.text(alphabet=st.characters(blacklist_characters="\n\r\0", blacklist_categories=("Cs",)), max_size=40)
+names = st.from_regex(r"[a-z_]{1,20}", fullmatch=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.dictionaries(names, values, max_size=8), min_size=1, max_size=4),
+       st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20))
+def test_any_chunking_gives_the_same_requests(reqs: list[dict[str, str]], cuts: list[int]) -> None:
+    reqs = [{"request": "smtpd_access_policy", **r} for r in reqs]
+    data = b"".join(format_request(r) for r in reqs)
+    parser = RequestParser()
+    got: list[dict[str, str]] = []
+    pos = 0
+    for cut in cuts * (len(data) // max(1, sum(cuts)) + 1):
+        got += parser.feed(data[pos:pos + cut])
+        pos += cut
+        if pos >= len(data):
+            break
+    got += parser.feed(data[pos:])
+    assert got == reqs and not parser.pending
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2000))
+def test_random_bytes_only_ever_raise_malformed(data: bytes) -> None:
+    parser = RequestParser()
+    try:
+        for r in parser.feed(data):
+            assert r["request"] == "smtpd_access_policy"
+    except MalformedRequest:
+        pass
