@@ -155,10 +155,10 @@ class _Input:
             i = body.find(b"\r\n.\r\n", max(0, pos - 4))
             if i >= 0:
                 self.buf[:0] = body[i + 5:]
-                if too_big:
+                if too_big or i > limit:
                     return b"", True
-                msg = bytes(body[2:i + 2]).replace(b"\r\n..", b"\r\n.")
-                return msg, False
+                msg = bytes(body[:i + 2]).replace(b"\r\n..", b"\r\n.")
+                return msg[2:], False
             if len(body) > limit + 2 + 5:
                 too_big = True
                 del body[:-5]
@@ -222,6 +222,9 @@ class LMTPSession:
         await self.reply(f"220 {self.hostname} LMTP mailsift ready")
         try:
             while True:
+                if self.errors >= MAX_ERRORS:
+                    await self.reply("421 4.7.0 too many errors, closing")
+                    return
                 line = await self.inp.line()
                 if line is None:
                     return
@@ -238,9 +241,6 @@ class LMTPSession:
                     await self.bad("500 5.5.2 command unrecognized")
                     continue
                 if await handler(cmd.arg) is False:
-                    return
-                if self.errors >= MAX_ERRORS:
-                    await self.reply("421 4.7.0 too many errors, closing")
                     return
         except asyncio.TimeoutError:
             await self.reply("421 4.4.2 timeout, closing")

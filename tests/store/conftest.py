@@ -21,6 +21,7 @@ import pytest
 
 from harness.postfix import make_workdir
 from harness.procs import Daemon, free_port, tcp_ready, unix_ready, wait_for
+from mailsift.store.users import Users
 
 
 class StoreServer:
@@ -58,9 +59,13 @@ class StoreServer:
             self.add_user(name, password)
         self.daemon: Daemon | None = None
 
-    def add_user(self, name: str, password: str) -> None:
-        subprocess.run([self.bin, "user", "--config", str(self.config), "add", name, "--stdin"],
-                       input=password + "\n", text=True, check=True, capture_output=True, timeout=60)
+    def add_user(self, name: str, password: str, cli: bool = False) -> None:
+        """Add a user (in-process through the Users API, or with cli=True through `mailsift user add`)."""
+        if cli:
+            subprocess.run([self.bin, "user", "--config", str(self.config), "add", name, "--stdin"],
+                           input=password + "\n", text=True, check=True, capture_output=True, timeout=60)
+        else:
+            Users(self.users_db).add(name, password)
 
     def ready(self) -> bool:
         if isinstance(self.lmtp_addr, tuple):
