@@ -1,0 +1,59 @@
+"""[policy] configuration, `mailsift postfix-config` lines, idle connections."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from harness.procs import wait_for
+from mailsift.config import ConfigError, parse_config
+from mailsift.policy.postfix import policy_service_endpoint
+from policy_helpers import PolicyProcess
+
+
+@pytest.mark.parametrize("socket, endpoint", [
+    ("unix:/var/spool/postfix/private/mailsift-policy", "unix:private/mailsift-policy"),
+    ("unix:/run/mailsift/policy.sock", "unix:/run/mailsift/policy.sock"),
+    ("inet:10040@127.0.0.1", "inet:127.0.0.1:10040"),
+    ("inet:10040", "inet:127.0.0.1:10040"),
+    ("inet:[::1]:10040", "inet:[::1]:10040"),
+])
+def test_postfix_endpoint(socket: str, endpoint: str) -> None:
+    assert policy_service_endpoint(socket) == endpoint
+
+
+def test_postfix_config_command_prints_the_policy_line(mailsift_bin: str, workdir: Path) -> None:
+    cfg = workdir / "m.toml"
+    cfg.write_text('[policy]\nsocket = "inet:10040@127.0.0.1"\n')
+    out = subprocess.run([mailsift_bin, "postfix-config", "--config", str(cfg), "--part", "policy"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("smtpd_recipient_restrictions"))
+    parts = [p.strip() for p in line.split("=", 1)[1].split(",")]
+    assert parts.index("reject_unauth_destination") < parts.index("check_policy_service inet:127.0.0.1:10040")
+
+
+def test_config_file_values_and_errors() -> None:
+    c = parse_config({"policy": {"delay": 60, "networks": ["192.0.2.0/24"], "auto_allow": 0,
+                                 "db": "redis://127.0.0.1:6379/1", "socket_mode": 0o660}})
+    assert c.policy.delay == 60 and c.policy.networks == ("192.0.2.0/24",) and c.policy.socket_mode == 0o660
+    for bad in ({"delay": "soon"}, {"networks": ["192.0.2.0/33"]}, {"db": "postgres://x"},
+                {"socket": "/tmp/x"}, {"greylist": True}, {"socket_mode": 0o1777}):
+        with pytest.raises(ConfigError):
+            parse_config({"policy": bad})
+
+
+def test_idle_connections_are_closed(start_policy: Callable[..., PolicyProcess], workdir: Path) -> None:
+    cfg = workdir / "idle.toml"
+    cfg.write_text("[policy]\nidle_timeout = 1\n")
+    p = start_policy(config=str(cfg))
+    with p.client() as c:
+        assert c.ask().startswith("DEFER_IF_PERMIT")
+        t0 = time.monotonic()
+        c.sock.settimeout(10)
+        assert c.closed_by_server()
+        assert time.monotonic() - t0 < 5
+    wait_for(lambda: "idle for 1s" in p.log(), 10, what="the idle close to be logged")
