@@ -595,9 +595,18 @@ class Pop3Session:
             self.write(err(str(exc)))
             return
         if authzid and authzid != authcid:
-            self.write(err("authentication failed", "AUTH"))  # no proxy logins
+            await self.auth.refuse(self.address, authcid)  # no proxy logins
+            self.login_failed()
             return
         await self.login(authcid, passwd)
+
+    def login_failed(self) -> None:
+        self.auth_failures += 1
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.write(err("authentication failed; closing", "AUTH"))
+            self.closing = True
+        else:
+            self.write(err("authentication failed", "AUTH"))
 
     async def login(self, user: str, password: str) -> None:
         try:
@@ -607,12 +616,7 @@ class Pop3Session:
             self.write(err("authentication temporarily unavailable", "SYS/TEMP"))
             return
         if not good:
-            self.auth_failures += 1
-            if self.auth_failures >= MAX_AUTH_FAILURES:
-                self.write(err("authentication failed; closing", "AUTH"))
-                self.closing = True
-            else:
-                self.write(err("authentication failed", "AUTH"))
+            self.login_failed()
             return
         mailbox = canonical_user(self.ctx, user)
         in_use = _in_use(self.ctx)

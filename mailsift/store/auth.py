@@ -144,6 +144,14 @@ class Authenticator:
         self.users = users
         self.throttle = throttle
 
+    async def refuse(self, address: str, user: str) -> None:
+        """An attempt refused before any password check (e.g. a proxy login): it waits and
+        counts like a wrong password, so the reply's timing and the throttle are the same."""
+        wait = self.throttle.delay(address, user)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.throttle.failure(address, user)
+
     async def login(self, address: str, user: str, password: str) -> bool:
         """True only for a good password; every other outcome looks the same to the client.
         Exceptions from the users database propagate (the caller answers a temporary error)."""
