@@ -48,6 +48,8 @@ class ModelSettings:
     lr_rate: float = 20.0  # online logistic regression step size (features scaled to unit norm)
     lr_weight: float = 1.0  # fusion: weight of the logistic regression's log-odds
     nb_weight: float = 0.25  # fusion: weight of the NB log-odds / sqrt(n_tokens)
+    replay: int = 1000  # recent messages per class kept for LR rehearsal (0: off)
+    intercept_rate: float = 0.1  # LR intercept step relative to lr_rate
     unsure_points: float = 1.0  # |score - required| below this is "unsure"
     max_bytes: int = MAX_BYTES  # of a message read for tokens
 
@@ -94,6 +96,10 @@ class SpamModel:
         self.lr_coef = np.zeros(n, dtype=np.float64)
         self.lr_intercept = 0.0
         self.changed_at = 0.0
+        self._replay: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self._replay_next = [0, 0]
+        self._replay_rng = np.random.default_rng(0)
+        self.generation = 0  # bumped by each saved `learn` run; the learn record keeps the same
         self._totals = np.zeros(2, dtype=np.float64)  # feature_count_.sum(axis=1)
 
     # -- counts ---------------------------------------------------------------------------
@@ -182,7 +188,7 @@ class SpamModel:
         g = y - p
         step = self.settings.lr_rate * g
         self.lr_coef[idx] += step * x
-        self.lr_intercept += step * 0.1
+        self.lr_intercept += step * self.settings.intercept_rate
         return g
 
     def _lr_undo(self, idx: np.ndarray, g: float) -> None:
@@ -190,11 +196,34 @@ class SpamModel:
             return
         step = self.settings.lr_rate * g
         self.lr_coef[idx] -= step / math.sqrt(len(idx))
-        self.lr_intercept -= step * 0.1
+        self.lr_intercept -= step * self.settings.intercept_rate
+
+    def _replay_step(self, idx: np.ndarray, y: int) -> None:
+        """Rehearse one remembered message of the other class, then remember this one.
+
+        Users learn a folder of spam, then a folder of ham: an online LR trained in such
+        blocks drifts towards the last block. Interleaving each step with a recent example
+        of the other class makes block training behave like the interleaved stream.
+        """
+        size = self.settings.replay
+        if size <= 0:
+            return
+        other = self._replay[1 - y]
+        if other:
+            pick = other[self._replay_rng.integers(len(other))]
+            self._lr_step(pick, 1 - y)
+        own = self._replay[y]
+        stored = idx.astype(np.int32)
+        if len(own) < size:
+            own.append(stored)
+        else:
+            own[self._replay_next[y] % size] = stored
+            self._replay_next[y] += 1
 
     def learn_features(self, idx: np.ndarray, label: str) -> float:
         y = _label(label)
         g = self._lr_step(idx, y)
+        self._replay_step(idx, y)
         self.nb.feature_count_[y, idx] += 1.0
         self.nb.class_count_[y] += 1.0
         self._totals[y] += len(idx)
@@ -206,9 +235,11 @@ class SpamModel:
         if self.nb.class_count_[y] < 1:
             raise ValueError(f"no {label} learned: nothing to unlearn")
         fc = self.nb.feature_count_
-        fc[y, idx] = np.maximum(fc[y, idx] - 1.0, 0.0)
+        before = fc[y, idx]
+        dec = np.minimum(before, 1.0)
+        fc[y, idx] = before - dec
         self.nb.class_count_[y] -= 1.0
-        self.refresh()
+        self._totals[y] -= float(dec.sum())
         # Without the recorded step, undo a typical one (|y - p| = 0.5).
         self._lr_undo(idx, step if step is not None else (0.5 if y else -0.5))
         self.changed_at = time.time()
@@ -229,7 +260,11 @@ class SpamModel:
 
         if not items:
             return []
-        steps = [self._lr_step(idx, _label(label)) for idx, label in items]
+        steps = []
+        for idx, label in items:
+            y = _label(label)
+            steps.append(self._lr_step(idx, y))
+            self._replay_step(idx, y)
         rows = np.repeat(np.arange(len(items)), [len(i) for i, _ in items])
         cols = np.concatenate([i for i, _ in items]) if items else np.zeros(0, np.int64)
         X = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(items), self.n_features))
@@ -248,6 +283,7 @@ class SpamModel:
             "n_spam": self.n_spam_,
             "n_tokens": self.n_tokens(),
             "changed_at": self.changed_at,
+            "generation": self.generation,
             "settings": asdict(self.settings),
         }
 

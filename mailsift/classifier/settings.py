@@ -9,9 +9,19 @@ from dataclasses import dataclass
 class ClassifierSettings:
     # The model directory (`--dbpath`); relative paths are relative to the working directory.
     dbpath: str = "models"
-    # SpamAssassin-style score at and above which a message is spam.
+    # SpamAssassin-style score at and above which a message is spam. The score is
+    # 5 + 2.5 * log10(p / (1 - p)) for spam probability p: 5.0 means p >= 0.5, 7.5 means p >= 0.9.
     required: float = 5.0
+    # A score within this many points of `required` is "unsure" (neither spam nor ham).
+    # 1.0 around the default 5.0 is p between about 0.28 and 0.72.
+    unsure_points: float = 1.0
+    # Only the first max_bytes of a message are read for tokens (the verdict says "partial").
+    max_bytes: int = 262144
 
     def validate(self) -> None:
         if self.required <= 0:
             raise ValueError("required must be positive")
+        if self.unsure_points < 0:
+            raise ValueError("unsure_points must not be negative")
+        if self.max_bytes < 1024:
+            raise ValueError("max_bytes must be at least 1024")

@@ -1,0 +1,127 @@
+"""`mailsift classify`: score messages with the trained model, like bogofilter.
+
+One line per message: `NAME<TAB>LABEL<TAB>PROBABILITY<TAB>SCORE` (LABEL spam, ham or unsure).
+With -p the (single) message is written back with the headers the milter adds, and incoming
+X-Spam-*/X-Virus-* headers renamed to *-Untrusted, as the milter does.
+
+Exit status, as bogofilter: 0 spam, 1 ham, 2 unsure, 3 error. With several messages:
+3 if any message could not be classified, else 0 if any is spam, else 2 if any is unsure,
+else 1 (so `mailsift classify *.eml && echo some spam` reads naturally).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from argparse import ArgumentParser, Namespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailsift.config import Config
+    from mailsift.verdict import Verdict
+
+HELP = "classify messages as spam, ham or unsure (exit 0 spam, 1 ham, 2 unsure, 3 error)"
+
+EXIT_SPAM, EXIT_HAM, EXIT_UNSURE, EXIT_ERROR = 0, 1, 2, 3
+
+_HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)([ \t]*:)", re.M)
+_BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--dbpath", metavar="DIR", help="model directory (default: [classifier] dbpath, models/)")
+    parser.add_argument("--required", type=float, metavar="POINTS",
+                        help="score at and above which a message is spam (default: [classifier] required, 5.0)")
+    parser.add_argument("-p", "--passthrough", action="store_true",
+                        help="write the message to stdout with the headers the milter adds")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="message files; - or none reads stdin")
+
+
+def annotate(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
+    """The message with incoming verdict headers renamed and `headers` appended to its header
+    block (where the milter's addheader puts them), in the message's own line ending."""
+    from mailsift.verdict import is_verdict_header, untrusted_name
+
+    m = _BLANK_LINE_RE.search(raw)
+    head, rest = (raw[: m.start()], raw[m.start():]) if m else (raw.rstrip(b"\r\n"), b"\n\n")
+    eol = b"\r\n" if b"\r\n" in (head[:2000] or raw[:2000]) else b"\n"
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        name = match.group(1).decode("latin-1")
+        if is_verdict_header(name):
+            return untrusted_name(name).encode("latin-1") + match.group(2)
+        return match.group(0)
+
+    head = _HEADER_LINE_RE.sub(rename, head)
+    added = b"".join(f"{k}: {v}".encode("utf-8").replace(b"\r\n", eol) + eol for k, v in headers)
+    if not head:
+        return added + rest.lstrip(b"\r\n") if not m else added + rest[len(eol):]
+    return head + eol + added.rstrip(b"\r\n") + rest
+
+
+def _exit_for(verdict: Verdict | None) -> int:
+    if verdict is None or verdict.probability is None:
+        return EXIT_ERROR
+    return {"spam": EXIT_SPAM, "ham": EXIT_HAM, "unsure": EXIT_UNSURE}.get(verdict.label, EXIT_ERROR)
+
+
+def combine(codes: list[int]) -> int:
+    if not codes or EXIT_ERROR in codes:
+        return EXIT_ERROR
+    if EXIT_SPAM in codes:
+        return EXIT_SPAM
+    if EXIT_UNSURE in codes:
+        return EXIT_UNSURE
+    return EXIT_HAM
+
+
+def run(args: Namespace, config: Config) -> int:
+    from mailsift.classifier.persist import ModelError, load_model
+    from mailsift.config import override
+    from mailsift.verdict import verdict_headers
+
+    settings = override(config.classifier, dbpath=args.dbpath, required=args.required)
+    files = args.files or ["-"]
+    if args.passthrough and len(files) != 1:
+        print("mailsift classify: -p takes exactly one message", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        model = load_model(settings.dbpath)
+    except ModelError as exc:
+        print(f"mailsift classify: {exc}", file=sys.stderr)
+        if args.passthrough:  # pass the message through unchanged: never lose mail
+            raw = _read(files[0])
+            if raw is not None:
+                sys.stdout.buffer.write(raw)
+        return EXIT_ERROR
+    codes: list[int] = []
+    out = sys.stdout
+    for name in files:
+        raw = _read(name)
+        if raw is None:
+            codes.append(EXIT_ERROR)
+            continue
+        verdict = model.verdict(raw, required=settings.required, max_bytes=settings.max_bytes)
+        if settings.unsure_points != model.settings.unsure_points and verdict.probability is not None:
+            unsure = not model.ready() or abs(verdict.score - settings.required) < settings.unsure_points
+            verdict = type(verdict)(verdict.probability, verdict.score, verdict.required, unsure,
+                                    verdict.clues, verdict.virus, verdict.partial, verdict.reason)
+        codes.append(_exit_for(verdict))
+        if args.passthrough:
+            sys.stdout.buffer.write(annotate(raw, list(verdict_headers(verdict).headers)))
+        else:
+            prob = "-" if verdict.probability is None else f"{verdict.probability:.6f}"
+            out.write(f"{name}\t{verdict.label}\t{prob}\t{verdict.score:.1f}\n")
+    out.flush()
+    return combine(codes)
+
+
+def _read(name: str) -> bytes | None:
+    try:
+        if name == "-":
+            return sys.stdin.buffer.read()
+        with open(name, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        print(f"mailsift classify: cannot read {name}: {exc.strerror}", file=sys.stderr)
+        return None

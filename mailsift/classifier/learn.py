@@ -1,0 +1,293 @@
+"""sa-learn semantics over the model and its learn record, and the message sources.
+
+    with Learner(dbpath) as learner:              # exclusive lock on the model dir
+        stats = learner.learn_many(messages, "spam")   # known -> skip, other label -> move
+        learner.forget(raw)
+        learner.save()                            # model (atomic) + record, same generation
+
+Consistency: the record's changes are one SQLite transaction, committed right after the model
+file is renamed into place; both carry the same generation number. A run killed between the
+rename and the commit leaves the record one generation behind: `--dump` reports it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mailbox
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mailsift.classifier.model import SpamModel
+from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE, ModelError, load_model, save_model
+from mailsift.classifier.record import RECORD_FILE, LearnRecord, message_digest
+
+LOCK_FILE = ".learn.lock"
+BATCH = 256
+
+
+@dataclass
+class LearnStats:
+    examined: int = 0
+    learned: int = 0  # new to the model (including moved ones)
+    moved: int = 0  # had the other label
+    skipped: int = 0  # already learned with this label
+    forgotten: int = 0
+    unknown: int = 0  # --forget of a message never learned
+    unreadable: list[str] = field(default_factory=list)
+
+
+def has_model(dbpath: str | Path) -> bool:
+    d = Path(dbpath)
+    return (d / MODEL_FILE).exists() or (d / SIDECAR_FILE).exists()
+
+
+class Learner:
+    def __init__(self, dbpath: str | Path, create: bool = True) -> None:
+        self.dbpath = Path(dbpath)
+        self.dbpath.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dbpath / LOCK_FILE, "a+")  # noqa: SIM115 - held for the run
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            if has_model(self.dbpath):
+                self.model: SpamModel = load_model(self.dbpath)
+            elif create:
+                self.model = SpamModel()
+            else:
+                raise ModelError(f"no model in {self.dbpath}")
+            self.record = LearnRecord(self.dbpath)
+            self.record.begin()
+        except BaseException:
+            self._lock.close()
+            raise
+        self.dirty = False
+
+    def __enter__(self) -> Learner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.record.rollback()
+            self.record.close()
+        finally:
+            self._lock.close()
+
+    # -- learning -------------------------------------------------------------------------
+    def learn_many(self, messages: Iterable[tuple[str, bytes | None]], label: str,
+                   stats: LearnStats | None = None, progress: object = None) -> LearnStats:
+        """Learn (name, raw) pairs with `label`; raw None means unreadable."""
+        stats = stats or LearnStats()
+        batch: list[tuple[np.ndarray, str]] = []
+        digests: list[str] = []
+        pending: set[str] = set()
+        for name, raw in messages:
+            stats.examined += 1
+            if raw is None:
+                stats.unreadable.append(name)
+            else:
+                digest = message_digest(raw)
+                known = self.record.get(digest)
+                if digest in pending or (known is not None and known[0] == label):
+                    stats.skipped += 1
+                else:
+                    idx, _ = self.model.features(raw)
+                    if known is not None:  # learned with the other label: move it
+                        self.model.unlearn_features(idx, known[0], known[1])
+                        stats.moved += 1
+                    batch.append((idx, label))
+                    digests.append(digest)
+                    pending.add(digest)
+                    stats.learned += 1
+            if len(batch) >= BATCH:
+                self._flush(batch, digests)
+            if progress is not None:
+                progress(stats)  # type: ignore[operator]
+        self._flush(batch, digests)
+        return stats
+
+    def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str]) -> None:
+        if not batch:
+            return
+        steps = self.model.learn_batch(batch)
+        for digest, (_, label), step in zip(digests, batch, steps):
+            self.record.put(digest, label, step)
+        batch.clear()
+        digests.clear()
+        self.dirty = True
+
+    def forget_many(self, messages: Iterable[tuple[str, bytes | None]], stats: LearnStats | None = None,
+                    progress: object = None) -> LearnStats:
+        stats = stats or LearnStats()
+        for name, raw in messages:
+            stats.examined += 1
+            if raw is None:
+                stats.unreadable.append(name)
+            else:
+                digest = message_digest(raw)
+                known = self.record.get(digest)
+                if known is None:
+                    stats.unknown += 1
+                else:
+                    self.model.unlearn(raw, known[0], known[1])
+                    self.record.delete(digest)
+                    stats.forgotten += 1
+                    self.dirty = True
+            if progress is not None:
+                progress(stats)  # type: ignore[operator]
+        return stats
+
+    def save(self) -> None:
+        """Write the model atomically, then commit the record (same generation)."""
+        if not self.dirty:
+            return
+        self.model.generation += 1
+        self.record.set_meta("generation", str(self.model.generation))
+        save_model(self.model, self.dbpath)
+        self.record.commit()
+        self.record.begin()
+        self.dirty = False
+
+
+def clear(dbpath: str | Path) -> None:
+    """Remove the model, its sidecar and the learn record (under the learn lock)."""
+    d = Path(dbpath)
+    if not d.is_dir():
+        return
+    with open(d / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in (SIDECAR_FILE, MODEL_FILE, RECORD_FILE, RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
+            try:
+                os.unlink(d / name)
+            except FileNotFoundError:
+                pass
+
+
+# -- message sources ----------------------------------------------------------------------
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        if path.stat().st_size > MAX_MESSAGE_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def iter_dir(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    """Every regular file under `path` (recursively, hidden ones skipped), one message each."""
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                p = Path(root) / name
+                yield str(p), _read_file(p)
+
+
+def iter_maildir(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    """Messages in a Maildir's cur/ and new/ (not tmp/)."""
+    if not (path / "cur").is_dir() and not (path / "new").is_dir():
+        yield str(path), None
+        return
+    for sub in ("cur", "new"):
+        d = path / sub
+        if d.is_dir():
+            for name in sorted(os.listdir(d)):
+                if not name.startswith("."):
+                    yield str(d / name), _read_file(d / name)
+
+
+def iter_mbox(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    try:
+        box = mailbox.mbox(str(path), create=False)
+        keys = box.keys()
+    except (OSError, mailbox.Error):
+        yield str(path), None
+        return
+    try:
+        for n, key in enumerate(keys):
+            try:
+                yield f"{path}#{n + 1}", box.get_bytes(key)
+            except (OSError, KeyError):
+                yield f"{path}#{n + 1}", None
+    finally:
+        box.close()
+
+
+def iter_paths(paths: list[str], kind: str | None) -> Iterator[tuple[str, bytes | None]]:
+    """Messages from PATHs: '-' is stdin; kind is 'mbox', 'maildir', 'dir' or None (a file is
+    one message, a directory holds one message per file)."""
+    for p in paths:
+        if p == "-":
+            yield "-", sys.stdin.buffer.read()
+            continue
+        path = Path(p)
+        if kind == "mbox":
+            yield from iter_mbox(path)
+        elif kind == "maildir":
+            yield from iter_maildir(path)
+        elif path.is_dir():
+            yield from iter_dir(path)
+        elif kind == "dir":
+            yield str(path), None
+        else:
+            yield str(path), _read_file(path)
+
+
+def count_paths(paths: list[str], kind: str | None) -> int | None:
+    """How many messages PATHs hold, cheaply; None when unknown (mbox, stdin)."""
+    total = 0
+    for p in paths:
+        path = Path(p)
+        if p == "-" or kind == "mbox":
+            return None
+        if kind == "maildir":
+            total += sum(len(os.listdir(path / s)) for s in ("cur", "new") if (path / s).is_dir())
+        elif path.is_dir():
+            total += sum(len([f for f in files if not f.startswith(".")]) for _, _, files in os.walk(path))
+        else:
+            total += 1
+    return total
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, total: int | None, verb: str, stream: object = None) -> None:
+        self.total = total
+        self.verb = verb
+        self.stream = stream or sys.stderr
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, stats: LearnStats, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        n = stats.examined
+        rate = n / max(now - self.start, 1e-6)
+        if self.total:
+            width = 30
+            done = min(width, int(width * n / self.total))
+            bar = "#" * done + "." * (width - done)
+            line = f"\r{self.verb} [{bar}] {n}/{self.total} {rate:.0f} msg/s"
+        else:
+            line = f"\r{self.verb} {n} messages {rate:.0f} msg/s"
+        self.stream.write(line)  # type: ignore[attr-defined]
+        self.stream.flush()  # type: ignore[attr-defined]
+
+    def finish(self, stats: LearnStats) -> None:
+        self(stats, force=True)
+        self.stream.write("\n")  # type: ignore[attr-defined]
+        self.stream.flush()  # type: ignore[attr-defined]
