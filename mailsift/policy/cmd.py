@@ -46,4 +46,5 @@ def run(args: argparse.Namespace, config: Config) -> int:
         greylister = Greylister(settings, store)
     log.info("greylisting with %s: delay %ds, retry window %ds, max age %ds, auto_allow %d",
              settings.db, settings.delay, settings.retry_window, settings.max_age, settings.auto_allow)
-    return asyncio.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout))
+    return asyncio.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout,
+                             settings.user))

@@ -250,8 +250,26 @@ def _remove_stale_socket(path: Path) -> None:
     raise OSError(f"another server is listening on {path}")
 
 
+def drop_privileges(user: str, sqlite_path: str | None) -> None:
+    """When running as root: become `user`, creating a missing SQLite directory for it first."""
+    import pwd
+
+    if not user or os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam(user)
+    if sqlite_path:
+        parent = Path(sqlite_path).parent
+        if not parent.exists():
+            parent.mkdir(parents=True, mode=0o750)
+            os.chown(parent, pw.pw_uid, pw.pw_gid)
+    os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    log.info("running as %s (uid %d)", pw.pw_name, pw.pw_uid)
+
+
 async def serve(greylister: Greylister, listen: Listen, socket_mode: int = 0o666,
-                idle_timeout: float = 600.0) -> int:
+                idle_timeout: float = 600.0, user: str = "") -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
     server = PolicyServer(greylister, listen, socket_mode, idle_timeout)
     stop = asyncio.Event()
@@ -263,6 +281,13 @@ async def serve(greylister: Greylister, listen: Listen, socket_mode: int = 0o666
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc)
         await greylister.store.close()
+        return 1
+    try:
+        db = greylister.settings.db
+        drop_privileges(user, db[len("sqlite:"):] if db.startswith("sqlite:") else None)
+    except (OSError, KeyError) as exc:
+        log.error("cannot run as user %r: %s", user, exc)
+        await server.close()
         return 1
     purger = asyncio.create_task(server.purge_forever())
     try:

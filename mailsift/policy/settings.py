@@ -30,6 +30,9 @@ class PolicySettings:
     recipient_domains: tuple[str, ...] = ()
     # Connections idle longer than this (seconds) are closed (Postfix closes its own after 300).
     idle_timeout: int = 600
+    # Started as root: run as this user once the socket is open ("" = stay as started).
+    # A missing SQLite directory is created for this user.
+    user: str = ""
 
     def validate(self) -> None:
         from mailsift.policy.backends import check_store_url
@@ -46,6 +49,12 @@ class PolicySettings:
             raise ValueError("idle_timeout must be positive")
         if not 0 <= self.socket_mode <= 0o777:
             raise ValueError("socket_mode must be a permission mode such as 0o660")
+        if self.user:
+            import pwd
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                raise ValueError(f"user {self.user!r} does not exist") from None
         parse_listen(self.socket)
         check_store_url(self.db)
         try:

@@ -57,3 +57,24 @@ def test_idle_connections_are_closed(start_policy: Callable[..., PolicyProcess],
         assert c.closed_by_server()
         assert time.monotonic() - t0 < 5
     wait_for(lambda: "idle for 1s" in p.log(), 10, what="the idle close to be logged")
+
+
+def test_started_as_root_it_runs_as_the_configured_user(start_policy: Callable[..., PolicyProcess],
+                                                        workdir: Path) -> None:
+    import os
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    cfg = workdir / "user.toml"
+    cfg.write_text('[policy]\nuser = "nobody"\n')
+    p = start_policy(config=str(cfg), db=f"sqlite:{workdir}/state/greylist.sqlite")
+    with p.client() as c:
+        assert c.ask().startswith("DEFER_IF_PERMIT")  # the store works as nobody
+        assert c.ask().startswith("DEFER_IF_PERMIT 4.7.1 Greylisted, retry in ")
+    status = Path(f"/proc/{p.daemon.pid}/status").read_text()
+    uids = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
+    assert set(map(int, uids)) == {nobody.pw_uid}
+    assert (workdir / "state").stat().st_uid == nobody.pw_uid
+    assert (workdir / "state" / "greylist.sqlite").stat().st_mode & 0o777 == 0o600
+    assert "store failed" not in p.log()
