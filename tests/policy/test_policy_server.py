@@ -160,15 +160,26 @@ def test_unreachable_redis_answers_dunno_and_warns(start_policy: Callable[..., P
     assert "greylist store failed, letting mail through (DUNNO)" in p.log()
 
 
-def test_redis_store_then_redis_gone(start_policy: Callable[..., PolicyProcess], redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_redis_gone_then_back(start_policy: Callable[..., PolicyProcess], redis_server, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    from harness.redis import RedisServer
     p = start_policy(db=redis_server.url)
     with p.client() as c:
         assert c.ask() == DEFER
         p.advance(301)
         assert c.ask().startswith("PREPEND X-Greylist: delayed 301 seconds")
         redis_server.stop()
-        assert c.ask(recipient="new@example.test") == "DUNNO"
-    assert "greylist store failed" in p.log()
+        assert c.ask(recipient="new@example.test") == "DUNNO"  # mail flows while the store is gone
+        assert "greylist store failed" in p.log()
+        again = RedisServer(workdir / "redis2", port=redis_server.port).start()
+        try:
+            # the service tries the store again (at most every 5 s) and greylists again;
+            # the new Redis is empty, so the old triplet is new again
+            wait_for(lambda: c.ask(recipient="later@example.test") != "DUNNO", 20,
+                     what="greylisting to resume")
+            assert c.ask(recipient="later2@example.test") == DEFER
+        finally:
+            again.stop()
+    assert "greylist store is back" in p.log()
 
 
 def test_bad_configuration_is_a_clear_error(mailsift_bin: str, workdir: Path) -> None:
