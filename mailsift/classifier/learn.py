@@ -84,11 +84,16 @@ class Learner:
     def learn_many(self, messages: Iterable[tuple[str, bytes | None]], label: str,
                    stats: LearnStats | None = None, progress: object = None) -> LearnStats:
         """Learn (name, raw) pairs with `label`; raw None means unreadable."""
+        return self.learn_labelled(((name, raw, label) for name, raw in messages), stats, progress)
+
+    def learn_labelled(self, messages: Iterable[tuple[str, bytes | None, str]],
+                       stats: LearnStats | None = None, progress: object = None) -> LearnStats:
+        """Learn (name, raw, label) triples, in order."""
         stats = stats or LearnStats()
         batch: list[tuple[np.ndarray, str]] = []
         digests: list[str] = []
         pending: set[str] = set()
-        for name, raw in messages:
+        for name, raw, label in messages:
             stats.examined += 1
             if raw is None:
                 stats.unreadable.append(name)
