@@ -1,0 +1,12 @@
+"""IMAP4rev1 (RFC 3501) for `mailsift serve`.
+
+Pure, byte-level pieces (tested on bytes alone):
+    parser.py         command lines, literals, sequence sets, search keys, fetch attributes
+    response.py       encoding of responses: atoms, quoted strings, literals, lists
+    mutf7.py          modified UTF-7 mailbox names (RFC 3501 5.1.3)
+    mimetree.py       a message's MIME tree with exact byte ranges (shared by the next three)
+    envelope.py       ENVELOPE
+    bodystructure.py  BODY and BODYSTRUCTURE
+    sections.py       BODY[section]<partial>, RFC822.SIZE
+    search.py         evaluating SEARCH keys over one message
+"""

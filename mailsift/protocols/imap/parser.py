@@ -1,0 +1,903 @@
+"""Parsing IMAP4rev1 commands (RFC 3501 section 9) from bytes.
+
+A command arrives as a line, possibly ending in a literal marker `{n}` / `{n+}` (LITERAL+),
+then n octets and the rest of the command. The session reads the pieces (`literal_marker`
+tells it when a line announces a literal and how big; `Limits` bounds them) and hands the
+whole command, literals inlined with their CRLF, to `parse_command`.
+
+Every syntax error raises ParseError carrying the tag when one was recognised, so the session
+can answer `TAG BAD ...` (or `* BAD ...`) and go on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from mailsift.protocols.imap import mutf7
+
+
+class ParseError(ValueError):
+    """The command is not valid IMAP; answer BAD."""
+
+    def __init__(self, message: str, tag: bytes | None = None) -> None:
+        super().__init__(message)
+        self.tag = tag
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line: int = 64 * 1024          # one line of a command, without literals
+    max_literal: int = 64 * 1024 * 1024  # one APPEND literal
+    max_command: int = 64 * 1024 * 1024 + 256 * 1024  # a whole command with its literals
+    max_nonsync_literal: int = 4096 * 1024  # {n+} beyond this: BAD (we would have to swallow it)
+
+
+_MARKER = re.compile(rb"\{(\d{1,20})(\+?)\}$")
+
+
+def literal_marker(line: bytes) -> tuple[int, bool] | None:
+    """When `line` (without its CRLF) ends by announcing a literal, (size, non_synchronizing)."""
+    m = _MARKER.search(line)
+    if not m:
+        return None
+    return int(m.group(1)), bool(m.group(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+@dataclass(frozen=True)
+class Atom:
+    text: str
+
+
+@dataclass(frozen=True)
+class String:
+    data: bytes
+    literal: bool = False
+
+
+Token = Union[Atom, String, "list[Token]"]
+
+_CTL = set(range(0x00, 0x20)) | {0x7F}
+_ATOM_STOP = set(b'(){ "\\') | _CTL | {0x20}
+
+
+class _Tokenizer:
+    def __init__(self, data: bytes, tag: bytes | None = None, adjacent_lists: bool = False) -> None:
+        self.data = data
+        self.pos = 0
+        self.tag = tag
+        self.adjacent_lists = adjacent_lists  # `(a)(b)` as in a multipart BODYSTRUCTURE
+
+    def error(self, message: str) -> ParseError:
+        return ParseError(message, self.tag)
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data)
+
+    def peek(self) -> int | None:
+        return self.data[self.pos] if self.pos < len(self.data) else None
+
+    def expect_space(self) -> None:
+        if self.peek() != 0x20:
+            raise self.error("expected a space")
+        self.pos += 1
+
+    def tokens(self, closing: int | None = None) -> list[Token]:
+        """Space-separated tokens up to the end (or up to a closing paren)."""
+        out: list[Token] = []
+        first = True
+        while True:
+            c = self.peek()
+            if c is None:
+                if closing is not None:
+                    raise self.error("unbalanced parentheses")
+                return out
+            if closing is not None and c == closing:
+                self.pos += 1
+                return out
+            if not first and not (self.adjacent_lists and c == 0x28 and isinstance(out[-1], list)):
+                self.expect_space()
+                c = self.peek()
+                if c is None or c == 0x20 or (closing is not None and c == closing):
+                    raise self.error("unexpected space")
+            out.append(self.token())
+            first = False
+
+    def token(self) -> Token:
+        c = self.peek()
+        if c is None:
+            raise self.error("missing argument")
+        if c == 0x28:  # (
+            self.pos += 1
+            return self.tokens(closing=0x29)
+        if c == 0x22:  # "
+            return self.quoted()
+        if c == 0x7B:  # {
+            return self.literal()
+        return self.atom()
+
+    def quoted(self) -> String:
+        self.pos += 1
+        out = bytearray()
+        while True:
+            c = self.peek()
+            if c is None:
+                raise self.error("unterminated quoted string")
+            self.pos += 1
+            if c == 0x22:
+                return String(bytes(out))
+            if c == 0x5C:  # backslash
+                c = self.peek()
+                if c not in (0x22, 0x5C):
+                    raise self.error("invalid escape in quoted string")
+                self.pos += 1
+            elif c in (0x0D, 0x0A, 0x00):
+                raise self.error("CR, LF or NUL in quoted string")
+            out.append(c)
+
+    def literal(self) -> String:
+        m = re.compile(rb"\{(\d{1,20})\+?\}\r\n").match(self.data, self.pos)
+        if not m:
+            raise self.error("invalid literal")
+        n = int(m.group(1))
+        start = m.end()
+        if start + n > len(self.data):
+            raise self.error("literal shorter than announced")
+        self.pos = start + n
+        return String(self.data[start:start + n], literal=True)
+
+    def atom(self) -> Atom:
+        start = self.pos
+        depth = 0
+        if self.peek() == 0x5C:  # a flag: \Seen
+            self.pos += 1
+        while self.pos < len(self.data):
+            c = self.data[self.pos]
+            if c == 0x5B:  # [ : a section, may hold spaces and parens
+                depth += 1
+            elif c == 0x5D and depth:
+                depth -= 1
+            elif depth and c not in _CTL:
+                pass
+            elif c in _ATOM_STOP:
+                break
+            self.pos += 1
+        if depth:
+            raise self.error("unbalanced [")
+        if self.pos == start or self.data[start:self.pos] == b"\\":
+            if self.pos != start:
+                raise self.error("empty flag name")
+            raise self.error(f"unexpected character {chr(self.data[start])!r}")
+        try:
+            return Atom(self.data[start:self.pos].decode("ascii"))
+        except UnicodeDecodeError:
+            raise self.error("8-bit character in atom") from None
+
+
+def tokenize(data: bytes) -> list[Token]:
+    return _Tokenizer(data).tokens()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence sets
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """`1:3,5,7:*`; None stands for `*` (the largest number in use)."""
+    ranges: tuple[tuple[int | None, int | None], ...]
+
+    def contains(self, n: int, largest: int) -> bool:
+        for lo, hi in self.ranges:
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            if a > b:
+                a, b = b, a
+            if a <= n <= b:
+                return True
+        return False
+
+    def resolve(self, largest: int) -> list[tuple[int, int]]:
+        """The ranges with `*` replaced by `largest`, each ordered low-high."""
+        out = []
+        for lo, hi in self.ranges:
+            a = largest if lo is None else lo
+            b = largest if hi is None else hi
+            out.append((min(a, b), max(a, b)))
+        return out
+
+    def has_star(self) -> bool:
+        return any(lo is None or hi is None for lo, hi in self.ranges)
+
+
+_SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
+
+
+def parse_sequence_set(text: str, tag: bytes | None = None) -> SequenceSet:
+    ranges: list[tuple[int | None, int | None]] = []
+    if not text:
+        raise ParseError("empty sequence set", tag)
+    for item in text.split(","):
+        m = _SEQ_RE.match(item)
+        if not m:
+            raise ParseError(f"invalid sequence set {text!r}", tag)
+        nums = []
+        for g in (m.group(1), m.group(2) if m.group(2) is not None else m.group(1)):
+            if g == "*":
+                nums.append(None)
+            else:
+                v = int(g)
+                if v == 0 or v > 0xFFFFFFFF:
+                    raise ParseError(f"invalid number {g} in sequence set", tag)
+                nums.append(v)
+        ranges.append((nums[0], nums[1]))
+    return SequenceSet(tuple(ranges))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetch attributes
+
+@dataclass(frozen=True)
+class Section:
+    part: tuple[int, ...] = ()
+    text: str | None = None  # HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+    spec: str = ""           # as the client wrote it, echoed in the response
+
+
+@dataclass(frozen=True)
+class FetchAtt:
+    name: str                       # ENVELOPE FLAGS INTERNALDATE RFC822 RFC822.HEADER RFC822.SIZE
+                                    # RFC822.TEXT BODY BODYSTRUCTURE UID MODSEQ BODY[] (section set)
+    section: Section | None = None  # for BODY[...] / BODY.PEEK[...]
+    partial: tuple[int, int] | None = None
+    peek: bool = False
+
+    @property
+    def sets_seen(self) -> bool:
+        return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+
+    def response_name(self) -> str:
+        if self.section is None:
+            return self.name
+        s = f"BODY[{self.section.spec}]"
+        if self.partial is not None:
+            s += f"<{self.partial[0]}>"
+        return s
+
+
+_SIMPLE_ATTS = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
+                "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_BODY_ATT = re.compile(r"^(BODY(?:\.PEEK)?)\[(.*)\](?:<(\d+)\.(\d+)>)?$", re.S | re.I)
+_PART_RE = re.compile(r"^(\d+(?:\.\d+)*)(?:\.(.*))?$", re.S)
+
+
+def parse_section(spec: str, tag: bytes | None = None) -> Section:
+    part: tuple[int, ...] = ()
+    rest = spec
+    m = _PART_RE.match(spec)
+    if m:
+        part = tuple(int(p) for p in m.group(1).split("."))
+        if any(p == 0 or p > 0xFFFFFFFF for p in part):
+            raise ParseError("section part numbers start at 1", tag)
+        rest = m.group(2) or ""
+        if m.group(2) is None:
+            return Section(part=part, spec=spec)
+        if rest == "":
+            raise ParseError(f"invalid section {spec!r}", tag)
+    if rest == "":
+        return Section(spec=spec)
+    upper = rest.upper()
+    if upper in ("HEADER", "TEXT"):
+        return Section(part=part, text=upper, spec=spec)
+    if upper == "MIME":
+        if not part:
+            raise ParseError("MIME needs a part number", tag)
+        return Section(part=part, text="MIME", spec=spec)
+    fm = re.match(r"^(HEADER\.FIELDS(?:\.NOT)?) \((.*)\)$", rest, re.S | re.I)
+    if fm:
+        tok = _Tokenizer(fm.group(2).encode("latin-1"), tag)
+        names: list[str] = []
+        for t in tok.tokens():
+            if isinstance(t, Atom):
+                names.append(t.text)
+            elif isinstance(t, String):
+                names.append(t.data.decode("ascii", "replace"))
+            else:
+                raise ParseError("invalid header field list", tag)
+            if not names[-1] or any(c in names[-1] for c in ": \t"):
+                raise ParseError("invalid header field name", tag)
+        if not names:
+            raise ParseError("empty header field list", tag)
+        return Section(part=part, text=fm.group(1).upper(), fields=tuple(names), spec=spec)
+    raise ParseError(f"invalid section {spec!r}", tag)
+
+
+def parse_fetch_att(text: str, tag: bytes | None = None) -> FetchAtt:
+    upper = text.upper()
+    if upper in _SIMPLE_ATTS:
+        return FetchAtt(upper)
+    m = _BODY_ATT.match(text)
+    if not m:
+        raise ParseError(f"unknown fetch attribute {text!r}", tag)
+    partial = None
+    if m.group(3) is not None:
+        start, length = int(m.group(3)), int(m.group(4))
+        if start > 0xFFFFFFFF or length == 0 or length > 0xFFFFFFFF:
+            raise ParseError("invalid partial", tag)
+        partial = (start, length)
+    section = parse_section(m.group(2), tag)
+    return FetchAtt("BODY[]", section=section, partial=partial, peek=m.group(1).upper() == "BODY.PEEK")
+
+
+def parse_fetch_atts(tok: Token, tag: bytes | None = None) -> list[FetchAtt]:
+    if isinstance(tok, Atom):
+        upper = tok.text.upper()
+        if upper in _MACROS:
+            return [FetchAtt(n) for n in _MACROS[upper]]
+        return [parse_fetch_att(tok.text, tag)]
+    if isinstance(tok, list):
+        if not tok:
+            raise ParseError("empty fetch attribute list", tag)
+        out = []
+        for t in tok:
+            if not isinstance(t, Atom):
+                raise ParseError("invalid fetch attribute", tag)
+            out.append(parse_fetch_att(t.text, tag))
+        return out
+    raise ParseError("invalid fetch attributes", tag)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dates
+
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+
+
+def parse_date(text: str, tag: bytes | None = None) -> _dt.date:
+    m = re.match(r"^(\d{1,2})-([A-Za-z]{3})-(\d{4})$", text)
+    if not m or m.group(2).upper() not in _MONTHS:
+        raise ParseError(f"invalid date {text!r}", tag)
+    try:
+        return _dt.date(int(m.group(3)), _MONTHS.index(m.group(2).upper()) + 1, int(m.group(1)))
+    except ValueError:
+        raise ParseError(f"invalid date {text!r}", tag) from None
+
+
+def parse_datetime(text: str, tag: bytes | None = None) -> _dt.datetime:
+    m = re.match(r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$", text)
+    if not m or m.group(2).upper() not in _MONTHS:
+        raise ParseError(f"invalid date-time {text!r}", tag)
+    try:
+        off = _dt.timedelta(hours=int(m.group(8)), minutes=int(m.group(9)))
+        tz = _dt.timezone(off if m.group(7) == "+" else -off)
+        return _dt.datetime(int(m.group(3)), _MONTHS.index(m.group(2).upper()) + 1,
+                            int(m.group(1).strip()), int(m.group(4)), int(m.group(5)),
+                            int(m.group(6)), tzinfo=tz)
+    except ValueError:
+        raise ParseError(f"invalid date-time {text!r}", tag) from None
+
+
+def format_datetime(value: _dt.datetime) -> str:
+    """INTERNALDATE as `"dd-Mon-yyyy hh:mm:ss +zzzz"` content (without the quotes)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    off = value.utcoffset() or _dt.timedelta()
+    mins = int(off.total_seconds() // 60)
+    sign = "+" if mins >= 0 else "-"
+    mins = abs(mins)
+    return (f"{value.day:02d}-{_MONTHS[value.month - 1].title()}-{value.year:04d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {sign}{mins // 60:02d}{mins % 60:02d}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Search keys
+
+@dataclass(frozen=True)
+class SearchKey:
+    """op is one of: ALL AND OR NOT SEQ UID FLAG UNFLAG KEYWORD UNKEYWORD NEW OLD RECENT
+    HEADER BODY TEXT BEFORE ON SINCE SENTBEFORE SENTON SENTSINCE LARGER SMALLER MODSEQ."""
+    op: str
+    args: tuple[Any, ...] = ()
+
+
+_FLAG_KEYS = {"ANSWERED": ("FLAG", "\\Answered"), "DELETED": ("FLAG", "\\Deleted"),
+              "DRAFT": ("FLAG", "\\Draft"), "FLAGGED": ("FLAG", "\\Flagged"),
+              "SEEN": ("FLAG", "\\Seen"), "UNANSWERED": ("UNFLAG", "\\Answered"),
+              "UNDELETED": ("UNFLAG", "\\Deleted"), "UNDRAFT": ("UNFLAG", "\\Draft"),
+              "UNFLAGGED": ("UNFLAG", "\\Flagged"), "UNSEEN": ("UNFLAG", "\\Seen")}
+_HEADER_KEYS = {"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_SEQ_CHARS = re.compile(r"^[\d*:,]+$")
+
+
+class _SearchParser:
+    def __init__(self, tokens: list[Token], charset: str, tag: bytes | None) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.charset = charset
+        self.tag = tag
+
+    def error(self, message: str) -> ParseError:
+        return ParseError(message, self.tag)
+
+    def next(self) -> Token:
+        if self.pos >= len(self.tokens):
+            raise self.error("missing search argument")
+        t = self.tokens[self.pos]
+        self.pos += 1
+        return t
+
+    def string(self) -> str:
+        t = self.next()
+        if isinstance(t, Atom):
+            raw = t.text.encode("ascii")
+        elif isinstance(t, String):
+            raw = t.data
+        else:
+            raise self.error("expected a string")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if self.charset == "UTF-8":
+                raise self.error("search string is not valid UTF-8") from None
+            return raw.decode("latin-1")  # 8-bit text claimed to be US-ASCII
+
+    def atom(self) -> str:
+        t = self.next()
+        if isinstance(t, Atom):
+            return t.text
+        if isinstance(t, String) and not t.literal:
+            return t.data.decode("ascii", "replace")
+        raise self.error("expected an atom")
+
+    def number(self) -> int:
+        text = self.atom()
+        if not text.isdigit() or int(text) > 0xFFFFFFFF_FFFFFFFF:
+            raise self.error(f"expected a number, got {text!r}")
+        return int(text)
+
+    def all(self) -> SearchKey:
+        keys = []
+        while self.pos < len(self.tokens):
+            keys.append(self.key())
+        if not keys:
+            raise self.error("empty search")
+        return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+
+    def key(self) -> SearchKey:
+        t = self.next()
+        if isinstance(t, list):
+            sub = _SearchParser(t, self.charset, self.tag)
+            return sub.all()
+        if not isinstance(t, Atom):
+            raise self.error("expected a search key")
+        word = t.text.upper()
+        if word == "ALL":
+            return SearchKey("ALL")
+        if word in _FLAG_KEYS:
+            op, flag = _FLAG_KEYS[word]
+            return SearchKey(op, (flag,))
+        if word in ("NEW", "OLD", "RECENT"):
+            return SearchKey(word)
+        if word == "UNRECENT":  # not in RFC 3501 but harmless
+            return SearchKey("NOT", (SearchKey("RECENT"),))
+        if word in ("KEYWORD", "UNKEYWORD"):
+            kw = self.atom()
+            return SearchKey(word, (kw,))
+        if word in _HEADER_KEYS:
+            return SearchKey("HEADER", (_HEADER_KEYS[word], self.string()))
+        if word == "HEADER":
+            name = self.string()
+            return SearchKey("HEADER", (name, self.string()))
+        if word in ("BODY", "TEXT"):
+            return SearchKey(word, (self.string(),))
+        if word in _DATE_KEYS:
+            return SearchKey(word, (parse_date(self.atom(), self.tag),))
+        if word in ("LARGER", "SMALLER"):
+            return SearchKey(word, (self.number(),))
+        if word == "MODSEQ":
+            return SearchKey("MODSEQ", (self.number(),))
+        if word == "NOT":
+            return SearchKey("NOT", (self.key(),))
+        if word == "OR":
+            a = self.key()
+            return SearchKey("OR", (a, self.key()))
+        if word == "UID":
+            return SearchKey("UID", (parse_sequence_set(self.atom(), self.tag),))
+        if _SEQ_CHARS.match(word):
+            return SearchKey("SEQ", (parse_sequence_set(word, self.tag),))
+        raise self.error(f"unknown search key {t.text!r}")
+
+
+def parse_search(tokens: list[Token], tag: bytes | None = None) -> tuple[str, SearchKey]:
+    """SEARCH arguments -> (charset, key). Charset is upper case; US-ASCII and UTF-8 known."""
+    charset = "US-ASCII"
+    if tokens and isinstance(tokens[0], Atom) and tokens[0].text.upper() == "CHARSET":
+        if len(tokens) < 3:
+            raise ParseError("CHARSET needs a name and search keys", tag)
+        cs = tokens[1]
+        if isinstance(cs, Atom):
+            charset = cs.text.upper()
+        elif isinstance(cs, String):
+            charset = cs.data.decode("ascii", "replace").upper()
+        else:
+            raise ParseError("invalid charset", tag)
+        if charset in ("UTF8",):
+            charset = "UTF-8"
+        if charset not in ("US-ASCII", "UTF-8"):
+            raise BadCharset(charset, tag)
+        tokens = tokens[2:]
+    return charset, _SearchParser(tokens, charset, tag).all()
+
+
+class BadCharset(ParseError):
+    """SEARCH CHARSET we do not support: answer `NO [BADCHARSET (UTF-8 US-ASCII)]`."""
+
+    def __init__(self, charset: str, tag: bytes | None) -> None:
+        super().__init__(f"unsupported charset {charset}", tag)
+        self.charset = charset
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+@dataclass(frozen=True)
+class Command:
+    tag: bytes
+    name: str                      # upper case: "FETCH", "LOGIN", ...
+    uid: bool = False              # a UID FETCH/STORE/SEARCH/COPY/MOVE/EXPUNGE
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+_TAG_RE = re.compile(rb"^[\x21-\x7e]+$")
+_NOARG = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE", "UNSELECT",
+          "IDLE", "NAMESPACE"}
+_ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
+_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+SYSTEM_FLAGS = {"\\ANSWERED": "\\Answered", "\\FLAGGED": "\\Flagged", "\\DELETED": "\\Deleted",
+                "\\SEEN": "\\Seen", "\\DRAFT": "\\Draft"}
+
+
+def split_tag(data: bytes) -> tuple[bytes | None, bytes]:
+    """The tag and the rest; tag None when the line has none we can echo."""
+    sp = data.find(b" ")
+    head = data if sp < 0 else data[:sp]
+    if head and _TAG_RE.match(head) and not any(c in head for c in b'(){%*"\\+'):
+        return head, data[sp + 1:] if sp >= 0 else b""
+    return None, data
+
+
+def mailbox_name(tok: Token, tag: bytes | None) -> str:
+    """A mailbox astring, decoded from modified UTF-7; INBOX in any case becomes INBOX."""
+    if isinstance(tok, Atom):
+        raw = tok.text.encode("ascii")
+    elif isinstance(tok, String):
+        raw = tok.data
+    else:
+        raise ParseError("expected a mailbox name", tag)
+    try:
+        name = mutf7.decode(raw)
+    except mutf7.MUTF7Error:
+        # RFC 6855-style clients send UTF-8 directly; accept it when it decodes.
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("mailbox name is neither modified UTF-7 nor UTF-8", tag) from None
+        if "&" in name or any(ord(c) < 0x20 for c in name):
+            raise ParseError("invalid mailbox name", tag)
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name.upper().startswith("INBOX."):
+        name = "INBOX" + name[5:]
+    return name
+
+
+def astring_bytes(tok: Token, tag: bytes | None) -> bytes:
+    if isinstance(tok, Atom):
+        return tok.text.encode("ascii")
+    if isinstance(tok, String):
+        return tok.data
+    raise ParseError("expected a string", tag)
+
+
+def _pattern(tok: Token, tag: bytes | None) -> str:
+    """A LIST pattern: like a mailbox name but keeping % and *."""
+    raw = astring_bytes(tok, tag)
+    try:
+        return mutf7.decode(raw)
+    except mutf7.MUTF7Error:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("invalid mailbox pattern", tag) from None
+
+
+def _flags(tok: Token, tag: bytes | None, allow_recent: bool = False) -> tuple[str, ...]:
+    items = tok if isinstance(tok, list) else [tok]
+    out: list[str] = []
+    for t in items:
+        if not isinstance(t, Atom):
+            raise ParseError("flags are atoms", tag)
+        text = t.text
+        if text.startswith("\\"):
+            canon = SYSTEM_FLAGS.get(text.upper())
+            if canon is None:
+                if text.upper() == "\\RECENT" and allow_recent:
+                    canon = "\\Recent"
+                else:
+                    raise ParseError(f"invalid system flag {text}", tag)
+            text = canon
+        elif any(c in text for c in "[]%*"):
+            raise ParseError(f"invalid keyword {text}", tag)
+        if text not in out:
+            out.append(text)
+    return tuple(out)
+
+
+def _atom(tok: Token, tag: bytes | None, what: str) -> str:
+    if not isinstance(tok, Atom):
+        raise ParseError(f"expected {what}", tag)
+    return tok.text
+
+
+def parse_command(data: bytes, limits: Limits = Limits()) -> Command:
+    """Parse one whole command (without the final CRLF, literals inlined)."""
+    if len(data) > limits.max_command:
+        raise ParseError("command too long")
+    tag, rest = split_tag(data)
+    if tag is None:
+        raise ParseError("missing or invalid tag")
+    if not rest:
+        raise ParseError("missing command name", tag)
+    sp = rest.find(b" ")
+    name_b = rest if sp < 0 else rest[:sp]
+    tail = b"" if sp < 0 else rest[sp + 1:]
+    if sp >= 0 and not tail:
+        raise ParseError("trailing space", tag)
+    try:
+        name = name_b.decode("ascii").upper()
+    except UnicodeDecodeError:
+        raise ParseError("invalid command name", tag) from None
+    uid = False
+    if name == "UID":
+        sp = tail.find(b" ")
+        sub = (tail if sp < 0 else tail[:sp]).decode("ascii", "replace").upper()
+        if sub not in _UID_COMMANDS:
+            raise ParseError("UID needs FETCH, STORE, SEARCH, COPY, MOVE or EXPUNGE", tag)
+        uid, name = True, sub
+        tail = b"" if sp < 0 else tail[sp + 1:]
+    tokens = _Tokenizer(tail, tag).tokens()
+    return Command(tag, name, uid, _ARGS.get(name, _unknown)(tokens, tag, uid))
+
+
+def _count(tokens: list[Token], tag: bytes | None, lo: int, hi: int | None = None) -> None:
+    hi = lo if hi is None else hi
+    if not lo <= len(tokens) <= hi:
+        raise ParseError("wrong number of arguments", tag)
+
+
+def _unknown(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    raise ParseError("unknown command", tag)
+
+
+def _a_noarg(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 0)
+    return {}
+
+
+def _a_login(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2)
+    return {"user": astring_bytes(tokens[0], tag), "password": astring_bytes(tokens[1], tag)}
+
+
+def _a_authenticate(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1, 2)
+    mech = _atom(tokens[0], tag, "a mechanism").upper()
+    initial = None
+    if len(tokens) == 2:
+        initial = _atom(tokens[1], tag, "an initial response").encode("ascii")
+    return {"mechanism": mech, "initial": initial}
+
+
+def _a_select(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1, 2)
+    condstore = False
+    if len(tokens) == 2:
+        params = tokens[1]
+        if not isinstance(params, list):
+            raise ParseError("select parameters are a list", tag)
+        for p in params:
+            if isinstance(p, Atom) and p.text.upper() == "CONDSTORE":
+                condstore = True
+            else:
+                raise ParseError("unknown select parameter", tag)
+    return {"mailbox": mailbox_name(tokens[0], tag), "condstore": condstore}
+
+
+def _a_mailbox(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1)
+    return {"mailbox": mailbox_name(tokens[0], tag)}
+
+
+def _a_rename(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2)
+    return {"old": mailbox_name(tokens[0], tag), "new": mailbox_name(tokens[1], tag)}
+
+
+def _a_list(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    # LIST [(selection options)] reference pattern [RETURN (options)]  (RFC 5258 subset)
+    selection: tuple[str, ...] = ()
+    if tokens and isinstance(tokens[0], list):
+        selection = tuple(_atom(t, tag, "a selection option").upper() for t in tokens[0])
+        tokens = tokens[1:]
+    returns: tuple[str, ...] = ()
+    if len(tokens) == 4 and isinstance(tokens[2], Atom) and tokens[2].text.upper() == "RETURN":
+        if not isinstance(tokens[3], list):
+            raise ParseError("RETURN options are a list", tag)
+        returns = tuple(_atom(t, tag, "a return option").upper() for t in tokens[3])
+        tokens = tokens[:2]
+    _count(tokens, tag, 2)
+    patterns: list[str]
+    if isinstance(tokens[1], list):
+        patterns = [_pattern(t, tag) for t in tokens[1]]
+    else:
+        patterns = [_pattern(tokens[1], tag)]
+    return {"reference": _pattern(tokens[0], tag), "patterns": tuple(patterns),
+            "selection": selection, "returns": returns}
+
+
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
+
+
+def _a_status(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2)
+    if not isinstance(tokens[1], list) or not tokens[1]:
+        raise ParseError("STATUS items are a list", tag)
+    items = []
+    for t in tokens[1]:
+        item = _atom(t, tag, "a status item").upper()
+        if item not in _STATUS_ITEMS:
+            raise ParseError(f"unknown status item {item}", tag)
+        items.append(item)
+    return {"mailbox": mailbox_name(tokens[0], tag), "items": tuple(items)}
+
+
+def _a_append(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2, 4)
+    mailbox = mailbox_name(tokens[0], tag)
+    flags: tuple[str, ...] = ()
+    date = None
+    rest = tokens[1:]
+    if rest and isinstance(rest[0], list):
+        flags = _flags(rest[0], tag)
+        rest = rest[1:]
+    if len(rest) == 2:
+        d = rest[0]
+        if not isinstance(d, String) or d.literal:
+            raise ParseError("APPEND date-time must be a quoted string", tag)
+        date = parse_datetime(d.data.decode("ascii", "replace"), tag)
+        rest = rest[1:]
+    if len(rest) != 1 or not isinstance(rest[0], String) or not rest[0].literal:
+        raise ParseError("APPEND message must be a literal", tag)
+    return {"mailbox": mailbox, "flags": flags, "date": date, "message": rest[0].data}
+
+
+def _a_search(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    returns: tuple[str, ...] | None = None
+    if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].text.upper() == "RETURN":
+        if not isinstance(tokens[1], list):
+            raise ParseError("RETURN options are a list", tag)
+        returns = tuple(_atom(t, tag, "a return option").upper() for t in tokens[1])
+        tokens = tokens[2:]
+    charset, key = parse_search(tokens, tag)
+    return {"charset": charset, "key": key, "returns": returns}
+
+
+def _a_fetch(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2, 3)
+    seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
+    atts = parse_fetch_atts(tokens[1], tag)
+    changedsince = None
+    if len(tokens) == 3:
+        mods = tokens[2]
+        if (not isinstance(mods, list) or len(mods) != 2 or not isinstance(mods[0], Atom)
+                or mods[0].text.upper() != "CHANGEDSINCE"):
+            raise ParseError("unknown FETCH modifier", tag)
+        changedsince = int(_numeric(mods[1], tag))
+    return {"set": seq, "atts": tuple(atts), "changedsince": changedsince}
+
+
+def _numeric(tok: Token, tag: bytes | None) -> int:
+    if isinstance(tok, Atom) and tok.text.isdigit():
+        return int(tok.text)
+    raise ParseError("expected a number", tag)
+
+
+def _a_store(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    if len(tokens) < 3:
+        raise ParseError("STORE needs a sequence set, an item and flags", tag)
+    seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
+    rest = tokens[1:]
+    unchangedsince = None
+    if isinstance(rest[0], list):
+        mods = rest[0]
+        if (len(mods) != 2 or not isinstance(mods[0], Atom)
+                or mods[0].text.upper() != "UNCHANGEDSINCE"):
+            raise ParseError("unknown STORE modifier", tag)
+        unchangedsince = _numeric(mods[1], tag)
+        rest = rest[1:]
+    item = _atom(rest[0], tag, "a store item").upper()
+    m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", item)
+    if not m:
+        raise ParseError(f"invalid STORE item {item}", tag)
+    flag_toks = rest[1:]
+    if len(flag_toks) == 1 and isinstance(flag_toks[0], list):
+        flags = _flags(flag_toks[0], tag)
+    else:
+        if not flag_toks:
+            raise ParseError("STORE needs flags", tag)
+        flags = _flags(flag_toks, tag)
+    return {"set": seq, "mode": m.group(1) or "=", "silent": bool(m.group(2)), "flags": flags,
+            "unchangedsince": unchangedsince}
+
+
+def _a_copy(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2)
+    return {"set": parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag),
+            "mailbox": mailbox_name(tokens[1], tag)}
+
+
+def _a_expunge(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    if uid:
+        _count(tokens, tag, 1)
+        return {"set": parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)}
+    _count(tokens, tag, 0)
+    return {}
+
+
+def _a_id(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1)
+    t = tokens[0]
+    if isinstance(t, Atom) and t.text.upper() == "NIL":
+        return {"params": None}
+    if not isinstance(t, list) or len(t) % 2 or len(t) > 60:
+        raise ParseError("ID parameters are NIL or a list of field-value pairs", tag)
+    params: dict[str, str | None] = {}
+    for k, v in zip(t[::2], t[1::2]):
+        if not isinstance(k, String):
+            raise ParseError("ID field names are strings", tag)
+        if isinstance(v, Atom) and v.text.upper() == "NIL":
+            val = None
+        elif isinstance(v, String):
+            val = v.data.decode("utf-8", "replace")
+        else:
+            raise ParseError("ID values are strings or NIL", tag)
+        params[k.data.decode("utf-8", "replace")[:30]] = val
+    return {"params": params}
+
+
+def _a_enable(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    if not tokens:
+        raise ParseError("ENABLE needs capabilities", tag)
+    return {"capabilities": tuple(_atom(t, tag, "a capability").upper() for t in tokens)}
+
+
+_ARGS = {name: _a_noarg for name in _NOARG}
+_ARGS.update({name: _a_mailbox for name in _ONE_MAILBOX})
+_ARGS.update({
+    "EXPUNGE": _a_expunge, "LOGIN": _a_login, "AUTHENTICATE": _a_authenticate,
+    "SELECT": _a_select, "EXAMINE": _a_select, "RENAME": _a_rename, "LIST": _a_list,
+    "LSUB": _a_list, "STATUS": _a_status, "APPEND": _a_append, "SEARCH": _a_search,
+    "FETCH": _a_fetch, "STORE": _a_store, "COPY": _a_copy, "MOVE": _a_copy, "ID": _a_id,
+    "ENABLE": _a_enable,
+})

@@ -1,0 +1,73 @@
+"""BODY[section]<partial> and RFC822.SIZE from message bytes (RFC 3501 6.4.5)."""
+
+from __future__ import annotations
+
+from mailsift.protocols.imap.mimetree import Part
+from mailsift.protocols.imap.parser import Section
+
+
+def rfc822_size(data_crlf: bytes) -> int:
+    return len(data_crlf)
+
+
+def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
+    """The part a section number names; None when it does not exist."""
+    cur = root
+    stayed = False  # "1" under a single part names that part once, not again (as Dovecot)
+    for i, n in enumerate(path):
+        if cur.is_multipart:
+            if n > len(cur.children):
+                return None
+            cur = cur.children[n - 1]
+            stayed = False
+        elif n != 1 or stayed:
+            return None
+        else:
+            stayed = True
+        if i < len(path) - 1 and cur.message is not None:
+            cur = cur.message
+            stayed = False
+    return cur
+
+
+def section_bytes(root: Part, section: Section) -> bytes:
+    """The octets of BODY[section] (before any partial); empty when the part does not exist
+    (as Dovecot answers)."""
+    return _section(root, section) or b""
+
+
+def _section(root: Part, section: Section) -> bytes | None:
+    if section.part:
+        part = find_part(root, section.part)
+        if part is None:
+            return None
+        if section.text is None:
+            return part.body
+        if section.text == "MIME":
+            return part.header
+        if part.message is None:  # HEADER/TEXT of a part that is not message/rfc822
+            return None
+        msg = part.message
+    else:
+        msg = root
+        if section.text is None:
+            return root.raw
+    if section.text == "HEADER":
+        return msg.header
+    if section.text == "TEXT":
+        return msg.body
+    if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        wanted = {f.lower() for f in section.fields}
+        keep = section.text == "HEADER.FIELDS"
+        lines = [raw for name, raw in msg.fields if (name.lower() in wanted) == keep]
+        out = b"".join(lines)
+        # Dovecot ends the list with a blank line, unless its last line lacks a line end
+        return out if out and not out.endswith(b"\n") else out + b"\r\n"
+    return None
+
+
+def partial(data: bytes, window: tuple[int, int] | None) -> bytes:
+    if window is None:
+        return data
+    start, length = window
+    return data[start:start + length]
