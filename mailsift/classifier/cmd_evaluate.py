@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="FILE", required=True,
                         help="results file, one 'ID TRUTH SCORE JUDGE' line per message (written; "
                              "read when neither --online nor --cv is given)")
-    parser.add_argument("--limit", metavar="N", type=int, help="only the first N messages")
+    parser.add_argument("--limit", metavar="N", type=int,
+                        help="--online: only the first N messages; --cv: a seeded random sample of N")
     parser.add_argument("--plot", metavar="PNG", help="write the ROC curve and score histograms here")
     parser.add_argument("--dbpath", metavar="DIR",
                         help="with --online: save the final model here (default: not saved)")
@@ -99,8 +100,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 entries = corpus.build_stream(entries, dedup=dedup, order=args.order_by_date, stats=stats)
                 for line in stats.lines():
                     log.info("%s", line)
-            if args.limit is not None:
-                entries = entries[: args.limit]
+            if args.limit is not None and args.online is not None:
+                entries = entries[: args.limit]  # the first N of the stream
+            elif args.limit is not None and args.limit < len(entries):
+                # folders list all ham before all spam: cross-validate a seeded sample instead
+                import random
+
+                keep = set(random.Random(args.seed).sample(range(len(entries)), args.limit))
+                entries = [e for i, e in enumerate(entries) if i in keep]
             records = _evaluate(args, entries, required, evaluate)
     except (corpus.IndexFileError, evaluate.EvaluateError, ValueError) as exc:
         return _fail(str(exc))
