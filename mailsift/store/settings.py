@@ -67,7 +67,10 @@ class StoreSettings:
 
     def validate(self) -> None:
         for name in LISTENERS:
-            parse_listen(getattr(self, name))
+            try:
+                parse_listen(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name} = {exc}") from None
         if not self.mail_root.startswith("/"):
             raise ValueError("mail_root must be an absolute path")
         if self.max_message_size <= 0 or self.max_recipients <= 0 or self.lmtp_timeout <= 0:
