@@ -49,7 +49,7 @@ class GreylistStore(Protocol):
 
 
 def open_store(url: str) -> GreylistStore:
-    """`sqlite:PATH` or `redis://HOST:PORT/N` (also `rediss://`, `unix://`)."""
+    """`sqlite:PATH` or `redis://HOST:PORT/N` (also `rediss://`, `unix://PATH?db=N`)."""
     if url.startswith("sqlite:"):
         path = url[len("sqlite:"):]
         if not path:
@@ -64,6 +64,8 @@ def check_store_url(url: str) -> None:
     if url.startswith("sqlite:") and url[len("sqlite:"):]:
         return
     if url.startswith(("redis://", "rediss://", "unix://")):
+        from mailsift.policy.resp import parse_redis_url
+        parse_redis_url(url)
         return
     raise ValueError(f"db must be sqlite:PATH or redis://HOST:PORT/N, not {url!r}")
 
@@ -170,36 +172,26 @@ class RedisStore:
     `PREFIX c:NETWORK` -> "count last_counted last_seen"."""
 
     def __init__(self, url: str, prefix: str = "mailsift:greylist:", timeout: float = 2.0) -> None:
+        from mailsift.policy.resp import RespClient, parse_redis_url
+
         self.url = url
         self.prefix = prefix
-        self.timeout = timeout
-        self._redis: Any = None
+        self._client = RespClient(parse_redis_url(url), timeout=timeout)
 
-    def _client(self) -> Any:
-        if self._redis is None:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._redis = Redis.from_url(self.url, socket_timeout=self.timeout,
-                                         socket_connect_timeout=self.timeout,
-                                         retry=Retry(NoBackoff(), 1), decode_responses=True)
-        return self._redis
-
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        from redis.exceptions import RedisError
+    async def _call(self, *args: str | int) -> Any:
+        from mailsift.policy.resp import RespError
         try:
-            return await getattr(self._client(), name)(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {self.url}: {exc}") from exc
+            return await self._client.command(*args)
+        except RespError as exc:
+            raise StoreError(str(exc)) from exc
 
     async def lookup(self, key: str, network: str) -> tuple[TripletEntry | None, ClientEntry | None]:
         """Both records in one round trip."""
-        t, c = await self._call("mget", [self.prefix + "t:" + key, self.prefix + "c:" + network])
+        t, c = await self._call("MGET", self.prefix + "t:" + key, self.prefix + "c:" + network)
         return self._triplet(t), self._client_entry(c)
 
     async def get_triplet(self, key: str) -> TripletEntry | None:
-        return self._triplet(await self._call("get", self.prefix + "t:" + key))
+        return self._triplet(await self._call("GET", self.prefix + "t:" + key))
 
     @staticmethod
     def _triplet(value: str | None) -> TripletEntry | None:
@@ -214,10 +206,10 @@ class RedisStore:
 
     async def put_triplet(self, key: str, entry: TripletEntry, now: float, ttl: float) -> None:
         value = f"{entry.first_seen!r} {entry.last_seen!r} {int(entry.passed)}"
-        await self._call("set", self.prefix + "t:" + key, value, ex=max(1, int(ttl)))
+        await self._call("SET", self.prefix + "t:" + key, value, "EX", max(1, int(ttl)))
 
     async def get_client(self, network: str) -> ClientEntry | None:
-        return self._client_entry(await self._call("get", self.prefix + "c:" + network))
+        return self._client_entry(await self._call("GET", self.prefix + "c:" + network))
 
     @staticmethod
     def _client_entry(value: str | None) -> ClientEntry | None:
@@ -232,15 +224,10 @@ class RedisStore:
 
     async def put_client(self, network: str, entry: ClientEntry, now: float, ttl: float) -> None:
         value = f"{entry.count} {entry.last_counted!r} {entry.last_seen!r}"
-        await self._call("set", self.prefix + "c:" + network, value, ex=max(1, int(ttl)))
+        await self._call("SET", self.prefix + "c:" + network, value, "EX", max(1, int(ttl)))
 
     async def purge(self, now: float) -> int:
         return 0  # keys carry their own TTL
 
     async def close(self) -> None:
-        if self._redis is not None:
-            try:
-                await self._redis.aclose()
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                pass
-            self._redis = None
+        await self._client.close()

@@ -20,21 +20,25 @@ def ping(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            reply = s.recv(64)
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
     except OSError:
         return False
 
 
 class RedisServer:
-    def __init__(self, workdir: Path | str, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, workdir: Path | str, host: str = "127.0.0.1", port: int | None = None,
+                 password: str = "") -> None:
         self.workdir = Path(workdir)
+        self.password = password
         self.host = host
         self.port = port or free_port(host)
         self.daemon: Daemon | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> "RedisServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +46,8 @@ class RedisServer:
                 "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--protected-mode", "yes", "--unixsocket", "",
                 "--logfile", ""]
+        if self.password:
+            argv += ["--requirepass", self.password]
         self.daemon = Daemon(argv, self.workdir / "redis.log").start()
         try:
             wait_for(lambda: ping(self.host, self.port) or (not self.daemon.alive() and _dead(self.daemon)),
