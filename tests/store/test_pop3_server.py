@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import random
+import smtplib
 import socket
 import ssl
 import time
@@ -370,6 +371,36 @@ def test_uidl_stable_across_restarts_and_index_rebuild(pop3_server: Pop3Server) 
         p.unlink()
     srv.start()
     assert uidls() == before          # even after the index was lost and rebuilt
+
+
+def test_mail_arriving_over_lmtp_during_a_session(tmp_path: Path, mailsift_bin: str) -> None:
+    """A session works on the snapshot taken at login; mail delivered over LMTP meanwhile is
+    there at the next login, after the old messages, whose UIDLs do not change."""
+    srv = Pop3Server(tmp_path / "srv", mailsift_bin, lmtp_port=-1).setup()
+    srv.deliver(USER, [p.read_bytes() for p in MESSAGES[:2]])
+    srv.start()
+    try:
+        c = logged_in(srv)
+        assert c.cmd("UIDL").startswith(b"+OK")
+        before = c.multiline()
+        new = [f"From: x@example.org\r\nSubject: lmtp {i}\r\nMessage-ID: <lmtp.{i}@example.org>\r\n\r\n"
+               f".body {i}\r\n".encode() for i in range(3)]  # smtplib stuffs the dot; LMTP unstuffs it
+        with smtplib.LMTP(srv.host, srv.lmtp_port, timeout=30) as lmtp:
+            for m in new:
+                assert lmtp.sendmail("x@example.org", [USER], m) == {}
+        assert c.cmd("STAT").startswith(b"+OK 2 ")  # the snapshot
+        assert c.cmd("QUIT").startswith(b"+OK")
+        assert c.closed()
+        c = logged_in(srv)
+        assert c.cmd("UIDL").startswith(b"+OK")
+        after = c.multiline()
+        assert after[:2] == before and len(after) == 5
+        assert c.cmd("RETR 5").startswith(b"+OK")
+        body = b"\r\n".join(c.multiline())
+        assert b"Subject: lmtp 2\r\n" in body and body.endswith(b"\r\n\r\n.body 2"), body
+        assert c.cmd("QUIT").startswith(b"+OK")
+    finally:
+        srv.stop()
 
 
 def test_store_failure_is_a_temporary_error(pop3_server: Pop3Server) -> None:

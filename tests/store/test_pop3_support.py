@@ -33,6 +33,7 @@ class Pop3Server:
     host: str = "127.0.0.1"
     pop3_port: int = 0
     pop3s_port: int = 0
+    lmtp_port: int = 0          # 0: no LMTP listener; -1: pick a free port at setup
     daemon: Daemon | None = None
     starts: int = 0
 
@@ -65,11 +66,13 @@ class Pop3Server:
         r = self.run("cert", CERT_HOST, "--out", str(self.workdir / "tls"))
         assert r.returncode == 0, r.stderr
         self.pop3_port, self.pop3s_port = free_port(), free_port()
+        if self.lmtp_port < 0:
+            self.lmtp_port = free_port()
         lines = [
             "[store]",
             f'mail_root = "{self.mail_root}"',
             f'users = "{self.users_db}"',
-            'lmtp = "off"',
+            f'lmtp = "{self.host}:{self.lmtp_port}"' if self.lmtp_port else 'lmtp = "off"',
             'lookup = "off"',
             'imap = "off"',
             'imaps = "off"',
