@@ -1,0 +1,427 @@
+"""Postfix throughput with and without a content milter, all in one run, the same load:
+smtp-source, 5 KB messages, 20 sessions, 2,000 messages, loopback, into one private Postfix
+(`postfix -c DIR`) whose virtual transport is discard: so only smtpd + milter are measured.
+
+    .venv/bin/python bench/milter_throughput.py [--messages 2000] [--sessions 20] [--only NAME ...]
+
+Peers: bare Postfix (no milter); mailsift milter + clamd (score in the milter process, and
+with --score-workers); rspamd's proxy milter (Debian's rspamd, run as _rspamd, self-scan,
+network modules off); spamass-milter + spamd (Bayes only, trained on the same corpus).
+
+Figures: msgs/s and its ratio to bare Postfix; the added latency of one more session that
+sends one message at a time during the load and times end-of-DATA -> reply (p50/p99 of the
+peer minus the same percentile of bare Postfix); the milter's peak RSS (all its processes).
+A peer that cannot be installed or started here is reported as such; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.clamd import ClamdInstance  # noqa: E402
+from harness.postfix import PostfixInstance, make_workdir  # noqa: E402
+from harness.procs import Daemon, free_port, tcp_ready, unix_ready, wait_for  # noqa: E402
+
+MAILSIFT = str(ROOT / ".venv" / "bin" / "mailsift")
+CORPORA = ROOT.parent / "shared" / "corpora"
+TARGET_RATIO, TARGET_P99_MS, TARGET_RSS_MB = 0.60, 25.0, 200.0
+
+
+# -- process helpers --------------------------------------------------------------------------
+def tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def rss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def pids_named(name: str) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if open(f"/proc/{d}/comm").read().strip().startswith(name):
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+# -- peers ------------------------------------------------------------------------------------
+class Peer:
+    name = "peer"
+
+    def start(self, wd: Path) -> str | None:
+        """Start the milter; return Postfix's smtpd_milters value (None: no milter)."""
+        return None
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> None:
+        pass
+
+
+class Bare(Peer):
+    name = "bare Postfix"
+
+
+def train_files(per_class: int) -> tuple[list[Path], list[Path]]:
+    ham = sorted((CORPORA / "spamassassin" / "easy_ham").iterdir())[:per_class]
+    spam = sorted((CORPORA / "spamassassin" / "spam").iterdir())[:per_class]
+    return ham, spam
+
+
+class Mailsift(Peer):
+    def __init__(self, score_workers: int = 0) -> None:
+        self.score_workers = score_workers
+        self.name = "mailsift + clamd" + (f" ({score_workers} score workers)" if score_workers else "")
+        self.clamd: ClamdInstance | None = None
+        self.daemon: Daemon | None = None
+
+    def start(self, wd: Path) -> str | None:
+        from mailsift.classifier.api import new_model, save_model
+
+        dbpath = wd / "model"
+        model = new_model()
+        for h, s in zip(*train_files(250)):
+            model.learn(h.read_bytes(), "ham")
+            model.learn(s.read_bytes(), "spam")
+        save_model(model, dbpath)
+        self.clamd = ClamdInstance(wd / "clamd").start()
+        sock = wd / "milter" / "milter.sock"
+        self.daemon = Daemon([MAILSIFT, "milter", "--socket", f"unix:{sock}", "--clamd", self.clamd.address,
+                              "--dbpath", str(dbpath), "--score-workers", str(self.score_workers),
+                              "--log-level", "WARNING"], wd / "milter.log").start()
+        wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
+        return f"unix:{sock}"
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.daemon.pid) if self.daemon else []
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+        if self.clamd:
+            self.clamd.stop()
+
+
+class Rspamd(Peer):
+    name = "rspamd proxy milter"
+    # Modules that talk to the network (DNS, HTTP, Redis) are switched off.
+    OFF = ("rbl", "surbl", "spf", "dkim", "dmarc", "arc", "asn", "fuzzy_check", "phishing", "emails",
+           "hfilter", "neural", "ratelimit", "greylist", "replies", "reputation", "mx_check", "dcc",
+           "rspamd_update", "url_redirector", "p0f", "history_redis", "clickhouse", "elastic",
+           "metadata_exporter", "antivirus", "external_services", "bimi", "dkim_signing", "whitelist",
+           "multimap", "spamtrap", "maillist")
+
+    def __init__(self) -> None:
+        self.daemon: Daemon | None = None
+        self.wd: Path | None = None
+
+    def start(self, wd: Path) -> str | None:
+        if not shutil.which("rspamd"):
+            raise RuntimeError("rspamd is not installed (apt-get install rspamd)")
+        self.wd = wd
+        user = pwd.getpwnam("_rspamd")
+        local = wd / "local"
+        over = local / "override.d"
+        over.mkdir(parents=True)
+        for d in ("db", "run", "log"):
+            (wd / d).mkdir()
+            os.chown(wd / d, user.pw_uid, user.pw_gid)
+        sock = wd / "rspamd" / "milter.sock"
+        sock.parent.mkdir()
+        os.chown(sock.parent, user.pw_uid, user.pw_gid)
+        sock.parent.chmod(0o755)
+        normal = free_port()
+        # rspamd's usual layout: the proxy speaks milter, normal workers scan (one per core).
+        (over / "worker-proxy.inc").write_text(
+            f'bind_socket = "{sock} mode=0666";\nmilter = yes;\ncount = 1;\ntimeout = 120s;\n'
+            f'upstream "local" {{\n  default = yes;\n  hosts = "127.0.0.1:{normal}";\n}}\n')
+        (over / "worker-normal.inc").write_text(f'bind_socket = "127.0.0.1:{normal}";\ncount = 2;\n')
+        (over / "worker-controller.inc").write_text(f'bind_socket = "127.0.0.1:{free_port()}";\n')
+        (over / "options.inc").write_text(
+            'dns { nameserver = ["127.0.0.1:1"]; timeout = 0.1s; retransmits = 1; }\n')
+        (over / "redis.conf").write_text("servers = \"\";\nenabled = false;\n")
+        for mod in self.OFF:
+            (over / f"{mod}.conf").write_text("enabled = false;\n")
+        (over / "milter_headers.conf").write_text('use = ["x-spam-status", "x-spamd-result"];\n')
+        argv = ["rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", "/etc/rspamd/rspamd.conf",
+                f"--var=LOCAL_CONFDIR={local}", f"--var=DBDIR={wd / 'db'}", f"--var=RUNDIR={wd / 'run'}",
+                f"--var=LOGDIR={wd / 'log'}"]
+        self.daemon = Daemon(argv, wd / "rspamd.out").start()
+        wait_for(lambda: unix_ready(sock) or self._dead(), 90, what="rspamd proxy socket")
+        wait_for(lambda: tcp_ready("127.0.0.1", normal) or self._dead(), 90, what="rspamd normal worker")
+        return f"unix:{sock}"
+
+    def _dead(self) -> bool:
+        if self.daemon and not self.daemon.alive():
+            log = (self.wd / "log" / "rspamd.log") if self.wd else None
+            raise RuntimeError("rspamd exited: " + self.daemon.log()[-800:] +
+                               (log.read_text(errors="replace")[-800:] if log and log.exists() else ""))
+        return False
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.daemon.pid) if self.daemon else []
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop(timeout=20)
+
+
+class SpamassMilter(Peer):
+    name = "spamass-milter + spamd (Bayes only)"
+
+    def __init__(self) -> None:
+        self.spamd: Daemon | None = None
+        self.milter: Daemon | None = None
+
+    def start(self, wd: Path) -> str | None:
+        for exe in ("spamd", "spamass-milter", "sa-learn", "spamc"):
+            if not shutil.which(exe):
+                raise RuntimeError(f"{exe} is not installed (apt-get install spamass-milter spamd)")
+        user = pwd.getpwnam("debian-spamd")
+        rules, site, bayes = wd / "rules", wd / "site", wd / "bayes"
+        for d in (rules, site, bayes):
+            d.mkdir()
+        os.chown(bayes, user.pw_uid, user.pw_gid)
+        # Bayes only: the plugin, SpamAssassin's own BAYES_* rules, nothing else.
+        shipped = Path("/usr/share/spamassassin/23_bayes.cf")
+        (rules / "init.pre").write_text("loadplugin Mail::SpamAssassin::Plugin::Bayes\n")
+        (rules / "23_bayes.cf").write_text(shipped.read_text())
+        (site / "local.cf").write_text(
+            f"use_bayes 1\nbayes_auto_learn 0\nbayes_path {bayes}/bayes\nbayes_file_mode 0666\n"
+            "required_score 5.0\nskip_rbl_checks 1\nuse_razor2 0\nuse_pyzor 0\nuse_dcc 0\n")
+        ham, spam = train_files(250)
+        for label, files in (("--ham", ham), ("--spam", spam)):
+            subprocess.run(["sa-learn", "-C", str(rules), "--siteconfigpath", str(site), "--dbpath", str(bayes),
+                            "--no-sync", label, *map(str, files)], check=True, capture_output=True, timeout=900)
+        subprocess.run(["sa-learn", "-C", str(rules), "--siteconfigpath", str(site), "--dbpath", str(bayes),
+                        "--sync"], check=True, capture_output=True, timeout=300)
+        for p in bayes.iterdir():
+            os.chown(p, user.pw_uid, user.pw_gid)
+        spamd_sock = wd / "spamd.sock"
+        self.spamd = Daemon(["spamd", "-x", "-u", "debian-spamd", "-C", str(rules), "--siteconfigpath", str(site),
+                             f"--socketpath={spamd_sock}", "--socketmode=0666", "--max-children=5",
+                             "-s", "stderr", "--pidfile", str(wd / "spamd.pid")], wd / "spamd.log").start()
+        wait_for(lambda: unix_ready(spamd_sock), 120, what="spamd socket")
+        msock = wd / "spamass" / "milter.sock"
+        msock.parent.mkdir()
+        msock.parent.chmod(0o755)
+        self.milter = Daemon(["spamass-milter", "-p", str(msock), "-m", "--", "-U", str(spamd_sock)],
+                             wd / "spamass-milter.log").start()
+        wait_for(lambda: msock.exists(), 30, what="spamass-milter socket")
+        msock.chmod(0o666)
+        wait_for(lambda: unix_ready(msock), 30, what="spamass-milter accepting")
+        return f"unix:{msock}"
+
+    def pids(self) -> list[int]:
+        out: list[int] = []
+        for d in (self.spamd, self.milter):
+            if d:
+                out += tree_pids(d.pid)
+        return out
+
+    def stop(self) -> None:
+        for d in (self.milter, self.spamd):
+            if d:
+                d.stop(timeout=20)
+
+
+# -- one run ----------------------------------------------------------------------------------
+def probe_message(i: int, size: int = 5120) -> bytes:
+    head = (f"From: probe@outside.test\r\nTo: user@example.test\r\nSubject: probe {i}\r\n"
+            f"Message-ID: <probe-{i}@outside.test>\r\n\r\n")
+    line = "The quick brown fox jumps over the lazy dog, probe message body line.\r\n"
+    body = line * max(1, (size - len(head)) // len(line))
+    return (head + body).encode()
+
+
+class Probe(threading.Thread):
+    """One extra SMTP session: one message at a time, timing end-of-DATA -> reply."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(daemon=True)
+        self.host, self.port = host, port
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        try:
+            s = socket.create_connection((self.host, self.port), timeout=60)
+            f = s.makefile("rb")
+
+            def reply() -> bytes:
+                while True:
+                    line = f.readline()
+                    if not line or line[3:4] != b"-":
+                        return line
+
+            reply()
+            s.sendall(b"EHLO probe.test\r\n")
+            reply()
+            i = 0
+            while not self.stop_flag.is_set():
+                s.sendall(b"MAIL FROM:<probe@outside.test>\r\nRCPT TO:<user@example.test>\r\nDATA\r\n")
+                replies = [reply() for _ in range(3)]
+                if not replies[2].startswith(b"354"):
+                    self.errors += 1
+                    s.sendall(b"RSET\r\n")
+                    reply()
+                    continue
+                s.sendall(probe_message(i))
+                t0 = time.perf_counter()
+                s.sendall(b".\r\n")
+                r = reply()
+                dt = time.perf_counter() - t0
+                if r.startswith(b"250"):
+                    self.latencies.append(dt * 1000.0)
+                else:
+                    self.errors += 1
+                i += 1
+            s.sendall(b"QUIT\r\n")
+            s.close()
+        except OSError:
+            self.errors += 1
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def run_peer(peer: Peer, messages: int, sessions: int, size: int) -> dict:
+    wd = make_workdir("mailsift-bench-")
+    keep = bool(os.environ.get("MAILSIFT_KEEP_BENCH_DIRS"))
+    pf = None
+    try:
+        spec = peer.start(wd)
+        main = {"virtual_transport": "discard:", "smtpd_milters": spec or "", "milter_protocol": "6",
+                "milter_default_action": "tempfail", "non_smtpd_milters": ""}
+        pf = PostfixInstance(wd / "postfix", main=main).start()
+        # Warm-up: one message through the whole chain.
+        subprocess.run(["smtp-source", "-s", "1", "-l", str(size), "-m", "5", "-f", "a@outside.test",
+                        "-t", "user@example.test", f"{pf.host}:{pf.smtp_port}"], check=True, timeout=120)
+        rss_peak = 0
+        probe = Probe(pf.host, pf.smtp_port)
+        t0 = time.perf_counter()
+        src = subprocess.Popen(["smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(messages),
+                                "-f", "a@outside.test", "-t", "user@example.test", f"{pf.host}:{pf.smtp_port}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        probe.start()
+        while src.poll() is None:
+            rss_peak = max(rss_peak, rss_kb(peer.pids()))
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - t0
+        probe.stop_flag.set()
+        probe.join(60)
+        out = src.stdout.read().decode(errors="replace") if src.stdout else ""
+        rejected = pf.log_text().count("milter-reject")
+        return {"name": peer.name, "ok": src.returncode == 0, "rate": messages / elapsed, "elapsed": elapsed,
+                "lat": probe.latencies, "probe_errors": probe.errors, "rss_mb": rss_peak / 1024.0,
+                "milter_rejects": rejected, "source_out": out[-300:]}
+    finally:
+        if pf is not None:
+            pf.stop()
+        peer.stop()
+        if keep:
+            print(f"  (kept {wd})")
+        else:
+            shutil.rmtree(wd, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--size", type=int, default=5120)
+    ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass")
+    args = ap.parse_args()
+    peers = {"bare": Bare(), "mailsift": Mailsift(0), "mailsift-pool": Mailsift(2),
+             "rspamd": Rspamd(), "spamass": SpamassMilter()}
+    keys = args.only or list(peers)
+    if "bare" not in keys:
+        keys.insert(0, "bare")
+    print(f"milter throughput: {args.messages} messages of {args.size} bytes, {args.sessions} smtp-source "
+          f"sessions, loopback, {os.cpu_count()} cores (shared with other work: figures are noisy)")
+    results: dict[str, dict] = {}
+    for key in keys:
+        peer = peers[key]
+        try:
+            results[key] = run_peer(peer, args.messages, args.sessions, args.size)
+        except Exception as exc:  # a peer that cannot run here is reported, the others still run
+            results[key] = {"name": peer.name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        r = results[key]
+        print(f"  done: {peer.name}: " + (r.get("error") or f"{r['rate']:.0f} msgs/s"), flush=True)
+
+    bare = results.get("bare", {})
+    print()
+    print(f"{'peer':42} {'msgs/s':>8} {'ratio':>6} {'p50+ms':>7} {'p99+ms':>7} {'RSS MB':>7}  probe")
+    for key in keys:
+        r = results[key]
+        if "error" in r:
+            print(f"{r['name']:42} could not run here: {r['error']}")
+            continue
+        ratio = r["rate"] / bare["rate"] if bare.get("rate") else float("nan")
+        if key == "bare":
+            p50 = p99 = 0.0
+        else:
+            p50 = pct(r["lat"], 50) - pct(bare.get("lat", []), 50)
+            p99 = pct(r["lat"], 99) - pct(bare.get("lat", []), 99)
+        rss = f"{r['rss_mb']:7.0f}" if key != "bare" else "      -"
+        print(f"{r['name']:42} {r['rate']:8.0f} {ratio:6.2f} {p50:7.1f} {p99:7.1f} {rss}  "
+              f"n={len(r['lat'])} p50={pct(r['lat'], 50):.1f}ms p99={pct(r['lat'], 99):.1f}ms"
+              + ("" if r["ok"] else "  smtp-source FAILED: " + r["source_out"].replace("\n", " ")))
+    for key in ("mailsift", "mailsift-pool"):
+        r = results.get(key)
+        if r and "error" not in r and bare.get("rate"):
+            ratio = r["rate"] / bare["rate"]
+            p99 = pct(r["lat"], 99) - pct(bare["lat"], 99)
+            print(f"{r['name']}: ratio {ratio:.2f} {'PASS' if ratio >= TARGET_RATIO else 'FAIL'} (>= {TARGET_RATIO}), "
+                  f"p99 added {p99:.1f} ms {'PASS' if p99 <= TARGET_P99_MS else 'FAIL'} (<= {TARGET_P99_MS}), "
+                  f"RSS {r['rss_mb']:.0f} MB {'PASS' if r['rss_mb'] <= TARGET_RSS_MB else 'FAIL'} (<= {TARGET_RSS_MB})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
