@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 FOREIGN = "ADDR=192.0.2.10 NAME=mail.sender.test"
+HAVE_IPV6 = Path("/proc/net/if_inet6").exists() and bool(Path("/proc/net/if_inet6").read_text().strip())
 
 
 def restrictions(policy: PolicyProcess) -> dict[str, str]:
@@ -31,7 +32,9 @@ def restrictions(policy: PolicyProcess) -> dict[str, str]:
     # the test instance's mynetworks is loopback, where swaks connects from: XCLIENT
     # replaces the client address before any restriction is evaluated
     return {"smtpd_recipient_restrictions": value,
-            "smtpd_authorized_xclient_hosts": "127.0.0.0/8"}
+            "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+            # accept IPv6 client addresses in XCLIENT (the listener stays on 127.0.0.1)
+            "inet_protocols": "all" if HAVE_IPV6 else "ipv4"}
 
 
 def swaks(pf: PostfixInstance, xclient: str, subject: str, sender: str = "bob@sender.test",
@@ -113,6 +116,17 @@ def test_greylisting_through_postfix_with_sqlite(start_policy: Callable[..., Pol
     greylist_dialog(policy, mx, policy, mx)
     authenticated_is_never_delayed(policy, mx)
     assert "reason=new client=mail.sender.test[192.0.2.10]" in policy.log()
+    if not HAVE_IPV6:
+        return
+    # IPv6: the retry may come from another host of the same /64
+    code, out = swaks(mx, "ADDR=IPV6:2001:db8:5:6::10 NAME=v6.sender.test", "v6 first", sender="v6@sender.test")
+    assert code.startswith("450 4.7.1 "), out
+    policy.advance(301)
+    code, out = swaks(mx, "ADDR=IPV6:2001:db8:5:6::abcd NAME=v6b.sender.test", "v6 retry", sender="v6@sender.test")
+    assert code.startswith("250 "), out
+    assert b"X-Greylist: delayed 301 seconds" in delivered_with_subject(mx, "v6 retry")
+    code, out = swaks(mx, "ADDR=IPV6:2001:db8:5:7::10 NAME=v6c.sender.test", "v6 other net", sender="v6@sender.test")
+    assert code.startswith("450 4.7.1 "), out
 
 
 def test_two_mx_hosts_share_one_redis(start_policy: Callable[..., PolicyProcess],
