@@ -264,6 +264,19 @@ def test_failed_logins_look_the_same_and_are_throttled(pop3_server: Pop3Server) 
     assert c.closed()
 
 
+def test_path_like_user_names_touch_nothing(pop3_server: Pop3Server) -> None:
+    srv = pop3_server.start()
+    before = sorted(str(p) for p in srv.workdir.rglob("*"))
+    for name in ("../../../../tmp/pop3-escape@example.test", "/tmp/pop3-escape", "alice@../../etc"):
+        c = connect(srv, implicit=True)
+        assert c.cmd(f"USER {name}") == b"+OK send PASS"
+        assert c.cmd(f"PASS {PASSWORD}") == b"-ERR [AUTH] authentication failed"
+        c.close()
+    assert not Path("/tmp/pop3-escape").exists() and not Path("/tmp/pop3-escape@example.test").exists()
+    after = sorted(str(p) for p in srv.workdir.rglob("*") if not p.name.startswith("serve."))
+    assert [p for p in after if p not in before] == [], "no file or directory was created"
+
+
 def non_loopback_address() -> str | None:
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
