@@ -597,7 +597,11 @@ class Mailbox:
                 tmp = fpath / "tmp" / key
                 target = fpath / subdir / fname
                 if tmp.exists() and not target.exists():
-                    os.rename(tmp, target)
+                    try:
+                        os.rename(tmp, target)  # committed but not yet renamed: roll forward
+                    except FileNotFoundError:
+                        pass  # its writer just renamed it
+                if target.exists():
                     continue
                 gone.append(uid)
             elif found != (subdir, fname):
@@ -700,7 +704,12 @@ class Mailbox:
                                          (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
                 try:
                     with self._own_change(folder, frow["id"]):
-                        os.rename(tmp, fpath / "new" / key)
+                        try:
+                            os.rename(tmp, fpath / "new" / key)
+                        except FileNotFoundError:
+                            if not (fpath / "new" / key).exists():
+                                raise
+                            # another process's sync rolled it forward already
                         md.fsync_dir(fpath / "new")
                 except OSError:
                     with self._txn():
