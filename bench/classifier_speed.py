@@ -51,23 +51,37 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def child_peak_rss_mb(argv: list[str], stdin: bytes | None = None) -> tuple[float, int, float]:
-    """Run argv; return (peak RSS in MB, exit status, seconds) from wait4's rusage."""
+# Linux keeps a process's peak RSS across fork and exec, so a child forked straight from this
+# (large) process would report at least our own peak. A small launcher forks the measured
+# command from its own small image and reports that grandchild's peak from wait4.
+_LAUNCHER = (
+    "import os, sys, json\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    fd = os.open(os.devnull, os.O_RDWR)\n"
+    "    os.dup2(fd, 1)\n"
+    "    os.execv(sys.argv[1], sys.argv[1:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(json.dumps([usage.ru_maxrss, os.waitstatus_to_exitcode(status)]))\n"
+)
+
+
+def child_peak_rss_mb(argv: list[str]) -> tuple[float, int, float]:
+    """Run argv; return (its peak RSS in MB, its exit status, seconds)."""
+    import json
+
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **ONE_THREAD})
-    if stdin is not None:
-        assert proc.stdin is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True,
+                       env={**os.environ, **ONE_THREAD})
     seconds = time.monotonic() - t0
-    if proc.returncode not in (0, 1, 2):
-        sys.stderr.write(err.decode(errors="replace")[-2000:])
-    return usage.ru_maxrss / 1024.0, proc.returncode, seconds
+    try:
+        maxrss_kb, status = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        sys.stderr.write(p.stderr[-2000:])
+        return float("inf"), -1, seconds
+    if status not in (0, 1, 2):
+        sys.stderr.write(p.stderr[-2000:])
+    return maxrss_kb / 1024.0, int(status), seconds
 
 
 def main(argv: list[str] | None = None) -> int:
