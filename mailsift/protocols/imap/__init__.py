@@ -9,4 +9,19 @@ Pure, byte-level pieces (tested on bytes alone):
     bodystructure.py  BODY and BODYSTRUCTURE
     sections.py       BODY[section]<partial>, RFC822.SIZE
     search.py         evaluating SEARCH keys over one message
+    fetch.py          one FETCH response from a message's bytes and store data
+    mailboxview.py    a session's view of its selected folder (sequence numbers, \Recent, news)
+
+The session (session.py) runs the protocol over asyncio streams and the store API;
+`handle` is what `mailsift serve` calls for the imap and imaps listeners.
 """
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+    from mailsift.protocols.imap.session import handle as session_handle
+    await session_handle(reader, writer, ctx)

@@ -25,26 +25,36 @@ from mailsift.protocols.imap.parser import SearchKey
 
 @dataclass
 class MessageView:
+    """One message as SEARCH sees it. `data` (CRLF line ends) may be left None with a `loader`
+    that reads it on first need: flag, size, date and set keys never read the message."""
     seq: int
     uid: int
     flags: frozenset[str]
     internaldate: _dt.datetime
-    data: bytes                      # CRLF line ends
+    data: bytes | None = None
     recent: bool = False
     modseq: int = 0
+    known_size: int | None = None
+    loader: Callable[[], bytes] | None = field(default=None, repr=False)
     _root: mimetree.Part | None = field(default=None, repr=False)
     _body_text: str | None = field(default=None, repr=False)
     _header_text: str | None = field(default=None, repr=False)
     _full_text: str | None = field(default=None, repr=False)
 
     @property
+    def raw(self) -> bytes:
+        if self.data is None:
+            self.data = self.loader() if self.loader is not None else b""
+        return self.data
+
+    @property
     def size(self) -> int:
-        return len(self.data)
+        return self.known_size if self.known_size is not None else len(self.raw)
 
     @property
     def root(self) -> mimetree.Part:
         if self._root is None:
-            self._root = mimetree.parse(self.data)
+            self._root = mimetree.parse(self.raw)
         return self._root
 
     def header_values(self, name: str) -> list[str]:

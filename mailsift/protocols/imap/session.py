@@ -1,0 +1,1021 @@
+"""The IMAP4rev1 session (RFC 3501) over asyncio streams and the store API.
+
+States: not authenticated -> authenticated -> selected -> logout. Extensions: LITERAL+, SASL-IR,
+IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE.
+
+- Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
+  parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
+- Store calls block, so they run in worker threads. The store is the truth: changes made by
+  other sessions, LMTP deliveries and outside programs reach this session as store events,
+  which mark the selected folder dirty; the view (mailboxview.py) is refreshed from a fresh
+  listing at command boundaries and during IDLE, never reporting EXPUNGE during FETCH, STORE or
+  SEARCH.
+- Our faults (OSError, sqlite3.Error, anything unexpected) answer `NO [UNAVAILABLE]`; the
+  caller's mistakes answer NO with a response code; nothing answers with a traceback.
+- Logins: plaintext only on TLS, from loopback or when configured (store/auth.py), throttled per
+  address and user, the same words whatever failed. Connections per address and per user are
+  capped; idle sessions are logged out after IDLE_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as _dt
+import logging
+import re
+import sqlite3
+import ssl
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable
+
+from mailsift.protocols.imap import fetch as fetchmod
+from mailsift.protocols.imap import mutf7, response, search as searchmod
+from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView, RecentClaims
+from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
+                                            literal_marker, parse_command, split_tag)
+from mailsift.store import api as store_api
+from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
+from mailsift.store.names import InvalidName
+
+log = logging.getLogger("mailsift.imap")
+
+IDLE_TIMEOUT = 30 * 60          # seconds without a command before autologout (RFC 3501: >= 30 min)
+MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is closed
+MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
+MAX_CONNECTIONS_PER_ADDRESS = 50
+MAX_CONNECTIONS_PER_USER = 20
+READ_CHUNK = 65536
+WRITE_HIGH_WATER = 256 * 1024
+FETCH_BATCH = 64                # messages read per worker-thread hop
+PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
+SEPARATOR = "."
+SERVER_NAME = "mailsift"
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
+                     "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
+
+
+class LineTooLong(Exception):
+    pass
+
+
+class Closed(Exception):
+    """The client went away."""
+
+
+class Input:
+    """Lines and exact byte counts from a StreamReader with our own bounded buffer."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+
+    async def _fill(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(READ_CHUNK)
+        except TimeoutError:
+            raise
+        if not data:
+            raise Closed()
+        self.buf += data
+
+    async def line(self, max_len: int, timeout: float = IDLE_TIMEOUT) -> bytes:
+        """One line without its CRLF (or LF). Raises LineTooLong (after discarding it)."""
+        discarding = False
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                if discarding:
+                    del self.buf[:i + 1]
+                    raise LineTooLong()
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 1]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > max_len:
+                    raise LineTooLong()
+                return line
+            if len(self.buf) > max_len:
+                discarding = True
+                self.buf.clear()
+            await self._fill(timeout)
+
+    async def exactly(self, n: int, timeout: float = IDLE_TIMEOUT) -> bytes:
+        while len(self.buf) < n:
+            await self._fill(timeout)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def discard(self, n: int, timeout: float = IDLE_TIMEOUT) -> None:
+        while n > 0:
+            if not self.buf:
+                await self._fill(timeout)
+            k = min(n, len(self.buf))
+            del self.buf[:k]
+            n -= k
+
+    def clear(self) -> None:
+        self.buf.clear()
+
+
+class CommandTooBig(Exception):
+    def __init__(self, tag: bytes | None, fatal: bool) -> None:
+        super().__init__("command too big")
+        self.tag = tag
+        self.fatal = fatal
+
+
+def _peer_address(ctx: Any) -> str:
+    peer = getattr(ctx, "peer", None)
+    if isinstance(peer, (tuple, list)) and peer:
+        return str(peer[0])
+    return str(peer) if peer else "local"
+
+
+def _counters(ctx: Any, name: str) -> dict[str, int]:
+    shared = getattr(ctx, "shared", None)
+    if not isinstance(shared, dict):
+        shared = _fallback_shared
+    return shared.setdefault(name, {})
+
+
+def _claims(ctx: Any) -> RecentClaims:
+    shared = getattr(ctx, "shared", None)
+    if not isinstance(shared, dict):
+        shared = _fallback_shared
+    claims = shared.get("imap.recent")
+    if claims is None:
+        claims = shared["imap.recent"] = RecentClaims()
+    return claims
+
+
+_fallback_shared: dict[str, Any] = {}
+
+
+def decode_plain(b64: bytes) -> tuple[str, str, str]:
+    """SASL PLAIN (RFC 4616): base64 of authzid NUL authcid NUL passwd."""
+    try:
+        raw = base64.b64decode(b64, validate=True)
+        parts = raw.split(b"\0")
+        if len(parts) != 3:
+            raise ValueError("PLAIN needs three fields")
+        authzid, authcid, passwd = (p.decode("utf-8") for p in parts)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid SASL PLAIN response") from exc
+    return authzid, authcid, passwd
+
+
+def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
+    """LIST reference + pattern with `*` (anything) and `%` (anything but the separator);
+    a leading INBOX matches in any case."""
+    full = reference + pattern
+    if full[:5].upper() == "INBOX":
+        full = "INBOX" + full[5:]
+    rx = "".join(".*" if c == "*" else f"[^{re.escape(SEPARATOR)}]*" if c == "%" else re.escape(c) for c in full)
+    compiled = re.compile(f"^{rx}$", re.S)
+    return lambda name: bool(compiled.match(name))
+
+
+class ImapSession:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ctx = ctx
+        self.inp = Input(reader)
+        self.settings = getattr(ctx, "settings", None)
+        self.tls: ssl.SSLContext | None = getattr(ctx, "tls", None)
+        self.secure = bool(getattr(ctx, "implicit_tls", False))
+        self.is_loopback = bool(getattr(ctx, "is_loopback", False))
+        self.address = _peer_address(ctx)
+        self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
+        self.limits = Limits()
+        self.state = "notauth"
+        self.user: str | None = None
+        self.box: store_api.Mailbox | None = None
+        self.events: Any = None
+        self.sel: MailboxView | None = None
+        self.condstore = False
+        self.bad_count = 0
+        self.auth_failures = 0
+        self.closing = False
+        self.parsed: OrderedDict[tuple[str, int], fetchmod.MessageData] = OrderedDict()
+        self.claims = _claims(ctx)
+
+    # -- output -----------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def flush(self) -> None:
+        await self.writer.drain()
+
+    async def maybe_flush(self) -> None:
+        transport = self.writer.transport
+        if transport is not None and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            await self.writer.drain()
+
+    def untagged(self, text: str | bytes) -> None:
+        self.send(response.untagged(text))
+
+    def tagged(self, tag: bytes, status: str, text: str, code: str | None = None) -> None:
+        self.send(response.tagged(tag, status, text, code))
+
+    # -- capabilities ------------------------------------------------------------------------
+    def plaintext_ok(self) -> bool:
+        anywhere = bool(getattr(self.settings, "allow_plaintext_anywhere", False))
+        return plaintext_allowed(self.secure, self.is_loopback, anywhere)
+
+    def capabilities(self) -> str:
+        caps = list(BASE_CAPABILITIES)
+        if self.state == "notauth":
+            if self.tls is not None and not self.secure:
+                caps.append("STARTTLS")
+            if self.plaintext_ok():
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")
+        return " ".join(caps)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        addr_counts = _counters(self.ctx, "imap.by_address")
+        addr_counts[self.address] = addr_counts.get(self.address, 0) + 1
+        try:
+            if addr_counts[self.address] > MAX_CONNECTIONS_PER_ADDRESS:
+                self.untagged("BYE [UNAVAILABLE] Too many connections from your address")
+                await self.flush()
+                return
+            self.untagged(f"OK [CAPABILITY {self.capabilities()}] {SERVER_NAME} IMAP ready")
+            await self.flush()
+            while not self.closing:
+                try:
+                    data = await self.read_command()
+                except LineTooLong:
+                    self.bad(None, "Line too long")
+                    await self.flush()
+                    continue
+                except CommandTooBig as exc:
+                    if exc.fatal:
+                        self.untagged("BYE Literal too big")
+                        break
+                    self.bad(exc.tag, "Literal too big", code="TOOBIG")
+                    await self.flush()
+                    continue
+                except TimeoutError:
+                    self.untagged("BYE Autologout; idle for too long")
+                    break
+                await self.execute(data)
+                await self.flush()
+            await self.flush()
+        except (Closed, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.debug("imap connection from %s ended: %r", self.address, exc)
+        finally:
+            addr_counts[self.address] = addr_counts.get(self.address, 1) - 1
+            if addr_counts[self.address] <= 0:
+                addr_counts.pop(self.address, None)
+            self.logout_cleanup()
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - the transport may already be gone
+                pass
+
+    def logout_cleanup(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+        if self.user is not None:
+            users = _counters(self.ctx, "imap.by_user")
+            users[self.user] = users.get(self.user, 1) - 1
+            if users[self.user] <= 0:
+                users.pop(self.user, None)
+            self.user = None
+
+    async def read_command(self) -> bytes:
+        line = await self.inp.line(self.limits.max_line)
+        pieces = [line]
+        total = len(line)
+        while True:
+            marker = literal_marker(line)
+            if marker is None:
+                return b"".join(pieces)
+            n, nonsync = marker
+            if n > self.limits.max_literal or total + n > self.limits.max_command:
+                tag, _ = split_tag(pieces[0])
+                if nonsync:
+                    if n > 2 * self.limits.max_command:
+                        raise CommandTooBig(tag, fatal=True)
+                    await self.inp.discard(n)
+                    await self.inp.line(self.limits.max_line)  # the rest of the command
+                raise CommandTooBig(tag, fatal=False)
+            if not nonsync:
+                self.send(response.continuation("Ready for literal data"))
+                await self.flush()
+            data = await self.inp.exactly(n)
+            line = await self.inp.line(self.limits.max_line)
+            pieces += [b"\r\n", data, line]
+            total += n + len(line)
+
+    def bad(self, tag: bytes | None, text: str, code: str | None = None) -> None:
+        self.bad_count += 1
+        if tag is None:
+            self.untagged(f"BAD {('[' + code + '] ') if code else ''}{text}")
+        else:
+            self.tagged(tag, "BAD", text, code)
+        if self.bad_count >= MAX_BAD_COMMANDS:
+            self.untagged("BYE Too many invalid commands")
+            self.closing = True
+
+    async def execute(self, data: bytes) -> None:
+        try:
+            cmd = parse_command(data, self.limits)
+        except BadCharset as exc:
+            self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+            return
+        except ParseError as exc:
+            self.bad(exc.tag, f"Error in IMAP command: {exc}")
+            return
+        handler = _HANDLERS.get(cmd.name)
+        if handler is None:
+            self.bad(cmd.tag, "Unknown command")
+            return
+        states, method = handler
+        if self.state not in states:
+            where = {"notauth": "not authenticated", "auth": "authenticated", "selected": "selected"}[self.state]
+            self.bad(cmd.tag, f"{cmd.name} is not valid in the {where} state")
+            return
+        self.bad_count = 0
+        try:
+            if self.sel is not None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"):
+                # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1)
+                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH"))
+            await method(self, cmd)
+        except (ParseError, BadSequence) as exc:
+            self.bad(cmd.tag, str(exc) or "Invalid arguments")
+        except store_api.NoSuchFolder:
+            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "NONEXISTENT")
+        except store_api.FolderExists:
+            self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
+        except store_api.FolderNotEmpty as exc:
+            self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
+        except (InvalidName, store_api.InvalidFlag) as exc:
+            self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
+        except store_api.StoreError as exc:
+            self.tagged(cmd.tag, "NO", str(exc) or "Refused", "CANNOT")
+        except (Closed, ConnectionError, ssl.SSLError):
+            raise
+        except (OSError, sqlite3.Error, Exception):  # noqa: BLE001 - our fault: temporary failure
+            log.exception("imap %s failed for %s", cmd.name, self.user or self.address)
+            self.tagged(cmd.tag, "NO", "Internal error, try again later", "UNAVAILABLE")
+
+    # -- store access ---------------------------------------------------------------------------
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    def pending_events(self) -> None:
+        """Mark the selected folder dirty when the store published changes to it that this
+        client has not seen (our own changes are already in the view)."""
+        if self.events is None or self.sel is None:
+            return
+        for ev in self.events.pending():
+            self.note_event(ev)
+
+    def note_event(self, ev: Any) -> None:
+        sel = self.sel
+        if sel is None:
+            return
+        if ev.old_name == sel.folder or (ev.folder == sel.folder and ev.kind.startswith("folder-")):
+            sel.dirty = True
+        if ev.folder != sel.folder or ev.uid is None:
+            return
+        st = sel.state.get(ev.uid)
+        if ev.kind == "new" and ev.uid > sel.max_uid:
+            sel.dirty = True
+        elif ev.kind == "expunge" and st is not None and ev.uid not in sel.ghosts:
+            sel.dirty = True
+        elif ev.kind == "flags" and st is not None and st.flags != ev.flags:
+            sel.dirty = True
+
+    async def refresh(self, allow_expunge: bool, force: bool = False, with_uid: bool = True) -> None:
+        """Tell the client what changed in the selected folder."""
+        self.pending_events()
+        sel = self.sel
+        if sel is None or not (sel.dirty or force or (allow_expunge and sel.ghosts)):
+            return
+        assert self.box is not None
+        try:
+            infos = await self.call(self.box.list, sel.folder)
+        except store_api.NoSuchFolder:
+            self.untagged("BYE [CLOSED] The selected mailbox was deleted or renamed")
+            self.closing = True
+            return
+        key = (self.user or "", sel.folder, sel.uidvalidity)
+        for line in sel.apply(infos, allow_expunge, self.claims, key, with_uid=with_uid):
+            self.send(line)
+
+    # ---------------------------------------------------------------------------------------
+    # any state
+
+    async def cmd_capability(self, cmd: Command) -> None:
+        self.untagged(f"CAPABILITY {self.capabilities()}")
+        self.tagged(cmd.tag, "OK", "Capability completed")
+
+    async def cmd_noop(self, cmd: Command) -> None:
+        await self.refresh(allow_expunge=True, force=True)
+        self.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+    async def cmd_logout(self, cmd: Command) -> None:
+        self.untagged("BYE Logging out")
+        self.tagged(cmd.tag, "OK", "Logout completed")
+        self.closing = True
+        self.state = "logout"
+
+    async def cmd_id(self, cmd: Command) -> None:
+        self.untagged(b"ID " + response.encode([b"name", SERVER_NAME.encode()]))
+        self.tagged(cmd.tag, "OK", "ID completed")
+
+    # ---------------------------------------------------------------------------------------
+    # not authenticated
+
+    async def cmd_starttls(self, cmd: Command) -> None:
+        if self.tls is None or self.secure:
+            self.bad(cmd.tag, "TLS is not available" if self.tls is None else "TLS is already active")
+            return
+        self.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
+        await self.flush()
+        # Nothing the client sent in the clear after STARTTLS may count as sent over TLS.
+        self.inp.clear()
+        buffered = getattr(self.reader, "_buffer", None)
+        if isinstance(buffered, bytearray):
+            buffered.clear()
+        await self.writer.start_tls(self.tls)
+        self.secure = True
+
+    async def cmd_login(self, cmd: Command) -> None:
+        if not self.plaintext_ok():
+            self.tagged(cmd.tag, "NO", "Plaintext authentication disallowed on non-secure connections",
+                        "PRIVACYREQUIRED")
+            return
+        try:
+            user = cmd.args["user"].decode("utf-8")
+            password = cmd.args["password"].decode("utf-8")
+        except UnicodeDecodeError:
+            await self.auth.refuse(self.address, "")
+            self.login_failed(cmd.tag)
+            return
+        await self.login(cmd.tag, user, password)
+
+    async def cmd_authenticate(self, cmd: Command) -> None:
+        if cmd.args["mechanism"] != "PLAIN":
+            self.tagged(cmd.tag, "NO", "Unsupported authentication mechanism", "CANNOT")
+            return
+        if not self.plaintext_ok():
+            self.tagged(cmd.tag, "NO", "Plaintext authentication disallowed on non-secure connections",
+                        "PRIVACYREQUIRED")
+            return
+        initial = cmd.args["initial"]
+        if initial is None:
+            self.send(b"+ \r\n")
+            await self.flush()
+            initial = await self.inp.line(self.limits.max_line)
+            if initial.strip() == b"*":
+                self.bad(cmd.tag, "Authentication canceled")
+                return
+        elif initial == b"=":
+            initial = b""
+        try:
+            authzid, authcid, passwd = decode_plain(initial.strip())
+        except ValueError as exc:
+            self.bad(cmd.tag, str(exc))
+            return
+        if authzid and authzid != authcid:
+            await self.auth.refuse(self.address, authcid)  # no proxy logins
+            self.login_failed(cmd.tag)
+            return
+        await self.login(cmd.tag, authcid, passwd)
+
+    def login_failed(self, tag: bytes) -> None:
+        self.auth_failures += 1
+        self.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
+        if self.auth_failures >= MAX_AUTH_FAILURES:
+            self.untagged("BYE Too many authentication failures")
+            self.closing = True
+
+    async def login(self, tag: bytes, user: str, password: str) -> None:
+        try:
+            good = await self.auth.login(self.address, user, password)
+        except Exception:  # noqa: BLE001
+            log.exception("users database failed")
+            self.tagged(tag, "NO", "Authentication temporarily unavailable", "UNAVAILABLE")
+            return
+        if not good:
+            self.login_failed(tag)
+            return
+        users = getattr(self.ctx, "users", None)
+        try:
+            canonical = str(users.canonical(user)) if users is not None else user.lower()
+        except (AttributeError, ValueError):
+            canonical = user.strip().lower()
+        counts = _counters(self.ctx, "imap.by_user")
+        if counts.get(canonical, 0) >= MAX_CONNECTIONS_PER_USER:
+            self.tagged(tag, "NO", "Too many connections for this user", "LIMIT")
+            return
+        try:
+            self.box = await self.call(self.ctx.store.mailbox, canonical)
+        except Exception:  # noqa: BLE001
+            log.exception("opening the mailbox of %s failed", canonical)
+            self.tagged(tag, "NO", "Mailbox temporarily unavailable", "UNAVAILABLE")
+            return
+        counts[canonical] = counts.get(canonical, 0) + 1
+        self.user = canonical
+        self.events = self.ctx.store.watch(canonical)
+        self.state = "auth"
+        log.info("imap login %s from %s", canonical, self.address)
+        self.tagged(tag, "OK", "Logged in", f"CAPABILITY {self.capabilities()}")
+
+    # ---------------------------------------------------------------------------------------
+    # authenticated
+
+    async def cmd_enable(self, cmd: Command) -> None:
+        enabled = []
+        for cap in cmd.args["capabilities"]:
+            if cap == "CONDSTORE" and not self.condstore:
+                self.condstore = True
+                if self.sel is not None:
+                    self.sel.condstore = True
+                enabled.append(cap)
+        self.untagged("ENABLED" + "".join(" " + c for c in enabled))
+        self.tagged(cmd.tag, "OK", "Enabled")
+
+    async def cmd_namespace(self, cmd: Command) -> None:
+        self.untagged(b'NAMESPACE (("" ".")) NIL NIL')
+        self.tagged(cmd.tag, "OK", "Namespace completed")
+
+    def mailbox_name(self, name: str) -> bytes:
+        return response.astring(mutf7.encode(name))
+
+    async def cmd_select(self, cmd: Command) -> None:
+        assert self.box is not None
+        readonly = cmd.name == "EXAMINE"
+        if self.sel is not None:
+            self.sel = None
+            self.state = "auth"
+            self.untagged("OK [CLOSED] Previous mailbox closed")
+        name = cmd.args["mailbox"]
+        info = await self.call(self.box.folder, name)
+        infos = await self.call(self.box.list, info.name)
+        view = MailboxView(info.name, readonly, info.uidvalidity)
+        view.load(infos)
+        if cmd.args.get("condstore"):
+            self.condstore = True
+        view.condstore = self.condstore
+        key = (self.user or "", info.name, info.uidvalidity)
+        view.recent = self.claims.claim(key, view.uids, readonly)
+        keywords = ["$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded"]
+        for k in view.keywords():
+            if k not in keywords:
+                keywords.append(k)
+        flags = " ".join(list(SYSTEM_FLAGS) + keywords)
+        self.untagged(f"FLAGS ({flags})")
+        if readonly:
+            self.untagged("OK [PERMANENTFLAGS ()] Read-only mailbox")
+        else:
+            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted")
+        self.untagged(f"{view.exists} EXISTS")
+        self.untagged(f"{len(view.recent)} RECENT")
+        unseen = view.first_unseen()
+        if unseen is not None:
+            self.untagged(f"OK [UNSEEN {unseen}] First unseen")
+        self.untagged(f"OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
+        self.untagged(f"OK [UIDNEXT {info.uidnext}] Predicted next UID")
+        if self.condstore:
+            self.untagged(f"OK [HIGHESTMODSEQ {info.highestmodseq}] Highest")
+        if self.events is not None:
+            self.events.pending()  # what happened before this listing is in it
+        self.sel = view
+        self.state = "selected"
+        self.tagged(cmd.tag, "OK", f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
+
+    async def cmd_create(self, cmd: Command) -> None:
+        assert self.box is not None
+        name = cmd.args["mailbox"].rstrip(SEPARATOR)
+        if name.upper() == "INBOX":
+            raise store_api.FolderExists("INBOX exists")
+        await self.call(self.box.create_folder, name)
+        self.tagged(cmd.tag, "OK", "Create completed")
+
+    async def cmd_delete(self, cmd: Command) -> None:
+        assert self.box is not None
+        name = cmd.args["mailbox"]
+        await self.call(self.box.delete_folder, name)
+        self.tagged(cmd.tag, "OK", "Delete completed")
+
+    async def cmd_rename(self, cmd: Command) -> None:
+        assert self.box is not None
+        await self.call(self.box.rename_folder, cmd.args["old"], cmd.args["new"])
+        self.tagged(cmd.tag, "OK", "Rename completed")
+
+    async def cmd_subscribe(self, cmd: Command) -> None:
+        assert self.box is not None
+        await self.call(self.box.set_subscribed, cmd.args["mailbox"], cmd.name == "SUBSCRIBE")
+        self.tagged(cmd.tag, "OK", f"{cmd.name.title()} completed")
+
+    async def cmd_list(self, cmd: Command) -> None:
+        assert self.box is not None
+        reference, patterns = cmd.args["reference"], cmd.args["patterns"]
+        selection, returns = cmd.args["selection"], cmd.args["returns"]
+        lsub = cmd.name == "LSUB"
+        if len(patterns) == 1 and patterns[0] == "" and not lsub:
+            self.untagged(b'LIST (\\Noselect) "." ""')
+            self.tagged(cmd.tag, "OK", "List completed")
+            return
+        folders = await self.call(self.box.folders)
+        subscribed = set(await self.call(self.box.subscriptions))
+        matchers = [list_matcher(reference, p) for p in patterns]
+        only_subscribed = lsub or "SUBSCRIBED" in selection
+        only_special = "SPECIAL-USE" in selection
+        show_special = not lsub  # RFC 6154: special-use attributes in every LIST
+        show_subscribed = "SUBSCRIBED" in returns or "SUBSCRIBED" in selection
+        names = {f.name for f in folders}
+        for f in folders:
+            if not any(m(f.name) for m in matchers):
+                continue
+            if only_subscribed and f.name not in subscribed:
+                continue
+            if only_special and not f.special_use:
+                continue
+            attrs = ["\\HasChildren" if f.has_children else "\\HasNoChildren"]
+            if show_special and f.special_use:
+                attrs.append(f.special_use)
+            if show_subscribed and f.name in subscribed:
+                attrs.append("\\Subscribed")
+            self.untagged(f"{cmd.name} ({' '.join(attrs)}) \"{SEPARATOR}\" ".encode() + self.mailbox_name(f.name))
+        if lsub:  # subscriptions to folders that no longer exist
+            for name in sorted(subscribed - names):
+                if any(m(name) for m in matchers):
+                    self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
+        self.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+    async def cmd_status(self, cmd: Command) -> None:
+        assert self.box is not None
+        st = await self.call(self.box.status, cmd.args["mailbox"])
+        items = []
+        for item in cmd.args["items"]:
+            if item == "MESSAGES":
+                items.append(f"MESSAGES {st.messages}")
+            elif item == "RECENT":
+                floor = self.claims.floor((self.user or "", st.name, st.uidvalidity))
+                uids = await self.call(self.box.uids, st.name) if floor < st.uidnext - 1 else []
+                items.append(f"RECENT {sum(1 for u in uids if u > floor)}")
+            elif item == "UIDNEXT":
+                items.append(f"UIDNEXT {st.uidnext}")
+            elif item == "UIDVALIDITY":
+                items.append(f"UIDVALIDITY {st.uidvalidity}")
+            elif item == "UNSEEN":
+                items.append(f"UNSEEN {st.unseen}")
+            elif item == "HIGHESTMODSEQ":
+                items.append(f"HIGHESTMODSEQ {st.highestmodseq}")
+        self.untagged(b"STATUS " + self.mailbox_name(st.name) + f" ({' '.join(items)})".encode())
+        self.tagged(cmd.tag, "OK", "Status completed")
+
+    async def cmd_append(self, cmd: Command) -> None:
+        assert self.box is not None
+        name = cmd.args["mailbox"]
+        folder = await self.call(self.box.find_folder, name)
+        if folder is None:
+            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
+            return
+        message: bytes = cmd.args["message"]
+        if not message:
+            self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
+            return
+        date: _dt.datetime | None = cmd.args["date"]
+        when = date.timestamp() if date is not None else None
+        info = await self.call(self.box.append, folder, message, cmd.args["flags"], when)
+        finfo = await self.call(self.box.folder, folder)
+        await self.refresh(allow_expunge=True)
+        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
+
+    async def cmd_idle(self, cmd: Command) -> None:
+        self.send(response.continuation("idling"))
+        await self.refresh(allow_expunge=True)
+        await self.flush()
+        line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line(self.limits.max_line))
+        try:
+            while True:
+                ev_task = asyncio.ensure_future(self.events.get()) if self.events is not None else None
+                waiters: set[asyncio.Future[Any]] = {line_task}
+                if ev_task is not None:
+                    waiters.add(ev_task)
+                done, _ = await asyncio.wait(waiters, timeout=IDLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+                if ev_task is not None and not ev_task.done():
+                    ev_task.cancel()
+                if not done:
+                    self.untagged("BYE Autologout; idle for too long")
+                    self.closing = True
+                    return
+                if ev_task is not None and ev_task in done:
+                    self.note_event(ev_task.result())
+                    await self.refresh(allow_expunge=True)
+                    await self.flush()
+                if line_task in done:
+                    line = line_task.result()
+                    if line.strip().upper() == b"DONE":
+                        self.tagged(cmd.tag, "OK", "Idle completed")
+                    else:
+                        self.bad(cmd.tag, "Expected DONE")
+                    return
+        finally:
+            if not line_task.done():
+                line_task.cancel()
+                try:
+                    await line_task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+
+    # ---------------------------------------------------------------------------------------
+    # selected
+
+    async def cmd_check(self, cmd: Command) -> None:
+        await self.refresh(allow_expunge=True, force=True)
+        self.tagged(cmd.tag, "OK", "Check completed")
+
+    async def cmd_close(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        if not self.sel.readonly:
+            await self.call(self.box.expunge, self.sel.folder)
+        self.sel = None
+        self.state = "auth"
+        self.tagged(cmd.tag, "OK", f"{cmd.name.title()} completed")
+
+    async def cmd_unselect(self, cmd: Command) -> None:
+        self.sel = None
+        self.state = "auth"
+        self.tagged(cmd.tag, "OK", "Unselect completed")
+
+    def readonly_refusal(self, cmd: Command) -> bool:
+        assert self.sel is not None
+        if self.sel.readonly:
+            self.tagged(cmd.tag, "NO", "Mailbox is read-only", "READ-ONLY")
+            return True
+        return False
+
+    async def cmd_expunge(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        if self.readonly_refusal(cmd):
+            return
+        if cmd.uid:
+            targets = [uid for _s, uid in self.sel.resolve(cmd.args["set"], True)]
+            done = await self.call(self.box.expunge, self.sel.folder, targets)
+        else:
+            done = await self.call(self.box.expunge, self.sel.folder)
+        for line in self.sel.remove(done):
+            self.send(line)
+        self.pending_events()
+        self.tagged(cmd.tag, "OK", "Expunge completed")
+
+    async def cmd_search(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        sel, box = self.sel, self.box
+        folder = sel.folder
+        views = []
+        for i, uid in enumerate(sel.uids):
+            st = sel.state[uid]
+            if uid in sel.ghosts:
+                continue
+            views.append(searchmod.MessageView(
+                i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
+                recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
+                loader=(lambda u=uid: box.read(folder, u))))
+        key = cmd.args["key"]
+
+        def run() -> list[searchmod.MessageView]:
+            out = []
+            for v in views:
+                try:
+                    if searchmod.matches(key, v, sel.exists, sel.max_uid):
+                        out.append(v)
+                except store_api.NoSuchMessage:
+                    continue
+            return out
+
+        found = await self.call(run)
+        numbers = " ".join(str(v.uid if cmd.uid else v.seq) for v in found)
+        text = f"SEARCH {numbers}".rstrip()
+        if _uses_modseq(key) and found:
+            text += f" (MODSEQ {max(v.modseq for v in found)})"
+        self.untagged(text)
+        self.tagged(cmd.tag, "OK", "Search completed")
+
+    async def cmd_fetch(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        sel, box = self.sel, self.box
+        targets = sel.resolve(cmd.args["set"], cmd.uid)
+        atts = list(cmd.args["atts"])
+        changedsince = cmd.args["changedsince"]
+        if changedsince is not None:
+            self.condstore = sel.condstore = True
+            targets = [(s, u) for s, u in targets if sel.state[u].modseq > changedsince]
+        with_modseq = self.condstore and (changedsince is not None or any(a.name == "MODSEQ" for a in atts))
+        need_data = fetchmod.needs_data(atts)
+        # BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen first, and report the flags
+        if not sel.readonly and any(a.sets_seen for a in atts):
+            unseen = [u for _s, u in targets if u not in sel.ghosts and "\\Seen" not in sel.state[u].flags]
+            if unseen:
+                changed = await self.call(box.store_flags, sel.folder, unseen, ["\\Seen"], "add")
+                for info in changed:
+                    st = sel.state.get(info.uid)
+                    if st is not None:
+                        st.flags, st.modseq = info.flags, info.modseq
+                if not any(a.name == "FLAGS" for a in atts):
+                    atts.append(FetchAtt("FLAGS"))
+        expunged = False
+        for start in range(0, len(targets), FETCH_BATCH):
+            batch = targets[start:start + FETCH_BATCH]
+            datas = await self.call(self._load_batch, sel, batch, need_data) if need_data else \
+                [self._data_of(sel, uid) for _s, uid in batch]
+            for (seq, uid), data in zip(batch, datas):
+                if data is None:
+                    expunged = True
+                    continue
+                items = fetchmod.fetch_items(data, atts, recent=uid in sel.recent, with_uid=cmd.uid,
+                                             with_modseq=with_modseq)
+                self.send(b"* %d FETCH " % seq + items + b"\r\n")
+            await self.maybe_flush()
+        if expunged and not cmd.uid:
+            self.tagged(cmd.tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
+            return
+        self.tagged(cmd.tag, "OK", "Fetch completed")
+
+    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData | None:
+        if uid in sel.ghosts:
+            return None
+        st = sel.state[uid]
+        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq)
+
+    def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool) -> list[fetchmod.MessageData | None]:
+        """In a worker thread: the messages' bytes (parsed ones are cached per session)."""
+        assert self.box is not None
+        out: list[fetchmod.MessageData | None] = []
+        for _seq, uid in batch:
+            data = self._data_of(sel, uid)
+            if data is None:
+                out.append(None)
+                continue
+            key = (sel.folder, uid)
+            cached = self.parsed.get(key)
+            if cached is not None:
+                cached.flags, cached.modseq = data.flags, data.modseq
+                self.parsed.move_to_end(key)
+                out.append(cached)
+                continue
+            try:
+                data.raw = self.box.read(sel.folder, uid)
+            except store_api.NoSuchMessage:
+                out.append(None)
+                continue
+            self.parsed[key] = data
+            while len(self.parsed) > PARSED_CACHE:
+                self.parsed.popitem(last=False)
+            out.append(data)
+        return out
+
+    async def cmd_store(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        if self.readonly_refusal(cmd):
+            return
+        sel = self.sel
+        targets = [(s, u) for s, u in sel.resolve(cmd.args["set"], cmd.uid) if u not in sel.ghosts]
+        mode = {"+": "add", "-": "remove", "=": "replace"}[cmd.args["mode"]]
+        unchangedsince = cmd.args["unchangedsince"]
+        if unchangedsince is not None:
+            self.condstore = sel.condstore = True
+        changed = await self.call(self.box.store_flags, sel.folder, [u for _s, u in targets],
+                                  cmd.args["flags"], mode, unchangedsince)
+        for info in changed:
+            st = sel.state.get(info.uid)
+            if st is not None:
+                st.flags, st.modseq = info.flags, info.modseq
+        modified = []
+        if unchangedsince is not None:
+            changed_uids = {i.uid for i in changed}
+            modified = [u for _s, u in targets if u not in changed_uids and sel.state[u].modseq > unchangedsince]
+        if not cmd.args["silent"] or self.condstore:
+            silent = cmd.args["silent"]
+            changed_uids = {i.uid for i in changed}
+            for seq, uid in targets:
+                if uid in modified or (silent and uid not in changed_uids):
+                    continue
+                st = sel.state[uid]
+                items = []
+                if cmd.uid:
+                    items.append(b"UID %d" % uid)
+                if not silent:
+                    items.append(b"FLAGS " + fetchmod.flag_atoms(st.flags, uid in sel.recent))
+                if self.condstore:
+                    items.append(b"MODSEQ (%d)" % st.modseq)
+                self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
+        self.pending_events()
+        if modified:
+            self.tagged(cmd.tag, "OK", "Conditional store failed", "MODIFIED " + _compress(modified))
+        else:
+            self.tagged(cmd.tag, "OK", "Store completed")
+
+    async def cmd_copy(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        sel = self.sel
+        is_move = cmd.name == "MOVE"
+        if is_move and self.readonly_refusal(cmd):
+            return
+        targets = [(s, u) for s, u in sel.resolve(cmd.args["set"], cmd.uid) if u not in sel.ghosts]
+        dest = await self.call(self.box.find_folder, cmd.args["mailbox"])
+        if dest is None:
+            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
+            return
+        uids = [u for _s, u in targets]
+        if not uids:
+            self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
+            return
+        if is_move and dest == sel.folder:
+            self.tagged(cmd.tag, "NO", "Source and destination are the same mailbox", "CANNOT")
+            return
+        pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
+        dinfo = await self.call(self.box.folder, dest)
+        code = None
+        if pairs:
+            code = f"COPYUID {dinfo.uidvalidity} {_compress([p[0] for p in pairs], sort=False)} " \
+                   f"{_compress([p[1] for p in pairs], sort=False)}"
+        if is_move:
+            if code:
+                self.untagged(f"OK [{code}] Moved")
+            for line in sel.remove([p[0] for p in pairs]):
+                self.send(line)
+            await self.refresh(allow_expunge=True)
+            self.tagged(cmd.tag, "OK", "Move completed")
+        else:
+            await self.refresh(allow_expunge=cmd.uid)
+            self.tagged(cmd.tag, "OK", "Copy completed", code)
+
+
+def _uses_modseq(key: Any) -> bool:
+    if key.op == "MODSEQ":
+        return True
+    return any(_uses_modseq(a) for a in key.args if hasattr(a, "op"))
+
+
+def _compress(numbers: list[int], sort: bool = True) -> str:
+    """1,2,3,5 -> 1:3,5 (UIDPLUS keeps the source/destination order, so sort=False for those)."""
+    nums = sorted(numbers) if sort else list(numbers)
+    out: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+_ANY = ("notauth", "auth", "selected")
+_AUTH = ("auth", "selected")
+_SEL = ("selected",)
+_HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awaitable[None]]]] = {
+    "CAPABILITY": (_ANY, ImapSession.cmd_capability),
+    "NOOP": (_ANY, ImapSession.cmd_noop),
+    "LOGOUT": (_ANY, ImapSession.cmd_logout),
+    "ID": (_ANY, ImapSession.cmd_id),
+    "STARTTLS": (("notauth",), ImapSession.cmd_starttls),
+    "LOGIN": (("notauth",), ImapSession.cmd_login),
+    "AUTHENTICATE": (("notauth",), ImapSession.cmd_authenticate),
+    "ENABLE": (_AUTH, ImapSession.cmd_enable),
+    "NAMESPACE": (_AUTH, ImapSession.cmd_namespace),
+    "SELECT": (_AUTH, ImapSession.cmd_select),
+    "EXAMINE": (_AUTH, ImapSession.cmd_select),
+    "CREATE": (_AUTH, ImapSession.cmd_create),
+    "DELETE": (_AUTH, ImapSession.cmd_delete),
+    "RENAME": (_AUTH, ImapSession.cmd_rename),
+    "SUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
+    "UNSUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
+    "LIST": (_AUTH, ImapSession.cmd_list),
+    "LSUB": (_AUTH, ImapSession.cmd_list),
+    "STATUS": (_AUTH, ImapSession.cmd_status),
+    "APPEND": (_AUTH, ImapSession.cmd_append),
+    "IDLE": (_AUTH, ImapSession.cmd_idle),
+    "CHECK": (_SEL, ImapSession.cmd_check),
+    "CLOSE": (_SEL, ImapSession.cmd_close),
+    "UNSELECT": (_SEL, ImapSession.cmd_unselect),
+    "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
+    "SEARCH": (_SEL, ImapSession.cmd_search),
+    "FETCH": (_SEL, ImapSession.cmd_fetch),
+    "STORE": (_SEL, ImapSession.cmd_store),
+    "COPY": (_SEL, ImapSession.cmd_copy),
+    "MOVE": (_SEL, ImapSession.cmd_copy),
+}
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+    """What `mailsift serve` calls for each imap/imaps connection."""
+    await ImapSession(reader, writer, ctx).run()
