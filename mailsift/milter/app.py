@@ -114,8 +114,7 @@ class MailsiftMilter(Milter.Base):
         self.auth = auth or None
         return Milter.CONTINUE
 
-    @Milter.noreply
-    @_guarded
+    @Milter.nocallback
     def envrcpt(self, to: str, *params: str) -> int:
         return Milter.CONTINUE
 
@@ -203,12 +202,13 @@ class MailsiftMilter(Milter.Base):
 
         raw = self.raw_message()
         partial = self.truncated
+        pending = rt.scanner.score_async(raw, partial)
         virus, error = rt.scanner.virus(raw, partial)
         if error is not None and s.on_scan_error == "tempfail":
             self.setreply("451", "4.7.1", "Virus scanner unavailable, try again later")
             self._log(queue_id, "tempfail", None, "tempfail", error)
             return Milter.TEMPFAIL
-        verdict = rt.scanner.score(raw, partial).with_virus(virus)
+        verdict = pending().with_virus(virus)
 
         if virus.state == "infected" and s.on_virus == "reject":
             name = (virus.name or "unknown").replace("%", "%%")

@@ -77,16 +77,20 @@ def run(args: argparse.Namespace, config: Config) -> int:
     dbpath = args.dbpath or config.classifier.dbpath
     required = config.classifier.required
 
-    models = ModelHolder(dbpath, interval=settings.reload_interval).start()
-    model, reason = models.current()
-    if model is None:
-        log.warning("no usable model in %s (%s): mail is tagged X-Spam-Status: Unknown", dbpath, reason)
-    scanner = MessageScanner(clamd, models, required=required)
+    models = ModelHolder(dbpath, interval=settings.reload_interval)
     pool = None
     if settings.score_workers > 0:
+        # The workers load and watch the model; this process never imports the classifier.
         from mailsift.milter.pool import PooledScanner
-        pool = PooledScanner(scanner, dbpath, settings.score_workers, settings.reload_interval)
+        pool = PooledScanner(MessageScanner(clamd, models, required=required), dbpath,
+                             settings.score_workers, settings.reload_interval)
         scanner = pool
+    else:
+        models.start()
+        scanner = MessageScanner(clamd, models, required=required)
+        model, reason = models.current()
+        if model is None:
+            log.warning("no usable model in %s (%s): mail is tagged X-Spam-Status: Unknown", dbpath, reason)
     runtime = Runtime(settings=settings, scanner=scanner, skip_networks=parse_networks(settings.skip_networks))
 
     Milter.factory = make_factory(runtime)
@@ -115,6 +119,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except milter.error as exc:
         log.error("cannot open milter socket %s: %s", settings.socket, exc)
         models.stop()
+        if pool is not None:
+            pool.close()
         return 3
     if path is not None:
         secure_socket(path, int(settings.socket_mode, 8), settings.socket_group)

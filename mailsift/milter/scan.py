@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from mailsift.milter.reload import ModelHolder
 from mailsift.scanner.clamav import ClamdClient, ScanError
@@ -41,6 +42,10 @@ class MessageScanner:
         if partial and not verdict.partial:
             verdict = dataclasses.replace(verdict, partial=True)
         return verdict
+
+    def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]:
+        """Start scoring; the returned callable gives the Verdict (here: computes it then)."""
+        return lambda: self.score(raw, partial)
 
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]:
         if self.clamd is None:

@@ -145,6 +145,9 @@ class FakeScanner:
         self.partial.append(partial)
         return self._virus, self._error
 
+    def score_async(self, raw: bytes, partial: bool):
+        return lambda: self.score(raw, partial)
+
     def score(self, raw: bytes, partial: bool) -> Verdict:
         if self.boom:
             raise ZeroDivisionError("model exploded")
