@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from mailsift.classifier import corpus, evaluate, metrics
+from mailsift.classifier.corpus import Entry
 from mailsift.config import Config, override
 
 HELP = "evaluate the classifier: TREC online protocol (--online INDEX) or cross-validation (--cv K)"
@@ -81,8 +83,6 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from mailsift.classifier import corpus, evaluate, metrics
-
     settings = override(config.classifier, required=args.required)
     required = settings.required
     if args.limit is not None and args.limit < 1:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 return _fail("give --online INDEX or --cv K, or only --results FILE to re-read a run")
             records = evaluate.read_results(args.results)
         else:
-            entries, dedup_default = _entries(args, corpus)
+            entries, dedup_default = _entries(args)
             dedup = dedup_default if args.dedup is None else args.dedup
             if dedup or args.order_by_date:
                 stats = corpus.StreamStats()
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
                 keep = set(random.Random(args.seed).sample(range(len(entries)), args.limit))
                 entries = [e for i, e in enumerate(entries) if i in keep]
-            records = _evaluate(args, entries, required, evaluate)
+            records = _evaluate(args, entries, required)
     except (corpus.IndexFileError, evaluate.EvaluateError, ValueError) as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _entries(args: argparse.Namespace, corpus) -> tuple[list, bool]:  # type: ignore[no-untyped-def]
+def _entries(args: argparse.Namespace) -> tuple[list[Entry], bool]:
     """The labelled messages and whether to deduplicate them by default."""
     if args.online is not None:
         if args.ham or args.spam or args.index:
@@ -150,7 +150,7 @@ def _entries(args: argparse.Namespace, corpus) -> tuple[list, bool]:  # type: ig
         return corpus.read_index(args.index), False
     if not args.ham or not args.spam:
         raise ValueError("--cv needs --index INDEX or both --ham DIR... and --spam DIR...")
-    entries = []
+    entries: list[Entry] = []
     for d in args.ham:
         entries += corpus.folder_entries(d, "ham")
     for d in args.spam:
@@ -158,7 +158,7 @@ def _entries(args: argparse.Namespace, corpus) -> tuple[list, bool]:  # type: ig
     return entries, True
 
 
-def _evaluate(args: argparse.Namespace, entries: list, required: float, evaluate) -> list:  # type: ignore[no-untyped-def]
+def _evaluate(args: argparse.Namespace, entries: list[Entry], required: float) -> list[metrics.Record]:
     from mailsift.classifier.api import ModelError, new_model, save_model
 
     results = Path(args.results)
