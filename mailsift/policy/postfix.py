@@ -22,13 +22,23 @@ def policy_service_endpoint(socket: str) -> str:
     return f"inet:{host}:{listen.port}"
 
 
-def postconf_lines(config: Config) -> list[str]:
+def main_cf_settings(config: Config) -> dict[str, str]:
+    """The main.cf settings for the policy service (name -> value)."""
     endpoint = policy_service_endpoint(config.policy.socket)
+    return {
+        "smtpd_recipient_restrictions": "permit_mynetworks, permit_sasl_authenticated, "
+                                        f"reject_unauth_destination, check_policy_service {endpoint}",
+        "smtpd_policy_service_default_action": "451 4.3.5 Policy service unavailable, try again later",
+    }
+
+
+def postconf_lines(config: Config) -> list[str]:
+    settings = main_cf_settings(config)
     return [
-        "# greylisting: check_policy_service right after reject_unauth_destination, so only",
-        "# mail for our own domains is greylisted and authenticated clients are never delayed",
-        "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, "
-        f"reject_unauth_destination, check_policy_service {endpoint}",
-        "# if the policy service is unreachable Postfix tempfails (4xx); mail is never lost",
-        "smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable, try again later",
+        "# greylisting: check_policy_service right after reject_unauth_destination, so only mail",
+        "# for our own domains is greylisted and authenticated clients are never delayed",
+        "# (this replaces an existing smtpd_recipient_restrictions: merge by hand if you have one)",
+        f"postconf -e 'smtpd_recipient_restrictions = {settings['smtpd_recipient_restrictions']}'",
+        "# if the policy service is unreachable Postfix tempfails (4xx): mail waits, it is never lost",
+        f"postconf -e 'smtpd_policy_service_default_action = {settings['smtpd_policy_service_default_action']}'",
     ]

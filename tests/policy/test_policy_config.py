@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -31,9 +32,12 @@ def test_postfix_config_command_prints_the_policy_line(mailsift_bin: str, workdi
     cfg.write_text('[policy]\nsocket = "inet:10040@127.0.0.1"\n')
     out = subprocess.run([mailsift_bin, "postfix-config", "--config", str(cfg), "--part", "policy"],
                          capture_output=True, text=True, timeout=30, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("smtpd_recipient_restrictions"))
-    parts = [p.strip() for p in line.split("=", 1)[1].split(",")]
+    commands = [shlex.split(l) for l in out.splitlines() if l and not l.startswith("#")]
+    assert all(c[:2] == ["postconf", "-e"] and len(c) == 3 for c in commands), out
+    settings = dict(c[2].split(" = ", 1) for c in commands)
+    parts = [p.strip() for p in settings["smtpd_recipient_restrictions"].split(",")]
     assert parts.index("reject_unauth_destination") < parts.index("check_policy_service inet:127.0.0.1:10040")
+    assert settings["smtpd_policy_service_default_action"].startswith("451 4.")
 
 
 def test_config_file_values_and_errors() -> None:

@@ -14,7 +14,7 @@ import pytest
 from harness.postfix import PostfixInstance
 from harness.procs import wait_for
 from mailsift.config import Config, PolicySettings
-from mailsift.policy.postfix import postconf_lines
+from mailsift.policy.postfix import main_cf_settings
 from policy_helpers import PolicyProcess
 
 pytestmark = pytest.mark.integration
@@ -27,8 +27,7 @@ HAVE_IPV6 = Path("/proc/net/if_inet6").exists() and bool(Path("/proc/net/if_inet
 def restrictions(policy: PolicyProcess) -> dict[str, str]:
     """The recipient restrictions `mailsift postfix-config` prints, with the test's socket."""
     config = Config(policy=PolicySettings(socket=policy.listen))
-    line = next(l for l in postconf_lines(config) if l.startswith("smtpd_recipient_restrictions"))
-    value = line.split("=", 1)[1].strip()
+    value = main_cf_settings(config)["smtpd_recipient_restrictions"]
     # the test instance's mynetworks is loopback, where swaks connects from: XCLIENT
     # replaces the client address before any restriction is evaluated
     return {"smtpd_recipient_restrictions": value,

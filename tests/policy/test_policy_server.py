@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 from harness.procs import free_port, wait_for
-from policy_helpers import PolicyClient, PolicyProcess, encode, request
+from policy_helpers import PolicyProcess, encode, request
 
 DEFER = "DEFER_IF_PERMIT 4.7.1 Greylisted, retry in 300 seconds"
 
