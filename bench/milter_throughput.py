@@ -224,11 +224,15 @@ class SpamassMilter(Peer):
         os.chown(bayes, user.pw_uid, user.pw_gid)
         # Bayes only: the plugin, SpamAssassin's own BAYES_* rules, nothing else.
         shipped = Path("/usr/share/spamassassin/23_bayes.cf")
-        (rules / "init.pre").write_text("loadplugin Mail::SpamAssassin::Plugin::Bayes\n")
+        (rules / "init.pre").write_text("loadplugin Mail::SpamAssassin::Plugin::Check\n"
+                                        "loadplugin Mail::SpamAssassin::Plugin::Bayes\n")
         (rules / "23_bayes.cf").write_text(shipped.read_text())
+        for name in ("20_aux_tlds.cf", "10_default_prefs.cf"):  # TLD list and defaults, no rules
+            if Path("/usr/share/spamassassin", name).exists():
+                (rules / name).write_text(Path("/usr/share/spamassassin", name).read_text())
         (site / "local.cf").write_text(
             f"use_bayes 1\nbayes_auto_learn 0\nbayes_path {bayes}/bayes\nbayes_file_mode 0666\n"
-            "required_score 5.0\nskip_rbl_checks 1\nuse_razor2 0\nuse_pyzor 0\nuse_dcc 0\n")
+            "required_score 5.0\nskip_rbl_checks 1\n")
         ham, spam = train_files(250)
         for label, files in (("--ham", ham), ("--spam", spam)):
             subprocess.run(["sa-learn", "-C", str(rules), "--siteconfigpath", str(site), "--dbpath", str(bayes),
