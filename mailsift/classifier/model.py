@@ -63,8 +63,8 @@ class ModelSettings:
 def probability_to_score(p: float) -> float:
     """SpamAssassin-style points: 5 + 2.5 * log10(p / (1 - p)), clipped to [-10, 20].
 
-    p = 0.5 gives 5.0 (the default `required`), 0.9 gives 7.4, 0.99 gives 10, 0.1 gives 2.6,
-    0.01 gives 0. A larger `required` therefore asks for more certainty: required 7.5 needs
+    p = 0.5 gives 5.0 (the default `required`), 0.9 gives 7.4, 0.99 about 10, 0.1 gives 2.6,
+    0.01 about 0. A larger `required` therefore asks for more certainty: required 7.5 needs
     p >= 0.9, required 10 needs p >= 0.99.
     """
     p = min(max(p, 1e-12), 1 - 1e-12)
