@@ -1,4 +1,4 @@
-"""IMAP4rev1 (RFC 3501) for `mailsift serve`.
+r"""IMAP4rev1 (RFC 3501) for `mailsift serve`.
 
 Pure, byte-level pieces (tested on bytes alone):
     parser.py         command lines, literals, sequence sets, search keys, fetch attributes
