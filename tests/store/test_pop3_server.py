@@ -458,6 +458,16 @@ def test_overlong_lines_nul_bytes_and_garbage(shared_server: Pop3Server) -> None
     assert c.cmd("QUIT").startswith(b"+OK")
 
 
+def test_garbage_instead_of_a_tls_handshake(shared_server: Pop3Server) -> None:
+    c = connect(shared_server)
+    assert c.cmd("STLS") == b"+OK Begin TLS negotiation"
+    c.send(b"USER alice@example.test\r\nthis is not a ClientHello\r\n" * 10)
+    assert c.closed(timeout=20)
+    c.close()
+    c = logged_in(shared_server)  # the server carries on
+    assert c.cmd("QUIT").startswith(b"+OK")
+
+
 def test_too_many_bad_commands_close_the_connection(shared_server: Pop3Server) -> None:
     c = connect(shared_server, implicit=True)
     replies = [c.cmd("XYZZY") for _ in range(20)]
