@@ -252,3 +252,51 @@ def test_milter_down_means_tempfail_not_accept(milter_factory, postfix_factory, 
     with pytest.raises(smtplib.SMTPResponseException) as exc:
         pf.send(SENDER, [RCPT], build_message("nomilter", "no milter", text="hi\r\n"))
     assert 400 <= exc.value.smtp_code < 500
+
+
+def _descendants(pid: int) -> list[int]:
+    import os
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], list(kids.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def test_score_workers_score_in_other_processes_and_survive_a_killed_worker(
+        clamd, trained_dbpath, milter_factory, postfix_factory):
+    import os
+    import signal
+
+    milter = milter_factory("--clamd", clamd.address, "--dbpath", str(trained_dbpath), "--score-workers", "1")
+    pf = postfix_factory(main=milter_main(milter))
+    pf.send(SENDER, [RCPT], build_message("pooled-1", "pooled", text="hello\r\n"))
+    first = parse(pf.wait_delivered(1)[0])
+    assert len(header_values(first, "X-Spam-Score")) == 1
+    descendants = _descendants(milter.daemon.pid)
+    leaves = [p for p in descendants if not _descendants(p)]
+    assert leaves, "no scoring worker process"
+    for pid in leaves:
+        os.kill(pid, signal.SIGKILL)
+    # The message that meets the broken pool gets a 451 (the sender retries); later ones are scored.
+    codes = []
+    for attempt in range(5):
+        try:
+            pf.send(SENDER, [RCPT], build_message(f"pooled-2-{attempt}", "pooled again", text="hi\r\n"))
+            break
+        except smtplib.SMTPDataError as exc:
+            codes.append(exc.smtp_code)
+    assert all(c == 451 for c in codes) and len(codes) < 5, codes
+    msgs = pf.wait_delivered(2)
+    last = parse(msgs[-1])
+    assert len(header_values(last, "X-Spam-Score")) == 1 and header_values(last, "X-Virus-Status") == ["Clean"]
+    assert milter.daemon.alive()
