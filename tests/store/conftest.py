@@ -13,95 +13,13 @@ is removed afterwards; every daemon is stopped by PID even when the test fails.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from harness.postfix import make_workdir
-from harness.procs import Daemon, free_port, tcp_ready, unix_ready, wait_for
-from mailsift.store.users import Users
-
-
-class StoreServer:
-    def __init__(self, mailsift_bin: str, workdir: Path, users: dict[str, str], lmtp: str = "tcp",
-                 extra: dict[str, Any] | None = None) -> None:
-        self.bin = mailsift_bin
-        self.workdir = workdir
-        self.mail_root = workdir / "mail"
-        self.users_db = workdir / "users.db"
-        self.log_path = workdir / "serve.log"
-        if lmtp == "tcp":
-            self.lmtp_addr: Any = ("127.0.0.1", free_port())
-            lmtp_value = f"127.0.0.1:{self.lmtp_addr[1]}"
-        else:
-            self.lmtp_addr = str(workdir / "lmtp.sock")
-            lmtp_value = f"unix:{self.lmtp_addr}"
-        self.lookup_path = str(workdir / "map.sock")
-        settings: dict[str, Any] = {
-            "mail_root": str(self.mail_root), "users": str(self.users_db), "lmtp": lmtp_value,
-            "pop3": "off", "pop3s": "off", "imap": "off", "imaps": "off",
-            "lookup": f"unix:{self.lookup_path}", "hostname": "store.mailsift.test",
-        }
-        settings.update(extra or {})
-        self.config = workdir / "mailsift.toml"
-        lines = ["[store]"]
-        for k, v in settings.items():
-            if isinstance(v, bool):
-                lines.append(f"{k} = {'true' if v else 'false'}")
-            elif isinstance(v, (int, float)):
-                lines.append(f"{k} = {v}")
-            else:
-                lines.append(f'{k} = "{v}"')
-        self.config.write_text("\n".join(lines) + "\n")
-        for name, password in users.items():
-            self.add_user(name, password)
-        self.daemon: Daemon | None = None
-
-    def add_user(self, name: str, password: str, cli: bool = False) -> None:
-        """Add a user (in-process through the Users API, or with cli=True through `mailsift user add`)."""
-        if cli:
-            subprocess.run([self.bin, "user", "--config", str(self.config), "add", name, "--stdin"],
-                           input=password + "\n", text=True, check=True, capture_output=True, timeout=60)
-        else:
-            Users(self.users_db).add(name, password)
-
-    def ready(self) -> bool:
-        if isinstance(self.lmtp_addr, tuple):
-            ok = tcp_ready(*self.lmtp_addr)
-        else:
-            ok = unix_ready(self.lmtp_addr)
-        return ok and unix_ready(self.lookup_path)
-
-    def start(self, timeout: float = 30.0) -> "StoreServer":
-        self.daemon = Daemon([self.bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"],
-                             self.log_path).start()
-        try:
-            wait_for(lambda: self.ready() or not self.daemon.alive(), timeout, what="mailsift serve")  # type: ignore[union-attr]
-        except TimeoutError:
-            raise RuntimeError(self.daemon.log())
-        if not self.daemon.alive():
-            raise RuntimeError(f"mailsift serve died:\n{self.daemon.log()}")
-        return self
-
-    def stop(self) -> int | None:
-        return self.daemon.stop() if self.daemon else None
-
-    def kill9(self) -> None:
-        if self.daemon:
-            self.daemon.kill9()
-
-    def restart(self) -> "StoreServer":
-        self.stop()
-        return self.start()
-
-    def log(self) -> str:
-        return self.daemon.log() if self.daemon else ""
-
-    def maildir(self, user: str) -> Path:
-        local, domain = user.split("@")
-        return self.mail_root / domain / local
+from store_harness import StoreServer
 
 
 @pytest.fixture
