@@ -269,6 +269,9 @@ class Maildrop:
     async def expunge(self, msgs: list[DropMessage]) -> None:
         raise NotImplementedError
 
+    def retrieved(self, msg: DropMessage) -> None:
+        """RETR (not TOP) sent this message; `mark_seen` flags such messages at QUIT."""
+
     async def mark_seen(self) -> None:
         pass
 
@@ -315,7 +318,7 @@ class StoreMaildrop(Maildrop):
     def __init__(self, box: Any, infos: list[Any]) -> None:
         self.box = box
         self.messages = [DropMessage(ref=m.uid, uidl=uidl_for(m.key), size=m.size) for m in infos]
-        self.retrieved: set[int] = set()
+        self._retrieved: set[int] = set()
 
     # Smaller messages are read in the event loop: from the page cache that takes ~0.1 ms,
     # less than the hop to a worker thread costs; bigger ones go to a thread.
@@ -331,8 +334,10 @@ class StoreMaildrop(Maildrop):
                 data = await asyncio.to_thread(self.box.read, self.FOLDER, msg.ref, False)
         except (NoSuchMessage, FileNotFoundError):
             raise MessageGone() from None
-        self.retrieved.add(msg.ref)
         return data
+
+    def retrieved(self, msg: DropMessage) -> None:
+        self._retrieved.add(msg.ref)
 
     async def expunge(self, msgs: list[DropMessage]) -> None:
         uids = [m.ref for m in msgs]
@@ -344,8 +349,9 @@ class StoreMaildrop(Maildrop):
         await asyncio.to_thread(update)
 
     async def mark_seen(self) -> None:
-        """Retrieved messages that stay get \\Seen, as Dovecot does (best effort)."""
-        uids = sorted(self.retrieved)
+        """Messages sent by RETR get \\Seen, as Dovecot does (best effort). TOP leaves them
+        alone: fetchmail's "keep" mode reads with TOP precisely so that nothing changes."""
+        uids = sorted(self._retrieved)
         if uids:
             await asyncio.to_thread(self.box.store_flags, self.FOLDER, uids, {"\\Seen"}, "add")
 
@@ -705,6 +711,7 @@ class Pop3Session:
             return
         self.write(ok(f"{msg.size} octets"))
         self.write(dot_stuff(to_crlf(data)))
+        self.drop.retrieved(msg)  # type: ignore[union-attr]
 
     async def cmd_top(self, cmd: Command) -> None:
         if len(cmd.args) != 2:

@@ -116,11 +116,13 @@ def test_message_removed_behind_the_session(server: InProcessServer) -> None:
     assert len(box.list("INBOX")) == 2
 
 
-def test_retrieved_messages_are_marked_seen_at_quit(server: InProcessServer) -> None:
+def test_retr_not_top_marks_seen_at_quit(server: InProcessServer) -> None:
     fill(server, 3)
     c = server.client()
     assert c.login().startswith(b"+OK")
     assert c.cmd("RETR 1").startswith(b"+OK")
+    c.multiline()
+    assert c.cmd("TOP 2 999").startswith(b"+OK")  # TOP reads without marking (fetchmail's keep mode)
     c.multiline()
     box = server.store.mailbox(USER)
     assert all("\\Seen" not in m.flags for m in box.list("INBOX"))  # not before QUIT
