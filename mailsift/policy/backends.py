@@ -151,13 +151,23 @@ class SqliteStore:
                   "VALUES (?, ?, ?, ?, ?)",
                   (network, entry.count, entry.last_counted, entry.last_seen, now + ttl))
 
-    async def purge(self, now: float) -> int:
+    async def purge(self, now: float, batch: int = 2000) -> int:
+        """Delete expired rows in small batches, letting requests run in between."""
+        import asyncio
+
         n = 0
-        for table in ("triplet", "client"):
-            try:
-                n += self._conn().execute(f"DELETE FROM {table} WHERE expires < ?", (now,)).rowcount
-            except sqlite3.Error as exc:
-                raise StoreError(f"greylist database {self.path}: {exc}") from exc
+        for table, key in (("triplet", "key"), ("client", "network")):
+            while True:
+                try:
+                    deleted = self._conn().execute(
+                        f"DELETE FROM {table} WHERE {key} IN "
+                        f"(SELECT {key} FROM {table} WHERE expires < ? LIMIT ?)", (now, batch)).rowcount
+                except sqlite3.Error as exc:
+                    raise StoreError(f"greylist database {self.path}: {exc}") from exc
+                n += deleted
+                if deleted < batch:
+                    break
+                await asyncio.sleep(0)
         return n
 
     async def close(self) -> None:

@@ -47,4 +47,4 @@ def run(args: argparse.Namespace, config: Config) -> int:
     log.info("greylisting with %s: delay %ds, retry window %ds, max age %ds, auto_allow %d",
              settings.db, settings.delay, settings.retry_window, settings.max_age, settings.auto_allow)
     return asyncio.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout,
-                             settings.user))
+                             settings.user, settings.max_connections))

@@ -76,8 +76,10 @@ class _Connection:
 
 class PolicyServer:
     def __init__(self, greylister: Greylister, listen: Listen, socket_mode: int = 0o666,
-                 idle_timeout: float = 600.0) -> None:
+                 idle_timeout: float = 600.0, max_connections: int = 1000) -> None:
         self.greylister = greylister
+        self.max_connections = max_connections
+        self._refused_logged = 0.0
         self.listen = listen
         self.socket_mode = socket_mode
         self.idle_timeout = idle_timeout
@@ -143,6 +145,15 @@ class PolicyServer:
             self._tasks.add(task)
         loop = asyncio.get_running_loop()
         conn = _Connection(_peer_name(writer), writer, loop.time())
+        if len(self._conns) >= self.max_connections:
+            if loop.time() - self._refused_logged > 10:
+                self._refused_logged = loop.time()
+                log.warning("%d connections open (max_connections): closing new ones, from %s",
+                            len(self._conns), conn.peer)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+            return
         self._conns.add(conn)
         parser = RequestParser()
         try:
@@ -254,7 +265,10 @@ def drop_privileges(user: str, sqlite_path: str | None) -> None:
     """When running as root: become `user`, creating a missing SQLite directory for it first."""
     import pwd
 
-    if not user or os.geteuid() != 0:
+    if os.geteuid() != 0:
+        return
+    if not user:
+        log.warning("running as root: set [policy] user to run unprivileged")
         return
     pw = pwd.getpwnam(user)
     if sqlite_path:
@@ -269,9 +283,9 @@ def drop_privileges(user: str, sqlite_path: str | None) -> None:
 
 
 async def serve(greylister: Greylister, listen: Listen, socket_mode: int = 0o666,
-                idle_timeout: float = 600.0, user: str = "") -> int:
+                idle_timeout: float = 600.0, user: str = "", max_connections: int = 1000) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
-    server = PolicyServer(greylister, listen, socket_mode, idle_timeout)
+    server = PolicyServer(greylister, listen, socket_mode, idle_timeout, max_connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

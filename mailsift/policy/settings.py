@@ -30,6 +30,8 @@ class PolicySettings:
     recipient_domains: tuple[str, ...] = ()
     # Connections idle longer than this (seconds) are closed (Postfix closes its own after 300).
     idle_timeout: int = 600
+    # More simultaneous connections than this are closed at once (Postfix then tempfails).
+    max_connections: int = 1000
     # Started as root: run as this user once the socket is open ("" = stay as started).
     # A missing SQLite directory is created for this user.
     user: str = ""
@@ -47,6 +49,8 @@ class PolicySettings:
             raise ValueError("auto_allow must not be negative (0 turns it off)")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        if self.max_connections <= 0:
+            raise ValueError("max_connections must be positive")
         if not 0 <= self.socket_mode <= 0o777:
             raise ValueError("socket_mode must be a permission mode such as 0o660")
         if self.user:

@@ -13,7 +13,7 @@ import pytest
 from harness.procs import wait_for
 from mailsift.config import ConfigError, parse_config
 from mailsift.policy.postfix import policy_service_endpoint
-from policy_helpers import PolicyProcess
+from policy_helpers import PolicyClient, PolicyProcess
 
 
 @pytest.mark.parametrize("socket, endpoint", [
@@ -82,3 +82,41 @@ def test_started_as_root_it_runs_as_the_configured_user(start_policy: Callable[.
     assert (workdir / "state").stat().st_uid == nobody.pw_uid
     assert (workdir / "state" / "greylist.sqlite").stat().st_mode & 0o777 == 0o600
     assert "store failed" not in p.log()
+
+
+def test_connections_beyond_max_are_closed_others_unaffected(start_policy: Callable[..., PolicyProcess],
+                                                             workdir: Path) -> None:
+    cfg = workdir / "max.toml"
+    cfg.write_text("[policy]\nmax_connections = 2\n")
+    p = start_policy(config=str(cfg))
+    # (the readiness probe's connection may still count for a moment: retry until served)
+    a = wait_for(lambda: _served_client(p, "a@example.test"), 10, what="client a served")
+    b = wait_for(lambda: _served_client(p, "b@example.test"), 10, what="client b served")
+    try:
+        with p.client() as third:
+            assert third.closed_by_server()
+        wait_for(lambda: "closing new ones" in p.log(), 10, what="the refusal to be logged")
+        assert a.ask(recipient="a2@example.test").startswith("DEFER_IF_PERMIT")
+    finally:
+        a.close()
+        b.close()
+    # once the others are gone, new connections are served again
+    wait_for(lambda: _served(p), 10, what="a new connection to be served")
+
+
+def _served_client(p: PolicyProcess, rcpt: str) -> PolicyClient | None:
+    c = p.client()
+    try:
+        assert c.ask(recipient=rcpt).startswith("DEFER_IF_PERMIT")
+        return c
+    except (ConnectionError, OSError):
+        c.close()
+        return None
+
+
+def _served(p: PolicyProcess) -> bool:
+    try:
+        with p.client() as c:
+            return c.ask(recipient="c@example.test").startswith("DEFER_IF_PERMIT")
+    except ConnectionError:
+        return False

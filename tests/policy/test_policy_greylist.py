@@ -218,3 +218,12 @@ def test_store_urls_and_settings_are_checked() -> None:
             dataclasses.replace(PolicySettings(), **bad).validate()
     PolicySettings().validate()
     assert re.fullmatch(r"\d+\.\d+", __version__)
+
+
+def test_purge_in_batches(tmp_path: Path) -> None:
+    g, clock, store = make(tmp_path, retry_window=3600)
+    for i in range(25):
+        ask(g, recipient=f"r{i}@example.test")
+    clock.now += 3601
+    assert g.run(store.purge(clock.now, batch=10)) == 25  # type: ignore[attr-defined]
+    assert g.run(store.purge(clock.now, batch=10)) == 0  # type: ignore[attr-defined]
