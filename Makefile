@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_LIST := deploy/apt-packages.txt
 PYTEST_ARGS ?=
 
-.PHONY: all run test apt venv bench clean-run model
+.PHONY: all run stop test apt venv bench clean-run model
 
 all: venv
 
@@ -37,8 +37,14 @@ model: venv
 test: venv
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
+# Brings the whole pipeline up on loopback (private Postfix, clamd, milter, policy, store);
+# `make stop` stops it by PID.
 run: venv model
 	$(PY) -m mailsift.run_local
+	$(PY) -m mailsift.localstack up
+
+stop:
+	$(PY) -m mailsift.localstack down
 
 # Benchmarks: standalone scripts that print their figures against a peer run in the same script.
 # Their extra peers (rspamd, spamass-milter, ...) are listed in bench/apt-packages.txt.

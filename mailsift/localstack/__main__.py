@@ -1,0 +1,5 @@
+import sys
+
+from mailsift.localstack.stack import main
+
+sys.exit(main())

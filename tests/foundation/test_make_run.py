@@ -1,0 +1,77 @@
+"""`make run`'s pipeline (python -m mailsift.localstack up/down) end to end: Postfix, policy,
+milter with clamd and a model, LMTP into the store, POP3 over STLS; `down` stops it by PID."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.postfix import make_workdir
+
+
+def _pids(run: Path) -> dict[str, int]:
+    return {p.stem: int(p.read_text()) for p in (run / "pids").glob("*.pid")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.integration
+def test_pipeline_comes_up_delivers_and_stops(corpora: Path, mailsift_bin: str) -> None:
+    work = make_workdir("mailsift-run-")
+    run, db = work / "run", work / "model"
+    pids: dict[str, int] = {}
+    try:
+        for label, folder in (("--spam", "spamassassin/spam"), ("--ham", "spamassassin/easy_ham")):
+            files = sorted((corpora / folder).iterdir())[:230]
+            subprocess.run([mailsift_bin, "learn", label, "--no-progress", "--dbpath", str(db),
+                            *map(str, files)], check=True, capture_output=True, timeout=300)
+        up = subprocess.run([sys.executable, "-m", "mailsift.localstack", "up", "--run-dir", str(run),
+                             "--dbpath", str(db), "--free-ports"],
+                            capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "mailsift is up on loopback" in up.stdout
+        pids = _pids(run)
+        assert {"postfix", "clamd", "milter", "serve", "policy"} <= set(pids)
+        assert all(_alive(pid) for pid in pids.values())
+        # Every sample went through the milter and was filed by the store.
+        mail = run / "mail" / "example.test" / "demo"
+        delivered = [p for p in mail.rglob("*") if p.parent.name in ("new", "cur")]
+        assert delivered
+        for p in delivered:
+            head = p.read_bytes().split(b"\n\n", 1)[0]
+            assert b"X-Spam-Status: " in head and b"X-Virus-Status: Clean" in head
+        # The demo user reads its INBOX over POP3 with STLS, with the password make run printed.
+        password = (run / "demo-password").read_text().strip()
+        assert password in up.stdout
+        port = int(re.search(r"POP3 +127\.0\.0\.1:(\d+)", up.stdout).group(1))
+        inbox = [p for p in delivered if p.parent.parent == mail]
+        pop = poplib.POP3("127.0.0.1", port, timeout=30)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        pop.stls(ctx)
+        pop.user("demo@example.test")
+        pop.pass_(password)
+        assert pop.stat()[0] == len(inbox)
+        pop.quit()
+    finally:
+        down = subprocess.run([sys.executable, "-m", "mailsift.localstack", "down", "--run-dir", str(run)],
+                              capture_output=True, text=True, timeout=120)
+        left = list((run / "pids").glob("*.pid")) if (run / "pids").exists() else []
+        shutil.rmtree(work, ignore_errors=True)
+    assert down.returncode == 0
+    assert not left  # every pidfile removed
+    assert not [name for name, pid in pids.items() if _alive(pid)]  # and every process gone
