@@ -38,6 +38,8 @@ class ImapServer:
             "hostname": "imap.mailsift.test",
         }
         settings.update(extra or {})
+        if settings["imap"] != "off":
+            self.imap_port = int(str(settings["imap"]).rsplit(":", 1)[1])
         lines = ["[store]"]
         for k, v in settings.items():
             lines.append(f"{k} = {str(v).lower()}" if isinstance(v, bool) else
