@@ -244,6 +244,12 @@ class LMTPSession:
                     return
         except asyncio.TimeoutError:
             await self.reply("421 4.4.2 timeout, closing")
+        except asyncio.CancelledError:  # the server is stopping
+            try:
+                self.writer.write(b"421 4.3.2 service shutting down\r\n")
+            except Exception:
+                pass
+            raise
         finally:
             try:
                 await self.writer.drain()
