@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 
 from mailsift.config import Config
 
@@ -33,8 +34,16 @@ def collect(config: Config, parts: tuple[str, ...] | list[str] = PARTS) -> list[
                 continue
             raise
         lines.append(f"# --- {part} ---")
-        lines.extend(module.postconf_lines(config))
+        lines.extend(as_postconf(line) for line in module.postconf_lines(config))
     return lines
+
+
+def as_postconf(line: str) -> str:
+    """Every setting as a `postconf -e 'name = value'` command; comments pass through."""
+    text = line.strip()
+    if not text or text.startswith("#") or text.startswith("postconf "):
+        return line
+    return "postconf -e " + shlex.quote(text)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
