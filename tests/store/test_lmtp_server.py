@@ -275,3 +275,14 @@ def test_user_command_reaches_running_server(srv) -> None:
     assert c.cmd("RCPT TO:<carol@example.test>").code == 550
     srv.add_user("carol@example.test", "pw-c", cli=True)
     assert c.cmd("RCPT TO:<carol@example.test>").code == 250
+
+
+def test_sigterm_with_an_idle_session_says_421_and_exits(srv) -> None:
+    c = LMTPWire(srv.lmtp_addr)
+    c.cmd("LHLO x")
+    t0 = time.monotonic()
+    assert srv.stop() == 0
+    assert time.monotonic() - t0 < 15
+    r = c.reply()
+    assert r.code == 421
+    assert c.closed()
