@@ -62,3 +62,11 @@ def test_cli_reports_a_bad_config_file(tmp_path: Path, mailsift_bin: str) -> Non
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 3
     assert "unknown setting(s) bogus" in res.stderr
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mailsift.toml.example"
+    cfg = load_config(example)
+    assert cfg.milter.on_scan_error == "tempfail"
+    assert cfg.store.imaps == "0.0.0.0:993"
+    assert cfg.policy.db.startswith("sqlite:")
