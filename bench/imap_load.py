@@ -1,0 +1,314 @@
+"""IMAP: mailsift against Dovecot (Debian's dovecot-imapd, a private instance) in one run.
+
+    .venv/bin/python bench/imap_load.py [--clients 20] [--messages 200] [--seconds 15]
+                                        [--big 100000] [--idle 100]
+
+1. Load: C concurrent clients, each logged in as its own user whose INBOX holds M real messages
+   (SpamAssassin easy_ham, read in place from ../shared/corpora). Each client repeats for S
+   seconds: SELECT INBOX; FETCH 1:50 headers (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT
+   DATE)]); three FETCH BODY.PEEK[] of random messages; STORE +FLAGS (\\Seen) on one; APPEND a
+   message; STORE +FLAGS.SILENT (\\Deleted) on it and EXPUNGE. Every command is one operation;
+   the figure is operations per second over all clients. Both servers get identical Maildir++
+   copies and the same client code (asyncio, raw IMAP).
+2. Big mailbox: a B-message INBOX (1 KB messages written straight into Maildir cur/, as another
+   MDA would leave them); after one warm-up session (each server builds its index), a fresh
+   session times SELECT and `UID FETCH 1:* (FLAGS)`.
+3. Memory: N idle connections (logged in, INBOX selected); the servers' resident memory before
+   and after, per connection (mailsift: the one serve process; Dovecot: all its processes).
+
+The machine is shared with other work (2 cores): figures are noisy, run once, read as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.dovecot import DovecotInstance  # noqa: E402
+from harness.procs import Daemon, free_port, tcp_ready, wait_for  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpora" / "spamassassin" / "easy_ham"
+PASSWORD = "bench-password"
+MAILSIFT = str(Path(sys.executable).parent / "mailsift")
+DOMAIN = "example.test"
+
+
+class Client:
+    """A minimal IMAP client on asyncio streams (the same for both servers)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.n = 0
+
+    @classmethod
+    async def connect(cls, port: int) -> "Client":
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+        c = cls(reader, writer)
+        await c.reader.readline()
+        return c
+
+    async def response(self) -> bytes:
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("server closed")
+        out = line
+        while True:
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if not m:
+                return out
+            out += await self.reader.readexactly(int(m.group(1)))
+            line = await self.reader.readline()
+            out += line
+
+    async def cmd(self, text: bytes) -> tuple[list[bytes], bytes]:
+        self.n += 1
+        tag = b"b%d" % self.n
+        self.writer.write(tag + b" " + text + b"\r\n")
+        untagged = []
+        while True:
+            r = await self.response()
+            if r.startswith(tag + b" "):
+                if not r.startswith(tag + b" OK"):
+                    raise RuntimeError(f"{text[:60]!r} -> {r!r}")
+                return untagged, r
+            untagged.append(r)
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def corpus_messages(n: int) -> list[bytes]:
+    files = sorted(CORPUS.iterdir())[:n]
+    return [f.read_bytes() for f in files]
+
+
+def write_maildir(path: Path, messages: list[bytes], seen_every: int = 0) -> None:
+    """Messages straight into Maildir cur/ (as another MDA or a migration leaves them)."""
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(messages):
+        flags = "S" if seen_every and i % seen_every == 0 else ""
+        (path / "cur" / f"{1_700_000_000 + i}.M{i}P1.bench:2,{flags}").write_bytes(data)
+
+
+class MailsiftServer:
+    def __init__(self, workdir: Path, mail_root: Path, users: list[str]) -> None:
+        from mailsift.store.users import Users
+        self.workdir = workdir
+        self.port = free_port()
+        config = workdir / "mailsift.toml"
+        config.write_text(
+            "[store]\n"
+            f'mail_root = "{mail_root}"\nusers = "{workdir / "users.db"}"\n'
+            f'lmtp = "off"\npop3 = "off"\npop3s = "off"\nimaps = "off"\nlookup = "off"\n'
+            f'imap = "127.0.0.1:{self.port}"\nhostname = "bench.mailsift.test"\n')
+        db = Users(workdir / "users.db")
+        for u in users:
+            db.add(u, PASSWORD)
+        self.daemon = Daemon([MAILSIFT, "serve", "--config", str(config), "--log-level", "WARNING"],
+                             workdir / "serve.log")
+
+    def start(self) -> "MailsiftServer":
+        self.daemon.start()
+        wait_for(lambda: tcp_ready("127.0.0.1", self.port) or not self.daemon.alive(), 60, what="mailsift serve")
+        if not self.daemon.alive():
+            raise RuntimeError(self.daemon.log())
+        return self
+
+    def pids(self) -> list[int]:
+        return [self.daemon.pid]
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+class DovecotServer:
+    def __init__(self, workdir: Path, mail_root: Path, users: list[str]) -> None:
+        self.dc = DovecotInstance(workdir, {u: PASSWORD for u in users}, mail_root=mail_root,
+                                  pop3=False, lmtp=False,
+                                  extra_conf="mail_fsync = optimized\n")
+        self.port = self.dc.imap_port
+
+    def start(self) -> "DovecotServer":
+        self.dc.start()
+        return self
+
+    def pids(self) -> list[int]:
+        assert self.dc.daemon is not None
+        pgid = self.dc.daemon.pid
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == pgid:
+                        out.append(int(entry))
+                except ProcessLookupError:
+                    pass
+        return out
+
+    def stop(self) -> None:
+        self.dc.stop()
+
+
+def rss_kb(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# -- 1. load --------------------------------------------------------------------------------
+
+async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, counts: list[int]) -> None:
+    c = await Client.connect(port)
+    await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
+    rnd = random.Random(user)
+    deadline = time.monotonic() + seconds
+    ops = 0
+    while time.monotonic() < deadline:
+        untagged, _ = await c.cmd(b"SELECT INBOX")
+        exists = next(int(u.split()[1]) for u in untagged if u.rstrip().endswith(b"EXISTS"))
+        await c.cmd(b"FETCH 1:%d (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])" % min(50, exists))
+        for _ in range(3):
+            await c.cmd(b"FETCH %d (BODY.PEEK[])" % rnd.randint(1, exists))
+        await c.cmd(b"STORE %d +FLAGS (\\Seen)" % rnd.randint(1, exists))
+        await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(extra) + extra)
+        await c.cmd(b"NOOP")  # learn the new message's number
+        await c.cmd(b"STORE %d +FLAGS.SILENT (\\Deleted)" % (exists + 1))
+        await c.cmd(b"EXPUNGE")
+        ops += 10
+    counts.append(ops)
+    await c.cmd(b"LOGOUT")
+    await c.close()
+
+
+async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: bytes) -> float:
+    counts: list[int] = []
+    start = time.monotonic()
+    await asyncio.gather(*(worker(port, u, seconds, nmsg, extra, counts) for u in users))
+    return sum(counts) / (time.monotonic() - start)
+
+
+# -- 2. big mailbox ---------------------------------------------------------------------------
+
+async def big_mailbox(port: int, user: str) -> tuple[float, float, float, int]:
+    t0 = time.monotonic()
+    c = await Client.connect(port)
+    await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
+    await c.cmd(b"SELECT INBOX")  # first touch: the server indexes the files
+    warm = time.monotonic() - t0
+    await c.cmd(b"LOGOUT")
+    await c.close()
+    c = await Client.connect(port)
+    await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
+    t0 = time.monotonic()
+    untagged, _ = await c.cmd(b"SELECT INBOX")
+    select = time.monotonic() - t0
+    t0 = time.monotonic()
+    untagged, _ = await c.cmd(b"UID FETCH 1:* (FLAGS)")
+    fetch = time.monotonic() - t0
+    await c.cmd(b"LOGOUT")
+    await c.close()
+    return warm, select, fetch, len(untagged)
+
+
+# -- 3. idle memory ---------------------------------------------------------------------------
+
+async def idle_memory(server: object, port: int, users: list[str], n: int) -> float:
+    before = rss_kb(server.pids())  # type: ignore[attr-defined]
+    clients = []
+    for i in range(n):
+        c = await Client.connect(port)
+        await c.cmd(f'LOGIN "{users[i % len(users)]}" "{PASSWORD}"'.encode())
+        await c.cmd(b"SELECT INBOX")
+        clients.append(c)
+    await asyncio.sleep(1.0)
+    after = rss_kb(server.pids())  # type: ignore[attr-defined]
+    for c in clients:
+        await c.close()
+    return (after - before) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--messages", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--idle", type=int, default=100)
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    os.chmod(base, 0o755)
+    users = [f"user{i:02d}@{DOMAIN}" for i in range(args.clients)]
+    big_user = f"big@{DOMAIN}"
+    msgs = corpus_messages(args.messages)
+    extra = msgs[0]
+    print(f"setup: {len(users)} users x {len(msgs)} messages (easy_ham), big mailbox {args.big} x 1 KB ...",
+          flush=True)
+    seed = base / "seed"
+    for u in users:
+        write_maildir(seed / DOMAIN / u.split("@")[0], msgs, seen_every=3)
+    filler = b"From: bulk@example.test\r\nSubject: bulk\r\n\r\n" + b"x" * 1000 + b"\r\n"
+    write_maildir(seed / DOMAIN / "big", [filler] * args.big, seen_every=2)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for name, cls in (("mailsift", MailsiftServer), ("dovecot", DovecotServer)):
+            root = base / f"{name}-mail"
+            shutil.copytree(seed, root)
+            workdir = base / name
+            workdir.mkdir()
+            server = cls(workdir, root, users + [big_user])
+            if name == "dovecot":
+                server.dc.mail_root = root  # copied above; the harness chowns it for Dovecot
+            server.start()
+            try:
+                r: dict[str, float] = {}
+                print(f"{name}: load ({args.clients} clients, {args.seconds:.0f}s) ...", flush=True)
+                asyncio.run(load(server.port, users[:1], 2.0, args.messages, extra))  # warm-up, untimed
+                r["ops"] = asyncio.run(load(server.port, users, args.seconds, args.messages, extra))
+                print(f"{name}: big mailbox ...", flush=True)
+                warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
+                r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
+                r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
+                results[name] = r
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    m, d = results["mailsift"], results["dovecot"]
+    print()
+    print(f"{'':34}{'mailsift':>12}{'dovecot':>12}")
+    print(f"{'load: operations/s':34}{m['ops']:12.0f}{d['ops']:12.0f}   ratio {m['ops'] / d['ops']:.2f} (goal >= 0.50)")
+    print(f"{'big: first LOGIN+SELECT (indexing)':34}{m['warm']:12.2f}{d['warm']:12.2f}")
+    print(f"{'big: SELECT s':34}{m['select']:12.3f}{d['select']:12.3f}   (goal <= 1 s, {args.big} messages)")
+    print(f"{'big: UID FETCH 1:* (FLAGS) s':34}{m['fetch']:12.3f}{d['fetch']:12.3f}   (goal <= 2 s, "
+          f"{int(m['fetched'])} / {int(d['fetched'])} responses)")
+    print(f"{'memory per idle connection KB':34}{m['idle_kb']:12.0f}{d['idle_kb']:12.0f}   ({args.idle} connections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
