@@ -125,8 +125,22 @@ class SpamModel:
         self._totals = self.nb.feature_count_.sum(axis=1)
 
     # -- features -------------------------------------------------------------------------
-    def features(self, raw: bytes) -> tuple[np.ndarray, list[str]]:
-        return feature_indices(tokenize(raw, self.settings.max_bytes), self.settings.hash_bits)
+    def features(self, raw: bytes, max_bytes: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """Feature indices and their token names. The last message's features are cached
+        (by identity of the bytes object), so verdict() + spamminess() + learn() on the same
+        message, as the online protocol does, tokenize it once."""
+        limit = self.settings.max_bytes if max_bytes is None else max_bytes
+        cached = self.__dict__.get("_last")
+        if cached is not None and cached[0] is raw and cached[1] == limit:
+            return cached[2]
+        result = feature_indices(tokenize(raw, limit), self.settings.hash_bits)
+        self._last = (raw, limit, result)
+        return result
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_last", None)
+        return state
 
     # -- scoring --------------------------------------------------------------------------
     def _contributions(self, idx: np.ndarray) -> tuple[np.ndarray, float]:
@@ -167,7 +181,7 @@ class SpamModel:
         limit = max_bytes if max_bytes is not None else self.settings.max_bytes
         try:
             partial = len(raw) > limit
-            idx, names = feature_indices(tokenize(raw, limit), self.settings.hash_bits)
+            idx, names = self.features(raw, limit)
             contrib, const = self._contributions(idx)
             z = float(contrib.sum()) + const
             p = _sigmoid(z)
