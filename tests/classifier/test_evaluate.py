@@ -231,3 +231,21 @@ def test_bad_input_is_a_clear_error(mailsift_bin: str, tmp_path: Path, data_dir:
     assert p.returncode == 3 and "cannot read results" in p.stderr
     p = run_cli(mailsift_bin, "--cv", "3", "--results", str(tmp_path / "r"))
     assert p.returncode == 3 and "--index" in p.stderr
+
+
+def test_plot_of_constant_scores_is_a_png(tmp_path: Path) -> None:
+    from mailsift.classifier.plot import write_plot
+
+    recs = [Record(f"m{i}", "spam" if i % 3 else "ham", 0.5, "unsure") for i in range(30)]
+    out = tmp_path / "sub" / "plot.png"
+    write_plot(recs, out, figures(recs))
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert [p.name for p in out.parent.iterdir()] == ["plot.png"]  # no temp file left
+
+
+def test_ids_are_file_names_without_blanks(tmp_path: Path) -> None:
+    p = tmp_path / "a message.eml"
+    p.write_bytes(b"Subject: x\n\nbody\n")
+    (rec,) = run_online([Entry("ham", p)], StubModel())
+    assert rec.id == "a_message.eml"
+    assert parse_results(format_record(rec))[0].id == "a_message.eml"
