@@ -30,7 +30,7 @@ def write_plot(records: Sequence[Record], path: str | Path, figures: Figures | N
         floor = 0.5 / max(len(ham), 1)  # where 0 is drawn on the log axis
         xs = [max(100.0 * fpr, 100.0 * floor) for fpr, _ in points]
         ys = [100.0 * (1.0 - tpr) for _, tpr in points]
-        ax_roc.step(xs, ys, where="post", color="tab:blue", linewidth=1.5)
+        ax_roc.plot(xs, ys, color="tab:blue", linewidth=1.5)  # ties: straight segments
         ax_roc.set_xscale("log")
         ax_roc.set_xlim(100.0 * floor, 100.0)
         ax_roc.set_ylim(-1.0, 101.0)
