@@ -288,10 +288,13 @@ def main() -> int:
                 print(f"{name}: load ({args.clients} clients, {args.seconds:.0f}s) ...", flush=True)
                 asyncio.run(load(server.port, users[:1], 2.0, args.messages, extra))  # warm-up, untimed
                 r["ops"] = asyncio.run(load(server.port, users, args.seconds, args.messages, extra))
-                print(f"{name}: big mailbox ...", flush=True)
+                print(f"{name}: {r['ops']:.0f} operations/s; big mailbox ...", flush=True)
                 warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
                 r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
+                print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
+                      f"{fetch:.3f}s ({n} responses); idle connections ...", flush=True)
                 r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
+                print(f"{name}: {r['idle_kb']:.0f} KB per idle connection", flush=True)
                 results[name] = r
             finally:
                 server.stop()

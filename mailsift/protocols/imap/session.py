@@ -44,7 +44,7 @@ log = logging.getLogger("mailsift.imap")
 IDLE_TIMEOUT = 30 * 60          # seconds without a command before autologout (RFC 3501: >= 30 min)
 MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is closed
 MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
-MAX_CONNECTIONS_PER_ADDRESS = 50
+MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for many users)
 MAX_CONNECTIONS_PER_USER = 20
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 256 * 1024
@@ -244,7 +244,7 @@ class ImapSession:
         addr_counts = _counters(self.ctx, "imap.by_address")
         addr_counts[self.address] = addr_counts.get(self.address, 0) + 1
         try:
-            if addr_counts[self.address] > MAX_CONNECTIONS_PER_ADDRESS:
+            if addr_counts[self.address] > MAX_CONNECTIONS_PER_ADDRESS and not self.is_loopback:
                 self.untagged("BYE [UNAVAILABLE] Too many connections from your address")
                 await self.flush()
                 return
