@@ -3,26 +3,49 @@
 The hash is CRC-32 of the token's UTF-8 bytes, masked to `bits` bits: stable across processes
 and Python versions (unlike `hash()`), and about 3x faster per message here than calling
 sklearn's murmurhash FeatureHasher one message at a time (70 us vs 240 us for ~400 tokens).
+Duplicates are dropped first (dict.fromkeys, in C) and the hashing runs through map() over
+builtins, with no Python-level loop per token.
 Features are binary (a token counts once per message), as in bogofilter and the TREC online
 filters: repeating a word does not make a message spammier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from zlib import crc32
 
 import numpy as np
 
 
-def feature_indices(tokens: list[str], bits: int) -> tuple[np.ndarray, list[str]]:
+class TokenNames(Sequence[str]):
+    """names[i] is a token that hashed to the i-th feature index (looked up lazily)."""
+
+    __slots__ = ("_tokens", "_first")
+
+    def __init__(self, tokens: list[str], first: np.ndarray) -> None:
+        self._tokens = tokens
+        self._first = first
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            return [self._tokens[j] for j in self._first[i]]
+        return self._tokens[int(self._first[i])]
+
+
+def _encode_all(tokens: list[str]) -> list[bytes]:
+    try:
+        return list(map(str.encode, tokens))
+    except UnicodeEncodeError:  # lone surrogates from a surrogateescape'd header
+        return [t.encode("utf-8", "surrogatepass") for t in tokens]
+
+
+def feature_indices(tokens: list[str], bits: int) -> tuple[np.ndarray, TokenNames]:
     """Sorted unique feature indices of `tokens`, and one token naming each index."""
-    mask = (1 << bits) - 1
-    by_index: dict[int, str] = {}
-    for tok in tokens:
-        h = crc32(tok.encode("utf-8", "surrogatepass")) & mask
-        if h not in by_index:
-            by_index[h] = tok
-    idx = np.fromiter(by_index.keys(), dtype=np.int64, count=len(by_index))
-    order = np.argsort(idx)
-    names = list(by_index.values())
-    return idx[order], [names[i] for i in order]
+    uniq = list(dict.fromkeys(tokens))
+    hashes = np.fromiter(map(crc32, _encode_all(uniq)), dtype=np.int64, count=len(uniq))
+    hashes &= (1 << bits) - 1
+    idx, first = np.unique(hashes, return_index=True)
+    return idx, TokenNames(uniq, first)
