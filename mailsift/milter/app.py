@@ -91,6 +91,7 @@ class MailsiftMilter(Milter.Base):
         self.message_id = "-"
         self.started = time.monotonic()
         self.eom_started = self.started
+        self.timings = ""
 
     # -- collection ------------------------------------------------------------------------
     @Milter.noreply
@@ -203,12 +204,16 @@ class MailsiftMilter(Milter.Base):
         raw = self.raw_message()
         partial = self.truncated
         pending = rt.scanner.score_async(raw, partial)
+        t0 = time.monotonic()
         virus, error = rt.scanner.virus(raw, partial)
+        t1 = time.monotonic()
+        self.timings = f" clamd_ms={(t1 - t0) * 1000:.1f}"
         if error is not None and s.on_scan_error == "tempfail":
             self.setreply("451", "4.7.1", "Virus scanner unavailable, try again later")
             self._log(queue_id, "tempfail", None, "tempfail", error)
             return Milter.TEMPFAIL
         verdict = pending().with_virus(virus)
+        self.timings += f" score_ms={(time.monotonic() - t1) * 1000:.1f}"
 
         if virus.state == "infected" and s.on_virus == "reject":
             name = (virus.name or "unknown").replace("%", "%%")
@@ -257,8 +262,8 @@ class MailsiftMilter(Milter.Base):
         elif error:
             virus = "unscanned"
         log.info("queue_id=%s message_id=%s verdict=%s score=%s virus=%s action=%s size=%d%s "
-                 "scan_ms=%.1f%s%s", queue_id, self.message_id, label, score, virus, action,
-                 self.size, " partial" if self.truncated else "", ms,
+                 "scan_ms=%.1f%s%s%s", queue_id, self.message_id, label, score, virus, action,
+                 self.size, " partial" if self.truncated else "", ms, self.timings,
                  f" error={error!r}" if error else "", f" reason={note!r}" if note else "")
 
     def abort(self) -> int:

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
                         on_scan_error=args.on_scan_error, score_workers=args.score_workers)
     try:
         settings.validate()
-        clamd = ClamdClient(settings.clamd, timeout=settings.clamd_timeout) if settings.clamd else None
+        clamd = (ClamdClient(settings.clamd, timeout=settings.clamd_timeout, pass_fd=settings.clamd_pass_fd)
+                 if settings.clamd else None)
     except ValueError as exc:
         log.error("invalid setting: %s", exc)
         return 3

@@ -15,6 +15,9 @@ class MilterSettings:
     # unix:PATH or HOST:PORT of clamd.
     clamd: str = "unix:/var/run/clamav/clamd.ctl"
     clamd_timeout: float = 30.0
+    # Over a unix socket, hand clamd the message as a file descriptor (FILDES) instead of
+    # streaming it (INSTREAM): half the clamd CPU per message. Falls back by itself.
+    clamd_pass_fd: bool = True
     on_virus: str = "tag"
     on_scan_error: str = "tempfail"
     # Bytes of a message that are scanned; the rest is passed and the headers say so.

@@ -3,8 +3,6 @@ and Postfix instances wired to them (all on loopback, stopped by PID)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import shutil
 from pathlib import Path
@@ -14,13 +12,9 @@ import pytest
 
 from harness.clamd import ClamdInstance, available
 from harness.postfix import make_workdir
-from harness.procs import Daemon, unix_ready, wait_for
+from milter_helpers import MilterProcess, corpus_files
 
 TRAIN_EACH = 250
-
-
-def corpus_files(corpora: Path, folder: str) -> list[Path]:
-    return sorted(p for p in (corpora / folder).iterdir() if p.is_file())
 
 
 @pytest.fixture
@@ -58,46 +52,6 @@ def trained_dbpath(corpora: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return dbpath
 
 
-class MilterProcess:
-    """`mailsift milter` started as a user runs it."""
-
-    def __init__(self, mailsift_bin: str, workdir: Path, args: list[str], name: str = "milter") -> None:
-        self.socket = workdir / name / "milter.sock"
-        self.args = args
-        self.mailsift_bin = mailsift_bin
-        self.daemon: Daemon | None = None
-        self.log_path = workdir / f"{name}.log"
-
-    @property
-    def spec(self) -> str:
-        return f"unix:{self.socket}"
-
-    def start(self) -> "MilterProcess":
-        argv = [self.mailsift_bin, "milter", "--socket", self.spec, *self.args]
-        self.daemon = Daemon(argv, self.log_path).start()
-        wait_for(lambda: unix_ready(self.socket) or self._dead(), 30, what="milter socket")
-        return self
-
-    def _dead(self) -> bool:
-        if self.daemon is not None and not self.daemon.alive():
-            raise RuntimeError(f"milter exited:\n{self.log()}")
-        return False
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-
-    def kill9(self) -> None:
-        if self.daemon is not None:
-            self.daemon.kill9()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-
 @pytest.fixture
 def milter_factory(mailsift_bin: str, workdir: Path) -> Iterator[Callable[..., MilterProcess]]:
     made: list[MilterProcess] = []
@@ -114,23 +68,3 @@ def milter_factory(mailsift_bin: str, workdir: Path) -> Iterator[Callable[..., M
         proc.stop()
 
 
-def milter_main(milter: MilterProcess, **extra: str) -> dict[str, str]:
-    """main.cf settings that put a milter in front of a test Postfix, as postfix-config says."""
-    settings = {
-        "smtpd_milters": milter.spec,
-        "non_smtpd_milters": "",
-        "milter_protocol": "6",
-        "milter_default_action": "tempfail",
-        "milter_mail_macros": "i {auth_type} {auth_authen} {auth_author} {mail_addr}",
-        "milter_end_of_data_macros": "i",
-    }
-    settings.update(extra)
-    return settings
-
-
-def parse(raw: bytes) -> email.message.Message:
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
-
-
-def header_values(msg: email.message.Message, name: str) -> list[str]:
-    return [str(v) for v in (msg.get_all(name) or [])]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
+
+from harness.procs import Daemon, unix_ready, wait_for
 
 
 def build_message(test_id: str, subject: str, text: str = "Please find the file attached.\r\n",
@@ -22,3 +28,69 @@ def build_message(test_id: str, subject: str, text: str = "Please find the file 
     msg["Message-ID"] = f"<{test_id}@outside.test>"
     msg["X-Test-Id"] = test_id
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def corpus_files(corpora: Path, folder: str) -> list[Path]:
+    return sorted(p for p in (corpora / folder).iterdir() if p.is_file())
+
+
+class MilterProcess:
+    """`mailsift milter` started as a user runs it."""
+
+    def __init__(self, mailsift_bin: str, workdir: Path, args: list[str], name: str = "milter") -> None:
+        self.socket = workdir / name / "milter.sock"
+        self.args = args
+        self.mailsift_bin = mailsift_bin
+        self.daemon: Daemon | None = None
+        self.log_path = workdir / f"{name}.log"
+
+    @property
+    def spec(self) -> str:
+        return f"unix:{self.socket}"
+
+    def start(self) -> "MilterProcess":
+        argv = [self.mailsift_bin, "milter", "--socket", self.spec, *self.args]
+        self.daemon = Daemon(argv, self.log_path).start()
+        wait_for(lambda: unix_ready(self.socket) or self._dead(), 30, what="milter socket")
+        return self
+
+    def _dead(self) -> bool:
+        if self.daemon is not None and not self.daemon.alive():
+            raise RuntimeError(f"milter exited:\n{self.log()}")
+        return False
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+
+    def kill9(self) -> None:
+        if self.daemon is not None:
+            self.daemon.kill9()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def milter_main(milter: MilterProcess, **extra: str) -> dict[str, str]:
+    """main.cf settings that put a milter in front of a test Postfix, as postfix-config says."""
+    settings = {
+        "smtpd_milters": milter.spec,
+        "non_smtpd_milters": "",
+        "milter_protocol": "6",
+        "milter_default_action": "tempfail",
+        "milter_mail_macros": "i {auth_type} {auth_authen} {auth_author} {mail_addr}",
+        "milter_end_of_data_macros": "i",
+    }
+    settings.update(extra)
+    return settings
+
+
+def parse(raw: bytes) -> email.message.Message:
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def header_values(msg: email.message.Message, name: str) -> list[str]:
+    return [str(v) for v in (msg.get_all(name) or [])]

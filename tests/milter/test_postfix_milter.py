@@ -5,17 +5,12 @@ from __future__ import annotations
 import re
 import smtplib
 import time
-from email.mime.application import MIMEApplication
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from pathlib import Path
 
 import pytest
 
 from harness.clamd import EICAR, TESTFILES
 from harness.procs import wait_for
-from milter_helpers import build_message
-from conftest import corpus_files, header_values, milter_main, parse
+from milter_helpers import build_message, corpus_files, header_values, milter_main, parse
 
 pytestmark = pytest.mark.integration
 

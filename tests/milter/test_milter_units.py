@@ -90,14 +90,47 @@ def test_silent_clamd_times_out() -> None:
 
 
 def test_real_clamd_over_unix_and_tcp(clamd) -> None:
-    for addr in (clamd.address, clamd.tcp):
-        client = ClamdClient(addr, timeout=10)
+    assert ClamdClient(clamd.address).pass_fd and not ClamdClient(clamd.tcp).pass_fd
+    for addr, pass_fd in ((clamd.address, True), (clamd.address, False), (clamd.tcp, True)):
+        client = ClamdClient(addr, timeout=10, pass_fd=pass_fd)
         assert client.ping()
         assert client.scan_bytes(b"just text\r\n").state == "clean"
         found = client.scan_bytes(b"prefix " + EICAR + b" suffix")
         assert found.state == "infected" and found.name.startswith("Eicar-Test-Signature")
         big = b"A" * (3 * 64 * 1024 + 17) + EICAR  # several INSTREAM chunks
         assert client.scan_bytes(big).state == "infected"
+
+
+def test_a_clamd_that_refuses_fildes_is_asked_with_instream(tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(4)
+    commands: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                data = conn.recv(65536)
+                commands.append(data[:10])
+                if data.startswith(b"zFILDES"):
+                    while len(data) < len(b"zFILDES\0") + 1:  # the command, then the byte carrying the fd
+                        data += conn.recv(65536)
+                    conn.sendall(b"FILDES: command not supported. ERROR\0")
+                else:
+                    while not data.endswith(b"\0\0\0\0"):
+                        data += conn.recv(65536)
+                    conn.sendall(b"stream: OK\0")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = ClamdClient(f"unix:{path}", timeout=5)
+    assert client.scan_bytes(b"hello").state == "clean"
+    assert client.pass_fd is False
+    t.join(5)
+    server.close()
+    assert commands[0].startswith(b"zFILDES") and commands[1].startswith(b"zINSTREAM")
 
 
 # -- the pymilter class on a fake libmilter context -----------------------------------------

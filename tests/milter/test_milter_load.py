@@ -12,7 +12,7 @@ import time
 import pytest
 
 from harness.procs import wait_for
-from conftest import milter_main
+from milter_helpers import milter_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
