@@ -302,9 +302,10 @@ class Mailbox:
 
     def _event(self, kind: str, folder: str, **kw: object) -> None:
         frow = self._frow_opt(folder)
+        special = kw.pop("special_use", None)
         self._pending.append(Event(
             user=self.user, kind=kind, folder=folder,  # type: ignore[arg-type]
-            special_use=frow["special_use"] if frow else kw.pop("special_use", None),  # type: ignore[arg-type]
+            special_use=frow["special_use"] if frow else special,  # type: ignore[arg-type]
             uidvalidity=frow["uidvalidity"] if frow else 0,
             modseq=frow["highestmodseq"] if frow else 0, **kw))  # type: ignore[arg-type]
 
