@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -313,16 +314,14 @@ def _label(label: str) -> int:
     raise ValueError(f"label must be 'spam' or 'ham', not {label!r}")
 
 
-def _clues(contrib: np.ndarray, names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
-    if len(contrib) == 0:
+def _clues(contrib: np.ndarray, names: Sequence[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
+    """The `limit` strongest spammy and hammy tokens, strongest first."""
+    n = len(contrib)
+    if n == 0:
         return ()
-    k = min(limit, len(contrib))
-    top = np.argpartition(-contrib, k - 1)[:k] if len(contrib) > k else np.arange(len(contrib))
-    bottom = np.argpartition(contrib, k - 1)[:k] if len(contrib) > k else np.arange(len(contrib))
-    out: dict[str, float] = {}
-    for i in list(top) + list(bottom):
-        w = float(contrib[i])
-        if w != 0.0:
-            out[names[i]] = round(w, 4)
-    return tuple(sorted(out.items(), key=lambda c: -abs(c[1])))
-
+    order = np.argsort(contrib)
+    picks = order if n <= 2 * limit else np.concatenate((order[:limit], order[-limit:]))
+    weights = contrib[picks].round(4).tolist()
+    out = [(names[int(i)], w) for i, w in zip(picks.tolist(), weights) if w != 0.0]
+    out.sort(key=lambda c: -abs(c[1]))
+    return tuple(out)
