@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from mailsift.classifier.features import feature_indices
-from mailsift.classifier.tokenize import MAX_BYTES, tokenize
+from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
 from mailsift.verdict import Verdict
 
 LABELS = ("ham", "spam")
@@ -299,6 +299,7 @@ class SpamModel:
             "n_tokens": self.n_tokens(),
             "changed_at": self.changed_at,
             "generation": self.generation,
+            "tokenizer_version": TOKENIZER_VERSION,
             "settings": asdict(self.settings),
         }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -178,6 +179,12 @@ def _load_once(d: Path) -> SpamModel:
     if not isinstance(model, SpamModel):
         raise ModelError(f"{path} does not hold a mailsift SpamModel")
     _check(model, path)
+    from mailsift.classifier.tokenize import TOKENIZER_VERSION
+
+    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
+        logging.getLogger("mailsift.classifier").warning(
+            "model in %s was trained with tokenizer version %s, this is %s: it works, but retrain "
+            "(or relearn your folders) for full accuracy", d, meta.get("tokenizer_version"), TOKENIZER_VERSION)
     if (model.n_ham_, model.n_spam_) != (meta.get("n_ham"), meta.get("n_spam")):
         raise _Racy(f"model {path} counts differ from its sidecar: refusing it")
     model.refresh()

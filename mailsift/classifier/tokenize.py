@@ -37,6 +37,9 @@ import re
 from email.message import Message
 from email.policy import compat32
 
+# Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
+TOKENIZER_VERSION = 1
+
 MAX_BYTES = 256 * 1024  # of the raw message read for tokens (the rest is ignored)
 MAX_PART_CHARS = 64 * 1024  # of decoded text per MIME part
 MAX_PARTS = 64  # MIME parts visited
