@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import smtplib
+import subprocess
 
 import pytest
 
@@ -18,19 +20,19 @@ USERS = {"alice@example.test": "pw-a", "bob@example.test": "pw-b"}
 
 
 def postfix_main(srv) -> dict[str, str]:
-    if isinstance(srv.lmtp_addr, tuple):
-        transport = f"lmtp:inet:{srv.lmtp_addr[0]}:{srv.lmtp_addr[1]}"
-    else:
-        transport = f"lmtp:unix:{srv.lmtp_addr}"
-    sm = f"socketmap:unix:{srv.lookup_path}"
-    return {
-        "virtual_transport": transport,
-        "virtual_mailbox_domains": f"{sm}:domain",
-        "virtual_mailbox_maps": f"{sm}:mailbox",
-        "smtpd_reject_unlisted_recipient": "yes",
-        "unknown_virtual_mailbox_reject_code": "550",
-        "recipient_delimiter": "+",
-    }
+    """Exactly the lines `mailsift postfix-config --part store` prints for this server's config."""
+    out = subprocess.run([srv.bin, "postfix-config", "--part", "store", "--config", str(srv.config)],
+                         capture_output=True, text=True, check=True).stdout
+    main = {}
+    for line in out.splitlines():
+        if line.strip() and not line.startswith("#"):
+            words = shlex.split(line)  # postconf -e 'name = value'
+            assert words[:2] == ["postconf", "-e"], line
+            key, _, value = words[2].partition(" = ")
+            main[key.strip()] = value.strip()
+    assert main["virtual_transport"].startswith("lmtp:")
+    assert main["virtual_mailbox_maps"].startswith("proxy:socketmap:")
+    return main
 
 
 @pytest.fixture(params=["unix", "tcp"])
