@@ -6,6 +6,7 @@ import argparse
 import grp
 import logging
 import os
+import signal
 from pathlib import Path
 
 from mailsift.config import Config, override
@@ -13,6 +14,8 @@ from mailsift.config import Config, override
 HELP = "run the milter (ClamAV + spam model, adds X-Spam-*/X-Virus-* headers) in the foreground"
 
 log = logging.getLogger("mailsift.milter")
+
+MILTER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +80,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
     dbpath = args.dbpath or config.classifier.dbpath
     required = config.classifier.required
+
+    # libmilter waits for SIGTERM/SIGHUP/SIGINT in its own signal thread (sigwait). Block them
+    # here, before any thread starts, so every thread inherits the mask and none of them is
+    # killed by the signal's default action before smfi_main can return and clean up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, MILTER_SIGNALS)
 
     models = ModelHolder(dbpath, interval=settings.reload_interval)
     pool = None

@@ -26,6 +26,10 @@ _worker_scanner: MessageScanner | None = None
 
 def _init_worker(dbpath: str, interval: float, required: float) -> None:
     global _worker_scanner
+    import signal
+
+    # The milter blocks these for libmilter's signal thread; a worker takes them normally.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
     from mailsift.milter.reload import ModelHolder
 
     holder = ModelHolder(dbpath, interval=interval).start()

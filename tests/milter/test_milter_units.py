@@ -366,3 +366,20 @@ def test_bad_flag_value_is_a_clear_error(mailsift_bin: str, tmp_path: Path) -> N
     res = subprocess.run([mailsift_bin, "milter", "--socket", f"unix:{tmp_path}/m.sock", "--clamd", "nonsense"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 3 and "clamd address" in res.stderr
+
+
+def test_sigterm_stops_the_milter_cleanly(mailsift_bin: str, tmp_path: Path) -> None:
+    from harness.procs import Daemon, unix_ready, wait_for
+
+    sock = tmp_path / "run" / "milter.sock"
+    d = Daemon([mailsift_bin, "milter", "--socket", f"unix:{sock}", "--clamd", f"unix:{tmp_path}/none.sock",
+                "--dbpath", str(tmp_path / "models")], tmp_path / "milter.log").start()
+    try:
+        wait_for(lambda: unix_ready(sock), 30, what="milter socket")
+        assert oct(sock.stat().st_mode & 0o777) == oct(0o660)
+        d.proc.send_signal(15)
+        assert d.proc.wait(30) == 0, d.log()
+        assert not sock.exists()
+        assert "mailsift milter stopped" in d.log()
+    finally:
+        d.stop()
