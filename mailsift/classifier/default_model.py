@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import fcntl
+import os
+import shutil
 import hashlib
 import re
 import sys
@@ -80,7 +83,9 @@ def corpus_stream(corpora: Path) -> list[tuple[float, str, str]]:
 def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, force: bool = False,
                          out: object = None) -> bool:
     """Train the default model into `dbpath` unless one is there; True when it trained."""
-    from mailsift.classifier.learn import Learner, clear, has_model
+    from mailsift.classifier.learn import LOCK_FILE, Learner, clear, has_model
+    from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE
+    from mailsift.classifier.record import RECORD_FILE
 
     stream = out or sys.stdout
     if has_model(dbpath) and not force:
@@ -88,15 +93,26 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
         return False
     if not corpora.is_dir():
         raise FileNotFoundError(f"corpora not found at {corpora}")
-    if force:
-        clear(dbpath)
     start = time.monotonic()
     items = corpus_stream(corpora)
-    with Learner(dbpath) as learner:
+    # Train beside the target and move the files in, so readers of `dbpath` (a running
+    # milter) never see it empty; load_model retries while the sidecar and model disagree.
+    target = Path(dbpath)
+    target.mkdir(parents=True, exist_ok=True)
+    work = target / ".training"
+    clear(work)
+    with Learner(work) as learner:
         # In arrival order, each message with its own label, as mail comes in.
         learner.learn_labelled((path, Path(path).read_bytes(), label) for _, path, label in items)
         learner.save()
         model = learner.model
+    with open(target / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in (RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
+            (target / name).unlink(missing_ok=True)
+        for name in (RECORD_FILE, MODEL_FILE, SIDECAR_FILE):
+            os.replace(work / name, target / name)
+    shutil.rmtree(work, ignore_errors=True)
     print(f"trained the default model in {dbpath}: {model.n_ham_} ham, {model.n_spam_} spam "  # type: ignore[arg-type]
           f"from {corpora} in {time.monotonic() - start:.1f} s", file=stream)
     return True
