@@ -28,13 +28,14 @@ def postconf_lines(config: Config) -> list[str]:
     lines = [
         f"# milter: {s.socket} (Postfix's smtpd is chrooted in {POSTFIX_CHROOT}; the socket's group "
         f"must be {s.socket_group or 'one postfix is in'})",
+        "# (if you run other milters, add this one to their list instead)",
         f"postconf -e 'smtpd_milters = {addr}'",
         f"postconf -e 'non_smtpd_milters = {addr}'",
         "postconf -e 'milter_protocol = 6'",
         "# a milter that is down or fails makes Postfix answer 451, never accept unscanned mail",
         "postconf -e 'milter_default_action = tempfail'",
-        "# {auth_authen} (skip_authenticated) at MAIL FROM, the queue id at end of message",
-        "postconf -e 'milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}'",
+        "# Postfix's defaults, stated: {auth_authen} at MAIL FROM (skip_authenticated), the queue id at end of message",
+        "postconf -e 'milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}'",
         "postconf -e 'milter_end_of_data_macros = i'",
         f"postconf -e 'milter_content_timeout = {max(300, int(s.clamd_timeout) + 60)}s'",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import re
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -75,15 +76,19 @@ class MilterProcess:
 
 
 def milter_main(milter: MilterProcess, **extra: str) -> dict[str, str]:
-    """main.cf settings that put a milter in front of a test Postfix, as postfix-config says."""
-    settings = {
-        "smtpd_milters": milter.spec,
-        "non_smtpd_milters": "",
-        "milter_protocol": "6",
-        "milter_default_action": "tempfail",
-        "milter_mail_macros": "i {auth_type} {auth_authen} {auth_author} {mail_addr}",
-        "milter_end_of_data_macros": "i",
-    }
+    """main.cf settings for a test Postfix: exactly what `mailsift postfix-config` prints,
+    with the test's own socket (the test Postfix is not chrooted) and no local submission."""
+    from mailsift.config import Config
+    from mailsift.milter.postfix import postconf_lines
+
+    settings: dict[str, str] = {}
+    for line in postconf_lines(Config()):
+        m = re.fullmatch(r"postconf -e '([a-z_]+) = (.*)'", line)
+        if m:
+            settings[m.group(1)] = m.group(2)
+    assert settings["milter_default_action"] == "tempfail"
+    settings["smtpd_milters"] = milter.spec
+    settings["non_smtpd_milters"] = ""
     settings.update(extra)
     return settings
 
