@@ -44,7 +44,9 @@ class MessageData:
     size: int
     modseq: int = 0
     raw: bytes | None = None
+    header_only: bool = False        # only top-level header sections are asked for
     _root: mimetree.Part | None = None
+    _top: mimetree.Part | None = None
 
     @property
     def root(self) -> mimetree.Part:
@@ -52,12 +54,21 @@ class MessageData:
             self._root = mimetree.parse(self.raw or b"")
         return self._root
 
+    @property
+    def top(self) -> mimetree.Part:
+        """The top-level header alone (the full tree when it was parsed anyway)."""
+        if self._root is not None:
+            return self._root
+        if self._top is None:
+            self._top = mimetree.parse_top(self.raw or b"")
+        return self._top
+
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
-    ordered = sorted(flags, key=lambda f: (not f.startswith("\\"), f.lower()))
-    if recent:
-        ordered = ordered + ["\\Recent"]
-    return response.flag_list(ordered)
+    """System flags (and \\Recent) first, then keywords, as Dovecot orders them."""
+    system = sorted(f for f in flags if f.startswith("\\"))
+    keywords = sorted(f for f in flags if not f.startswith("\\"))
+    return response.flag_list(system + (["\\Recent"] if recent else []) + keywords)
 
 
 def internaldate(epoch: float) -> bytes:
@@ -105,11 +116,12 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     if n == "RFC822":
         return response.literal(msg.raw or b"")
     if n == "RFC822.HEADER":
-        return response.literal(msg.root.header)
+        return response.literal(msg.top.header)
     if n == "RFC822.TEXT":
         return response.literal(msg.root.body)
     if n == "BODY[]":
         section = a.section or Section()
-        data = section_bytes(msg.root, section)
+        top_only = not section.part and section.text in _HEADER_ONLY_TEXTS
+        data = section_bytes(msg.top if top_only else msg.root, section)
         return response.literal(partial(data, a.partial))
     raise ValueError(f"unknown fetch attribute {n}")

@@ -92,26 +92,32 @@ def unfold_value(raw: bytes) -> bytes:
     return value.lstrip(b" \t").replace(b"\r", b"").replace(b"\n", b"")
 
 
+_FIELD_START = re.compile(rb"(?<=\n)(?![ \t])")
+
+
 def parse_fields(header: bytes) -> list[tuple[str, bytes]]:
-    """Header fields as (name, raw lines). A line without a colon is a field named by the whole
-    line (Dovecot keeps it in HEADER.FIELDS.NOT)."""
+    """Header fields as (name, raw lines incl. folds and CRLF), up to the first blank line. A line
+    without a colon is a field named by the whole line (Dovecot keeps it in HEADER.FIELDS.NOT)."""
+    if header[:1] == b"\n" or header[:2] == b"\r\n":
+        return []
+    end = header.find(b"\n\r\n")
+    if end < 0:
+        end = header.find(b"\n\n")
+    if end >= 0:
+        header = header[:end + 1]
     fields: list[tuple[str, bytes]] = []
-    pos = 0
-    n = len(header)
-    while pos < n:
-        eol = header.find(b"\n", pos)
-        line_end = n if eol < 0 else eol + 1
-        line = header[pos:line_end]
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
+    for chunk in _FIELD_START.split(header):
+        if not chunk:
+            continue
+        if chunk[:1] in (b" ", b"\t") and fields:  # a fold before any field name: keep with the last
             name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
-        else:
-            colon = line.find(b":")
-            name = (line[:colon].rstrip(b" \t") if colon > 0 else line.rstrip(b"\r\n")).decode("latin-1")
-            fields.append((name, line))
-        pos = line_end
+            fields[-1] = (name, raw + chunk)
+            continue
+        nl = chunk.find(b"\n")
+        first = chunk if nl < 0 else chunk[:nl]
+        colon = first.find(b":")
+        name = (first[:colon].rstrip(b" \t") if colon > 0 else first.rstrip(b"\r")).decode("latin-1")
+        fields.append((name, chunk))
     return fields
 
 
@@ -374,6 +380,18 @@ class _Parser:
             return part, pos, hit
         part.end = self.n
         return part, pos, None
+
+
+def parse_top(data: bytes) -> Part:
+    """Only the top-level header (for FETCH of header sections: no MIME walk over the body)."""
+    i = data.find(b"\r\n\r\n")
+    if data.startswith(b"\r\n"):
+        body_start = 2
+    elif i < 0:
+        body_start = len(data)
+    else:
+        body_start = i + 4
+    return Part(data, 0, body_start, len(data), parse_fields(data[:body_start]))
 
 
 def parse(data: bytes) -> Part:

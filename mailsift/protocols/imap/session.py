@@ -72,17 +72,14 @@ class Input:
         self.reader = reader
         self.buf = bytearray()
 
-    async def _fill(self, timeout: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                data = await self.reader.read(READ_CHUNK)
-        except TimeoutError:
-            raise
+    async def _fill(self, timeout: float | None) -> None:
+        async with asyncio.timeout(IDLE_TIMEOUT if timeout is None else timeout):
+            data = await self.reader.read(READ_CHUNK)
         if not data:
             raise Closed()
         self.buf += data
 
-    async def line(self, max_len: int, timeout: float = IDLE_TIMEOUT) -> bytes:
+    async def line(self, max_len: int, timeout: float | None = None) -> bytes:
         """One line without its CRLF (or LF). Raises LineTooLong (after discarding it)."""
         discarding = False
         while True:
@@ -103,14 +100,14 @@ class Input:
                 self.buf.clear()
             await self._fill(timeout)
 
-    async def exactly(self, n: int, timeout: float = IDLE_TIMEOUT) -> bytes:
+    async def exactly(self, n: int, timeout: float | None = None) -> bytes:
         while len(self.buf) < n:
             await self._fill(timeout)
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
 
-    async def discard(self, n: int, timeout: float = IDLE_TIMEOUT) -> None:
+    async def discard(self, n: int, timeout: float | None = None) -> None:
         while n > 0:
             if not self.buf:
                 await self._fill(timeout)
