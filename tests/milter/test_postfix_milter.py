@@ -295,3 +295,22 @@ def test_score_workers_score_in_other_processes_and_survive_a_killed_worker(
     last = parse(msgs[-1])
     assert len(header_values(last, "X-Spam-Score")) == 1 and header_values(last, "X-Virus-Status") == ["Clean"]
     assert milter.daemon.alive()
+
+
+def test_inet_socket_and_clamd_over_tcp(clamd, milter_factory, postfix_factory, workdir, mailsift_bin):
+    from harness.procs import Daemon, free_port, tcp_ready
+
+    port = free_port()
+    d = Daemon([mailsift_bin, "milter", "--socket", f"inet:{port}@127.0.0.1", "--clamd", clamd.tcp,
+                "--dbpath", str(workdir / "nomodel")], workdir / "inet-milter.log").start()
+    try:
+        wait_for(lambda: tcp_ready("127.0.0.1", port), 30, what="inet milter")
+
+        class Spec:  # milter_main() only needs the Postfix name of the socket
+            spec = f"inet:127.0.0.1:{port}"
+        pf = postfix_factory(main=milter_main(Spec))  # type: ignore[arg-type]
+        pf.send(SENDER, [RCPT], build_message("inet", "over tcp", attachment=("e.com", EICAR)))
+        msg = parse(pf.wait_delivered(1)[0])
+        assert header_values(msg, "X-Virus-Status")[0].startswith("Infected (Eicar-Test-Signature")
+    finally:
+        d.stop()
