@@ -12,10 +12,11 @@ adapter that runs the `bogofilter` command, in its own private wordlist director
     bogofilter -C -d DIR -TT   < message   score to 16 digits; exit 0 spam, 1 ham, 2 unsure
     bogofilter -C -d DIR -s|-n < message   register as spam | ham
 
--C: bogofilter's built-in settings, no /etc/bogofilter.cf. Bulk mode (-b/-B) is not used:
-it classifies a batch without registering each message in between, and a bogofilter process
-reads the wordlist's message counts once at start, so a long-lived classifier would not see
-the immediate feedback the protocol requires. Two short processes per message cost ~5 ms.
+-C: bogofilter's built-in settings, no /etc/bogofilter.cf. Bulk mode (-b/-B) is not used: it
+classifies without registering, and while a `bogofilter -b` classifier keeps the wordlist
+open, a registering `bogofilter -n` blocks on its lock (tried: it waited until killed), so a
+long-lived classifier cannot get the immediate feedback the protocol requires. `-b -T` also
+prints only 6 decimals, too few to rank. Two short processes per message cost ~5 ms.
 
 Prints both sets of figures, the ratio of 1-ROCA%, PASS/FAIL against the issue's targets
 (mailsift's 1-ROCA% <= half of bogofilter's; sm% at hm% <= 0.1 lower than bogofilter's), and
