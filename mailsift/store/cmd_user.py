@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import pwd
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailsift.config import Config, override
+
+if TYPE_CHECKING:
+    from mailsift.store.users import Users
 
 HELP = "manage mail store users: add, passwd, del, list (passwords from a prompt or --stdin)"
 
@@ -42,6 +49,21 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+def _give_to(user: str, users: "Users", root: Path, mailbox: Path) -> None:
+    """With [store] run_as: the server's user owns the mail root, the new mailbox and the user db."""
+    if os.getuid() != 0:
+        return
+    pw = pwd.getpwnam(user)
+    uid, gid = pw.pw_uid, pw.pw_gid
+    users.give_to(uid, gid)
+    for path in (root, mailbox.parent):
+        os.chown(path, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(mailbox):
+        os.chown(dirpath, uid, gid)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid)
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     from mailsift.store.api import Store
     from mailsift.store.users import Users, UserError
@@ -61,7 +83,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if args.action == "add":
             name = users.add(args.name, password)
             try:
-                Store(settings.mail_root).mailbox(name).close()
+                store = Store(settings.mail_root)
+                box = store.mailbox(name)
+                store.close()
+                if settings.run_as:
+                    _give_to(settings.run_as, users, Path(settings.mail_root), box.path)
             except OSError as exc:
                 print(f"mailsift user: warning: mailbox not created yet ({exc.strerror})", file=sys.stderr)
             print(f"added {name}")
@@ -69,6 +95,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
             users.set_password(args.name, password)
             print(f"password changed for {users.canonical(args.name)}")
         return 0
+    except KeyError:
+        print(f"mailsift user: run_as: no user {settings.run_as!r}", file=sys.stderr)
+        return 1
     except (UserError, ValueError) as exc:
         print(f"mailsift user: {exc}", file=sys.stderr)
         return 1

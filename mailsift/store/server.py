@@ -17,6 +17,7 @@ import importlib
 import ipaddress
 import logging
 import os
+import pwd
 import signal
 import socket
 import ssl
@@ -203,6 +204,41 @@ class Server:
         await asyncio.to_thread(self.store.close)
 
 
+# Imported before dropping root, in case the Python installation is not readable by run_as.
+PRELOAD = ("concurrent.futures.thread", "encodings.idna", "encodings.utf_16_be", "encodings.ascii",
+           "encodings.latin_1", "mailsift.store.maildir", "mailsift.store.index", "mailsift.store.socketmap",
+           "email.parser", "email.policy", "email.utils", "email.header")
+
+
+def drop_privileges(settings: StoreSettings) -> None:
+    """Become settings.run_as (after the listeners are bound). Raises ServeError."""
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    try:
+        pw = pwd.getpwnam(settings.run_as)
+    except KeyError:
+        raise ServeError(f"run_as: no user {settings.run_as!r}") from None
+    if os.getuid() != pw.pw_uid:
+        if os.getuid() != 0:
+            raise ServeError(f"run_as = {settings.run_as!r} needs mailsift serve to start as root")
+        root = settings.mail_root
+        if os.stat(root).st_uid == 0 and not any(os.scandir(root)):
+            os.chown(root, pw.pw_uid, pw.pw_gid)  # a fresh mail root goes to the server's user
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    if not os.access(settings.mail_root, os.W_OK | os.X_OK):
+        raise ServeError(f"mail_root {settings.mail_root} is not writable by {settings.run_as}: "
+                         f"chown -R {settings.run_as} {settings.mail_root}")
+    if os.path.exists(settings.users) and not os.access(settings.users, os.R_OK):
+        raise ServeError(f"the user database {settings.users} is not readable by {settings.run_as}: "
+                         f"chown {settings.run_as} {settings.users}")
+    log.info("running as %s (uid %d)", settings.run_as, pw.pw_uid)
+
+
 async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None) -> int:
     server = Server(settings)
     loop = asyncio.get_running_loop()
@@ -210,6 +246,8 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
         loop.add_signal_handler(sig, server.stopping.set)
     try:
         await server.start()
+        if settings.run_as:
+            drop_privileges(settings)
     except ServeError:
         await server.stop()
         raise

@@ -62,6 +62,10 @@ class StoreSettings:
     lmtp_dedup: bool = True
     # Seconds an LMTP client may stay silent.
     lmtp_timeout: float = 300.0
+    # Started as root, `mailsift serve` binds its listeners and then runs as this user (recommended:
+    # a dedicated user owning mail_root; `mailsift user add` hands new mailboxes and the user
+    # database to it). Empty = keep running as the starting user.
+    run_as: str = ""
     # File mode of unix sockets we create (octal string); the directory restricts access too.
     socket_mode: str = "0666"
 

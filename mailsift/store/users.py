@@ -87,17 +87,29 @@ class Users:
         self._dummy: str | None = None
 
     def _connect(self, create: bool = False) -> sqlite3.Connection:
+        """create=True: open for changes (creating the file and table). Otherwise read-only, so a
+        server running as an unprivileged user needs only read access to the file."""
         if not self.path.exists():
             if not create:
                 raise FileNotFoundError(str(self.path))
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.close(fd)
+        if not create:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name='users'").fetchone() is None:
+                conn.close()
+                raise FileNotFoundError(str(self.path))
+            return conn
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, hash TEXT NOT NULL, "
                      "created REAL NOT NULL, changed REAL NOT NULL)")
         return conn
+
+    def give_to(self, uid: int, gid: int) -> None:
+        """Hand the database file to the server's user (it stays mode 0600)."""
+        os.chown(self.path, uid, gid)
 
     def canonical(self, name: str) -> str:
         """The canonical form of a user name; raises names.InvalidName."""

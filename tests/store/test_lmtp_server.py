@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -286,3 +287,44 @@ def test_sigterm_with_an_idle_session_says_421_and_exits(srv) -> None:
     r = c.reply()
     assert r.code == 421
     assert c.closed()
+
+
+def test_run_as_drops_root_after_binding(store_server) -> None:
+    import pwd
+
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    srv = store_server(users={}, run_as="nobody", start=False)
+    srv.add_user("alice@example.test", "pw", cli=True)  # `mailsift user add` hands the mailbox over
+    assert srv.users_db.stat().st_uid == nobody.pw_uid
+    srv.start()
+    status = Path(f"/proc/{srv.daemon.pid}/status").read_text()
+    uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
+    assert set(map(int, uids)) == {nobody.pw_uid}
+    c = LMTPWire(srv.lmtp_addr)
+    c.cmd("LHLO x")
+    rr, dr = c.transaction("a@b.c", ["alice@example.test", "nobody@example.test"], b"Subject: x\r\n\r\ny\r\n")
+    assert [r.code for r in rr] == [250, 550] and dr[0].code == 250, srv.log()[-3000:]
+    new = list((srv.maildir("alice@example.test") / "new").iterdir())
+    assert len(new) == 1 and new[0].stat().st_uid == nobody.pw_uid
+    assert srv.stop() == 0
+
+
+def test_run_as_refuses_a_mail_root_it_cannot_write(store_server) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    srv = store_server(users={"alice@example.test": "pw"}, run_as="nobody", start=False)
+    Store(srv.mail_root).mailbox("alice@example.test").close()  # made by root, not handed over
+    os.chown(srv.users_db, nobody.pw_uid, nobody.pw_gid)
+    try:
+        srv.start(timeout=20)
+    except RuntimeError:
+        pass  # died before its listeners answered
+    from harness.procs import wait_for
+    wait_for(lambda: not srv.daemon.alive(), 20, what="mailsift serve to refuse")
+    assert srv.daemon.proc.returncode == 3
+    assert "chown -R nobody" in srv.log()
