@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailsift.classifier.corpus import (
     Entry,
@@ -141,3 +143,29 @@ def test_stream_reports_label_conflicts_and_can_keep_order(tmp_path: Path, evdat
 def test_unreadable_message_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IndexFileError, match="cannot read"):
         build_stream([Entry("ham", tmp_path / "missing.eml")])
+
+header_bytes = st.lists(
+    st.sampled_from([b"Date: ", b"Message-ID: <", b"Received: from x; ", b"\r\n", b"\n", b"\n\n", b" ",
+                     b"\t", b":", b";", b"<", b">", b"Mon, 1 Jan 2003 00:00:00 +0000", b"\x00", b"\xff",
+                     b"From ", b"a", b"99999999999999999999"]),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.binary(max_size=400), header_bytes))
+def test_message_info_total_on_any_bytes(raw: bytes) -> None:
+    info = message_info(raw)
+    assert info.date_source in ("date", "received", "none")
+    assert (info.date is None) == (info.date_source == "none")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200))
+def test_parse_index_returns_or_names_the_line(text: str) -> None:
+    try:
+        entries = parse_index(text, Path("/base"), "idx")
+    except IndexFileError as exc:
+        assert str(exc).startswith("idx:")
+        return
+    assert all(e.label in ("spam", "ham") for e in entries)
