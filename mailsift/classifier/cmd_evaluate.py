@@ -49,6 +49,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score at and above which a message is judged spam (default: config, 5.0)")
     parser.add_argument("--worst", metavar="N", type=int, default=0,
                         help="also list the N spammiest ham and hammiest spam")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="model_settings",
+                        help="a model setting for the evaluated model, e.g. --set alpha=0.02 (repeatable)")
+
+
+def _setting_value(text: str) -> object:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _model_settings(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _setting_value(value)
+    return out
 
 
 class _Progress:
@@ -161,12 +185,17 @@ def _entries(args: argparse.Namespace) -> tuple[list[Entry], bool]:
 def _evaluate(args: argparse.Namespace, entries: list[Entry], required: float) -> list[metrics.Record]:
     from mailsift.classifier.api import ModelError, new_model, save_model
 
+    settings = _model_settings(args.model_settings)
+    try:
+        new_model(**settings)  # unknown or invalid settings fail here, before any file is written
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad model setting: {exc}") from None
     results = Path(args.results)
     if results.parent != Path(""):
         results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "w", encoding="utf-8", errors="surrogateescape") as out:
         if args.online is not None:
-            model = new_model()
+            model = new_model(**settings)
             records = evaluate.run_online(entries, model, out, required=required,
                                           progress=_Progress("online"))
             if args.dbpath:
@@ -176,6 +205,6 @@ def _evaluate(args: argparse.Namespace, entries: list[Entry], required: float) -
                     raise evaluate.EvaluateError(f"cannot save the model to {args.dbpath}: {exc}") from None
                 log.info("saved the final model to %s", args.dbpath)
         else:
-            records = evaluate.run_cv(entries, args.cv, new_model, out, required=required,
+            records = evaluate.run_cv(entries, args.cv, lambda: new_model(**settings), out, required=required,
                                       seed=args.seed, progress=_Progress(f"{args.cv}-fold cv"))
     return records

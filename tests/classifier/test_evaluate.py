@@ -249,3 +249,16 @@ def test_ids_are_file_names_without_blanks(tmp_path: Path) -> None:
     (rec,) = run_online([Entry("ham", p)], StubModel())
     assert rec.id == "a_message.eml"
     assert parse_results(format_record(rec))[0].id == "a_message.eml"
+
+
+def test_model_settings_from_the_command_line(mailsift_bin: str, data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("mailsift.classifier.api")
+    idx = str(data_dir / "evaluate" / "index")
+    p = run_cli(mailsift_bin, "--online", idx, "--results", str(tmp_path / "r"), "--set", "no_such_setting=1")
+    assert p.returncode == 3 and "unknown model setting(s): no_such_setting" in p.stderr
+    assert not (tmp_path / "r").exists()
+    p = run_cli(mailsift_bin, "--online", idx, "--results", str(tmp_path / "r"), "--set", "alpha")
+    assert p.returncode == 3 and "--set expects KEY=VALUE" in p.stderr
+    p = run_cli(mailsift_bin, "--online", idx, "--results", str(tmp_path / "r"), "--set", "hash_bits=12")
+    assert p.returncode == 0, p.stderr
+    assert printed(p.stdout, "messages") == 9
