@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import time
 import traceback
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import Milter
 
-from mailsift.milter.scan import MessageScanner
+from mailsift.milter.scan import Scanner
 from mailsift.milter.settings import MilterSettings
 from mailsift.verdict import Verdict, is_verdict_header, untrusted_name, verdict_headers
 
@@ -30,10 +31,8 @@ class Runtime:
     """What every connection shares: settings, the scanner, parsed skip networks."""
 
     settings: MilterSettings
-    scanner: MessageScanner
+    scanner: Scanner
     skip_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
-    # For tests: called at the start of each eom (e.g. to inject a fault).
-    eom_hook: Callable[["MailsiftMilter"], None] | None = None
 
 
 def parse_networks(specs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
@@ -64,6 +63,9 @@ def _guarded(func: Callable[..., int]) -> Callable[..., int]:
             self.failure = traceback.format_exc().rstrip()
             return Milter.CONTINUE
     return wrapper
+
+
+_LOG_UNSAFE = re.compile(r"[\x00-\x20\x7f]+")
 
 
 def _crlf(value: bytes) -> bytes:
@@ -128,7 +130,8 @@ class MailsiftMilter(Milter.Base):
         self.headers.append((name_b, value_b))
         self._keep(len(name_b) + len(value_b) + 4, None)
         if name_b.lower() == b"message-id":
-            self.message_id = value_b.decode("ascii", "replace").strip()[:200]
+            # One log line per message: no whitespace or control characters from a stranger.
+            self.message_id = _LOG_UNSAFE.sub("", value_b.decode("ascii", "replace"))[:200] or "-"
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -191,8 +194,6 @@ class MailsiftMilter(Milter.Base):
         self.eom_started = time.monotonic()
         if self.failure is not None:
             raise RuntimeError(f"an earlier callback failed:\n{self.failure}")
-        if rt.eom_hook is not None:
-            rt.eom_hook(self)
         queue_id = self._queue_id()
         skip = self.conn_skip
         if skip is None and self.auth and s.skip_authenticated:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from mailsift.milter.reload import ModelHolder
 from mailsift.scanner.clamav import ClamdClient, ScanError
@@ -18,6 +18,16 @@ log = logging.getLogger("mailsift.milter.scan")
 class ScanOutcome:
     verdict: Verdict
     scan_error: str | None = None  # clamd gave no answer (the verdict says Unscanned)
+
+
+class Scanner(Protocol):
+    """What the milter needs: MessageScanner here, PooledScanner (mailsift/milter/pool.py)."""
+
+    def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]: ...
+
+    def score(self, raw: bytes, partial: bool) -> Verdict: ...
+
+    def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]: ...
 
 
 def no_model_verdict(reason: str, required: float) -> Verdict:

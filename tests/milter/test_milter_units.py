@@ -286,6 +286,14 @@ def test_message_scanner_marks_partial_scans(clamd, tmp_path: Path) -> None:
     assert out.verdict.virus == VirusResult("clean", partial=True) and out.verdict.partial
 
 
+def test_log_line_is_one_line_even_for_a_folded_message_id(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="mailsift.milter")
+    run_message(FakeScanner(), [(b"Message-ID", b"<a\r\n\tb@c>\x00")], b"b\r\n", macros={"i": "QID1"})
+    lines = [r.getMessage() for r in caplog.records if "queue_id=QID1" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "message_id=<ab@c> " in lines[0]
+    assert "verdict=spam score=9.0 virus=clean action=accept" in lines[0]
+
+
 def test_milter_value() -> None:
     assert milter_value("a\r\n\tb") == "a\n\tb"
 
