@@ -13,8 +13,9 @@
 2. Big mailbox: a B-message INBOX (1 KB messages written straight into Maildir cur/, as another
    MDA would leave them); after one warm-up session (each server builds its index), a fresh
    session times SELECT and `UID FETCH 1:* (FLAGS)`.
-3. Memory: N idle connections (logged in, INBOX selected); the servers' resident memory before
-   and after, per connection (mailsift: the one serve process; Dovecot: all its processes).
+3. Memory (measured first, after a short warm-up): N idle connections (logged in, INBOX
+   selected); the servers' resident memory before and after, per connection (mailsift: the one
+   serve process; Dovecot: all its processes).
 
 The machine is shared with other work (2 cores): figures are noisy, run once, read as measured.
 """
@@ -285,16 +286,16 @@ def main() -> int:
             server.start()
             try:
                 r: dict[str, float] = {}
-                print(f"{name}: load ({args.clients} clients, {args.seconds:.0f}s) ...", flush=True)
-                asyncio.run(load(server.port, users[:1], 2.0, args.messages, extra))  # warm-up, untimed
+                asyncio.run(load(server.port, users, 2.0, args.messages, extra))  # warm-up, untimed
+                r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
+                print(f"{name}: {r['idle_kb']:.0f} KB per idle connection; load ({args.clients} clients, "
+                      f"{args.seconds:.0f}s) ...", flush=True)
                 r["ops"] = asyncio.run(load(server.port, users, args.seconds, args.messages, extra))
                 print(f"{name}: {r['ops']:.0f} operations/s; big mailbox ...", flush=True)
                 warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
                 r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
                 print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
-                      f"{fetch:.3f}s ({n} responses); idle connections ...", flush=True)
-                r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
-                print(f"{name}: {r['idle_kb']:.0f} KB per idle connection", flush=True)
+                      f"{fetch:.3f}s ({n} responses)", flush=True)
                 results[name] = r
             finally:
                 server.stop()

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import datetime as _dt
+import functools
 import logging
 import re
 import sqlite3
@@ -48,6 +50,7 @@ MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for
 MAX_CONNECTIONS_PER_USER = 20
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 256 * 1024
+STORE_THREADS = 32              # worker threads for store calls (shared by all IMAP sessions)
 FETCH_BATCH = 64                # messages read per worker-thread hop
 PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 SEPARATOR = "."
@@ -151,6 +154,17 @@ def _claims(ctx: Any) -> RecentClaims:
 
 
 _fallback_shared: dict[str, Any] = {}
+
+
+def _executor(ctx: Any) -> concurrent.futures.ThreadPoolExecutor:
+    shared = getattr(ctx, "shared", None)
+    if not isinstance(shared, dict):
+        shared = _fallback_shared
+    pool = shared.get("imap.executor")
+    if pool is None:
+        pool = shared["imap.executor"] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=STORE_THREADS, thread_name_prefix="imap-store")
+    return pool
 
 
 def decode_plain(b64: bytes) -> tuple[str, str, str]:
@@ -369,7 +383,10 @@ class ImapSession:
 
     # -- store access ---------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kw)
+        """A blocking store call in a worker thread. IMAP sessions have their own pool, wider
+        than asyncio's default: store calls mostly wait for fsync, not for the CPU."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_executor(self.ctx), functools.partial(fn, *args, **kw))
 
     def pending_events(self) -> None:
         """Mark the selected folder dirty when the store published changes to it that this
@@ -833,13 +850,15 @@ class ImapSession:
             batch = targets[start:start + FETCH_BATCH]
             datas = await self.call(self._load_batch, sel, batch, need_data) if need_data else \
                 [self._data_of(sel, uid) for _s, uid in batch]
+            out = []
             for (seq, uid), data in zip(batch, datas):
                 if data is None:
                     expunged = True
                     continue
                 items = fetchmod.fetch_items(data, atts, recent=uid in sel.recent, with_uid=cmd.uid,
                                              with_modseq=with_modseq)
-                self.send(b"* %d FETCH " % seq + items + b"\r\n")
+                out.append(b"* %d FETCH " % seq + items + b"\r\n")
+            self.send(b"".join(out))  # one write per batch
             await self.maybe_flush()
         if expunged and not cmd.uid:
             self.tagged(cmd.tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
