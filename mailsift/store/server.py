@@ -157,7 +157,8 @@ class Server:
                 if not stat.S_ISSOCK(os.lstat(path).st_mode):
                     raise ServeError(f"{path} exists and is not a socket")
                 path.unlink()
-            server = await asyncio.start_unix_server(on_connect, path=str(path), ssl=ssl_ctx, limit=STREAM_LIMIT)
+            server = await asyncio.start_unix_server(on_connect, path=str(path), ssl=ssl_ctx, limit=STREAM_LIMIT,
+                                                     start_serving=False)
             os.chmod(path, int(self.settings.socket_mode, 8))
             self.unix_paths.append(path)
             log.info("%s listening on unix:%s", proto, path)
@@ -165,7 +166,7 @@ class Server:
             host, port = where
             try:
                 server = await asyncio.start_server(on_connect, host=str(host), port=int(port), ssl=ssl_ctx,
-                                                    limit=STREAM_LIMIT, reuse_address=True)
+                                                    limit=STREAM_LIMIT, reuse_address=True, start_serving=False)
             except OSError as exc:
                 raise ServeError(f"{proto}: cannot listen on {host}:{port}: {exc.strerror}") from None
             log.info("%s listening on %s:%s", proto, host, port)
@@ -255,6 +256,8 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
         log.error("no listener is configured")
         await server.stop()
         return 3
+    for listener in server.servers:  # only now: sessions never run with the starting user's rights
+        await listener.start_serving()
     log.info("mailsift serve ready (%d listeners)", len(server.servers))
     if ready:
         ready()

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from mailsift.store.names import normalize_user
@@ -96,7 +97,8 @@ class Users:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.close(fd)
         if not create:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+            uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name='users'").fetchone() is None:
                 conn.close()
                 raise FileNotFoundError(str(self.path))

@@ -299,9 +299,13 @@ def test_run_as_drops_root_after_binding(store_server) -> None:
     srv.add_user("alice@example.test", "pw", cli=True)  # `mailsift user add` hands the mailbox over
     assert srv.users_db.stat().st_uid == nobody.pw_uid
     srv.start()
-    status = Path(f"/proc/{srv.daemon.pid}/status").read_text()
-    uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()
-    assert set(map(int, uids)) == {nobody.pw_uid}
+    from harness.procs import wait_for
+
+    def uids() -> set[int]:
+        status = Path(f"/proc/{srv.daemon.pid}/status").read_text()
+        return set(map(int, re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups()))
+
+    wait_for(lambda: uids() == {nobody.pw_uid}, 20, what="mailsift serve to drop root")  # real, effective, saved
     c = LMTPWire(srv.lmtp_addr)
     c.cmd("LHLO x")
     rr, dr = c.transaction("a@b.c", ["alice@example.test", "nobody@example.test"], b"Subject: x\r\n\r\ny\r\n")
