@@ -35,7 +35,7 @@ model: venv
 	$(PY) -m mailsift.classifier.default_model --dbpath models
 
 test: venv
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -n 2 $(PYTEST_ARGS)
 
 # Brings the whole pipeline up on loopback (private Postfix, clamd, milter, policy, store);
 # `make stop` stops it by PID.
