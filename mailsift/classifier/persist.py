@@ -30,7 +30,7 @@ import numpy as np
 from mailsift import __version__
 from mailsift.classifier.model import ModelSettings, SpamModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: counts held as arrays, the sklearn estimator rebuilt on use
 MODEL_FILE = "model.joblib"
 SIDECAR_FILE = "model.json"
 
@@ -39,19 +39,21 @@ class ModelError(Exception):
     """A missing, corrupt or incompatible model."""
 
 
-def _versions() -> dict[str, str]:
-    import joblib
-    import scipy
-    import sklearn
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "mailsift": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "joblib": joblib.__version__,
-    }
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _versions() -> dict[str, str]:
+    """Library versions, read from package metadata (importing scikit-learn costs ~1 s)."""
+    versions = {"mailsift": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "scipy", "scikit-learn", "joblib"):
+        versions[dist] = _version(dist)
+    return versions
 
 
 def _major_minor(version: str) -> str:
@@ -104,7 +106,8 @@ def save_model(model: SpamModel, dbpath: str | Path) -> None:
 
     d = Path(dbpath)
     d.mkdir(parents=True, exist_ok=True)
-    model.nb.__dict__.pop("feature_log_prob_", None)
+    if model._nb is not None:  # noqa: SLF001
+        model._nb.__dict__.pop("feature_log_prob_", None)  # noqa: SLF001
     target = d / MODEL_FILE
     # zlib level 1: counts are mostly zeros; 24 MB in memory -> a few MB on disk, fast.
     atomic_write(target, lambda fh: joblib.dump(model, fh, compress=("zlib", 1)))
@@ -158,13 +161,13 @@ class _Racy(ModelError):
 
 def _load_once(d: Path) -> SpamModel:
     import joblib
-    import sklearn
 
     meta = read_sidecar(d)
     saved = str(meta.get("versions", {}).get("scikit-learn", "?"))
-    if _major_minor(saved) != _major_minor(sklearn.__version__):
+    here = _version("scikit-learn")
+    if _major_minor(saved) != _major_minor(here):
         raise ModelError(f"model in {d} was saved with scikit-learn {saved}, this is "
-                         f"{sklearn.__version__}: restore a backup (`mailsift learn --restore FILE`) or retrain")
+                         f"{here}: restore a backup (`mailsift learn --restore FILE`) or retrain")
     path = d / MODEL_FILE
     try:
         digest = _sha256(path)
@@ -193,8 +196,8 @@ def _load_once(d: Path) -> SpamModel:
 
 def _check(model: SpamModel, where: object) -> None:
     n = 1 << model.settings.hash_bits
-    fc = getattr(model.nb, "feature_count_", None)
-    cc = getattr(model.nb, "class_count_", None)
+    fc = getattr(model, "feature_count", None)
+    cc = getattr(model, "class_count", None)
     if (not isinstance(fc, np.ndarray) or fc.shape != (2, n) or not isinstance(cc, np.ndarray)
             or cc.shape != (2,) or not isinstance(model.lr_coef, np.ndarray) or model.lr_coef.shape != (n,)):
         raise ModelError(f"model {where} has inconsistent shapes: refusing it")
@@ -206,7 +209,7 @@ def _check(model: SpamModel, where: object) -> None:
 
 def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str, str, float]]) -> None:
     """A pickle-free .npz of the model's state and the learn record (for --backup)."""
-    fc = model.nb.feature_count_
+    fc = model.feature_count
     nz = np.flatnonzero((fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0))
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions()}
@@ -214,7 +217,7 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
     def write(fh: Any) -> None:
         np.savez_compressed(
             fh, meta=np.array(json.dumps(meta)), index=nz.astype(np.int64),
-            ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.nb.class_count_,
+            ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.class_count,
             digests=np.array([r[0] for r in record_rows], dtype="U64"),
             labels=np.array([r[1] for r in record_rows], dtype="U4"),
             steps=np.array([r[2] for r in record_rows], dtype=np.float64),
@@ -234,10 +237,10 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             settings = ModelSettings(**{k: v for k, v in meta["settings"].items() if k in known})
             model = SpamModel(settings)
             idx = z["index"]
-            model.nb.feature_count_[0, idx] = z["ham"]
-            model.nb.feature_count_[1, idx] = z["spam"]
+            model.feature_count[0, idx] = z["ham"]
+            model.feature_count[1, idx] = z["spam"]
             model.lr_coef[idx] = z["lr"]
-            model.nb.class_count_[:] = z["class_count"]
+            model.class_count[:] = z["class_count"]
             model.lr_intercept = float(meta["lr_intercept"])
             model.changed_at = float(meta.get("changed_at", 0.0))
             rows = list(zip(z["digests"].tolist(), z["labels"].tolist(), z["steps"].tolist()))

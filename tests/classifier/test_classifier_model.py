@@ -21,7 +21,7 @@ from mailsift.classifier.api import (
     probability_to_score,
     save_model,
 )
-from mailsift.classifier.persist import export_state, import_state
+from mailsift.classifier.persist import FORMAT_VERSION, export_state, import_state
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "classifier" / "samples"
 
@@ -140,7 +140,7 @@ def test_partial_verdict_over_max_bytes(trained) -> None:  # noqa: ANN001
 def test_save_load_roundtrip(tmp_path: Path, trained, mail: dict[str, list[bytes]]) -> None:  # noqa: ANN001
     save_model(trained, tmp_path)
     meta = json.loads((tmp_path / SIDECAR_FILE).read_text())
-    assert meta["format_version"] == 1 and meta["n_ham"] == trained.n_ham_ and meta["n_spam"] == trained.n_spam_
+    assert meta["format_version"] == FORMAT_VERSION and meta["n_ham"] == trained.n_ham_ and meta["n_spam"] == trained.n_spam_
     assert meta["versions"]["scikit-learn"] and meta["settings"]["hash_bits"] == 20
     assert (tmp_path / MODEL_FILE).stat().st_size < 64 * 1024 * 1024
     loaded = load_model(tmp_path)
