@@ -56,7 +56,7 @@ class MailboxView:
     readonly: bool
     uidvalidity: int
     uids: list[int] = field(default_factory=list)
-    state: dict[int, MessageState] = field(default_factory=dict)
+    state: dict[int, Any] = field(default_factory=dict)  # MessageInfo or MessageState
     recent: set[int] = field(default_factory=set)
     ghosts: set[int] = field(default_factory=set)
     condstore: bool = False
@@ -64,11 +64,16 @@ class MailboxView:
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, infos: Iterable[Any]) -> None:
-        self.uids = []
-        self.state = {}
-        for m in infos:
-            self.uids.append(m.uid)
-            self.state[m.uid] = MessageState(m.uid, m.flags, m.internal_date, m.size, m.modseq)
+        """From the store's listing (MessageInfo: uid, flags, internal_date, size, modseq); the
+        objects are kept as they are (a 100,000-message SELECT makes no copies)."""
+        infos = list(infos)
+        self.uids = [m.uid for m in infos]
+        self.state = dict(zip(self.uids, infos))
+
+    def update(self, uid: int, flags: frozenset[str], modseq: int) -> None:
+        st = self.state.get(uid)
+        if st is not None:
+            self.state[uid] = MessageState(uid, flags, st.internal_date, st.size, modseq)
 
     @property
     def exists(self) -> int:
@@ -107,16 +112,21 @@ class MailboxView:
         if by_uid:
             if not self.uids:
                 return []
-            seen: set[int] = set()
+            spans = []
             for lo, hi in seqset.resolve(self.max_uid):
                 i = bisect.bisect_left(self.uids, lo)
-                while i < n and self.uids[i] <= hi:
-                    if i not in seen:
-                        seen.add(i)
-                        out.append((i + 1, self.uids[i]))
-                    i += 1
-            out.sort()
-            return out
+                j = bisect.bisect_right(self.uids, hi)
+                if i < j:
+                    spans.append((i, j))
+            spans.sort()
+            merged: list[list[int]] = []
+            for i, j in spans:
+                if merged and i <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], j)
+                else:
+                    merged.append([i, j])
+            uids = self.uids
+            return [(k + 1, uids[k]) for i, j in merged for k in range(i, j)]
         if n == 0:
             raise BadSequence("no messages")
         seqs: set[int] = set()
@@ -165,7 +175,8 @@ class MailboxView:
             if m is None:
                 continue
             if m.flags != st.flags or (self.condstore and m.modseq != st.modseq):
-                st.flags, st.modseq = m.flags, m.modseq
+                self.update(uid, m.flags, m.modseq)
+                st = self.state[uid]
                 items = b""
                 if with_uid:
                     items += b"UID %d " % uid
@@ -180,7 +191,7 @@ class MailboxView:
             for uid in new:
                 m = fresh[uid]
                 self.uids.append(uid)
-                self.state[uid] = MessageState(uid, m.flags, m.internal_date, m.size, m.modseq)
+                self.state[uid] = m
             if claims is not None and claim_key is not None:
                 self.recent |= claims.claim(claim_key, new, self.readonly)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))

@@ -802,7 +802,7 @@ class ImapSession:
             views.append(searchmod.MessageView(
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
-                loader=(lambda u=uid: box.read(folder, u))))
+                loader=(lambda u=uid: read_crlf(box, folder, u))))
         key = cmd.args["key"]
 
         def run() -> list[searchmod.MessageView]:
@@ -834,15 +834,18 @@ class ImapSession:
             targets = [(s, u) for s, u in targets if sel.state[u].modseq > changedsince]
         with_modseq = self.condstore and (changedsince is not None or any(a.name == "MODSEQ" for a in atts))
         need_data = fetchmod.needs_data(atts)
+        if not need_data and not with_modseq and {a.name for a in atts} <= {"UID", "FLAGS"} \
+                and any(a.name == "FLAGS" for a in atts) and (cmd.uid or not sel.ghosts):
+            self.fetch_flags_fast(targets, cmd.uid or any(a.name == "UID" for a in atts))
+            self.tagged(cmd.tag, "OK", "Fetch completed")
+            return
         # BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen first, and report the flags
         if not sel.readonly and any(a.sets_seen for a in atts):
             unseen = [u for _s, u in targets if u not in sel.ghosts and "\\Seen" not in sel.state[u].flags]
             if unseen:
                 changed = await self.call(box.store_flags, sel.folder, unseen, ["\\Seen"], "add")
                 for info in changed:
-                    st = sel.state.get(info.uid)
-                    if st is not None:
-                        st.flags, st.modseq = info.flags, info.modseq
+                    sel.update(info.uid, info.flags, info.modseq)
                 if not any(a.name == "FLAGS" for a in atts):
                     atts.append(FetchAtt("FLAGS"))
         expunged = False
@@ -864,6 +867,26 @@ class ImapSession:
             self.tagged(cmd.tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
             return
         self.tagged(cmd.tag, "OK", "Fetch completed")
+
+    def fetch_flags_fast(self, targets: list[tuple[int, int]], with_uid: bool) -> None:
+        """FETCH (FLAGS) / UID FETCH (FLAGS) from the view alone: a client syncing a big folder."""
+        sel = self.sel
+        assert sel is not None
+        atoms: dict[tuple[frozenset[str], bool], bytes] = {}
+        out: list[bytes] = []
+        state, recent, ghosts = sel.state, sel.recent, sel.ghosts
+        for seq, uid in targets:
+            if uid in ghosts:
+                continue
+            key = (state[uid].flags, uid in recent)
+            fl = atoms.get(key)
+            if fl is None:
+                fl = atoms[key] = fetchmod.flag_atoms(*key)
+            if with_uid:
+                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, uid, fl))
+            else:
+                out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
+        self.send(b"".join(out))
 
     def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData | None:
         if uid in sel.ghosts:
@@ -888,7 +911,7 @@ class ImapSession:
                 out.append(cached)
                 continue
             try:
-                data.raw = self.box.read(sel.folder, uid)
+                data.raw = read_crlf(self.box, sel.folder, uid)
             except store_api.NoSuchMessage:
                 out.append(None)
                 continue
@@ -911,9 +934,7 @@ class ImapSession:
         changed = await self.call(self.box.store_flags, sel.folder, [u for _s, u in targets],
                                   cmd.args["flags"], mode, unchangedsince)
         for info in changed:
-            st = sel.state.get(info.uid)
-            if st is not None:
-                st.flags, st.modseq = info.flags, info.modseq
+            sel.update(info.uid, info.flags, info.modseq)
         modified = []
         if unchangedsince is not None:
             changed_uids = {i.uid for i in changed}
@@ -973,6 +994,13 @@ class ImapSession:
         else:
             await self.refresh(allow_expunge=cmd.uid)
             self.tagged(cmd.tag, "OK", "Copy completed", code)
+
+
+def read_crlf(box: store_api.Mailbox, folder: str, uid: int) -> bytes:
+    """The message with CRLF line ends: the store's bytes as written (LF) converted here with
+    bytes.replace, a few times cheaper than the store's regular expression (same result)."""
+    from mailsift.protocols.imap.mimetree import to_crlf
+    return to_crlf(box.read(folder, uid, crlf=False))
 
 
 def _uses_modseq(key: Any) -> bool:
