@@ -61,6 +61,10 @@ def run(args: Namespace, config: Config) -> int:
     except ModelError as exc:
         print(f"mailsift learn: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable model directory, a full disk: nothing half-written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"mailsift learn: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _learn(args: Namespace, dbpath: str) -> int:
