@@ -189,6 +189,8 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
             key = hashlib.sha256(f"{sender}\x00{address}\x00{digest_base}".encode()).hexdigest() if dedup else None
             d: Delivered = box.deliver(copy, folder=folder, dedup_key=key)
             note = " (duplicate of an earlier delivery)" if d.duplicate else ""
+            log.info("<%s>: %s %s uid %d, %d bytes, from <%s>", address, "already in" if d.duplicate else "saved to",
+                     d.folder, d.uid, len(copy), sender)
             replies.append(f"250 2.0.0 <{address}> delivered to {d.folder} uid {d.uid}{note}")
         except OSError as exc:
             log.error("delivery to %s failed: %s", user, exc)
