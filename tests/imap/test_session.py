@@ -27,7 +27,9 @@ def srv(mailsift_bin, tmp_path_factory):
     server = ImapServer(mailsift_bin, workdir, {ALICE: ALICE_PW, BOB: BOB_PW}).start()
     yield server
     server.stop()
+    log = server.log()
     shutil.rmtree(workdir, ignore_errors=True)
+    assert "Traceback" not in log, log[-5000:]  # no command ended in an internal error
 
 
 def connect(srv, user: str | None = ALICE, password: str | None = None) -> Wire:
@@ -398,4 +400,25 @@ def test_enable_condstore_namespace_id_unselect(srv) -> None:
     assert ok(done)
     _, done = w.command("FETCH 1 FLAGS")
     assert b" BAD " in done
+    w.close()
+
+
+def test_garbage_never_hurts_the_server(srv) -> None:
+    import random
+    rnd = random.Random(6)
+    w = connect(srv)
+    w.command("SELECT INBOX")
+    for i in range(200):
+        junk = bytes(rnd.choice(b"abcAZ09 ()[]{}<>\"\\*%+-.:,\x00\x7f\xff\t") for _ in range(rnd.randint(0, 60)))
+        junk = junk.replace(b"\r", b"").replace(b"\n", b"")
+        if b"{" in junk:
+            junk = junk.replace(b"{", b"(")  # literals would wait for their bytes
+        w.send(b"g%d " % i + junk + b"\r\n")
+        reply = w.read_response()
+        while not reply.startswith(b"g%d " % i):
+            assert not reply.startswith(b"* BYE"), (junk, reply)
+            reply = w.read_response()
+        if i % 10 == 9:
+            _, done = w.command("NOOP")
+            assert ok(done)
     w.close()
