@@ -1,0 +1,1 @@
+"""Learning from what users file into and out of Junk, and the nightly retraining."""

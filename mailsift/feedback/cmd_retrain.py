@@ -1,0 +1,59 @@
+"""`mailsift retrain`: rebuild the spam model from users' feedback; swap it in when it is not worse."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from argparse import ArgumentParser, Namespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailsift.config import Config
+
+HELP = "rebuild the spam model from users' Junk feedback (and training folders); swap it in if not worse"
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--dbpath", metavar="DIR",
+                        help="model directory (default: [feedback] dbpath, else [classifier] dbpath)")
+    parser.add_argument("--ham", metavar="DIR", nargs="+", action="extend", default=[],
+                        help="folders of ham to train on as well (one message per file, or Maildirs)")
+    parser.add_argument("--spam", metavar="DIR", nargs="+", action="extend", default=[],
+                        help="folders of spam to train on as well")
+    parser.add_argument("--maildir", action="store_true", help="the --ham/--spam folders are Maildirs "
+                        "(cur/ and new/; detected on their own when cur/ exists)")
+    parser.add_argument("--holdout", metavar="FRACTION", type=float, default=0.2,
+                        help="share of the most recent feedback held out to compare the models (default 0.2)")
+    parser.add_argument("--force", action="store_true", help="swap the new model in even if it is worse")
+    parser.add_argument("--dry-run", action="store_true", help="build and compare, change nothing")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("The feedback spool (DBPATH/feedback/) holds what users moved into and out of Junk.\n"
+                     "Exit status: 0 done (swapped, kept or dry run), 1 cannot retrain.")
+
+
+def run(args: Namespace, config: Config) -> int:
+    from mailsift.classifier.persist import ModelError
+    from mailsift.feedback.retrain import RetrainError, retrain
+    from mailsift.feedback.settings import FeedbackSettings
+
+    feedback = getattr(config, "feedback", None) or FeedbackSettings()
+    dbpath = args.dbpath or feedback.model_dir(config.classifier.dbpath)
+    if not 0.0 <= args.holdout < 1.0:
+        print("mailsift retrain: --holdout must be at least 0 and below 1", file=sys.stderr)
+        return 1
+    try:
+        report = retrain(dbpath, args.ham, args.spam, "maildir" if args.maildir else None, args.holdout,
+                         args.force, args.dry_run, config.classifier.required)
+    except (RetrainError, ModelError) as exc:
+        print(f"mailsift retrain: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"mailsift retrain: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"dbpath: {dbpath}")
+    for line in report.lines():
+        print(line)
+    for name in report.unreadable[:20]:
+        print(f"mailsift retrain: cannot read {name}", file=sys.stderr)
+    return 0

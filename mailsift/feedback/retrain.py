@@ -1,0 +1,262 @@
+"""Nightly retraining: a fresh model from users' feedback (and training folders), swapped in
+only when it is not worse than the live one on the most recent feedback.
+
+    report = retrain(dbpath, ham=[...], spam=[...], holdout=0.2, force=False, dry_run=False)
+    print("\n".join(report.lines()))
+
+1. Under the model directory's learn lock (the feedback learner and `mailsift learn` wait):
+   the spool's current judgements, oldest first. The most recent `holdout` share of them is
+   held out (at least MIN_HOLDOUT messages, or nothing is held out).
+2. A fresh model (the live model's settings) learns the training folders, then the older
+   feedback in the order users gave it (the user's label wins over a folder's for the same
+   message digest), with sa-learn semantics in a scratch directory beside the model.
+3. Both models score the held-out messages. The live model has already learned them, so they
+   are first unlearned from an in-memory copy of it (the learn record's steps make that exact for
+   the counts): neither model has seen what it is judged on. Figures: 1-ROCA% (when both
+   classes are held out) and errors (ham judged spam + spam not judged spam; unsure counts as
+   ham, as users see it).
+4. Not worse = no more errors and no higher 1-ROCA%. Then the new model also learns the
+   held-out messages and replaces the live one: the previous model goes to
+   DBPATH/feedback/previous-model.npz (`mailsift learn --restore` brings it back), the learn
+   record is replaced by exactly what the new model learned, the model is saved atomically
+   (the milter reloads it). `force` swaps anyway (also without a holdout); `dry_run` never swaps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from mailsift.feedback.spool import FEEDBACK_DIR, Spool
+
+MIN_HOLDOUT = 10
+PREVIOUS_BACKUP = "previous-model.npz"
+
+
+class RetrainError(Exception):
+    """Retraining cannot run (nothing to train from, an unusable live model...)."""
+
+
+@dataclass
+class Evaluation:
+    n_spam: int = 0
+    n_ham: int = 0
+    errors: int = 0
+    roca_pct: float | None = None  # None when a class is missing
+
+    def text(self) -> str:
+        roca = "n/a" if self.roca_pct is None else f"{self.roca_pct:.4f}"
+        return f"1-ROCA% {roca}, errors {self.errors} of {self.n_spam + self.n_ham}"
+
+
+@dataclass
+class RetrainReport:
+    feedback: int = 0
+    held_out: int = 0
+    folder_messages: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    new_ham: int = 0
+    new_spam: int = 0
+    live: Evaluation | None = None
+    new: Evaluation | None = None
+    decision: str = ""  # swapped | kept | dry-run
+    reason: str = ""
+
+    def lines(self) -> list[str]:
+        out = [f"feedback messages: {self.feedback} ({self.held_out} most recent held out for evaluation)",
+               f"training folder messages: {self.folder_messages}"
+               + (f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""),
+               f"new model: {self.new_ham} ham, {self.new_spam} spam"]
+        if self.new is not None:
+            out.append(f"held-out evaluation: new model {self.new.text()}")
+            out.append(f"held-out evaluation: live model {self.live.text() if self.live else 'none'}")
+        out.append(f"{self.decision}: {self.reason}")
+        return out
+
+
+def _folder_messages(paths: Iterable[str], kind: str | None) -> Iterator[tuple[str, bytes | None]]:
+    from mailsift.classifier.learn import iter_paths
+
+    for p in paths:
+        is_maildir = kind == "maildir" or (kind is None and (Path(p) / "cur").is_dir())
+        yield from iter_paths([p], "maildir" if is_maildir else kind)
+
+
+def _evaluate(model: object, held: list[tuple[str, bytes]], required: float) -> Evaluation:
+    from mailsift.classifier.metrics import roc_area
+
+    ev = Evaluation()
+    spam_scores, ham_scores = [], []
+    for label, raw in held:
+        verdict = model.verdict(raw, required)  # type: ignore[attr-defined]
+        p = verdict.probability if verdict.probability is not None else 0.5
+        if label == "spam":
+            ev.n_spam += 1
+            spam_scores.append(p)
+            ev.errors += 0 if verdict.is_spam else 1
+        else:
+            ev.n_ham += 1
+            ham_scores.append(p)
+            ev.errors += 1 if verdict.is_spam else 0
+    if spam_scores and ham_scores:
+        ev.roca_pct = 100.0 * (1.0 - roc_area(spam_scores, ham_scores))
+    return ev
+
+
+def _not_worse(new: Evaluation, live: Evaluation) -> bool:
+    if new.errors > live.errors:
+        return False
+    if new.roca_pct is not None and live.roca_pct is not None and new.roca_pct > live.roca_pct + 1e-9:
+        return False
+    return True
+
+
+def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (),
+            kind: str | None = None, holdout: float = 0.2, force: bool = False, dry_run: bool = False,
+            required: float = 5.0) -> RetrainReport:
+    from mailsift.classifier.learn import LOCK_FILE, Learner, LearnStats, has_model
+
+    d = Path(dbpath)
+    d.mkdir(parents=True, exist_ok=True)
+    report = RetrainReport()
+    with open(d / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        spool = Spool(d)
+        feedback: list[tuple[str, str, bytes]] = []  # (digest, label, raw), oldest first
+        for j in spool.current():
+            raw = spool.read(j.digest)
+            if raw is not None:
+                feedback.append((j.digest, j.label, raw))
+        report.feedback = len(feedback)
+        n_hold = int(round(len(feedback) * holdout)) if holdout > 0 else 0
+        if n_hold < MIN_HOLDOUT:
+            n_hold = 0
+        train_fb, held = feedback[: len(feedback) - n_hold], feedback[len(feedback) - n_hold:]
+        report.held_out = len(held)
+        fb_digests = {dg for dg, _l, _r in feedback}
+
+        live = _load_live(d, force) if has_model(d) else None
+        scratch = Path(tempfile.mkdtemp(prefix=".retrain-", dir=d))
+        try:
+            with Learner(scratch) as learner:
+                if live is not None:
+                    from mailsift.classifier.model import SpamModel
+
+                    learner.model = SpamModel(live.settings)
+                stats = LearnStats()
+                for label, paths in (("ham", ham), ("spam", spam)):
+                    learner.learn_labelled(_without(_folder_messages(paths, kind), fb_digests, label), stats)
+                report.folder_messages = stats.examined
+                report.unreadable = stats.unreadable
+                learner.learn_labelled(((f"feedback/{dg}", raw, label) for dg, label, raw in train_fb), stats)
+                model = learner.model
+                if model.n_ham_ + model.n_spam_ == 0 and not held:
+                    raise RetrainError("nothing to train from: the feedback spool is empty and no --ham/--spam "
+                                       "folders were given")
+                if held:
+                    report.new = _evaluate(model, [(label, raw) for _dg, label, raw in held], required)
+                    if live is not None:
+                        _unlearn_held(live, d, held)
+                        report.live = _evaluate(live, [(label, raw) for _dg, label, raw in held], required)
+                    learner.learn_labelled(((f"feedback/{dg}", raw, label) for dg, label, raw in held), stats)
+                report.new_ham, report.new_spam = model.n_ham_, model.n_spam_
+                rows = learner.record.rows()
+                _decide(report, live is not None, force, dry_run)
+                if report.decision == "swapped":
+                    _swap(d, model, rows)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+def _without(messages: Iterable[tuple[str, bytes | None]], skip: set[str],
+             label: str) -> Iterator[tuple[str, bytes | None, str]]:
+    """Folder messages with their label, except those users judged (their judgement wins)."""
+    from mailsift.classifier.record import message_digest
+
+    for name, raw in messages:
+        if raw is not None and message_digest(raw) in skip:
+            continue
+        yield name, raw, label
+
+
+def _load_live(d: Path, force: bool) -> object:
+    from mailsift.classifier.persist import ModelError, load_model
+
+    try:
+        return load_model(d)
+    except ModelError as exc:
+        if force:
+            return None
+        raise RetrainError(f"the live model cannot be read ({exc}); use --force to replace it") from None
+
+
+def _unlearn_held(live: object, d: Path, held: list[tuple[str, str, bytes]]) -> None:
+    """Remove the held-out messages the live model learned (in memory only)."""
+    from mailsift.classifier.record import RECORD_FILE, LearnRecord
+
+    if not (d / RECORD_FILE).exists():
+        return
+    with LearnRecord(d) as record:
+        for digest, _label, raw in held:
+            known = record.get(digest)
+            if known is not None:
+                try:
+                    live.unlearn(raw, known[0], known[1])  # type: ignore[attr-defined]
+                except ValueError:
+                    pass  # the model holds none of that class: nothing to remove
+
+
+def _decide(report: RetrainReport, has_live: bool, force: bool, dry_run: bool) -> None:
+    if not has_live:
+        ok, why = True, "there was no live model"
+    elif report.new is None:
+        ok, why = False, (f"too little feedback to compare the models (fewer than {MIN_HOLDOUT} held out); "
+                          "the live model stays (use --force to swap anyway)")
+    elif report.live is not None and _not_worse(report.new, report.live):
+        ok, why = True, "the new model is not worse on the held-out feedback"
+    else:
+        ok, why = False, "the new model is worse on the held-out feedback; the live model stays"
+    if force and not ok:
+        ok, why = True, f"forced ({why.split(';')[0]})"
+    if dry_run:
+        report.decision, report.reason = "dry-run", ("would swap: " if ok else "would keep the live model: ") + why \
+            + "; nothing was changed"
+    elif ok:
+        report.decision, report.reason = "swapped", why
+    else:
+        report.decision, report.reason = "kept", why
+
+
+def _swap(d: Path, model: object, rows: list[tuple[str, str, float]]) -> None:
+    """Back up the live model, then replace model and learn record (under the caller's lock)."""
+    from mailsift.classifier.learn import has_model
+    from mailsift.classifier.persist import ModelError, export_state, load_model, save_model
+    from mailsift.classifier.record import LearnRecord
+
+    generation = 0
+    if has_model(d):
+        try:
+            old = load_model(d)
+            with LearnRecord(d) as record:
+                old_rows = record.rows()
+            (d / FEEDBACK_DIR).mkdir(mode=0o700, exist_ok=True)
+            export_state(old, d / FEEDBACK_DIR / PREVIOUS_BACKUP, old_rows)
+            generation = old.generation
+        except ModelError:
+            pass  # --force over a broken model: nothing worth keeping
+    with LearnRecord(d) as record:
+        record.begin()
+        try:
+            model.generation = generation + 1  # type: ignore[attr-defined]
+            record.replace_all(rows)
+            record.set_meta("generation", str(model.generation))  # type: ignore[attr-defined]
+            save_model(model, d)  # type: ignore[arg-type]
+            record.commit()
+        except BaseException:
+            record.rollback()
+            raise
