@@ -332,3 +332,25 @@ def test_run_as_refuses_a_mail_root_it_cannot_write(store_server) -> None:
     wait_for(lambda: not srv.daemon.alive(), 20, what="mailsift serve to refuse")
     assert srv.daemon.proc.returncode == 3
     assert "chown -R nobody" in srv.log()
+
+
+@pytest.mark.parametrize("name", ["8bit.eml", "long-line.eml", "dots.eml", "bare-lf.eml", "no-final-newline.eml",
+                                  "headers-only.eml"])
+def test_odd_messages_arrive_intact(srv, data_dir: Path, name: str) -> None:
+    raw = (data_dir / "store" / name).read_bytes()
+    wire = re.sub(rb"(?<!\r)\n", b"\r\n", raw)  # what an SMTP/LMTP client puts on the wire
+    if not wire.endswith(b"\r\n"):
+        wire += b"\r\n"  # the client ends the last line before the final dot
+    c = LMTPWire(srv.lmtp_addr)
+    assert c.cmd("LHLO x").code == 250
+    assert c.cmd("MAIL FROM:<s@remote.test> BODY=8BITMIME").code == 250
+    assert c.cmd("RCPT TO:<alice@example.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(b"".join(b"." + ln if ln.startswith(b".") else ln for ln in wire.splitlines(keepends=True)) + b".\r\n")
+    assert c.reply().code == 250
+    b = box(srv, "alice@example.test")
+    [m] = b.list(INBOX)
+    stored = b.read(INBOX, m.uid)
+    prefix = b"Return-Path: <s@remote.test>\r\nDelivered-To: alice@example.test\r\n"
+    assert stored == prefix + wire
+    assert m.size == len(stored)
