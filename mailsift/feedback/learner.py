@@ -50,8 +50,11 @@ class FeedbackLearner:
         self._queue: queue.Queue[LearnAction | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._sub: Any = None
-        self._busy = threading.Event()
-        self._count_lock = threading.Lock()
+        # Where queued messages went since: a message moved on before the worker reads it (marked
+        # junk, then thrown into Trash at once) is read where it is now. (user, folder, uid) keys.
+        self._loc_lock = threading.Lock()
+        self._watched: set[tuple[str, str, int]] = set()
+        self._moved: dict[tuple[str, str, int], tuple[str, str, int]] = {}
         # Counters (read them after wait_idle()):
         self.learned = 0   # new to the model, including moved ones
         self.moved = 0     # had the other label
@@ -92,9 +95,34 @@ class FeedbackLearner:
 
     # -- the store's thread: decide and queue ---------------------------------------------------
     def _on_event(self, ev: Any) -> None:
+        if ev.kind == "new" and ev.via == "move" and ev.source_uid is not None:
+            src = (ev.user, ev.source_folder, ev.source_uid)
+            with self._loc_lock:
+                if src in self._watched:
+                    dst = (ev.user, ev.folder, ev.uid)
+                    self._moved[src] = dst
+                    self._watched.add(dst)
         action = action_for(ev)
         if action is not None:
-            self._queue.put(action)
+            with self._loc_lock:
+                self._watched.add((action.user, action.folder, action.uid))
+                self._queue.put(action)
+
+    def _where(self, action: LearnAction) -> tuple[str, str, int]:
+        loc = (action.user, action.folder, action.uid)
+        with self._loc_lock:
+            for _ in range(1000):
+                nxt = self._moved.get(loc)
+                if nxt is None:
+                    break
+                loc = nxt
+        return loc
+
+    def _forget_locations(self) -> None:
+        with self._loc_lock:
+            if self._queue.empty():  # nothing queued refers to them any more
+                self._watched.clear()
+                self._moved.clear()
 
     # -- the worker -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -122,14 +150,16 @@ class FeedbackLearner:
             except Exception:  # noqa: BLE001 - learning must never take the server down
                 log.exception("learning %d judgement(s) from users failed", len(batch))
             finally:
+                self._forget_locations()
                 for _ in batch:
                     self._queue.task_done()
 
     def _read(self, action: LearnAction) -> bytes | None:
         from mailsift.store.api import NoSuchFolder, NoSuchMessage
 
+        user, folder, uid = self._where(action)
         try:
-            return self.store.mailbox(action.user, create=False).read(action.folder, action.uid, crlf=False)
+            return self.store.mailbox(user, create=False).read(folder, uid, crlf=False)
         except (NoSuchMessage, NoSuchFolder):
             return None
 
