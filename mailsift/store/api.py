@@ -187,8 +187,11 @@ def _default_special_use(name: str) -> str | None:
 class Store:
     """All mailboxes under one mail root."""
 
-    def __init__(self, root: str | Path, hostname: str | None = None) -> None:
+    def __init__(self, root: str | Path, hostname: str | None = None, lock_timeout: float = 30.0) -> None:
+        """root: the mail root; hostname: for Maildir file names (default: this host's name);
+        lock_timeout: seconds to wait for an index another process holds locked (then sqlite3.OperationalError)."""
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.hostname = hostname
         self.events = EventBus()
@@ -252,7 +255,7 @@ class Mailbox:
         if fresh_dir:
             for name in STANDARD_FOLDERS:
                 md.ensure_maildir(path / folder_dirname(name), folder=True)
-        self._db, rebuilt = idx.connect(path)
+        self._db, rebuilt = idx.connect(path, store.lock_timeout)
         with self._lock:
             self._sync_folder_list(rebuilt=rebuilt)
             if rebuilt:

@@ -72,13 +72,13 @@ def next_uidvalidity(path: Path) -> int:
     return value
 
 
-def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+def connect(path: Path, timeout: float = 30.0) -> tuple[sqlite3.Connection, bool]:
     """Open (or create) the index in mailbox directory `path`. Returns (connection, rebuilt):
     rebuilt is True when the index was missing or broken and the caller must repopulate it."""
     db = path / INDEX_NAME
     fresh = not db.exists()
     try:
-        conn = _open(db)
+        conn = _open(db, timeout)
         if not fresh:
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
@@ -96,7 +96,7 @@ def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
             p = Path(str(db) + suffix)
             if p.exists():
                 os.replace(p, Path(str(db) + suffix + f".broken-{int(time.time())}"))
-        conn = _open(db)
+        conn = _open(db, timeout)
         fresh = True
     if fresh:
         with conn:
@@ -105,8 +105,8 @@ def connect(path: Path) -> tuple[sqlite3.Connection, bool]:
     return conn, fresh
 
 
-def _open(db: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, timeout=30.0, isolation_level=None, check_same_thread=False)
+def _open(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=OFF")

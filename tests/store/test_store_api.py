@@ -343,3 +343,21 @@ def test_readable_by_python_mailbox_module(store: Store) -> None:
     assert sorted(mb.list_folders()) == ["Drafts", "Junk", "Quarantine", "Sent", "Trash"]
     [j] = list(mb.get_folder("Junk"))
     assert j["Subject"] == "2"
+
+
+def test_locked_index_fails_cleanly(tmp_path: Path) -> None:
+    """Another process holds the index locked: the delivery fails (the LMTP layer answers 4xx) and
+    leaves nothing behind; once the lock is gone it works."""
+    import sqlite3
+
+    s = Store(tmp_path / "m", lock_timeout=0.3)
+    box = s.mailbox("lock@example.test")
+    other = sqlite3.connect(box.path / "mailsift-index.sqlite3", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError):
+        box.deliver(msg(1))
+    assert files(box.path, "new") == [] and files(box.path, "tmp") == []
+    other.execute("ROLLBACK")
+    other.close()
+    assert box.deliver(msg(1)).uid == 1
+    s.close()
