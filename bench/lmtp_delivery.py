@@ -9,13 +9,16 @@ messages of SIZE bytes from `smtp-source -s 20` while the lmtp transport is held
 clock runs from the flush until every message is in the user's Maildir and the queue is empty.
 Postfix's lmtp(8) uses up to `--sessions` parallel LMTP sessions (lmtp_destination_concurrency_limit).
 Both peers fsync each message: mailsift always; Dovecot with mail_fsync = optimized (its default).
-Dovecot with mail_fsync = never is run too, for reference. The machine is shared with other work:
+Dovecot with mail_fsync = never is run too, for reference. Then, without Postfix, the same N
+messages go straight to each LMTP server from `--sessions` concurrent clients (the servers' own
+rate, where Postfix is not the bottleneck). The machine is shared with other work:
 figures are noisy; run once, report as measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import subprocess
@@ -33,6 +36,7 @@ from harness.postfix import PostfixInstance, make_workdir  # noqa: E402
 from harness.procs import Daemon, free_port, tcp_ready, wait_for  # noqa: E402
 
 USER = "bench@example.test"
+DIRECT: dict[str, float] = {}
 MAILSIFT = str(Path(sys.executable).parent / "mailsift")
 
 
@@ -81,6 +85,46 @@ def through_postfix(name: str, transport: str, delivered: Callable[[], int], n: 
         shutil.rmtree(wd, ignore_errors=True)
 
 
+async def _direct_client(port: int, count: int, size: int, tag: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("closed")
+            if line[3:4] != b"-":
+                return line
+
+    await reply()
+    writer.write(b"LHLO bench\r\n")
+    await reply()
+    body = (b"x" * 70 + b"\r\n") * max(1, size // 72)
+    for i in range(count):
+        writer.write(b"MAIL FROM:<load@remote.test>\r\nRCPT TO:<" + USER.encode() + b">\r\nDATA\r\n")
+        await writer.drain()
+        for _ in range(3):
+            line = await reply()
+            assert line[:1] in (b"2", b"3"), line
+        writer.write(b"Subject: direct %d/%d\r\n\r\n" % (tag, i) + body + b".\r\n")
+        await writer.drain()
+        line = await reply()
+        assert line.startswith(b"250"), line
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def direct(port: int, n: int, sessions: int, size: int) -> float:
+    """N messages straight over LMTP from `sessions` concurrent clients (no Postfix in between)."""
+    async def run() -> float:
+        t0 = time.monotonic()
+        per = n // sessions
+        await asyncio.gather(*(_direct_client(port, per, size, k) for k in range(sessions)))
+        return per * sessions / (time.monotonic() - t0)
+    return asyncio.run(run())
+
+
 def bench_mailsift(n: int, sessions: int, size: int) -> float:
     wd = make_workdir("bench-mailsift-")
     port = free_port()
@@ -96,8 +140,10 @@ def bench_mailsift(n: int, sessions: int, size: int) -> float:
     try:
         wait_for(lambda: tcp_ready("127.0.0.1", port), 30, what="mailsift serve")
         maildir = wd / "mail" / "example.test" / "bench"
-        return through_postfix("mailsift", f"lmtp:inet:127.0.0.1:{port}", lambda: count_new(maildir), n,
+        rate = through_postfix("mailsift", f"lmtp:inet:127.0.0.1:{port}", lambda: count_new(maildir), n,
                                sessions, size)
+        DIRECT["mailsift"] = direct(port, n, sessions, size)
+        return rate
     finally:
         daemon.stop()
         shutil.rmtree(wd, ignore_errors=True)
@@ -110,8 +156,10 @@ def bench_dovecot(n: int, sessions: int, size: int, fsync: str) -> float:
     try:
         dc.start()
         maildir = dc.maildir(USER)
-        return through_postfix(f"dovecot-{fsync}", f"lmtp:inet:{dc.host}:{dc.lmtp_port}",
+        rate = through_postfix(f"dovecot-{fsync}", f"lmtp:inet:{dc.host}:{dc.lmtp_port}",
                                lambda: count_new(maildir), n, sessions, size)
+        DIRECT[f"dovecot-{fsync}"] = direct(dc.lmtp_port, n, sessions, size)
+        return rate
     finally:
         dc.stop()
         shutil.rmtree(wd, ignore_errors=True)
@@ -135,6 +183,11 @@ def main() -> int:
         print(f"  dovecot lmtp (fsync never)  {never:8.1f} msg/s   (reference only)")
     ratio = ours / theirs
     print(f"  mailsift / dovecot (fsync)  {ratio:8.2f}   (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
+    print(f"Direct LMTP, no Postfix ({args.sessions} concurrent clients, same messages):")
+    for name, rate in DIRECT.items():
+        print(f"  {name:26s}  {rate:8.1f} msg/s")
+    if "mailsift" in DIRECT and "dovecot-optimized" in DIRECT:
+        print(f"  mailsift / dovecot (fsync)  {DIRECT['mailsift'] / DIRECT['dovecot-optimized']:8.2f}")
     return 0
 
 

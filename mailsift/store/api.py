@@ -717,7 +717,6 @@ class Mailbox:
                             if not (fpath / "new" / key).exists():
                                 raise
                             # another process's sync rolled it forward already
-                        md.fsync_dir(fpath / "new")
                 except OSError:
                     with self._txn():
                         self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
@@ -725,7 +724,10 @@ class Mailbox:
                             self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
                     raise
                 self._event("new", folder, uid=uid, via="deliver")
-                return Delivered(folder, uid, frow["uidvalidity"])
+            # Outside the lock, so concurrent deliveries share the directory's journal commit. Should
+            # it fail, the caller answers 4xx and the retry finds the delivery record (a duplicate).
+            md.fsync_dir(fpath / "new")
+            return Delivered(folder, uid, frow["uidvalidity"])
         finally:
             if tmp.exists():
                 try:

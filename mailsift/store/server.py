@@ -13,6 +13,7 @@ SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import ipaddress
 import logging
@@ -44,6 +45,7 @@ IMPLICIT_TLS = ("pop3s", "imaps")
 NEEDS_TLS = ("pop3s", "imaps")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SessionContext], Awaitable[None]]
 GRACE_SECONDS = 5.0
+WORKER_THREADS = 32
 STREAM_LIMIT = 1024 * 1024
 
 
@@ -243,6 +245,9 @@ def drop_privileges(settings: StoreSettings) -> None:
 async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None) -> int:
     server = Server(settings)
     loop = asyncio.get_running_loop()
+    # Store calls wait on fsync far more than they compute: more threads than cores pays.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS,
+                                                                    thread_name_prefix="store"))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)
     try:
