@@ -242,3 +242,26 @@ def test_unusable_model_keeps_the_judgement_for_retrain(store, good_model: Path,
     [j] = Spool(good_model).current()
     assert (j.label, j.outcome, j.digest) == ("spam", "not-learned", message_digest(raw))
     assert (good_model / "model.joblib").read_bytes() == b"not a model"
+
+
+def test_the_milters_live_model_reflects_a_move_within_a_minute(
+        store, good_model: Path, fresh_messages: dict[str, list[bytes]]) -> None:
+    """With the default settings, the milter's own model watcher (mailsift.milter.reload) holds a
+    model that has learned the move well within a minute."""
+    from mailsift.milter.reload import ModelHolder
+
+    holder = ModelHolder(good_model, interval=0.5).start()
+    fl = start_learner(store, FeedbackSettings(), str(good_model))
+    try:
+        n_spam = holder.current()[0].n_spam_
+        box = store.mailbox(USER)
+        raw = fresh_messages["spam"][23]
+        uid = box.deliver(raw).uid
+        t0 = time.monotonic()
+        box.move("INBOX", [uid], "Junk")
+        wait_for(lambda: holder.current()[0] is not None and holder.current()[0].n_spam_ == n_spam + 1,
+                 timeout=60, what="the milter's model reloaded with the learned message")
+        assert time.monotonic() - t0 < 60
+    finally:
+        fl.stop()
+        holder.stop()
