@@ -215,8 +215,8 @@ def _decide(report: RetrainReport, has_live: bool, force: bool, dry_run: bool) -
     if not has_live:
         ok, why = True, "there was no live model"
     elif report.new is None:
-        ok, why = False, (f"too little feedback to compare the models (fewer than {MIN_HOLDOUT} held out); "
-                          "the live model stays (use --force to swap anyway)")
+        ok, why = False, (f"too little feedback to compare the models (held out {report.held_out} of "
+                          f"{report.feedback}, need {MIN_HOLDOUT}); the live model stays (use --force to swap anyway)")
     elif report.live is not None and _not_worse(report.new, report.live):
         ok, why = True, "the new model is not worse on the held-out feedback"
     else:
