@@ -795,7 +795,8 @@ class Mailbox:
         uid_min <= uid <= uid_max."""
         folder = normalize_folder(folder)
         with self._op():
-            self._sync_folder(folder) if self._frow_opt(folder) else self._frow(folder)
+            self._frow(folder)  # NoSuchFolder
+            self._sync_folder(folder)
             fid = self._frow(folder)["id"]
             rows = self._db.execute(
                 "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
