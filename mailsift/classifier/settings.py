@@ -10,10 +10,10 @@ class ClassifierSettings:
     # The model directory (`--dbpath`); relative paths are relative to the working directory.
     dbpath: str = "models"
     # SpamAssassin-style score at and above which a message is spam. The score is
-    # 5 + 2.5 * log10(p / (1 - p)) for spam probability p: 5.0 means p >= 0.5, 7.5 means p >= 0.9.
+    # 5 + 2.5 * log10(odds / 9) for spam probability p: 5.0 means p >= 0.9, 7.5 p >= 0.99.
     required: float = 5.0
     # A score within this many points of `required` is "unsure" (neither spam nor ham).
-    # 1.0 around the default 5.0 is p between about 0.28 and 0.72.
+    # 1.0 around the default 5.0 is p between about 0.78 and 0.96.
     unsure_points: float = 1.0
     # Only the first max_bytes of a message are read for tokens (the verdict says "partial").
     max_bytes: int = 262144

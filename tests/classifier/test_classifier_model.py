@@ -125,8 +125,9 @@ def test_verdict_on_sample_messages(trained) -> None:  # noqa: ANN001
 
 
 def test_probability_to_score() -> None:
-    assert probability_to_score(0.5) == pytest.approx(5.0)
-    assert probability_to_score(0.99) == pytest.approx(10.0, abs=0.02)
+    assert probability_to_score(0.9) == pytest.approx(5.0)
+    assert probability_to_score(0.99) == pytest.approx(7.6, abs=0.02)
+    assert probability_to_score(0.5) == pytest.approx(2.61, abs=0.01)
     assert probability_to_score(0.9) > probability_to_score(0.6) > probability_to_score(0.1)
     assert probability_to_score(1.0) == 20.0 and probability_to_score(0.0) == -10.0
 
