@@ -5,7 +5,7 @@ smtp-source, 5 KB messages, 20 sessions, 2,000 messages, loopback, into one priv
     .venv/bin/python bench/milter_throughput.py [--messages 2000] [--sessions 20] [--rounds N] [--only NAME ...]
 
 Peers: bare Postfix (no milter); mailsift milter + clamd (score in the milter process, and
-with --score-workers); rspamd's proxy milter (Debian's rspamd, run as _rspamd, self-scan,
+with --score-workers; clamd's TemporaryDirectory on /dev/shm, as docs/milter.md advises); rspamd's proxy milter (Debian's rspamd, run as _rspamd, self-scan,
 network modules off); spamass-milter + spamd (Bayes only, trained on the same corpus).
 
 Figures: msgs/s and its ratio to bare Postfix; the added latency of one more session that
@@ -139,7 +139,7 @@ class Mailsift(Peer):
         if self.daemon:
             self.daemon.stop()
         if self.clamd:
-            self.clamd.stop()
+            self.clamd.cleanup()
 
 
 class Rspamd(Peer):

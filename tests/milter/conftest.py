@@ -30,9 +30,12 @@ def workdir() -> Iterator[Path]:
 def clamd(workdir: Path) -> Iterator[ClamdInstance]:
     if not available():
         pytest.skip("clamd, sigtool or clamav-testfiles not installed")
-    inst = ClamdInstance(workdir / "clamd").start()
-    yield inst
-    inst.stop()
+    inst = ClamdInstance(workdir / "clamd")
+    try:
+        inst.start()
+        yield inst
+    finally:
+        inst.cleanup()
 
 
 @pytest.fixture(scope="session")
