@@ -126,18 +126,16 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
     with open(d / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         spool = Spool(d)
-        feedback: list[tuple[str, str, bytes]] = []  # (digest, label, raw), oldest first
-        for j in spool.current():
-            raw = spool.read(j.digest)
-            if raw is not None:
-                feedback.append((j.digest, j.label, raw))
+        feedback = [(j.digest, j.label) for j in spool.current()]  # oldest first; bytes read on use
         report.feedback = len(feedback)
         n_hold = int(round(len(feedback) * holdout)) if holdout > 0 else 0
         if n_hold < MIN_HOLDOUT:
             n_hold = 0
-        train_fb, held = feedback[: len(feedback) - n_hold], feedback[len(feedback) - n_hold:]
+        train_fb = feedback[: len(feedback) - n_hold]
+        held = [(dg, label, raw) for dg, label in feedback[len(feedback) - n_hold:]
+                if (raw := spool.read(dg)) is not None]
         report.held_out = len(held)
-        fb_digests = {dg for dg, _l, _r in feedback}
+        fb_digests = {dg for dg, _l in feedback}
 
         live = _load_live(d, force) if has_model(d) else None
         scratch = Path(tempfile.mkdtemp(prefix=".retrain-", dir=d))
@@ -152,7 +150,7 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
                     learner.learn_labelled(_without(_folder_messages(paths, kind), fb_digests, label), stats)
                 report.folder_messages = stats.examined
                 report.unreadable = stats.unreadable
-                learner.learn_labelled(((f"feedback/{dg}", raw, label) for dg, label, raw in train_fb), stats)
+                learner.learn_labelled(((f"feedback/{dg}", spool.read(dg), label) for dg, label in train_fb), stats)
                 model = learner.model
                 if model.n_ham_ + model.n_spam_ == 0 and not held:
                     raise RetrainError("nothing to train from: the feedback spool is empty and no --ham/--spam "

@@ -3,7 +3,7 @@
     DBPATH/feedback/journal.jsonl      one JSON object a line: t, user, digest, label, reason, outcome
     DBPATH/feedback/spool/DIGEST.eml   the message bytes as stored (one file per message digest)
 
-The latest line for a digest is the user's current judgement (a message moved into Junk and
+Messages over 1 MB are journalled without their bytes. The latest line for a digest is the user's current judgement (a message moved into Junk and
 rescued later ends as ham). The spool keeps at most `max_messages` messages: when it grows past
 that, the messages judged longest ago are removed and the journal is rewritten without them.
 Files are private to the server's user (0600 in a 0700 directory): they are people's mail.
@@ -26,6 +26,9 @@ log = logging.getLogger("mailsift.feedback")
 FEEDBACK_DIR = "feedback"
 JOURNAL_FILE = "journal.jsonl"
 SPOOL_DIR = "spool"
+# Larger messages are journalled but not kept: the tokenizer reads only the first 256 KB of a
+# message anyway, and 20,000 messages with big attachments would fill a disk.
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    def __init__(self, dbpath: str | Path, max_messages: int = 20000) -> None:
+    def __init__(self, dbpath: str | Path, max_messages: int = 20000,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.dir = Path(dbpath) / FEEDBACK_DIR
         self.journal = self.dir / JOURNAL_FILE
         self.spool = self.dir / SPOOL_DIR
         self.max_messages = max_messages
+        self.max_message_bytes = max_message_bytes
 
     def _ensure(self) -> None:
         for d in (self.dir, self.spool):
@@ -72,7 +77,7 @@ class Spool:
         self._ensure()
         for j, raw in items:
             target = self.path_of(j.digest)
-            if raw is None or target.exists():
+            if raw is None or len(raw) > self.max_message_bytes or target.exists():
                 continue
             tmp = self.spool / f".{j.digest}.{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

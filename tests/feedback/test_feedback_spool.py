@@ -55,3 +55,12 @@ def test_retrain_from_maildirs_into_an_empty_model_dir(tmp_path: Path, training_
     model = load_model(tmp_path / "model")
     assert model.ready() and (model.n_ham_, model.n_spam_) == (200, 200)
     assert not [p for p in (tmp_path / "model").iterdir() if p.name.startswith(".retrain-")]  # scratch removed
+
+
+def test_oversized_messages_are_journalled_without_their_bytes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_messages=10, max_message_bytes=100)
+    spool.record([(j(1, "f" * 64, "spam"), b"Subject: big\n\n" + b"x" * 200),
+                  (j(2, "9" * 64, "ham"), b"Subject: small\n\nok\n")])
+    assert [x.label for x in spool.judgements()] == ["spam", "ham"]
+    assert [x.digest for x in spool.current()] == ["9" * 64]
+    assert spool.read("f" * 64) is None
