@@ -280,16 +280,15 @@ def test_two_sessions_see_each_others_changes_with_the_right_responses(srv) -> N
 def test_idle_reports_an_lmtp_delivery_within_a_second(srv) -> None:
     w = connect(srv, BOB)
     w.command("SELECT INBOX")
-    untagged, _ = w.command("NOOP")
-    n = int(w.command("SEARCH ALL")[0][0].split()[-1]) if w.command("SEARCH ALL")[0][0].split()[2:] else 0
+    found = w.command("SEARCH ALL")[0][0].split()[2:]
+    n = int(found[-1]) if found else 0
     w.send(b"i1 IDLE\r\n")
     assert w.read_line().startswith(b"+ ")
-    start = time.monotonic()
     srv.deliver(BOB, msg("during idle"))
+    delivered = time.monotonic()  # LMTP said 250: the message is committed
     line = w.read_line()
-    elapsed = time.monotonic() - start
     assert line == b"* %d EXISTS" % (n + 1)
-    assert elapsed < 1.0 + 0.5  # the LMTP round trip itself is in this figure
+    assert time.monotonic() - delivered < 1.0
     w.send(b"DONE\r\n")
     rest = w.read_response()
     while not rest.startswith(b"i1 "):
