@@ -172,6 +172,9 @@ class Server:
             except OSError as exc:
                 raise ServeError(f"{proto}: cannot listen on {host}:{port}: {exc.strerror}") from None
             log.info("%s listening on %s:%s", proto, host, port)
+            if proto in ("lmtp", "lookup") and not _is_loopback((host, port)):
+                log.warning("%s listens on %s, beyond loopback: anyone who reaches it can %s", proto, host,
+                            "deliver mail unchecked" if proto == "lmtp" else "probe which users exist")
         self.servers.append(server)
 
     async def housekeeping(self) -> None:
