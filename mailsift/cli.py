@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "learn": "mailsift.classifier.cmd_learn",
     "classify": "mailsift.classifier.cmd_classify",
     "evaluate": "mailsift.classifier.cmd_evaluate",
+    "retrain": "mailsift.feedback.cmd_retrain",
     "milter": "mailsift.milter.cmd",
     "policy": "mailsift.policy.cmd",
     "serve": "mailsift.store.cmd_serve",

@@ -5,6 +5,7 @@
     [milter]       mailsift/milter/settings.py
     [store]        mailsift/store/settings.py
     [policy]       mailsift/policy/settings.py
+    [feedback]     mailsift/feedback/settings.py  (learning from users' Junk moves)
 
 With no file at all the defaults serve a single host. Command-line flags override the file:
 `override(settings, key=value_or_None, ...)` replaces the fields whose flag was given.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailsift.classifier.settings import ClassifierSettings
+from mailsift.feedback.settings import FeedbackSettings
 from mailsift.milter.settings import MilterSettings
 from mailsift.policy.settings import PolicySettings
 from mailsift.store.settings import StoreSettings
@@ -45,6 +47,7 @@ class Config:
     milter: MilterSettings = field(default_factory=MilterSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
 
 
 def _check(value: Any, hint: Any, where: str) -> Any:
