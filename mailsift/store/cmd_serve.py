@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any, Callable
 
 from mailsift.config import Config, override
 
@@ -19,6 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{proto}", metavar="WHERE", help=f"{proto} listener: unix:PATH, HOST:PORT or off")
 
 
+def _feedback_starter(config: Config) -> Callable[[Any], Any] | None:
+    """Learning from users' Junk moves runs inside `mailsift serve` when the feedback part and its
+    [feedback] settings are present (mailsift.feedback.learner.start_learner)."""
+    feedback = getattr(config, "feedback", None)
+    if feedback is None:
+        return None
+    try:
+        from mailsift.feedback.learner import start_learner
+    except ModuleNotFoundError:
+        return None
+    dbpath = config.classifier.dbpath
+    return lambda store: start_learner(store, feedback, dbpath)
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     from mailsift.store.server import ServeError, serve
 
@@ -30,7 +45,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"mailsift serve: {exc}", file=sys.stderr)
         return 3
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, on_start=_feedback_starter(config)))
     except ServeError as exc:
         logging.getLogger("mailsift.serve").error("%s", exc)
         print(f"mailsift serve: {exc}", file=sys.stderr)

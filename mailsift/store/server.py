@@ -245,7 +245,10 @@ def drop_privileges(settings: StoreSettings) -> None:
     log.info("running as %s (uid %d)", settings.run_as, pw.pw_uid)
 
 
-async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None) -> int:
+async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None,
+                on_start: Callable[[Store], Any] | None = None) -> int:
+    """Run until SIGTERM. `on_start(store)` is called once the listeners serve (e.g. to start the
+    feedback learner); whatever it returns is stop()ped before the store closes."""
     server = Server(settings)
     loop = asyncio.get_running_loop()
     # Store calls wait on fsync far more than they compute: more threads than cores pays.
@@ -270,8 +273,21 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     if ready:
         ready()
     keeper = asyncio.create_task(server.housekeeping())
+    helper = None
+    if on_start is not None:
+        try:
+            helper = await asyncio.to_thread(on_start, server.store)
+        except Exception:
+            log.exception("starting a helper failed; serving mail without it")
     await server.stopping.wait()
     log.info("stopping")
     keeper.cancel()
+    for listener in server.servers:
+        listener.close()
+    if helper is not None and hasattr(helper, "stop"):
+        try:
+            await asyncio.to_thread(helper.stop)
+        except Exception:
+            log.exception("stopping a helper failed")
     await server.stop()
     return 0

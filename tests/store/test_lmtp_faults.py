@@ -101,3 +101,32 @@ def test_unexpected_exception_is_a_temporary_failure(ctx: SessionContext, monkey
     lines = asyncio.run(session(ctx, SCRIPT))
     assert sum(1 for ln in lines if ln.startswith(b"451 4.3.0")) == 2
     assert not any(ln[:1] == b"5" for ln in lines)
+
+
+def test_serve_runs_an_on_start_helper_and_stops_it(tmp_path: Path) -> None:
+    """The hook `mailsift serve` uses for the feedback learner: started with the store once the
+    listeners serve, stopped at SIGTERM before the store closes."""
+    import signal
+
+    from harness.procs import free_port
+    from mailsift.store.server import serve
+
+    calls: list[object] = []
+
+    class Helper:
+        def stop(self) -> None:
+            calls.append("stop")
+
+    def on_start(store: Store) -> Helper:
+        calls.append(("start", store.root))
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by serve's loop: a clean stop
+        return Helper()
+
+    settings = StoreSettings(mail_root=str(tmp_path / "mail"), users=str(tmp_path / "u.db"),
+                             lmtp=f"127.0.0.1:{free_port()}", pop3="off", lookup="off")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert asyncio.run(serve(settings, on_start=on_start)) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls == [("start", tmp_path / "mail"), "stop"]
