@@ -2,7 +2,10 @@
 
 `tokenize(raw) -> list[str]` never raises and does bounded work on any input:
 
-- Parsing uses `email` with `policy=compat32` (about 10x faster than policy.default).
+- Parsing is our own and lenient: one regex reads a header block (parse_headers), a bytes
+  split cuts a multipart on its boundary (_mime_tokens); `email.header` decodes RFC 2047
+  words. Measured: 2-3x faster than `email` with `policy=compat32`, itself ~10x faster than
+  policy.default.
 - Only the first `max_bytes` of a message are read; each decoded text part is cut to
   `MAX_PART_CHARS`; at most `MAX_PARTS` MIME parts are visited, `MAX_DEPTH` deep; at most
   `MAX_TOKENS` tokens come out. So a 10 MB line or 1,000 nested parts cost bounded time.
@@ -27,18 +30,15 @@
 from __future__ import annotations
 
 import binascii
-import email
 import functools
 import email.header
 import html
 import ipaddress
 import itertools
 import re
-from email.message import Message
-from email.policy import compat32
 
 # Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2
 
 MAX_BYTES = 256 * 1024  # of the raw message read for tokens (the rest is ignored)
 MAX_PART_CHARS = 64 * 1024  # of decoded text per MIME part
@@ -356,86 +356,6 @@ def _html_to_text(markup: str, out: list[str]) -> str:
     return text + " " + " ".join(links) if links else text
 
 
-def _part_text(part: Message) -> str | None:
-    """Decoded text of a text part, bounded; None when it has no text."""
-    try:
-        payload = part.get_payload(decode=True)
-    except Exception:  # noqa: BLE001 - broken base64/QP: fall back to the raw payload
-        payload = None
-    if payload is None:
-        raw = part.get_payload()
-        if isinstance(raw, str):
-            payload = raw.encode("latin-1", "replace")
-        else:
-            return None
-    if not isinstance(payload, bytes):
-        return None
-    payload = payload[: MAX_PART_CHARS * 2]
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001
-        charset = None
-    return _decode_bytes(payload, charset)[:MAX_PART_CHARS]
-
-
-def _walk(msg: Message) -> list[tuple[Message, int]]:
-    """MIME parts, depth-first, iterative, bounded in count and depth."""
-    parts: list[tuple[Message, int]] = []
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    while stack and len(parts) < MAX_PARTS:
-        part, depth = stack.pop()
-        parts.append((part, depth))
-        if depth >= MAX_DEPTH:
-            continue
-        payload = part._payload  # noqa: SLF001 - avoid get_payload()'s work on leaves
-        if isinstance(payload, list):
-            for sub in reversed(payload[:MAX_PARTS]):
-                if isinstance(sub, Message):
-                    stack.append((sub, depth + 1))
-    return parts
-
-
-def _body_tokens(msg: Message, site: _Site, out: list[str]) -> None:
-    parts = _walk(msg)
-    if len(parts) >= MAX_PARTS:
-        out.append("mime:manyparts")
-    for part, depth in parts:
-        try:
-            ctype = part.get_content_type()
-        except Exception:  # noqa: BLE001
-            ctype = "text/plain"
-        if depth and len(out) < MAX_TOKENS:
-            out.append("mime:" + ctype)
-        if depth >= MAX_DEPTH:
-            out.append("mime:deep")
-        maintype = ctype.split("/", 1)[0]
-        if maintype == "multipart" or ctype == "message/rfc822":
-            if not isinstance(part._payload, list):  # noqa: SLF001
-                out.append("mime:broken-multipart")
-                text = part._payload if isinstance(part._payload, str) else ""  # noqa: SLF001
-                _text_tokens(text[:MAX_PART_CHARS], site, out, html_like="<html" in text[:2000].lower())
-            continue
-        try:
-            filename = part.get_filename()
-        except Exception:  # noqa: BLE001
-            filename = None
-        if filename:
-            name = decode_header_value(filename).lower()
-            ext = name.rsplit(".", 1)[-1][:8] if "." in name else ""
-            out.append("attach:ext:" + (ext or "none"))
-        cte = str(part.get("content-transfer-encoding", "")).strip().lower()[:20]
-        if cte and depth:
-            out.append("mime:cte:" + cte)
-        if maintype != "text":
-            continue
-        text = _part_text(part)
-        if text is None:
-            continue
-        _text_tokens(text, site, out, html_like=(ctype == "text/html"))
-        if len(out) >= MAX_TOKENS:
-            break
-
-
 def _text_tokens(text: str, site: _Site, out: list[str], html_like: bool) -> None:
     if html_like or "<html" in text[:500].lower():
         text = _html_to_text(text, out)
@@ -550,38 +470,110 @@ def _decode_transfer(body: bytes, cte: str) -> bytes:
 
 
 _FILENAME_RE = re.compile(r'(?i)\b(?:file)?name\*?\s*=\s*"?([^";\r\n]{1,200})')
+_MIME_BOUNDARY_RE = re.compile(r'(?i)\bboundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
 
 
-def _single_part_tokens(first: dict[str, str], body: bytes, site: _Site, out: list[str]) -> None:
-    """A non-multipart message: decode its body directly, without the feedparser's line loop."""
-    ctype_value = first.get("content-type", "text/plain")[:500].lower()
-    ctype = ctype_value.split(";", 1)[0].strip() or "text/plain"
+class _Walk:
+    """Budget of one message's MIME walk."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts = 0
+
+
+def _first_values(items: list[tuple[str, str]]) -> dict[str, str]:
+    first: dict[str, str] = {}
+    for name, value in items:
+        first.setdefault(name.lower(), value)
+    return first
+
+
+def _mime_tokens(first: dict[str, str], body: bytes, site: _Site, out: list[str], depth: int,
+                 walk: _Walk) -> None:
+    """Tokens of one MIME entity and, for multiparts, of its parts.
+
+    A small splitter of our own instead of the email package's feedparser: the feedparser
+    reads line by line and compiles a regex per boundary (measured: ~20% of tokenizing
+    time); here a multipart body is cut with one bytes.split on "\n--boundary". Bounded by
+    MAX_PARTS parts and MAX_DEPTH levels.
+    """
+    walk.parts += 1
+    if walk.parts > MAX_PARTS:
+        if walk.parts == MAX_PARTS + 1:
+            out.append("mime:manyparts")
+        return
+    ctype_value = first.get("content-type", "")[:1000]
+    ctype = ctype_value.split(";", 1)[0].strip().lower()[:60]
     if "/" not in ctype:
         ctype = "text/plain"
+    cte = first.get("content-transfer-encoding", "").strip().lower()[:30]
+    if depth:
+        out.append("mime:" + ctype)
+        if cte:
+            out.append("mime:cte:" + cte)
     m = _FILENAME_RE.search(first.get("content-disposition", "")) or _FILENAME_RE.search(ctype_value)
     if m:
         name = decode_header_value(m.group(1)).lower()
         out.append("attach:ext:" + (name.rsplit(".", 1)[-1][:8] if "." in name else "none"))
-    if not ctype.startswith("text/"):
+    if ctype.startswith("multipart/") or ctype == "message/rfc822":
+        if depth >= MAX_DEPTH:
+            out.append("mime:deep")
+            return
+        if ctype == "message/rfc822":
+            mm = _BLANK_LINE_RE.search(body)
+            head, inner = (body[: mm.start() + 1], body[mm.end():]) if mm else (body, b"")
+            _mime_tokens(_first_values(parse_headers(head)), inner, site, out, depth + 1, walk)
+            return
+        bm = _MIME_BOUNDARY_RE.search(ctype_value)
+        if not bm:
+            out.append("mime:broken-multipart")
+            _text_part(body, "", "text/plain", site, out)
+            return
+        delimiter = b"\n--" + (bm.group(1) or bm.group(2)).encode("latin-1", "replace")
+        chunks = (b"\n" + body).split(delimiter, MAX_PARTS + 1)
+        if len(chunks) == 1:  # the declared boundary never occurs: read it all as text
+            out.append("mime:broken-multipart")
+            _text_part(body, "", "text/html" if b"<html" in body[:4000].lower() else "text/plain", site, out)
+            return
+        closed = False
+        entities: list[bytes] = []
+        for chunk in chunks[1:]:
+            if chunk.startswith(b"--"):
+                closed = True
+                break
+            if chunk[:1] not in (b"\r", b"\n", b" ", b"\t", b""):
+                # "--boundary" was only the start of a longer line: not a delimiter
+                if entities:
+                    entities[-1] += delimiter + chunk
+                continue
+            entities.append(chunk)
+        for chunk in entities:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            part = chunk[nl + 1:]
+            if part[:1] == b"\n" or part[:2] == b"\r\n":  # no headers: text/plain
+                _mime_tokens({}, part.lstrip(b"\r\n"), site, out, depth + 1, walk)
+                continue
+            pm = _BLANK_LINE_RE.search(part)
+            head, inner = (part[: pm.start() + 1], part[pm.end():]) if pm else (part, b"")
+            _mime_tokens(_first_values(parse_headers(head)), inner, site, out, depth + 1, walk)
+            if walk.parts > MAX_PARTS:
+                break
+        if not closed and len(chunks) > 1 and walk.parts <= MAX_PARTS:
+            out.append("mime:unclosed")
         return
-    cte = first.get("content-transfer-encoding", "").strip().lower()
+    if ctype.startswith("text/"):
+        cs = _CHARSET_RE.search(ctype_value.lower())
+        _text_part(body, cte, ctype, site, out, cs.group(1) if cs else None)
+
+
+def _text_part(body: bytes, cte: str, ctype: str, site: _Site, out: list[str],
+               charset: str | None = None) -> None:
     data = _decode_transfer(body[: MAX_PART_CHARS * 3], cte)[: MAX_PART_CHARS * 2]
-    cs = _CHARSET_RE.search(ctype_value)
-    text = _decode_bytes(data, cs.group(1) if cs else None)[:MAX_PART_CHARS]
+    text = _decode_bytes(data, charset)[:MAX_PART_CHARS]
     _text_tokens(text, site, out, html_like=(ctype == "text/html"))
-
-
-_BOUNDARY_DECL_RE = re.compile(rb"(?i)boundary[ \t]*=")
-
-
-def _cut_deep_nesting(raw: bytes, out: list[str]) -> bytes:
-    """The feedparser's cost grows with the square of the nesting depth (1,000 nested
-    multiparts: ~2 s). Parse only up to the MAX_PARTS-th multipart declaration."""
-    for n, m in enumerate(_BOUNDARY_DECL_RE.finditer(raw)):
-        if n >= MAX_PARTS:
-            out.append("mime:manyparts")
-            return raw[: m.start()]
-    return raw
 
 
 def tokenize(raw: bytes, max_bytes: int = MAX_BYTES) -> list[str]:
@@ -595,14 +587,7 @@ def tokenize(raw: bytes, max_bytes: int = MAX_BYTES) -> list[str]:
         head, body = (raw[: m.start() + 1], raw[m.end():]) if m else (raw, b"")
         site = _Site()
         first = _header_tokens(parse_headers(head), site, out)
-        ctype = first.get("content-type", "").lstrip()[:30].lower()
-        if ctype.startswith(("multipart/", "message/rfc822")):
-            full = email.message_from_bytes(_cut_deep_nesting(raw, out), policy=compat32)
-            _body_tokens(full, site, out)
-            if full.defects:
-                out.append("mime:defect")
-        else:
-            _single_part_tokens(first, body, site, out)
+        _mime_tokens(first, body, site, out, 0, _Walk())
     except Exception:  # noqa: BLE001 - never raise: fall back to plain words
         out.append("parse:failed")
         _words(raw[:MAX_PART_CHARS].decode("latin-1").lower(), "", out)

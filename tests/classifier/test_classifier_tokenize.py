@@ -161,3 +161,21 @@ def test_sample_messages_tokenize() -> None:
         toks = tokenize(path.read_bytes())
         assert len(toks) > 30, path
         assert not any(t.startswith(("x-spam", "spam-status")) for t in toks)
+
+
+def test_multipart_edge_cases() -> None:
+    # a declared boundary that never occurs: the body is still read
+    raw = b'Content-Type: multipart/alternative; boundary="=B 1"\n\n--= B 1\nContent-Type: text/plain\n\nbargain here\n'
+    assert "bargain" in tokenize(raw) and "mime:broken-multipart" in tokenize(raw)
+    # a boundary that is the prefix of a longer line is not a delimiter; no final delimiter
+    raw = (b'Content-Type: multipart/mixed; boundary="B"\n\n--B\nContent-Type: text/plain\n\n'
+           b"first part\n--Bogus line inside\nstill first\n--B\n\nsecond untyped part\n")
+    toks = tokenize(raw)
+    assert {"first", "still", "bogus", "second", "untyped", "mime:unclosed"} <= set(toks)
+    # CRLF line ends, message/rfc822 inside, quoted-printable part
+    raw = (b'Content-Type: multipart/mixed; boundary="XY"\r\n\r\n--XY\r\n'
+           b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nforwarded words\r\n"
+           b"--XY\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+           b"caf=E9 cr=E8me\r\n--XY--\r\n")
+    toks = tokenize(raw)
+    assert {"forwarded", "words", "café", "crème", "mime:message/rfc822", "mime:cte:quoted-printable"} <= set(toks)
