@@ -137,6 +137,12 @@ _INTERNAL_NETS = tuple(ipaddress.ip_network(n) for n in (
 def _is_internal_ip(text: str) -> bool:
     """RFC 1918, loopback and link-local addresses: hops inside the receiving site.
     (Not ipaddress's is_private, which also counts the documentation ranges.)"""
+    if ":" not in text:  # IPv4, the common case: string tests, no ipaddress objects
+        parts = text.split(".")
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            return False
+        a, b = int(parts[0]), int(parts[1])
+        return a in (0, 10, 127) or (a == 192 and b == 168) or (a == 169 and b == 254) or (a == 172 and 16 <= b <= 31)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
