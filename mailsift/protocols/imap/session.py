@@ -53,6 +53,7 @@ WRITE_HIGH_WATER = 256 * 1024
 STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
                                 # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
+MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
 PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 SEPARATOR = "."
 SERVER_NAME = "mailsift"
@@ -208,7 +209,11 @@ class ImapSession:
         self.state = "notauth"
         self.user: str | None = None
         self.box: store_api.Mailbox | None = None
-        self.events: Any = None
+        self.subscription: Any = None         # store events of this user (see store_event)
+        self.events: list[Any] = []           # buffered, bounded by MAX_BUFFERED_EVENTS
+        self.events_overflow = False
+        self.wake = asyncio.Event()           # set when an event arrives (IDLE waits on it)
+        self.loop = asyncio.get_running_loop()
         self.sel: MailboxView | None = None
         self.condstore = False
         self.bad_count = 0
@@ -295,9 +300,10 @@ class ImapSession:
                 pass
 
     def logout_cleanup(self) -> None:
-        if self.events is not None:
-            self.events.close()
-            self.events = None
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+        self.events.clear()
         if self.user is not None:
             users = _counters(self.ctx, "imap.by_user")
             users[self.user] = users.get(self.user, 1) - 1
@@ -388,12 +394,33 @@ class ImapSession:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_executor(self.ctx), functools.partial(fn, *args, **kw))
 
+    def store_event(self, ev: Any) -> None:
+        """Called by the store in the thread that made a change: hand it to our loop."""
+        try:
+            self.loop.call_soon_threadsafe(self.buffer_event, ev)
+        except RuntimeError:  # the loop is gone: the session is over
+            pass
+
+    def buffer_event(self, ev: Any) -> None:
+        if len(self.events) >= MAX_BUFFERED_EVENTS:
+            # a session that says nothing for a long time while much changes: forget the
+            # details, re-read the folder at the next chance
+            self.events.clear()
+            self.events_overflow = True
+        else:
+            self.events.append(ev)
+        self.wake.set()
+
     def pending_events(self) -> None:
         """Mark the selected folder dirty when the store published changes to it that this
         client has not seen (our own changes are already in the view)."""
-        if self.events is None or self.sel is None:
+        events, self.events = self.events, []
+        overflow, self.events_overflow = self.events_overflow, False
+        if self.sel is None:
             return
-        for ev in self.events.pending():
+        if overflow:
+            self.sel.dirty = True
+        for ev in events:
             self.note_event(ev)
 
     def note_event(self, ev: Any) -> None:
@@ -544,7 +571,7 @@ class ImapSession:
             return
         counts[canonical] = counts.get(canonical, 0) + 1
         self.user = canonical
-        self.events = self.ctx.store.watch(canonical)
+        self.subscription = self.ctx.store.subscribe(self.store_event, user=canonical)
         self.state = "auth"
         log.info("imap login %s from %s", canonical, self.address)
         self.tagged(tag, "OK", "Logged in", f"CAPABILITY {self.capabilities()}")
@@ -606,8 +633,8 @@ class ImapSession:
         self.untagged(f"OK [UIDNEXT {info.uidnext}] Predicted next UID")
         if self.condstore:
             self.untagged(f"OK [HIGHESTMODSEQ {info.highestmodseq}] Highest")
-        if self.events is not None:
-            self.events.pending()  # what happened before this listing is in it
+        self.events.clear()  # what happened before this listing is in it
+        self.events_overflow = False
         self.sel = view
         self.state = "selected"
         self.tagged(cmd.tag, "OK", f"{cmd.name} completed", "READ-ONLY" if readonly else "READ-WRITE")
@@ -719,19 +746,19 @@ class ImapSession:
         line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line(self.limits.max_line))
         try:
             while True:
-                ev_task = asyncio.ensure_future(self.events.get()) if self.events is not None else None
-                waiters: set[asyncio.Future[Any]] = {line_task}
-                if ev_task is not None:
-                    waiters.add(ev_task)
-                done, _ = await asyncio.wait(waiters, timeout=IDLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-                if ev_task is not None and not ev_task.done():
-                    ev_task.cancel()
+                self.wake.clear()
+                if self.events or self.events_overflow:
+                    self.wake.set()
+                wake_task = asyncio.ensure_future(self.wake.wait())
+                done, _ = await asyncio.wait({line_task, wake_task}, timeout=IDLE_TIMEOUT,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not wake_task.done():
+                    wake_task.cancel()
                 if not done:
                     self.untagged("BYE Autologout; idle for too long")
                     self.closing = True
                     return
-                if ev_task is not None and ev_task in done:
-                    self.note_event(ev_task.result())
+                if wake_task in done:
                     await self.refresh(allow_expunge=True)
                     await self.flush()
                 if line_task in done:
