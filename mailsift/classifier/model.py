@@ -177,14 +177,15 @@ class SpamModel:
         k = len(idx)
         if k == 0:
             return np.zeros(0), 0.0
-        fc = self.feature_count
         a = s.alpha
-        w_nb = np.log(fc[1, idx] + a) - np.log(fc[0, idx] + a)
+        logs = np.log(self.feature_count[:, idx] + a)  # one gather, one log for both classes
         nb_const = k * (math.log(self._totals[0] + a * n) - math.log(self._totals[1] + a * n))
         cc = self.class_count
         prior = math.log((cc[1] + 1.0) / (cc[0] + 1.0))
         inv = 1.0 / math.sqrt(k)
-        contrib = (s.nb_weight * inv) * w_nb + (s.lr_weight * inv) * self.lr_coef[idx]
+        contrib = logs[1] - logs[0]
+        contrib *= s.nb_weight * inv
+        contrib += (s.lr_weight * inv) * self.lr_coef[idx]
         const = s.nb_weight * inv * (nb_const + prior) + s.lr_weight * self.lr_intercept
         return contrib, const
 
@@ -353,8 +354,10 @@ def _clues(contrib: np.ndarray, names: Sequence[str], limit: int = 5) -> tuple[t
     n = len(contrib)
     if n == 0:
         return ()
-    order = np.argsort(contrib)
-    picks = order if n <= 2 * limit else np.concatenate((order[:limit], order[-limit:]))
+    if n <= 2 * limit:
+        picks = np.arange(n)
+    else:
+        picks = np.concatenate((np.argpartition(contrib, limit)[:limit], np.argpartition(contrib, -limit)[-limit:]))
     weights = contrib[picks].round(4).tolist()
     out = [(names[int(i)], w) for i, w in zip(picks.tolist(), weights) if w != 0.0]
     out.sort(key=lambda c: -abs(c[1]))
