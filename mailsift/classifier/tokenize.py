@@ -38,7 +38,7 @@ import itertools
 import re
 
 # Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
-TOKENIZER_VERSION = 2
+TOKENIZER_VERSION = 3
 
 MAX_BYTES = 256 * 1024  # of the raw message read for tokens (the rest is ignored)
 MAX_PART_CHARS = 64 * 1024  # of decoded text per MIME part
@@ -98,7 +98,7 @@ _TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]{0,15}[^>]{0,2000}>", re.S)
 _TAG_NAME_RE = re.compile(r"<\s*([a-zA-Z][a-zA-Z0-9]{0,15})")
 _FONT_COLOR_RE = re.compile(r"(?i)<font[^>]{0,200}color")
 _TINY_IMG_RE = re.compile(r"""(?i)<img[^>]{0,300}(?:width|height)\s*=\s*["']?[01]\b""")
-_LINK_ATTR_RE = re.compile(r"""(?i)(?:href|src)\s*=\s*["']?([^"'\s>]{1,500})""")
+_TAG_ATTRS_RE = re.compile(r"<\s*[a-zA-Z][a-zA-Z0-9]{0,15}\s([^<>]{1,2000})>")  # linear: stops at "<"
 _COMMENT_RE = re.compile(r"<!--.{0,20000}?-->", re.S)
 _STYLE_SCRIPT_RE = re.compile(r"(?is)<(style|script)\b[^>]{0,2000}>.{0,50000}?</\1\s*>")
 _RECEIVED_FROM_RE = re.compile(r"(?is)^\s*from\s+(\S+)(?:\s+\(([^)]{0,400})\))?")
@@ -353,7 +353,12 @@ def _html_to_text(markup: str, out: list[str]) -> str:
         out.append("html:font:color")
     if "img" in names and _TINY_IMG_RE.search(markup):
         out.append("html:img:tiny")
-    links = _LINK_ATTR_RE.findall(markup)[:200] if ("href" in markup or "src" in markup) else []
+    # The attributes of link tags (href=..., src=..., width=1, border=0) as words: measured,
+    # keeping only the URLs gave online 1-ROCA% 0.069 but 0.57 trained on SpamAssassin and
+    # tested on CSDMC; with the attributes 0.071 and 0.53: they generalise across sources.
+    links = []
+    if "href" in markup or "src" in markup or "HREF" in markup or "SRC" in markup:
+        links = [a for a in _TAG_ATTRS_RE.findall(markup) if "href" in a.lower() or "src" in a.lower()][:200]
     text = _TAG_RE.sub(" ", markup)
     try:
         text = html.unescape(text)
