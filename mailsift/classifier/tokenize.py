@@ -99,8 +99,6 @@ _TAG_NAME_RE = re.compile(r"<\s*([a-zA-Z][a-zA-Z0-9]{0,15})")
 _FONT_COLOR_RE = re.compile(r"(?i)<font[^>]{0,200}color")
 _TINY_IMG_RE = re.compile(r"""(?i)<img[^>]{0,300}(?:width|height)\s*=\s*["']?[01]\b""")
 _TAG_ATTRS_RE = re.compile(r"<\s*[a-zA-Z][a-zA-Z0-9]{0,15}\s([^<>]{1,2000})>")  # linear: stops at "<"
-_COMMENT_RE = re.compile(r"<!--.{0,20000}?-->", re.S)
-_STYLE_SCRIPT_RE = re.compile(r"(?is)<(style|script)\b[^>]{0,2000}>.{0,50000}?</\1\s*>")
 _RECEIVED_FROM_RE = re.compile(r"(?is)^\s*from\s+(\S+)(?:\s+\(([^)]{0,400})\))?")
 _RECEIVED_BY_RE = re.compile(r"(?is)\bby\s+([^\s;()]+)")
 _RECEIVED_WITH_RE = re.compile(r"(?is)\bwith\s+([A-Za-z0-9]+)")
@@ -343,10 +341,35 @@ def _url_tokens(text: str, site: _Site, out: list[str]) -> None:
                 out.append("url:path:" + piece.lower())
 
 
+def _cut_blocks(markup: str, start: str, end: str, repl: str) -> str:
+    """Replace each start...end block (case-insensitive; an unclosed one runs to the end)
+    by `repl`, in linear time: a lazy regex rescans the rest for every unclosed opener
+    (measured: 8,000 "<script>" took 3 s)."""
+    low = markup.lower()
+    if start not in low:
+        return markup
+    pieces: list[str] = []
+    pos = 0
+    while True:
+        i = low.find(start, pos)
+        if i < 0:
+            pieces.append(markup[pos:])
+            break
+        pieces.append(markup[pos:i])
+        pieces.append(repl)
+        j = low.find(end, i + len(start))
+        if j < 0:
+            break
+        k = low.find(">", j)
+        pos = k + 1 if k >= 0 else len(markup)
+    return "".join(pieces)
+
+
 def _html_to_text(markup: str, out: list[str]) -> str:
     """Visible text of HTML, with link targets appended; a few tag tokens into `out`."""
-    markup = _COMMENT_RE.sub(" ", markup)
-    markup = _STYLE_SCRIPT_RE.sub(lambda m: " <" + m.group(1) + "> ", markup)
+    markup = _cut_blocks(markup, "<!--", "-->", " ")
+    markup = _cut_blocks(markup, "<script", "</script", " <script> ")
+    markup = _cut_blocks(markup, "<style", "</style", " <style> ")
     names = {n.lower() for n in _TAG_NAME_RE.findall(markup)} & _TAGS
     out.extend(["html:" + n for n in names])
     if "font" in names and _FONT_COLOR_RE.search(markup):

@@ -114,6 +114,11 @@ def _nested(depth: int) -> bytes:
     ("10 MB base64", b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n"
      + base64.encodebytes(b"spam " * 2_000_000)),
     ("10 MB of NUL", b"\0" * (10 * 1024 * 1024)),
+    ("unclosed scripts", b"Content-Type: text/html\n\n" + b"<script>" * 30_000),
+    ("unclosed comments", b"Content-Type: text/html\n\n" + b"<!-- " * 50_000),
+    ("unclosed styles", b"Content-Type: text/html\n\n" + b"<style>x" * 30_000),
+    ("unclosed tags", b"Content-Type: text/html\n\n" + b"<a href=" * 30_000),
+    ("many addresses", b"Subject: x\n\n" + b"a@b.c " * 50_000),
     ("empty", b""),
 ])
 def test_huge_and_deep_input_bounded(model, name: str, raw: bytes) -> None:  # noqa: ANN001
