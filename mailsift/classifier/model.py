@@ -109,6 +109,11 @@ class SpamModel:
         self._replay_rng = np.random.default_rng(0)
         self.generation = 0  # bumped by each saved `learn` run; the learn record keeps the same
         self._totals = np.zeros(2, dtype=np.float64)  # feature_count_.sum(axis=1)
+        # The precomputed weight vector scoring reads: per feature,
+        #   nb_weight * (log(fc_spam + a) - log(fc_ham + a)) + lr_weight * lr_coef,
+        # kept current for the features each learn/unlearn touches. float32: one gather from
+        # a 4 MB array per message instead of three from 24 MB (cache misses dominated).
+        self.weights: np.ndarray | None = np.zeros(n, dtype=np.float32)
 
     @property
     def nb(self) -> Any:
@@ -127,6 +132,7 @@ class SpamModel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._nb = None
+        self.weights = None  # recomputed by refresh()
 
     # -- counts ---------------------------------------------------------------------------
     @property
@@ -149,6 +155,21 @@ class SpamModel:
     def refresh(self) -> None:
         """Recompute cached sums after the counts were replaced (load, batch fit)."""
         self._totals = self.feature_count.sum(axis=1)
+        s = self.settings
+        logs = np.log(self.feature_count + s.alpha)
+        w = s.nb_weight * (logs[1] - logs[0])
+        del logs
+        w += s.lr_weight * self.lr_coef
+        self.weights = w.astype(np.float32)
+
+    def _set_weights(self, idx: np.ndarray) -> None:
+        """Recompute the weight vector at `idx` after their counts or LR weights changed."""
+        if self.weights is None:
+            self.refresh()
+            return
+        s = self.settings
+        logs = np.log(self.feature_count[:, idx] + s.alpha)
+        self.weights[idx] = s.nb_weight * (logs[1] - logs[0]) + s.lr_weight * self.lr_coef[idx]
 
     # -- features -------------------------------------------------------------------------
     def features(self, raw: bytes, max_bytes: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -167,6 +188,7 @@ class SpamModel:
         state = self.__dict__.copy()
         state.pop("_last", None)
         state["_nb"] = None
+        state["weights"] = None  # derived: recomputed on load
         return state
 
     # -- scoring --------------------------------------------------------------------------
@@ -178,14 +200,14 @@ class SpamModel:
         if k == 0:
             return np.zeros(0), 0.0
         a = s.alpha
-        logs = np.log(self.feature_count[:, idx] + a)  # one gather, one log for both classes
+        if self.weights is None:
+            self.refresh()
         nb_const = k * (math.log(self._totals[0] + a * n) - math.log(self._totals[1] + a * n))
         cc = self.class_count
         prior = math.log((cc[1] + 1.0) / (cc[0] + 1.0))
         inv = 1.0 / math.sqrt(k)
-        contrib = logs[1] - logs[0]
-        contrib *= s.nb_weight * inv
-        contrib += (s.lr_weight * inv) * self.lr_coef[idx]
+        contrib = self.weights[idx].astype(np.float64)  # type: ignore[index]
+        contrib *= inv
         const = s.nb_weight * inv * (nb_const + prior) + s.lr_weight * self.lr_intercept
         return contrib, const
 
@@ -254,6 +276,7 @@ class SpamModel:
         if other:
             pick = other[self._replay_rng.integers(len(other))]
             self._lr_step(pick, 1 - y)
+            self._set_weights(pick)
         own = self._replay[y]
         stored = idx.astype(np.int32)
         if len(own) < size:
@@ -269,6 +292,7 @@ class SpamModel:
         self.feature_count[y, idx] += 1.0
         self.class_count[y] += 1.0
         self._totals[y] += len(idx)
+        self._set_weights(idx)
         self.changed_at = time.time()
         return g
 
@@ -284,6 +308,7 @@ class SpamModel:
         self._totals[y] -= float(dec.sum())
         # Without the recorded step, undo a typical one (|y - p| = 0.5).
         self._lr_undo(idx, step if step is not None else (0.5 if y else -0.5))
+        self._set_weights(idx)
         self.changed_at = time.time()
 
     def learn(self, raw: bytes, label: str) -> float:
@@ -322,6 +347,7 @@ class SpamModel:
         self.feature_count[:, cols] += batch.feature_count_
         self.class_count += batch.class_count_
         self._totals += batch.feature_count_.sum(axis=1)
+        self._set_weights(cols)
         self.changed_at = time.time()
         return steps
 

@@ -203,3 +203,18 @@ def test_block_training_does_not_flip_the_model(mail: dict[str, list[bytes]]) ->
     assert roc_auc_score(truth, scores) > 0.97
     spam_called = sum(model.verdict(r).label == "spam" for r in mail["spam_test"])
     assert spam_called > len(mail["spam_test"]) // 2
+
+
+def test_weight_vector_stays_current(mail: dict[str, list[bytes]]) -> None:
+    """The precomputed weight vector scoring reads equals a full recomputation after
+    single learns, batch learns, replays and unlearns."""
+    model = new_model(hash_bits=16)
+    for h, s in zip(mail["ham"][:30], mail["spam"][:30]):
+        model.learn(h, "ham")
+        model.learn(s, "spam")
+    model.learn_batch([(model.features(r)[0], "spam") for r in mail["spam"][30:60]])
+    step = model.learn(mail["ham"][70], "ham")
+    model.unlearn(mail["ham"][70], "ham", step)
+    kept = model.weights.copy()
+    model.refresh()
+    assert np.allclose(kept, model.weights, atol=1e-5)
