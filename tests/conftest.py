@@ -59,3 +59,19 @@ def postfix_factory():
             pf.stop()
         else:
             pf.cleanup()
+
+
+def _models_state() -> list[tuple[str, int, int]]:
+    models = ROOT / "models"
+    return sorted((str(p.relative_to(models)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in models.rglob("*") if p.is_file()) if models.is_dir() else []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_models_untouched():
+    """No test may train or change the repository's own models/ (the default model `make run`
+    uses): daemons started by tests get a model dir of their own."""
+    before = _models_state()
+    yield
+    after = _models_state()
+    assert after == before, "a test changed the repository's models/ directory"

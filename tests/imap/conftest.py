@@ -45,6 +45,8 @@ class ImapServer:
             lines.append(f"{k} = {str(v).lower()}" if isinstance(v, bool) else
                          f"{k} = {v}" if isinstance(v, (int, float)) else f'{k} = "{v}"')
         self.config = workdir / "mailsift.toml"
+        # The feedback learner in serve writes to this test's own model dir, never the repo's models/.
+        lines += ["[classifier]", f'dbpath = "{workdir / "model"}"']
         self.config.write_text("\n".join(lines) + "\n")
         db = Users(self.users_db)
         for name, password in users.items():

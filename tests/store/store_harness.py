@@ -40,6 +40,8 @@ class StoreServer:
                 lines.append(f"{k} = {v}")
             else:
                 lines.append(f'{k} = "{v}"')
+        # The feedback learner in serve writes to this test's own model dir, never the repo's models/.
+        lines += ["[classifier]", f'dbpath = "{workdir / "model"}"']
         self.config.write_text("\n".join(lines) + "\n")
         for name, password in users.items():
             self.add_user(name, password)

@@ -83,6 +83,8 @@ class Pop3Server:
             f'hostname = "{CERT_HOST}"',
         ]
         lines += [f"{k} = {v}" for k, v in self.extra.items()]
+        # The feedback learner in serve writes to this test's own model dir, never the repo's models/.
+        lines += ["[classifier]", f'dbpath = "{self.workdir / "model"}"']
         self.config.write_text("\n".join(lines) + "\n")
         for user in (USER, OTHER):
             self.add_user(user, PASSWORD)
