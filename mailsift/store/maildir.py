@@ -29,7 +29,6 @@ FLAG_LETTERS: dict[str, str] = {
 LETTER_FLAGS: dict[str, str] = {v: k for k, v in FLAG_LETTERS.items()}
 SUBDIRS = ("cur", "new", "tmp")
 _counter = itertools.count()
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def hostname_part() -> str:
@@ -90,12 +89,16 @@ def to_lf(data: bytes) -> bytes:
 
 
 def to_crlf(data: bytes) -> bytes:
-    return _BARE_LF.sub(b"\r\n", data)
+    """Every bare LF becomes CRLF. Two bytes.replace() passes (same result as substituting
+    (?<!\r)\n): ~5x faster than the regular expression (perf: a read was 2/3 of a FETCH)."""
+    if b"\r\n" not in data:
+        return data.replace(b"\n", b"\r\n")
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def crlf_size(lf_data: bytes) -> int:
     """The size of the data once every bare LF became CRLF."""
-    return len(lf_data) + len(_BARE_LF.findall(lf_data))
+    return len(lf_data) + lf_data.count(b"\n") - lf_data.count(b"\r\n")
 
 
 def ensure_maildir(path: Path, folder: bool = False) -> None:
