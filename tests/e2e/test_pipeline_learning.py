@@ -220,6 +220,15 @@ def header_of(imap: imaplib.IMAP4, folder: str, uid: int) -> dict[str, str]:
     return {k: str(v) for k, v in msg.items()}
 
 
+def learned_label(model: Path, raw: bytes) -> str | None:
+    """What the learn record holds for this message (its digest: Message-ID + body)."""
+    from mailsift.classifier.record import LearnRecord, message_digest
+
+    with LearnRecord(model) as record:
+        known = record.get(message_digest(raw))
+    return known[0] if known else None
+
+
 def spam_score(headers: dict[str, str]) -> float:
     return float(headers["X-Spam-Score"])
 
@@ -231,91 +240,109 @@ def poll(pred: Callable[[], object], what: str, stack: Stack, timeout: float = 3
         raise AssertionError(f"timed out waiting for {what}\n{stack.logs()}") from None
 
 
-def near_duplicate(raw: bytes, n: int) -> bytes:
-    """The same message with another Message-ID and Date (a new message to the learn record)."""
-    out = raw.replace(b"<e2e-spam-sneaky-1@", f"<e2e-spam-sneaky-{n}@".encode())
-    out = out.replace(b"10:02:00 +0000", f"1{n}:02:00 +0000".encode())
-    assert out != raw
+def near_duplicate(raw: bytes) -> bytes:
+    """The same message with another Message-ID (...-1@ -> ...-2@) and Date: new to the learn record."""
+    out = re.sub(rb"(?m)^(Message-ID: <[^@>]*)-1@", rb"\1-2@", raw, count=1)
+    out = re.sub(rb"(?m)^(Date: .*) 10:(\d\d):00 ", rb"\1 12:\2:00 ", out, count=1)
+    assert out.count(b"-2@") == 1 and b" 12:" in out and out != raw
     return out
+
+
+def message_id(raw: bytes) -> str:
+    found = re.search(rb"(?m)^Message-ID: <([^>]+)>", raw)
+    assert found
+    return found.group(1).decode()
 
 
 # -- the test --------------------------------------------------------------------------------
 
 def test_pipeline_files_and_learns_from_junk_moves(stack: Stack) -> None:
-    spam_obvious = (DATA / "spam_obvious.eml").read_bytes()
-    ham_obvious = (DATA / "ham_obvious.eml").read_bytes()
-    ham_rescued = (DATA / "ham_rescued.eml").read_bytes()
-    sneaky = (DATA / "spam_sneaky.eml").read_bytes()
+    msgs = {p.stem: p.read_bytes() for p in DATA.glob("*.eml")}
+    ids = {name: message_id(raw) for name, raw in msgs.items()}
     before = stack.dump()
     assert before == {"ham": TRAIN_EACH, "spam": TRAIN_EACH, "record_ham": TRAIN_EACH, "record_spam": TRAIN_EACH}
 
-    stack.send(spam_obvious)
-    stack.send(ham_obvious)
-    stack.send(ham_rescued, rcpt="erin+Junk@example.test")  # the user's own rule files it into Junk
-    stack.send(sneaky)
+    stack.send(msgs["spam_obvious"])
+    stack.send(msgs["ham_obvious"])
+    stack.send(msgs["ham_flagged"])  # a ham the corpus-trained model takes for spam
+    stack.send(msgs["ham_rescued"], rcpt="erin+Junk@example.test")  # the user's own rule files it into Junk
+    stack.send(msgs["spam_sneaky"])  # a spam the model takes for ham
 
     imap = imaplib.IMAP4("127.0.0.1", stack.imap_port, timeout=30)
     try:
         _ok(imap.login(USER, stack.password))
 
         # 1. The milter's verdict decides the folder; every message was scanned by clamd.
-        folder, uid = arrived(imap, "e2e-spam-obvious@cheap-pills-now.test", stack)
-        h = header_of(imap, folder, uid)
-        assert folder == "Junk" and h.get("X-Spam-Flag") == "YES", (folder, h)
-        assert spam_score(h) >= REQUIRED and h["X-Virus-Status"] == "Clean", h
-        folder, uid = arrived(imap, "e2e-ham-obvious@lists.example.org", stack)
-        h = header_of(imap, folder, uid)
-        assert folder == "INBOX" and "X-Spam-Flag" not in h, (folder, h)
-        assert spam_score(h) < REQUIRED and h["X-Virus-Status"] == "Clean", h
-        folder, junk_uid = arrived(imap, "e2e-ham-rescued@lists.example.org", stack)
-        assert folder == "Junk", folder
-        rescued_h = header_of(imap, "Junk", junk_uid)
-        assert "X-Spam-Flag" not in rescued_h and rescued_h["X-Virus-Status"] == "Clean", rescued_h
-        folder, sneaky_uid = arrived(imap, "e2e-spam-sneaky-1@zentrovia-partners.test", stack)
-        h = header_of(imap, folder, sneaky_uid)
-        first_score = spam_score(h)
-        assert folder == "INBOX" and first_score < REQUIRED and "X-Spam-Flag" not in h, (folder, h)
-        assert h["X-Virus-Status"] == "Clean", h
+        seen: dict[str, tuple[str, int, dict[str, str]]] = {}
+        for name in ("spam_obvious", "ham_obvious", "ham_flagged", "ham_rescued", "spam_sneaky"):
+            folder, uid = arrived(imap, ids[name], stack)
+            seen[name] = (folder, uid, header_of(imap, folder, uid))
+            assert seen[name][2]["X-Virus-Status"] == "Clean", seen[name]
+            assert seen[name][2]["X-Virus-Scanned"].endswith("(clamd)"), seen[name]
+        for name in ("spam_obvious", "ham_flagged"):
+            folder, _, h = seen[name]
+            assert folder == "Junk" and h.get("X-Spam-Flag") == "YES" and spam_score(h) >= REQUIRED, seen[name]
+        for name in ("ham_obvious", "spam_sneaky"):
+            folder, _, h = seen[name]
+            assert folder == "INBOX" and "X-Spam-Flag" not in h and spam_score(h) < REQUIRED, seen[name]
+        folder, _, h = seen["ham_rescued"]
+        assert folder == "Junk" and "X-Spam-Flag" not in h, seen["ham_rescued"]
 
-        # 2a. The user rescues the ham: MOVE out of Junk -> learned as ham.
+        # 2a. The user rescues both hams from Junk with MOVE -> learned as ham.
         _ok(imap.select("Junk"))
-        _ok(imap.uid("MOVE", str(junk_uid), "INBOX"))
-        assert find(imap, "Junk", "e2e-ham-rescued@lists.example.org") is None
-        assert find(imap, "INBOX", "e2e-ham-rescued@lists.example.org") is not None
-        poll(lambda: stack.dump()["ham"] == TRAIN_EACH + 1, "the rescued ham to be learned", stack)
-        # Exactly one ham more: the deliveries into Junk above (the milter's verdict, the
-        # user's +Junk rule) were not learned; the learner saved well after they were filed.
+        _ok(imap.uid("MOVE", f"{seen['ham_flagged'][1]},{seen['ham_rescued'][1]}", "INBOX"))
+        for name in ("ham_flagged", "ham_rescued"):
+            assert find(imap, "Junk", ids[name]) is None and find(imap, "INBOX", ids[name]) is not None
+        poll(lambda: stack.dump()["ham"] == TRAIN_EACH + 2, "the rescued hams to be learned", stack)
+        # Exactly two hams more and no spam: the deliveries into Junk above (the milter's
+        # verdict, the user's +Junk rule) were not learned, though the learner has run since.
         after_ham = stack.dump()
-        assert after_ham == {"ham": TRAIN_EACH + 1, "spam": TRAIN_EACH,
-                             "record_ham": TRAIN_EACH + 1, "record_spam": TRAIN_EACH}, after_ham
-        # The milter has loaded the model that knows the ham (it watches the model file).
+        assert after_ham == {"ham": TRAIN_EACH + 2, "spam": TRAIN_EACH,
+                             "record_ham": TRAIN_EACH + 2, "record_spam": TRAIN_EACH}, after_ham
+        assert learned_label(stack.model, msgs["ham_flagged"]) == "ham"
+        assert learned_label(stack.model, msgs["ham_rescued"]) == "ham"
+        assert learned_label(stack.model, msgs["spam_obvious"]) is None
+        assert learned_label(stack.model, msgs["spam_sneaky"]) is None
+        # The milter has loaded the model that knows the hams (it watches the model file).
         poll(lambda: stack.milter_loads() >= 2, "the milter to reload the model", stack)
         loads = stack.milter_loads()
 
         # 2b. The user files the sneaky spam as junk the way clients without MOVE do:
         #     COPY into Junk, then \Deleted + EXPUNGE in INBOX -> learned as spam.
+        sneaky_uid = seen["spam_sneaky"][1]
         _ok(imap.select("INBOX"))
         _ok(imap.uid("COPY", str(sneaky_uid), "Junk"))
         _ok(imap.uid("STORE", str(sneaky_uid), "+FLAGS.SILENT", r"(\Deleted)"))
         _ok(imap.expunge())
-        assert find(imap, "INBOX", "e2e-spam-sneaky-1@zentrovia-partners.test") is None
-        assert find(imap, "Junk", "e2e-spam-sneaky-1@zentrovia-partners.test") is not None
+        assert find(imap, "INBOX", ids["spam_sneaky"]) is None
+        assert find(imap, "Junk", ids["spam_sneaky"]) is not None
         poll(lambda: stack.dump()["spam"] == TRAIN_EACH + 1, "the filed spam to be learned", stack)
         after_spam = stack.dump()
-        assert after_spam == {"ham": TRAIN_EACH + 1, "spam": TRAIN_EACH + 1,
-                              "record_ham": TRAIN_EACH + 1, "record_spam": TRAIN_EACH + 1}, after_spam
+        assert after_spam == {"ham": TRAIN_EACH + 2, "spam": TRAIN_EACH + 1,
+                              "record_ham": TRAIN_EACH + 2, "record_spam": TRAIN_EACH + 1}, after_spam
+        assert learned_label(stack.model, msgs["spam_sneaky"]) == "spam"
+        assert learned_label(stack.model, msgs["ham_flagged"]) == "ham"
 
-        # 3. After the milter reloaded the learner's save, the next similar message is spam.
+        # 3. Once the milter reloaded the learner's save, the next similar messages are
+        #    classified the way the user taught: near-duplicates sent again over SMTP.
         poll(lambda: stack.milter_loads() > loads, "the milter to reload the learned model", stack)
-        stack.send(near_duplicate(sneaky, 2))
-        folder, uid = arrived(imap, "e2e-spam-sneaky-2@zentrovia-partners.test", stack)
-        h = header_of(imap, folder, uid)
-        second_score = spam_score(h)
-        print(f"near-duplicate spam: X-Spam-Score {first_score} before the user's COPY into Junk, "
-              f"{second_score} after (milter load #{stack.milter_loads()})")
-        assert second_score > first_score, (first_score, second_score, h)
-        assert folder == "Junk" and h.get("X-Spam-Flag") == "YES" and second_score >= REQUIRED, (folder, h)
-        assert h["X-Virus-Status"] == "Clean", h
+        stack.send(near_duplicate(msgs["spam_sneaky"]))
+        stack.send(near_duplicate(msgs["ham_flagged"]))
+        scores = {}
+        for name in ("spam_sneaky", "ham_flagged"):
+            first = spam_score(seen[name][2])
+            folder, uid = arrived(imap, message_id(near_duplicate(msgs[name])), stack)
+            h = header_of(imap, folder, uid)
+            scores[name] = (first, spam_score(h), folder, h)
+            print(f"{name}: X-Spam-Score {first} ({seen[name][0]}) before the user's correction, "
+                  f"near-duplicate after: {spam_score(h)} ({folder})")
+            assert h["X-Virus-Status"] == "Clean", h
+        first, second, folder, h = scores["spam_sneaky"]
+        assert second > first and second >= REQUIRED, scores["spam_sneaky"]
+        assert folder == "Junk" and h.get("X-Spam-Flag") == "YES", scores["spam_sneaky"]
+        first, second, folder, h = scores["ham_flagged"]
+        assert second < first and second < REQUIRED, scores["ham_flagged"]
+        assert folder == "INBOX" and "X-Spam-Flag" not in h, scores["ham_flagged"]
         imap.logout()
     finally:
         try:
