@@ -24,7 +24,6 @@ import shlex
 import shutil
 import smtplib
 import subprocess
-import time
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from pathlib import Path
