@@ -33,6 +33,7 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from mailsift.protocols.imap import fetch as fetchmod
+from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView, RecentClaims
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -156,6 +157,17 @@ def _claims(ctx: Any) -> RecentClaims:
 
 
 _fallback_shared: dict[str, Any] = {}
+
+
+def _header_cache(ctx: Any) -> HeaderCache:
+    """The header cache shared by every IMAP session of the process (see headercache.py)."""
+    shared = getattr(ctx, "shared", None)
+    if not isinstance(shared, dict):
+        shared = _fallback_shared
+    cache = shared.get("imap.headers")
+    if cache is None:
+        cache = shared.setdefault("imap.headers", HeaderCache())
+    return cache
 
 
 def _executor(ctx: Any) -> concurrent.futures.ThreadPoolExecutor:
@@ -876,9 +888,10 @@ class ImapSession:
                 if not any(a.name == "FLAGS" for a in atts):
                     atts.append(FetchAtt("FLAGS"))
         expunged = False
+        headers_only = need_data and fetchmod.header_only(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
-            datas = await self.call(self._load_batch, sel, batch, need_data) if need_data else \
+            datas = await self.call(self._load_batch, sel, batch, need_data, headers_only) if need_data else \
                 [self._data_of(sel, uid) for _s, uid in batch]
             out = []
             for (seq, uid), data in zip(batch, datas):
@@ -921,10 +934,14 @@ class ImapSession:
         st = sel.state[uid]
         return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq)
 
-    def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool) -> list[fetchmod.MessageData | None]:
-        """In a worker thread: the messages' bytes (parsed ones are cached per session)."""
+    def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
+                    headers_only: bool = False) -> list[fetchmod.MessageData | None]:
+        """In a worker thread: the messages' bytes (parsed ones are cached per session). With
+        headers_only (every attribute is a top-level header section), headers come from the
+        process-wide header cache when they are there, without reading the file."""
         assert self.box is not None
         out: list[fetchmod.MessageData | None] = []
+        hcache = _header_cache(self.ctx) if headers_only else None
         for _seq, uid in batch:
             data = self._data_of(sel, uid)
             if data is None:
@@ -937,11 +954,21 @@ class ImapSession:
                 self.parsed.move_to_end(key)
                 out.append(cached)
                 continue
+            hkey = (self.user or "", sel.folder, sel.uidvalidity, uid)
+            if hcache is not None:
+                top = hcache.get(hkey)
+                if top is not None:
+                    data._top = top  # raw stays None: not kept in self.parsed
+                    data.header_only = True
+                    out.append(data)
+                    continue
             try:
                 data.raw = read_crlf(self.box, sel.folder, uid)
             except store_api.NoSuchMessage:
                 out.append(None)
                 continue
+            if hcache is not None:
+                hcache.put(hkey, header_part(data.raw))
             self.parsed[key] = data
             while len(self.parsed) > PARSED_CACHE:
                 self.parsed.popitem(last=False)
