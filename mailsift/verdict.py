@@ -141,7 +141,9 @@ def spam_headers(verdict: Verdict, version: str = __version__) -> list[tuple[str
     if verdict.is_spam:
         out.append(("X-Spam-Flag", "YES"))
     out.append(("X-Spam-Score", _fmt(score)))
-    out.append(("X-Spam-Level", "*" * max(0, min(50, int(score)))))
+    # Stars follow the score as shown (9.96 shows as 10.0 and gets ten), so a procmail
+    # recipe on X-Spam-Level and a Sieve test on X-Spam-Score agree.
+    out.append(("X-Spam-Level", "*" * max(0, min(50, int(float(_fmt(score)))))))
     out.append((
         "X-Spam-Status",
         f"{yes}, score={_fmt(score)} required={_fmt(verdict.required)} "

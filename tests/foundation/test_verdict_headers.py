@@ -69,3 +69,9 @@ def test_incoming_verdict_headers_are_recognised() -> None:
     assert not is_verdict_header("X-Spam-Flag-Untrusted")
     assert not is_verdict_header("Subject")
     assert untrusted_name("X-Spam-Flag") == "X-Spam-Flag-Untrusted"
+
+
+def test_stars_follow_the_score_as_shown() -> None:
+    h = _headers(Verdict(0.999, 9.96))
+    assert h["X-Spam-Score"] == "10.0"
+    assert h["X-Spam-Level"] == "*" * 10
