@@ -8,9 +8,11 @@ clamd's unpackers, detects every test file of clamav-testfiles.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from mailsift.localstack.procs import Daemon, free_port, wait_for
@@ -46,9 +48,15 @@ class ClamdInstance:
     """`ClamdInstance(workdir).start()`; `.socket` (path), `.tcp` ("127.0.0.1:PORT"),
     `.address` ("unix:PATH"), `.stop()`, `.kill9()`, `.restart()`."""
 
-    def __init__(self, workdir: Path, tcp: bool = True) -> None:
+    def __init__(self, workdir: Path, tcp: bool = True, tmpfs: bool = True) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # clamd writes every mail part it extracts to TemporaryDirectory: on this machine's disk
+        # that costs 2-3x the CPU and 2-5x the latency of tmpfs (measured), so use /dev/shm.
+        self.tmpdir = self.workdir / "tmp"
+        if tmpfs and os.access("/dev/shm", os.W_OK):
+            self.tmpdir = Path(tempfile.mkdtemp(prefix="mailsift-clamd-", dir="/dev/shm"))
+        self.tmpdir.mkdir(exist_ok=True)
         self.dbdir = self.workdir / "db"
         self.socket = self.workdir / "clamd.sock"
         self.port = free_port() if tcp else None
@@ -60,7 +68,7 @@ class ClamdInstance:
             f"LocalSocket {self.socket}",
             "LocalSocketMode 660",
             f"DatabaseDirectory {self.dbdir}",
-            f"TemporaryDirectory {self.workdir}",
+            f"TemporaryDirectory {self.tmpdir}",
             "LogTime yes",
             "LogVerbose no",
             "LogSyslog no",
@@ -109,6 +117,11 @@ class ClamdInstance:
         if self.daemon is not None:
             self.daemon.stop()
         self.daemon = None
+
+    def cleanup(self) -> None:
+        """Stop clamd and remove its temporary directory (on /dev/shm)."""
+        self.stop()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def kill9(self) -> None:
         if self.daemon is not None:

@@ -140,7 +140,7 @@ def up(run: Path, dbpath: Path, ports: Ports = Ports()) -> dict[str, object]:
     ensure_default_model(str(dbpath))
     ms = _mailsift()
 
-    clamd = ClamdInstance(run / "clamd", tcp=False)
+    clamd = ClamdInstance(run / "clamd", tcp=False, tmpfs=False)
     clamd.start()
     (run / "pids" ).mkdir(exist_ok=True)
     (run / "pids" / "clamd.pid").write_text(f"{clamd.daemon.pid}\n")  # type: ignore[union-attr]
