@@ -37,6 +37,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
+import bisect
 import errno
 import functools
 import logging
@@ -46,6 +47,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +187,84 @@ def _default_special_use(name: str) -> str | None:
     return SPECIAL_USE_BY_NAME.get(name)
 
 
+_Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change
+
+
+class ListingCache:
+    """Folder listings (list()) kept between calls and patched by this process's own flag
+    changes, appends and expunges (perf: SELECT, NOOP and the refresh after a change re-read and
+    rebuilt every row each time). An entry is used only while its stamp (UIDVALIDITY,
+    HIGHESTMODSEQ, UIDNEXT) equals the folder row's: any change it was not patched with, by
+    whatever path or process, bumps HIGHESTMODSEQ or UIDNEXT and makes it a miss. Bounded by the
+    total number of messages kept (least recently used folders go first). Thread-safe."""
+
+    MAX_ROWS = 200_000
+    MAX_FOLDER = 50_000  # bigger folders are not kept
+
+    def __init__(self) -> None:
+        self._items: "OrderedDict[tuple[str, int], tuple[_Stamp, list[MessageInfo]]]" = OrderedDict()
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int], stamp: _Stamp) -> list[MessageInfo] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or hit[0] != stamp:
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: tuple[str, int], stamp: _Stamp, infos: list[MessageInfo]) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._rows -= len(old[1])
+            if len(infos) > self.MAX_FOLDER:
+                return
+            self._items[key] = (stamp, infos)
+            self._rows += len(infos)
+            while self._rows > self.MAX_ROWS and self._items:
+                _k, (_s, gone) = self._items.popitem(last=False)
+                self._rows -= len(gone)
+
+    def patch(self, key: tuple[str, int], before: _Stamp, after: _Stamp,
+              changed: Iterable[MessageInfo] = (), removed: Iterable[int] = ()) -> None:
+        """Apply one change committed to the index: only to an entry that was current before it
+        (stamp `before`); any other entry is dropped. `changed` replaces or (UIDs above all)
+        appends messages; `removed` UIDs go."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return
+            if hit[0] != before:
+                self._rows -= len(self._items.pop(key)[1])
+                return
+            infos = list(hit[1])  # readers may hold the old list
+            gone = set(removed)
+            if gone:
+                infos = [m for m in infos if m.uid not in gone]
+            for m in changed:
+                i = bisect.bisect_left(infos, m.uid, key=lambda x: x.uid)
+                if i < len(infos) and infos[i].uid == m.uid:
+                    infos[i] = m
+                elif i == len(infos):
+                    infos.append(m)
+                else:
+                    infos.insert(i, m)
+            self._rows += len(infos) - len(hit[1])
+            self._items[key] = (after, infos)
+
+    def drop(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._rows -= len(old[1])
+
+
+def _stamp(frow: sqlite3.Row) -> _Stamp:
+    return (frow["uidvalidity"], frow["highestmodseq"], frow["uidnext"])
+
+
 class Store:
     """All mailboxes under one mail root."""
 
@@ -198,6 +278,7 @@ class Store:
         self.events = EventBus()
         self._boxes: dict[str, Mailbox] = {}
         self._lock = threading.Lock()
+        self.listings = ListingCache()
 
     def mailbox_path(self, user: str) -> Path:
         """ROOT/DOMAIN/LOCAL for a user name (validated; never outside the root)."""
@@ -510,6 +591,7 @@ class Mailbox:
                 self._db.execute("DELETE FROM messages WHERE folder_id = ?", (frow["id"],))
                 self._db.execute("DELETE FROM folders WHERE id = ?", (frow["id"],))
             self._mtimes.pop(frow["id"], None)
+            self.store.listings.drop((self.user, frow["id"]))
             shutil.rmtree(doomed, ignore_errors=True)
             self._event("folder-deleted", name, via="delete", special_use=special)
 
@@ -663,6 +745,7 @@ class Mailbox:
                 changed.append((uid, found[0], found[1], letters, sysflags, keywords))
         added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), k))
         if gone or changed or added:
+            self.store.listings.drop((self.user, fid))  # (an expunge found here leaves the stamp as it was)
             with self._txn():
                 modseq = frow["highestmodseq"]
                 for uid in gone:
@@ -825,6 +908,10 @@ class Mailbox:
                 out.append((uid, modseq))
                 uid += 1
             self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?", (uid, modseq, fid))
+        self.store.listings.patch(
+            (self.user, fid), _stamp(frow), (frow["uidvalidity"], modseq, uid),
+            changed=[MessageInfo(u, fl, when, size, m, key)
+                     for (u, m), (key, _tmp, fl, when, size) in zip(out, items)])
         with self._own_change(folder, fid):
             for key, tmp, fl, _when, _size in items:
                 os.rename(tmp, fpath / "cur" / md.file_name(key, fl))
@@ -840,16 +927,30 @@ class Mailbox:
         """The folder's messages (after picking up outside changes), ascending UID, optionally only
         uid_min <= uid <= uid_max."""
         folder = normalize_folder(folder)
+        whole = uid_min <= 1 and uid_max is None
         with self._op():
             self._frow(folder)  # NoSuchFolder
             self._sync_folder(folder)
-            fid = self._frow(folder)["id"]
+            frow = self._frow(folder)
+            fid, stamp = frow["id"], _stamp(frow)
+            cache, ckey = self.store.listings, (self.user, fid)
+            hit = cache.get(ckey, stamp)
+            if hit is not None:
+                if whole:
+                    return list(hit)
+                lo = bisect.bisect_left(hit, uid_min, key=lambda m: m.uid)
+                hi = bisect.bisect_right(hit, uid_max if uid_max is not None else 1 << 62, key=lambda m: m.uid)
+                return hit[lo:hi]
             rows = self._db.execute(
                 "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
                 "WHERE folder_id = ? AND uid >= ? AND uid <= ? ORDER BY uid",
                 (fid, uid_min, uid_max if uid_max is not None else 1 << 62)).fetchall()
-        make, join = MessageInfo, _join_flags
-        return [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+            make, join = MessageInfo, _join_flags
+            infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+            if whole:
+                cache.put(ckey, stamp, infos)
+                return list(infos)
+        return infos
 
     def uids(self, folder: str) -> list[int]:
         return [m.uid for m in self.list(folder)]
@@ -945,6 +1046,9 @@ class Mailbox:
                                          "WHERE folder_id=? AND uid=?", (sub, name, letters, kws, modseq, fid, uid))
                         changed.append(MessageInfo(uid, after, when, size, modseq, key))
                     self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, fid))
+                before_stamp = _stamp(frow)
+                self.store.listings.patch((self.user, fid), before_stamp,
+                                          (before_stamp[0], modseq, before_stamp[2]), changed=changed)
                 for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
                     self._event("flags", folder, uid=uid, flags=after, added=after - before,
                                 removed=before - after, via="store")
@@ -1077,6 +1181,10 @@ class Mailbox:
                 self._db.executemany("DELETE FROM messages WHERE folder_id=? AND uid=?",
                                      [(fid, r[0]) for r in doomed])
                 self._db.execute("UPDATE folders SET highestmodseq=highestmodseq+1 WHERE id=?", (fid,))
+            before_stamp = _stamp(frow)
+            self.store.listings.patch((self.user, fid), before_stamp,
+                                      (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),
+                                      removed=[r[0] for r in doomed])
             for uid, _s, _n in doomed:
                 self._event("expunge", folder, uid=uid, via="expunge")
         return [r[0] for r in doomed]
