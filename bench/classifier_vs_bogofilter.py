@@ -27,7 +27,6 @@ Results files and PNGs go to --out (default bench/out/vs_bogofilter/, git-ignore
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

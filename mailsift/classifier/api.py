@@ -12,7 +12,6 @@ Importing this module imports numpy and scikit-learn: command modules import it 
 from __future__ import annotations
 
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from mailsift.classifier.model import MIN_LEARNED, ModelSettings, SpamModel, probability_to_score
@@ -27,7 +26,7 @@ from mailsift.classifier.persist import (
 
 __all__ = [
     "MIN_LEARNED", "MODEL_FILE", "SIDECAR_FILE", "ModelError", "ModelSettings", "SpamModel",
-    "load_model", "new_model", "probability_to_score", "read_sidecar", "save_model", "model_changed",
+    "load_model", "new_model", "probability_to_score", "read_sidecar", "save_model",
 ]
 
 
@@ -38,12 +37,3 @@ def new_model(**settings: Any) -> SpamModel:
     if unknown:
         raise ValueError(f"unknown model setting(s): {', '.join(unknown)}")
     return SpamModel(ModelSettings(**settings))
-
-
-def model_changed(dbpath: str | Path, since: float | None) -> tuple[bool, float | None]:
-    """For reloaders: (changed, stamp) where stamp is the sidecar's mtime (None: no model)."""
-    try:
-        stamp = (Path(dbpath) / SIDECAR_FILE).stat().st_mtime
-    except OSError:
-        return (since is not None), None
-    return stamp != since, stamp

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mailsift.localstack.procs import Daemon, free_port, wait_for
+from mailsift.localstack.procs import Daemon, free_port
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
@@ -103,11 +103,10 @@ class ClamdInstance:
             self.socket.unlink()
         self.daemon = Daemon([CLAMD, "--config-file", str(self.conf)], self.workdir / "clamd.out").start()
         try:
-            wait_for(lambda: ping(self.socket) or (not self.daemon.alive() and _raise(self)),  # type: ignore[union-attr]
-                     timeout=timeout, interval=0.05, what="clamd PING")
-        except Exception:
-            self.stop()
-            raise
+            self.daemon.wait_ready(lambda: ping(self.socket), timeout, what="clamd PING")
+        except (RuntimeError, TimeoutError) as exc:
+            self.daemon = None
+            raise RuntimeError(f"{exc}\n{self.log()[-2000:]}") from None
         return self
 
     def alive(self) -> bool:
@@ -139,10 +138,6 @@ class ClamdInstance:
             if p.exists():
                 out.append(p.read_text(errors="replace"))
         return "\n".join(out)
-
-
-def _raise(inst: ClamdInstance) -> bool:
-    raise RuntimeError(f"clamd exited during start:\n{inst.log()[-2000:]}")
 
 
 def available() -> bool:

@@ -27,7 +27,6 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterable
 

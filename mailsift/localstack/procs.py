@@ -79,6 +79,27 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait_ready(self, ready: Callable[[], object], timeout: float = 30.0,
+                   what: str | None = None) -> "Daemon":
+        """Poll `ready` until it is true. If the process exits first, or `timeout` passes, stop
+        it and raise (RuntimeError, TimeoutError) with the tail of its log, so a failed start
+        fails at once and says why."""
+        what = what or Path(self.argv[0]).name
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ready():
+                    return self
+            except Exception:  # noqa: BLE001 - polling: not ready yet
+                pass
+            if not self.alive():
+                code = self.stop()
+                raise RuntimeError(f"{what} exited with status {code} during start:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

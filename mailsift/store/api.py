@@ -1061,7 +1061,8 @@ class Mailbox:
         wanted = set(uids)
         with self._op():
             self._sync_folder(src)
-            sfrow, dfrow = self._frow(src), self._frow(dst)
+            sfrow = self._frow(src)
+            self._frow(dst)  # raises NoSuchFolder before anything is written
             spath, dpath = self._fpath(src), self._fpath(dst)
             rows = self._rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
                                      wanted)

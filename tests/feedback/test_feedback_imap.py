@@ -46,14 +46,9 @@ class Served:
             + ("[feedback]\nsave_interval = 1.0\n" if serve_is_wired() else ""))
         argv = ([mailsift_bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"] if serve_is_wired()
                 else [sys.executable, str(HERE / "serve_with_learner.py"), str(self.config)])
-        self.daemon = Daemon(argv, workdir / "serve.log").start()
-        try:
-            wait_for(lambda: (tcp_ready("127.0.0.1", self.imap_port) and tcp_ready("127.0.0.1", self.lmtp_port))
-                     or not self.daemon.alive(), 30, what="mailsift serve")
-        except TimeoutError:
-            self.daemon.stop()
-            raise
-        assert self.daemon.alive(), self.daemon.log()
+        self.daemon = Daemon(argv, workdir / "serve.log").start().wait_ready(
+            lambda: tcp_ready("127.0.0.1", self.imap_port) and tcp_ready("127.0.0.1", self.lmtp_port),
+            30, what="mailsift serve")
 
     def deliver(self, message: bytes) -> None:
         with smtplib.LMTP("127.0.0.1", self.lmtp_port) as lmtp:

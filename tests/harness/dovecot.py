@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.procs import Daemon, free_port, tcp_ready, wait_for
+from harness.procs import Daemon, free_port, tcp_ready
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
@@ -150,18 +150,12 @@ class DovecotInstance:
         passwd.chmod(0o600)
         self.daemon = Daemon([DOVECOT, "-F", "-c", str(self.conf_path)],
                              self.workdir / "stdout.log").start()
-        for port in (self.imap_port, self.pop3_port, self.lmtp_port):
-            if port:
-                try:
-                    wait_for(lambda p=port: tcp_ready(self.host, p) or not self.daemon.alive(),
-                             timeout, what=f"dovecot on port {port}")
-                except TimeoutError:
-                    self.stop()
-                    raise
-                if not self.daemon.alive():
-                    log = self.log_text()
-                    self.stop()
-                    raise RuntimeError(f"dovecot exited at start:\n{log}")
+        ports = [p for p in (self.imap_port, self.pop3_port, self.lmtp_port) if p]
+        try:
+            self.daemon.wait_ready(lambda: all(tcp_ready(self.host, p) for p in ports), timeout,
+                                   what=f"dovecot on ports {ports}")
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}\n{self.log_text()}") from None
         return self
 
     def chown_mail(self) -> None:

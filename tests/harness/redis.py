@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from harness.procs import Daemon, free_port, wait_for
+from harness.procs import Daemon, free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -49,12 +49,8 @@ class RedisServer:
         if self.password:
             argv += ["--requirepass", self.password]
         self.daemon = Daemon(argv, self.workdir / "redis.log").start()
-        try:
-            wait_for(lambda: ping(self.host, self.port) or (not self.daemon.alive() and _dead(self.daemon)),
-                     timeout, what=f"redis-server on {self.host}:{self.port}")
-        except BaseException:
-            self.stop()
-            raise
+        self.daemon.wait_ready(lambda: ping(self.host, self.port), timeout,
+                               what=f"redis-server on {self.host}:{self.port}")
         return self
 
     def alive(self) -> bool:
@@ -73,6 +69,3 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _dead(daemon: Daemon) -> bool:
-    raise RuntimeError(f"redis-server exited early:\n{daemon.log()}")

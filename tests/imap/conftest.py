@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness.procs import Daemon, free_port, tcp_ready, wait_for
+from harness.procs import Daemon, free_port, tcp_ready
 from mailsift.store.users import Users
 
 
@@ -56,14 +56,8 @@ class ImapServer:
     def start(self) -> "ImapServer":
         self.daemon = Daemon([self.bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"],
                              self.workdir / "serve.log").start()
-        try:
-            wait_for(lambda: tcp_ready(self.host, self.imap_port) and tcp_ready(self.host, self.lmtp_port)
-                     or not self.daemon.alive(), 30, what="mailsift serve (imap, lmtp)")
-        except TimeoutError:
-            self.stop()
-            raise
-        if not self.daemon.alive():
-            raise RuntimeError("mailsift serve exited:\n" + self.daemon.log())
+        self.daemon.wait_ready(lambda: tcp_ready(self.host, self.imap_port) and tcp_ready(self.host, self.lmtp_port),
+                               30, what="mailsift serve (imap, lmtp)")
         return self
 
     def stop(self) -> None:

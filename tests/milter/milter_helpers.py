@@ -11,7 +11,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
 
-from harness.procs import Daemon, unix_ready, wait_for
+from harness.procs import Daemon, unix_ready
 
 
 def build_message(test_id: str, subject: str, text: str = "Please find the file attached.\r\n",
@@ -52,13 +52,8 @@ class MilterProcess:
     def start(self) -> "MilterProcess":
         argv = [self.mailsift_bin, "milter", "--socket", self.spec, *self.args]
         self.daemon = Daemon(argv, self.log_path).start()
-        wait_for(lambda: unix_ready(self.socket) or self._dead(), 30, what="milter socket")
+        self.daemon.wait_ready(lambda: unix_ready(self.socket), 30, what="milter socket")
         return self
-
-    def _dead(self) -> bool:
-        if self.daemon is not None and not self.daemon.alive():
-            raise RuntimeError(f"milter exited:\n{self.log()}")
-        return False
 
     def stop(self) -> None:
         if self.daemon is not None:
@@ -99,3 +94,16 @@ def parse(raw: bytes) -> email.message.Message:
 
 def header_values(msg: email.message.Message, name: str) -> list[str]:
     return [str(v) for v in (msg.get_all(name) or [])]
+
+
+def relay_main(mx) -> dict[str, str]:
+    """main.cf of a Postfix that queues mail for example.test and relays it to `mx`, retrying
+    as a sender's MTA would."""
+    return {
+        "myhostname": "relay.mailsift.test",
+        "virtual_mailbox_domains": "",
+        "relay_domains": "example.test",
+        "relayhost": f"[{mx.host}]:{mx.smtp_port}",
+        "default_transport": "smtp",
+        "smtp_tls_security_level": "none",
+    }

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from harness.procs import wait_for
-from milter_helpers import milter_main
+from milter_helpers import milter_main, relay_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,14 +33,7 @@ def relay_accepted_ids(log: str) -> set[str]:
 def test_2000_messages_survive_clamd_and_milter_crashes(clamd, trained_dbpath, milter_factory, postfix_factory):
     milter = milter_factory("--clamd", clamd.address, "--dbpath", str(trained_dbpath))
     mx = postfix_factory(main=milter_main(milter))
-    relay = postfix_factory(main={
-        "myhostname": "relay.mailsift.test",
-        "virtual_mailbox_domains": "",
-        "relay_domains": "example.test",
-        "relayhost": f"[{mx.host}]:{mx.smtp_port}",
-        "default_transport": "smtp",
-        "smtp_tls_security_level": "none",
-    })
+    relay = postfix_factory(main=relay_main(mx))
     t0 = time.monotonic()
     source = subprocess.Popen(["smtp-source", "-s", "20", "-l", "5120", "-m", str(TOTAL),
                                "-f", "sender@outside.test", "-t", "user@example.test",

@@ -10,7 +10,7 @@ import pytest
 
 from harness.clamd import EICAR, TESTFILES
 from harness.procs import wait_for
-from milter_helpers import build_message, corpus_files, header_values, milter_main, parse
+from milter_helpers import build_message, corpus_files, header_values, milter_main, parse, relay_main
 
 pytestmark = pytest.mark.integration
 
@@ -133,14 +133,7 @@ def test_clamd_down_gives_451_and_the_message_arrives_scanned_after_retry(
     milter = milter_factory("--clamd", clamd.address, "--dbpath", str(workdir / "nomodel"))
     mx = postfix_factory(main=milter_main(milter))
     # A relay in front of the MX queues the message and retries, as the sender's MTA would.
-    relay = postfix_factory(main={
-        "myhostname": "relay.mailsift.test",
-        "virtual_mailbox_domains": "",
-        "relay_domains": "example.test",
-        "relayhost": f"[{mx.host}]:{mx.smtp_port}",
-        "default_transport": "smtp",
-        "smtp_tls_security_level": "none",
-    })
+    relay = postfix_factory(main=relay_main(mx))
     clamd.stop()
     body = build_message("direct", "direct while clamd is down", text="hello\r\n")
     with pytest.raises(smtplib.SMTPDataError) as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from harness.procs import Daemon, tcp_ready, unix_ready, wait_for
+from harness.procs import Daemon, tcp_ready, unix_ready
 
 BASE_REQUEST = {
     "request": "smtpd_access_policy",
@@ -115,14 +115,11 @@ class PolicyProcess:
         return (host, int(port))
 
     def ready(self) -> bool:
-        if not self.daemon.alive():
-            raise RuntimeError(f"mailsift policy exited:\n{self.daemon.log()}")
         a = self.address
         return tcp_ready(*a) if isinstance(a, tuple) else unix_ready(a)
 
     def start(self) -> "PolicyProcess":
-        self.daemon.start()
-        wait_for(self.ready, 20, what="mailsift policy to listen")
+        self.daemon.start().wait_ready(self.ready, 20, what="mailsift policy to listen")
         return self
 
     def advance(self, seconds: float) -> None:

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness.procs import Daemon, free_port, tcp_ready, unix_ready, wait_for
+from harness.procs import Daemon, free_port, tcp_ready, unix_ready
 from mailsift.store.users import Users
 
 
@@ -65,12 +65,7 @@ class StoreServer:
     def start(self, timeout: float = 30.0) -> "StoreServer":
         self.daemon = Daemon([self.bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"],
                              self.log_path).start()
-        try:
-            wait_for(lambda: self.ready() or not self.daemon.alive(), timeout, what="mailsift serve")  # type: ignore[union-attr]
-        except TimeoutError:
-            raise RuntimeError(self.daemon.log())
-        if not self.daemon.alive():
-            raise RuntimeError(f"mailsift serve died:\n{self.daemon.log()}")
+        self.daemon.wait_ready(self.ready, timeout, what="mailsift serve")
         return self
 
     def stop(self) -> int | None:

@@ -4,7 +4,6 @@ the state machine, STLS and implicit TLS, response codes, and bad input."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import random
 import smtplib
@@ -16,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.procs import free_port, tcp_ready, wait_for
+from harness.procs import wait_for
 from test_pop3_support import (  # noqa: F401 - fixture
     DATA, OTHER, PASSWORD, USER, Pop3Client, Pop3Server, pop3_server,
 )

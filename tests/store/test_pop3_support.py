@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.procs import Daemon, free_port, tcp_ready, wait_for
+from harness.procs import Daemon, free_port, tcp_ready
 
 PASSWORD = "correct horse battery staple"
 USER = "alice@example.test"
@@ -98,16 +98,8 @@ class Pop3Server:
         self.starts += 1
         self.daemon = Daemon([self.mailsift_bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"],
                              self.workdir / f"serve.{self.starts}.log").start()
-        try:
-            wait_for(lambda: (tcp_ready(self.host, self.pop3_port) and tcp_ready(self.host, self.pop3s_port))
-                     or not self.daemon.alive(), 30, what="mailsift serve POP3 listeners")  # type: ignore[union-attr]
-        except TimeoutError:
-            self.stop()
-            raise
-        if not self.daemon.alive():
-            log = self.daemon.log()
-            self.stop()
-            raise RuntimeError(f"mailsift serve exited at start:\n{log}")
+        self.daemon.wait_ready(lambda: tcp_ready(self.host, self.pop3_port) and tcp_ready(self.host, self.pop3s_port),
+                               30, what="mailsift serve POP3 listeners")
         return self
 
     def stop(self) -> int | None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mailsift.store import maildir as md
 from mailsift.store.api import (INBOX, FolderExists, FolderNotEmpty, InvalidFlag, NoSuchFolder, NoSuchMessage,
                                 Store)
 from mailsift.store.events import Event

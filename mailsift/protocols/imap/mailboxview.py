@@ -108,7 +108,6 @@ class MailboxView:
         """[(seq, uid)] the set names, ascending. Sequence numbers beyond the mailbox raise
         BadSequence; UIDs that do not exist are skipped (RFC 3501 6.4.8)."""
         n = len(self.uids)
-        out: list[tuple[int, int]] = []
         if by_uid:
             if not self.uids:
                 return []
