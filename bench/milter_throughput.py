@@ -82,6 +82,47 @@ def pids_named(name: str) -> list[int]:
     return out
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_comm() -> dict[int, tuple[str, float]]:
+    """pid -> (command name, CPU seconds used so far: user + system)."""
+    out: dict[int, tuple[str, float]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            if comm.startswith("kworker"):  # a kernel worker's name changes with its work item
+                comm = "kworker"
+            fields = stat.rsplit(")", 1)[1].split()
+            out[int(d)] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds per command name over a run: sampled often, so processes that exit during
+    the run (smtpd after its sessions) are counted up to their last sample."""
+
+    def __init__(self) -> None:
+        self.start = cpu_by_comm()
+        self.last = dict(self.start)
+
+    def sample(self) -> None:
+        self.last.update(cpu_by_comm())
+
+    def by_comm(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (comm, cpu) in self.last.items():
+            before = self.start.get(pid)
+            used = cpu - (before[1] if before and before[0] == comm else 0.0)
+            if used > 0:
+                out[comm] = out.get(comm, 0.0) + used
+        return out
+
+
 # -- peers ------------------------------------------------------------------------------------
 class Peer:
     name = "peer"
@@ -139,6 +180,31 @@ class Mailsift(Peer):
             self.daemon.stop()
         if self.clamd:
             self.clamd.cleanup()
+
+
+class Floor(Peer):
+    """Diagnostic (--only floor / floor0): a pymilter milter that collects the message and adds
+    N headers, no clamd, no model: what the milter protocol alone costs."""
+
+    def __init__(self, adds: int = 7) -> None:
+        self.adds = adds
+        self.name = f"pymilter floor ({adds} headers)"
+        self.daemon: Daemon | None = None
+
+    def start(self, wd: Path) -> str | None:
+        sock = wd / "floor" / "milter.sock"
+        sock.parent.mkdir()
+        self.daemon = Daemon([sys.executable, str(ROOT / "bench" / "peers" / "floor_milter.py"), f"unix:{sock}",
+                              str(self.adds)], wd / "floor.log").start()
+        wait_for(lambda: unix_ready(sock), 60, what="floor milter")
+        return f"unix:{sock}"
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.daemon.pid) if self.daemon else []
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
 
 
 class Rspamd(Peer):
@@ -347,6 +413,7 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         subprocess.run(["smtp-source", "-s", "1", "-l", str(size), "-m", "5", "-f", "a@outside.test",
                         "-t", "user@example.test", f"{pf.host}:{pf.smtp_port}"], check=True, timeout=120)
         rss_peak = 0
+        meter = CpuMeter()
         probe = Probe(pf.host, pf.smtp_port)
         t0 = time.perf_counter()
         src = subprocess.Popen(["smtp-source", "-s", str(sessions), "-l", str(size), "-m", str(messages),
@@ -355,8 +422,11 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         probe.start()
         while src.poll() is None:
             rss_peak = max(rss_peak, rss_kb(peer.pids()))
+            meter.sample()
             time.sleep(0.1)
         elapsed = time.perf_counter() - t0
+        meter.sample()
+        cpu = meter.by_comm()
         probe.stop_flag.set()
         probe.join(60)
         out = src.stdout.read().decode(errors="replace") if src.stdout else ""
@@ -367,7 +437,7 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         rejected = pf.log_text().count("milter-reject")
         return {"name": peer.name, "ok": src.returncode == 0, "rate": messages / elapsed, "elapsed": elapsed,
                 "lat": probe.latencies, "probe_errors": probe.errors, "idle": idle.latencies, "rss_mb": rss_peak / 1024.0,
-                "milter_rejects": rejected, "source_out": out[-300:]}
+                "milter_rejects": rejected, "source_out": out[-300:], "cpu": cpu}
     finally:
         if pf is not None:
             pf.stop()
@@ -386,11 +456,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every peer this many times, bare Postfix first each round; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
-    ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass")
+    ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0")
     args = ap.parse_args()
     peers = {"bare": Bare(), "mailsift": Mailsift(0), "mailsift-pool": Mailsift(2),
-             "rspamd": Rspamd(), "spamass": SpamassMilter()}
-    keys = args.only or list(peers)
+             "rspamd": Rspamd(), "spamass": SpamassMilter(), "floor": Floor(7), "floor0": Floor(0)}
+    keys = args.only or [k for k in peers if not k.startswith("floor")]
     if "bare" not in keys:
         keys.insert(0, "bare")
     print(f"milter throughput: {args.messages} messages of {args.size} bytes, {args.sessions} smtp-source "
@@ -424,7 +494,12 @@ def main() -> int:
                 r["rates"] = [r["rate"]]
             r["rate"] = statistics.median(r["rates"])
             results[key] = r
-            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s", flush=True)
+            cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
+            total = sum(v for _, v in cpu)
+            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s; CPU ms/msg "
+                  f"{1000 * total / args.messages:.2f} = " + " ".join(
+                      f"{k} {1000 * v / args.messages:.2f}" for k, v in cpu if 1000 * v / args.messages >= 0.02),
+                  flush=True)
 
     bare = results.get("bare", {})
     print()
