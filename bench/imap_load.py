@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -132,7 +133,7 @@ class MailsiftServer:
         return self
 
     def pids(self) -> list[int]:
-        return [self.daemon.pid]
+        return group_pids(self.daemon.pid)  # the serve process and its IMAP worker processes
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -151,19 +152,36 @@ class DovecotServer:
 
     def pids(self) -> list[int]:
         assert self.dc.daemon is not None
-        pgid = self.dc.daemon.pid
-        out = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getpgid(int(entry)) == pgid:
-                        out.append(int(entry))
-                except ProcessLookupError:
-                    pass
-        return out
+        return group_pids(self.dc.daemon.pid)
 
     def stop(self) -> None:
         self.dc.stop()
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process of a process group (the daemons run in their own session)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    out.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (/proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -180,9 +198,11 @@ def rss_kb(pids: list[int]) -> int:
 
 # -- 1. load --------------------------------------------------------------------------------
 
-async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, counts: list[int]) -> None:
+async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, counts: list[int],
+                 ready: asyncio.Queue[None]) -> None:
     c = await Client.connect(port)
     await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
+    ready.put_nowait(None)
     rnd = random.Random(user)
     deadline = time.monotonic() + seconds
     ops = 0
@@ -203,11 +223,26 @@ async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, 
     await c.close()
 
 
-async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: bytes) -> float:
+async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: bytes,
+               pids: Callable[[], list[int]] | None = None) -> tuple[float, float, float]:
+    """-> (operations/s, server CPU cores, this client's CPU cores). CPU is sampled while every
+    client is logged in (Dovecot's per-client processes exist then), over most of the run."""
     counts: list[int] = []
+    ready: asyncio.Queue[None] = asyncio.Queue()
+    cpu: list[float] = []
+
+    async def sample() -> None:
+        for _ in users:
+            await ready.get()
+        procs = pids() if pids else []
+        c0, o0, t0 = cpu_seconds(procs), time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds * 0.8)
+        t = time.monotonic() - t0
+        cpu.extend(((cpu_seconds(procs) - c0) / t, (time.process_time() - o0) / t))
+
     start = time.monotonic()
-    await asyncio.gather(*(worker(port, u, seconds, nmsg, extra, counts) for u in users))
-    return sum(counts) / (time.monotonic() - start)
+    await asyncio.gather(sample(), *(worker(port, u, seconds, nmsg, extra, counts, ready) for u in users))
+    return sum(counts) / (time.monotonic() - start), cpu[0], cpu[1]
 
 
 # -- 2. big mailbox ---------------------------------------------------------------------------
@@ -300,8 +335,10 @@ def main() -> int:
                 r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
                 print(f"{name}: {r['idle_kb']:.0f} KB per idle connection; load ({args.clients} clients, "
                       f"{args.seconds:.0f}s) ...", flush=True)
-                r["ops"] = asyncio.run(load(server.port, users, args.seconds, args.messages, extra))
-                print(f"{name}: {r['ops']:.0f} operations/s; big mailbox ...", flush=True)
+                r["ops"], r["cpu"], r["client_cpu"] = asyncio.run(
+                    load(server.port, users, args.seconds, args.messages, extra, server.pids))
+                print(f"{name}: {r['ops']:.0f} operations/s (server CPU {r['cpu']:.2f} cores, this client "
+                      f"{r['client_cpu']:.2f} cores); big mailbox ...", flush=True)
                 warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
                 r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
                 print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
@@ -316,6 +353,10 @@ def main() -> int:
     print()
     print(f"{'':34}{'mailsift':>12}{'dovecot':>12}")
     print(f"{'load: operations/s':34}{m['ops']:12.0f}{d['ops']:12.0f}   ratio {m['ops'] / d['ops']:.2f} (goal >= 0.50)")
+    print(f"{'load: server CPU, cores':34}{m['cpu']:12.2f}{d['cpu']:12.2f}   "
+          f"(bench client: {m['client_cpu']:.2f} / {d['client_cpu']:.2f} cores)")
+    print(f"{'load: server CPU ms per operation':34}{1000 * m['cpu'] / m['ops']:12.2f}"
+          f"{1000 * d['cpu'] / d['ops']:12.2f}")
     print(f"{'big: first LOGIN+SELECT (indexing)':34}{m['warm']:12.2f}{d['warm']:12.2f}")
     print(f"{'big: SELECT s':34}{m['select']:12.3f}{d['select']:12.3f}   (goal <= 1 s, {args.big} messages)")
     print(f"{'big: UID FETCH 1:* (FLAGS) s':34}{m['fetch']:12.3f}{d['fetch']:12.3f}   (goal <= 2 s, "

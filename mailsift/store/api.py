@@ -31,7 +31,9 @@ Contract
   our fault: answer a temporary failure (4xx / NO [UNAVAILABLE]); nothing is half-done on disk.
 - Changes made by other programs (mutt, Dovecot) are picked up when a folder is next read: new files get
   the next UIDs, vanished files are expunged, renamed files change flags (published with via="sync").
-  One `mailsift serve` process owns a mail root.
+  Several processes may share a mail root (`mailsift serve` and its IMAP workers): each user's
+  operations are serialised across them by the mailbox lock (locks.py), and the listing cache is
+  checked against the index before use.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
+from mailsift.store.locks import MailboxLock
 from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname, folder_from_dirname,
                                   normalize_folder, normalize_user)
 
@@ -74,6 +77,7 @@ _SYSTEM_BY_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 _KEYWORD_RE = re.compile(r'^[^\x00-\x20\x7f()\{%*"\\\]]{1,100}$')
 FlagMode = Literal["add", "remove", "replace"]
 DEDUP_DAYS = 7
+LOCK_NAME = "mailsift-index.lock"
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
@@ -329,16 +333,18 @@ class Mailbox:
         self.store = store
         self.user = user
         self.path = path
-        self._lock = threading.RLock()
         self._pending: list[Event] = []
         self._mtimes: dict[int, tuple[int, int]] = {}
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
-        if fresh_dir:
-            for name in STANDARD_FOLDERS:
-                md.ensure_maildir(path / folder_dirname(name), folder=True)
-        self._db, rebuilt = idx.connect(path, store.lock_timeout)
+        # Held for every read-modify-write of the index and files, by this process's threads and
+        # by the other processes sharing the mail root (IMAP workers): see locks.py.
+        self._lock = MailboxLock(path / LOCK_NAME)
         with self._lock:
+            if fresh_dir:
+                for name in STANDARD_FOLDERS:
+                    md.ensure_maildir(path / folder_dirname(name), folder=True)
+            self._db, rebuilt = idx.connect(path, store.lock_timeout)
             self._sync_folder_list(rebuilt=rebuilt)
             if rebuilt:
                 with self._txn():
@@ -355,11 +361,12 @@ class Mailbox:
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
-        with self._lock:
+        with self._lock.thread_lock:
             try:
                 self._db.close()
             except sqlite3.Error:
                 pass
+            self._lock.close()
 
     @contextmanager
     def _txn(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -384,7 +391,7 @@ class Mailbox:
                 self._db.execute("PRAGMA synchronous=FULL")
 
     def _flush_events(self) -> None:
-        with self._lock:
+        with self._lock.thread_lock:
             events, self._pending = self._pending, []
         self.store.events.publish(events)
 
@@ -535,7 +542,7 @@ class Mailbox:
             name = normalize_folder(name)
         except InvalidName:
             return None
-        with self._lock:
+        with self._lock.thread_lock:  # read-only: no need to hold off other processes
             if self._frow_opt(name) is not None:
                 return name
             matches = [n for n in self._folder_names() if n.lower() == name.lower()]
@@ -543,7 +550,7 @@ class Mailbox:
 
     def special_folder(self, special_use: str) -> str | None:
         """The folder with this special use ("\\Junk", ...), or None."""
-        with self._lock:
+        with self._lock.thread_lock:
             row = self._db.execute("SELECT name FROM folders WHERE special_use = ? ORDER BY id LIMIT 1",
                                    (special_use,)).fetchone()
         return row[0] if row else None
@@ -655,7 +662,7 @@ class Mailbox:
                 self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
 
     def subscriptions(self) -> list[str]:
-        with self._lock:
+        with self._lock.thread_lock:
             return [r[0] for r in self._db.execute("SELECT name FROM subscriptions ORDER BY name")]
 
     # ------------------------------------------------------------------ sync & recovery
@@ -747,7 +754,9 @@ class Mailbox:
         if gone or changed or added:
             self.store.listings.drop((self.user, fid))  # (an expunge found here leaves the stamp as it was)
             with self._txn():
-                modseq = frow["highestmodseq"]
+                # An expunge found here bumps HIGHESTMODSEQ too: other processes' cached
+                # listings of this folder (stamp-checked) must not outlive it.
+                modseq = frow["highestmodseq"] + (1 if gone else 0)
                 for uid in gone:
                     self._db.execute("DELETE FROM messages WHERE folder_id = ? AND uid = ?", (fid, uid))
                 for uid, sub, fname, letters, _old, _kw in changed:
@@ -986,7 +995,7 @@ class Mailbox:
         """The message's bytes (CRLF line ends unless crlf=False). Raises NoSuchMessage."""
         folder = normalize_folder(folder)
         for attempt in (0, 1):
-            with self._lock:
+            with self._lock.thread_lock:
                 path = self._path_of(folder, uid)
             try:
                 with open(path, "rb") as fh:
@@ -998,6 +1007,21 @@ class Mailbox:
                 with self._op():
                     self._sync_folder(folder, force=True)
         raise AssertionError("unreachable")
+
+    def claim_recent(self, folder: str, uidvalidity: int, top: int, readonly: bool = False) -> int:
+        """IMAP \\Recent, seen by exactly one session across every process (Dovecot keeps a
+        first-recent-uid the same way): returns the floor, the highest UID some session already
+        took as recent (UIDs above it are recent for the caller), and unless `readonly` raises
+        it to `top` atomically. A new UIDVALIDITY starts from 0."""
+        folder = normalize_folder(folder)
+        with self._lock:
+            fid = self._frow(folder)["id"]
+            row = self._db.execute("SELECT uidvalidity, floor FROM recent WHERE folder_id = ?", (fid,)).fetchone()
+            floor = row[1] if row is not None and row[0] == uidvalidity else 0
+            if not readonly and top > floor:
+                with self._txn(durable=False):
+                    self._db.execute("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", (fid, uidvalidity, top))
+            return floor
 
     # ------------------------------------------------------------------ changing
     def store_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = "add",

@@ -5,8 +5,13 @@ store's locks, to callbacks registered with `Store.subscribe` (called in the thr
 the change: keep them short, never call back into a blocking store operation you hold a lock
 for) or to an asyncio queue from `Store.watch(user)` (events are handed to the loop thread-safely).
 
-Delivery is in-process: one `mailsift serve` process owns a mail root. Changes made by others
-(mutt, Dovecot) are noticed when the store next syncs a folder and are published with via="sync".
+Delivery is in-process; when `mailsift serve` runs IMAP worker processes (store/workers.py) the
+bus of each process hands its own events to `forward` and receives the other processes' through
+`publish_remote` (never forwarded again), so every subscriber sees every change once, whichever
+process made it. `interest(user, +1/-1)` is told when subscriptions for a user come and go (the
+main process sends a worker only the events of users it has sessions for). Changes made by
+others (mutt, Dovecot) are noticed when the store next syncs a folder and are published with
+via="sync".
 """
 
 from __future__ import annotations
@@ -80,21 +85,42 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: dict[int, tuple[str | None, Callback]] = {}
         self._ids = itertools.count(1)
+        # Set by store/workers.py in multi-process serving (see the module docstring).
+        self.forward: Callable[[list[Event]], None] | None = None
+        self.interest: Callable[[str, int], None] | None = None
 
     def subscribe(self, callback: Callback, user: str | None = None) -> Subscription:
         with self._lock:
             sid = next(self._ids)
             self._subs[sid] = (user, callback)
+        if user is not None and self.interest is not None:
+            self.interest(user, 1)
         return Subscription(self, sid)
 
     def _remove(self, sid: int) -> None:
         with self._lock:
-            self._subs.pop(sid, None)
+            gone = self._subs.pop(sid, None)
+        if gone is not None and gone[0] is not None and self.interest is not None:
+            self.interest(gone[0], -1)
 
     def publish(self, events: Iterable[Event]) -> None:
+        """This process's own committed changes."""
         events = list(events)
         if not events:
             return
+        self._dispatch(events)
+        if self.forward is not None:
+            try:
+                self.forward(events)
+            except Exception:  # noqa: BLE001 - never undo a committed change
+                log.exception("forwarding events to the other processes failed")
+
+    def publish_remote(self, events: list[Event]) -> None:
+        """Changes another process of the same server committed (not forwarded again)."""
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
         with self._lock:
             subs = list(self._subs.values())
         for ev in events:

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_key ON messages (folder_id, key);
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+-- IMAP \\Recent: the highest UID a session has taken as recent, per folder (Mailbox.claim_recent)
+CREATE TABLE IF NOT EXISTS recent (folder_id INTEGER PRIMARY KEY, uidvalidity INTEGER NOT NULL,
+                                   floor INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     digest TEXT PRIMARY KEY, folder TEXT NOT NULL, uid INTEGER NOT NULL,
     uidvalidity INTEGER NOT NULL, at REAL NOT NULL

@@ -8,6 +8,9 @@ configured (a module that does not exist yet is skipped with a warning). A handl
 
 pop3s and imaps are implicit TLS: the listener itself is wrapped with the TLS context.
 SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and exits 0.
+
+With `imap_workers` > 0 (the default on a multi-core host) the imap/imaps listeners are bound
+here and served by worker processes (store/workers.py); the rest stays in this process.
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ class Server:
         self.sessions: set[asyncio.Task[None]] = set()
         self.unix_paths: list[Path] = []
         self.stopping = asyncio.Event()
+        # Listeners bound here for the IMAP worker processes (store/workers.py) to serve.
+        self.handoff: dict[str, socket.socket] = {}
+        self.handoff_protocols: tuple[str, ...] = ()
 
     def _make_throttle(self) -> Any:
         try:
@@ -123,11 +129,32 @@ class Server:
             implicit = proto in IMPLICIT_TLS
             if implicit and self.tls is None:
                 raise ServeError(f"{proto} needs tls_cert and tls_key in [store]")
+            if proto in self.handoff_protocols:
+                from mailsift.store.workers import bind_listener
+                try:
+                    self.handoff[proto] = bind_listener(where, self.settings.socket_mode)
+                except OSError as exc:
+                    raise ServeError(f"{proto}: cannot listen on {where[0]}:{where[1]}: "
+                                     f"{exc.strerror or exc}") from None
+                if where[0] == "unix":
+                    self.unix_paths.append(Path(str(where[1])))
+                log.info("%s listening on %s:%s (served by the IMAP workers)", proto, *where)
+                continue
             await self._listen(proto, where, handler, implicit)
 
-    async def _listen(self, proto: str, where: tuple[str, str | int], handler: Handler, implicit: bool) -> None:
+    async def serve_socket(self, proto: str, sock: socket.socket, handler: Handler, implicit: bool) -> None:
+        """Serve a listening socket bound by another process (an IMAP worker's inherited one)."""
         ssl_ctx = self.tls if implicit else None
+        on_connect = self._connection_handler(proto, handler, implicit)
+        if sock.family == socket.AF_UNIX:
+            server = await asyncio.start_unix_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
+                                                     start_serving=False)
+        else:
+            server = await asyncio.start_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
+                                                start_serving=False)
+        self.servers.append(server)
 
+    def _connection_handler(self, proto: str, handler: Handler, implicit: bool) -> Callable[..., Awaitable[None]]:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
@@ -152,6 +179,11 @@ class Server:
                 except Exception:
                     pass
 
+        return on_connect
+
+    async def _listen(self, proto: str, where: tuple[str, str | int], handler: Handler, implicit: bool) -> None:
+        ssl_ctx = self.tls if implicit else None
+        on_connect = self._connection_handler(proto, handler, implicit)
         if where[0] == "unix":
             path = Path(str(where[1]))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,13 +223,14 @@ class Server:
                 except Exception:
                     log.exception("pruning delivery records of %s failed", box.user)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = GRACE_SECONDS) -> None:
         for server in self.servers:
             server.close()
         for server in self.servers:
             await server.wait_closed() if not self.sessions else None
         if self.sessions:
-            _done, pending = await asyncio.wait(set(self.sessions), timeout=GRACE_SECONDS)
+            _done, pending = await asyncio.wait(set(self.sessions), timeout=grace) if grace > 0 \
+                else (set(), set(self.sessions))
             for task in pending:
                 task.cancel()
             if pending:
@@ -249,27 +282,40 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
                 on_start: Callable[[Store], Any] | None = None) -> int:
     """Run until SIGTERM. `on_start(store)` is called once the listeners serve (e.g. to start the
     feedback learner); whatever it returns is stop()ped before the store closes."""
+    from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, worker_count
+
     server = Server(settings)
+    nworkers = worker_count(settings)
+    if nworkers > 0:
+        server.handoff_protocols = WORKER_PROTOCOLS
     loop = asyncio.get_running_loop()
     # Store calls wait on fsync far more than they compute: more threads than cores pays.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS,
                                                                     thread_name_prefix="store"))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stopping.set)
+    pool: WorkerPool | None = None
     try:
         await server.start()
+        if server.handoff:
+            # Started before dropping privileges: each worker reads the TLS key, then drops them.
+            pool = WorkerPool(settings, server.store, server.handoff, nworkers)
+            await pool.start()
         if settings.run_as:
             drop_privileges(settings)
     except ServeError:
+        if pool is not None:
+            await pool.stop(0)
         await server.stop()
         raise
-    if not server.servers:
+    if not server.servers and pool is None:
         log.error("no listener is configured")
         await server.stop()
         return 3
     for listener in server.servers:  # only now: sessions never run with the starting user's rights
         await listener.start_serving()
-    log.info("mailsift serve ready (%d listeners)", len(server.servers))
+    log.info("mailsift serve ready (%d listeners%s)", len(server.servers) + len(server.handoff),
+             f", IMAP in {nworkers} worker processes" if pool is not None else "")
     if ready:
         ready()
     keeper = asyncio.create_task(server.housekeeping())
@@ -284,6 +330,8 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     keeper.cancel()
     for listener in server.servers:
         listener.close()
+    if pool is not None:
+        await pool.stop(GRACE_SECONDS)
     if helper is not None and hasattr(helper, "stop"):
         try:
             await asyncio.to_thread(helper.stop)

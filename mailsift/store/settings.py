@@ -68,6 +68,14 @@ class StoreSettings:
     run_as: str = ""
     # File mode of unix sockets we create (octal string); the directory restricts access too.
     socket_mode: str = "0666"
+    # IMAP is answered by this many worker processes (one Python process is bound by its GIL);
+    # LMTP, POP3, the lookup and the feedback learner stay in the main process. -1 = one per
+    # CPU (at most 8; none on a single CPU), 0 = IMAP in the main process.
+    imap_workers: int = -1
+    # Caps on IMAP connections (0 = the built-in 20 sessions per user, 50 connections per
+    # address beyond loopback), enforced across all worker processes.
+    imap_max_per_user: int = 0
+    imap_max_per_address: int = 0
 
     def validate(self) -> None:
         for name in LISTENERS:
@@ -86,6 +94,10 @@ class StoreSettings:
                 check_domain(self.default_domain.lower())
             except InvalidName as exc:
                 raise ValueError(str(exc)) from None
+        if not -1 <= self.imap_workers <= 64:
+            raise ValueError("imap_workers must be -1 (one per CPU), 0 (none) or up to 64")
+        if self.imap_max_per_user < 0 or self.imap_max_per_address < 0:
+            raise ValueError("imap_max_per_user and imap_max_per_address must be >= 0")
         try:
             int(self.socket_mode, 8)
         except ValueError:

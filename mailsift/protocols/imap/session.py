@@ -35,7 +35,7 @@ from typing import Any, Awaitable, Callable
 from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
-from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView, RecentClaims
+from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
 from mailsift.store import api as store_api
@@ -146,17 +146,38 @@ def _counters(ctx: Any, name: str) -> dict[str, int]:
     return shared.setdefault(name, {})
 
 
-def _claims(ctx: Any) -> RecentClaims:
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    claims = shared.get("imap.recent")
-    if claims is None:
-        claims = shared["imap.recent"] = RecentClaims()
-    return claims
-
-
 _fallback_shared: dict[str, Any] = {}
+
+
+def _limiter(ctx: Any) -> Any:
+    """The connection counter shared by all IMAP worker processes (store/workers.WorkerLink), or None."""
+    shared = getattr(ctx, "shared", None)
+    return shared.get("imap.limiter") if isinstance(shared, dict) else None
+
+
+def _cap(settings: Any, name: str, default: int) -> int:
+    return int(getattr(settings, name, 0) or 0) or default
+
+
+class _Floor:
+    """\\Recent as claimed in the index (Mailbox.claim_recent): UIDs above the floor."""
+
+    def __init__(self, floor: int) -> None:
+        self.value = floor
+
+    def claim(self, key: Any, uids: Any, readonly: bool) -> set[int]:
+        return {u for u in uids if u > self.value}
+
+
+def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
+                    readonly: bool) -> tuple[list[Any], int | None]:
+    """One worker-thread hop: the folder's listing and, when it has UIDs above `known_max`,
+    the \\Recent floor claimed for them (None when nothing is new)."""
+    infos = box.list(folder)
+    top = infos[-1].uid if infos else 0
+    if top <= known_max:
+        return infos, None
+    return infos, box.claim_recent(folder, uidvalidity, top, readonly)
 
 
 def _header_cache(ctx: Any) -> HeaderCache:
@@ -232,7 +253,6 @@ class ImapSession:
         self.auth_failures = 0
         self.closing = False
         self.parsed: OrderedDict[tuple[str, int], fetchmod.MessageData] = OrderedDict()
-        self.claims = _claims(ctx)
 
     # -- output -----------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -272,11 +292,20 @@ class ImapSession:
     async def run(self) -> None:
         addr_counts = _counters(self.ctx, "imap.by_address")
         addr_counts[self.address] = addr_counts.get(self.address, 0) + 1
+        limiter = _limiter(self.ctx)
+        counted = False
         try:
-            if addr_counts[self.address] > MAX_CONNECTIONS_PER_ADDRESS and not self.is_loopback:
-                self.untagged("BYE [UNAVAILABLE] Too many connections from your address")
-                await self.flush()
-                return
+            if not self.is_loopback:
+                cap = _cap(self.settings, "imap_max_per_address", MAX_CONNECTIONS_PER_ADDRESS)
+                if limiter is not None:  # IMAP worker processes: the main process counts for all
+                    counted = await limiter.acquire("address", self.address, cap)
+                    over = not counted
+                else:
+                    over = addr_counts[self.address] > cap
+                if over:
+                    self.untagged("BYE [UNAVAILABLE] Too many connections from your address")
+                    await self.flush()
+                    return
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] {SERVER_NAME} IMAP ready")
             await self.flush()
             while not self.closing:
@@ -305,6 +334,8 @@ class ImapSession:
             addr_counts[self.address] = addr_counts.get(self.address, 1) - 1
             if addr_counts[self.address] <= 0:
                 addr_counts.pop(self.address, None)
+            if counted and limiter is not None:
+                limiter.release("address", self.address)
             self.logout_cleanup()
             try:
                 self.writer.close()
@@ -321,6 +352,9 @@ class ImapSession:
             users[self.user] = users.get(self.user, 1) - 1
             if users[self.user] <= 0:
                 users.pop(self.user, None)
+            limiter = _limiter(self.ctx)
+            if limiter is not None:
+                limiter.release("user", self.user)
             self.user = None
 
     async def read_command(self) -> bytes:
@@ -459,13 +493,15 @@ class ImapSession:
             return
         assert self.box is not None
         try:
-            infos = await self.call(self.box.list, sel.folder)
+            infos, floor = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity, sel.max_uid,
+                                           sel.readonly)
         except store_api.NoSuchFolder:
             self.untagged("BYE [CLOSED] The selected mailbox was deleted or renamed")
             self.closing = True
             return
         key = (self.user or "", sel.folder, sel.uidvalidity)
-        for line in sel.apply(infos, allow_expunge, self.claims, key, with_uid=with_uid):
+        claims = _Floor(floor) if floor is not None else None
+        for line in sel.apply(infos, allow_expunge, claims, key, with_uid=with_uid):
             self.send(line)
 
     # ---------------------------------------------------------------------------------------
@@ -572,13 +608,21 @@ class ImapSession:
         except (AttributeError, ValueError):
             canonical = user.strip().lower()
         counts = _counters(self.ctx, "imap.by_user")
-        if counts.get(canonical, 0) >= MAX_CONNECTIONS_PER_USER:
+        cap = _cap(self.settings, "imap_max_per_user", MAX_CONNECTIONS_PER_USER)
+        limiter = _limiter(self.ctx)
+        if limiter is not None:  # IMAP worker processes: the main process counts for all
+            if not await limiter.acquire("user", canonical, cap):
+                self.tagged(tag, "NO", "Too many connections for this user", "LIMIT")
+                return
+        elif counts.get(canonical, 0) >= cap:
             self.tagged(tag, "NO", "Too many connections for this user", "LIMIT")
             return
         try:
             self.box = await self.call(self.ctx.store.mailbox, canonical)
         except Exception:  # noqa: BLE001
             log.exception("opening the mailbox of %s failed", canonical)
+            if limiter is not None:
+                limiter.release("user", canonical)
             self.tagged(tag, "NO", "Mailbox temporarily unavailable", "UNAVAILABLE")
             return
         counts[canonical] = counts.get(canonical, 0) + 1
@@ -618,14 +662,13 @@ class ImapSession:
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
         info = await self.call(self.box.folder, name)
-        infos = await self.call(self.box.list, info.name)
+        infos, floor = await self.call(_list_and_claim, self.box, info.name, info.uidvalidity, 0, readonly)
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.load(infos)
         if cmd.args.get("condstore"):
             self.condstore = True
         view.condstore = self.condstore
-        key = (self.user or "", info.name, info.uidvalidity)
-        view.recent = self.claims.claim(key, view.uids, readonly)
+        view.recent = {u for u in view.uids if u > floor} if floor is not None else set()
         keywords = ["$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded"]
         for k in view.keywords():
             if k not in keywords:
@@ -719,7 +762,7 @@ class ImapSession:
             if item == "MESSAGES":
                 items.append(f"MESSAGES {st.messages}")
             elif item == "RECENT":
-                floor = self.claims.floor((self.user or "", st.name, st.uidvalidity))
+                floor = await self.call(self.box.claim_recent, st.name, st.uidvalidity, 0, True)  # a peek
                 uids = await self.call(self.box.uids, st.name) if floor < st.uidnext - 1 else []
                 items.append(f"RECENT {sum(1 for u in uids if u > floor)}")
             elif item == "UIDNEXT":
@@ -753,7 +796,8 @@ class ImapSession:
 
     async def cmd_idle(self, cmd: Command) -> None:
         self.send(response.continuation("idling"))
-        await self.refresh(allow_expunge=True)
+        # forced: a change another process made just before may not have reached us as an event
+        await self.refresh(allow_expunge=True, force=True)
         await self.flush()
         line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line(self.limits.max_line))
         try:

@@ -1,0 +1,402 @@
+"""IMAP worker processes: `mailsift serve` answers IMAP in N processes beside the main one.
+
+One Python process runs one thread of Python at a time (the GIL); with 20 busy IMAP clients
+the serve process was CPU-bound on one core (docs/imap.md). With `[store] imap_workers` > 0 the
+main process binds the imap/imaps listeners as before and hands them to N workers, started as
+`python -m mailsift.store.workers` with the listening sockets inherited; the kernel gives each
+new connection to one of them. LMTP, POP3, the Postfix lookup and the feedback learner stay in
+the main process.
+
+What crosses processes, and how it stays correct:
+- the index and the files: every user's operations are serialised host-wide by the mailbox
+  lock (locks.py); listing caches are stamp-checked against the index; the header cache is
+  keyed by UIDVALIDITY and UID, which never name other bytes.
+- \\Recent: claimed atomically in the index (Mailbox.claim_recent).
+- store change events: each process publishes its own events locally and sends them to the
+  main process (the hub), which publishes them on its own bus (so the feedback learner sees
+  every change exactly once, whoever made it) and passes them on to the workers with sessions
+  of that user (they publish them with publish_remote, never forwarding them again). IDLE and
+  the other sessions' untagged responses work from those events as before.
+- connection caps (per user, per address): a worker asks the hub before admitting a session
+  (`acquire`) and tells it when the session ends (`release`); a dead worker's sessions are
+  released with it.
+The login throttle (failed passwords per address) stays per process.
+
+The link is a socketpair carrying length-prefixed pickles between our own processes. A worker
+exits when the link closes (the main process is gone); the main process starts a worker again
+when one dies, and stops them (SIGTERM, then SIGKILL after the grace period) when it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailsift.store.events import Event
+from mailsift.store.settings import StoreSettings
+
+log = logging.getLogger("mailsift.serve.workers")
+
+WORKER_PROTOCOLS = ("imap", "imaps")
+MAX_AUTO_WORKERS = 8
+RESPAWN_DELAY = 1.0
+SETTINGS_ENV = "MAILSIFT_WORKER_SETTINGS"
+_FRAME = struct.Struct("!I")
+
+
+def worker_count(settings: StoreSettings) -> int:
+    """How many IMAP worker processes: the setting, or one per CPU (-1; none on one CPU)."""
+    n = settings.imap_workers
+    if n >= 0:
+        return n
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cpus, MAX_AUTO_WORKERS) if cpus > 1 else 0
+
+
+def frame(obj: Any) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    (n,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return pickle.loads(await reader.readexactly(n))
+
+
+def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.socket:
+    """A listening socket for a worker to inherit (TCP, or a unix socket path)."""
+    if where[0] == "unix":
+        from pathlib import Path
+        import stat
+        path = Path(str(where[1]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise OSError(f"{path} exists and is not a socket")
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        os.chmod(path, int(socket_mode, 8))
+        sock.listen(511)
+        return sock
+    host, port = str(where[0]), int(where[1])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=511)
+
+
+# -- the main process's side -------------------------------------------------------------------
+
+@dataclass
+class _Worker:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    interest: dict[str, int] = field(default_factory=dict)          # user -> subscriptions
+    held: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, key) -> sessions
+
+
+class WorkerPool:
+    """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
+
+    def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
+                 log_level: int | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.listeners = listeners
+        self.count = count
+        self.log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
+        self.workers: list[_Worker] = [_Worker(i) for i in range(count)]
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.store.events.forward = self._forward_own
+        for w in self.workers:
+            await self._spawn(w)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers if w.proc is not None and w.proc.returncode is None]
+
+    async def _spawn(self, w: _Worker) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [child.fileno()] + [s.fileno() for s in self.listeners.values()]
+        argv = [sys.executable, "-m", "mailsift.store.workers", "--index", str(w.index),
+                "--link", str(child.fileno()), "--log-level", logging.getLevelName(self.log_level)]
+        for proto, sock in self.listeners.items():
+            argv += ["--listen", f"{proto}={sock.fileno()}"]
+        env = dict(os.environ)
+        env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
+        try:
+            w.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL,
+                                                          env=env)
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        w.writer = writer
+        w.interest.clear()
+        w.held.clear()
+        log.info("imap worker %d started (pid %d)", w.index, w.proc.pid)
+        task = asyncio.create_task(self._serve(w, reader))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, w: _Worker, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                msg = await read_frame(reader)
+                self._handle(w, msg)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:  # noqa: BLE001
+            log.exception("imap worker %d: bad message on its link", w.index)
+        finally:
+            if w.writer is not None:
+                w.writer.close()
+                w.writer = None
+            w.interest.clear()
+            w.held.clear()  # its sessions are gone with it
+        proc = w.proc
+        if proc is not None:
+            if not self.stopping:
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except asyncio.TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            else:
+                await proc.wait()
+        if not self.stopping:
+            log.error("imap worker %d (pid %s) ended with status %s; starting it again", w.index,
+                      proc.pid if proc else "?", proc.returncode if proc else "?")
+            await asyncio.sleep(RESPAWN_DELAY)
+            if not self.stopping:
+                await self._spawn(w)
+
+    def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "events":
+            events: list[Event] = msg[1]
+            self.store.events.publish_remote(events)  # the learner and the main process's sessions
+            self._fanout(events, origin=w)
+        elif kind == "want":
+            user, delta = msg[1], msg[2]
+            n = w.interest.get(user, 0) + delta
+            if n > 0:
+                w.interest[user] = n
+            else:
+                w.interest.pop(user, None)
+        elif kind == "acquire":
+            _kind, rid, what, key, cap = msg
+            held = sum(x.held.get((what, key), 0) for x in self.workers)
+            ok = held < cap
+            if ok:
+                w.held[(what, key)] = w.held.get((what, key), 0) + 1
+            self._send(w, ("grant", rid, ok))
+        elif kind == "release":
+            what, key = msg[1], msg[2]
+            n = w.held.get((what, key), 0) - 1
+            if n > 0:
+                w.held[(what, key)] = n
+            else:
+                w.held.pop((what, key), None)
+        else:
+            log.warning("imap worker %d sent %r", w.index, kind)
+
+    def _send(self, w: _Worker, msg: Any) -> None:
+        if w.writer is not None and not w.writer.is_closing():
+            w.writer.write(frame(msg))
+
+    def _fanout(self, events: list[Event], origin: _Worker | None) -> None:
+        for w in self.workers:
+            if w is origin or not w.interest:
+                continue
+            mine = [ev for ev in events if ev.user in w.interest]
+            if mine:
+                self._send(w, ("events", mine))
+
+    def _forward_own(self, events: list[Event]) -> None:
+        """The main process's own changes (LMTP deliveries, POP3 deletions): called in the
+        thread that made them."""
+        loop = self.loop
+        if loop is None or self.stopping:
+            return
+        try:
+            loop.call_soon_threadsafe(self._fanout, events, None)
+        except RuntimeError:  # loop closed
+            pass
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        self.store.events.forward = None
+        procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if procs:
+            _done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=grace + 2)
+            for p in procs:
+                if p.returncode is None:
+                    log.warning("imap worker pid %d did not stop; killing it", p.pid)
+                    p.kill()
+            for p in procs:
+                await p.wait()
+        for t in list(self.tasks):
+            t.cancel()
+        for sock in self.listeners.values():
+            sock.close()
+
+
+# -- the worker's side -----------------------------------------------------------------------
+
+class WorkerLink:
+    """A worker's end of the link: sends its events, subscription interest and cap requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, store: Any) -> None:
+        self.reader, self.writer = reader, writer
+        self.store = store
+        self.loop = asyncio.get_running_loop()
+        self._rids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        store.events.forward = self._forward
+        store.events.interest = self._interest
+
+    def _write(self, msg: Any) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(frame(msg))
+
+    def _forward(self, events: list[Event]) -> None:  # store threads
+        data = ("events", events)
+        try:
+            self.loop.call_soon_threadsafe(self._write, data)
+        except RuntimeError:
+            pass
+
+    def _interest(self, user: str, delta: int) -> None:  # any thread
+        try:
+            self.loop.call_soon_threadsafe(self._write, ("want", user, delta))
+        except RuntimeError:
+            pass
+
+    async def acquire(self, what: str, key: str, cap: int) -> bool:
+        """A session slot (what = "user" or "address") if fewer than `cap` are held host-wide."""
+        rid = next(self._rids)
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        self._waiting[rid] = fut
+        self._write(("acquire", rid, what, key, cap))
+        try:
+            return await asyncio.wait_for(fut, 10)
+        finally:
+            self._waiting.pop(rid, None)
+
+    def release(self, what: str, key: str) -> None:
+        self._write(("release", what, key))
+
+    async def run(self) -> None:
+        """Until the main process goes away."""
+        try:
+            while True:
+                msg = await read_frame(self.reader)
+                if msg[0] == "events":
+                    self.store.events.publish_remote(msg[1])
+                elif msg[0] == "grant":
+                    fut = self._waiting.get(msg[1])
+                    if fut is not None and not fut.done():
+                        fut.set_result(bool(msg[2]))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.info("the main process is gone; this imap worker stops")
+
+
+def _settings_from_env() -> StoreSettings:
+    raw = json.loads(os.environ[SETTINGS_ENV])
+    names = {f.name for f in dataclasses.fields(StoreSettings)}
+    return StoreSettings(**{k: v for k, v in raw.items() if k in names})
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM when the main process dies (even by SIGKILL), besides the link closing."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+async def worker_serve(settings: StoreSettings, link_fd: int, listeners: dict[str, int], index: int) -> int:
+    from mailsift.store.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
+
+    server = Server(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if settings.run_as:
+        drop_privileges(settings)
+    link_sock = socket.socket(fileno=link_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=link_sock)
+    link = WorkerLink(reader, writer, server.store)
+    server.shared["imap.limiter"] = link
+    for proto, fd in listeners.items():
+        handler = load_handler(PROTOCOLS[proto])
+        if handler is None:
+            log.error("%s: no handler", proto)
+            return 3
+        await server.serve_socket(proto, socket.socket(fileno=fd), handler, proto in IMPLICIT_TLS)
+    for listener in server.servers:
+        await listener.start_serving()
+    log.debug("imap worker %d ready (pid %d)", index, os.getpid())
+    link_task = asyncio.create_task(link.run())
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({link_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    for listener in server.servers:
+        listener.close()
+    if stop_task.done():
+        await server.stop()  # gives open sessions the grace period
+    else:
+        await server.stop(grace=0.0)
+    link_task.cancel()
+    stop_task.cancel()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mailsift-imap-worker", description="an IMAP worker of mailsift serve")
+    ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--link", type=int, required=True)
+    ap.add_argument("--listen", action="append", default=[], metavar="PROTO=FD")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    _die_with_parent()
+    from mailsift.logsetup import setup_logging
+    setup_logging(args.log_level)
+    if os.getppid() == 1:
+        return 0  # the main process died before we started
+    listeners = {}
+    for item in args.listen:
+        proto, _, fd = item.partition("=")
+        listeners[proto] = int(fd)
+    try:
+        return asyncio.run(worker_serve(_settings_from_env(), args.link, listeners, args.index))
+    except Exception:  # noqa: BLE001
+        log.exception("imap worker %d failed", args.index)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
