@@ -77,10 +77,20 @@ class MailsiftMilter(Milter.Base):
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.client_ip: str | None = None
-        self.conn_skip: str | None = None  # the client is in skip_networks
         self.failure: str | None = None  # traceback of a failed callback before eom
         self._reset()
+
+    @classmethod
+    def protocol_mask(cls) -> int:
+        """pymilter's mask of protocol steps to keep, computed per class: pymilter caches it on
+        the class it was first asked of, so a subclass would otherwise inherit its parent's."""
+        mask = cls.__dict__.get("_protocol_mask")
+        if mask is None:
+            mask = Milter.P_RCPT_REJ | Milter.P_HDR_LEADSPC  # pymilter's defaults: both off
+            for name, (nr, nc) in Milter.OPTIONAL_CALLBACKS.items():
+                mask |= (nr | nc) & ~getattr(getattr(cls, name), "milter_protocol", 0)
+            cls._protocol_mask = mask
+        return mask
 
     def _reset(self) -> None:
         self.failure = None
@@ -89,36 +99,32 @@ class MailsiftMilter(Milter.Base):
         self.size = 0  # bytes of the whole message seen (header block + body)
         self.kept = 0  # bytes kept for scanning
         self.truncated = False
-        self.auth: str | None = None
+        self.in_body = False
         self.message_id = "-"
         self.started = time.monotonic()
         self.eom_started = self.started
         self.timings = ""
 
     # -- collection ------------------------------------------------------------------------
-    @Milter.noreply
-    @_guarded
+    # Connect, HELO, MAIL, RCPT, DATA and end-of-headers are not asked for (@nocallback), so
+    # Postfix sends nothing before the headers: each skipped stage saves a packet, a libmilter
+    # read and a Python call holding the GIL per message (bench/milter_throughput.py,
+    # docs/milter.md). When skip rules are configured, ClientAwareMilter below asks for connect
+    # and MAIL FROM again to learn the client address and the SASL login.
+    @Milter.nocallback
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
-            self.client_ip = str(hostaddr[0])
-            try:
-                ip = ipaddress.ip_address(self.client_ip.split("%")[0])
-            except ValueError:
-                ip = None
-            if ip is not None and any(ip in net for net in self.runtime.skip_networks):
-                self.conn_skip = f"client {self.client_ip} in skip_networks"
         return Milter.CONTINUE
 
-    @Milter.noreply
-    @_guarded
+    @Milter.nocallback
     def envfrom(self, mailfrom: str, *params: str) -> int:
-        self._reset()
-        auth = self.getsymval("{auth_authen}")
-        self.auth = auth or None
         return Milter.CONTINUE
 
     @Milter.nocallback
     def envrcpt(self, to: str, *params: str) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def eoh(self) -> int:
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -136,15 +142,22 @@ class MailsiftMilter(Milter.Base):
 
     @Milter.noreply
     @_guarded
-    def eoh(self) -> int:
-        self._keep(2, None)
-        return Milter.CONTINUE
-
-    @Milter.noreply
-    @_guarded
     def body(self, chunk: bytes) -> int:
+        if not self.in_body:
+            self.in_body = True
+            self._keep(2, None)  # the blank line between header and body
         self._keep(len(chunk), chunk)
         return Milter.CONTINUE
+
+    def client_skip(self) -> str | None:
+        """Why this message is not scanned (skip_networks, skip_authenticated), or None."""
+        return None
+
+    def _macro(self, name: str) -> str | None:
+        try:
+            return self.getsymval(name) or None
+        except Exception:
+            return None
 
     def _keep(self, n: int, chunk: bytes | None) -> None:
         self.size += n
@@ -180,13 +193,10 @@ class MailsiftMilter(Milter.Base):
                 pass
             return Milter.TEMPFAIL
         finally:
-            self.headers, self.chunks = [], []
+            self._reset()  # the next message on this connection starts from nothing
 
     def _queue_id(self) -> str:
-        try:
-            return self.getsymval("i") or "-"
-        except Exception:
-            return "-"
+        return self._macro("i") or "-"
 
     def _eom(self) -> int:
         rt = self.runtime
@@ -195,9 +205,7 @@ class MailsiftMilter(Milter.Base):
         if self.failure is not None:
             raise RuntimeError(f"an earlier callback failed:\n{self.failure}")
         queue_id = self._queue_id()
-        skip = self.conn_skip
-        if skip is None and self.auth and s.skip_authenticated:
-            skip = "authenticated sender"
+        skip = self.client_skip()
         if skip is not None:
             self._log(queue_id, "skipped", None, "accept", None, note=skip)
             return Milter.ACCEPT
@@ -275,7 +283,53 @@ class MailsiftMilter(Milter.Base):
         return Milter.CONTINUE
 
 
+class ClientAwareMilter(MailsiftMilter):
+    """The milter when skip_networks or skip_authenticated is set: it also takes the connect
+    event (client address) and MAIL FROM (the {auth_authen} macro, sent at MAIL by Postfix's
+    default milter_mail_macros), both without a reply."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self.client_ip: str | None = None
+        self.auth: str | None = None
+
+    @Milter.noreply
+    @_guarded
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
+            self.client_ip = str(hostaddr[0])
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self.auth = self._macro("{auth_authen}")
+        return Milter.CONTINUE
+
+    def client_skip(self) -> str | None:
+        if self.client_ip and self.runtime.skip_networks:
+            try:
+                ip = ipaddress.ip_address(self.client_ip.split("%")[0])
+            except ValueError:
+                ip = None
+            if ip is not None and any(ip in net for net in self.runtime.skip_networks):
+                return f"client {self.client_ip} in skip_networks"
+        if self.auth and self.runtime.settings.skip_authenticated:
+            return "authenticated sender"
+        return None
+
+
+def milter_class(runtime: Runtime) -> type[MailsiftMilter]:
+    """The class whose callbacks Postfix is asked for: the lean one unless skip rules need the
+    client's address or login."""
+    if runtime.skip_networks or runtime.settings.skip_authenticated:
+        return ClientAwareMilter
+    return MailsiftMilter
+
+
 def make_factory(runtime: Runtime) -> Callable[[], MailsiftMilter]:
+    cls = milter_class(runtime)
+
     def factory() -> MailsiftMilter:
-        return MailsiftMilter(runtime)
+        return cls(runtime)
     return factory

@@ -15,7 +15,7 @@ import pytest
 
 from harness.clamd import EICAR
 from mailsift.config import ConfigError, parse_config
-from mailsift.milter.app import MailsiftMilter, Runtime, milter_value
+from mailsift.milter.app import ClientAwareMilter, MailsiftMilter, Runtime, milter_class, milter_value, parse_networks
 from mailsift.milter.postfix import postconf_lines, postfix_milter_address
 from mailsift.milter.reload import ModelHolder
 from mailsift.milter.scan import MessageScanner
@@ -189,7 +189,9 @@ class FakeScanner:
 
 def run_message(scanner, headers, body: bytes, settings: MilterSettings | None = None, macros=None):
     ctx = FakeCtx(macros)
-    m = MailsiftMilter(Runtime(settings or MilterSettings(), scanner))
+    settings = settings or MilterSettings()
+    runtime = Runtime(settings, scanner, skip_networks=parse_networks(settings.skip_networks))
+    m = milter_class(runtime)(runtime)
     m._setctx(ctx)
     assert m.connect("client", socket.AF_INET, ("192.0.2.7", 2525)) == Milter.CONTINUE
     m.envfrom("<a@b.test>")
@@ -292,6 +294,64 @@ def test_log_line_is_one_line_even_for_a_folded_message_id(caplog) -> None:
     lines = [r.getMessage() for r in caplog.records if "queue_id=QID1" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0] and "message_id=<ab@c> " in lines[0]
     assert "verdict=spam score=9.0 virus=clean action=accept" in lines[0]
+
+
+def test_skip_networks_by_client_address() -> None:
+    settings = MilterSettings(skip_networks=("192.0.2.0/24", "2001:db8::/32"))
+    for family, addr, skipped in ((socket.AF_INET, "192.0.2.7", True), (socket.AF_INET, "198.51.100.1", False),
+                                  (socket.AF_INET6, "2001:db8::5", True), (socket.AF_INET6, "2001:db9::5", False),
+                                  (socket.AF_UNIX, "", False)):
+        scanner = FakeScanner()
+        runtime = Runtime(settings, scanner, skip_networks=parse_networks(settings.skip_networks))
+        m = milter_class(runtime)(runtime)
+        m._setctx(FakeCtx())
+        m.connect("client", family, (addr, 2525) if addr else None)
+        m.envfrom("<a@b.test>")
+        m.header(b"Subject", b"x")
+        m.body(b"b\r\n")
+        assert (m.eom() == Milter.ACCEPT) is skipped, addr
+        assert (scanner.seen == []) is skipped, addr
+
+
+OFFERED = 0x1FFFFF  # every protocol step an MTA can offer to skip or not wait for
+
+
+def test_only_the_content_callbacks_are_asked_for() -> None:
+    """Without skip rules Postfix sends nothing before the headers: connect, HELO, MAIL, RCPT,
+    DATA and EOH are negotiated away; headers and body need no reply."""
+    runtime = Runtime(MilterSettings(), FakeScanner())
+    assert milter_class(runtime) is MailsiftMilter
+    negotiated = OFFERED & ~MailsiftMilter.protocol_mask()  # what pymilter's negotiate() answers
+    for bit in (Milter.P_NOCONNECT, Milter.P_NOHELO, Milter.P_NOMAIL, Milter.P_NORCPT, Milter.P_NODATA,
+                Milter.P_NOEOH, Milter.P_NOUNKNOWN, Milter.P_NR_HDR, Milter.P_NR_BODY):
+        assert negotiated & bit, hex(bit)
+    assert not negotiated & (Milter.P_NOHDRS | Milter.P_NOBODY)
+
+
+def test_skip_rules_ask_for_connect_and_mail_without_replies() -> None:
+    for settings in (MilterSettings(skip_authenticated=True), MilterSettings(skip_networks=("10.0.0.0/8",))):
+        runtime = Runtime(settings, FakeScanner(), skip_networks=parse_networks(settings.skip_networks))
+        cls = milter_class(runtime)
+        negotiated = OFFERED & ~cls.protocol_mask()
+        assert cls is ClientAwareMilter
+        assert not negotiated & (Milter.P_NOCONNECT | Milter.P_NOMAIL)
+        assert negotiated & Milter.P_NR_CONN and negotiated & Milter.P_NR_MAIL and negotiated & Milter.P_NORCPT
+
+
+def test_messages_on_one_connection_do_not_share_state() -> None:
+    scanner = FakeScanner()
+    ctx = FakeCtx()
+    m = MailsiftMilter(Runtime(MilterSettings(), scanner))
+    m._setctx(ctx)
+    m.header(b"Subject", b"first")
+    m.body(b"one\r\n")
+    assert m.eom() == Milter.CONTINUE
+    m.header(b"Subject", b"aborted")  # the client gives up mid-message
+    assert m.abort() == Milter.CONTINUE
+    m.header(b"Subject", b"third")
+    m.body(b"three\r\n")
+    assert m.eom() == Milter.CONTINUE
+    assert scanner.seen == [b"Subject: first\r\n\r\none\r\n", b"Subject: third\r\n\r\nthree\r\n"]
 
 
 def test_milter_value() -> None:
