@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -311,6 +313,27 @@ def test_mutt_changing_flags_and_an_outside_mda_delivering_reach_a_selected_sess
     got = flags_of(w)
     assert got[uids[0]] == {"\\Flagged", "\\Seen"} and len(got) == 4
     assert list(subjects(w, "4").values()) == ["from procmail"]
+    w.close()
+
+
+def test_a_deletion_another_process_synced_first_is_reported(srv) -> None:
+    w = connect(srv)
+    fresh_folder(w, "Synced")
+    for i in range(3):
+        append(w, "Synced", msg(f"s{i}"))
+    w.command("SELECT Synced")
+    d = maildir(srv, CAROL, "Synced")
+    [victim] = [n for n in os.listdir(d / "cur") if b"Subject: s1" in (d / "cur" / n).read_bytes()]
+    os.unlink(d / "cur" / victim)                    # mutt deletes message 2
+    # another process opens the mailbox (an IMAP worker, or `mailsift user add` re-adding a
+    # user whose Maildir was kept) and syncs the folder before the selected session looks
+    subprocess.run([sys.executable, "-c",
+                    "import sys; from mailsift.store.api import Store; "
+                    "Store(sys.argv[1]).mailbox(sys.argv[2]).list('Synced')",
+                    str(srv.mail_root), CAROL], check=True)
+    noop, _ = w.command("NOOP")
+    assert b"* 2 EXPUNGE" in noop, noop
+    assert list(subjects(w).values()) == ["s0", "s2"]
     w.close()
 
 

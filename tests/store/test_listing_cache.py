@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from mailsift.store.api import INBOX, ListingCache, MessageInfo, NoSuchFolder, Store
+from mailsift.store.api import INBOX, ListingCache, MessageInfo, NoSuchFolder, NoSuchMessage, Store
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -251,6 +253,26 @@ def test_changes_by_another_store_on_the_same_root_are_seen(store: Store, root: 
         assert view(box.list(INBOX)) == view(obox.list(INBOX))
     finally:
         other.close()
+
+
+def test_a_deletion_synced_by_another_process_first_is_not_hidden_by_the_cache(store: Store, root: Path) -> None:
+    """Another process's sync finds a file gone and deletes its row: the folder's stamp must change
+    with it, or this process would keep listing the message (and failing to read it) for ever."""
+    box = store.mailbox(ALICE)
+    for i in range(3):
+        box.deliver(msg(i))
+    assert [m.uid for m in box.list(INBOX)] == [1, 2, 3]        # cached
+    victim = box.get(INBOX, 2)
+    os.unlink(box.path / "new" / victim.key)                       # mutt deletes message 2
+    # another process (here: a real one) opens the mailbox first; opening syncs every folder
+    out = subprocess.run([sys.executable, "-c",
+                          "import sys; from mailsift.store.api import Store; "
+                          "b = Store(sys.argv[1]).mailbox(sys.argv[2]); print([m.uid for m in b.list('INBOX')])",
+                          str(root), ALICE], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[1, 3]"
+    assert [m.uid for m in box.list(INBOX)] == [1, 3]
+    with pytest.raises(NoSuchMessage):
+        box.read(INBOX, 2)
 
 
 # --------------------------------------------------------------------------- bounds
