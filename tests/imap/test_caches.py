@@ -27,11 +27,13 @@ PASSWORDS = {ALICE: "alice-pw", BOB: "bob-pw", CAROL: "carol-pw"}
 SAME_UIDVALIDITY = 4_000_000_000  # alice's and bob's folders are given equal UIDVALIDITYs
 
 
-@pytest.fixture(scope="module")
-def srv(mailsift_bin):
+@pytest.fixture(scope="module", params=[2, 0], ids=["imap_workers=2", "imap_workers=0"])
+def srv(mailsift_bin, request):
+    """Both ways `mailsift serve` answers IMAP: in two worker processes (each with its own
+    caches; connections spread over them by the kernel) and in the main process."""
     from imap.conftest import ImapServer
     workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapcache-"))
-    server = ImapServer(mailsift_bin, workdir, PASSWORDS)
+    server = ImapServer(mailsift_bin, workdir, PASSWORDS, {"imap_workers": request.param})
     # Two users whose folders get the same UIDVALIDITY (a time-based value two mailboxes made
     # in the same second share anyway) and so the same (folder, UIDVALIDITY, UID) triples.
     for user in (ALICE, BOB):

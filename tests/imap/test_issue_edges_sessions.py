@@ -22,11 +22,13 @@ pytestmark = pytest.mark.integration
 DAVE, PW = "dave@example.test", "dave-pw"
 
 
-@pytest.fixture(scope="module")
-def srv(mailsift_bin):
+@pytest.fixture(scope="module", params=[2, 0], ids=["imap_workers=2", "imap_workers=0"])
+def srv(mailsift_bin, request):
+    """Both ways `mailsift serve` answers IMAP: in two worker processes (each with its own
+    caches; connections spread over them by the kernel) and in the main process."""
     from imap.conftest import ImapServer
     workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapedge-"))
-    server = ImapServer(mailsift_bin, workdir, {DAVE: PW}).start()
+    server = ImapServer(mailsift_bin, workdir, {DAVE: PW}, {"imap_workers": request.param}).start()
     yield server
     server.stop()
     log = server.log()
