@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from imap.wire import Wire, fetch_items
+from mailsift.protocols.imap import headercache as _hc
 from mailsift.protocols.imap.headercache import MAX_HEADER, HeaderCache, _cost, header_part
 
 pytestmark = pytest.mark.integration
@@ -399,3 +400,54 @@ def test_header_cache_under_threads_stays_within_its_bound() -> None:
         t.join()
     assert not errors
     assert len(cache) <= 50 and cache._bytes == len(cache) * cost <= cache.max_bytes
+
+
+# ------------------------------------------- header cache hit == the full message, byte for byte
+
+EDGES = Path(__file__).resolve().parent.parent / "data" / "imap_edges"
+ODD_MIME = Path(__file__).resolve().parent.parent / "data" / "imap"
+HEADER_FETCHES = [
+    "BODY.PEEK[HEADER]",
+    "RFC822.HEADER",
+    "BODY.PEEK[HEADER.FIELDS (FROM TO CC SUBJECT DATE MESSAGE-ID CONTENT-TYPE RECEIVED X-EMPTY X-NONE)]",
+    "BODY.PEEK[HEADER.FIELDS.NOT (RECEIVED SUBJECT X-FILLER-00001)]",
+    "BODY.PEEK[HEADER]<0.20>",
+    "BODY.PEEK[HEADER.FIELDS (SUBJECT)]<3.7>",
+    "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]",
+]
+
+
+def _samples(corpora_dir: Path | None) -> list[tuple[str, bytes]]:
+    out = [(p.name, p.read_bytes()) for p in sorted(EDGES.glob("*.eml")) + sorted(ODD_MIME.glob("*.eml"))]
+    if corpora_dir is not None:  # a spread of real mail: every 40th message of each corpus
+        for sub in sorted(d for d in corpora_dir.glob("*/*") if d.is_dir()):
+            files = sorted(p for p in sub.iterdir() if p.is_file())
+            out += [(str(p.relative_to(corpora_dir)), p.read_bytes()) for p in files[::40]]
+    return out
+
+
+def test_a_header_cache_hit_answers_exactly_as_the_full_message(corpora) -> None:
+    """A hit answers from header_part(raw) alone; a miss (and every other FETCH) from the whole
+    message: for every header-only FETCH the bytes must be the same."""
+    from mailsift.protocols.imap import fetch as fetchmod
+    from mailsift.protocols.imap.mimetree import to_crlf
+    from mailsift.protocols.imap.parser import parse_command
+
+    samples = _samples(corpora)
+    assert len(samples) > 200
+    checked = 0
+    for spec in HEADER_FETCHES:
+        atts = parse_command(f"t FETCH 1 ({spec})".encode()).args["atts"]
+        assert fetchmod.header_only(atts), spec
+        for name, data in samples:
+            raw = to_crlf(data)
+            flags = frozenset({"\\Seen", "$Junk"})
+            full = fetchmod.MessageData(7, flags, 1.6e9, len(raw), 3, raw=raw)
+            hit = fetchmod.MessageData(7, flags, 1.6e9, len(raw), 3)
+            hit._top = _hc.header_part(raw)
+            hit.header_only = True
+            want = fetchmod.fetch_items(full, atts, recent=True, with_uid=True)
+            got = fetchmod.fetch_items(hit, atts, recent=True, with_uid=True)
+            assert got == want, (name, spec, got[:300], want[:300])
+            checked += 1
+    assert checked == len(HEADER_FETCHES) * len(samples)
