@@ -255,6 +255,37 @@ def test_changes_by_another_store_on_the_same_root_are_seen(store: Store, root: 
         other.close()
 
 
+def test_folders_deleted_recreated_and_renamed_by_another_store(store: Store, root: Path) -> None:
+    box = store.mailbox(ALICE)
+    box.create_folder("Last")  # the newest folder: its id is the one SQLite hands out again
+    for i in range(3):
+        box.append("Last", msg(i, "last"), {"\\Seen"})
+    assert len(box.list("Last")) == 3
+    fid = folder_id(store, ALICE, "Last")
+    other = Store(root, hostname="other.test")
+    try:
+        obox = other.mailbox(ALICE)
+        obox.delete_folder("Last")
+        obox.create_folder("Fresh")
+        obox.append("Fresh", msg(9, "fresh"))
+        with pytest.raises(NoSuchFolder):
+            box.list("Last")
+        fresh_id = folder_id(store, ALICE, "Fresh")
+        got = box.list("Fresh")
+        assert fresh_id == fid  # the same id, so only the stamp (UIDVALIDITY) tells them apart
+        assert [(m.uid, m.flags) for m in got] == [(1, frozenset())]
+        assert b"fresh" in box.read("Fresh", 1)
+        box.list("Fresh")
+        obox.rename_folder("Fresh", "Renamed")
+        assert [m.uid for m in box.list("Renamed")] == [1]
+        with pytest.raises(NoSuchFolder):
+            box.list("Fresh")
+        obox.create_folder("Fresh")
+        assert box.list("Fresh") == []
+    finally:
+        other.close()
+
+
 def test_a_deletion_synced_by_another_process_first_is_not_hidden_by_the_cache(store: Store, root: Path) -> None:
     """Another process's sync finds a file gone and deletes its row: the folder's stamp must change
     with it, or this process would keep listing the message (and failing to read it) for ever."""
