@@ -283,3 +283,28 @@ def test_junk_moves_in_two_workers_are_learned_once_each(srv: ImapServer) -> Non
     assert {j["label"] for j in got} == {"spam"} and len({j["digest"] for j in got}) == 2
     a.close()
     b.close()
+
+
+def test_a_dead_worker_is_replaced_and_its_sessions_released(srv: ImapServer) -> None:
+    a, b = pair_in_two_workers(srv)  # two of the three sessions alice may have
+    third = Wire(srv.host, srv.imap_port)
+    third.login(ALICE, ALICE_PW)
+    doomed = serving_pid(srv, a)
+    survivors = [w for w in (b, third) if serving_pid(srv, w) != doomed]
+    os.kill(doomed, 9)
+    wait_for(lambda: len(worker_pids(srv)) == 2 and doomed not in worker_pids(srv), 20,
+             what="a new worker in place of the killed one")
+    for w in survivors:  # sessions in the other worker go on
+        _, done = w.command("NOOP")
+        assert done.split()[1] == b"OK"
+    # the killed worker's sessions no longer count against the cap of 3
+    fresh = []
+    for _ in range(3 - len(survivors)):
+        w = Wire(srv.host, srv.imap_port)
+        w.login(ALICE, ALICE_PW)
+        fresh.append(w)
+    w = Wire(srv.host, srv.imap_port)
+    _, done = w.command(f'LOGIN "{ALICE}" "{ALICE_PW}"')
+    assert b"[LIMIT]" in done
+    for c in (a, b, third, w, *fresh):
+        c.close()

@@ -121,6 +121,8 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
         return response.literal(msg.root.body)
     if n == "BODY[]":
         section = a.section or Section()
+        if not section.part and section.text is None:  # BODY[]: the bytes as they are, no parse
+            return response.literal(partial(msg.raw or b"", a.partial))
         top_only = not section.part and section.text in _HEADER_ONLY_TEXTS
         data = section_bytes(msg.top if top_only else msg.root, section)
         return response.literal(partial(data, a.partial))

@@ -39,6 +39,14 @@ class Part:
     message: "Part | None" = None  # the encapsulated message of a message/rfc822 part
     mime: bool = True          # Content-* fields count (a message root without MIME-Version
                                # and Content-Type is plain text whatever else it says)
+    _lower: list[str] | None = field(default=None, repr=False, compare=False)
+
+    def lower_names(self) -> list[str]:
+        """The field names in lower case, computed once (perf: HEADER.FIELDS lowered every
+        name of every message on each FETCH; cached headers keep the list)."""
+        if self._lower is None:
+            self._lower = [name.lower() for name, _raw in self.fields]
+        return self._lower
 
     @property
     def header(self) -> bytes:

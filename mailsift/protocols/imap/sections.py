@@ -59,7 +59,7 @@ def _section(root: Part, section: Section) -> bytes | None:
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         wanted = {f.lower() for f in section.fields}
         keep = section.text == "HEADER.FIELDS"
-        lines = [raw for name, raw in msg.fields if (name.lower() in wanted) == keep]
+        lines = [f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep]
         out = b"".join(lines)
         # Dovecot ends the list with a blank line, unless its last line lacks a line end
         return out if out and not out.endswith(b"\n") else out + b"\r\n"

@@ -169,6 +169,26 @@ class _Floor:
         return {u for u in uids if u > self.value}
 
 
+def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None]:
+    """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor."""
+    info = box.folder(name)
+    infos, floor = _list_and_claim(box, info.name, info.uidvalidity, 0, readonly)
+    return info, infos, floor
+
+
+def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
+            when: float | None) -> tuple[Any, Any] | None:
+    """APPEND in one worker-thread hop: None when the folder does not exist, (None, None) for an
+    empty message, else (the new message, the folder's info)."""
+    folder = box.find_folder(name)
+    if folder is None:
+        return None
+    if not message:
+        return None, None
+    info = box.append(folder, message, flags, when)
+    return info, box.folder(folder)
+
+
 def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
                     readonly: bool) -> tuple[list[Any], int | None]:
     """One worker-thread hop: the folder's listing and, when it has UIDs above `known_max`,
@@ -661,8 +681,7 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info = await self.call(self.box.folder, name)
-        infos, floor = await self.call(_list_and_claim, self.box, info.name, info.uidvalidity, 0, readonly)
+        info, infos, floor = await self.call(_select_data, self.box, name, readonly)
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.load(infos)
         if cmd.args.get("condstore"):
@@ -779,18 +798,17 @@ class ImapSession:
     async def cmd_append(self, cmd: Command) -> None:
         assert self.box is not None
         name = cmd.args["mailbox"]
-        folder = await self.call(self.box.find_folder, name)
-        if folder is None:
-            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
-            return
         message: bytes = cmd.args["message"]
-        if not message:
-            self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
-            return
         date: _dt.datetime | None = cmd.args["date"]
         when = date.timestamp() if date is not None else None
-        info = await self.call(self.box.append, folder, message, cmd.args["flags"], when)
-        finfo = await self.call(self.box.folder, folder)
+        found = await self.call(_append, self.box, name, message, cmd.args["flags"], when)
+        if found is None:
+            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
+            return
+        info, finfo = found
+        if info is None:
+            self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
+            return
         await self.refresh(allow_expunge=True)
         self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
 
