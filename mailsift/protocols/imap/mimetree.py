@@ -40,6 +40,9 @@ class Part:
     mime: bool = True          # Content-* fields count (a message root without MIME-Version
                                # and Content-Type is plain text whatever else it says)
     _lower: list[str] | None = field(default=None, repr=False, compare=False)
+    # HEADER.FIELDS answers already computed for this part (perf: clients ask the same few
+    # fields of the same cached headers on every listing); small and bounded (sections.py).
+    _memo: dict[tuple[str, frozenset[str]], bytes] | None = field(default=None, repr=False, compare=False)
 
     def lower_names(self) -> list[str]:
         """The field names in lower case, computed once (perf: HEADER.FIELDS lowered every

@@ -5,6 +5,9 @@ from __future__ import annotations
 from mailsift.protocols.imap.mimetree import Part
 from mailsift.protocols.imap.parser import Section
 
+MEMO_ENTRIES = 4     # HEADER.FIELDS answers kept per parsed header (Part._memo)
+MEMO_BYTES = 1024    # only small ones: the header cache's size estimate does not count them
+
 
 def rfc822_size(data_crlf: bytes) -> int:
     return len(data_crlf)
@@ -57,12 +60,23 @@ def _section(root: Part, section: Section) -> bytes | None:
     if section.text == "TEXT":
         return msg.body
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        wanted = {f.lower() for f in section.fields}
+        wanted = frozenset(f.lower() for f in section.fields)
+        memo = msg._memo
+        if memo is not None:
+            hit = memo.get((section.text, wanted))
+            if hit is not None:
+                return hit
         keep = section.text == "HEADER.FIELDS"
         lines = [f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep]
         out = b"".join(lines)
         # Dovecot ends the list with a blank line, unless its last line lacks a line end
-        return out if out and not out.endswith(b"\n") else out + b"\r\n"
+        out = out if out and not out.endswith(b"\n") else out + b"\r\n"
+        if len(out) <= MEMO_BYTES:
+            if memo is None:
+                memo = msg._memo = {}
+            if len(memo) < MEMO_ENTRIES:
+                memo[(section.text, wanted)] = out
+        return out
     return None
 
 
