@@ -451,3 +451,31 @@ def test_a_header_cache_hit_answers_exactly_as_the_full_message(corpora) -> None
             assert got == want, (name, spec, got[:300], want[:300])
             checked += 1
     assert checked == len(HEADER_FETCHES) * len(samples)
+
+
+def test_header_cache_memory_stays_near_its_bound_even_for_headers_of_tiny_fields() -> None:
+    """The bound is on estimated bytes (_cost); what the entries really take must stay close to
+    it, also for the worst case (a 60 KB header of thousands of tiny fields: the parsed field
+    objects dwarf the header bytes)."""
+    import gc
+    import tracemalloc
+    tiny = b"".join(b"X%d: y\r\n" % i for i in range(7000))
+    tiny = tiny[:tiny.rfind(b"\r\n", 0, MAX_HEADER - 200) + 2] + b"\r\nbody\r\n"
+    typical = (b"Received: from mx.example.org (mx.example.org [192.0.2.1]) by mail.example.test; "
+               b"Mon, 1 Jan 2024 00:00:00 +0000\r\n" * 5 + b"From: a@example.org\r\nTo: b@example.test\r\n"
+               b"Subject: hello\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n")
+    for raw, count in ((tiny, 6), (typical, 800)):
+        assert len(header_part(raw).data) <= MAX_HEADER  # cacheable
+        bound = 2 * 1024 * 1024
+        gc.collect()
+        tracemalloc.start()
+        try:
+            cache = HeaderCache(max_bytes=bound)
+            for uid in range(count):
+                cache.put(("u", "INBOX", 1, uid), header_part(raw))
+            gc.collect()
+            used, _peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert cache._bytes <= bound and len(cache) < count  # it did fill up and evict
+        assert used < 1.6 * bound, (len(raw), used, bound)
