@@ -149,7 +149,7 @@ def test_the_autologout_timer_restarts_with_every_command(monkeypatch, tmp_path:
     from mailsift.store.settings import StoreSettings
     from mailsift.store.users import Users
     assert session.IDLE_TIMEOUT >= 30 * 60  # RFC 3501 5.4: at least 30 minutes
-    monkeypatch.setattr(session, "IDLE_TIMEOUT", 1.0)
+    monkeypatch.setattr(session, "IDLE_TIMEOUT", 1.5)
     users = Users(tmp_path / "users.db")
     users.add(ERIN, PW)
     store = Store(tmp_path / "mail")
@@ -165,7 +165,7 @@ def test_the_autologout_timer_restarts_with_every_command(monkeypatch, tmp_path:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
             await reader.readline()
             start = time.monotonic()
-            for i in range(12):  # 2.4 s of commands 0.2 s apart: well past the 1 s timeout
+            for i in range(16):  # 3.2 s of commands 0.2 s apart: well past the 1.5 s timeout
                 writer.write(b"n%d NOOP\r\n" % i)
                 assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"n%d OK" % i)
                 await asyncio.sleep(0.2)
@@ -178,7 +178,7 @@ def test_the_autologout_timer_restarts_with_every_command(monkeypatch, tmp_path:
         alive_for, bye = asyncio.run(go())
     finally:
         store.close()
-    assert alive_for > 2.0
+    assert alive_for > 3.0
     assert bye.startswith(b"* BYE Autologout"), bye
     waited = float(re.search(rb"after ([\d.]+)", bye).group(1))
-    assert 0.5 < waited < 4.0, bye
+    assert 1.0 < waited < 6.0, bye
