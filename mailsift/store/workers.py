@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import dataclasses
 import itertools
 import json
@@ -41,6 +42,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,7 @@ WORKER_PROTOCOLS = ("imap", "imaps")
 MAX_AUTO_WORKERS = 8
 RESPAWN_DELAY = 1.0
 SETTINGS_ENV = "MAILSIFT_WORKER_SETTINGS"
+BIND_RETRY_SECONDS = 3.0
 _FRAME = struct.Struct("!I")
 
 
@@ -93,7 +96,16 @@ def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.sock
         return sock
     host, port = str(where[0]), int(where[1])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=511)
+    deadline = time.monotonic() + BIND_RETRY_SECONDS
+    while True:
+        try:
+            return socket.create_server((host, port), family=family, backlog=511)
+        except OSError as exc:
+            # the workers of a server killed just now close their copy of the socket within
+            # moments (PR_SET_PDEATHSIG, then the closed link): wait for them, not longer
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # -- the main process's side -------------------------------------------------------------------

@@ -308,3 +308,24 @@ def test_a_dead_worker_is_replaced_and_its_sessions_released(srv: ImapServer) ->
     assert b"[LIMIT]" in done
     for c in (a, b, third, w, *fresh):
         c.close()
+
+
+def test_workers_go_with_a_killed_main_process_and_the_port_is_free_again(srv: ImapServer) -> None:
+    srv.deliver(ALICE, msg("k0"))
+    workers = worker_pids(srv)
+    assert len(workers) == 2
+    assert srv.daemon is not None and srv.daemon.proc is not None
+    os.kill(srv.daemon.pid, 9)  # the main process alone (not its process group)
+    srv.daemon.proc.wait(10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and
+                       "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in workers)
+    wait_for(gone, 10, what="the workers of a killed mailsift serve to exit")
+    srv.start()  # same config, same ports
+    wait_for(lambda: len(worker_pids(srv)) == 2, 20, what="two new imap workers")
+    w = Wire(srv.host, srv.imap_port)
+    w.login(ALICE, ALICE_PW)
+    untagged, _ = w.command("SELECT INBOX")
+    assert b"* 1 EXISTS" in joined(untagged)
+    w.close()
