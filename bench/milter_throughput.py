@@ -102,6 +102,14 @@ def cpu_by_comm() -> dict[int, tuple[str, float]]:
     return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - idle, total
+
+
 class CpuMeter:
     """CPU seconds per command name over a run: sampled often, so processes that exit during
     the run (smtpd after its sessions) are counted up to their last sample."""
@@ -109,6 +117,12 @@ class CpuMeter:
     def __init__(self) -> None:
         self.start = cpu_by_comm()
         self.last = dict(self.start)
+        self.machine_start = machine_ticks()
+
+    def busy(self) -> float:
+        """Share of the machine's CPU time that was busy since the start (1.0 = every core)."""
+        busy, total = machine_ticks()
+        return (busy - self.machine_start[0]) / max(1, total - self.machine_start[1])
 
     def sample(self) -> None:
         self.last.update(cpu_by_comm())
@@ -430,6 +444,7 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         elapsed = time.perf_counter() - t0
         meter.sample()
         cpu = meter.by_comm()
+        busy = meter.busy()
         probe.stop_flag.set()
         probe.join(60)
         out = src.stdout.read().decode(errors="replace") if src.stdout else ""
@@ -440,7 +455,7 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         rejected = pf.log_text().count("milter-reject")
         return {"name": peer.name, "ok": src.returncode == 0, "rate": messages / elapsed, "elapsed": elapsed,
                 "lat": probe.latencies, "probe_errors": probe.errors, "idle": idle.latencies, "rss_mb": rss_peak / 1024.0,
-                "milter_rejects": rejected, "source_out": out[-300:], "cpu": cpu}
+                "milter_rejects": rejected, "source_out": out[-300:], "cpu": cpu, "busy": busy}
     finally:
         if pf is not None:
             pf.stop()
@@ -499,7 +514,7 @@ def main() -> int:
             results[key] = r
             cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
             total = sum(v for _, v in cpu)
-            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s; CPU ms/msg "
+            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s; machine {100 * r['busy']:.0f}% busy; CPU ms/msg "
                   f"{1000 * total / args.messages:.2f} = " + " ".join(
                       f"{k} {1000 * v / args.messages:.2f}" for k, v in cpu if 1000 * v / args.messages >= 0.02),
                   flush=True)
