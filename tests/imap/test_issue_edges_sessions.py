@@ -197,3 +197,39 @@ def test_recent_is_claimed_once_when_sessions_select_at_the_same_time(srv) -> No
     assert sorted(counts) == [0, 0, 0, 0, 0, 4], counts
     for s in sessions:
         s.close()
+
+
+def _subjects(w: Wire, seqs: str = "1:*") -> dict[int, str]:
+    from imap.test_caches import subjects
+    return subjects(w, seqs)
+
+
+@pytest.mark.parametrize("command", ["COPY", "MOVE"])
+def test_copy_and_move_by_sequence_number_take_the_message_the_client_named(srv, command: str) -> None:
+    """Another session expunged message 2; this session has heard of it but was not yet sent the
+    EXPUNGE. `COPY 3`/`MOVE 3` mean the message the client knows as 3 ("message 3"): the pending
+    EXPUNGE waits until after the command (a MOVE into Junk is learnt as spam: the wrong message
+    would be learnt otherwise)."""
+    from harness.procs import wait_for
+    a, b = connect(srv), connect(srv)
+    src, dst = f"Seq{command}Src", f"Seq{command}Dst"
+    for name in (src, dst):
+        fresh_folder(b, name)
+    for i in range(1, 6):
+        append(b, src, msg(f"message {i}"))
+    a.command(f"SELECT {src}")
+    b.command(f"SELECT {src}")
+    b.command("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert b"* 2 EXPUNGE" in b.command("EXPUNGE")[0]
+    wait_for(lambda: b"EXPUNGEISSUED" in a.command("FETCH 2 (BODY.PEEK[HEADER])")[1], 10,
+             what="the expunge event")
+    assert _subjects(a, "3") == {3: "message 3"}
+    untagged, done = a.command(f"{command} 3 {dst}")
+    assert ok(done), done
+    b.command(f"EXAMINE {dst}")
+    got = list(_subjects(b).values())
+    a.close()
+    b.close()
+    assert got == ["message 3"], (got, untagged)
+    if command == "MOVE":  # MOVE sends the held-back EXPUNGE of message 2 after its own numbers
+        assert any(u.startswith(b"* 2 EXPUNGE") for u in untagged), untagged

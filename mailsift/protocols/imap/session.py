@@ -433,8 +433,10 @@ class ImapSession:
         self.bad_count = 0
         try:
             if self.sel is not None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"):
-                # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1)
-                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH"))
+                # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1), nor before
+                # COPY and MOVE by sequence number: their numbers are the ones the client saw
+                # when it sent them, so expunges learnt meanwhile wait until after the command
+                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE"))
             await method(self, cmd)
         except (ParseError, BadSequence) as exc:
             self.bad(cmd.tag, str(exc) or "Invalid arguments")
