@@ -1,7 +1,7 @@
 """IMAP: mailsift against Dovecot (Debian's dovecot-imapd, a private instance) in one run.
 
     .venv/bin/python bench/imap_load.py [--clients 20] [--messages 200] [--seconds 15]
-                                        [--big 100000] [--idle 100]
+                                        [--big 100000] [--idle 100] [--workers N]
 
 1. Load: C concurrent clients, each logged in as its own user whose INBOX holds M real messages
    (SpamAssassin easy_ham, read in place from ../shared/corpora). Each client repeats for S
@@ -14,8 +14,11 @@
    MDA would leave them); after one warm-up session (each server builds its index), a fresh
    session times SELECT and `UID FETCH 1:* (FLAGS)`.
 3. Memory (measured first, after a short warm-up): N idle connections (logged in, INBOX
-   selected); the servers' resident memory before and after, per connection (mailsift: the one
-   serve process; Dovecot: all its processes).
+   selected); the servers' resident memory before and after, per connection (mailsift: the serve
+   process and its IMAP workers; Dovecot: all its processes).
+CPU: user+system seconds of every server process (process group) while all load clients are
+logged in, as cores and as ms per operation; and this script's own CPU (the client, on the same
+2 cores).
 
 The machine is shared with other work (2 cores): figures are noisy, run once, read as measured.
 """
@@ -109,6 +112,8 @@ def write_maildir(path: Path, messages: list[bytes], seen_every: int = 0) -> Non
 
 
 class MailsiftServer:
+    workers: int | None = None  # [store] imap_workers; None = the server's default (one per CPU)
+
     def __init__(self, workdir: Path, mail_root: Path, users: list[str]) -> None:
         from mailsift.store.users import Users
         self.workdir = workdir
@@ -118,7 +123,8 @@ class MailsiftServer:
             "[store]\n"
             f'mail_root = "{mail_root}"\nusers = "{workdir / "users.db"}"\n'
             f'lmtp = "off"\npop3 = "off"\npop3s = "off"\nimaps = "off"\nlookup = "off"\n'
-            f'imap = "127.0.0.1:{self.port}"\nhostname = "bench.mailsift.test"\n')
+            f'imap = "127.0.0.1:{self.port}"\nhostname = "bench.mailsift.test"\n'
+            + (f"imap_workers = {self.workers}\n" if self.workers is not None else ""))
         db = Users(workdir / "users.db")
         for u in users:
             db.add(u, PASSWORD)
@@ -171,17 +177,18 @@ def group_pids(pgid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (/proc/PID/stat)."""
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes so far (/proc/PID/stat)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except (OSError, IndexError, ValueError):
             pass
-    return total / tick
+    return user / tick, system / tick
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -224,9 +231,10 @@ async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, 
 
 
 async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: bytes,
-               pids: Callable[[], list[int]] | None = None) -> tuple[float, float, float]:
-    """-> (operations/s, server CPU cores, this client's CPU cores). CPU is sampled while every
-    client is logged in (Dovecot's per-client processes exist then), over most of the run."""
+               pids: Callable[[], list[int]] | None = None) -> tuple[float, float, float, float]:
+    """-> (operations/s, server CPU cores, of which system (kernel) time, this client's CPU
+    cores). CPU is sampled while every client is logged in (Dovecot's per-client processes
+    exist then), over most of the run."""
     counts: list[int] = []
     ready: asyncio.Queue[None] = asyncio.Queue()
     cpu: list[float] = []
@@ -238,11 +246,12 @@ async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: by
         c0, o0, t0 = cpu_seconds(procs), time.process_time(), time.monotonic()
         await asyncio.sleep(seconds * 0.8)
         t = time.monotonic() - t0
-        cpu.extend(((cpu_seconds(procs) - c0) / t, (time.process_time() - o0) / t))
+        c1 = cpu_seconds(procs)
+        cpu.extend(((c1[0] + c1[1] - c0[0] - c0[1]) / t, (c1[1] - c0[1]) / t, (time.process_time() - o0) / t))
 
     start = time.monotonic()
     await asyncio.gather(sample(), *(worker(port, u, seconds, nmsg, extra, counts, ready) for u in users))
-    return sum(counts) / (time.monotonic() - start), cpu[0], cpu[1]
+    return sum(counts) / (time.monotonic() - start), cpu[0], cpu[1], cpu[2]
 
 
 # -- 2. big mailbox ---------------------------------------------------------------------------
@@ -303,7 +312,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--idle", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="mailsift's [store] imap_workers (default: its own default, one per CPU)")
     args = ap.parse_args()
+    MailsiftServer.workers = args.workers
 
     base = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     os.chmod(base, 0o755)
@@ -335,7 +347,7 @@ def main() -> int:
                 r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
                 print(f"{name}: {r['idle_kb']:.0f} KB per idle connection; load ({args.clients} clients, "
                       f"{args.seconds:.0f}s) ...", flush=True)
-                r["ops"], r["cpu"], r["client_cpu"] = asyncio.run(
+                r["ops"], r["cpu"], r["sys"], r["client_cpu"] = asyncio.run(
                     load(server.port, users, args.seconds, args.messages, extra, server.pids))
                 print(f"{name}: {r['ops']:.0f} operations/s (server CPU {r['cpu']:.2f} cores, this client "
                       f"{r['client_cpu']:.2f} cores); big mailbox ...", flush=True)
@@ -355,6 +367,7 @@ def main() -> int:
     print(f"{'load: operations/s':34}{m['ops']:12.0f}{d['ops']:12.0f}   ratio {m['ops'] / d['ops']:.2f} (goal >= 0.50)")
     print(f"{'load: server CPU, cores':34}{m['cpu']:12.2f}{d['cpu']:12.2f}   "
           f"(bench client: {m['client_cpu']:.2f} / {d['client_cpu']:.2f} cores)")
+    print(f"{'load: of which kernel, cores':34}{m['sys']:12.2f}{d['sys']:12.2f}")
     print(f"{'load: server CPU ms per operation':34}{1000 * m['cpu'] / m['ops']:12.2f}"
           f"{1000 * d['cpu'] / d['ops']:12.2f}")
     print(f"{'big: first LOGIN+SELECT (indexing)':34}{m['warm']:12.2f}{d['warm']:12.2f}")
