@@ -943,15 +943,19 @@ class Mailbox:
         return out
 
     # ------------------------------------------------------------------ reading
-    def list(self, folder: str, uid_min: int = 1, uid_max: int | None = None) -> list[MessageInfo]:
+    def list(self, folder: str, uid_min: int = 1, uid_max: int | None = None,
+             uidvalidity: int | None = None) -> list[MessageInfo]:
         """The folder's messages (after picking up outside changes), ascending UID, optionally only
-        uid_min <= uid <= uid_max."""
+        uid_min <= uid <= uid_max. With `uidvalidity`, a folder of that name with another
+        UIDVALIDITY (deleted and created again, or renamed over) raises NoSuchFolder too."""
         folder = normalize_folder(folder)
         whole = uid_min <= 1 and uid_max is None
         with self._op():
             self._frow(folder)  # NoSuchFolder
             self._sync_folder(folder)
             frow = self._frow(folder)
+            if uidvalidity is not None and frow["uidvalidity"] != uidvalidity:
+                raise NoSuchFolder(folder)
             fid, stamp = frow["id"], _stamp(frow)
             cache, ckey = self.store.listings, (self.user, fid)
             hit = cache.get(ckey, stamp)

@@ -193,7 +193,7 @@ def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known
                     readonly: bool) -> tuple[list[Any], int | None]:
     """One worker-thread hop: the folder's listing and, when it has UIDs above `known_max`,
     the \\Recent floor claimed for them (None when nothing is new)."""
-    infos = box.list(folder)
+    infos = box.list(folder, uidvalidity=uidvalidity)  # NoSuchFolder also when it was replaced
     top = infos[-1].uid if infos else 0
     if top <= known_max:
         return infos, None
@@ -272,7 +272,9 @@ class ImapSession:
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
-        self.parsed: OrderedDict[tuple[str, int], fetchmod.MessageData] = OrderedDict()
+        # keyed (folder, UIDVALIDITY, UID): a folder deleted and created again, or renamed
+        # over, reuses its name and UIDs for other messages
+        self.parsed: OrderedDict[tuple[str, int, int], fetchmod.MessageData] = OrderedDict()
 
     # -- output -----------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -518,7 +520,9 @@ class ImapSession:
             infos, floor = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity, sel.max_uid,
                                            sel.readonly)
         except store_api.NoSuchFolder:
-            self.untagged("BYE [CLOSED] The selected mailbox was deleted or renamed")
+            # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
+            # the client's UIDs mean nothing any more (Dovecot also ends the session)
+            self.untagged("BYE [CLOSED] The selected mailbox was deleted, renamed or replaced")
             self.closing = True
             return
         key = (self.user or "", sel.folder, sel.uidvalidity)
@@ -1011,7 +1015,7 @@ class ImapSession:
             if data is None:
                 out.append(None)
                 continue
-            key = (sel.folder, uid)
+            key = (sel.folder, sel.uidvalidity, uid)
             cached = self.parsed.get(key)
             if cached is not None:
                 cached.flags, cached.modseq = data.flags, data.modseq
