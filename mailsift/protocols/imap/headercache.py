@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 
 from mailsift.protocols.imap.mimetree import Part, parse_top
+from mailsift.protocols.imap.sections import MEMO_BYTES, MEMO_ENTRIES
 
 MAX_BYTES = 16 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
 MAX_HEADER = 64 * 1024           # bigger headers are not cached
@@ -32,8 +33,12 @@ def header_part(raw_crlf: bytes) -> Part:
 
 
 def _cost(part: Part) -> int:
-    """Rough memory of an entry: the header, its fields' copies, the objects around them."""
-    return 2 * len(part.data) + 120 * len(part.fields) + 400
+    """Rough memory of an entry: the header, its fields' copies, the objects around them, and
+    room for what sessions attach to it later: the lower-cased field names and up to
+    MEMO_ENTRIES memoised HEADER.FIELDS answers (each a subset of the header's lines)."""
+    n = len(part.data)
+    memo = 360 + MEMO_ENTRIES * (min(MEMO_BYTES, n + 2) + 100)
+    return 2 * n + 180 * len(part.fields) + 400 + memo
 
 
 class HeaderCache:

@@ -6,7 +6,22 @@ from mailsift.protocols.imap.mimetree import Part
 from mailsift.protocols.imap.parser import Section
 
 MEMO_ENTRIES = 4     # HEADER.FIELDS answers kept per parsed header (Part._memo)
-MEMO_BYTES = 1024    # only small ones: the header cache's size estimate does not count them
+MEMO_BYTES = 1024    # only small ones (headercache._cost reserves room for them)
+
+# Memo keys, shared by every Part that memoises the same question: a frozenset per part and
+# question cost ~0.5 KB each and broke the header cache's memory bound (issue-6 edge tests).
+_KEYS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
+_MAX_KEYS = 256
+
+
+def _memo_key(text: str, fields: tuple[str, ...] | list[str]) -> tuple[str, frozenset[str]]:
+    raw = (text, tuple(fields))
+    key = _KEYS.get(raw)
+    if key is None:
+        if len(_KEYS) >= _MAX_KEYS:
+            _KEYS.clear()
+        key = _KEYS[raw] = (text, frozenset(f.lower() for f in fields))
+    return key
 
 
 def rfc822_size(data_crlf: bytes) -> int:
@@ -60,10 +75,11 @@ def _section(root: Part, section: Section) -> bytes | None:
     if section.text == "TEXT":
         return msg.body
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        wanted = frozenset(f.lower() for f in section.fields)
+        key = _memo_key(section.text, section.fields)
+        wanted = key[1]
         memo = msg._memo
         if memo is not None:
-            hit = memo.get((section.text, wanted))
+            hit = memo.get(key)
             if hit is not None:
                 return hit
         keep = section.text == "HEADER.FIELDS"
@@ -75,7 +91,7 @@ def _section(root: Part, section: Section) -> bytes | None:
             if memo is None:
                 memo = msg._memo = {}
             if len(memo) < MEMO_ENTRIES:
-                memo[(section.text, wanted)] = out
+                memo[key] = out
         return out
     return None
 
