@@ -20,6 +20,7 @@ import fcntl
 import os
 import threading
 from pathlib import Path
+from typing import Self
 
 
 class MailboxLock:
@@ -45,7 +46,7 @@ class MailboxLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self.thread_lock.release()
 
-    def __enter__(self) -> "MailboxLock":
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

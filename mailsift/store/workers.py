@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import dataclasses
+import errno
 import itertools
 import json
 import logging
@@ -81,8 +81,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.socket:
     """A listening socket for a worker to inherit (TCP, or a unix socket path)."""
     if where[0] == "unix":
-        from pathlib import Path
         import stat
+        from pathlib import Path
         path = Path(str(where[1]))
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
@@ -173,7 +173,7 @@ class WorkerPool:
                 self._handle(w, msg)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("imap worker %d: bad message on its link", w.index)
         finally:
             if w.writer is not None:
@@ -186,7 +186,7 @@ class WorkerPool:
             if not self.stopping:
                 try:
                     await asyncio.wait_for(proc.wait(), 5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     proc.kill()
                     await proc.wait()
             else:
@@ -261,7 +261,7 @@ class WorkerPool:
             except ProcessLookupError:
                 pass
         if procs:
-            _done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=grace + 2)
+            _done, _pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=grace + 2)
             for p in procs:
                 if p.returncode is None:
                     log.warning("imap worker pid %d did not stop; killing it", p.pid)
@@ -351,7 +351,13 @@ def _die_with_parent() -> None:
 
 
 async def worker_serve(settings: StoreSettings, link_fd: int, listeners: dict[str, int], index: int) -> int:
-    from mailsift.store.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
+    from mailsift.store.server import (
+        IMPLICIT_TLS,
+        PROTOCOLS,
+        Server,
+        drop_privileges,
+        load_handler,
+    )
 
     server = Server(settings)
     loop = asyncio.get_running_loop()
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         listeners[proto] = int(fd)
     try:
         return asyncio.run(worker_serve(_settings_from_env(), args.link, listeners, args.index))
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("imap worker %d failed", args.index)
         return 1
 

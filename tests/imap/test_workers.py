@@ -16,12 +16,12 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from harness.procs import wait_for
+
 from imap.conftest import ImapServer
 from imap.wire import Wire
 
@@ -131,7 +131,7 @@ def test_recent_is_claimed_once_across_processes(srv: ImapServer) -> None:
         srv.deliver(ALICE, msg(f"r{i}"))
     a, b = pair_in_two_workers(srv)
     assert serving_pid(srv, a) != serving_pid(srv, b)
-    untagged, done = a.command("SELECT INBOX")
+    untagged, _done = a.command("SELECT INBOX")
     assert b"3 EXISTS" in joined(untagged) and b"3 RECENT" in joined(untagged), untagged
     untagged, _ = a.command("FETCH 1:* (FLAGS)")
     assert all(b"\\Recent" in u for u in untagged) and len(untagged) == 3
@@ -221,7 +221,7 @@ def test_idle_hears_lmtp_and_the_other_worker_within_a_second(srv: ImapServer) -
     assert a.read_response().startswith(b"+ ")
     srv.deliver(ALICE, msg("i1"))  # LMTP: the main process
     t0 = time.monotonic()
-    line, _ = _idle_until(a, rb"^\* 2 EXISTS", 5)
+    _line, _ = _idle_until(a, rb"^\* 2 EXISTS", 5)
     assert time.monotonic() - t0 < 1.0, "IDLE took over a second to report the delivery"
     t0 = time.monotonic()
     b.command(b"APPEND INBOX {%d+}\r\n" % len(msg("i2")) + msg("i2"))  # the other worker
