@@ -163,9 +163,10 @@ def train_files(per_class: int) -> tuple[list[Path], list[Path]]:
 
 
 class Mailsift(Peer):
-    def __init__(self, score_workers: int = 0) -> None:
-        self.score_workers = score_workers
-        self.name = "mailsift + clamd" + (f" ({score_workers} score workers)" if score_workers else "")
+    def __init__(self, score_workers: int = 0, clamd: bool = True) -> None:
+        self.score_workers, self.with_clamd = score_workers, clamd
+        self.name = ("mailsift + clamd" if clamd else "mailsift, no clamd (diagnostic)") + \
+            (f" ({score_workers} score workers)" if score_workers else "")
         self.clamd: ClamdInstance | None = None
         self.daemon: Daemon | None = None
 
@@ -178,9 +179,13 @@ class Mailsift(Peer):
             model.learn(h.read_bytes(), "ham")
             model.learn(s.read_bytes(), "spam")
         save_model(model, dbpath)
-        self.clamd = ClamdInstance(wd / "clamd").start()
+        if self.with_clamd:
+            self.clamd = ClamdInstance(wd / "clamd").start()
+        else:  # [milter] clamd = "": every message is tagged Unscanned
+            (wd / "noclamd.toml").write_text('[milter]\nclamd = ""\non_scan_error = "accept"\n')
         sock = wd / "milter" / "milter.sock"
-        self.daemon = Daemon([MAILSIFT, "milter", "--socket", f"unix:{sock}", "--clamd", self.clamd.address,
+        clamd_args = ["--clamd", self.clamd.address] if self.clamd else ["--config", str(wd / "noclamd.toml")]
+        self.daemon = Daemon([MAILSIFT, "milter", "--socket", f"unix:{sock}", *clamd_args,
                               "--dbpath", str(dbpath), "--score-workers", str(self.score_workers),
                               "--log-level", "WARNING"], wd / "milter.log").start()
         wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
@@ -200,16 +205,21 @@ class Floor(Peer):
     """Diagnostic (--only floor / floor0): a pymilter milter that collects the message and adds
     N headers, no clamd, no model: what the milter protocol alone costs."""
 
-    def __init__(self, adds: int = 7) -> None:
-        self.adds = adds
-        self.name = f"pymilter floor ({adds} headers)"
+    def __init__(self, adds: int = 7, clamd: bool = False) -> None:
+        self.adds, self.scan = adds, clamd
+        self.name = f"pymilter floor ({adds} headers{', clamd' if clamd else ''})"
         self.daemon: Daemon | None = None
+        self.clamd: ClamdInstance | None = None
 
     def start(self, wd: Path) -> str | None:
         sock = wd / "floor" / "milter.sock"
         sock.parent.mkdir()
+        extra = []
+        if self.scan:
+            self.clamd = ClamdInstance(wd / "clamd").start()
+            extra = [self.clamd.address]
         self.daemon = Daemon([sys.executable, str(ROOT / "bench" / "peers" / "floor_milter.py"), f"unix:{sock}",
-                              str(self.adds)], wd / "floor.log").start()
+                              str(self.adds), *extra], wd / "floor.log").start()
         wait_for(lambda: unix_ready(sock), 60, what="floor milter")
         return f"unix:{sock}"
 
@@ -219,6 +229,8 @@ class Floor(Peer):
     def stop(self) -> None:
         if self.daemon:
             self.daemon.stop()
+        if self.clamd:
+            self.clamd.cleanup()
 
 
 class Rspamd(Peer):
@@ -474,11 +486,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every peer this many times, bare Postfix first each round; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
-    ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0")
+    ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0 floor-clamd "
+                         "mailsift-noclamd")
     args = ap.parse_args()
     peers = {"bare": Bare(), "mailsift": Mailsift(0), "mailsift-pool": Mailsift(2),
-             "rspamd": Rspamd(), "spamass": SpamassMilter(), "floor": Floor(7), "floor0": Floor(0)}
-    keys = args.only or [k for k in peers if not k.startswith("floor")]
+             "rspamd": Rspamd(), "spamass": SpamassMilter(), "floor": Floor(7), "floor0": Floor(0), "floor-clamd": Floor(7, clamd=True),
+             "mailsift-noclamd": Mailsift(0, clamd=False)}
+    keys = args.only or [k for k in peers if not k.startswith("floor") and k != "mailsift-noclamd"]
     if "bare" not in keys:
         keys.insert(0, "bare")
     print(f"milter throughput: {args.messages} messages of {args.size} bytes, {args.sessions} smtp-source "

@@ -5,7 +5,10 @@ It collects headers and body the way mailsift's milter does (header, eoh and bod
 gap between this peer and bare Postfix is what libmilter, pymilter and Postfix's milter
 protocol cost; the gap between it and mailsift is what clamd and the spam model cost.
 
-    python bench/peers/floor_milter.py unix:/path/milter.sock [N_HEADERS]
+    python bench/peers/floor_milter.py unix:/path/milter.sock [N_HEADERS [CLAMD]]
+
+With CLAMD (unix:PATH), end-of-message also has clamd scan the collected message (mailsift's
+own clamd client): the floor of a milter that scans but does not score.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import Milter
 
 class Floor(Milter.Base):
     adds = 7
+    clamd = None  # a mailsift ClamdClient when asked to scan
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -39,6 +43,8 @@ class Floor(Milter.Base):
     def eom(self) -> int:
         raw = b"".join(self.chunks)
         self.chunks = []
+        if self.clamd is not None:
+            self.clamd.scan_bytes(raw)
         for i in range(self.adds):
             self.addheader(f"X-Floor-{i}", f"{len(raw)} bytes seen")
         return Milter.CONTINUE
@@ -50,6 +56,9 @@ class Floor(Milter.Base):
 
 def main() -> None:
     Floor.adds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    if len(sys.argv) > 3:
+        from mailsift.scanner.clamav import ClamdClient
+        Floor.clamd = ClamdClient(sys.argv[3])
     Milter.factory = Floor
     os.umask(0o000)  # Postfix's smtpd (user postfix) must be able to connect to the socket
     Milter.set_flags(Milter.ADDHDRS)
