@@ -1023,6 +1023,25 @@ class Mailbox:
                     self._sync_folder(folder, force=True)
         raise AssertionError("unreachable")
 
+    def read_nowait(self, folder: str, uid: int, crlf: bool = True) -> bytes | None:
+        """read() for an event loop's thread: one indexed lookup and one file read, never a wait
+        for a lock. None when another thread of this process holds the mailbox, or the file
+        was just renamed or removed: then call read() in a worker thread (it syncs and retries).
+        Raises NoSuchMessage, NoSuchFolder. (perf: saves a thread hand-off per small FETCH.)"""
+        folder = normalize_folder(folder)
+        if not self._lock.thread_lock.acquire(blocking=False):
+            return None
+        try:
+            path = self._path_of(folder, uid)
+        finally:
+            self._lock.thread_lock.release()
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        return md.to_crlf(data) if crlf else data
+
     def claim_recent(self, folder: str, uidvalidity: int, top: int, readonly: bool = False) -> int:
         """IMAP \\Recent, seen by exactly one session across every process (Dovecot keeps a
         first-recent-uid the same way): returns the floor, the highest UID some session already

@@ -36,6 +36,7 @@ from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
+from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
 from mailsift.store import api as store_api
@@ -54,6 +55,7 @@ WRITE_HIGH_WATER = 256 * 1024
 STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
                                 # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
+INLINE_READ_BYTES = 256 * 1024  # a FETCH batch reading at most this much is read in the loop's thread
 MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
 PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 SEPARATOR = "."
@@ -187,6 +189,10 @@ def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
         return None, None
     info = box.append(folder, message, flags, when)
     return info, box.folder(folder)
+
+
+class _WouldBlock(Exception):
+    """An inline load met a busy mailbox lock (or a file just renamed): use a worker thread."""
 
 
 def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
@@ -959,8 +965,15 @@ class ImapSession:
         headers_only = need_data and fetchmod.header_only(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
-            datas = await self.call(self._load_batch, sel, batch, need_data, headers_only) if need_data else \
-                [self._data_of(sel, uid) for _s, uid in batch]
+            if not need_data:
+                datas = [self._data_of(sel, uid) for _s, uid in batch]
+            elif self._inline_ok(sel, batch, headers_only):
+                try:
+                    datas = self._load_batch(sel, batch, need_data, headers_only, inline=True)
+                except _WouldBlock:
+                    datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
+            else:
+                datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
             out = []
             for (seq, uid), data in zip(batch, datas):
                 if data is None:
@@ -1002,11 +1015,30 @@ class ImapSession:
         st = sel.state[uid]
         return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq)
 
+    def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
+        """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
+        files to read (cached headers and parsed messages cost nothing). perf: a thread hand-off
+        (futex wake-ups, GIL hand-over, context switches) cost more than reading a few KB from
+        the page cache; 4 of the load benchmark's 12 store calls per round are such FETCHes."""
+        hcache = _header_cache(self.ctx) if headers_only else None
+        total = 0
+        for _seq, uid in batch:
+            st = sel.state.get(uid)
+            if st is None or uid in sel.ghosts or (sel.folder, sel.uidvalidity, uid) in self.parsed:
+                continue
+            if hcache is not None and hcache.get((self.user or "", sel.folder, sel.uidvalidity, uid)) is not None:
+                continue
+            total += st.size
+            if total > INLINE_READ_BYTES:
+                return False
+        return True
+
     def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
-                    headers_only: bool = False) -> list[fetchmod.MessageData | None]:
-        """In a worker thread: the messages' bytes (parsed ones are cached per session). With
-        headers_only (every attribute is a top-level header section), headers come from the
-        process-wide header cache when they are there, without reading the file."""
+                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData | None]:
+        """In a worker thread (or, inline, in the loop's: then _WouldBlock instead of waiting for
+        a lock): the messages' bytes (parsed ones are cached per session). With headers_only
+        (every attribute is a top-level header section), headers come from the process-wide
+        header cache when they are there, without reading the file."""
         assert self.box is not None
         out: list[fetchmod.MessageData | None] = []
         hcache = _header_cache(self.ctx) if headers_only else None
@@ -1031,7 +1063,13 @@ class ImapSession:
                     out.append(data)
                     continue
             try:
-                data.raw = read_crlf(self.box, sel.folder, uid)
+                if inline:
+                    raw = self.box.read_nowait(sel.folder, uid, crlf=False)
+                    if raw is None:
+                        raise _WouldBlock()
+                    data.raw = to_crlf(raw)
+                else:
+                    data.raw = read_crlf(self.box, sel.folder, uid)
             except store_api.NoSuchMessage:
                 out.append(None)
                 continue
