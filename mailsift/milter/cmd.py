@@ -138,6 +138,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         milter.main()
     finally:
+        if clamd is not None:
+            clamd.close()
         models.stop()
         if pool is not None:
             pool.close()
