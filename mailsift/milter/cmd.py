@@ -138,8 +138,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         milter.main()
     finally:
-        if clamd is not None:
-            clamd.close()
         models.stop()
         if pool is not None:
             pool.close()

@@ -4,11 +4,6 @@ Over a unix socket it passes the message as a file descriptor instead (FILDES wi
 memfd): clamd then scans it in place, without copying it into a temporary file, which
 halves clamd's CPU per message and its latency under load (measured, bench notes in
 docs/milter.md). A clamd that refuses FILDES is asked with INSTREAM from then on.
-FILDES requests go over clamd sessions (IDSESSION) kept open between messages: one sendmsg
-(command and descriptor together) and one recv per message instead of a connect, three
-sends, a recv and a close (clamd's own accept and close too). A kept session that clamd has
-closed (restarted, IdleTimeout) is noticed by the request that uses it, which is then sent
-once more on a fresh session.
 
 Every failure to get an answer (clamd down, refused, timed out, answered ERROR) raises
 ScanError with a short reason; the caller decides the fault policy (tempfail or tag
@@ -22,13 +17,11 @@ import os
 import re
 import socket
 import struct
-import threading
 from dataclasses import dataclass
 
 from mailsift.verdict import VirusResult
 
 CHUNK = 64 * 1024
-MAX_IDLE_SESSIONS = 32  # clamd sessions kept open between messages (about one per SMTP session)
 
 
 class _FildesRefused(Exception):
@@ -76,7 +69,7 @@ def parse_address(spec: str) -> ClamdAddress:
     return ClamdAddress(family, (host, int(port)))
 
 
-_REPLY_SUBJECT = re.compile(r"^(?:\d+: )?(stream|fd\[\d+\]): (.*)$", re.S)  # "N: " in a session
+_REPLY_SUBJECT = re.compile(r"^(stream|fd\[\d+\]): (.*)$", re.S)
 
 
 def parse_reply(reply: bytes) -> VirusResult:
@@ -102,39 +95,6 @@ class ClamdClient:
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
         self.pass_fd = pass_fd and self.address.family == socket.AF_UNIX and hasattr(os, "memfd_create")
-        self._idle: list[socket.socket] = []  # open clamd sessions not in use
-        self._idle_lock = threading.Lock()
-
-    def close(self) -> None:
-        """Close the kept clamd sessions."""
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for sock in idle:
-            try:
-                sock.sendall(b"zEND\0")
-            except OSError:
-                pass
-            sock.close()
-
-    def _session(self) -> tuple[socket.socket, bool]:
-        """A clamd session for one request, and whether it was kept from an earlier one."""
-        with self._idle_lock:
-            if self._idle:
-                return self._idle.pop(), True
-        sock = self._connect()
-        try:
-            sock.sendall(b"zIDSESSION\0")
-        except OSError as exc:
-            sock.close()
-            raise ScanError("clamd error", f"clamd at {self.address} failed: {exc.strerror or exc}") from None
-        return sock, False
-
-    def _keep(self, sock: socket.socket) -> None:
-        with self._idle_lock:
-            if len(self._idle) < MAX_IDLE_SESSIONS:
-                self._idle.append(sock)
-                return
-        sock.close()
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(self.address.family, socket.SOCK_STREAM)
@@ -189,41 +149,26 @@ class ClamdClient:
         try:
             view = memoryview(data)
             written = 0
-            while written < len(view):  # pwrite: the descriptor's offset stays 0 for clamd
-                written += os.pwrite(fd, view[written:], written)
-            reply = self._fildes(fd)
+            while written < len(view):
+                written += os.write(fd, view[written:])
+            os.lseek(fd, 0, os.SEEK_SET)
+            try:
+                with self._connect() as sock:
+                    sock.sendall(b"zFILDES\0")
+                    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+                    reply = self._read_reply(sock)
+            except socket.timeout:
+                raise ScanError("clamd timeout", f"clamd at {self.address} timed out") from None
+            except ConnectionError as exc:
+                raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: "
+                                f"{exc.strerror or exc}") from None
+            except OSError as exc:
+                raise ScanError("clamd error", f"clamd at {self.address} failed: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
         if b"FILDES" in reply and b"ERROR" in reply:
             raise _FildesRefused(reply.rstrip(b"\0\n").decode("utf-8", "replace")[:120])
         return parse_reply(reply)
-
-    def _fildes(self, fd: int) -> bytes:
-        """zFILDES over a clamd session; a kept session that turns out dead is replaced once."""
-        while True:
-            sock, kept = self._session()
-            try:
-                sock.sendmsg([b"zFILDES\0\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-                reply = self._read_reply(sock)
-            except socket.timeout:
-                sock.close()
-                raise ScanError("clamd timeout", f"clamd at {self.address} timed out") from None
-            except (OSError, ScanError) as exc:
-                sock.close()
-                if kept:  # clamd closed it meanwhile (restart, IdleTimeout): a fresh session, and
-                    self.close()  # the other kept ones are most likely as dead
-                    continue
-                if isinstance(exc, ScanError):
-                    raise
-                if isinstance(exc, ConnectionError):
-                    raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: "
-                                    f"{exc.strerror or exc}") from None
-                raise ScanError("clamd error", f"clamd at {self.address} failed: {exc.strerror or exc}") from None
-            if reply.endswith(b"\0") and b"ERROR" not in reply:
-                self._keep(sock)
-            else:  # clamd ends a session after an error
-                sock.close()
-            return reply
 
     def _scan_stream(self, data: bytes | bytearray | memoryview) -> VirusResult:
         view = memoryview(data)
