@@ -103,8 +103,10 @@ class Server:
         self.unix_paths: list[Path] = []
         self.stopping = asyncio.Event()
         # Listeners bound here for the IMAP worker processes (store/workers.py) to serve.
-        self.handoff: dict[str, socket.socket] = {}
+        # (TCP: one SO_REUSEPORT socket per worker, so the kernel spreads connections evenly.)
+        self.handoff: dict[str, list[socket.socket]] = {}
         self.handoff_protocols: tuple[str, ...] = ()
+        self.handoff_count = 0
 
     def _make_throttle(self) -> Any:
         try:
@@ -130,9 +132,9 @@ class Server:
             if implicit and self.tls is None:
                 raise ServeError(f"{proto} needs tls_cert and tls_key in [store]")
             if proto in self.handoff_protocols:
-                from mailsift.store.workers import bind_listener
+                from mailsift.store.workers import bind_listeners
                 try:
-                    self.handoff[proto] = bind_listener(where, self.settings.socket_mode)
+                    self.handoff[proto] = bind_listeners(where, self.settings.socket_mode, self.handoff_count)
                 except OSError as exc:
                     raise ServeError(f"{proto}: cannot listen on {where[0]}:{where[1]}: "
                                      f"{exc.strerror or exc}") from None
@@ -288,6 +290,7 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     nworkers = worker_count(settings)
     if nworkers > 0:
         server.handoff_protocols = WORKER_PROTOCOLS
+        server.handoff_count = nworkers
     loop = asyncio.get_running_loop()
     # Store calls wait on fsync far more than they compute: more threads than cores pays.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS,

@@ -78,7 +78,19 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(n))
 
 
-def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.socket:
+def bind_listeners(where: tuple[str, str | int], socket_mode: str, count: int) -> list[socket.socket]:
+    """Listening sockets for `count` workers to inherit, one each. TCP: `count` sockets bound
+    to the same address with SO_REUSEPORT, so the kernel spreads connections evenly over the
+    workers (sharing one socket, a burst of connections mostly went to whichever worker woke
+    first: 19 or all 20 of the load benchmark's clients, one worker saturated, the other idle).
+    A unix socket is one socket, shared."""
+    if where[0] == "unix" or count <= 1:
+        sock = bind_listener(where, socket_mode)
+        return [sock] * max(count, 1)
+    return [bind_listener(where, socket_mode, reuse_port=True) for _ in range(count)]
+
+
+def bind_listener(where: tuple[str, str | int], socket_mode: str, reuse_port: bool = False) -> socket.socket:
     """A listening socket for a worker to inherit (TCP, or a unix socket path)."""
     if where[0] == "unix":
         import stat
@@ -99,7 +111,7 @@ def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.sock
     deadline = time.monotonic() + BIND_RETRY_SECONDS
     while True:
         try:
-            return socket.create_server((host, port), family=family, backlog=511)
+            return socket.create_server((host, port), family=family, backlog=511, reuse_port=reuse_port)
         except OSError as exc:
             # the workers of a server killed just now close their copy of the socket within
             # moments (PR_SET_PDEATHSIG, then the closed link): wait for them, not longer
@@ -122,7 +134,7 @@ class _Worker:
 class WorkerPool:
     """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
 
-    def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
+    def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, list[socket.socket]], count: int,
                  log_level: int | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -145,10 +157,11 @@ class WorkerPool:
 
     async def _spawn(self, w: _Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [child.fileno()] + [s.fileno() for s in self.listeners.values()]
+        mine = {proto: socks[w.index % len(socks)] for proto, socks in self.listeners.items()}
+        fds = [child.fileno()] + sorted({s.fileno() for s in mine.values()})
         argv = [sys.executable, "-m", "mailsift.store.workers", "--index", str(w.index),
                 "--link", str(child.fileno()), "--log-level", logging.getLevelName(self.log_level)]
-        for proto, sock in self.listeners.items():
+        for proto, sock in mine.items():
             argv += ["--listen", f"{proto}={sock.fileno()}"]
         env = dict(os.environ)
         env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
@@ -270,8 +283,9 @@ class WorkerPool:
                 await p.wait()
         for t in list(self.tasks):
             t.cancel()
-        for sock in self.listeners.values():
-            sock.close()
+        for socks in self.listeners.values():
+            for sock in set(socks):
+                sock.close()
 
 
 # -- the worker's side -----------------------------------------------------------------------
