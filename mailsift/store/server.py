@@ -103,10 +103,9 @@ class Server:
         self.unix_paths: list[Path] = []
         self.stopping = asyncio.Event()
         # Listeners bound here for the IMAP worker processes (store/workers.py) to serve.
-        # (TCP: one SO_REUSEPORT socket per worker, so the kernel spreads connections evenly.)
-        self.handoff: dict[str, list[socket.socket]] = {}
+        # (accepted here, each connection handed to the worker with the fewest: store/workers.py)
+        self.handoff: dict[str, socket.socket] = {}
         self.handoff_protocols: tuple[str, ...] = ()
-        self.handoff_count = 0
 
     def _make_throttle(self) -> Any:
         try:
@@ -132,9 +131,9 @@ class Server:
             if implicit and self.tls is None:
                 raise ServeError(f"{proto} needs tls_cert and tls_key in [store]")
             if proto in self.handoff_protocols:
-                from mailsift.store.workers import bind_listeners
+                from mailsift.store.workers import bind_listener
                 try:
-                    self.handoff[proto] = bind_listeners(where, self.settings.socket_mode, self.handoff_count)
+                    self.handoff[proto] = bind_listener(where, self.settings.socket_mode)
                 except OSError as exc:
                     raise ServeError(f"{proto}: cannot listen on {where[0]}:{where[1]}: "
                                      f"{exc.strerror or exc}") from None
@@ -143,6 +142,31 @@ class Server:
                 log.info("%s listening on %s:%s (served by the IMAP workers)", proto, *where)
                 continue
             await self._listen(proto, where, handler, implicit)
+
+    async def serve_accepted(self, proto: str, conn: socket.socket, handler: Handler, implicit: bool) -> None:
+        """Serve one connection another process accepted (an IMAP worker's, handed over by the
+        main process); returns when the session is over."""
+        loop = asyncio.get_running_loop()
+        on_connect = self._connection_handler(proto, handler, implicit)
+        done = loop.create_future()
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await on_connect(reader, writer)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, session, loop=loop)
+        conn.setblocking(False)
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=self.tls if implicit else None)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:  # a failed TLS handshake, a reset
+            log.debug("%s connection failed before the session: %r", proto, exc)
+            conn.close()
+            return
+        await done
 
     async def serve_socket(self, proto: str, sock: socket.socket, handler: Handler, implicit: bool) -> None:
         """Serve a listening socket bound by another process (an IMAP worker's inherited one)."""
@@ -290,7 +314,6 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     nworkers = worker_count(settings)
     if nworkers > 0:
         server.handoff_protocols = WORKER_PROTOCOLS
-        server.handoff_count = nworkers
     loop = asyncio.get_running_loop()
     # Store calls wait on fsync far more than they compute: more threads than cores pays.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS,

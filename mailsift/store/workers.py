@@ -78,20 +78,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(n))
 
 
-def bind_listeners(where: tuple[str, str | int], socket_mode: str, count: int) -> list[socket.socket]:
-    """Listening sockets for `count` workers to inherit, one each. TCP: `count` sockets bound
-    to the same address with SO_REUSEPORT, so the kernel spreads connections evenly over the
-    workers (sharing one socket, a burst of connections mostly went to whichever worker woke
-    first: 19 or all 20 of the load benchmark's clients, one worker saturated, the other idle).
-    A unix socket is one socket, shared."""
-    if where[0] == "unix" or count <= 1:
-        sock = bind_listener(where, socket_mode)
-        return [sock] * max(count, 1)
-    return [bind_listener(where, socket_mode, reuse_port=True) for _ in range(count)]
-
-
-def bind_listener(where: tuple[str, str | int], socket_mode: str, reuse_port: bool = False) -> socket.socket:
-    """A listening socket for a worker to inherit (TCP, or a unix socket path)."""
+def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.socket:
+    """A listening socket whose connections the main process hands to the workers (TCP, or a
+    unix socket path)."""
     if where[0] == "unix":
         import stat
         from pathlib import Path
@@ -111,7 +100,7 @@ def bind_listener(where: tuple[str, str | int], socket_mode: str, reuse_port: bo
     deadline = time.monotonic() + BIND_RETRY_SECONDS
     while True:
         try:
-            return socket.create_server((host, port), family=family, backlog=511, reuse_port=reuse_port)
+            return socket.create_server((host, port), family=family, backlog=511)
         except OSError as exc:
             # the workers of a server killed just now close their copy of the socket within
             # moments (PR_SET_PDEATHSIG, then the closed link): wait for them, not longer
@@ -129,12 +118,15 @@ class _Worker:
     writer: asyncio.StreamWriter | None = None
     interest: dict[str, int] = field(default_factory=dict)          # user -> subscriptions
     held: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, key) -> sessions
+    conns: socket.socket | None = None   # accepted connections go over this (SCM_RIGHTS)
+    ready: bool = False                  # the worker said it serves
+    live: int = 0                        # connections handed to it and not yet closed
 
 
 class WorkerPool:
     """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
 
-    def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, list[socket.socket]], count: int,
+    def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
                  log_level: int | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -149,31 +141,71 @@ class WorkerPool:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.store.events.forward = self._forward_own
+        for sock in self.listeners.values():
+            sock.setblocking(False)
         for w in self.workers:
             await self._spawn(w)
+
+    # -- connections: accepted here, handed to the least busy worker ---------------------------
+    def _accepting(self, on: bool) -> None:
+        assert self.loop is not None
+        for proto, sock in self.listeners.items():
+            if on:
+                self.loop.add_reader(sock.fileno(), self._accept, proto, sock)
+            else:
+                self.loop.remove_reader(sock.fileno())
+
+    def _accept(self, proto: str, sock: socket.socket) -> None:
+        for _ in range(64):
+            ready = [w for w in self.workers if w.ready and w.conns is not None]
+            if not ready:
+                self._accepting(False)  # until a worker says it is ready (the backlog holds them)
+                return
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: leave it in the backlog a moment
+                log.warning("imap accept failed: %s", exc)
+                return
+            w = min(ready, key=lambda x: x.live)
+            try:
+                socket.send_fds(w.conns, [proto.encode()], [conn.fileno()])
+                w.live += 1
+            except OSError as exc:
+                log.warning("handing a connection to imap worker %d failed: %s", w.index, exc)
+            finally:
+                conn.close()
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc is not None and w.proc.returncode is None]
 
     async def _spawn(self, w: _Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        mine = {proto: socks[w.index % len(socks)] for proto, socks in self.listeners.items()}
-        fds = [child.fileno()] + sorted({s.fileno() for s in mine.values()})
+        conns_parent, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fds = [child.fileno(), conns_child.fileno()]
         argv = [sys.executable, "-m", "mailsift.store.workers", "--index", str(w.index),
-                "--link", str(child.fileno()), "--log-level", logging.getLevelName(self.log_level)]
-        for proto, sock in mine.items():
-            argv += ["--listen", f"{proto}={sock.fileno()}"]
+                "--link", str(child.fileno()), "--conns", str(conns_child.fileno()),
+                "--log-level", logging.getLevelName(self.log_level)]
         env = dict(os.environ)
         env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
         try:
             w.proc = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL,
                                                           env=env)
+        except BaseException:
+            conns_parent.close()
+            raise
         finally:
             child.close()
+            conns_child.close()
+        conns_parent.setblocking(False)
+        w.conns = conns_parent
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         w.writer = writer
         w.interest.clear()
         w.held.clear()
+        w.ready = False
+        w.live = 0
         log.info("imap worker %d started (pid %d)", w.index, w.proc.pid)
         task = asyncio.create_task(self._serve(w, reader))
         self.tasks.add(task)
@@ -192,6 +224,11 @@ class WorkerPool:
             if w.writer is not None:
                 w.writer.close()
                 w.writer = None
+            if w.conns is not None:
+                w.conns.close()
+                w.conns = None
+            w.ready = False
+            w.live = 0
             w.interest.clear()
             w.held.clear()  # its sessions are gone with it
         proc = w.proc
@@ -213,7 +250,14 @@ class WorkerPool:
 
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
-        if kind == "events":
+        if kind == "closed":
+            w.live = max(0, w.live - int(msg[1]))
+        elif kind == "ready":
+            was_any = any(x.ready for x in self.workers)
+            w.ready = True
+            if not was_any and not self.stopping:
+                self._accepting(True)
+        elif kind == "events":
             events: list[Event] = msg[1]
             self.store.events.publish_remote(events)  # the learner and the main process's sessions
             self._fanout(events, origin=w)
@@ -267,6 +311,8 @@ class WorkerPool:
     async def stop(self, grace: float) -> None:
         self.stopping = True
         self.store.events.forward = None
+        if self.loop is not None:
+            self._accepting(False)
         procs = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for p in procs:
             try:
@@ -283,9 +329,8 @@ class WorkerPool:
                 await p.wait()
         for t in list(self.tasks):
             t.cancel()
-        for socks in self.listeners.values():
-            for sock in set(socks):
-                sock.close()
+        for sock in self.listeners.values():
+            sock.close()
 
 
 # -- the worker's side -----------------------------------------------------------------------
@@ -333,6 +378,13 @@ class WorkerLink:
     def release(self, what: str, key: str) -> None:
         self._write(("release", what, key))
 
+    def closed(self) -> None:
+        """A connection the main process handed us has ended."""
+        self._write(("closed", 1))
+
+    def ready(self) -> None:
+        self._write(("ready",))
+
     async def run(self) -> None:
         """Until the main process goes away."""
         try:
@@ -364,14 +416,8 @@ def _die_with_parent() -> None:
         pass
 
 
-async def worker_serve(settings: StoreSettings, link_fd: int, listeners: dict[str, int], index: int) -> int:
-    from mailsift.store.server import (
-        IMPLICIT_TLS,
-        PROTOCOLS,
-        Server,
-        drop_privileges,
-        load_handler,
-    )
+async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, index: int) -> int:
+    from mailsift.store.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
 
     server = Server(settings)
     loop = asyncio.get_running_loop()
@@ -384,21 +430,57 @@ async def worker_serve(settings: StoreSettings, link_fd: int, listeners: dict[st
     reader, writer = await asyncio.open_unix_connection(sock=link_sock)
     link = WorkerLink(reader, writer, server.store)
     server.shared["imap.limiter"] = link
-    for proto, fd in listeners.items():
+    handlers = {}
+    for proto in WORKER_PROTOCOLS:
         handler = load_handler(PROTOCOLS[proto])
         if handler is None:
             log.error("%s: no handler", proto)
             return 3
-        await server.serve_socket(proto, socket.socket(fileno=fd), handler, proto in IMPLICIT_TLS)
-    for listener in server.servers:
-        await listener.start_serving()
+        handlers[proto] = handler
+    conns = socket.socket(fileno=conns_fd)
+    conns.setblocking(False)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve_one(proto: str, conn: socket.socket) -> None:
+        try:
+            await server.serve_accepted(proto, conn, handlers[proto], proto in IMPLICIT_TLS)
+        finally:
+            link.closed()
+
+    def on_conns() -> None:
+        for _ in range(64):
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(conns, 64, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg, fds = b"", []
+            if not msg and not fds:  # the main process is gone
+                loop.remove_reader(conns.fileno())
+                stop.set()
+                return
+            proto = msg.decode("ascii", "replace")
+            for fd in fds:
+                conn = socket.socket(fileno=fd)
+                if proto not in handlers:
+                    conn.close()
+                    link.closed()
+                    continue
+                task = loop.create_task(serve_one(proto, conn))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+    loop.add_reader(conns.fileno(), on_conns)
+    link.ready()
     log.debug("imap worker %d ready (pid %d)", index, os.getpid())
     link_task = asyncio.create_task(link.run())
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({link_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    for listener in server.servers:
-        listener.close()
-    if stop_task.done():
+    try:
+        loop.remove_reader(conns.fileno())
+    except (ValueError, OSError):
+        pass
+    if stop_task.done() and not link_task.done():
         await server.stop()  # gives open sessions the grace period
     else:
         await server.stop(grace=0.0)
@@ -411,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mailsift-imap-worker", description="an IMAP worker of mailsift serve")
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--link", type=int, required=True)
-    ap.add_argument("--listen", action="append", default=[], metavar="PROTO=FD")
+    ap.add_argument("--conns", type=int, required=True, help="accepted connections arrive here (SCM_RIGHTS)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     _die_with_parent()
@@ -419,12 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if os.getppid() == 1:
         return 0  # the main process died before we started
-    listeners = {}
-    for item in args.listen:
-        proto, _, fd = item.partition("=")
-        listeners[proto] = int(fd)
     try:
-        return asyncio.run(worker_serve(_settings_from_env(), args.link, listeners, args.index))
+        return asyncio.run(worker_serve(_settings_from_env(), args.link, args.conns, args.index))
     except Exception:
         log.exception("imap worker %d failed", args.index)
         return 1
