@@ -329,3 +329,26 @@ def test_workers_go_with_a_killed_main_process_and_the_port_is_free_again(srv: I
     untagged, _ = w.command("SELECT INBOX")
     assert b"* 1 EXISTS" in joined(untagged)
     w.close()
+
+
+def test_connections_go_to_the_least_busy_worker(srv: ImapServer) -> None:
+    a, b = pair_in_two_workers(srv, login=False)  # both workers serve
+    more = [Wire(srv.host, srv.imap_port) for _ in range(4)]
+    counts: dict[int, int] = {}
+    for w in (a, b, *more):
+        pid = serving_pid(srv, w)
+        counts[pid] = counts.get(pid, 0) + 1
+    assert sorted(counts.values()) == [3, 3], counts
+    # close two in one worker: the next two go there
+    busy = serving_pid(srv, more[0])
+    mine = [w for w in (a, b, *more) if serving_pid(srv, w) == busy][:2]
+    closed_before = srv.log().count("a connection closed")
+    for w in mine:
+        w.command("LOGOUT")
+        w.close()
+    wait_for(lambda: srv.log().count("a connection closed") >= closed_before + 2, 10,
+             what="the main process to hear that two connections closed")
+    again = [Wire(srv.host, srv.imap_port) for _ in range(2)]
+    assert [serving_pid(srv, w) for w in again] == [busy, busy]
+    for w in (a, b, *more, *again):
+        w.close()
