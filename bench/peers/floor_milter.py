@@ -33,6 +33,7 @@ class Floor(Milter.Base):
 
     @Milter.noreply
     def eoh(self) -> int:
+        self.chunks.append(b"\r\n")  # the blank line between header and body, as mailsift's
         return Milter.CONTINUE
 
     @Milter.noreply
