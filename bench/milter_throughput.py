@@ -102,12 +102,14 @@ def cpu_by_comm() -> dict[int, tuple[str, float]]:
     return out
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of the whole machine so far, from /proc/stat."""
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) clock ticks of the whole machine so far, from /proc/stat. Steal is
+    time the virtual machine's host gave our CPUs to others: it makes every figure smaller."""
     fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    return total - idle, total
+    return total - idle - steal, steal, total
 
 
 class CpuMeter:
@@ -119,10 +121,12 @@ class CpuMeter:
         self.last = dict(self.start)
         self.machine_start = machine_ticks()
 
-    def busy(self) -> float:
-        """Share of the machine's CPU time that was busy since the start (1.0 = every core)."""
-        busy, total = machine_ticks()
-        return (busy - self.machine_start[0]) / max(1, total - self.machine_start[1])
+    def busy(self) -> tuple[float, float]:
+        """Shares of the machine's CPU time since the start that were busy, and stolen by the
+        host (1.0 = every core)."""
+        busy, steal, total = machine_ticks()
+        span = max(1, total - self.machine_start[2])
+        return (busy - self.machine_start[0]) / span, (steal - self.machine_start[1]) / span
 
     def sample(self) -> None:
         self.last.update(cpu_by_comm())
@@ -447,8 +451,17 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         probe.start()
         ticks = 0
+        threads: dict[int, int] = {}  # milter pid -> most threads seen (libmilter: one per connection)
         while src.poll() is None:
-            rss_peak = max(rss_peak, rss_kb(peer.pids()))
+            pids = peer.pids()
+            rss_peak = max(rss_peak, rss_kb(pids))
+            if len(pids) > 1 and ticks % 5 == 2:
+                for pid in pids:
+                    try:
+                        n = int(next(x for x in open(f"/proc/{pid}/status") if x.startswith("Threads:")).split()[1])
+                    except (OSError, StopIteration, ValueError):
+                        continue
+                    threads[pid] = max(threads.get(pid, 0), n)
             ticks += 1
             if ticks % 10 == 0:  # reading every /proc/PID/stat costs CPU the peers need: once a second
                 meter.sample()
@@ -467,7 +480,8 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         rejected = pf.log_text().count("milter-reject")
         return {"name": peer.name, "ok": src.returncode == 0, "rate": messages / elapsed, "elapsed": elapsed,
                 "lat": probe.latencies, "probe_errors": probe.errors, "idle": idle.latencies, "rss_mb": rss_peak / 1024.0,
-                "milter_rejects": rejected, "source_out": out[-300:], "cpu": cpu, "busy": busy}
+                "milter_rejects": rejected, "source_out": out[-300:], "cpu": cpu, "busy": busy,
+                "threads": sorted(threads.values(), reverse=True)}
     finally:
         if pf is not None:
             pf.stop()
@@ -528,7 +542,9 @@ def main() -> int:
             results[key] = r
             cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
             total = sum(v for _, v in cpu)
-            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s; machine {100 * r['busy']:.0f}% busy; CPU ms/msg "
+            spread = f"; threads per process {r['threads']}" if r.get("threads") else ""
+            stolen = f", {100 * r['busy'][1]:.0f}% stolen by the host" if r["busy"][1] >= 0.01 else ""
+            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s{spread}; machine {100 * r['busy'][0]:.0f}% busy{stolen}; CPU ms/msg "
                   f"{1000 * total / args.messages:.2f} = " + " ".join(
                       f"{k} {1000 * v / args.messages:.2f}" for k, v in cpu if 1000 * v / args.messages >= 0.02),
                   flush=True)
