@@ -91,7 +91,7 @@ def cpu_by_comm() -> dict[int, tuple[str, float]]:
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                stat = open(f"/proc/{d}/stat").read()
+                stat = Path(f"/proc/{d}/stat").read_text()
             except OSError:
                 continue
             comm = stat[stat.index("(") + 1:stat.rindex(")")]
@@ -105,7 +105,7 @@ def cpu_by_comm() -> dict[int, tuple[str, float]]:
 def machine_ticks() -> tuple[int, int, int]:
     """(busy, steal, total) clock ticks of the whole machine so far, from /proc/stat. Steal is
     time the virtual machine's host gave our CPUs to others: it makes every figure smaller."""
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     steal = fields[7] if len(fields) > 7 else 0
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
@@ -458,7 +458,8 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
             if len(pids) > 1 and ticks % 5 == 2:
                 for pid in pids:
                     try:
-                        n = int(next(x for x in open(f"/proc/{pid}/status") if x.startswith("Threads:")).split()[1])
+                        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                        n = int(next(x for x in status if x.startswith("Threads:")).split()[1])
                     except (OSError, StopIteration, ValueError):
                         continue
                     threads[pid] = max(threads.get(pid, 0), n)
