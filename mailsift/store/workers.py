@@ -48,6 +48,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mailsift.store.events import Event
@@ -141,6 +142,16 @@ class WorkerPool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The certificate and key are read once, here, before run_as drops root: a worker started
+        # later (to replace one that died) would run as run_as and could not read a root-only
+        # key, and every worker serves what the main process read at its start even if the files
+        # changed since. Each worker gets them in memory files (_tls_fds).
+        self.tls_pem: tuple[bytes, bytes] | None = None
+        if settings.tls_cert and settings.tls_key:
+            try:
+                self.tls_pem = (Path(settings.tls_cert).read_bytes(), Path(settings.tls_key).read_bytes())
+            except OSError as exc:
+                log.warning("cannot read the TLS certificate or key for the imap workers: %s", exc)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -184,6 +195,19 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc is not None and w.proc.returncode is None]
 
+    def _tls_fds(self) -> list[int]:
+        """Memory files holding the certificate and the key for one worker (none without TLS)."""
+        if self.tls_pem is None:
+            return []
+        fds: list[int] = []
+        for name, data in zip(("cert", "key"), self.tls_pem):
+            fd = os.memfd_create(f"mailsift-tls-{name}", 0)
+            fds.append(fd)
+            view, done = memoryview(data), 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        return fds
+
     async def _spawn(self, w: _Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         conns_parent, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -191,6 +215,10 @@ class WorkerPool:
         argv = [sys.executable, "-m", "mailsift.store.workers", "--index", str(w.index),
                 "--link", str(child.fileno()), "--conns", str(conns_child.fileno()),
                 "--log-level", logging.getLevelName(self.log_level)]
+        tls_fds = self._tls_fds()
+        if tls_fds:
+            fds += tls_fds
+            argv += ["--tls-fds", ",".join(map(str, tls_fds))]
         env = dict(os.environ)
         env[SETTINGS_ENV] = json.dumps(dataclasses.asdict(self.settings))
         try:
@@ -202,6 +230,8 @@ class WorkerPool:
         finally:
             child.close()
             conns_child.close()
+            for fd in tls_fds:
+                os.close(fd)
         conns_parent.setblocking(False)
         w.conns = conns_parent
         reader, writer = await asyncio.open_unix_connection(sock=parent)
@@ -248,9 +278,22 @@ class WorkerPool:
         if not self.stopping:
             log.error("imap worker %d (pid %s) ended with status %s; starting it again", w.index,
                       proc.pid if proc else "?", proc.returncode if proc else "?")
-            await asyncio.sleep(RESPAWN_DELAY)
-            if not self.stopping:
+            await self._respawn(w)
+
+    async def _respawn(self, w: _Worker) -> None:
+        """Start worker w again, retrying while it cannot be started (a missing or unreadable
+        interpreter after run_as, no memory, too many processes) instead of giving it up."""
+        delay = RESPAWN_DELAY
+        while not self.stopping:
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            try:
                 await self._spawn(w)
+                return
+            except Exception as exc:  # noqa: BLE001 - logged; the slot must not be lost
+                log.error("cannot start imap worker %d again: %s; retrying in %.0f s", w.index, exc, delay)
+                delay = min(delay * 2, 60.0)
 
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
@@ -500,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--link", type=int, required=True)
     ap.add_argument("--conns", type=int, required=True, help="accepted connections arrive here (SCM_RIGHTS)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--tls-fds", help="CERT,KEY: memory files holding the TLS certificate and key")
     args = ap.parse_args(argv)
     _die_with_parent()
     from mailsift.logsetup import setup_logging
@@ -507,7 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() == 1:
         return 0  # the main process died before we started
     try:
-        return asyncio.run(worker_serve(_settings_from_env(), args.link, args.conns, args.index))
+        settings = _settings_from_env()
+        if args.tls_fds:  # opened again through /proc: a fresh description, read from the start
+            cert, key = args.tls_fds.split(",")
+            settings = dataclasses.replace(settings, tls_cert=f"/proc/self/fd/{int(cert)}",
+                                           tls_key=f"/proc/self/fd/{int(key)}")
+        return asyncio.run(worker_serve(settings, args.link, args.conns, args.index))
     except Exception:
         log.exception("imap worker %d failed", args.index)
         return 1

@@ -105,3 +105,47 @@ def _ctx(cafile: Path, check_hostname: bool = True) -> ssl.SSLContext:
     ctx = client_context(cafile)
     ctx.check_hostname = check_hostname
     return ctx
+
+
+def test_a_replacement_worker_serves_tls_with_the_key_read_at_start(tls_srv) -> None:
+    """Workers get the certificate and key from the main process (memory files), not from the
+    disk: a worker started to replace a dead one serves TLS even when the key can no longer be
+    read, as after run_as dropped root with a key only root may read."""
+    import os
+
+    from harness.procs import wait_for
+
+    def workers() -> list[int]:
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == tls_srv.daemon.pid and b"mailsift.store.workers" in cmd:
+                    out.append(int(entry))
+        return sorted(out)
+
+    def tls_logins() -> bool:
+        m = imaplib.IMAP4("localhost", tls_srv.imap_port, timeout=10)
+        m.starttls(ssl_context=_ctx(tls_srv.cafile))
+        ok = m.login(USER, PW)[0] == "OK"
+        m.logout()
+        s = imaplib.IMAP4_SSL("localhost", tls_srv.imaps_port, ssl_context=_ctx(tls_srv.cafile), timeout=10)
+        ok = ok and s.login(USER, PW)[0] == "OK"
+        s.logout()
+        return ok
+
+    before = workers()
+    assert before, "the server runs IMAP workers"
+    assert tls_logins()
+    key = Path(str(tls_srv.cafile).replace(".crt", ".key"))
+    key.rename(key.with_suffix(".gone"))  # nothing can read it from the disk any more
+    for pid in before:
+        os.kill(pid, 9)
+    wait_for(lambda: len(workers()) == len(before) and not set(workers()) & set(before), 30,
+             what="replacement workers")
+    assert wait_for(tls_logins, 30, what="TLS from the replacement workers")
+    assert "cannot load TLS" not in tls_srv.log()

@@ -121,3 +121,30 @@ def test_read_nowait_never_waits_for_the_lock(tmp_path: Path) -> None:
         t.join()
     finally:
         store.close()
+
+
+def test_a_worker_that_cannot_be_started_is_retried_not_given_up(monkeypatch, caplog) -> None:
+    """Starting a replacement worker can fail (after run_as the interpreter may be unreadable,
+    or the host is out of processes): the pool logs it and tries again, backing off, instead of
+    losing that worker's slot for good (the supervising task used to die with the exception)."""
+    import asyncio
+    import logging
+
+    from mailsift.store import workers as wk
+    from mailsift.store.settings import StoreSettings
+
+    monkeypatch.setattr(wk, "RESPAWN_DELAY", 0.01)
+    pool = wk.WorkerPool(StoreSettings(), store=None, listeners={}, count=1)
+    calls: list[float] = []
+
+    async def spawn(w: object) -> None:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) < 3:
+            raise PermissionError(13, "Permission denied", "/usr/bin/python3")
+
+    pool._spawn = spawn  # type: ignore[method-assign]
+    caplog.set_level(logging.ERROR, logger="mailsift.serve.workers")
+    asyncio.run(asyncio.wait_for(pool._respawn(pool.workers[0]), 10))
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.9 * 0.02 and calls[2] - calls[1] >= 0.9 * 0.04  # it backs off
+    assert caplog.text.count("cannot start imap worker 0 again") == 2
