@@ -160,19 +160,33 @@ class Bare(Peer):
     name = "bare Postfix"
 
 
+class OwnMilter(Peer):
+    """A milter this script starts itself, with a clamd of its own when it scans."""
+
+    daemon: Daemon | None = None
+    clamd: ClamdInstance | None = None
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.daemon.pid) if self.daemon else []
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+        if self.clamd:
+            self.clamd.cleanup()
+
+
 def train_files(per_class: int) -> tuple[list[Path], list[Path]]:
     ham = sorted((CORPORA / "spamassassin" / "easy_ham").iterdir())[:per_class]
     spam = sorted((CORPORA / "spamassassin" / "spam").iterdir())[:per_class]
     return ham, spam
 
 
-class Mailsift(Peer):
+class Mailsift(OwnMilter):
     def __init__(self, score_workers: int = 0, clamd: bool = True) -> None:
         self.score_workers, self.with_clamd = score_workers, clamd
         self.name = ("mailsift + clamd" if clamd else "mailsift, no clamd (diagnostic)") + \
             (f" ({score_workers} score workers)" if score_workers else "")
-        self.clamd: ClamdInstance | None = None
-        self.daemon: Daemon | None = None
 
     def start(self, wd: Path) -> str | None:
         from mailsift.classifier.api import new_model, save_model
@@ -195,25 +209,15 @@ class Mailsift(Peer):
         wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
         return f"unix:{sock}"
 
-    def pids(self) -> list[int]:
-        return tree_pids(self.daemon.pid) if self.daemon else []
-
-    def stop(self) -> None:
-        if self.daemon:
-            self.daemon.stop()
-        if self.clamd:
-            self.clamd.cleanup()
 
 
-class Floor(Peer):
+class Floor(OwnMilter):
     """Diagnostic (--only floor / floor0): a pymilter milter that collects the message and adds
     N headers, no clamd, no model: what the milter protocol alone costs."""
 
     def __init__(self, adds: int = 7, clamd: bool = False) -> None:
         self.adds, self.scan = adds, clamd
         self.name = f"pymilter floor ({adds} headers{', clamd' if clamd else ''})"
-        self.daemon: Daemon | None = None
-        self.clamd: ClamdInstance | None = None
 
     def start(self, wd: Path) -> str | None:
         sock = wd / "floor" / "milter.sock"
@@ -227,14 +231,6 @@ class Floor(Peer):
         wait_for(lambda: unix_ready(sock), 60, what="floor milter")
         return f"unix:{sock}"
 
-    def pids(self) -> list[int]:
-        return tree_pids(self.daemon.pid) if self.daemon else []
-
-    def stop(self) -> None:
-        if self.daemon:
-            self.daemon.stop()
-        if self.clamd:
-            self.clamd.cleanup()
 
 
 class Rspamd(Peer):

@@ -67,6 +67,16 @@ def load_handler(spec: str) -> Handler | None:
     return getattr(module, attr, None)
 
 
+def clear_unix_path(path: Path) -> None:
+    """Make room for a unix listening socket at `path`: its directory made, a stale socket of an
+    earlier run removed; anything else there is left alone (OSError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        path.unlink()
+
+
 def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
     if not (settings.tls_cert and settings.tls_key):
         return None
@@ -212,11 +222,10 @@ class Server:
         on_connect = self._connection_handler(proto, handler, implicit)
         if where[0] == "unix":
             path = Path(str(where[1]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists() or path.is_symlink():
-                if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                    raise ServeError(f"{path} exists and is not a socket")
-                path.unlink()
+            try:
+                clear_unix_path(path)
+            except OSError as exc:
+                raise ServeError(str(exc)) from None
             server = await asyncio.start_unix_server(on_connect, path=str(path), ssl=ssl_ctx, limit=STREAM_LIMIT,
                                                      start_serving=False)
             os.chmod(path, int(self.settings.socket_mode, 8))

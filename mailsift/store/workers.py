@@ -87,14 +87,9 @@ def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.sock
     """A listening socket whose connections the main process hands to the workers (TCP, or a
     unix socket path)."""
     if where[0] == "unix":
-        import stat
-        from pathlib import Path
+        from mailsift.store.server import clear_unix_path
         path = Path(str(where[1]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() or path.is_symlink():
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                raise OSError(f"{path} exists and is not a socket")
-            path.unlink()
+        clear_unix_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
         os.chmod(path, int(socket_mode, 8))

@@ -73,6 +73,19 @@ class ImapServer:
             lmtp.sendmail(sender, [rcpt], message)
 
 
+def module_server(mailsift_bin: str, users: dict[str, str], extra: dict[str, Any] | None = None,
+                  prefix: str = "mailsift-imap-") -> Iterator[ImapServer]:
+    """A `mailsift serve` for one module's tests (`yield from` it in a module-scoped fixture):
+    its own work directory, removed afterwards, and no internal error in its log."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = ImapServer(mailsift_bin, workdir, users, extra).start()
+    yield server
+    server.stop()
+    log = server.log()
+    shutil.rmtree(workdir, ignore_errors=True)
+    assert "Traceback" not in log, log[-5000:]  # no command ended in an internal error
+
+
 @pytest.fixture
 def imap_server(mailsift_bin: str) -> Iterator[Callable[..., ImapServer]]:
     servers: list[ImapServer] = []

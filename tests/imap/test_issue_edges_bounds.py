@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +27,8 @@ FRED, FRED_PW = "fred@example.test", "fred-pw"
 
 @pytest.fixture(scope="module")
 def srv(mailsift_bin):
-    from imap.conftest import ImapServer
-    workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapbound-"))
-    server = ImapServer(mailsift_bin, workdir, {ERIN: PW, FRED: FRED_PW}).start()
-    yield server
-    server.stop()
-    log = server.log()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {ERIN: PW, FRED: FRED_PW}, prefix="mailsift-imapbound-")
 
 
 def connect(srv, user: str = ERIN, password: str = PW) -> Wire:

@@ -6,9 +6,6 @@ session has selected, partial FETCH `<start.len>`, STATUS of the selected folder
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +19,8 @@ JUNO, PW = "juno@example.test", "juno-pw"
 
 @pytest.fixture(scope="module")
 def srv(mailsift_bin):
-    from imap.conftest import ImapServer
-    workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapcmds-"))
-    server = ImapServer(mailsift_bin, workdir, {JUNO: PW}).start()
-    yield server
-    server.stop()
-    log = server.log()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {JUNO: PW}, prefix="mailsift-imapcmds-")
 
 
 def connect(srv) -> Wire:

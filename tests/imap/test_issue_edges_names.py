@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,14 +32,8 @@ HARMLESS = ["~hank", "hank@other.test"]  # may be folder names, inside the user'
 
 @pytest.fixture(scope="module")
 def srv(mailsift_bin):
-    from imap.conftest import ImapServer
-    workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapnames-"))
-    server = ImapServer(mailsift_bin, workdir, {GINA: GINA_PW, HANK: HANK_PW}).start()
-    yield server
-    server.stop()
-    log = server.log()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {GINA: GINA_PW, HANK: HANK_PW}, prefix="mailsift-imapnames-")
 
 
 def connect(srv, user: str, password: str) -> Wire:

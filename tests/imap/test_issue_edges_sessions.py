@@ -7,14 +7,11 @@ Through a real `mailsift serve` (IMAP + LMTP on loopback)."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from imap.test_caches import append, fresh_folder, msg, ok
+from imap.test_caches import append, fresh_folder, msg, ok, subjects
 from imap.wire import Wire, fetch_items
 
 pytestmark = pytest.mark.integration
@@ -26,14 +23,8 @@ DAVE, PW = "dave@example.test", "dave-pw"
 def srv(mailsift_bin, request):
     """Both ways `mailsift serve` answers IMAP: in two worker processes (each with its own
     caches; connections spread over them by the kernel) and in the main process."""
-    from imap.conftest import ImapServer
-    workdir = Path(tempfile.mkdtemp(prefix="mailsift-imapedge-"))
-    server = ImapServer(mailsift_bin, workdir, {DAVE: PW}, {"imap_workers": request.param}).start()
-    yield server
-    server.stop()
-    log = server.log()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {DAVE: PW}, {"imap_workers": request.param}, prefix="mailsift-imapedge-")
 
 
 def connect(srv) -> Wire:
@@ -199,11 +190,6 @@ def test_recent_is_claimed_once_when_sessions_select_at_the_same_time(srv) -> No
         s.close()
 
 
-def _subjects(w: Wire, seqs: str = "1:*") -> dict[int, str]:
-    from imap.test_caches import subjects
-    return subjects(w, seqs)
-
-
 @pytest.mark.parametrize("command", ["COPY", "MOVE"])
 def test_copy_and_move_by_sequence_number_take_the_message_the_client_named(srv, command: str) -> None:
     """Another session expunged message 2; this session has heard of it but was not yet sent the
@@ -223,11 +209,11 @@ def test_copy_and_move_by_sequence_number_take_the_message_the_client_named(srv,
     assert b"* 2 EXPUNGE" in b.command("EXPUNGE")[0]
     wait_for(lambda: b"EXPUNGEISSUED" in a.command("FETCH 2 (BODY.PEEK[HEADER])")[1], 10,
              what="the expunge event")
-    assert _subjects(a, "3") == {3: "message 3"}
+    assert subjects(a, "3") == {3: "message 3"}
     untagged, done = a.command(f"{command} 3 {dst}")
     assert ok(done), done
     b.command(f"EXAMINE {dst}")
-    got = list(_subjects(b).values())
+    got = list(subjects(b).values())
     a.close()
     b.close()
     assert got == ["message 3"], (got, untagged)

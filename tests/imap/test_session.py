@@ -19,17 +19,8 @@ BOB, BOB_PW = "bob@example.test", "bob-pw"
 
 @pytest.fixture(scope="module")
 def srv(mailsift_bin, tmp_path_factory):
-    from imap.conftest import ImapServer
-    import shutil
-    import tempfile
-    from pathlib import Path
-    workdir = Path(tempfile.mkdtemp(prefix="mailsift-imap-"))
-    server = ImapServer(mailsift_bin, workdir, {ALICE: ALICE_PW, BOB: BOB_PW}).start()
-    yield server
-    server.stop()
-    log = server.log()
-    shutil.rmtree(workdir, ignore_errors=True)
-    assert "Traceback" not in log, log[-5000:]  # no command ended in an internal error
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {ALICE: ALICE_PW, BOB: BOB_PW}, prefix="mailsift-imap-")
 
 
 def connect(srv, user: str | None = ALICE, password: str | None = None) -> Wire:
