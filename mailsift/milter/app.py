@@ -290,14 +290,20 @@ class ClientAwareMilter(MailsiftMilter):
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
-        self.client_ip: str | None = None
+        self.network_skip: str | None = None  # the client is in skip_networks (once per connection)
         self.auth: str | None = None
 
     @Milter.noreply
     @_guarded
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
-            self.client_ip = str(hostaddr[0])
+        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr and self.runtime.skip_networks:
+            client = str(hostaddr[0])
+            try:
+                ip = ipaddress.ip_address(client.split("%")[0])
+            except ValueError:
+                ip = None
+            if ip is not None and any(ip in net for net in self.runtime.skip_networks):
+                self.network_skip = f"client {client} in skip_networks"
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -307,13 +313,8 @@ class ClientAwareMilter(MailsiftMilter):
         return Milter.CONTINUE
 
     def client_skip(self) -> str | None:
-        if self.client_ip and self.runtime.skip_networks:
-            try:
-                ip = ipaddress.ip_address(self.client_ip.split("%")[0])
-            except ValueError:
-                ip = None
-            if ip is not None and any(ip in net for net in self.runtime.skip_networks):
-                return f"client {self.client_ip} in skip_networks"
+        if self.network_skip is not None:
+            return self.network_skip
         if self.auth and self.runtime.settings.skip_authenticated:
             return "authenticated sender"
         return None
