@@ -22,25 +22,6 @@ class BadSequence(ValueError):
     """A message sequence number beyond the mailbox (answer BAD)."""
 
 
-class RecentClaims:
-    """\\Recent is seen by exactly one session: the highest UID already shown as recent, per
-    (user, folder, uidvalidity), shared by every session of the process."""
-
-    def __init__(self) -> None:
-        self._claimed: dict[tuple[str, str, int], int] = {}
-
-    def claim(self, key: tuple[str, str, int], uids: Iterable[int], readonly: bool) -> set[int]:
-        """The UIDs among `uids` that are recent for this session; a read-write session takes them."""
-        floor = self._claimed.get(key, 0)
-        recent = {u for u in uids if u > floor}
-        if recent and not readonly:
-            self._claimed[key] = max(recent)
-        return recent
-
-    def floor(self, key: tuple[str, str, int]) -> int:
-        return self._claimed.get(key, 0)
-
-
 @dataclass
 class MessageState:
     uid: int
@@ -156,9 +137,10 @@ class MailboxView:
         self.uids = keep
         return out
 
-    def apply(self, infos: Iterable[Any], allow_expunge: bool, claims: RecentClaims | None = None,
-              claim_key: tuple[str, str, int] | None = None, with_uid: bool = True) -> list[bytes]:
-        """Bring the view up to date with a fresh listing; the untagged responses to send."""
+    def apply(self, infos: Iterable[Any], allow_expunge: bool, recent_floor: int | None = None,
+              with_uid: bool = True) -> list[bytes]:
+        """Bring the view up to date with a fresh listing; the untagged responses to send. New
+        UIDs above `recent_floor` (this session's \\Recent claim, Mailbox.claim_recent) are recent."""
         fresh = {m.uid: m for m in infos}
         out: list[bytes] = []
         gone = [u for u in self.uids if u not in fresh]
@@ -191,8 +173,8 @@ class MailboxView:
                 m = fresh[uid]
                 self.uids.append(uid)
                 self.state[uid] = m
-            if claims is not None and claim_key is not None:
-                self.recent |= claims.claim(claim_key, new, self.readonly)
+            if recent_floor is not None:
+                self.recent.update(u for u in new if u > recent_floor)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.dirty = False

@@ -161,16 +161,6 @@ def _cap(settings: Any, name: str, default: int) -> int:
     return int(getattr(settings, name, 0) or 0) or default
 
 
-class _Floor:
-    """\\Recent as claimed in the index (Mailbox.claim_recent): UIDs above the floor."""
-
-    def __init__(self, floor: int) -> None:
-        self.value = floor
-
-    def claim(self, key: Any, uids: Any, readonly: bool) -> set[int]:
-        return {u for u in uids if u > self.value}
-
-
 def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None]:
     """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor."""
     info = box.folder(name)
@@ -531,9 +521,7 @@ class ImapSession:
             self.untagged("BYE [CLOSED] The selected mailbox was deleted, renamed or replaced")
             self.closing = True
             return
-        key = (self.user or "", sel.folder, sel.uidvalidity)
-        claims = _Floor(floor) if floor is not None else None
-        for line in sel.apply(infos, allow_expunge, claims, key, with_uid=with_uid):
+        for line in sel.apply(infos, allow_expunge, floor, with_uid=with_uid):
             self.send(line)
 
     # ---------------------------------------------------------------------------------------
