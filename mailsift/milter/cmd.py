@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     runtime = Runtime(settings=settings, scanner=scanner, skip_networks=parse_networks(settings.skip_networks))
 
     Milter.factory = make_factory(runtime)
-    milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE)
+    milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST)
     milter.set_connect_callback(Milter.connect_callback)
     milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
     milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))

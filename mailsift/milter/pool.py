@@ -67,6 +67,9 @@ class PooledScanner:
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]:
         return self.local.virus(raw, partial)
 
+    def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]:
+        return self.local.virus_async(raw, partial)
+
     def score(self, raw: bytes, partial: bool) -> Verdict:
         return self.score_async(raw, partial)()
 

@@ -25,6 +25,8 @@ class Scanner(Protocol):
 
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]: ...
 
+    def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]: ...
+
     def score(self, raw: bytes, partial: bool) -> Verdict: ...
 
     def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]: ...
@@ -58,15 +60,29 @@ class MessageScanner:
         return lambda: self.score(raw, partial)
 
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]:
+        return self.virus_async(raw, partial)()
+
+    def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]:
+        """Hand the message to clamd now; the returned callable gives (VirusResult, error) when
+        called, so the caller can score the message while clamd scans it. Call it exactly once."""
         if self.clamd is None:
-            return VirusResult("unscanned", reason="no virus scanner configured"), None
+            done = (VirusResult("unscanned", reason="no virus scanner configured"), None)
+            return lambda: done
         try:
-            result = self.clamd.scan_bytes(raw)
+            pending = self.clamd.start(raw)
         except ScanError as exc:
-            return VirusResult("unscanned", reason=exc.reason), str(exc)
-        if partial:
-            result = dataclasses.replace(result, partial=True)
-        return result, None
+            failed = (VirusResult("unscanned", reason=exc.reason), str(exc))
+            return lambda: failed
+
+        def finish() -> tuple[VirusResult, str | None]:
+            try:
+                result = pending.result()
+            except ScanError as exc:
+                return VirusResult("unscanned", reason=exc.reason), str(exc)
+            if partial:
+                result = dataclasses.replace(result, partial=True)
+            return result, None
+        return finish
 
     def scan(self, raw: bytes, partial: bool = False) -> ScanOutcome:
         virus, error = self.virus(raw, partial)

@@ -24,10 +24,6 @@ from mailsift.verdict import VirusResult
 CHUNK = 64 * 1024
 
 
-class _FildesRefused(Exception):
-    """clamd does not take file descriptors (an old version, or a proxy in between)."""
-
-
 class ScanError(Exception):
     """clamd could not give an answer. `reason` is short and safe for a header
     (no paths or addresses); str(exc) is the detail for the log."""
@@ -134,58 +130,108 @@ class ClamdClient:
 
     def scan_bytes(self, data: bytes | bytearray | memoryview) -> VirusResult:
         """Scan `data` with clamd (FILDES over a unix socket, else zINSTREAM)."""
-        if self.pass_fd:
-            try:
-                return self._scan_fd(data)
-            except _FildesRefused as exc:
-                import logging
-                logging.getLogger("mailsift.scanner").warning(
-                    "clamd at %s refuses FILDES (%s); using INSTREAM", self.address, exc)
-                self.pass_fd = False
-        return self._scan_stream(data)
+        return self.start(data).result()
 
-    def _scan_fd(self, data: bytes | bytearray | memoryview) -> VirusResult:
+    def start(self, data: bytes | bytearray | memoryview) -> "PendingScan":
+        """Hand `data` to clamd and return at once: clamd scans while the caller does other
+        work (the milter scores the message meanwhile), and PendingScan.result() reads the
+        answer. By then it is usually waiting, so the caller's thread is not put to sleep and
+        woken again for it. Raises ScanError when clamd cannot be reached or take the data."""
+        if self.pass_fd:
+            return PendingScan(self, data, self._send_fd(data), fildes=True)
+        return PendingScan(self, data, self._send_stream(data), fildes=False)
+
+    def _send_fd(self, data: bytes | bytearray | memoryview) -> socket.socket:
         fd = os.memfd_create("mailsift-scan", os.MFD_CLOEXEC)
         try:
             view = memoryview(data)
             written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
-            os.lseek(fd, 0, os.SEEK_SET)
+            while written < len(view):  # pwrite leaves the offset at 0, where clamd reads from
+                written += os.pwrite(fd, view[written:], written)
+            sock = self._connect()
             try:
-                with self._connect() as sock:
-                    sock.sendall(b"zFILDES\0")
-                    sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-                    reply = self._read_reply(sock)
-            except socket.timeout:
-                raise ScanError("clamd timeout", f"clamd at {self.address} timed out") from None
-            except ConnectionError as exc:
-                raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: "
-                                f"{exc.strerror or exc}") from None
-            except OSError as exc:
-                raise ScanError("clamd error", f"clamd at {self.address} failed: {exc.strerror or exc}") from None
+                sock.sendall(b"zFILDES\0")
+                sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+            except BaseException:
+                sock.close()
+                raise
+            return sock  # the descriptor in flight keeps the memfd open after we close ours
+        except OSError as exc:
+            raise _io_error(exc, self.address) from None
         finally:
             os.close(fd)
-        if b"FILDES" in reply and b"ERROR" in reply:
-            raise _FildesRefused(reply.rstrip(b"\0\n").decode("utf-8", "replace")[:120])
-        return parse_reply(reply)
 
-    def _scan_stream(self, data: bytes | bytearray | memoryview) -> VirusResult:
+    def _send_stream(self, data: bytes | bytearray | memoryview) -> socket.socket:
         view = memoryview(data)
+        sock = self._connect()
         try:
-            with self._connect() as sock:
-                sock.sendall(b"zINSTREAM\0")
-                for start in range(0, len(view), CHUNK):
-                    chunk = view[start:start + CHUNK]
-                    sock.sendall(struct.pack("!L", len(chunk)) + chunk.tobytes())
-                sock.sendall(struct.pack("!L", 0))
-                reply = self._read_reply(sock)
-        except socket.timeout:
-            raise ScanError("clamd timeout", f"clamd at {self.address} timed out") from None
+            sock.sendall(b"zINSTREAM\0")
+            for start in range(0, len(view), CHUNK):
+                chunk = view[start:start + CHUNK]
+                sock.sendall(struct.pack("!L", len(chunk)) + chunk.tobytes())
+            sock.sendall(struct.pack("!L", 0))
         except ConnectionError as exc:
             # clamd closes early when the stream exceeds its StreamMaxLength; it may still have
-            # answered, but a broken pipe without an answer is a fault.
-            raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: {exc.strerror or exc}") from None
+            # answered, so read what it said before calling it a fault.
+            try:
+                return _Answered(self._read_reply(sock))
+            except (ScanError, OSError):
+                raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: "
+                                f"{exc.strerror or exc}") from None
+            finally:
+                sock.close()
         except OSError as exc:
-            raise ScanError("clamd error", f"clamd at {self.address} failed: {exc.strerror or exc}") from None
+            sock.close()
+            raise _io_error(exc, self.address) from None
+        return sock
+
+
+class _Answered:
+    """A reply clamd gave before the request was fully sent (stands in for the socket)."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def close(self) -> None:
+        pass
+
+
+def _io_error(exc: OSError, address: ClamdAddress) -> ScanError:
+    if isinstance(exc, socket.timeout):
+        return ScanError("clamd timeout", f"clamd at {address} timed out")
+    if isinstance(exc, ConnectionError):
+        return ScanError("clamd error", f"clamd at {address} dropped the connection: {exc.strerror or exc}")
+    return ScanError("clamd error", f"clamd at {address} failed: {exc.strerror or exc}")
+
+
+class PendingScan:
+    """A request clamd is working on; result() waits for its answer, once."""
+
+    def __init__(self, client: ClamdClient, data: bytes | bytearray | memoryview,
+                 sock: socket.socket | _Answered, fildes: bool) -> None:
+        self._client, self._data, self._sock, self._fildes = client, data, sock, fildes
+
+    def result(self) -> VirusResult:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            raise RuntimeError("PendingScan.result() called twice")
+        try:
+            reply = sock.reply if isinstance(sock, _Answered) else self._client._read_reply(sock)
+        except OSError as exc:
+            raise _io_error(exc, self._client.address) from None
+        finally:
+            sock.close()
+        if self._fildes and b"FILDES" in reply and b"ERROR" in reply:
+            import logging
+            logging.getLogger("mailsift.scanner").warning(
+                "clamd at %s refuses FILDES (%s); using INSTREAM", self._client.address,
+                reply.rstrip(b"\0\n").decode("utf-8", "replace")[:120])
+            self._client.pass_fd = False
+            return self._client.start(self._data).result()
         return parse_reply(reply)
+
+    def close(self) -> None:
+        """Give up on the answer (the caller failed before asking for it)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()

@@ -101,6 +101,26 @@ def test_real_clamd_over_unix_and_tcp(clamd) -> None:
         assert client.scan_bytes(big).state == "infected"
 
 
+def test_scans_in_flight_together_answer_each_for_its_own_message(clamd) -> None:
+    """start() hands the message over and returns; the answers are read later, in any order
+    (the milter scores while clamd scans)."""
+    for addr, pass_fd in ((clamd.address, True), (clamd.address, False), (clamd.tcp, True)):
+        client = ClamdClient(addr, timeout=10, pass_fd=pass_fd)
+        pending = [client.start(b"clean text %d\r\n" % i) for i in range(3)]
+        infected = client.start(b"x " + EICAR + b" y")
+        assert infected.result().state == "infected"
+        assert [p.result().state for p in reversed(pending)] == ["clean"] * 3
+        with pytest.raises(RuntimeError):
+            infected.result()  # one answer per request
+
+
+def test_virus_async_reports_an_unreachable_clamd_when_asked(tmp_path: Path) -> None:
+    scanner = MessageScanner(ClamdClient(f"unix:{tmp_path / 'none.sock'}", timeout=2), ModelHolder(tmp_path))
+    finish = scanner.virus_async(b"hello", partial=False)
+    virus, error = finish()
+    assert virus.state == "unscanned" and virus.reason == "clamd unreachable" and error
+
+
 def test_a_clamd_that_refuses_fildes_is_asked_with_instream(tmp_path: Path) -> None:
     path = tmp_path / "fake.sock"
     server = socket.socket(socket.AF_UNIX)
@@ -177,6 +197,10 @@ class FakeScanner:
         self.seen.append(raw)
         self.partial.append(partial)
         return self._virus, self._error
+
+    def virus_async(self, raw: bytes, partial: bool):
+        result = self.virus(raw, partial)
+        return lambda: result
 
     def score_async(self, raw: bytes, partial: bool):
         return lambda: self.score(raw, partial)
@@ -336,6 +360,50 @@ def test_skip_rules_ask_for_connect_and_mail_without_replies() -> None:
         assert cls is ClientAwareMilter
         assert not negotiated & (Milter.P_NOCONNECT | Milter.P_NOMAIL)
         assert negotiated & Milter.P_NR_CONN and negotiated & Milter.P_NR_MAIL and negotiated & Milter.P_NORCPT
+
+
+class SymlistCtx(FakeCtx):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.symlists: dict[int, str] = {}
+        self.fail = fail
+
+    def setsymlist(self, stage: int, macros: str) -> int:
+        if self.fail:
+            raise Milter.milter.error("cannot set symlist")
+        assert isinstance(macros, str)  # pymilter's C side takes str (its Base.setsymlist passes bytes)
+        self.symlists[stage] = macros
+        return Milter.SUCCESS
+
+
+def negotiate(cls, ctx: FakeCtx, settings: MilterSettings | None = None) -> tuple[int, list[int]]:
+    settings = settings or MilterSettings()
+    runtime = Runtime(settings, FakeScanner(), skip_networks=parse_networks(settings.skip_networks))
+    m = cls(runtime)
+    m._setctx(ctx)
+    opts = [Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST, OFFERED, 0, 0]
+    return m.negotiate(opts), opts
+
+
+def test_negotiation_names_the_only_macros_read() -> None:
+    """The queue id at end-of-message is all the lean milter reads: naming it makes Postfix
+    send no macros at the other stages (it sends them even for stages the milter skips)."""
+    ctx = SymlistCtx()
+    rc, opts = negotiate(MailsiftMilter, ctx)
+    assert rc == Milter.CONTINUE
+    assert ctx.symlists == {Milter.M_EOM: "i"}
+    assert opts[1] == OFFERED & ~MailsiftMilter.protocol_mask()
+    ctx = SymlistCtx()
+    rc, _ = negotiate(ClientAwareMilter, ctx, MilterSettings(skip_authenticated=True))
+    assert rc == Milter.CONTINUE
+    assert ctx.symlists == {Milter.M_EOM: "i", Milter.M_ENVFROM: "{auth_authen}"}
+
+
+def test_a_failed_negotiation_is_logged_and_asks_for_everything(caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="mailsift.milter")
+    rc, _ = negotiate(MailsiftMilter, SymlistCtx(fail=True))
+    assert rc == Milter.ALL_OPTS
+    assert any("negotiation failed" in r.getMessage() for r in caplog.records)
 
 
 def test_messages_on_one_connection_do_not_share_state() -> None:

@@ -79,6 +79,7 @@ def test_ham_and_spam_get_spamassassin_headers(clamd, trained_dbpath, milter_fac
         assert header_values(msg, "X-Virus-Scanned") == ["mailsift 0.1 (clamd)"]
         assert header_values(msg, "X-Virus-Status") == ["Clean"]
     log = milter.log()
+    assert "negotiation failed" not in log, log  # the macro lists were accepted (setsymlist)
     assert log.count("queue_id=") >= len(picked)
     assert re.search(r"queue_id=[0-9A-F]+ message_id=\S+ verdict=spam score=\d+\.\d virus=clean action=accept", log), log
 
