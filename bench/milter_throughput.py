@@ -495,7 +495,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=5120)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="run every peer this many times, bare Postfix first each round; the ratio is the "
+                    help="run every peer this many times, between bare Postfix runs; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
     ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0 floor-clamd "
                          "mailsift-noclamd")
@@ -510,47 +510,68 @@ def main() -> int:
           f"sessions, loopback, {os.cpu_count()} cores (shared with other work: figures are noisy)")
     results: dict[str, dict] = {}
     paired: dict[str, list[float]] = {k: [] for k in keys}
+    others = [k for k in keys if k != "bare"]
+    bare_rates: list[float | None] = []  # bare Postfix before each round, and once after the last
+    round_rates: list[dict[str, float]] = []
+
+    def run_and_record(rnd: int, key: str) -> float | None:
+        peer = peers[key]
+        if "error" in results.get(key, {}):
+            return None
+        try:
+            r = run_peer(peer, args.messages, args.sessions, args.size)
+        except Exception as exc:  # a peer that cannot run here is reported, the others still run
+            results[key] = {"name": peer.name, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"  round {rnd + 1}: {peer.name}: {results[key]['error']}", flush=True)
+            return None
+        prev = results.get(key)
+        if prev is not None:  # pool the rounds: rates listed, latencies joined, peak RSS
+            r["rates"] = prev["rates"] + [r["rate"]]
+            r["lat"] = prev["lat"] + r["lat"]
+            r["idle"] = prev["idle"] + r["idle"]
+            r["rss_mb"] = max(prev["rss_mb"], r["rss_mb"])
+            r["ok"] = prev["ok"] and r["ok"]
+        else:
+            r["rates"] = [r["rate"]]
+        rate = r["rate"]
+        r["rate"] = statistics.median(r["rates"])
+        results[key] = r
+        cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
+        total = sum(v for _, v in cpu)
+        spread = f"; threads per process {r['threads']}" if r.get("threads") else ""
+        stolen = f", {100 * r['busy'][1]:.0f}% stolen by the host" if r["busy"][1] >= 0.01 else ""
+        print(f"  round {rnd + 1}: {peer.name}: {rate:.0f} msgs/s{spread}; machine {100 * r['busy'][0]:.0f}% busy{stolen}; CPU ms/msg "
+              f"{1000 * total / args.messages:.2f} = " + " ".join(
+                  f"{k} {1000 * v / args.messages:.2f}" for k, v in cpu if 1000 * v / args.messages >= 0.02),
+              flush=True)
+        return rate
+
+    # Each round's peers run between two bare Postfix runs (the one that opens the round and the
+    # one that opens the next, or closes the last), and their order turns round by round: the
+    # machine drifts, and bare Postfix alone varied by 1.5x between runs minutes apart here.
     for rnd in range(args.rounds):
-        bare_rate = None
-        for key in keys:  # bare first in every round: each ratio is against a bare run minutes apart
-            peer = peers[key]
-            if "error" in results.get(key, {}):
-                continue
-            try:
-                r = run_peer(peer, args.messages, args.sessions, args.size)
-            except Exception as exc:  # a peer that cannot run here is reported, the others still run
-                results[key] = {"name": peer.name, "error": f"{type(exc).__name__}: {exc}"[:500]}
-                print(f"  round {rnd + 1}: {peer.name}: {results[key]['error']}", flush=True)
-                continue
-            if key == "bare":
-                bare_rate = r["rate"]
-            if bare_rate:
-                paired[key].append(r["rate"] / bare_rate)
-            prev = results.get(key)
-            if prev is not None:  # pool the rounds: rates listed, latencies joined, peak RSS
-                r["rates"] = prev["rates"] + [r["rate"]]
-                r["lat"] = prev["lat"] + r["lat"]
-                r["idle"] = prev["idle"] + r["idle"]
-                r["rss_mb"] = max(prev["rss_mb"], r["rss_mb"])
-                r["ok"] = prev["ok"] and r["ok"]
-            else:
-                r["rates"] = [r["rate"]]
-            r["rate"] = statistics.median(r["rates"])
-            results[key] = r
-            cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
-            total = sum(v for _, v in cpu)
-            spread = f"; threads per process {r['threads']}" if r.get("threads") else ""
-            stolen = f", {100 * r['busy'][1]:.0f}% stolen by the host" if r["busy"][1] >= 0.01 else ""
-            print(f"  round {rnd + 1}: {peer.name}: {r['rates'][-1]:.0f} msgs/s{spread}; machine {100 * r['busy'][0]:.0f}% busy{stolen}; CPU ms/msg "
-                  f"{1000 * total / args.messages:.2f} = " + " ".join(
-                      f"{k} {1000 * v / args.messages:.2f}" for k, v in cpu if 1000 * v / args.messages >= 0.02),
-                  flush=True)
+        bare_rates.append(run_and_record(rnd, "bare"))
+        turn = rnd % len(others) if others else 0
+        round_rates.append({})
+        for key in others[turn:] + others[:turn]:
+            rate = run_and_record(rnd, key)
+            if rate is not None:
+                round_rates[rnd][key] = rate
+    bare_rates.append(run_and_record(args.rounds - 1, "bare") if others else None)
+    for rnd, rates in enumerate(round_rates):
+        ref = [b for b in bare_rates[rnd:rnd + 2] if b]
+        if not ref:
+            continue
+        paired["bare"].append(1.0)
+        for key, rate in rates.items():
+            paired[key].append(rate / statistics.mean(ref))
 
     bare = results.get("bare", {})
     print()
     print("p50+/p99+: latency added per message (end of DATA -> 250) against bare Postfix, measured by one")
     print("extra session during the load ('load') and by the same session alone afterwards ('idle').")
-    print("msgs/s: median over rounds; ratio: median of each round's msgs/s over that round's bare Postfix.")
+    print("msgs/s: median over runs; ratio: median over rounds of the peer's msgs/s over the mean of the bare")
+    print("Postfix runs before and after that round.")
     print(f"{'peer':42} {'msgs/s':>8} {'ratio':>6} {'load p50+':>9} {'load p99+':>9} {'idle p50+':>9} "
           f"{'idle p99+':>9} {'RSS MB':>7}")
     for key in keys:
