@@ -86,6 +86,9 @@ _PRESENCE_HEADERS: frozenset[str] = frozenset({
 # Runs of word characters (plus $ € £ ' . -), trailing/leading ' . - _ stripped afterwards:
 # the same words as a regex that trims in place, without its backtracking (1.5x faster).
 _WORD_RE = re.compile(r"[\w$€£'.\-]{2,}")
+# The same on ASCII-only text (most mail): explicit classes instead of \w's Unicode lookups,
+# identical matches, 25 -> 16 us for a 5 KB body (66 -> 44 us per corpus message).
+_WORD_RE_ASCII = re.compile(r"[A-Za-z0-9_$'.\-]{2,}")
 _WORD_STRIP = "'.-_"
 _BANG_RE = re.compile(r"!{2,}")
 # URLs are found from their "://" and "www." (literal-led patterns scan several times faster
@@ -185,7 +188,8 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
 
 def _words(text: str, prefix: str, out: list[str], bigrams: int = 0) -> None:
     """Word tokens of `text` (callers pass lower-cased text)."""
-    words = list(filter(None, map(str.strip, _WORD_RE.findall(text), itertools.repeat(_WORD_STRIP))))
+    found = (_WORD_RE_ASCII if text.isascii() else _WORD_RE).findall(text)
+    words = list(filter(None, map(str.strip, found, itertools.repeat(_WORD_STRIP))))
     if "!!" in text:
         words += _BANG_RE.findall(text)[:20]
     if words and max(map(len, words)) > 20:

@@ -95,17 +95,25 @@ class ClamdClient:
     def _connect(self) -> socket.socket:
         sock = socket.socket(self.address.family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(self.connect_timeout)
-            sock.connect(self.address.target)
-            sock.settimeout(self.timeout)
-        except socket.timeout:
+            if self.address.family == socket.AF_UNIX:
+                # A blocking socket with the kernel's timeouts: one system call per operation,
+                # where Python's own timeouts put a poll() (and one more GIL hand-off, under
+                # load) before each. A timeout then shows as EAGAIN (BlockingIOError).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.connect_timeout))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self.timeout))
+                sock.connect(self.address.target)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout))
+            else:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(self.address.target)
+                sock.settimeout(self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (socket.timeout, BlockingIOError):
             sock.close()
             raise ScanError("clamd timeout", f"clamd at {self.address} timed out on connect") from None
         except OSError as exc:
             sock.close()
             raise ScanError("clamd unreachable", f"clamd at {self.address} unreachable: {exc.strerror or exc}") from None
-        if self.address.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
     @staticmethod
@@ -196,8 +204,13 @@ class _Answered:
         pass
 
 
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+
+
 def _io_error(exc: OSError, address: ClamdAddress) -> ScanError:
-    if isinstance(exc, socket.timeout):
+    if isinstance(exc, (socket.timeout, BlockingIOError)):
         return ScanError("clamd timeout", f"clamd at {address} timed out")
     if isinstance(exc, ConnectionError):
         return ScanError("clamd error", f"clamd at {address} dropped the connection: {exc.strerror or exc}")

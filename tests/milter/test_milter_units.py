@@ -55,10 +55,18 @@ def test_unreachable_clamd_is_a_scan_error(tmp_path: Path) -> None:
     assert client.ping() is False
 
 
-def test_silent_clamd_times_out() -> None:
-    """A clamd that accepts and never answers costs at most the timeout."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_silent_clamd_times_out(family: str, tmp_path: Path) -> None:
+    """A clamd that accepts and never answers costs at most the timeout (TCP: Python's socket
+    timeouts; unix: the kernel's SO_RCVTIMEO on a blocking socket)."""
+    if family == "tcp":
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(tmp_path / "silent.sock"))
+        address = f"unix:{tmp_path / 'silent.sock'}"
     server.listen(4)
     accepted: list[socket.socket] = []
     stop = threading.Event()
@@ -75,12 +83,14 @@ def test_silent_clamd_times_out() -> None:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        client = ClamdClient(f"127.0.0.1:{server.getsockname()[1]}", timeout=0.5)
-        t0 = time.monotonic()
-        with pytest.raises(ScanError) as exc:
-            client.scan_bytes(b"x" * 1000)
-        assert exc.value.reason == "clamd timeout"
-        assert time.monotonic() - t0 < 3
+        client = ClamdClient(address, timeout=0.5)
+        for pass_fd in (True, False):
+            client.pass_fd = pass_fd and family == "unix"
+            t0 = time.monotonic()
+            with pytest.raises(ScanError) as exc:
+                client.scan_bytes(b"x" * 1000)
+            assert exc.value.reason == "clamd timeout"
+            assert 0.4 < time.monotonic() - t0 < 3
     finally:
         stop.set()
         t.join()
