@@ -183,20 +183,22 @@ def train_files(per_class: int) -> tuple[list[Path], list[Path]]:
 
 
 class Mailsift(OwnMilter):
-    def __init__(self, score_workers: int = 0, clamd: bool = True) -> None:
-        self.score_workers, self.with_clamd = score_workers, clamd
+    def __init__(self, score_workers: int = 0, clamd: bool = True, model: bool = True) -> None:
+        self.score_workers, self.with_clamd, self.with_model = score_workers, clamd, model
         self.name = ("mailsift + clamd" if clamd else "mailsift, no clamd (diagnostic)") + \
+            ("" if model else ", no model (diagnostic)") + \
             (f" ({score_workers} score workers)" if score_workers else "")
 
     def start(self, wd: Path) -> str | None:
         from mailsift.classifier.api import new_model, save_model
 
         dbpath = wd / "model"
-        model = new_model()
-        for h, s in zip(*train_files(250)):
-            model.learn(h.read_bytes(), "ham")
-            model.learn(s.read_bytes(), "spam")
-        save_model(model, dbpath)
+        if self.with_model:  # without one, every message is tagged X-Spam-Status: Unknown
+            model = new_model()
+            for h, s in zip(*train_files(250)):
+                model.learn(h.read_bytes(), "ham")
+                model.learn(s.read_bytes(), "spam")
+            save_model(model, dbpath)
         if self.with_clamd:
             self.clamd = ClamdInstance(wd / "clamd").start()
         else:  # [milter] clamd = "": every message is tagged Unscanned
@@ -434,6 +436,8 @@ def run_peer(peer: Peer, messages: int, sessions: int, size: int, idle_messages:
         spec = peer.start(wd)
         main = {"virtual_transport": "discard:", "smtpd_milters": spec or "", "milter_protocol": "6",
                 "milter_default_action": "tempfail", "non_smtpd_milters": ""}
+        if os.environ.get("BENCH_POSTFIX"):
+            main.update(dict(kv.split("=", 1) for kv in os.environ["BENCH_POSTFIX"].split(",")))
         pf = PostfixInstance(wd / "postfix", main=main).start()
         # Warm-up: one message through the whole chain.
         subprocess.run(["smtp-source", "-s", "1", "-l", str(size), "-m", "5", "-f", "a@outside.test",
@@ -498,12 +502,12 @@ def main() -> int:
                     help="run every peer this many times, between bare Postfix runs; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
     ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0 floor-clamd "
-                         "mailsift-noclamd")
+                         "mailsift-noclamd mailsift-nomodel")
     args = ap.parse_args()
     peers = {"bare": Bare(), "mailsift": Mailsift(0), "mailsift-pool": Mailsift(2),
              "rspamd": Rspamd(), "spamass": SpamassMilter(), "floor": Floor(7), "floor0": Floor(0), "floor-clamd": Floor(7, clamd=True),
-             "mailsift-noclamd": Mailsift(0, clamd=False)}
-    keys = args.only or [k for k in peers if not k.startswith("floor") and k != "mailsift-noclamd"]
+             "mailsift-noclamd": Mailsift(0, clamd=False), "mailsift-nomodel": Mailsift(0, model=False)}
+    keys = args.only or [k for k in peers if not k.startswith("floor") and k not in ("mailsift-noclamd", "mailsift-nomodel")]
     if "bare" not in keys:
         keys.insert(0, "bare")
     print(f"milter throughput: {args.messages} messages of {args.size} bytes, {args.sessions} smtp-source "
