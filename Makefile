@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_LIST := deploy/apt-packages.txt
+LIBMILTER := build/libmilter
 PYTEST_ARGS ?=
 
 .PHONY: all run stop test apt venv bench clean-run model
@@ -21,9 +22,15 @@ apt:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml
+# pymilter is linked statically against a libmilter built from Debian's sendmail source
+# without its worker pool (deploy/build-libmilter.sh says why); --no-cache-dir so that no
+# wheel built earlier against the shared libmilter is reused.
+$(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml deploy/build-libmilter.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	deploy/build-libmilter.sh $(LIBMILTER)
+	LDFLAGS="-L$(CURDIR)/$(LIBMILTER)/lib" $(PY) -m pip install -q --no-cache-dir --no-binary pymilter \
+	  --force-reinstall --no-deps $$(grep '^pymilter==' requirements.lock)
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     import milter
 
     from mailsift.milter.app import Runtime, make_factory, parse_networks
+    from mailsift.milter.libmilter import worker_pool_linked
     from mailsift.milter.reload import ModelHolder
     from mailsift.milter.scan import MessageScanner
     from mailsift.scanner.clamav import ClamdClient
@@ -85,6 +86,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     # here, before any thread starts, so every thread inherits the mask and none of them is
     # killed by the signal's default action before smfi_main can return and clean up.
     signal.pthread_sigmask(signal.SIG_BLOCK, MILTER_SIGNALS)
+
+    if worker_pool_linked():
+        log.warning("pymilter runs on a libmilter with a worker pool (Debian's shared libmilter): "
+                    "about a third more CPU per message; `make venv` links one without it "
+                    "(deploy/build-libmilter.sh)")
 
     models = ModelHolder(dbpath, interval=settings.reload_interval)
     pool = None
