@@ -107,9 +107,14 @@ def _fmt(score: float) -> str:
     return f"{score:.1f}"
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _clean(text: str) -> str:
     """Make text safe for one header line: printable, no CR/LF."""
-    text = re.sub(r"[\x00-\x1f\x7f]", "?", text)
+    if text.isascii() and text.isprintable():  # most tokens: nothing to replace
+        return text
+    text = _CONTROL_RE.sub("?", text)
     return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
