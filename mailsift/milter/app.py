@@ -1,6 +1,7 @@
 """The pymilter class: collects one message, scans it at end-of-message, adds headers.
 
-One instance per SMTP connection (libmilter runs each connection in its own thread).
+One instance per milter connection (Postfix opens one per SMTP session); libmilter, as `make
+venv` builds it (deploy/build-libmilter.sh), runs each connection in a thread of its own.
 Callbacks before end-of-message are @noreply: Postfix does not wait for them.
 """
 
