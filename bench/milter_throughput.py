@@ -542,7 +542,9 @@ def main() -> int:
         results[key] = r
         cpu = sorted(r["cpu"].items(), key=lambda kv: -kv[1])
         total = sum(v for _, v in cpu)
-        spread = f"; threads per process {r['threads']}" if r.get("threads") else ""
+        counts = r.get("threads") or []
+        spread = (f"; threads per process {counts[:6]}" + (f" and {len(counts) - 6} more processes" if len(counts) > 6 else "")
+                  if counts else "")
         stolen = f", {100 * r['busy'][1]:.0f}% stolen by the host" if r["busy"][1] >= 0.01 else ""
         print(f"  round {rnd + 1}: {peer.name}: {rate:.0f} msgs/s{spread}; machine {100 * r['busy'][0]:.0f}% busy{stolen}; CPU ms/msg "
               f"{1000 * total / args.messages:.2f} = " + " ".join(
