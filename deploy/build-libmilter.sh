@@ -48,7 +48,7 @@ mkdir -p "$work/inc"
 cp ../include/sm/os/sm_os_linux.h "$work/inc/sm_os.h"
 objs=()
 for f in main engine listener worker handler comm smfi signal sm_gethost monitor errstring strl; do
-    gcc -O2 -g -fPIC -pthread -D_REENTRANT -DNOT_SENDMAIL -Dsm_snprintf=snprintf \
+    gcc -O2 -g -fPIC -pthread -Wno-int-to-pointer-cast -D_REENTRANT -DNOT_SENDMAIL -Dsm_snprintf=snprintf \
         -DSM_CONF_POLL=1 -DNETINET -DNETINET6 \
         -I"$work/inc" -I. -I../include -I../sendmail -c "$f.c" -o "$work/$f.o"
     objs+=("$work/$f.o")
