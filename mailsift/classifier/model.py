@@ -398,7 +398,7 @@ def _clues(contrib: np.ndarray, names: Sequence[str], limit: int = 5) -> tuple[t
         return ()
     if n <= 2 * limit:
         picks: list[int] = list(range(n))
-    elif n <= 200:  # a short message: sorting a list beats numpy's per-call overhead (16 -> 8 us)
+    elif n <= 64:  # few tokens: sorting a list beats numpy's per-call overhead (28: 9.1 -> 6.1 us; even at ~90)
         values = contrib.tolist()
         order = sorted(range(n), key=values.__getitem__)
         picks = order[:limit] + order[-limit:]
