@@ -24,13 +24,21 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/sources" "$work/lists/partial" "$work/cache/archives/partial"
 
-# deb-src entries for the suites the machine already installs from (deb822 or one-line style).
+# deb-src entries for the Debian suites the machine installs from (deb822 stanzas or one-line
+# entries whose address has "debian" in it; other vendors' repositories often publish no
+# sources, and a missing Sources index would fail the update). Debian's own address if none.
 for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] && sed -n 's/^Types:.*\bdeb\b.*/Types: deb-src/p; /^Types:/!p' "$f"
-    echo
+    [ -f "$f" ] || continue
+    awk 'BEGIN { RS = ""; ORS = "\n\n" } tolower($0) ~ /uris:[^\n]*debian/ {
+             sub(/Types:[^\n]*/, "Types: deb-src"); print }' "$f"
 done > "$work/sources/src.sources"
 if [ -f /etc/apt/sources.list ]; then
-    sed -n 's/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list > "$work/sources/src.list"
+    sed -n 's/^deb \(.*debian.*\)/deb-src \1/p' /etc/apt/sources.list > "$work/sources/src.list"
+fi
+if ! grep -qs . "$work/sources/src.sources" "$work/sources/src.list"; then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$codename" "$codename" "$codename" > "$work/sources/src.sources"
 fi
 
 apt_opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/sources"
