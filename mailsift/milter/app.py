@@ -93,16 +93,26 @@ class MailsiftMilter(Milter.Base):
             cls._protocol_mask = mask
         return mask
 
+    @classmethod
+    def symlists(cls) -> tuple[tuple[int, str], ...]:
+        """(stage, macro names) for each callback marked @Milter.symlist, per class and once
+        (negotiate() runs for every milter connection)."""
+        lists = cls.__dict__.get("_symlists")
+        if lists is None:
+            lists = tuple((stage, " ".join(syms)) for name, stage in Milter.MACRO_CALLBACKS.items()
+                          if (syms := getattr(getattr(cls, name), "_symlist", None)) is not None)
+            cls._symlists = lists
+        return lists
+
     def negotiate(self, opts: list[int]) -> int:
         """pymilter's negotiation, without its silent fallback: a failure to ask for the macro
         lists or the protocol steps is logged, then every step is taken (ALL_OPTS), slower
         but complete."""
         try:
             self._actions = opts[0]
-            for name, stage in Milter.MACRO_CALLBACKS.items():
-                syms = getattr(getattr(self, name), "_symlist", None)
-                if syms is not None:  # pymilter 1.0.5's setsymlist() hands its C side bytes, which it refuses
-                    self._ctx.setsymlist(stage, " ".join(syms))
+            for stage, macros in self.symlists():
+                # pymilter 1.0.5's Base.setsymlist() hands its C side bytes, which it refuses
+                self._ctx.setsymlist(stage, macros)
             opts[1] = self._protocol = opts[1] & ~self.protocol_mask()
             opts[2] = opts[3] = 0
         except Exception:

@@ -14,22 +14,19 @@ from __future__ import annotations
 import ctypes
 
 
-def worker_pool_linked() -> bool | None:
-    """True when pymilter's libmilter has the worker pool, False when it has not, None when
-    that cannot be told. dlsym() on the extension's handle also searches the libraries it
-    was linked against, so a shared libmilter's symbols are found through it too."""
+def worker_pool_linked(library: str | None = None) -> bool | None:
+    """True when the libmilter that `library` (default: pymilter's extension module) runs on
+    has the worker pool, False when it has not, None when that cannot be told. dlsym() on a
+    handle also searches the libraries it was linked against, so a shared libmilter's
+    symbols are found through pymilter's module too."""
     try:
-        import milter
+        if library is None:
+            import milter
 
-        lib = ctypes.CDLL(milter.__file__)
+            library = milter.__file__
+        lib = ctypes.CDLL(library)
     except (ImportError, OSError):
         return None
-    try:
-        lib.smfi_main  # noqa: B018 - the probe: a libmilter is visible from here at all
-    except AttributeError:
+    if not hasattr(lib, "smfi_main"):  # no libmilter visible from here at all
         return None
-    try:
-        lib.mi_pool_controller_init  # noqa: B018
-    except AttributeError:
-        return False
-    return True
+    return hasattr(lib, "mi_pool_controller_init")

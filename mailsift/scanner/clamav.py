@@ -13,6 +13,7 @@ ScanError with a short reason; the caller decides the fault policy (tempfail or 
 from __future__ import annotations
 
 import array
+import logging
 import os
 import re
 import socket
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from mailsift.verdict import VirusResult
 
 CHUNK = 64 * 1024
+
+log = logging.getLogger("mailsift.scanner")
 
 
 class ScanError(Exception):
@@ -169,7 +172,9 @@ class ClamdClient:
         finally:
             os.close(fd)
 
-    def _send_stream(self, data: bytes | bytearray | memoryview) -> socket.socket:
+    def _send_stream(self, data: bytes | bytearray | memoryview) -> socket.socket | bytes:
+        """The socket to read clamd's answer from, or the answer itself when clamd gave it
+        before taking the whole stream."""
         view = memoryview(data)
         sock = self._connect()
         try:
@@ -182,7 +187,7 @@ class ClamdClient:
             # clamd closes early when the stream exceeds its StreamMaxLength; it may still have
             # answered, so read what it said before calling it a fault.
             try:
-                return _Answered(self._read_reply(sock))
+                return self._read_reply(sock)
             except (ScanError, OSError):
                 raise ScanError("clamd error", f"clamd at {self.address} dropped the connection: "
                                 f"{exc.strerror or exc}") from None
@@ -192,16 +197,6 @@ class ClamdClient:
             sock.close()
             raise _io_error(exc, self.address) from None
         return sock
-
-
-class _Answered:
-    """A reply clamd gave before the request was fully sent (stands in for the socket)."""
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
-
-    def close(self) -> None:
-        pass
 
 
 def _timeval(seconds: float) -> bytes:
@@ -221,30 +216,25 @@ class PendingScan:
     """A request clamd is working on; result() waits for its answer, once."""
 
     def __init__(self, client: ClamdClient, data: bytes | bytearray | memoryview,
-                 sock: socket.socket | _Answered, fildes: bool) -> None:
-        self._client, self._data, self._sock, self._fildes = client, data, sock, fildes
+                 sent: socket.socket | bytes, fildes: bool) -> None:
+        self._client, self._data, self._sent, self._fildes = client, data, sent, fildes
 
     def result(self) -> VirusResult:
-        sock, self._sock = self._sock, None
-        if sock is None:
+        sent, self._sent = self._sent, None
+        if sent is None:
             raise RuntimeError("PendingScan.result() called twice")
-        try:
-            reply = sock.reply if isinstance(sock, _Answered) else self._client._read_reply(sock)
-        except OSError as exc:
-            raise _io_error(exc, self._client.address) from None
-        finally:
-            sock.close()
+        if isinstance(sent, bytes):
+            reply = sent
+        else:
+            try:
+                reply = self._client._read_reply(sent)
+            except OSError as exc:
+                raise _io_error(exc, self._client.address) from None
+            finally:
+                sent.close()
         if self._fildes and b"FILDES" in reply and b"ERROR" in reply:
-            import logging
-            logging.getLogger("mailsift.scanner").warning(
-                "clamd at %s refuses FILDES (%s); using INSTREAM", self._client.address,
-                reply.rstrip(b"\0\n").decode("utf-8", "replace")[:120])
+            log.warning("clamd at %s refuses FILDES (%s); using INSTREAM", self._client.address,
+                        reply.rstrip(b"\0\n").decode("utf-8", "replace")[:120])
             self._client.pass_fd = False
             return self._client.start(self._data).result()
         return parse_reply(reply)
-
-    def close(self) -> None:
-        """Give up on the answer (the caller failed before asking for it)."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
