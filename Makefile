@@ -25,7 +25,7 @@ apt:
 # pymilter is linked statically against a libmilter built from Debian's sendmail source
 # without its worker pool (deploy/build-libmilter.sh says why); --no-cache-dir so that no
 # wheel built earlier against the shared libmilter is reused.
-$(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml deploy/build-libmilter.sh
+$(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml deploy/build-libmilter.sh $(wildcard deploy/libmilter-patches/*.patch)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	deploy/build-libmilter.sh $(LIBMILTER)

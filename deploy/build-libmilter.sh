@@ -13,11 +13,18 @@
 # the pool libmilter runs one thread per milter connection that reads its commands
 # directly, as the libmilter documentation describes.
 #
+# Then the patches in deploy/libmilter-patches/ are applied (each says what it does and what
+# it measured): buffered-io.patch reads whatever the socket holds and sends a step's header
+# changes together with its reply, in one write.
+#
 #   deploy/build-libmilter.sh DEST        -> DEST/lib/libmilter.a, DEST/VERSION
 set -euo pipefail
 
 dest=$(realpath -m "${1:?usage: build-libmilter.sh DEST}")
-if [ -f "$dest/lib/libmilter.a" ]; then
+patches=$(cd "$(dirname "$0")/libmilter-patches" && pwd)
+# Built already, from the same patches: nothing to do.
+stamp=$(cd "$patches" && sha256sum ./*.patch)
+if [ -f "$dest/lib/libmilter.a" ] && [ "$(cat "$dest/PATCHES" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
 work=$(mktemp -d)
@@ -50,6 +57,9 @@ src=$(find "$work" -maxdepth 1 -type d -name 'sendmail-*' | head -1)
 [ -n "$src" ] || { echo "build-libmilter: no sendmail source unpacked" >&2; exit 1; }
 version=$(cd "$work" && ls sendmail_*.dsc | sed 's/^sendmail_\(.*\)\.dsc$/\1/')
 
+for p in "$patches"/*.patch; do
+    patch -s -p1 -d "$src" < "$p"
+done
 cd "$src/libmilter"
 cp ../libsm/errstring.c ../libsm/strl.c .  # libmilter's build links these two in from libsm
 mkdir -p "$work/inc"
@@ -68,5 +78,6 @@ fi
 mkdir -p "$dest/lib"
 ar rcs "$dest/lib/libmilter.a.tmp" "${objs[@]}"
 mv "$dest/lib/libmilter.a.tmp" "$dest/lib/libmilter.a"
-echo "libmilter from Debian sendmail $version, without _FFR_WORKERS_POOL" > "$dest/VERSION"
+echo "libmilter from Debian sendmail $version, without _FFR_WORKERS_POOL, with $(cd "$patches" && echo *.patch)" > "$dest/VERSION"
+echo "$stamp" > "$dest/PATCHES"
 cat "$dest/VERSION"
