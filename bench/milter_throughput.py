@@ -185,11 +185,12 @@ def train_files(per_class: int) -> tuple[list[Path], list[Path]]:
 
 
 class Mailsift(OwnMilter):
-    def __init__(self, score_workers: int = 0, clamd: bool = True, model: bool = True) -> None:
-        self.score_workers, self.with_clamd, self.with_model = score_workers, clamd, model
+    def __init__(self, score_workers: int = 0, clamd: bool = True, model: bool = True, cpus: str = "auto") -> None:
+        self.score_workers, self.with_clamd, self.with_model, self.cpus = score_workers, clamd, model, cpus
         self.name = ("mailsift + clamd" if clamd else "mailsift, no clamd (diagnostic)") + \
             ("" if model else ", no model (diagnostic)") + \
-            (f" ({score_workers} score workers)" if score_workers else "")
+            (f" ({score_workers} score workers)" if score_workers else "") + \
+            (f", cpus={cpus} (diagnostic)" if cpus != "auto" else "")
 
     def start(self, wd: Path) -> str | None:
         from mailsift.classifier.api import new_model, save_model
@@ -208,7 +209,7 @@ class Mailsift(OwnMilter):
         sock = wd / "milter" / "milter.sock"
         clamd_args = ["--clamd", self.clamd.address] if self.clamd else ["--config", str(wd / "noclamd.toml")]
         self.daemon = Daemon([MAILSIFT, "milter", "--socket", f"unix:{sock}", *clamd_args,
-                              "--dbpath", str(dbpath), "--score-workers", str(self.score_workers),
+                              "--dbpath", str(dbpath), "--score-workers", str(self.score_workers), "--cpus", self.cpus,
                               "--log-level", os.environ.get("BENCH_MILTER_LOG", "INFO")], wd / "milter.log").start()
         wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
         return f"unix:{sock}"
@@ -504,12 +505,13 @@ def main() -> int:
                     help="run every peer this many times, between bare Postfix runs; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
     ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0 floor-clamd "
-                         "mailsift-noclamd mailsift-nomodel")
+                         "mailsift-noclamd mailsift-nomodel mailsift-allcpus")
     args = ap.parse_args()
     peers = {"bare": Bare(), "mailsift": Mailsift(0), "mailsift-pool": Mailsift(2),
              "rspamd": Rspamd(), "spamass": SpamassMilter(), "floor": Floor(7), "floor0": Floor(0), "floor-clamd": Floor(7, clamd=True),
-             "mailsift-noclamd": Mailsift(0, clamd=False), "mailsift-nomodel": Mailsift(0, model=False)}
-    keys = args.only or [k for k in peers if not k.startswith("floor") and k not in ("mailsift-noclamd", "mailsift-nomodel")]
+             "mailsift-noclamd": Mailsift(0, clamd=False), "mailsift-nomodel": Mailsift(0, model=False),
+             "mailsift-allcpus": Mailsift(0, cpus="all")}
+    keys = args.only or [k for k in peers if not k.startswith("floor") and k not in ("mailsift-noclamd", "mailsift-nomodel", "mailsift-allcpus")]
     if "bare" not in keys:
         keys.insert(0, "bare")
     print(f"milter throughput: {args.messages} messages of {args.size} bytes, {args.sessions} smtp-source "

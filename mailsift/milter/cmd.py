@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-scan-error", choices=("tempfail", "accept"), help="default: [milter] on_scan_error")
     parser.add_argument("--score-workers", type=int, metavar="N",
                         help="scoring processes besides the milter's own (default: [milter] score_workers)")
+    parser.add_argument("--cpus", metavar="SPEC",
+                        help="auto (one CPU), all, or CPU numbers such as 1 or 2,3 (default: [milter] cpus)")
 
 
 def unix_path(spec: str) -> Path | None:
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     import Milter
     import milter
 
+    from mailsift.milter.affinity import apply_cpus
     from mailsift.milter.app import Runtime, make_factory, parse_networks
     from mailsift.milter.libmilter import worker_pool_linked
     from mailsift.milter.reload import ModelHolder
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from mailsift.scanner.clamav import ClamdClient
 
     settings = override(config.milter, socket=args.socket, clamd=args.clamd, on_virus=args.on_virus,
-                        on_scan_error=args.on_scan_error, score_workers=args.score_workers)
+                        on_scan_error=args.on_scan_error, score_workers=args.score_workers, cpus=args.cpus)
     try:
         settings.validate()
         clamd = (ClamdClient(settings.clamd, timeout=settings.clamd_timeout, pass_fd=settings.clamd_pass_fd)
@@ -81,6 +84,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
     dbpath = args.dbpath or config.classifier.dbpath
     required = config.classifier.required
+
+    # Before any thread starts: they inherit the CPUs (and the signal mask below).
+    try:
+        cpus = apply_cpus(settings.cpus, settings.score_workers)
+    except (ValueError, OSError) as exc:
+        log.error("cpus: %s", exc)
+        return 3
+    if cpus is not None:
+        log.info("running on CPU %s (cpus=%s)", ",".join(map(str, sorted(cpus))), settings.cpus)
 
     # libmilter waits for SIGTERM/SIGHUP/SIGINT in its own signal thread (sigwait). Block them
     # here, before any thread starts, so every thread inherits the mask and none of them is

@@ -33,6 +33,9 @@ class MilterSettings:
     # Processes that score messages besides the one speaking the milter protocol
     # (0 = score in the milter process; the GIL then serialises scoring).
     score_workers: int = 0
+    # CPUs the milter runs on: auto (one CPU: GIL hand-offs between its threads stay on one
+    # core; mailsift/milter/affinity.py), all (as started), or CPU numbers such as "1" or "2,3".
+    cpus: str = "auto"
 
     def validate(self) -> None:
         if self.on_virus not in ON_VIRUS:
@@ -47,6 +50,8 @@ class MilterSettings:
             raise ValueError("reload_interval must be positive")
         if self.score_workers < 0:
             raise ValueError("score_workers must be 0 or more")
+        from mailsift.milter.affinity import parse_cpus
+        parse_cpus(self.cpus)
         try:
             mode = int(self.socket_mode, 8)
         except ValueError:

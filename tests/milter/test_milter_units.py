@@ -540,3 +540,35 @@ def test_the_venv_links_libmilter_without_the_worker_pool() -> None:
     assert worker_pool_linked() is False
     assert worker_pool_linked("libmilter.so.1.0.1") is True
     assert worker_pool_linked("libz.so.1") is None
+
+
+def test_cpus_setting_chooses_one_cpu_unless_told_otherwise() -> None:
+    from mailsift.milter.affinity import choose_cpus, parse_cpus
+
+    four = frozenset({0, 1, 2, 3})
+    assert choose_cpus("auto", four) == {3}
+    assert choose_cpus("auto", frozenset({0, 5})) == {5}
+    assert choose_cpus("auto", frozenset({2})) is None  # one CPU: nothing to choose
+    assert choose_cpus("auto", four, score_workers=2) is None  # the workers inherit the mask
+    assert choose_cpus("all", four) is None
+    assert choose_cpus("1", four) == {1}
+    assert choose_cpus(" 2,3 ", four) == {2, 3}
+    with pytest.raises(ValueError, match="may only run on CPUs 0,1,2,3"):
+        choose_cpus("7", four)
+    for bad in ("", "one", "1-3", "-1", "1,,2"):
+        with pytest.raises(ValueError, match="expected auto, all or CPU numbers"):
+            parse_cpus(bad)
+
+
+def test_cpus_setting_is_checked_when_the_config_is_read(tmp_path) -> None:
+    from mailsift.config import ConfigError, load_config
+
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[milter]\ncpus = "0,x"\n')
+    with pytest.raises(ConfigError, match=r"\[milter\]: cpus '0,x'"):
+        load_config(cfg)
+    cfg.write_text("[milter]\ncpus = 1\n")
+    with pytest.raises(ConfigError, match="expected a string"):
+        load_config(cfg)
+    cfg.write_text('[milter]\ncpus = "all"\n')
+    assert load_config(cfg).milter.cpus == "all"

@@ -9,6 +9,9 @@ command exactly once, whatever the cut, and that the reply stream is the protoco
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from milter_wire import (FINAL_REPLIES, SMFIP_NOEOH, SMFIP_NR_BODY, SMFIP_NR_HDR, MtaSide, message_commands, packet,
@@ -97,3 +100,43 @@ def test_end_of_message_answer_is_one_write(wire_milter) -> None:
         assert len(replies) >= 8
     finally:
         mta.close()
+
+
+def _cpus_of(pid: int) -> dict[int, str]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        out[int(task.name)] = next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                                   if line.startswith("Cpus_allowed_list:"))
+    return out
+
+
+def test_milter_and_its_connection_threads_run_on_one_cpu(wire_milter) -> None:
+    """[milter] cpus = auto (the default): the process and every thread it starts, libmilter's
+    connection threads included, are kept on the last CPU the milter may use."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("one CPU: nothing to choose")
+    mta = MtaSide(wire_milter.socket)
+    try:
+        mta.negotiate()  # a connection thread now exists, and stays until QUIT
+        tasks = _cpus_of(wire_milter.daemon.pid)
+    finally:
+        mta.close()
+    assert len(tasks) >= 3, tasks  # main, libmilter's listener and signal threads, the connection
+    assert set(tasks.values()) == {str(max(allowed))}, tasks
+    assert f"running on CPU {max(allowed)} (cpus=auto)" in wire_milter.log()
+
+
+def test_cpus_all_leaves_the_affinity_alone(milter_factory, clamd, trained_dbpath) -> None:
+    milter = milter_factory("--clamd", clamd.address, "--dbpath", str(trained_dbpath), "--cpus", "all")
+    allowed = os.sched_getaffinity(0)
+    assert {frozenset(_expand(c)) for c in _cpus_of(milter.daemon.pid).values()} == {frozenset(allowed)}
+
+
+def _expand(cpus_list: str) -> set[int]:
+    out: set[int] = set()
+    for part in cpus_list.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
