@@ -38,6 +38,9 @@ def test_parse_address() -> None:
 
 def test_parse_reply() -> None:
     assert parse_reply(b"stream: OK\0").state == "clean"
+    assert parse_reply(b"fd[11]: OK\0") == parse_reply(b"stream: OK\0") == VirusResult("clean")
+    odd = parse_reply(b"fd[11]: Odd.Name: OK FOUND\0")
+    assert odd.state == "infected" and odd.name == "Odd.Name: OK"
     r = parse_reply(b"stream: Eicar-Test-Signature FOUND\0")
     assert r.state == "infected" and r.name == "Eicar-Test-Signature"
     with pytest.raises(ScanError) as exc:
