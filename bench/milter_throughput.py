@@ -2,7 +2,10 @@
 smtp-source, 5 KB messages, 20 sessions, 2,000 messages, loopback, into one private Postfix
 (`postfix -c DIR`) whose virtual transport is discard: so only smtpd + milter are measured.
 
-    .venv/bin/python bench/milter_throughput.py [--messages 2000] [--sessions 20] [--rounds N] [--only NAME ...]
+    .venv/bin/python bench/milter_throughput.py [--messages 2000] [--sessions 20] [--rounds 3] [--only NAME ...]
+
+Three rounds by default (about 12 minutes with every peer): one round's ratio moves by 0.1 or
+more with the host's speed; the median of three is what README and docs/milter.md report.
 
 Peers: bare Postfix (no milter); mailsift milter + clamd (score in the milter process, and
 with --score-workers; clamd's TemporaryDirectory on /dev/shm, as docs/milter.md advises); rspamd's proxy milter (Debian's rspamd, run as _rspamd, self-scan,
@@ -501,7 +504,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--size", type=int, default=5120)
-    ap.add_argument("--rounds", type=int, default=1,
+    ap.add_argument("--rounds", type=int, default=3,
                     help="run every peer this many times, between bare Postfix runs; the ratio is the "
                          "median of the per-round ratios (the machine is shared: more rounds, less noise)")
     ap.add_argument("--only", nargs="*", help="peer keys: bare mailsift mailsift-pool rspamd spamass; diagnostics: floor floor0 floor-clamd "
