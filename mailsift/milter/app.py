@@ -250,7 +250,7 @@ class MailsiftMilter(Milter.Base):
         t0 = time.monotonic()
         virus_result = rt.scanner.virus_async(raw, partial)
         try:
-            verdict = rt.scanner.score_async(raw, partial)()
+            verdict = rt.scanner.score(raw, partial)
         finally:
             t1 = time.monotonic()
             virus, error = virus_result()

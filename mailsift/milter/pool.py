@@ -42,7 +42,7 @@ def _score(raw: bytes, partial: bool) -> Verdict:
 
 
 class PooledScanner:
-    """Same interface as MessageScanner (virus(), score()); score() runs in a worker."""
+    """Same interface as MessageScanner (virus_async(), score()); score() runs in a worker."""
 
     def __init__(self, local: MessageScanner, dbpath: str | Path, workers: int, interval: float,
                  timeout: float = 60.0) -> None:
@@ -64,31 +64,17 @@ class PooledScanner:
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
                                    initargs=(self.dbpath, self.interval, self.local.required))
 
-    def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]:
-        return self.local.virus(raw, partial)
-
     def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]:
         return self.local.virus_async(raw, partial)
 
     def score(self, raw: bytes, partial: bool) -> Verdict:
-        return self.score_async(raw, partial)()
-
-    def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]:
-        """Submit to a worker now (it scores while clamd scans); the callable waits for it."""
+        """Scored by a worker (while clamd, handed the message first, scans it)."""
         pool = self._pool
         try:
-            future = pool.submit(_score, raw, partial)
+            return pool.submit(_score, raw, partial).result(timeout=self.timeout)
         except BrokenProcessPool:
             self._renew(pool)
             raise
-
-        def result() -> Verdict:
-            try:
-                return future.result(timeout=self.timeout)
-            except BrokenProcessPool:
-                self._renew(pool)
-                raise
-        return result
 
     def _renew(self, pool: ProcessPoolExecutor) -> None:
         with self._lock:

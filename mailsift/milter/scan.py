@@ -23,13 +23,9 @@ class ScanOutcome:
 class Scanner(Protocol):
     """What the milter needs: MessageScanner here, PooledScanner (mailsift/milter/pool.py)."""
 
-    def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]: ...
-
     def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]: ...
 
     def score(self, raw: bytes, partial: bool) -> Verdict: ...
-
-    def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]: ...
 
 
 def no_model_verdict(reason: str, required: float) -> Verdict:
@@ -54,10 +50,6 @@ class MessageScanner:
         if partial and not verdict.partial:
             verdict = dataclasses.replace(verdict, partial=True)
         return verdict
-
-    def score_async(self, raw: bytes, partial: bool) -> Callable[[], Verdict]:
-        """Start scoring; the returned callable gives the Verdict (here: computes it then)."""
-        return lambda: self.score(raw, partial)
 
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult, str | None]:
         return self.virus_async(raw, partial)()

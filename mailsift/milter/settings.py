@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift.milter.affinity import parse_cpus
+
 ON_VIRUS = ("tag", "reject", "hold")
 ON_SCAN_ERROR = ("tempfail", "accept")
 
@@ -50,7 +52,6 @@ class MilterSettings:
             raise ValueError("reload_interval must be positive")
         if self.score_workers < 0:
             raise ValueError("score_workers must be 0 or more")
-        from mailsift.milter.affinity import parse_cpus
         parse_cpus(self.cpus)
         try:
             mode = int(self.socket_mode, 8)

@@ -74,7 +74,7 @@ _CLEAN = VirusResult("clean")  # frozen: one for every clean answer
 
 def parse_reply(reply: bytes) -> VirusResult:
     """Turn clamd's answer to (z)INSTREAM into a VirusResult; ERROR answers raise ScanError."""
-    if reply.endswith(b": OK\0") and reply.count(b":") == 1:  # most answers: 9.2 -> 0.3 us
+    if reply.endswith(b": OK\0") and reply.count(b":") == 1:  # most answers: 2.2 -> 0.3 us
         return _CLEAN
     text = reply.rstrip(b"\0\r\n").decode("utf-8", "replace")
     m = _REPLY_SUBJECT.match(text)

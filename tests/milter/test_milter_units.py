@@ -215,9 +215,6 @@ class FakeScanner:
         result = self.virus(raw, partial)
         return lambda: result
 
-    def score_async(self, raw: bytes, partial: bool):
-        return lambda: self.score(raw, partial)
-
     def score(self, raw: bytes, partial: bool) -> Verdict:
         if self.boom:
             raise ZeroDivisionError("model exploded")
