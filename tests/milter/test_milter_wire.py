@@ -105,7 +105,10 @@ def test_end_of_message_answer_is_one_write(wire_milter) -> None:
 def _cpus_of(pid: int) -> dict[int, str]:
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        status = (task / "status").read_text()
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # a short-lived thread (e.g. start-up's) ended meanwhile
+            continue
         out[int(task.name)] = next(line.split(":", 1)[1].strip() for line in status.splitlines()
                                    if line.startswith("Cpus_allowed_list:"))
     return out
