@@ -16,23 +16,19 @@ connection.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "milter"))
 
-from harness.procs import Daemon, unix_ready, wait_for  # noqa: E402
+from milter_throughput import MAILSIFT, proc_snapshot, train_bench_model  # noqa: E402  (this directory)
 from milter_wire import MtaSide, message_commands, packet  # noqa: E402
+from harness.procs import Daemon, unix_ready, wait_for  # noqa: E402  (milter_throughput put tests/ on the path)
 
-CORPORA = ROOT.parent / "shared" / "corpora"
-MAILSIFT = str(Path(sys.executable).parent / "mailsift")
 BODY_LINE = b"X" * 78
 
 
@@ -44,11 +40,6 @@ def bench_message(size: int) -> tuple[list[tuple[str, str]], bytes]:
     return headers, b"\r\n".join(lines) + b"\r\n"
 
 
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=3000)
@@ -58,16 +49,8 @@ def main() -> None:
     per_conn = 100
     messages = args.messages // per_conn * per_conn
 
-    from mailsift.classifier.api import new_model, save_model
-
     wd = Path(tempfile.mkdtemp(prefix="mailsift-conncost-"))
-    model = new_model()
-    ham = sorted((CORPORA / "spamassassin" / "easy_ham").iterdir())[:250]
-    spam = sorted((CORPORA / "spamassassin" / "spam").iterdir())[:250]
-    for h, s in zip(ham, spam):
-        model.learn(h.read_bytes(), "ham")
-        model.learn(s.read_bytes(), "spam")
-    save_model(model, wd / "model")
+    train_bench_model(wd / "model")
     (wd / "milter.toml").write_text('[milter]\nclamd = ""\non_scan_error = "accept"\n')
     sock = wd / "milter.sock"
     daemon = Daemon([MAILSIFT, "milter", "--config", str(wd / "milter.toml"), "--socket", f"unix:{sock}",
@@ -87,33 +70,27 @@ def main() -> None:
         finally:
             mta.close()
 
-    def one_each() -> None:
-        for _ in range(messages):
-            session(1)
-
-    def many_each() -> None:
-        for _ in range(messages // per_conn):
-            session(per_conn)
+    def run(per_session: int) -> None:
+        for _ in range(messages // per_session):
+            session(per_session)
 
     try:
         wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
-        one_each()  # warm-up: imports, caches, the model loaded
+        run(1)  # warm-up: imports, caches, the model loaded
         pid = daemon.pid
-        results: dict[str, list[float]] = {"1 message per connection": [], f"{per_conn} messages per connection": []}
-        modes: list[tuple[str, Callable[[], None]]] = [("1 message per connection", one_each),
-                                                        (f"{per_conn} messages per connection", many_each)]
+        results: dict[int, list[float]] = {1: [], per_conn: []}  # messages per connection -> us/msg
         print(f"milter connection cost: {messages} messages of {len(body)} body bytes, one client, "
               f"{args.rounds} rounds, the two modes alternating")
         for r in range(args.rounds):
-            for name, run in (modes if r % 2 == 0 else modes[::-1]):
-                c0, t0 = process_cpu(pid), time.perf_counter()
-                run()
-                c1, t1 = process_cpu(pid), time.perf_counter()
+            for per_session in (list(results) if r % 2 == 0 else list(results)[::-1]):
+                c0, t0 = proc_snapshot()[pid][1], time.perf_counter()
+                run(per_session)
+                c1, t1 = proc_snapshot()[pid][1], time.perf_counter()
                 us = (c1 - c0) / messages * 1e6
-                results[name].append(us)
-                print(f"  round {r + 1}: {name}: milter CPU {us:.0f} us/msg, wall {(t1 - t0) / messages * 1e6:.0f} us/msg")
-        one = statistics.median(results["1 message per connection"])
-        many = statistics.median(results[f"{per_conn} messages per connection"])
+                results[per_session].append(us)
+                print(f"  round {r + 1}: {per_session} message(s) per connection: milter CPU {us:.0f} us/msg, "
+                      f"wall {(t1 - t0) / messages * 1e6:.0f} us/msg")
+        one, many = (statistics.median(results[k]) for k in (1, per_conn))
         print(f"median milter CPU per message: {one:.0f} us (1 per connection), {many:.0f} us ({per_conn} per "
               f"connection); a connection costs ~{one - many:.0f} us")
     finally:
