@@ -93,11 +93,38 @@ def atomic_write(path: Path, write: Any) -> None:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+        return _sha256_file(fh)
+
+
+def _sha256_file(fh: Any) -> str:
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_pickle_owner(path: Path, st: os.stat_result) -> None:
+    """Refuse a pickle another user could have written (unpickling runs its code as us): it must
+    belong to root or to this process's user and be writable by no group or other."""
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        owner = _user_name(st.st_uid)
+        raise ModelError(f"refusing model {path}: it is owned by {owner} (uid {st.st_uid}), not by "
+                         f"{_user_name(me)}, and loading a pickle runs its owner's code as {_user_name(me)}; "
+                         f"run this as {owner} (e.g. `runuser -u {owner} -- mailsift ...`)")
+    if st.st_mode & 0o022:
+        raise ModelError(f"refusing model {path}: mode {st.st_mode & 0o7777:04o} lets users other than "
+                         f"its owner {_user_name(st.st_uid)} write it: chmod go-w {path}")
 
 
 def save_model(model: SpamModel, dbpath: str | Path) -> None:
@@ -171,15 +198,22 @@ def _load_once(d: Path) -> SpamModel:
                          f"{here}: restore a backup (`mailsift learn --restore FILE`) or retrain")
     path = d / MODEL_FILE
     try:
-        digest = _sha256(path)
+        fh = open(path, "rb")
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
-    if digest != meta.get("model_sha256"):
-        raise _Racy(f"model {path} does not match its sidecar (corrupt or half-written): refusing it")
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ModelError(f"model {path} is corrupt: {type(exc).__name__}: {exc}") from None
+    with fh:  # checked, hashed and unpickled through one descriptor: nothing can swap it between
+        check_pickle_owner(path, os.fstat(fh.fileno()))
+        try:
+            digest = _sha256_file(fh)
+        except OSError as exc:
+            raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+        if digest != meta.get("model_sha256"):
+            raise _Racy(f"model {path} does not match its sidecar (corrupt or half-written): refusing it")
+        try:
+            fh.seek(0)
+            model = joblib.load(fh)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise ModelError(f"model {path} is corrupt: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, SpamModel):
         raise ModelError(f"{path} does not hold a mailsift SpamModel")
     _check(model, path)
