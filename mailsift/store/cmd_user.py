@@ -7,14 +7,11 @@ import argparse
 import getpass
 import os
 import pwd
+import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mailsift.config import Config, override
-
-if TYPE_CHECKING:
-    from mailsift.store.users import Users
 
 HELP = "manage mail store users: add, passwd, del, list (passwords from a prompt or --stdin)"
 
@@ -49,19 +46,40 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def _give_to(user: str, users: "Users", root: Path, mailbox: Path) -> None:
-    """With [store] run_as: the server's user owns the mail root, the new mailbox and the user db."""
-    if os.getuid() != 0:
-        return
+def _mailbox_as(user: str, mail_root: Path, name: str) -> None:
+    """With [store] run_as, started as root: make the mailbox as the server's user, in a child
+    process that has become that user, so root never walks, chowns or writes inside a tree the
+    mail user owns (a link planted there would be followed with root's rights). A fresh mail root
+    goes to that user; the user database stays root's, readable by the user's group."""
     pw = pwd.getpwnam(user)
-    uid, gid = pw.pw_uid, pw.pw_gid
-    users.give_to(uid, gid)
-    for path in (root, mailbox.parent):
-        os.chown(path, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(mailbox):
-        os.chown(dirpath, uid, gid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid)
+    try:
+        st = os.lstat(mail_root)
+    except FileNotFoundError:
+        mail_root.mkdir(mode=0o750, parents=True)
+        st = os.lstat(mail_root)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == 0:
+        os.lchown(mail_root, pw.pw_uid, pw.pw_gid)
+    pid = os.fork()
+    if pid == 0:  # the child: become the user, make the mailbox, report through the exit status
+        status = 1
+        try:
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            from mailsift.store.api import Store
+
+            store = Store(mail_root)
+            store.mailbox(name)
+            store.close()
+            status = 0
+        except OSError as exc:
+            print(f"mailsift user: warning: mailbox not created yet ({exc.strerror or exc})", file=sys.stderr)
+        except BaseException as exc:  # noqa: BLE001 - the child must exit, whatever happened
+            print(f"mailsift user: warning: mailbox not created yet ({exc})", file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    os.waitpid(pid, 0)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -83,11 +101,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if args.action == "add":
             name = users.add(args.name, password)
             try:
-                store = Store(settings.mail_root)
-                box = store.mailbox(name)
-                store.close()
-                if settings.run_as:
-                    _give_to(settings.run_as, users, Path(settings.mail_root), box.path)
+                if settings.run_as and os.geteuid() == 0:
+                    users.share_with(pwd.getpwnam(settings.run_as).pw_gid)
+                    _mailbox_as(settings.run_as, Path(settings.mail_root), name)
+                else:
+                    store = Store(settings.mail_root)
+                    store.mailbox(name)
+                    store.close()
             except OSError as exc:
                 print(f"mailsift user: warning: mailbox not created yet ({exc.strerror})", file=sys.stderr)
             print(f"added {name}")

@@ -70,7 +70,13 @@ def next_uidvalidity(path: Path) -> int:
     """A fresh UIDVALIDITY for this mailbox: time-based, strictly above every earlier one."""
     value = max(int(time.time()), _last_uidvalidity(path) + 1) & 0xFFFFFFFF or 1
     tmp = path / "mailsift-uidvalidity.tmp"
-    tmp.write_text(f"{value}\n")
+    try:  # a fresh file, never what a link left there points to
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{value}\n")
     os.replace(tmp, path / "mailsift-uidvalidity")
     return value
 

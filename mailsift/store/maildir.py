@@ -106,10 +106,11 @@ def ensure_maildir(path: Path, folder: bool = False) -> None:
     for sub in SUBDIRS:
         (path / sub).mkdir(mode=0o700, exist_ok=True)
     if folder:
-        marker = path / "maildirfolder"
-        if not marker.exists():
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
+        try:  # never through a link: a dangling one would make us create its target
+            fd = os.open(path / "maildirfolder", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return
+        os.close(fd)
 
 
 def is_maildir(path: Path) -> bool:

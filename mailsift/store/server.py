@@ -309,7 +309,7 @@ def drop_privileges(settings: StoreSettings) -> None:
                          f"chown -R {settings.run_as} {settings.mail_root}")
     if os.path.exists(settings.users) and not os.access(settings.users, os.R_OK):
         raise ServeError(f"the user database {settings.users} is not readable by {settings.run_as}: "
-                         f"chown {settings.run_as} {settings.users}")
+                         f"chgrp {settings.run_as} {settings.users} && chmod 0640 {settings.users}")
     log.info("running as %s (uid %d)", settings.run_as, pw.pw_uid)
 
 

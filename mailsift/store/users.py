@@ -109,9 +109,14 @@ class Users:
                      "created REAL NOT NULL, changed REAL NOT NULL)")
         return conn
 
-    def give_to(self, uid: int, gid: int) -> None:
-        """Hand the database file to the server's user (it stays mode 0600)."""
-        os.chown(self.path, uid, gid)
+    def share_with(self, gid: int) -> None:
+        """Let the server's group read the database (mode 0640); only its owner may change it."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o640)
+        finally:
+            os.close(fd)
 
     def canonical(self, name: str) -> str:
         """The canonical form of a user name; raises names.InvalidName."""

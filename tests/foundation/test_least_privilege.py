@@ -93,3 +93,92 @@ def test_a_root_command_refuses_the_mail_users_model(tmp_path: Path, mailsift_bi
                        capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode != 0
     assert f"owned by {pw.pw_name}".encode() in r.stderr, r.stderr
+
+
+# -- no root command follows a link in the mail user's tree --------------------------------------
+
+def test_maildirfolder_never_creates_a_dangling_links_target(tmp_path: Path) -> None:
+    from mailsift.store.maildir import ensure_maildir
+
+    folder = tmp_path / ".Junk"
+    folder.mkdir()
+    target = tmp_path / "created-through-the-link"
+    (folder / "maildirfolder").symlink_to(target)
+    ensure_maildir(folder, folder=True)
+    assert not target.exists() and not target.is_symlink()
+    assert (folder / "cur").is_dir() and (folder / "maildirfolder").is_symlink()
+    plain = tmp_path / ".Sent"
+    ensure_maildir(plain, folder=True)
+    assert (plain / "maildirfolder").is_file()
+
+
+def test_uidvalidity_never_writes_through_a_planted_tmp_link(tmp_path: Path) -> None:
+    from mailsift.store.index import next_uidvalidity
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "mailsift-uidvalidity.tmp").symlink_to(victim)
+    value = next_uidvalidity(tmp_path)
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "mailsift-uidvalidity").read_text() == f"{value}\n"
+    assert not (tmp_path / "mailsift-uidvalidity").is_symlink()
+
+
+def _user_cmd(mailsift_bin: str, cfg: Path, *args: str, password: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([mailsift_bin, "user", "--config", str(cfg), *args], input=password + "\n", text=True,
+                          capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_user_add_as_root_follows_no_link_the_mail_user_planted(tmp_path: Path, mailsift_bin: str) -> None:
+    """`mailsift user add` as root with run_as, over a mailbox the mail user owns (a user deleted
+    and added again: the mail stays on disk) where that user planted links: cur/x -> a root file
+    (chowned through the link before), mailsift-uidvalidity.tmp -> a root file (truncated before)."""
+    pw = system_user()
+    root = tmp_path / "mail"
+    cfg = tmp_path / "mailsift.toml"
+    cfg.write_text(f'[store]\nmail_root = "{root}"\nusers = "{tmp_path / "etc" / "users.db"}"\n'
+                   f'run_as = "{pw.pw_name}"\n')
+    r = _user_cmd(mailsift_bin, cfg, "add", "alice@example.test", "--stdin", password="pw-alice-1")
+    assert r.returncode == 0, r.stderr
+    box = root / "example.test" / "alice"
+    assert {p.lstat().st_uid for p in [box, *box.rglob("*")]} == {pw.pw_uid}
+    assert _user_cmd(mailsift_bin, cfg, "del", "alice@example.test").returncode == 0
+
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    victim2 = tmp_path / "config"
+    victim2.write_text("keep me\n")
+    (box / "cur" / "x").symlink_to(victim)
+    (box / "mailsift-index.sqlite3").unlink()  # rebuilt: fresh UIDVALIDITYs are written
+    for extra in ("-wal", "-shm"):
+        (box / f"mailsift-index.sqlite3{extra}").unlink(missing_ok=True)
+    (box / "mailsift-uidvalidity.tmp").symlink_to(victim2)
+    for p in [box, *box.rglob("*")]:
+        os.lchown(p, pw.pw_uid, pw.pw_gid)
+
+    r = _user_cmd(mailsift_bin, cfg, "add", "alice@example.test", "--stdin", password="pw-alice-2")
+    assert r.returncode == 0, r.stderr
+    assert victim.stat().st_uid == 0 and victim.read_text() == "root:secret\n"
+    assert victim2.stat().st_uid == 0 and victim2.read_text() == "keep me\n"
+    assert (box / "mailsift-index.sqlite3").exists()  # the mailbox was opened (as the mail user)
+    assert (box / "mailsift-index.sqlite3").stat().st_uid == pw.pw_uid
+
+
+def test_users_db_is_root_s_and_only_readable_by_run_as(tmp_path: Path, mailsift_bin: str) -> None:
+    import stat
+
+    pw = system_user()
+    users = tmp_path / "etc" / "users.db"
+    cfg = tmp_path / "mailsift.toml"
+    cfg.write_text(f'[store]\nmail_root = "{tmp_path / "mail"}"\nusers = "{users}"\nrun_as = "{pw.pw_name}"\n')
+    r = _user_cmd(mailsift_bin, cfg, "add", "alice@example.test", "--stdin", password="pw-alice-1")
+    assert r.returncode == 0, r.stderr
+    st = users.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, pw.pw_gid, 0o640)
+    code = "import sys; from mailsift.store.users import Users; print(Users(sys.argv[1]).verify('alice@example.test', 'pw-alice-1'))"
+    r = subprocess.run(as_user(pw) + [sys.executable, "-c", code, str(users)], capture_output=True, text=True,
+                       cwd="/", timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.stdout.strip() == "True", r.stderr
+    w = subprocess.run(as_user(pw) + ["sh", "-c", f"echo x >> {users}"], capture_output=True, timeout=30)
+    assert w.returncode != 0  # the server's user cannot change it

@@ -296,7 +296,7 @@ def test_run_as_drops_root_after_binding(store_server) -> None:
     nobody = pwd.getpwnam("nobody")
     srv = store_server(users={}, run_as="nobody", start=False)
     srv.add_user("alice@example.test", "pw", cli=True)  # `mailsift user add` hands the mailbox over
-    assert srv.users_db.stat().st_uid == nobody.pw_uid
+    assert (srv.users_db.stat().st_uid, srv.users_db.stat().st_gid) == (0, nobody.pw_gid)  # readable, not writable
     srv.start()
     from harness.procs import wait_for
 
