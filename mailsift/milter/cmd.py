@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import grp
 import logging
 import os
 import signal
 from pathlib import Path
 
+from mailsift import daemon
 from mailsift.config import Config, override
 
 HELP = "run the milter (ClamAV + spam model, adds X-Spam-*/X-Virus-* headers) in the foreground"
@@ -16,11 +16,16 @@ HELP = "run the milter (ClamAV + spam model, adds X-Spam-*/X-Virus-* headers) in
 log = logging.getLogger("mailsift.milter")
 
 MILTER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+# Imported before dropping root, in case the installation is not readable by [milter] user.
+PRELOAD = ("mailsift.milter.pool", *daemon.MAIL_MODULES)
+# ... and, when this process scores (score_workers = 0), what loading the model imports.
+PRELOAD_MODEL = ("mailsift.classifier.api", "mailsift.classifier.tokenize", "joblib", "sklearn.naive_bayes",
+                 "scipy.sparse")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", metavar="SPEC",
-                        help="unix:PATH or inet:PORT@HOST (default: [milter] socket)")
+                        help="unix:PATH, HOST:PORT or [V6]:PORT (default: [milter] socket)")
     parser.add_argument("--clamd", metavar="ADDR", help="unix:PATH or HOST:PORT of clamd (default: [milter] clamd)")
     parser.add_argument("--dbpath", metavar="DIR", help="model directory (default: [classifier] dbpath)")
     parser.add_argument("--on-virus", choices=("tag", "reject", "hold"), help="default: [milter] on_virus")
@@ -31,43 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (one CPU), all, or CPU numbers such as 1 or 2,3 (default: [milter] cpus)")
 
 
-def unix_path(spec: str) -> Path | None:
-    for prefix in ("unix:", "local:"):
-        if spec.startswith(prefix):
-            return Path(spec[len(prefix):])
-    if spec.startswith("/"):
-        return Path(spec)
-    return None
-
-
-def prepare_socket_dir(path: Path, group: str | None) -> None:
-    if path.parent.exists():
-        return
-    path.parent.mkdir(parents=True, mode=0o750)
-    if group:
-        try:
-            os.chown(path.parent, -1, grp.getgrnam(group).gr_gid)
-        except (KeyError, PermissionError) as exc:
-            log.warning("cannot give %s to group %s: %s", path.parent, group, exc)
-
-
-def secure_socket(path: Path, mode: int, group: str | None) -> None:
-    if group:
-        try:
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
-        except KeyError:
-            log.warning("socket group %s does not exist; leaving the socket's group as is", group)
-        except PermissionError as exc:
-            log.warning("cannot give %s to group %s: %s", path, group, exc)
-    os.chmod(path, mode)
-
-
 def run(args: argparse.Namespace, config: Config) -> int:
     import Milter
     import milter
 
     from mailsift.milter.affinity import apply_cpus
-    from mailsift.milter.app import Runtime, make_factory, parse_networks
+    from mailsift.milter.app import Runtime, make_factory
     from mailsift.milter.libmilter import worker_pool_linked
     from mailsift.milter.reload import ModelHolder
     from mailsift.milter.scan import MessageScanner
@@ -104,6 +78,53 @@ def run(args: argparse.Namespace, config: Config) -> int:
                     "about a third more CPU per message; `make venv` links one without it "
                     "(deploy/build-libmilter.sh)")
 
+    milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST)
+    milter.set_connect_callback(Milter.connect_callback)
+    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    milter.set_close_callback(Milter.close_callback)
+    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    milter.set_exception_policy(Milter.TEMPFAIL)
+
+    listen = daemon.parse_listen(settings.socket, allow_off=False)
+    assert listen is not None
+    path = Path(listen.path) if listen.kind == "unix" else None
+    try:
+        if path is not None:
+            daemon.prepare_unix(path, settings.socket_group)
+    except OSError as exc:
+        log.error("cannot open milter socket %s: %s", settings.socket, exc)
+        return 3
+    milter.setconn(listen.milter_spec())
+    milter.register("mailsift", data=lambda ctx: ctx.getpriv().data(),
+                    unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+                    negotiate=Milter.negotiate_callback)
+    old_umask = os.umask(0o777 & ~daemon.parse_mode(settings.socket_mode))
+    try:
+        milter.opensocket(True)
+    except milter.error as exc:
+        log.error("cannot open milter socket %s: %s", settings.socket, exc)
+        return 3
+    finally:
+        os.umask(old_umask)
+    if path is not None:
+        daemon.secure_socket(path, daemon.parse_mode(settings.socket_mode), settings.socket_group)
+    # Root only opened the socket: the model (a pickle) is loaded, and the scoring processes
+    # started, as [milter] user.
+    try:
+        daemon.drop_privileges(settings.user, preload=PRELOAD,
+                               heavy=PRELOAD_MODEL if settings.score_workers == 0 else ())
+    except (daemon.DaemonError, OSError) as exc:
+        log.error("user: %s", exc)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return 3
+
     models = ModelHolder(dbpath, interval=settings.reload_interval)
     pool = None
     if settings.score_workers > 0:
@@ -118,39 +139,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
         model, reason = models.current()
         if model is None:
             log.warning("no usable model in %s (%s): mail is tagged X-Spam-Status: Unknown", dbpath, reason)
-    runtime = Runtime(settings=settings, scanner=scanner, skip_networks=parse_networks(settings.skip_networks))
-
+    runtime = Runtime(settings=settings, scanner=scanner, skip_networks=daemon.parse_networks(settings.skip_networks))
     Milter.factory = make_factory(runtime)
-    milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST)
-    milter.set_connect_callback(Milter.connect_callback)
-    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    milter.set_close_callback(Milter.close_callback)
-    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    milter.set_exception_policy(Milter.TEMPFAIL)
 
-    path = unix_path(settings.socket)
-    if path is not None:
-        prepare_socket_dir(path, settings.socket_group)
-    milter.setconn(settings.socket)
-    milter.register("mailsift", data=lambda ctx: ctx.getpriv().data(),
-                    unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-                    negotiate=Milter.negotiate_callback)
-    try:
-        milter.opensocket(True)
-    except milter.error as exc:
-        log.error("cannot open milter socket %s: %s", settings.socket, exc)
-        models.stop()
-        if pool is not None:
-            pool.close()
-        return 3
-    if path is not None:
-        secure_socket(path, int(settings.socket_mode, 8), settings.socket_group)
     log.info("mailsift milter listening on %s (clamd %s, model dir %s, on_virus=%s, on_scan_error=%s)",
              settings.socket, settings.clamd or "none", dbpath, settings.on_virus, settings.on_scan_error)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift.daemon import SOCKET_GROUP, SOCKET_MODE, parse_listen, parse_mode, parse_networks
 from mailsift.milter.affinity import parse_cpus
 
 ON_VIRUS = ("tag", "reject", "hold")
@@ -12,8 +13,13 @@ ON_SCAN_ERROR = ("tempfail", "accept")
 
 @dataclass(frozen=True)
 class MilterSettings:
-    # unix:PATH or inet:PORT@HOST; the default lives inside Postfix's chroot.
+    # unix:PATH, HOST:PORT or [V6]:PORT (Postfix's inet:PORT@HOST too); the default lives inside
+    # Postfix's chroot.
     socket: str = "unix:/var/spool/postfix/mailsift/milter.sock"
+    # Started as root, the milter opens its socket and then runs as this user, before it loads the
+    # model: the user that also runs `mailsift serve` ([store] run_as), so the model its learner
+    # writes is one the milter will load. "" = keep running as the starting user.
+    user: str = ""
     # unix:PATH or HOST:PORT of clamd.
     clamd: str = "unix:/var/run/clamav/clamd.ctl"
     clamd_timeout: float = 30.0
@@ -28,8 +34,8 @@ class MilterSettings:
     skip_authenticated: bool = False
     skip_networks: tuple[str, ...] = ()
     # Permissions of a unix milter socket: Postfix (user postfix) must be able to connect.
-    socket_mode: str = "0660"
-    socket_group: str | None = "postfix"
+    socket_mode: str = SOCKET_MODE
+    socket_group: str | None = SOCKET_GROUP
     # Seconds between checks of the model file for a new version.
     reload_interval: float = 1.0
     # Processes that score messages besides the one speaking the milter protocol
@@ -53,18 +59,12 @@ class MilterSettings:
         if self.score_workers < 0:
             raise ValueError("score_workers must be 0 or more")
         parse_cpus(self.cpus)
+        parse_mode(self.socket_mode)
         try:
-            mode = int(self.socket_mode, 8)
-        except ValueError:
-            raise ValueError(f"socket_mode {self.socket_mode!r} is not an octal mode") from None
-        if mode & ~0o777:
-            raise ValueError(f"socket_mode {self.socket_mode!r} out of range")
-        if not (self.socket.startswith("unix:") or self.socket.startswith("inet:")
-                or self.socket.startswith("inet6:") or self.socket.startswith("/")):
-            raise ValueError(f"socket {self.socket!r}: expected unix:PATH or inet:PORT@HOST")
-        import ipaddress
-        for net in self.skip_networks:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"skip_networks: {net!r} is not an IP network") from None
+            parse_listen(self.socket, allow_off=False)
+        except ValueError as exc:
+            raise ValueError(f"socket: {exc}") from None
+        try:
+            parse_networks(self.skip_networks)
+        except ValueError as exc:
+            raise ValueError(f"skip_networks: {exc}") from None

@@ -15,7 +15,7 @@ log = logging.getLogger("mailsift.policy")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", metavar="unix:PATH|inet:PORT@HOST",
+    parser.add_argument("--socket", metavar="unix:PATH|HOST:PORT",
                         help="where to listen (default: [policy] socket, "
                              "unix:/var/spool/postfix/private/mailsift-policy)")
     parser.add_argument("--db", metavar="sqlite:PATH|redis://HOST:PORT/N",
@@ -47,4 +47,4 @@ def run(args: argparse.Namespace, config: Config) -> int:
     log.info("greylisting with %s: delay %ds, retry window %ds, max age %ds, auto_allow %d",
              settings.db, settings.delay, settings.retry_window, settings.max_age, settings.auto_allow)
     return asyncio.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout,
-                             settings.user, settings.max_connections))
+                             settings.user, settings.max_connections, settings.socket_group))

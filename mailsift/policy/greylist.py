@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Callable
 
 from mailsift import __version__
+from mailsift.daemon import parse_networks
 from mailsift.policy.backends import ClientEntry, GreylistStore, StoreError, TripletEntry
 from mailsift.policy.settings import PolicySettings
 from mailsift.policy.triplet import (IPAddress, Triplet, client_network, domain_matches,
                                      domain_of, in_networks, normalise_recipient,
-                                     normalise_sender, parse_address, parse_networks)
+                                     normalise_sender, parse_address)
 
 log = logging.getLogger("mailsift.policy")
 

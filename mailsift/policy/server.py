@@ -13,10 +13,11 @@ import logging
 import os
 import signal
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailsift import daemon
+from mailsift.daemon import Listen
 from mailsift.policy.greylist import DUNNO, Greylister
 from mailsift.policy.protocol import MalformedRequest, RequestParser, format_reply
 
@@ -26,44 +27,11 @@ READ_CHUNK = 64 * 1024
 PURGE_INTERVAL = 3600.0
 
 
-@dataclass(frozen=True)
-class Listen:
-    kind: str  # "unix" or "inet"
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"inet:{self.host}:{self.port}"
-
-
 def parse_listen(spec: str) -> Listen:
-    """`unix:PATH`, `inet:PORT@HOST`, `inet:HOST:PORT`, `inet:[V6]:PORT` or `inet:PORT`
-    (loopback). Raises ValueError."""
-    if spec.startswith("unix:"):
-        path = spec[len("unix:"):]
-        if not path:
-            raise ValueError("unix: needs a socket path")
-        return Listen("unix", path=path)
-    if spec.startswith("inet:"):
-        rest = spec[len("inet:"):]
-        if "@" in rest:
-            port_s, host = rest.split("@", 1)
-        elif rest.startswith("["):
-            host, _, port_s = rest[1:].partition("]:")
-        elif rest.count(":") == 1:
-            host, port_s = rest.split(":")
-        else:
-            host, port_s = "127.0.0.1", rest
-        host = host.strip("[]") or "127.0.0.1"
-        try:
-            port = int(port_s)
-        except ValueError:
-            raise ValueError(f"bad port in {spec!r}") from None
-        if not 0 <= port <= 65535:
-            raise ValueError(f"bad port in {spec!r}")
-        return Listen("inet", host=host, port=port)
-    raise ValueError(f"socket must be unix:PATH or inet:PORT@HOST, not {spec!r}")
+    """The policy socket in the listen grammar of mailsift/daemon.py (never off). Raises ValueError."""
+    where = daemon.parse_listen(spec, allow_off=False)
+    assert where is not None
+    return where
 
 
 @dataclass(eq=False)
@@ -75,13 +43,15 @@ class _Connection:
 
 
 class PolicyServer:
-    def __init__(self, greylister: Greylister, listen: Listen, socket_mode: int = 0o666,
-                 idle_timeout: float = 600.0, max_connections: int = 1000) -> None:
+    def __init__(self, greylister: Greylister, listen: Listen, socket_mode: str = daemon.SOCKET_MODE,
+                 idle_timeout: float = 600.0, max_connections: int = 1000,
+                 socket_group: str | None = daemon.SOCKET_GROUP) -> None:
         self.greylister = greylister
         self.max_connections = max_connections
         self._refused_logged = 0.0
         self.listen = listen
         self.socket_mode = socket_mode
+        self.socket_group = socket_group
         self.idle_timeout = idle_timeout
         self._server: asyncio.AbstractServer | None = None
         self._socket_ino: int | None = None
@@ -91,17 +61,12 @@ class PolicyServer:
         self.requests = 0
 
     async def start(self) -> None:
+        sock = daemon.bind(self.listen, self.socket_mode, self.socket_group)
         if self.listen.kind == "unix":
-            path = Path(self.listen.path)
-            _remove_stale_socket(path)
-            self._server = await asyncio.start_unix_server(self._handle, path=str(path),
-                                                           limit=READ_CHUNK)
-            os.chmod(path, self.socket_mode)
-            self._socket_ino = path.stat().st_ino
+            self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=READ_CHUNK)
+            self._socket_ino = Path(self.listen.path).stat().st_ino
         else:
-            self._server = await asyncio.start_server(self._handle, host=self.listen.host,
-                                                      port=self.listen.port, limit=READ_CHUNK,
-                                                      reuse_address=True)
+            self._server = await asyncio.start_server(self._handle, sock=sock, limit=READ_CHUNK)
         self._watchdog = asyncio.create_task(self._close_idle())
         log.info("mailsift policy listening on %s", self.bound())
 
@@ -120,7 +85,7 @@ class PolicyServer:
         if self.listen.kind == "unix" or self._server is None:
             return str(self.listen)
         host, port = self._server.sockets[0].getsockname()[:2]
-        return f"inet:{host}:{port}"
+        return str(Listen("inet", host=host, port=port))
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -243,49 +208,24 @@ def _brief(request: dict[str, str]) -> dict[str, str]:
     return {k: request[k][:200] for k in keys if k in request}
 
 
-def _remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead server; refuse to replace a live one or a non-socket."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(str(path))
-        except OSError:
-            path.unlink()
-            return
-    raise OSError(f"another server is listening on {path}")
-
-
 def drop_privileges(user: str, sqlite_path: str | None) -> None:
     """When running as root: become `user`, creating a missing SQLite directory for it first."""
     import pwd
 
-    if os.geteuid() != 0:
-        return
-    if not user:
-        log.warning("running as root: set [policy] user to run unprivileged")
-        return
-    pw = pwd.getpwnam(user)
-    if sqlite_path:
+    if user and os.geteuid() == 0 and sqlite_path:
+        pw = pwd.getpwnam(user)
         parent = Path(sqlite_path).parent
         if not parent.exists():
             parent.mkdir(parents=True, mode=0o750)
-            os.chown(parent, pw.pw_uid, pw.pw_gid)
-    os.initgroups(pw.pw_name, pw.pw_gid)
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
-    log.info("running as %s (uid %d)", pw.pw_name, pw.pw_uid)
+            os.lchown(parent, pw.pw_uid, pw.pw_gid)
+    daemon.drop_privileges(user)
 
 
-async def serve(greylister: Greylister, listen: Listen, socket_mode: int = 0o666,
-                idle_timeout: float = 600.0, user: str = "", max_connections: int = 1000) -> int:
+async def serve(greylister: Greylister, listen: Listen, socket_mode: str = daemon.SOCKET_MODE,
+                idle_timeout: float = 600.0, user: str = "", max_connections: int = 1000,
+                socket_group: str | None = daemon.SOCKET_GROUP) -> int:
     """Run until SIGTERM or SIGINT; returns the exit status."""
-    server = PolicyServer(greylister, listen, socket_mode, idle_timeout, max_connections)
+    server = PolicyServer(greylister, listen, socket_mode, idle_timeout, max_connections, socket_group)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -299,7 +239,7 @@ async def serve(greylister: Greylister, listen: Listen, socket_mode: int = 0o666
     try:
         db = greylister.settings.db
         drop_privileges(user, db[len("sqlite:"):] if db.startswith("sqlite:") else None)
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, daemon.DaemonError) as exc:
         log.error("cannot run as user %r: %s", user, exc)
         await server.close()
         return 1

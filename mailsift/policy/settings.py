@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift.daemon import SOCKET_GROUP, SOCKET_MODE, parse_listen, parse_mode, parse_networks
+
 
 @dataclass(frozen=True)
 class PolicySettings:
-    # unix:PATH or inet:PORT@HOST (Postfix's own notation: inet:HOST:PORT is accepted too)
+    # unix:PATH, HOST:PORT or [V6]:PORT (Postfix's inet:PORT@HOST is read too)
     socket: str = "unix:/var/spool/postfix/private/mailsift-policy"
-    # Permissions of a unix socket (Postfix's smtpd runs as the postfix user).
-    socket_mode: int = 0o666
+    # Mode and group of a unix socket (Postfix's smtpd runs as the postfix user).
+    socket_mode: str = SOCKET_MODE
+    socket_group: str | None = SOCKET_GROUP
     # sqlite:PATH or redis://HOST:PORT/N
     db: str = "sqlite:/var/lib/mailsift/greylist.sqlite"
     # Seconds a new triplet is refused before a retry passes.
@@ -38,8 +41,6 @@ class PolicySettings:
 
     def validate(self) -> None:
         from mailsift.policy.backends import check_store_url
-        from mailsift.policy.server import parse_listen
-        from mailsift.policy.triplet import parse_networks
 
         if self.delay < 0 or self.retry_window <= 0 or self.max_age <= 0:
             raise ValueError("delay must not be negative; retry_window and max_age must be positive")
@@ -51,15 +52,17 @@ class PolicySettings:
             raise ValueError("idle_timeout must be positive")
         if self.max_connections <= 0:
             raise ValueError("max_connections must be positive")
-        if not 0 <= self.socket_mode <= 0o777:
-            raise ValueError("socket_mode must be a permission mode such as 0o660")
+        parse_mode(self.socket_mode)
         if self.user:
             import pwd
             try:
                 pwd.getpwnam(self.user)
             except KeyError:
                 raise ValueError(f"user {self.user!r} does not exist") from None
-        parse_listen(self.socket)
+        try:
+            parse_listen(self.socket, allow_off=False)
+        except ValueError as exc:
+            raise ValueError(f"socket: {exc}") from None
         check_store_url(self.db)
         try:
             parse_networks(self.networks)

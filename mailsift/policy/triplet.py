@@ -99,10 +99,5 @@ def domain_matches(domain: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def parse_networks(items: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    """Configured networks (`192.0.2.0/24`, `2001:db8::/32`, single addresses)."""
-    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in items)
-
-
 def in_networks(addr: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)

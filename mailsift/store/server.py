@@ -21,7 +21,6 @@ import importlib
 import ipaddress
 import logging
 import os
-import pwd
 import signal
 import socket
 import ssl
@@ -29,6 +28,7 @@ import stat
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from mailsift import daemon
 from mailsift.store.api import Store
 from mailsift.store.context import SessionContext
 from mailsift.store.settings import parse_listen, StoreSettings
@@ -67,14 +67,10 @@ def load_handler(spec: str) -> Handler | None:
     return getattr(module, attr, None)
 
 
-def clear_unix_path(path: Path) -> None:
-    """Make room for a unix listening socket at `path`: its directory made, a stale socket of an
-    earlier run removed; anything else there is left alone (OSError)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise OSError(f"{path} exists and is not a socket")
-        path.unlink()
+def clear_unix_path(path: Path, group: str | None = None) -> None:
+    """Make room for a unix listening socket at `path`: missing directories made (0750), a stale
+    socket of an earlier run removed; a live one or anything else is left alone (OSError)."""
+    daemon.prepare_unix(path, group)
 
 
 def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
@@ -143,7 +139,8 @@ class Server:
             if proto in self.handoff_protocols:
                 from mailsift.store.workers import bind_listener
                 try:
-                    self.handoff[proto] = bind_listener(where, self.settings.socket_mode)
+                    self.handoff[proto] = bind_listener(where, self.settings.socket_mode,
+                                                        self.settings.socket_group)
                 except OSError as exc:
                     raise ServeError(f"{proto}: cannot listen on {where[0]}:{where[1]}: "
                                      f"{exc.strerror or exc}") from None
@@ -223,12 +220,12 @@ class Server:
         if where[0] == "unix":
             path = Path(str(where[1]))
             try:
-                clear_unix_path(path)
+                sock = daemon.bind(daemon.Listen("unix", path=str(path)), self.settings.socket_mode,
+                                   self.settings.socket_group)
             except OSError as exc:
-                raise ServeError(str(exc)) from None
-            server = await asyncio.start_unix_server(on_connect, path=str(path), ssl=ssl_ctx, limit=STREAM_LIMIT,
+                raise ServeError(f"{proto}: cannot listen on unix:{path}: {exc.strerror or exc}") from None
+            server = await asyncio.start_unix_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
                                                      start_serving=False)
-            os.chmod(path, int(self.settings.socket_mode, 8))
             self.unix_paths.append(path)
             log.info("%s listening on unix:%s", proto, path)
         else:
@@ -279,38 +276,37 @@ class Server:
 
 
 # Imported before dropping root, in case the Python installation is not readable by run_as.
-PRELOAD = ("concurrent.futures.thread", "encodings.idna", "encodings.utf_16_be", "encodings.ascii",
-           "encodings.latin_1", "mailsift.store.maildir", "mailsift.store.index", "mailsift.store.socketmap",
-           "email.parser", "email.policy", "email.utils", "email.header")
+PRELOAD = ("concurrent.futures.thread", *daemon.MAIL_MODULES,
+           "mailsift.store.maildir", "mailsift.store.index", "mailsift.store.socketmap")
+# ... and what the feedback learner (on_start) imports when it first learns.
+LEARNER_PRELOAD = ("mailsift.classifier.learn", "mailsift.classifier.persist", "mailsift.classifier.record",
+                   "joblib", "sklearn.naive_bayes", "scipy.sparse")
 
 
-def drop_privileges(settings: StoreSettings) -> None:
-    """Become settings.run_as (after the listeners are bound). Raises ServeError."""
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+def drop_privileges(settings: StoreSettings, heavy: tuple[str, ...] = ()) -> None:
+    """Become settings.run_as (after the listeners are bound); `heavy`: see daemon.drop_privileges.
+    Raises ServeError."""
+    import pwd
+
     try:
         pw = pwd.getpwnam(settings.run_as)
     except KeyError:
         raise ServeError(f"run_as: no user {settings.run_as!r}") from None
-    if os.getuid() != pw.pw_uid:
-        if os.getuid() != 0:
-            raise ServeError(f"run_as = {settings.run_as!r} needs mailsift serve to start as root")
+    if os.geteuid() == 0 and os.geteuid() != pw.pw_uid:
         root = settings.mail_root
-        if os.stat(root).st_uid == 0 and not any(os.scandir(root)):
-            os.chown(root, pw.pw_uid, pw.pw_gid)  # a fresh mail root goes to the server's user
-        os.setgroups([])
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
+        st = os.lstat(root)
+        if st.st_uid == 0 and stat.S_ISDIR(st.st_mode) and not any(os.scandir(root)):
+            os.lchown(root, pw.pw_uid, pw.pw_gid)  # a fresh mail root goes to the server's user
+    try:
+        daemon.drop_privileges(settings.run_as, preload=PRELOAD, heavy=heavy)
+    except (daemon.DaemonError, OSError) as exc:
+        raise ServeError(f"run_as: {exc}") from None
     if not os.access(settings.mail_root, os.W_OK | os.X_OK):
         raise ServeError(f"mail_root {settings.mail_root} is not writable by {settings.run_as}: "
                          f"chown -R {settings.run_as} {settings.mail_root}")
     if os.path.exists(settings.users) and not os.access(settings.users, os.R_OK):
         raise ServeError(f"the user database {settings.users} is not readable by {settings.run_as}: "
                          f"chgrp {settings.run_as} {settings.users} && chmod 0640 {settings.users}")
-    log.info("running as %s (uid %d)", settings.run_as, pw.pw_uid)
 
 
 async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None,
@@ -337,7 +333,7 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
             pool = WorkerPool(settings, server.store, server.handoff, nworkers)
             await pool.start()
         if settings.run_as:
-            drop_privileges(settings)
+            drop_privileges(settings, LEARNER_PRELOAD if on_start is not None else ())
     except ServeError:
         if pool is not None:
             await pool.stop(0)

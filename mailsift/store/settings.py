@@ -4,27 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift import daemon
 from mailsift.store.names import InvalidName, check_domain
 
 LISTENERS = ("lmtp", "pop3", "pop3s", "imap", "imaps", "lookup")
 
 
 def parse_listen(value: str) -> tuple[str, str | int] | None:
-    """"unix:PATH" -> ("unix", PATH); "HOST:PORT" / "[V6]:PORT" -> (HOST, PORT); "off" -> None.
-    Raises ValueError."""
-    value = value.strip()
-    if value in ("off", ""):
+    """The listen grammar of mailsift/daemon.py as the store uses it: "unix:PATH" -> ("unix", PATH);
+    "HOST:PORT" / "[V6]:PORT" -> (HOST, PORT); "off" -> None. Raises ValueError."""
+    where = daemon.parse_listen(value)
+    if where is None:
         return None
-    if value.startswith("unix:"):
-        path = value[5:]
-        if not path.startswith("/"):
-            raise ValueError(f"{value!r}: unix socket paths must be absolute")
-        return "unix", path
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r}: expected unix:PATH, HOST:PORT or off")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
+    return ("unix", where.path) if where.kind == "unix" else (where.host, where.port)
 
 
 @dataclass(frozen=True)
@@ -66,8 +58,10 @@ class StoreSettings:
     # a dedicated user owning mail_root; `mailsift user add` hands new mailboxes and the user
     # database to it). Empty = keep running as the starting user.
     run_as: str = ""
-    # File mode of unix sockets we create (octal string); the directory restricts access too.
-    socket_mode: str = "0666"
+    # File mode and group of the unix sockets we create (Postfix's LMTP client and lookups run
+    # as the postfix user); missing parent directories are made 0750.
+    socket_mode: str = daemon.SOCKET_MODE
+    socket_group: str | None = daemon.SOCKET_GROUP
     # IMAP is answered by this many worker processes (one Python process is bound by its GIL);
     # LMTP, POP3, the lookup and the feedback learner stay in the main process. -1 = one per
     # CPU (at most 8; none on a single CPU), 0 = IMAP in the main process.
@@ -98,7 +92,4 @@ class StoreSettings:
             raise ValueError("imap_workers must be -1 (one per CPU), 0 (none) or up to 64")
         if self.imap_max_per_user < 0 or self.imap_max_per_address < 0:
             raise ValueError("imap_max_per_user and imap_max_per_address must be >= 0")
-        try:
-            int(self.socket_mode, 8)
-        except ValueError:
-            raise ValueError("socket_mode must be an octal string like \"0660\"") from None
+        daemon.parse_mode(self.socket_mode)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailsift import daemon
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -83,18 +84,11 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(n))
 
 
-def bind_listener(where: tuple[str, str | int], socket_mode: str) -> socket.socket:
+def bind_listener(where: tuple[str, str | int], socket_mode: str, socket_group: str | None = None) -> socket.socket:
     """A listening socket whose connections the main process hands to the workers (TCP, or a
     unix socket path)."""
     if where[0] == "unix":
-        from mailsift.store.server import clear_unix_path
-        path = Path(str(where[1]))
-        clear_unix_path(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
-        os.chmod(path, int(socket_mode, 8))
-        sock.listen(511)
-        return sock
+        return daemon.bind(daemon.Listen("unix", path=str(where[1])), socket_mode, socket_group, backlog=511)
     host, port = str(where[0]), int(where[1])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + BIND_RETRY_SECONDS

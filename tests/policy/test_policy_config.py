@@ -42,10 +42,10 @@ def test_postfix_config_command_prints_the_policy_line(mailsift_bin: str, workdi
 
 def test_config_file_values_and_errors() -> None:
     c = parse_config({"policy": {"delay": 60, "networks": ["192.0.2.0/24"], "auto_allow": 0,
-                                 "db": "redis://127.0.0.1:6379/1", "socket_mode": 0o660}})
-    assert c.policy.delay == 60 and c.policy.networks == ("192.0.2.0/24",) and c.policy.socket_mode == 0o660
+                                 "db": "redis://127.0.0.1:6379/1", "socket_mode": "0660"}})
+    assert c.policy.delay == 60 and c.policy.networks == ("192.0.2.0/24",) and c.policy.socket_mode == "0660"
     for bad in ({"delay": "soon"}, {"networks": ["192.0.2.0/33"]}, {"db": "postgres://x"},
-                {"socket": "/tmp/x"}, {"greylist": True}, {"socket_mode": 0o1777}):
+                {"socket": "/tmp/x"}, {"greylist": True}, {"socket_mode": "1777"}):
         with pytest.raises(ConfigError):
             parse_config({"policy": bad})
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mailsift.daemon import parse_networks
 from mailsift.policy.triplet import (client_network, domain_matches, make_triplet,
-                                     normalise_sender, parse_networks, in_networks, parse_address)
+                                     normalise_sender, in_networks, parse_address)
 
 
 @pytest.mark.parametrize("address, network", [
