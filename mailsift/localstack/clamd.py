@@ -48,7 +48,7 @@ class ClamdInstance:
     """`ClamdInstance(workdir).start()`; `.socket` (path), `.tcp` ("127.0.0.1:PORT"),
     `.address` ("unix:PATH"), `.stop()`, `.kill9()`, `.restart()`."""
 
-    def __init__(self, workdir: Path, tcp: bool = True, tmpfs: bool = True) -> None:
+    def __init__(self, workdir: Path, tcp: bool = True, tmpfs: bool = True, socket_group: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # clamd writes every mail part it extracts to TemporaryDirectory: on this machine's disk
@@ -67,6 +67,7 @@ class ClamdInstance:
             "Foreground yes",
             f"LocalSocket {self.socket}",
             "LocalSocketMode 660",
+            *([f"LocalSocketGroup {socket_group}"] if socket_group else []),
             f"DatabaseDirectory {self.dbdir}",
             f"TemporaryDirectory {self.tmpdir}",
             "LogTime yes",

@@ -47,6 +47,12 @@ def test_pipeline_comes_up_delivers_and_stops(corpora: Path, mailsift_bin: str) 
         pids = _pids(run)
         assert {"postfix", "clamd", "milter", "serve", "policy"} <= set(pids)
         assert all(_alive(pid) for pid in pids.values())
+        if os.geteuid() == 0:  # started as root, each daemon runs as its unprivileged user
+            import pwd
+            for name, user in (("milter", "mailsift"), ("serve", "mailsift"), ("policy", "mailsift-policy")):
+                status = Path(f"/proc/{pids[name]}/status").read_text()
+                uids = set(re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M).groups())
+                assert uids == {str(pwd.getpwnam(user).pw_uid)}, (name, uids)
         # Every sample went through the milter and was filed by the store.
         mail = run / "mail" / "example.test" / "demo"
         delivered = [p for p in mail.rglob("*") if p.parent.name in ("new", "cur")]
@@ -54,6 +60,7 @@ def test_pipeline_comes_up_delivers_and_stops(corpora: Path, mailsift_bin: str) 
         for p in delivered:
             head = p.read_bytes().split(b"\n\n", 1)[0]
             assert b"X-Spam-Status: " in head and b"X-Virus-Status: Clean" in head
+            assert b"X-Spam-Status: Unknown" not in head  # the model loaded (as the milter's user)
         # The demo user reads its INBOX over POP3 with STLS, with the password make run printed.
         password = (run / "demo-password").read_text().strip()
         assert password in up.stdout
