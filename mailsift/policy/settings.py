@@ -35,8 +35,8 @@ class PolicySettings:
     idle_timeout: int = 600
     # More simultaneous connections than this are closed at once (Postfix then tempfails).
     max_connections: int = 1000
-    # Started as root: run as this user once the socket is open ("" = stay as started).
-    # A missing SQLite directory is created for this user.
+    # Started as root: run as this user once the socket is open ("" = stay as started; checked
+    # when the service starts). A missing SQLite directory is created for this user.
     user: str = ""
 
     def validate(self) -> None:
@@ -53,12 +53,6 @@ class PolicySettings:
         if self.max_connections <= 0:
             raise ValueError("max_connections must be positive")
         parse_mode(self.socket_mode)
-        if self.user:
-            import pwd
-            try:
-                pwd.getpwnam(self.user)
-            except KeyError:
-                raise ValueError(f"user {self.user!r} does not exist") from None
         try:
             parse_listen(self.socket, allow_off=False)
         except ValueError as exc:

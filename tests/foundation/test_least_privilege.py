@@ -4,6 +4,7 @@ in a tree the mail user owns, users.db and sockets are only as open as they must
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,73 @@ def test_users_db_is_root_s_and_only_readable_by_run_as(tmp_path: Path, mailsift
     assert r.stdout.strip() == "True", r.stderr
     w = subprocess.run(as_user(pw) + ["sh", "-c", f"echo x >> {users}"], capture_output=True, timeout=30)
     assert w.returncode != 0  # the server's user cannot change it
+
+
+# -- what we ship: units and the sample config ------------------------------------------------------
+
+DEPLOY = REPO / "deploy"
+UNITS = {"milter": DEPLOY / "systemd" / "mailsift-milter.service",
+         "serve": DEPLOY / "systemd" / "mailsift-serve.service",
+         "policy": DEPLOY / "systemd" / "mailsift-policy.service",
+         "retrain": DEPLOY / "cron" / "mailsift-retrain.service"}
+
+
+def _directives(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_units_are_sandboxed(name: str) -> None:
+    d = _directives(UNITS[name])
+    assert d.get("NoNewPrivileges") == ["yes"]
+    assert d.get("ProtectSystem") == ["strict"]
+    assert d.get("PrivateTmp") == ["yes"]
+    assert d.get("ReadWritePaths") and d.get("LimitNOFILE")
+    if shutil.which("systemd-analyze"):
+        r = subprocess.run(["systemd-analyze", "verify", str(UNITS[name])], capture_output=True, text=True,
+                           timeout=60)
+        complaints = [ln for ln in (r.stdout + r.stderr).splitlines() if "is not executable" not in ln]
+        assert not complaints, complaints
+
+
+def test_sample_config_runs_every_daemon_unprivileged_and_the_units_fit_it() -> None:
+    from mailsift.config import load_config
+    from mailsift.daemon import parse_listen
+
+    cfg = load_config(DEPLOY / "mailsift.toml.example")
+    mail_user = cfg.store.run_as
+    assert mail_user and mail_user != "root"
+    assert cfg.milter.user == mail_user  # the model the store's learner writes is the milter's own
+    assert cfg.policy.user and cfg.policy.user not in ("root", mail_user)
+    for section in (cfg.store, cfg.milter, cfg.policy):
+        assert section.socket_mode == "0660" and section.socket_group == "postfix"
+    retrain = _directives(UNITS["retrain"])
+    assert retrain["User"] == [mail_user]
+    cron = [ln for ln in (DEPLOY / "cron" / "mailsift-retrain").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#") and "=" not in ln.split()[0]]
+    assert [ln.split()[5] for ln in cron] == [mail_user]
+
+    def writable(unit: str) -> list[str]:
+        return " ".join(_directives(UNITS[unit])["ReadWritePaths"]).replace("-/", "/").split()
+
+    def covered(unit: str, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in writable(unit))
+
+    for key in ("lmtp", "lookup"):
+        where = parse_listen(getattr(cfg.store, key))
+        assert where is not None and covered("serve", where.path)
+    assert covered("serve", cfg.store.mail_root) and covered("serve", cfg.classifier.dbpath)
+    assert covered("retrain", cfg.classifier.dbpath)
+    milter_sock = parse_listen(cfg.milter.socket)
+    assert milter_sock is not None and covered("milter", milter_sock.path)
+    assert not covered("milter", cfg.classifier.dbpath)  # the milter only reads the model
+    policy_sock = parse_listen(cfg.policy.socket)
+    assert policy_sock is not None and covered("policy", policy_sock.path)
+    assert covered("policy", cfg.policy.db.removeprefix("sqlite:"))
+    for unit in ("milter", "serve", "policy"):  # started as root to bind, then the config's user
+        assert "User" not in _directives(UNITS[unit])
