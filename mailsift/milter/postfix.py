@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailsift.config import Config
+from mailsift.daemon import parse_listen
 
 POSTFIX_CHROOT = "/var/spool/postfix"
 
@@ -10,16 +11,15 @@ POSTFIX_CHROOT = "/var/spool/postfix"
 def postfix_milter_address(socket: str, chroot: str = POSTFIX_CHROOT) -> str:
     """How Postfix names our socket: smtpd runs chrooted in the queue directory, so a unix
     socket inside it is named relative to it (unix:/mailsift/milter.sock)."""
-    if socket.startswith("unix:") or socket.startswith("/"):
-        path = socket[5:] if socket.startswith("unix:") else socket
+    where = parse_listen(socket, allow_off=False)
+    assert where is not None
+    if where.kind == "unix":
+        path = where.path
         root = chroot.rstrip("/")
         if path.startswith(root + "/"):
             path = path[len(root):]
         return f"unix:{path}"
-    if socket.startswith("inet:"):
-        port, _, host = socket[5:].partition("@")
-        return f"inet:{host or '127.0.0.1'}:{port}"
-    return socket
+    return f"inet:[{where.host}]:{where.port}" if ":" in where.host else f"inet:{where.host}:{where.port}"
 
 
 def postconf_lines(config: Config) -> list[str]:
@@ -39,6 +39,6 @@ def postconf_lines(config: Config) -> list[str]:
         "postconf -e 'milter_end_of_data_macros = i'",
         f"postconf -e 'milter_content_timeout = {max(300, int(s.clamd_timeout) + 60)}s'",
     ]
-    if s.socket.startswith("inet:"):
+    if not addr.startswith("unix:"):
         lines.insert(1, "# an inet socket adds ~40 ms per message here; prefer a unix socket")
     return lines

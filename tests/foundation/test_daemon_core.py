@@ -70,6 +70,24 @@ def test_every_daemon_reads_the_same_grammar() -> None:
     assert cfg.store.socket_group == cfg.policy.socket_group == cfg.milter.socket_group == "postfix"
 
 
+@pytest.mark.parametrize("value, postfix", [
+    ("unix:/var/spool/postfix/private/x", None),
+    ("inet:8891@127.0.0.1", "inet:127.0.0.1:8891"),
+    ("127.0.0.1:8891", "inet:127.0.0.1:8891"),
+    ("[::1]:8891", "inet:[::1]:8891"),
+])
+def test_postfix_names_every_listener_the_same_way(value: str, postfix: str | None) -> None:
+    """main.cf gets Postfix's name for any value of the grammar, for the milter and the policy."""
+    from mailsift.milter.postfix import postfix_milter_address
+    from mailsift.policy.postfix import policy_service_endpoint
+
+    if postfix is None:
+        assert postfix_milter_address(value) == "unix:/private/x"
+        assert policy_service_endpoint(value) == "unix:private/x"
+    else:
+        assert postfix_milter_address(value) == policy_service_endpoint(value) == postfix
+
+
 def test_no_import_cycles() -> None:
     """No daemon module imports its way back to itself (greylist -> settings -> server ->
     greylist was one), counting imports inside functions too."""
