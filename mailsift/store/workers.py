@@ -84,7 +84,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(n))
 
 
-def bind_listener(where: tuple[str, str | int], socket_mode: str, socket_group: str | None = None) -> socket.socket:
+def bind_listener(where: tuple[str, str | int], socket_mode: str,
+                  socket_group: str | None = daemon.SOCKET_GROUP) -> socket.socket:
     """A listening socket whose connections the main process hands to the workers (TCP, or a
     unix socket path)."""
     if where[0] == "unix":
