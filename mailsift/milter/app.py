@@ -36,16 +36,6 @@ class Runtime:
     skip_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
 
 
-def parse_networks(specs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    nets = []
-    for spec in specs:
-        try:
-            nets.append(ipaddress.ip_network(spec.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"skip_networks: {spec!r} is not an IP network") from None
-    return tuple(nets)
-
-
 def milter_value(value: str) -> str:
     """Header folding for libmilter: Postfix wants LF-separated continuation lines."""
     return value.replace("\r\n", "\n").replace("\r", "\n")

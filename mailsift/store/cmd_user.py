@@ -11,6 +11,7 @@ import stat
 import sys
 from pathlib import Path
 
+from mailsift import daemon
 from mailsift.config import Config, override
 
 HELP = "manage mail store users: add, passwd, del, list (passwords from a prompt or --stdin)"
@@ -63,9 +64,7 @@ def _mailbox_as(user: str, mail_root: Path, name: str) -> None:
     if pid == 0:  # the child: become the user, make the mailbox, report through the exit status
         status = 1
         try:
-            os.setgroups([])
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
+            daemon.drop_privileges(user)
             from mailsift.store.api import Store
 
             store = Store(mail_root)

@@ -120,6 +120,23 @@ def test_no_import_cycles() -> None:
         assert not reaches(mod, mod), f"{mod} imports its way back to itself"
 
 
+def test_one_privilege_drop_and_one_network_parser() -> None:
+    """Only the daemon core changes user ids or parses network lists; the daemons call it."""
+    import ast
+
+    setters = {"setuid", "setgid", "setresuid", "setresgid", "setgroups", "initgroups", "seteuid", "setegid"}
+    where: dict[str, list[str]] = {"set": [], "parse_networks": []}
+    for path in (REPO / "mailsift").rglob("*.py"):
+        rel = str(path.relative_to(REPO))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in setters:
+                where["set"].append(rel)
+            if isinstance(node, ast.FunctionDef) and node.name == "parse_networks":
+                where["parse_networks"].append(rel)
+    assert set(where["set"]) == {"mailsift/daemon.py"}, where["set"]
+    assert where["parse_networks"] == ["mailsift/daemon.py"]
+
+
 # -- real daemons, started as root, running as their user -----------------------------------------
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 
 from harness.clamd import EICAR
 from mailsift.config import ConfigError, parse_config
-from mailsift.milter.app import ClientAwareMilter, MailsiftMilter, Runtime, milter_class, milter_value, parse_networks
+from mailsift.daemon import parse_networks
+from mailsift.milter.app import ClientAwareMilter, MailsiftMilter, Runtime, milter_class, milter_value
 from mailsift.milter.postfix import postconf_lines, postfix_milter_address
 from mailsift.milter.reload import ModelHolder
 from mailsift.milter.scan import MessageScanner
