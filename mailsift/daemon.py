@@ -17,17 +17,19 @@ Nothing here imports more than the standard library: every daemon imports it sta
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import importlib
 import ipaddress
 import logging
 import os
 import pwd
+import signal
 import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 log = logging.getLogger("mailsift.daemon")
 
@@ -260,6 +262,16 @@ def _readable_by(path: str, pw: pwd.struct_passwd) -> bool:
         if (st.st_mode >> shift) & need != need:
             return False
     return True
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], object]) -> None:
+    """Call `stop` in the loop on SIGTERM or SIGINT (every asyncio daemon stops the same way;
+    the milter's signals belong to libmilter)."""
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
 
 
 def drop_privileges(user: str, preload: Iterable[str] = (), heavy: Iterable[str] = ()) -> pwd.struct_passwd | None:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,8 +227,7 @@ async def serve(greylister: Greylister, listen: Listen, socket_mode: str = daemo
     server = PolicyServer(greylister, listen, socket_mode, idle_timeout, max_connections, socket_group)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    daemon.stop_on_signals(loop, stop.set)
     try:
         await server.start()
     except OSError as exc:

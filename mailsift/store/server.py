@@ -21,7 +21,6 @@ import importlib
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import ssl
 import stat
@@ -323,8 +322,7 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     # Store calls wait on fsync far more than they compute: more threads than cores pays.
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=WORKER_THREADS,
                                                                     thread_name_prefix="store"))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stopping.set)
+    daemon.stop_on_signals(loop, server.stopping.set)
     pool: WorkerPool | None = None
     try:
         await server.start()

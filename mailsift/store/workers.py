@@ -460,8 +460,7 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     server = Server(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    daemon.stop_on_signals(loop, stop.set)
     if settings.run_as:
         drop_privileges(settings)
     link_sock = socket.socket(fileno=link_fd)
