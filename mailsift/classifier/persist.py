@@ -39,6 +39,10 @@ class ModelError(Exception):
     """A missing, corrupt or incompatible model."""
 
 
+class UntrustedModel(ModelError):
+    """A model (or model directory) another user could have written: never loaded, never replaced."""
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -119,12 +123,12 @@ def check_pickle_owner(path: Path, st: os.stat_result) -> None:
     me = os.geteuid()
     if st.st_uid not in (0, me):
         owner = _user_name(st.st_uid)
-        raise ModelError(f"refusing model {path}: it is owned by {owner} (uid {st.st_uid}), not by "
-                         f"{_user_name(me)}, and loading a pickle runs its owner's code as {_user_name(me)}; "
-                         f"run this as {owner} (e.g. `runuser -u {owner} -- mailsift ...`)")
+        raise UntrustedModel(f"refusing model {path}: it is owned by {owner} (uid {st.st_uid}), not by "
+                             f"{_user_name(me)}, and loading a pickle runs its owner's code as {_user_name(me)}; "
+                             f"run this as {owner} (e.g. `runuser -u {owner} -- mailsift ...`)")
     if st.st_mode & 0o022:
-        raise ModelError(f"refusing model {path}: mode {st.st_mode & 0o7777:04o} lets users other than "
-                         f"its owner {_user_name(st.st_uid)} write it: chmod go-w {path}")
+        raise UntrustedModel(f"refusing model {path}: mode {st.st_mode & 0o7777:04o} lets users other than "
+                             f"its owner {_user_name(st.st_uid)} write it: chmod go-w {path}")
 
 
 def save_model(model: SpamModel, dbpath: str | Path) -> None:
@@ -185,6 +189,20 @@ def load_model(dbpath: str | Path, retries: int = 3) -> SpamModel:
 
 class _Racy(ModelError):
     """Model and sidecar disagree; possibly a writer between its two renames."""
+
+
+def check_model_dir(d: Path) -> None:
+    """Refuse to work in a model directory that belongs to another user (other than root): its
+    owner may plant links there, and the model in it is theirs to load. Raises UntrustedModel."""
+    try:
+        st = os.stat(d)
+    except FileNotFoundError:
+        return
+    if st.st_uid not in (0, os.geteuid()):
+        owner = _user_name(st.st_uid)
+        raise UntrustedModel(f"refusing model directory {d}: it belongs to {owner} (uid {st.st_uid}), not to "
+                             f"{_user_name(os.geteuid())}; run this as {owner} "
+                             f"(e.g. `runuser -u {owner} -- mailsift ...`)")
 
 
 def _load_once(d: Path) -> SpamModel:

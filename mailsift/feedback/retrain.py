@@ -120,7 +120,13 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
             required: float = 5.0) -> RetrainReport:
     from mailsift.classifier.learn import LOCK_FILE, Learner, LearnStats, has_model
 
+    from mailsift.classifier.persist import UntrustedModel, check_model_dir
+
     d = Path(dbpath)
+    try:  # before anything is opened there: never as root in the model user's directory
+        check_model_dir(d)
+    except UntrustedModel as exc:
+        raise RetrainError(str(exc)) from None
     d.mkdir(parents=True, exist_ok=True)
     report = RetrainReport()
     with open(d / LOCK_FILE, "a+") as lock:

@@ -253,3 +253,25 @@ def test_sample_config_runs_every_daemon_unprivileged_and_the_units_fit_it() -> 
     assert covered("policy", cfg.policy.db.removeprefix("sqlite:"))
     for unit in ("milter", "serve", "policy"):  # started as root to bind, then the config's user
         assert "User" not in _directives(UNITS[unit])
+
+
+def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path, mailsift_bin: str) -> None:
+    """The nightly retrain as root (the old cron line) refuses at once, even with --force (which
+    would have replaced the model with one the milter's user cannot read), and opens nothing there
+    (a link the mail user planted as .learn.lock would have been followed)."""
+    pw = system_user()
+    d = tmp_path / "model"
+    _small_model(d)
+    target = tmp_path / "created-by-root"
+    (d / ".learn.lock").unlink(missing_ok=True)
+    (d / ".learn.lock").symlink_to(target)
+    _chown_tree(d, pw.pw_uid, pw.pw_gid)
+    before = {p.name: (p.lstat().st_uid, p.lstat().st_mtime_ns) for p in d.iterdir()}
+    cfg = tmp_path / "mailsift.toml"
+    cfg.write_text(f'[classifier]\ndbpath = "{d}"\n')
+    r = subprocess.run([mailsift_bin, "retrain", "--config", str(cfg), "--force"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode != 0
+    assert f"belongs to {pw.pw_name}" in r.stderr + r.stdout, r.stderr
+    assert not target.exists()
+    assert {p.name: (p.lstat().st_uid, p.lstat().st_mtime_ns) for p in d.iterdir()} == before
