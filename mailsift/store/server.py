@@ -66,12 +66,6 @@ def load_handler(spec: str) -> Handler | None:
     return getattr(module, attr, None)
 
 
-def clear_unix_path(path: Path, group: str | None = None) -> None:
-    """Make room for a unix listening socket at `path`: missing directories made (0750), a stale
-    socket of an earlier run removed; a live one or anything else is left alone (OSError)."""
-    daemon.prepare_unix(path, group)
-
-
 def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
     if not (settings.tls_cert and settings.tls_key):
         return None
