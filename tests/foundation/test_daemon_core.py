@@ -155,6 +155,13 @@ def _ids(pid: int) -> tuple[set[int], set[int], str]:
     return uids, gids, groups
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def _runs_as(daemon: Daemon, uid: int, gid: int) -> None:
     wait_for(lambda: _ids(daemon.pid)[0] == {uid}, 20, what="the daemon to drop root")
     uids, gids, groups = _ids(daemon.pid)
@@ -260,18 +267,30 @@ def test_milter_as_root_refuses_the_users_model(workdir: Path, mailsift_bin: str
 def test_serve_binds_a_privileged_port_as_root_then_runs_as_run_as(workdir: Path, mailsift_bin: str) -> None:
     pw = system_user()
     port = _free_privileged_port()
+    imap_port = _free_privileged_port()
     lmtp = workdir / "private" / "lmtp.sock"
     cfg = workdir / "mailsift.toml"
     cfg.write_text(f'[store]\nmail_root = "{workdir / "mail"}"\nusers = "{workdir / "users.db"}"\n'
-                   f'lmtp = "unix:{lmtp}"\nlookup = "off"\npop3 = "127.0.0.1:{port}"\nimap = "off"\n'
-                   f'imap_workers = 0\nrun_as = "{pw.pw_name}"\n')
+                   f'lmtp = "unix:{lmtp}"\nlookup = "off"\npop3 = "127.0.0.1:{port}"\n'
+                   f'imap = "127.0.0.1:{imap_port}"\nimap_workers = 1\nrun_as = "{pw.pw_name}"\n')
     r = subprocess.run([mailsift_bin, "user", "--config", str(cfg), "add", "alice@example.test", "--stdin"],
                        input="pw-alice\n", text=True, capture_output=True, env=ENV, timeout=60)
     assert r.returncode == 0, r.stderr
     d = Daemon([mailsift_bin, "serve", "--config", str(cfg)], workdir / "serve.log", env=ENV).start()
     try:
-        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", port), 30, what="mailsift serve")
+        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", port) and "ready" in d.log(), 30,
+                     what="mailsift serve")
         _runs_as(d, pw.pw_uid, pw.pw_gid)
+        workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(int(p.name)) == d.pid]
+        assert workers, "no IMAP worker process"
+        for pid in workers:  # the IMAP worker serving the privileged port runs as run_as too
+            wait_for(lambda: _ids(pid)[0] == {pw.pw_uid}, 20, what="the IMAP worker to drop root")
+        with socket.create_connection(("127.0.0.1", imap_port), timeout=10) as s:
+            f = s.makefile("rwb")
+            assert f.readline().startswith(b"* OK")
+            f.write(b"a LOGIN alice@example.test pw-alice\r\n")
+            f.flush()
+            assert f.readline().startswith(b"a OK"), d.log()[-2000:]
         _check_socket(lmtp, lmtp.parent)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             f = s.makefile("rwb")
