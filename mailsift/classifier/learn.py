@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from mailsift.classifier.model import SpamModel
-from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE, ModelError, load_model, save_model
+from mailsift.classifier.persist import (MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir, load_model,
+                                        save_model)
 from mailsift.classifier.record import RECORD_FILE, LearnRecord, message_digest
 
 LOCK_FILE = ".learn.lock"
@@ -50,6 +51,7 @@ def has_model(dbpath: str | Path) -> bool:
 class Learner:
     def __init__(self, dbpath: str | Path, create: bool = True) -> None:
         self.dbpath = Path(dbpath)
+        check_model_dir(self.dbpath)  # before anything is opened in another user's directory
         self.dbpath.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dbpath / LOCK_FILE, "a+")  # noqa: SIM115 - held for the run
         fcntl.flock(self._lock, fcntl.LOCK_EX)

@@ -275,3 +275,20 @@ def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path
     assert f"belongs to {pw.pw_name}" in r.stderr + r.stdout, r.stderr
     assert not target.exists()
     assert {p.name: (p.lstat().st_uid, p.lstat().st_mtime_ns) for p in d.iterdir()} == before
+
+
+def test_root_learn_opens_nothing_in_the_mail_users_model_dir(tmp_path: Path, mailsift_bin: str) -> None:
+    pw = system_user()
+    d = tmp_path / "model"
+    _small_model(d)
+    target = tmp_path / "created-by-root"
+    (d / ".learn.lock").unlink(missing_ok=True)
+    (d / ".learn.lock").symlink_to(target)
+    _chown_tree(d, pw.pw_uid, pw.pw_gid)
+    msg = tmp_path / "spam.eml"
+    msg.write_bytes(b"Subject: pills\r\n\r\ncheap pills\r\n")
+    r = subprocess.run([mailsift_bin, "learn", "--spam", str(msg), "--no-progress", "--dbpath", str(d)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert not target.exists()  # the planted .learn.lock link was not followed
+    assert r.returncode != 0
+    assert f"belongs to {pw.pw_name}" in r.stderr + r.stdout, r.stderr
