@@ -1,0 +1,148 @@
+"""The login throttle of `mailsift serve` (store/authgate.py): keyed on the canonical user and the
+client's address (an IPv6 /64 as one), one for POP3 and every IMAP worker process, and attempts
+on a throttled key taking turns.
+
+The live tests log in from different loopback addresses (127.0.0.x) so that each shows one key:
+the default policy lets 3 failures pass, the next attempt waits 0 s, then 1, 2, 4 ... s."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from login_wire import imap_login, imap_ready, pop3_login
+from harness.procs import free_port
+from mailsift.store.auth import Authenticator
+from mailsift.store.authgate import LoginGate, address_key, user_key
+from mailsift.store.users import Users
+
+USER, PASSWORD = "demo@example.test", "demo-secret-1"
+OTHER, OTHER_PW = "other@example.test", "other-secret-2"
+
+
+def serve(store_server: Callable[..., Any], workers: int, pop3: bool = False) -> Any:
+    imap_port = free_port()
+    extra: dict[str, Any] = {"imap": f"127.0.0.1:{imap_port}", "imap_workers": workers}
+    if pop3:
+        extra["pop3"] = f"127.0.0.1:{free_port()}"
+    srv = store_server(users={USER: PASSWORD, OTHER: OTHER_PW}, **extra)
+    srv.imap_port = imap_port
+    srv.pop3_port = int(extra["pop3"].rsplit(":", 1)[1]) if pop3 else 0
+    imap_ready(imap_port)
+    return srv
+
+
+def test_the_keys() -> None:
+    assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff:ffff:ffff:fffe") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("::ffff:192.0.2.7") == address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("192.0.2.7") != address_key("192.0.2.8")
+    assert address_key("local") == "local"
+
+    class U:
+        def canonical(self, name: str) -> str:
+            return Users("/nonexistent").canonical(name)
+    for spelling in (" demo@example.test ", "DEMO@EXAMPLE.TEST.", "demo@example.test....", "Demo@Example.Test"):
+        assert user_key(U(), spelling) == USER
+    assert user_key(U(), "no at sign") == "?no at sign"
+
+
+def test_an_ipv6_64_shares_one_counter(tmp_path: Path) -> None:
+    """Failures from one /64 slow the next attempt from another address of that /64 (other users,
+    so only the address key can count), but not one from the next /64."""
+    users = Users(tmp_path / "users.db")
+    for i in range(6):
+        users.add(f"u{i}@example.test", "right-pw")
+    auth = Authenticator(users, LoginGate())
+
+    async def go() -> tuple[float, float, bool]:
+        for i in range(4):
+            assert not await auth.login(f"2001:db8:0:1::{i + 1:x}", f"u{i}@example.test", "wrong")
+        t0 = time.monotonic()
+        ok = await auth.login("2001:db8:0:1:abcd::9", "u4@example.test", "right-pw")
+        same = time.monotonic() - t0
+        t0 = time.monotonic()
+        await auth.login("2001:db8:0:2::1", "u5@example.test", "right-pw")
+        return same, time.monotonic() - t0, ok
+
+    same, other, ok = asyncio.run(go())
+    assert ok and same >= 0.95, same       # the 5th attempt of the /64 waits 1 s
+    assert other < 0.9, other
+
+
+def test_spellings_of_one_user_share_one_counter_and_one_account(store_server: Callable[..., Any]) -> None:
+    srv = serve(store_server, workers=0)
+    spellings = [" demo@example.test ", "DEMO@EXAMPLE.TEST.", "demo@example.test....", "Demo@Example.Test"]
+    for i, name in enumerate(spellings):  # each from its own address: only the user key counts
+        ok, _ = imap_login(srv.imap_port, name, "wrong", source=f"127.0.0.{10 + i}")
+        assert not ok
+    ok, took = imap_login(srv.imap_port, "DEMO@EXAMPLE.TEST.", PASSWORD, source="127.0.0.20")
+    assert ok
+    assert took >= 0.95, f"the 5th attempt on {USER} must wait 1 s, took {took:.2f}"
+    ok, took = imap_login(srv.imap_port, " demo@example.test ", PASSWORD, source="127.0.0.21")
+    assert ok and took < 0.9, took  # the good login forgot the user's failures
+    assert srv.log().count(f"imap login {USER} from") == 2
+
+
+def test_failures_count_across_pop3_and_imap_workers(store_server: Callable[..., Any]) -> None:
+    srv = serve(store_server, workers=2, pop3=True)
+    for _ in range(4):  # POP3, in the main process
+        ok, _ = pop3_login(srv.pop3_port, USER, "wrong", source="127.0.0.30")
+        assert not ok
+    # IMAP, in a worker: the address's failures count there (another user, the same address) ...
+    ok, took = imap_login(srv.imap_port, OTHER, OTHER_PW, source="127.0.0.30")
+    assert ok and took >= 0.95, took
+    # ... and the user's (the same user, another address)
+    ok, took = imap_login(srv.imap_port, USER, PASSWORD, source="127.0.0.31")
+    assert ok and took >= 0.95, took
+    # IMAP failures spread over both workers count for POP3 in the main process
+    for i in range(4):
+        ok, _ = imap_login(srv.imap_port, OTHER, "wrong", source=f"127.0.0.{40 + i}")
+        assert not ok
+    ok, took = pop3_login(srv.pop3_port, OTHER, OTHER_PW, source="127.0.0.50")
+    assert ok and took >= 0.95, took
+
+
+def test_parallel_wrong_passwords_take_turns(store_server: Callable[..., Any]) -> None:
+    """Six wrong passwords for one user at once, from six addresses, over two worker processes:
+    three are checked at once (free), the 4th next (its delay is 0), then the 5th waits 1 s after
+    it and the 6th 2 s after the 5th; never several after one shared delay."""
+    srv = serve(store_server, workers=2)
+    done: list[float] = []
+    start = threading.Barrier(6)
+    lock = threading.Lock()
+
+    def attempt(i: int) -> None:
+        start.wait()
+        t0 = time.monotonic()
+        ok, _ = imap_login(srv.imap_port, USER, "wrong", source=f"127.0.0.{60 + i}")
+        assert not ok
+        with lock:
+            done.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(done) == 6
+    done.sort()
+    assert done[3] < 0.9, done                 # the free ones, and the 4th
+    assert 0.95 <= done[4] < 2.9, done         # 1 s after the 4th
+    assert done[5] - done[4] >= 1.9, done      # 2 s after the 5th: turns, not one delay at once
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_a_good_login_waits_its_turn_too(store_server: Callable[..., Any], workers: int) -> None:
+    """While a key is throttled even the right password waits (no timing shortcut for a guess)."""
+    srv = serve(store_server, workers=workers)
+    for i in range(5):
+        imap_login(srv.imap_port, USER, "wrong", source=f"127.0.0.{70 + i}")
+    ok, took = imap_login(srv.imap_port, USER, PASSWORD, source="127.0.0.80")
+    assert ok and took >= 1.9, took  # 5 failures: 2 s
