@@ -146,3 +146,76 @@ def test_a_good_login_waits_its_turn_too(store_server: Callable[..., Any], worke
         imap_login(srv.imap_port, USER, "wrong", source=f"127.0.0.{70 + i}")
     ok, took = imap_login(srv.imap_port, USER, PASSWORD, source="127.0.0.80")
     assert ok and took >= 1.9, took  # 5 failures: 2 s
+
+
+def test_over_ipv6_loopback_the_key_is_the_64(store_server: Callable[..., Any]) -> None:
+    """Through a real server on [::1] with two workers: the address reaches the gate as its /64."""
+    port = _free_v6_port()
+    if not port:
+        pytest.skip("no IPv6 loopback")
+    srv = store_server(users={USER: PASSWORD, OTHER: OTHER_PW}, imap=f"[::1]:{port}", imap_workers=2)
+    imap_ready(port, host="::1")
+    for name in ("a@example.test", "b@example.test", "c@example.test", "d@example.test"):
+        assert not imap_login(port, name, "wrong", source="", host="::1")[0]
+    ok, took = imap_login(port, OTHER, OTHER_PW, source="", host="::1")
+    assert ok and took >= 0.95, took  # 4 failures of the address, over both workers: 1 s
+    assert srv.log().count("login failed: address ::/64") == 4
+
+
+def _free_v6_port() -> int:
+    """A free port on ::1, or 0 without IPv6 loopback."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            return int(s.getsockname()[1])
+    except OSError:
+        return 0
+
+
+# -- the gate's own guarantees, in one process ------------------------------------------------
+
+def test_turns_are_freed_when_a_worker_dies_or_gives_up() -> None:
+    from mailsift.store.authgate import GateServer, RemoteGate
+
+    async def go() -> None:
+        gate = LoginGate()
+        hub = GateServer(gate)
+        for _ in range(4):  # the user's key is throttled: attempts take turns
+            gate.leave(await gate.enter("10.0.0.1", USER), False)
+        gate.policy = gate.throttle.policy = type(gate.policy)(base_delay=0.01, max_delay=0.01)
+        # a worker: its messages go to the hub, the hub's replies come back to it
+        worker = RemoteGate(lambda msg: hub.handle("worker-1", msg, worker.received))
+        hub.hello(worker.received)
+        held = await worker.enter("10.0.0.2", USER)          # holds the user's turn ...
+        waiting = asyncio.ensure_future(gate.enter("10.0.0.3", USER))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()                            # ... so the next one waits
+        hub.forget("worker-1")                               # the worker died
+        ticket = await asyncio.wait_for(waiting, 2)          # the turn is free again
+        assert gate.throttle.failures("10.0.0.2", USER) == (1, 5)  # its attempt counted as failed
+        # a worker's attempt that gives up while waiting leaves nothing behind
+        giving_up = asyncio.ensure_future(worker.enter("10.0.0.4", USER))
+        await asyncio.sleep(0.05)
+        giving_up.cancel()
+        await asyncio.sleep(0.05)
+        gate.leave(ticket, False)
+        assert (await asyncio.wait_for(gate.enter("10.0.0.5", USER), 2)).refused is False
+        assert held.id not in gate._open and len(gate._open) == 1
+
+    asyncio.run(go())
+
+
+def test_a_turn_held_too_long_is_taken_back() -> None:
+    async def go() -> None:
+        gate = LoginGate()
+        gate.LEASE = 0.2
+        for _ in range(4):
+            gate.leave(await gate.enter("10.0.0.1", USER), False)
+        gate.policy = gate.throttle.policy = type(gate.policy)(base_delay=0.01, max_delay=0.01)
+        await gate.enter("10.0.0.2", USER)                   # never given back
+        t0 = time.monotonic()
+        await asyncio.wait_for(gate.enter("10.0.0.3", USER), 2)
+        assert time.monotonic() - t0 >= 0.15
+
+    asyncio.run(go())
