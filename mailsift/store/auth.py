@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 from mailsift.store.authgate import (
@@ -52,11 +51,6 @@ def throttle_for(ctx: Any) -> LoginGate | RemoteGate:
     t = getattr(ctx, "throttle", None)
     if isinstance(t, (LoginGate, RemoteGate)):
         return t
-    if isinstance(t, LoginThrottle):  # a bare throttle: a gate around it, one per throttle
-        gate = getattr(t, "_gate", None)
-        if gate is None:
-            gate = t._gate = LoginGate(throttle=t)  # type: ignore[attr-defined]
-        return gate  # type: ignore[no-any-return]
     global _default_gate
     with _default_lock:
         if _default_gate is None:
@@ -79,9 +73,9 @@ def acceptable_credentials(user: str, password: str) -> bool:
 class Authenticator:
     """Checks a login against the users database through the shared gate."""
 
-    def __init__(self, users: UserVerifier, gate: LoginGate | RemoteGate | LoginThrottle) -> None:
+    def __init__(self, users: UserVerifier, gate: LoginGate | RemoteGate) -> None:
         self.users = users
-        self.gate = gate if isinstance(gate, (LoginGate, RemoteGate)) else throttle_for(SimpleNamespace(throttle=gate))
+        self.gate = gate
 
     async def refuse(self, address: str, user: str) -> None:
         """An attempt refused before any password check (e.g. a proxy login): it waits and
