@@ -170,3 +170,15 @@ def test_the_cache_holds_a_keyed_tag_only(tmp_path: Path) -> None:
     gate.key = os.urandom(32)        # what a restarted server has: the old entry is useless
     ok, cost = asyncio.run(login(PASSWORD))
     assert ok and cost > 0.01, cost
+
+
+def test_the_settings_are_checked() -> None:
+    from mailsift.store.settings import StoreSettings
+    StoreSettings(auth_cache_size=0, auth_cache_ttl=1).validate()
+    for bad in ({"auth_cache_size": -1}, {"auth_cache_ttl": 0}, {"auth_cache_ttl": 86401.0}):
+        try:
+            StoreSettings(**bad).validate()  # type: ignore[arg-type]
+        except ValueError as exc:
+            assert "auth_cache" in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
