@@ -118,15 +118,9 @@ class Server:
         self.handoff_protocols: tuple[str, ...] = ()
 
     def _make_throttle(self) -> Any:
-        try:
-            auth = importlib.import_module("mailsift.store.auth")
-        except ModuleNotFoundError:
-            return None
-        maker = getattr(auth, "LoginThrottle", None)
-        try:
-            return maker() if maker else None
-        except TypeError:
-            return None
+        """The login gate (throttle and auth cache) this process's sessions share."""
+        from mailsift.store.authgate import LoginGate
+        return LoginGate.for_settings(self.settings)
 
     async def start(self) -> None:
         for proto, spec in PROTOCOLS.items():
@@ -334,7 +328,7 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
         await server.start()
         if server.handoff:
             # Started before dropping privileges: each worker reads the TLS key, then drops them.
-            pool = WorkerPool(settings, server.store, server.handoff, nworkers)
+            pool = WorkerPool(settings, server.store, server.handoff, nworkers, gate=server.throttle)
             await pool.start()
         if settings.run_as:
             drop_privileges(settings)

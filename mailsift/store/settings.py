@@ -76,6 +76,10 @@ class StoreSettings:
     # address beyond loopback), enforced across all worker processes.
     imap_max_per_user: int = 0
     imap_max_per_address: int = 0
+    # A correct login is remembered (a keyed hash, never the password) for this many users and
+    # seconds, so a repeated login costs no scrypt (0 users = off); shared by POP3 and IMAP.
+    auth_cache_size: int = 10000
+    auth_cache_ttl: float = 3600.0
 
     def validate(self) -> None:
         for name in LISTENERS:
@@ -98,6 +102,8 @@ class StoreSettings:
             raise ValueError("imap_workers must be -1 (one per CPU), 0 (none) or up to 64")
         if self.imap_max_per_user < 0 or self.imap_max_per_address < 0:
             raise ValueError("imap_max_per_user and imap_max_per_address must be >= 0")
+        if self.auth_cache_size < 0 or not 0 < self.auth_cache_ttl <= 86400:
+            raise ValueError("auth_cache_size must be >= 0 and auth_cache_ttl within 1 s to 1 day")
         try:
             int(self.socket_mode, 8)
         except ValueError:

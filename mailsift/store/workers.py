@@ -22,7 +22,9 @@ What crosses processes, and how it stays correct:
 - connection caps (per user, per address): a worker asks the hub before admitting a session
   (`acquire`) and tells it when the session ends (`release`); a dead worker's sessions are
   released with it.
-The login throttle (failed passwords per address) stays per process.
+- logins: the main process holds the one login gate (the failed-login throttle and the auth
+  cache, store/authgate.py); a worker's sessions ask it over the link (`auth.*` messages, a
+  RemoteGate), and a dead worker's attempts are counted as failures and their turns freed.
 
 The link is a socketpair carrying length-prefixed pickles between our own processes (events,
 interest, caps, "ready", "closed"); connections come over a second one. A worker exits when
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailsift.store.authgate import GateServer, RemoteGate
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -127,8 +130,9 @@ class WorkerPool:
     """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
 
     def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, gate: Any = None) -> None:
         self.settings = settings
+        self.gate = GateServer(gate) if gate is not None else None
         self.store = store
         self.listeners = listeners
         self.count = count
@@ -231,6 +235,8 @@ class WorkerPool:
         w.conns = conns_parent
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         w.writer = writer
+        if self.gate is not None:
+            self.gate.hello(lambda m: self._send(w, m))
         w.interest.clear()
         w.held.clear()
         w.ready = False
@@ -251,6 +257,8 @@ class WorkerPool:
             log.exception("imap worker %d: bad message on its link", w.index)
         finally:
             if w.writer is not None:
+                if self.gate is not None:
+                    self.gate.forget(w.writer)
                 w.writer.close()
                 w.writer = None
             if w.conns is not None:
@@ -325,6 +333,9 @@ class WorkerPool:
                 w.held[(what, key)] = n
             else:
                 w.held.pop((what, key), None)
+        elif kind.startswith("auth.") and self.gate is not None and w.writer is not None:
+            writer = w.writer  # the owner: replies never reach a later worker in this slot
+            self.gate.handle(writer, msg, lambda m: writer.is_closing() or writer.write(frame(m)))
         else:
             log.warning("imap worker %d sent %r", w.index, kind)
 
@@ -387,6 +398,7 @@ class WorkerLink:
         self.loop = asyncio.get_running_loop()
         self._rids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self.gate = RemoteGate(self._write)
         store.events.forward = self._forward
         store.events.interest = self._interest
 
@@ -435,6 +447,8 @@ class WorkerLink:
                 msg = await read_frame(self.reader)
                 if msg[0] == "events":
                     self.store.events.publish_remote(msg[1])
+                elif str(msg[0]).startswith("auth."):
+                    self.gate.received(msg)
                 elif msg[0] == "grant":
                     fut = self._waiting.get(msg[1])
                     if fut is not None and not fut.done():
@@ -473,6 +487,7 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     reader, writer = await asyncio.open_unix_connection(sock=link_sock)
     link = WorkerLink(reader, writer, server.store)
     server.shared["imap.limiter"] = link
+    server.throttle = link.gate  # logins through the main process's gate
     handlers = {}
     for proto in WORKER_PROTOCOLS:
         handler = load_handler(PROTOCOLS[proto])
