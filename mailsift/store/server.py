@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from mailsift.store.api import Store
+from mailsift.store.conncaps import current_nofile, mailbox_cap, raise_nofile
 from mailsift.store.context import SessionContext
 from mailsift.store.settings import parse_listen, StoreSettings
 from mailsift.store.users import Users
@@ -103,7 +104,8 @@ def _is_loopback(peer: Any) -> bool:
 class Server:
     def __init__(self, settings: StoreSettings, store: Store | None = None, users: Users | None = None) -> None:
         self.settings = settings
-        self.store = store or Store(settings.mail_root, hostname=settings.hostname or None)
+        self.store = store or Store(settings.mail_root, hostname=settings.hostname or None,
+                                    max_open=mailbox_cap(settings, current_nofile()))
         self.users = users or Users(settings.users, settings.default_domain)
         self.tls = build_tls(settings)
         self.shared: dict[str, Any] = {"hostname": settings.hostname or socket.getfqdn()}
@@ -252,7 +254,7 @@ class Server:
                 pass
             if self.stopping.is_set():
                 return
-            for box in list(self.store._boxes.values()):
+            for box in self.store.open_mailboxes():
                 try:
                     await asyncio.to_thread(box.prune_deliveries)
                 except Exception:
@@ -319,7 +321,9 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     feedback learner); whatever it returns is stop()ped before the store closes."""
     from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, worker_count
 
+    nofile = raise_nofile()  # before anything is opened; the IMAP workers inherit it
     server = Server(settings)
+    log.info("file descriptor limit %d: up to %d idle mailboxes open", nofile, server.store.max_open)
     nworkers = worker_count(settings)
     if nworkers > 0:
         server.handoff_protocols = WORKER_PROTOCOLS

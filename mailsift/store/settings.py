@@ -76,6 +76,8 @@ class StoreSettings:
     # address beyond loopback), enforced across all worker processes.
     imap_max_per_user: int = 0
     imap_max_per_address: int = 0
+    # Mailboxes kept open while idle (4 file descriptors each); 0 = fit a quarter of the limit.
+    max_open_mailboxes: int = 0
 
     def validate(self) -> None:
         for name in LISTENERS:
@@ -98,6 +100,8 @@ class StoreSettings:
             raise ValueError("imap_workers must be -1 (one per CPU), 0 (none) or up to 64")
         if self.imap_max_per_user < 0 or self.imap_max_per_address < 0:
             raise ValueError("imap_max_per_user and imap_max_per_address must be >= 0")
+        if self.max_open_mailboxes < 0:
+            raise ValueError("max_open_mailboxes must be >= 0 (0 = automatic)")
         try:
             int(self.socket_mode, 8)
         except ValueError:
