@@ -6,8 +6,10 @@ it logs in is cut at the deadline."""
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from harness.procs import free_port, wait_for
 from lmtp_wire import LMTPWire
 from mailsift.store.settings import StoreSettings
+from mailsift.tls import make_self_signed
 from store_harness import StoreServer
 from test_store_bounds import start_limited
 
@@ -33,24 +36,29 @@ def first_reply(sock: socket.socket, timeout: float = 5.0) -> bytes:
             if not chunk:
                 break
             data += chunk
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):
         pass
     return data
 
 
+def lookup_on(s: socket.socket, query: str) -> str:
+    """One socketmap query (netstrings) on a connected socket."""
+    s.settimeout(5)
+    data = query.encode()
+    s.sendall(str(len(data)).encode() + b":" + data + b",")
+    buf = b""
+    while not buf.endswith(b","):
+        chunk = s.recv(1000)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.partition(b":")[2][:-1].decode()
+
+
 def lookup(path: str, query: str) -> str:
     with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
         s.connect(path)
-        data = query.encode()
-        s.sendall(str(len(data)).encode() + b":" + data + b",")
-        buf = b""
-        while not buf.endswith(b","):
-            chunk = s.recv(1000)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.partition(b":")[2][:-1].decode()
+        return lookup_on(s, query)
 
 
 def lmtp_delivers(srv: StoreServer) -> None:
@@ -208,3 +216,76 @@ def test_the_deadline_ends_at_login(store_server: Callable[..., StoreServer]) ->
     assert f.readline().startswith(b"+OK")
     s.close()
     assert srv.daemon is not None and srv.daemon.alive()
+
+
+def test_lmtp_and_lookup_have_caps_of_their_own(store_server: Callable[..., StoreServer]) -> None:
+    port = free_port()
+    srv = store_server(pop3=f"127.0.0.1:{port}", lmtp_max_connections=2, lookup_max_connections=1,
+                       max_connections=1)
+    def lmtp_admitted() -> LMTPWire | None:
+        c = LMTPWire(srv.lmtp_addr, timeout=10)
+        if c.greeting.code == 220:
+            return c
+        c.close()  # the readiness probe's session may not have ended yet
+        return None
+
+    pop = socket.create_connection(("127.0.0.1", port), timeout=10)
+    held: list[LMTPWire] = []
+    try:
+        assert first_reply(pop).startswith(b"+OK")  # the one client slot is taken...
+        for _ in range(2):  # ...and LMTP still has its own two
+            held.append(wait_for(lmtp_admitted, 10))  # type: ignore[arg-type]
+        over = socket.create_connection(srv.lmtp_addr, timeout=10)
+        assert first_reply(over).startswith(b"421 4.3.2 too many connections")
+        over.close()
+        def lookup_admitted() -> socket.socket | None:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(srv.lookup_path)
+            try:
+                if lookup_on(s, "domain example.test") == "OK example.test":
+                    return s
+            except OSError:
+                pass
+            s.close()
+            return None
+
+        with wait_for(lookup_admitted, 10) as first:  # type: ignore[attr-defined]
+            with socket.socket(socket.AF_UNIX) as second:
+                second.connect(srv.lookup_path)
+                assert first_reply(second) == b""  # closed at once, nothing said
+            assert lookup_on(first, "mailbox alice@example.test") == "OK example.test/alice/"
+        held.pop().close()
+        wait_for(lambda: LMTPWire(srv.lmtp_addr, timeout=10).greeting.code == 220, 10)
+    finally:
+        pop.close()
+        for c in held:
+            c.close()
+
+
+def test_tls_handshakes_are_counted_and_held_to_the_login_deadline(
+        store_server: Callable[..., StoreServer], tmp_path: Path) -> None:
+    """On an implicit-TLS port a connection counts from accept, before its handshake: clients
+    that never start TLS fill the cap for at most login_timeout, then they are closed."""
+    cert, key = tmp_path / "c.crt", tmp_path / "c.key"
+    make_self_signed("localhost", cert, key)
+    port = free_port()
+    store_server(pop3s=f"127.0.0.1:{port}", tls_cert=str(cert), tls_key=str(key), max_connections=2,
+                 login_timeout=2)
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        over = socket.create_connection(("127.0.0.1", port), timeout=10)
+        start = time.monotonic()
+        assert first_reply(over, timeout=5) == b""  # closed at once, before any handshake
+        assert time.monotonic() - start < 1.5
+        over.close()
+        start = time.monotonic()
+        for s in silent:
+            assert first_reply(s, timeout=10) == b""
+        assert 1.0 < time.monotonic() - start < 6
+        ctx = ssl.create_default_context(cafile=str(cert))  # the slots are free again
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert first_reply(tls).startswith(b"+OK")
+    finally:
+        for s in silent:
+            s.close()
