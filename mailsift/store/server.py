@@ -6,7 +6,9 @@ configured (a module that does not exist yet is skipped with a warning). A handl
 
     async def handle(reader, writer, ctx: SessionContext) -> None
 
-pop3s and imaps are implicit TLS: the listener itself is wrapped with the TLS context.
+pop3s and imaps are implicit TLS: each accepted connection is wrapped with the TLS context.
+Connections are accepted by `Listener`, which counts them against the caps of
+store/conncaps.py before anything else is spent on them.
 SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and exits 0.
 
 With `imap_workers` > 0 (the default on a multi-core host) the imap/imaps listeners are bound
@@ -97,8 +99,9 @@ def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
 
 class Listener:
     """One listening socket whose connections are accepted here, counted against the caps
-    (store/conncaps.py) before anything else is spent on them, and served by `serve(proto,
-    conn, address)`. Started by start_serving(), like an asyncio server."""
+    (store/conncaps.py) before anything else is spent on them (no TLS handshake, no greeting),
+    and served by `serve(proto, conn)`; refused ones are told so and closed. Has
+    start_serving(), close() and wait_closed(), like an asyncio server."""
 
     def __init__(self, proto: str, sock: socket.socket, caps: ConnectionCaps,
                  serve: Callable[[str, socket.socket], Awaitable[None]]) -> None:
