@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from mailsift.store.authgate import GateServer, RemoteGate
+from mailsift.store.conncaps import cap_address, refuse
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -123,16 +124,23 @@ class _Worker:
     held: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, key) -> sessions
     conns: socket.socket | None = None   # accepted connections go over this (SCM_RIGHTS)
     ready: bool = False                  # the worker said it serves
-    live: int = 0                        # connections handed to it and not yet closed
+    # connections handed to it and not yet closed: id -> (listener, address for the caps)
+    handed: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def live(self) -> int:
+        return len(self.handed)
 
 
 class WorkerPool:
     """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
 
     def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
-                 log_level: int | None = None, gate: Any = None) -> None:
+                 log_level: int | None = None, gate: Any = None, caps: Any = None) -> None:
         self.settings = settings
         self.gate = GateServer(gate) if gate is not None else None
+        self.caps = caps  # conncaps.ConnectionCaps of the main process (None: no caps)
+        self._cids = itertools.count(1)
         self.store = store
         self.listeners = listeners
         self.count = count
@@ -182,14 +190,29 @@ class WorkerPool:
             except OSError as exc:  # EMFILE and the like: leave it in the backlog a moment
                 log.warning("imap accept failed: %s", exc)
                 return
+            address = cap_address(_addr if isinstance(_addr, tuple) else None)
+            why = self.caps.admit(proto, address) if self.caps is not None else None
+            if why is not None:
+                log.warning("%s: refused a connection from %s: %s", proto, address or "a local peer", why)
+                refuse(proto, conn)
+                continue
             w = min(ready, key=lambda x: x.live)
+            cid = next(self._cids)
             try:
-                socket.send_fds(w.conns, [proto.encode()], [conn.fileno()])
-                w.live += 1
+                socket.send_fds(w.conns, [f"{proto} {cid}".encode()], [conn.fileno()])
+                w.handed[cid] = (proto, address)
             except OSError as exc:
                 log.warning("handing a connection to imap worker %d failed: %s", w.index, exc)
+                if self.caps is not None:
+                    self.caps.release(proto, address)
             finally:
                 conn.close()
+
+    def _release(self, w: _Worker, cids: list[int]) -> None:
+        for cid in cids:
+            held = w.handed.pop(cid, None)
+            if held is not None and self.caps is not None:
+                self.caps.release(*held)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc is not None and w.proc.returncode is None]
@@ -240,7 +263,7 @@ class WorkerPool:
         w.interest.clear()
         w.held.clear()
         w.ready = False
-        w.live = 0
+        self._release(w, list(w.handed))
         log.info("imap worker %d started (pid %d)", w.index, w.proc.pid)
         task = asyncio.create_task(self._serve(w, reader))
         self.tasks.add(task)
@@ -265,9 +288,9 @@ class WorkerPool:
                 w.conns.close()
                 w.conns = None
             w.ready = False
-            w.live = 0
+            self._release(w, list(w.handed))  # its sessions are gone with it
             w.interest.clear()
-            w.held.clear()  # its sessions are gone with it
+            w.held.clear()
         proc = w.proc
         if proc is not None:
             if not self.stopping:
@@ -301,7 +324,7 @@ class WorkerPool:
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "closed":
-            w.live = max(0, w.live - int(msg[1]))
+            self._release(w, [int(cid) for cid in msg[1:]])
             log.debug("imap worker %d: a connection closed (%d open)", w.index, w.live)
         elif kind == "ready":
             was_any = any(x.ready for x in self.workers)
@@ -433,9 +456,9 @@ class WorkerLink:
     def release(self, what: str, key: str) -> None:
         self._write(("release", what, key))
 
-    def closed(self) -> None:
-        """A connection the main process handed us has ended."""
-        self._write(("closed", 1))
+    def closed(self, cid: int) -> None:
+        """The connection the main process handed us as `cid` has ended."""
+        self._write(("closed", cid))
 
     def ready(self) -> None:
         self._write(("ready",))
@@ -499,11 +522,11 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     conns.setblocking(False)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def serve_one(proto: str, conn: socket.socket) -> None:
+    async def serve_one(proto: str, conn: socket.socket, cid: int) -> None:
         try:
             await server.serve_accepted(proto, conn, handlers[proto], proto in IMPLICIT_TLS)
         finally:
-            link.closed()
+            link.closed(cid)
 
     def on_conns() -> None:
         for _ in range(64):
@@ -517,14 +540,15 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
                 loop.remove_reader(conns.fileno())
                 stop.set()
                 return
-            proto = msg.decode("ascii", "replace")
+            proto, _, cid_text = msg.decode("ascii", "replace").partition(" ")
+            cid = int(cid_text) if cid_text.isdigit() else 0
             for fd in fds:
                 conn = socket.socket(fileno=fd)
                 if proto not in handlers:
                     conn.close()
-                    link.closed()
+                    link.closed(cid)
                     continue
-                task = loop.create_task(serve_one(proto, conn))
+                task = loop.create_task(serve_one(proto, conn, cid))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 
