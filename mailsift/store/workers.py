@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailsift.ops import metrics
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -304,6 +305,8 @@ class WorkerPool:
             events: list[Event] = msg[1]
             self.store.events.publish_remote(events)  # the learner and the main process's sessions
             self._fanout(events, origin=w)
+        elif kind == "metric":
+            metrics.remote(msg[1])
         elif kind == "want":
             user, delta = msg[1], msg[2]
             n = w.interest.get(user, 0) + delta
@@ -472,6 +475,7 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     link_sock = socket.socket(fileno=link_fd)
     reader, writer = await asyncio.open_unix_connection(sock=link_sock)
     link = WorkerLink(reader, writer, server.store)
+    metrics.forward_to(lambda event: link._write(("metric", event)))
     server.shared["imap.limiter"] = link
     handlers = {}
     for proto in WORKER_PROTOCOLS:
