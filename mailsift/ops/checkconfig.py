@@ -114,7 +114,7 @@ def check_file(path: str | Path | None) -> list[Problem]:
     return problems + list(check(config, broken))
 
 
-def check(config: Config, broken: set[str] = frozenset()) -> Iterator[Problem]:  # type: ignore[assignment]
+def check(config: Config, broken: frozenset[str] | set[str] = frozenset()) -> Iterator[Problem]:
     """Every problem found in the sections not in `broken`."""
     store_ok = "store" not in broken
     run_as = config.store.run_as if store_ok else ""
@@ -258,16 +258,18 @@ def check_store(config: Config) -> Iterator[Problem]:
         yield Problem("[store] tls_cert" if not s.tls_cert else "[store] tls_key",
                       "tls_cert and tls_key must be set together")
     elif s.tls_cert:
-        yield from check_tls(s.tls_cert, s.tls_key, owner)
+        yield from check_tls(s.tls_cert, s.tls_key)
     else:
         for name in ("pop3s", "imaps"):
             if parse_listen(getattr(s, name)) is not None:
                 yield Problem(f"[store] {name}", f"{name} needs tls_cert and tls_key")
 
 
-def check_tls(cert: str, key: str, owner: str) -> Iterator[Problem]:
-    found = [p for p in (list(check_path("[store] tls_cert", cert, "file"))
-                         + list(check_path("[store] tls_key", key, "file", private=True)))]
+def check_tls(cert: str, key: str) -> Iterator[Problem]:
+    """Both files exist, the key is not readable by every user (serve reads it before it
+    drops to run_as, so root may own it), the pair matches, the certificate is current."""
+    found = list(check_path("[store] tls_cert", cert, "file")) + list(check_path("[store] tls_key", key, "file",
+                                                                                    private=True))
     yield from found
     if any("does not exist" in p.message or "not a regular file" in p.message for p in found):
         return
@@ -342,7 +344,10 @@ def check_milter(config: Config) -> Iterator[Problem]:
 
 def redis_ping(url: str, timeout: float) -> str | None:
     """None when the Redis at `url` answers PING, else why not."""
-    import redis
+    try:
+        import redis
+    except ImportError:
+        return "cannot be checked: redis-py is not installed"
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
