@@ -123,3 +123,20 @@ def test_skipped_messages_are_counted_apart(milter_factory, clamd, model_dir, wo
     assert moved(before, after, "mailsift_milter_skipped_total") == 2
     assert moved(before, after, "mailsift_milter_messages_total", action="accept") == 2
     assert moved(before, after, "mailsift_milter_scan_seconds_count") == 0
+
+
+def test_score_workers_still_counted_in_the_milter(milter_factory, clamd, model_dir, workdir) -> None:
+    """With score_workers the verdict comes back to the milter process, which counts it; the
+    workers' memory shows as child processes."""
+    port = free_port()
+    milter = milter_factory("--config", config(workdir, port), "--clamd", clamd.address,
+                            "--dbpath", str(model_dir), "--score-workers", "1")
+    before = scrape(port)
+    assert send(milter, [BODY] * 3, "pool") == [b"c"] * 3
+    after = scrape(port)
+    assert moved(before, after, "mailsift_milter_messages_total", action="accept") == 3
+    assert total(after, "mailsift_milter_verdicts_total") - total(before, "mailsift_milter_verdicts_total") == 3
+    assert moved(before, after, "mailsift_milter_score_count") == 3
+    children = [v for (n, _l), v in after.items() if n == "mailsift_child_resident_memory_bytes"]
+    assert children and all(v > 1_000_000 for v in children), children
+    assert ("mailsift_model_generation", ()) in after and value(after, "mailsift_model_present") == 1
