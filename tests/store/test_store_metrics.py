@@ -118,3 +118,34 @@ def test_store_counters_move_by_exactly_what_was_done(served) -> None:
     assert value(after, "process_resident_memory_bytes") > 10_000_000
     workers = [v for (n, _l), v in after.items() if n == "mailsift_child_resident_memory_bytes"]
     assert len(workers) >= 2 and all(v > 1_000_000 for v in workers), workers
+
+
+def test_a_judgement_that_cannot_be_learned_is_counted_as_such(served) -> None:
+    """The model directory holds a corrupt model: the MOVE into Junk is kept for retrain and
+    counted as not-learned."""
+    from mailsift.classifier.api import MODEL_FILE
+
+    port = served.ports["metrics"]
+    model = served.workdir / "model" / MODEL_FILE
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    lmtp = LMTPWire(served.lmtp_addr)
+    try:
+        assert lmtp.cmd("LHLO client.test").code == 250
+        assert [r.code for r in lmtp.transaction("sender@outside.test", ["alice@example.test"], message(9))[1]] == [250]
+    finally:
+        lmtp.close()
+    before = scrape(port)
+    imap = imaplib.IMAP4("127.0.0.1", served.ports["imap"])
+    imap.login("alice@example.test", "pw-alice")
+    imap.select("INBOX")
+    assert imap.uid("MOVE", "1", "Junk")[0] == "OK"
+    imap.logout()
+    after = wait_for(lambda: (lambda now: now if total(now, "mailsift_learn_events_total")
+                              > total(before, "mailsift_learn_events_total") else None)(scrape(port)),
+                     30, what="the learn event of the MOVE")
+    assert moved(before, after, "mailsift_learn_events_total", source="move into Junk", label="spam",
+                 outcome="not-learned") == 1
+    assert total(after, "mailsift_learn_events_total") - total(before, "mailsift_learn_events_total") == 1
+    assert value(after, "mailsift_model_present") == 1  # the sidecar is there; the model is refused
