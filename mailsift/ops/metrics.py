@@ -40,6 +40,9 @@ SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 MILTER_ACTIONS = ("accept", "hold", "reject", "tempfail")
 VERDICT_LABELS = ("spam", "ham", "unsure", "unknown")
 VIRUS_STATES = ("clean", "infected", "unscanned")
+# mailsift.classifier.persist.SIDECAR_FILE, named here: importing persist imports numpy and the
+# model, which a milter with score_workers keeps out of its process (tests/foundation/test_metrics_off.py).
+SIDECAR_FILE = "model.json"
 
 
 # -- the hooks (cheap no-ops until start()) ----------------------------------------------------
@@ -208,8 +211,6 @@ class ModelCollector:
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
-
-        from mailsift.classifier.persist import SIDECAR_FILE
 
         meta: dict[str, Any] = {}
         try:

@@ -45,3 +45,25 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_scraping_the_model_imports_no_classifier(tmp_path) -> None:
+    """The model gauges read the sidecar by name: a scrape must not pull numpy and the model into
+    a milter process that scores in worker processes."""
+    from mailsift.classifier.persist import SIDECAR_FILE
+    from mailsift.ops.metrics import SIDECAR_FILE as NAMED
+
+    assert NAMED == SIDECAR_FILE
+    (tmp_path / SIDECAR_FILE).write_text('{"generation": 7, "saved_at": 1.0, "n_ham": 3, "n_spam": 4}')
+    code = f"""
+import sys
+from prometheus_client import generate_latest
+from mailsift.ops import metrics
+text = generate_latest(metrics.build_registry("milter", {str(tmp_path)!r})).decode()
+assert "mailsift_model_generation 7.0" in text, text
+assert 'mailsift_model_messages{{label="spam"}} 4.0' in text, text
+assert "numpy" not in sys.modules and "mailsift.classifier.model" not in sys.modules
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
