@@ -10,7 +10,8 @@ from the rest. A section whose validation fails is reported and not checked furt
 
 Then, per section (docs/operations.md lists them):
   [classifier]  the model directory exists and its model loads
-  [milter]      clamd answers PING; the socket's directory exists (or can be made); socket_group
+  [milter]      clamd answers PING; the socket's directory exists (or can be made) and
+                socket_group exists and can enter it
   [store]       run_as exists; mail_root, the user database and the TLS files exist with the
                 right owner (run_as) and mode; the TLS key matches the certificate, which has
                 not expired; the unix sockets' directories; pop3s/imaps have a certificate
@@ -213,6 +214,19 @@ def check_socket_path(key: str, value: str) -> Iterator[Problem]:
                            f"({ancestor} is not writable)")
 
 
+def check_group_reaches(key: str, directory: Path, group: grp.struct_group) -> Iterator[Problem]:
+    """Members of `group` (Postfix's user, for the milter socket) can enter `directory`."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return  # made by the daemon, with the group's access (mailsift/milter/cmd.py)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o001 or (st.st_gid == group.gr_gid and mode & 0o010):
+        return
+    yield Problem(key, f"{directory}, the socket's directory (mode {mode:04o}), cannot be entered by group "
+                       f"{group.gr_name}: chgrp {group.gr_name} {directory} && chmod g+x {directory}")
+
+
 def unix_socket(spec: str) -> str | None:
     for prefix in ("unix:", "local:"):
         if spec.startswith(prefix):
@@ -333,9 +347,11 @@ def check_milter(config: Config) -> Iterator[Problem]:
         yield from check_socket_path("[milter] socket", path)
         if s.socket_group:
             try:
-                grp.getgrnam(s.socket_group)
+                group = grp.getgrnam(s.socket_group)
             except KeyError:
                 yield Problem("[milter] socket_group", f"no group {s.socket_group!r} on this host")
+            else:
+                yield from check_group_reaches("[milter] socket", Path(path).parent, group)
     if s.clamd:
         why = clamd_ping(s.clamd, min(s.clamd_timeout, PING_TIMEOUT))
         if why is not None:

@@ -5,6 +5,7 @@ once, on its own, and must come out exactly, with its key, and exit 1."""
 from __future__ import annotations
 
 import datetime
+import grp
 import os
 import pwd
 import shutil
@@ -24,6 +25,7 @@ from mailsift.tls import make_self_signed
 pytestmark = pytest.mark.integration
 
 ME = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,9 @@ CASES: list[tuple[str, Callable[[Setup], None], str, str]] = [
     ("model-corrupt", corrupt_model, "[classifier] dbpath", "corrupt"),
     ("model-missing", lambda s: shutil.rmtree(s.model), "[classifier] dbpath", "does not exist"),
     ("socket-path-taken", regular_file_at_milter_socket, "[milter] socket", "is not a socket"),
+    ("socket-dir-closed-to-group", lambda s: (s.sections["milter"].update(socket_group=GROUP),
+                                               (s.dir / "sock").chmod(0o700)),
+     "[milter] socket", f"cannot be entered by group {GROUP}"),
     ("socket-group-unknown", set_("milter", socket_group="no-such-group-xyz"), "[milter] socket_group", "no group"),
     ("bad-key", set_("store", lmpt="unix:/tmp/typo.sock"), "[store] lmpt", "unknown setting"),
     ("bad-type", set_("milter", clamd_timeout="thirty"), "[milter] clamd_timeout", "expected a number"),
