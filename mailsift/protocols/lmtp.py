@@ -361,8 +361,10 @@ class LMTPSession:
             log.info("client went away during DATA; nothing stored")
             return
         if too_big:
-            await self.reply(*[f"552 5.3.4 <{a}> message too big (limit {self.s.max_message_size} bytes)"
-                               for a, _u, _d in txn.rcpts])
+            refused = [f"552 5.3.4 <{a}> message too big (limit {self.s.max_message_size} bytes)"
+                       for a, _u, _d in txn.rcpts]
+            metrics.lmtp_replies(refused)
+            await self.reply(*refused)
             return
         started = time.monotonic()
         try:

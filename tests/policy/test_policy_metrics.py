@@ -54,3 +54,15 @@ def test_non_loopback_metrics_address_is_refused(start_policy, workdir: Path) ->
     path.write_text('[metrics]\npolicy = "0.0.0.0:9181"\n')
     with pytest.raises(RuntimeError, match="not a loopback address"):
         start_policy(config=str(path))
+
+
+def test_a_taken_metrics_address_stops_the_daemon(start_policy, workdir: Path) -> None:
+    """It exits (status 3) and says why, rather than run unwatched."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=r"(?s)status 3.*cannot listen"):
+            start_policy(config=metrics_config(workdir, port))

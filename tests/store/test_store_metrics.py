@@ -27,7 +27,7 @@ def message(n: int) -> bytes:
 def served(store_server):  # type: ignore[no-untyped-def]
     ports = {"metrics": free_port(), "pop3": free_port(), "imap": free_port()}
     srv = store_server(users=USERS, start=False, pop3=f"127.0.0.1:{ports['pop3']}",
-                       imap=f"127.0.0.1:{ports['imap']}", imap_workers=2)
+                       imap=f"127.0.0.1:{ports['imap']}", imap_workers=2, max_message_size=100_000)
     train_small_model(srv.workdir / "model")
     with open(srv.config, "a") as fh:
         fh.write(f'[metrics]\nstore = "127.0.0.1:{ports["metrics"]}"\n[feedback]\nsave_interval = 0.2\n')
@@ -48,7 +48,7 @@ def total(samples, name: str) -> float:
 def test_store_counters_move_by_exactly_what_was_done(served) -> None:
     port = served.ports["metrics"]
     before = scrape(port)
-    lmtp = LMTPWire(served.lmtp_addr)  # one session, five transactions, five deliveries
+    lmtp = LMTPWire(served.lmtp_addr)  # one session, six transactions, seven deliveries
     try:
         assert lmtp.cmd("LHLO client.test").code == 250
         for n in range(3):
@@ -59,12 +59,17 @@ def test_store_counters_move_by_exactly_what_was_done(served) -> None:
         assert [r.code for r in replies] == [250, 250]
         rr, replies = lmtp.transaction("sender@outside.test", ["nobody@example.test"], message(4))
         assert [r.code for r in rr] == [550] and replies == []  # refused at RCPT: no delivery
+        assert lmtp.cmd("RSET").code == 250
+        _rr, replies = lmtp.transaction("sender@outside.test", ["alice@example.test", "bob@example.test"],
+                                        message(5) + b"x" * 200_000 + b"\r\n")
+        assert [r.code for r in replies] == [552, 552]  # too big: two refused deliveries
         assert lmtp.cmd("QUIT").code == 221
     finally:
         lmtp.close()
     after_lmtp = scrape(port)
     assert moved(before, after_lmtp, "mailsift_lmtp_deliveries_total", code="250") == 5
-    assert total(after_lmtp, "mailsift_lmtp_deliveries_total") - total(before, "mailsift_lmtp_deliveries_total") == 5
+    assert moved(before, after_lmtp, "mailsift_lmtp_deliveries_total", code="552") == 2
+    assert total(after_lmtp, "mailsift_lmtp_deliveries_total") - total(before, "mailsift_lmtp_deliveries_total") == 7
     assert moved(before, after_lmtp, "mailsift_sessions_total", protocol="lmtp") == 1
 
     pop = served.ports["pop3"]
