@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailsift.ops import metrics
 from mailsift.policy.greylist import DUNNO, Greylister
 from mailsift.policy.protocol import MalformedRequest, RequestParser, format_reply
 
@@ -195,6 +196,7 @@ class PolicyServer:
             decision = await self.greylister.decide(request)
         except Exception:  # our fault: never block mail for it
             log.exception("policy check failed for %r; answering DUNNO", _brief(request))
+            metrics.greylist("error", DUNNO)
             return DUNNO
         action = decision.action
         if decision.prepends:
@@ -203,6 +205,7 @@ class PolicyServer:
             if instance is not None and instance == conn.last_prepend_instance:
                 action = DUNNO
             conn.last_prepend_instance = instance
+        metrics.greylist(decision.reason, action)
         level = logging.INFO if decision.reason in ("new", "early", "passed") else logging.DEBUG
         if log.isEnabledFor(level):
             t = decision.triplet

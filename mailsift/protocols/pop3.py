@@ -27,6 +27,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from mailsift.ops import metrics
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 
 log = logging.getLogger("mailsift.pop3")
@@ -625,6 +626,7 @@ class Pop3Session:
 
     def login_failed(self) -> None:
         self.auth_failures += 1
+        metrics.login(getattr(self.ctx, "protocol", ""), False)
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.write(err("authentication failed; closing", "AUTH"))
             self.closing = True
@@ -641,6 +643,7 @@ class Pop3Session:
         if not good:
             self.login_failed()
             return
+        metrics.login(getattr(self.ctx, "protocol", ""), True)
         mailbox = canonical_user(self.ctx, user)
         in_use = _in_use(self.ctx)
         if mailbox in in_use:

@@ -31,6 +31,7 @@ import stat
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from mailsift.ops import metrics
 from mailsift.store.api import Store
 from mailsift.store.conncaps import (ConnectionCaps, cap_address, current_nofile, is_loopback as _is_loopback,
                                      mailbox_cap, raise_nofile, refuse)
@@ -253,6 +254,7 @@ class Server:
             task = asyncio.current_task()
             assert task is not None
             self.sessions.add(task)
+            metrics.session(proto)
             peer = writer.get_extra_info("peername")
             ctx = SessionContext(store=self.store, users=self.users, settings=self.settings, tls=self.tls,
                                  implicit_tls=implicit, peer=peer if isinstance(peer, tuple) else "",

@@ -55,6 +55,7 @@ from typing import Any
 
 from mailsift.store.authgate import GateServer, RemoteGate
 from mailsift.store.conncaps import cap_address, refuse
+from mailsift.ops import metrics
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -335,6 +336,8 @@ class WorkerPool:
             events: list[Event] = msg[1]
             self.store.events.publish_remote(events)  # the learner and the main process's sessions
             self._fanout(events, origin=w)
+        elif kind == "metric":
+            metrics.remote(msg[1])
         elif kind == "want":
             user, delta = msg[1], msg[2]
             n = w.interest.get(user, 0) + delta
@@ -509,6 +512,7 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     link_sock = socket.socket(fileno=link_fd)
     reader, writer = await asyncio.open_unix_connection(sock=link_sock)
     link = WorkerLink(reader, writer, server.store)
+    metrics.forward_to(lambda event: link._write(("metric", event)))
     server.shared["imap.limiter"] = link
     server.throttle = link.gate  # logins through the main process's gate
     handlers = {}

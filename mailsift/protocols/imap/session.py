@@ -39,6 +39,7 @@ from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
+from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 from mailsift.store.names import InvalidName
@@ -612,6 +613,7 @@ class ImapSession:
 
     def login_failed(self, tag: bytes) -> None:
         self.auth_failures += 1
+        metrics.login(getattr(self.ctx, "protocol", ""), False)
         self.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.untagged("BYE Too many authentication failures")
@@ -627,6 +629,7 @@ class ImapSession:
         if not good:
             self.login_failed(tag)
             return
+        metrics.login(getattr(self.ctx, "protocol", ""), True)
         users = getattr(self.ctx, "users", None)
         try:
             canonical = str(users.canonical(user)) if users is not None else user.lower()
