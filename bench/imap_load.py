@@ -1,24 +1,35 @@
 """IMAP: mailsift against Dovecot (Debian's dovecot-imapd, a private instance) in one run.
 
     .venv/bin/python bench/imap_load.py [--clients 20] [--messages 200] [--seconds 15]
-                                        [--big 100000] [--idle 100] [--workers N]
+                                        [--mixes session,relogin] [--big 100000] [--idle 100]
+                                        [--workers N] [--no-auth-cache]
+
+Both servers check real password hashes: mailsift its scrypt users database (with its auth
+cache, `[store] auth_cache_size`, unless --no-auth-cache), Dovecot a passwd-file of
+SHA512-CRYPT hashes with its auth cache on (`auth_cache_size = 10M`, `auth_cache_ttl = 1 hour`),
+as a careful admin runs it.
 
 1. Load: C concurrent clients, each logged in as its own user whose INBOX holds M real messages
-   (SpamAssassin easy_ham, read in place from ../shared/corpora). Each client repeats for S
-   seconds: SELECT INBOX; FETCH 1:50 headers (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT
-   DATE)]); three FETCH BODY.PEEK[] of random messages; STORE +FLAGS (\\Seen) on one; APPEND a
-   message; STORE +FLAGS.SILENT (\\Deleted) on it and EXPUNGE. Every command is one operation;
-   the figure is operations per second over all clients. Both servers get identical Maildir++
-   copies and the same client code (asyncio, raw IMAP).
-2. Big mailbox: a B-message INBOX (1 KB messages written straight into Maildir cur/, as another
+   (SpamAssassin easy_ham, read in place from ../shared/corpora), for S seconds per mix:
+   - session: one login, then in a loop: SELECT INBOX; FETCH 1:50 headers (UID FLAGS
+     BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]); three FETCH BODY.PEEK[] of random messages;
+     STORE +FLAGS (\\Seen) on one; APPEND a message; STORE +FLAGS.SILENT (\\Deleted) on it
+     and EXPUNGE.
+   - relogin: as phones do, every cycle a new connection: LOGIN; SELECT INBOX; FETCH 1:50
+     headers; one FETCH BODY.PEEK[]; STORE +FLAGS (\\Seen) on one; LOGOUT.
+   Every command is one operation; the figure is operations per second over all clients. A
+   command answered with anything but OK is a protocol error: counted and printed, and the
+   client goes on with its next cycle. Both servers get identical Maildir++ copies and the same
+   client code (asyncio, raw IMAP).
+2. Big mailbox (--big 0 skips it): a B-message INBOX (1 KB messages written straight into Maildir cur/, as another
    MDA would leave them); after one warm-up session (each server builds its index), a fresh
    session times SELECT and `UID FETCH 1:* (FLAGS)`.
-3. Memory (measured first, after a short warm-up): N idle connections (logged in, INBOX
+3. Memory (--idle 0 skips it; measured first, after a short warm-up): N idle connections (logged in, INBOX
    selected); the servers' resident memory before and after, per connection (mailsift: the serve
    process and its IMAP workers; Dovecot: all its processes).
-CPU: user+system seconds of every server process (process group) while all load clients are
-logged in, as cores and as ms per operation; and this script's own CPU (the client, on the same
-2 cores).
+CPU: user+system seconds of every server process (process group, with the children they have
+reaped) while all load clients are running, as cores and as ms per operation; and this
+script's own CPU (the client, on the same 2 cores).
 
 The machine is shared with other work (2 cores): figures are noisy, run once, read as measured.
 """
@@ -113,6 +124,7 @@ def write_maildir(path: Path, messages: list[bytes], seen_every: int = 0) -> Non
 
 class MailsiftServer:
     workers: int | None = None  # [store] imap_workers; None = the server's default (one per CPU)
+    auth_cache: bool = True     # False: [store] auth_cache_size = 0 (every login hashed)
 
     def __init__(self, workdir: Path, mail_root: Path, users: list[str]) -> None:
         from mailsift.store.users import Users
@@ -124,7 +136,8 @@ class MailsiftServer:
             f'mail_root = "{mail_root}"\nusers = "{workdir / "users.db"}"\n'
             f'lmtp = "off"\npop3 = "off"\npop3s = "off"\nimaps = "off"\nlookup = "off"\n'
             f'imap = "127.0.0.1:{self.port}"\nhostname = "bench.mailsift.test"\n'
-            + (f"imap_workers = {self.workers}\n" if self.workers is not None else ""))
+            + (f"imap_workers = {self.workers}\n" if self.workers is not None else "")
+            + ("" if self.auth_cache else "auth_cache_size = 0\n"))
         db = Users(workdir / "users.db")
         for u in users:
             db.add(u, PASSWORD)
@@ -145,11 +158,24 @@ class MailsiftServer:
         self.daemon.stop()
 
 
+class HashedDovecot(DovecotInstance):
+    """The test harness's Dovecot with SHA512-CRYPT hashes in its passwd-file instead of PLAIN."""
+
+    def _passwd(self) -> str:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+        return "".join(f"{name}:{{SHA512-CRYPT}}{crypt.crypt(pw, crypt.mksalt(crypt.METHOD_SHA512))}::::::\n"
+                       for name, pw in self.users.items())
+
+
 class DovecotServer:
     def __init__(self, workdir: Path, mail_root: Path, users: list[str]) -> None:
-        self.dc = DovecotInstance(workdir, {u: PASSWORD for u in users}, mail_root=mail_root,
-                                  pop3=False, lmtp=False,
-                                  extra_conf="mail_fsync = optimized\n")
+        self.dc = HashedDovecot(workdir, {u: PASSWORD for u in users}, mail_root=mail_root,
+                                pop3=False, lmtp=False,
+                                extra_conf="mail_fsync = optimized\nauth_cache_size = 10M\n"
+                                           "auth_cache_ttl = 1 hour\n")
         self.port = self.dc.imap_port
 
     def start(self) -> "DovecotServer":
@@ -178,14 +204,16 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """(user, system) CPU seconds of these processes so far (/proc/PID/stat)."""
+    """(user, system) CPU seconds of these processes so far (/proc/PID/stat), with their reaped
+    children's (cutime, cstime): Dovecot runs a process per login, and one that has exited
+    since the first sample counts in its parent's, which is in the group."""
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            system += int(fields[12])
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
         except (OSError, IndexError, ValueError):
             pass
     return user / tick, system / tick
@@ -205,37 +233,71 @@ def rss_kb(pids: list[int]) -> int:
 
 # -- 1. load --------------------------------------------------------------------------------
 
-async def worker(port: int, user: str, seconds: float, nmsg: int, extra: bytes, counts: list[int],
-                 ready: asyncio.Queue[None]) -> None:
+MIXES = ("session", "relogin")
+
+
+async def session_cycle(c: Client, rnd: random.Random, extra: bytes) -> int:
+    untagged, _ = await c.cmd(b"SELECT INBOX")
+    exists = next(int(u.split()[1]) for u in untagged if u.rstrip().endswith(b"EXISTS"))
+    await c.cmd(b"FETCH 1:%d (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])" % min(50, exists))
+    for _ in range(3):
+        await c.cmd(b"FETCH %d (BODY.PEEK[])" % rnd.randint(1, exists))
+    await c.cmd(b"STORE %d +FLAGS (\\Seen)" % rnd.randint(1, exists))
+    await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(extra) + extra)
+    await c.cmd(b"NOOP")  # learn the new message's number
+    await c.cmd(b"STORE %d +FLAGS.SILENT (\\Deleted)" % (exists + 1))
+    await c.cmd(b"EXPUNGE")
+    return 10
+
+
+async def relogin_cycle(c: Client, user: str, rnd: random.Random) -> int:
+    await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
+    untagged, _ = await c.cmd(b"SELECT INBOX")
+    exists = next(int(u.split()[1]) for u in untagged if u.rstrip().endswith(b"EXISTS"))
+    await c.cmd(b"FETCH 1:%d (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])" % min(50, exists))
+    await c.cmd(b"FETCH %d (BODY.PEEK[])" % rnd.randint(1, exists))
+    await c.cmd(b"STORE %d +FLAGS (\\Seen)" % rnd.randint(1, exists))
+    await c.cmd(b"LOGOUT")
+    return 6
+
+
+async def worker(port: int, user: str, seconds: float, mix: str, extra: bytes, counts: list[int],
+                 errors: list[str], ready: asyncio.Queue[None]) -> None:
+    rnd = random.Random(user)
+    ops = 0
+    if mix == "relogin":
+        ready.put_nowait(None)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            c = await Client.connect(port)
+            try:
+                ops += await relogin_cycle(c, user, rnd)
+            except (RuntimeError, ConnectionError) as exc:
+                errors.append(str(exc))
+            finally:
+                await c.close()
+        counts.append(ops)
+        return
     c = await Client.connect(port)
     await c.cmd(f'LOGIN "{user}" "{PASSWORD}"'.encode())
     ready.put_nowait(None)
-    rnd = random.Random(user)
     deadline = time.monotonic() + seconds
-    ops = 0
     while time.monotonic() < deadline:
-        untagged, _ = await c.cmd(b"SELECT INBOX")
-        exists = next(int(u.split()[1]) for u in untagged if u.rstrip().endswith(b"EXISTS"))
-        await c.cmd(b"FETCH 1:%d (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])" % min(50, exists))
-        for _ in range(3):
-            await c.cmd(b"FETCH %d (BODY.PEEK[])" % rnd.randint(1, exists))
-        await c.cmd(b"STORE %d +FLAGS (\\Seen)" % rnd.randint(1, exists))
-        await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(extra) + extra)
-        await c.cmd(b"NOOP")  # learn the new message's number
-        await c.cmd(b"STORE %d +FLAGS.SILENT (\\Deleted)" % (exists + 1))
-        await c.cmd(b"EXPUNGE")
-        ops += 10
+        try:
+            ops += await session_cycle(c, rnd, extra)
+        except RuntimeError as exc:  # a NO or BAD: counted, and on with the next cycle
+            errors.append(str(exc))
     counts.append(ops)
     await c.cmd(b"LOGOUT")
     await c.close()
 
 
-async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: bytes,
-               pids: Callable[[], list[int]] | None = None) -> tuple[float, float, float, float]:
+async def load(port: int, users: list[str], seconds: float, mix: str, extra: bytes,
+               pids: Callable[[], list[int]] | None = None) -> tuple[float, float, float, float, list[str]]:
     """-> (operations/s, server CPU cores, of which system (kernel) time, this client's CPU
-    cores). CPU is sampled while every client is logged in (Dovecot's per-client processes
-    exist then), over most of the run."""
+    cores, protocol errors). CPU is sampled once every client has started, over most of the run."""
     counts: list[int] = []
+    errors: list[str] = []
     ready: asyncio.Queue[None] = asyncio.Queue()
     cpu: list[float] = []
 
@@ -250,8 +312,8 @@ async def load(port: int, users: list[str], seconds: float, nmsg: int, extra: by
         cpu.extend(((c1[0] + c1[1] - c0[0] - c0[1]) / t, (c1[1] - c0[1]) / t, (time.process_time() - o0) / t))
 
     start = time.monotonic()
-    await asyncio.gather(sample(), *(worker(port, u, seconds, nmsg, extra, counts, ready) for u in users))
-    return sum(counts) / (time.monotonic() - start), cpu[0], cpu[1], cpu[2]
+    await asyncio.gather(sample(), *(worker(port, u, seconds, mix, extra, counts, errors, ready) for u in users))
+    return sum(counts) / (time.monotonic() - start), cpu[0], cpu[1], cpu[2], errors
 
 
 # -- 2. big mailbox ---------------------------------------------------------------------------
@@ -309,13 +371,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--messages", type=int, default=200)
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--big", type=int, default=100_000)
-    ap.add_argument("--idle", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=15.0, help="per mix")
+    ap.add_argument("--mixes", default=",".join(MIXES), help=f"comma-separated, of {', '.join(MIXES)}")
+    ap.add_argument("--big", type=int, default=100_000, help="messages in the big mailbox (0: skip)")
+    ap.add_argument("--idle", type=int, default=100, help="idle connections for the memory figure (0: skip)")
     ap.add_argument("--workers", type=int, default=None,
                     help="mailsift's [store] imap_workers (default: its own default, one per CPU)")
+    ap.add_argument("--no-auth-cache", action="store_true", help="mailsift with auth_cache_size = 0")
     args = ap.parse_args()
+    mixes = [m for m in args.mixes.split(",") if m]
+    if not mixes or any(m not in MIXES for m in mixes):
+        ap.error(f"--mixes: choose from {', '.join(MIXES)}")
     MailsiftServer.workers = args.workers
+    MailsiftServer.auth_cache = not args.no_auth_cache
 
     base = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     os.chmod(base, 0o755)
@@ -323,14 +391,17 @@ def main() -> int:
     big_user = f"big@{DOMAIN}"
     msgs = corpus_messages(args.messages)
     extra = msgs[0]
-    print(f"setup: {len(users)} users x {len(msgs)} messages (easy_ham), big mailbox {args.big} x 1 KB ...",
-          flush=True)
+    print(f"setup: {len(users)} users x {len(msgs)} messages (easy_ham), big mailbox {args.big} x 1 KB, "
+          f"mixes {', '.join(mixes)}, {args.seconds:.0f} s each; mailsift auth cache "
+          f"{'off' if args.no_auth_cache else 'on'} ...", flush=True)
     seed = base / "seed"
     for u in users:
         write_maildir(seed / DOMAIN / u.split("@")[0], msgs, seen_every=3)
     filler = b"From: bulk@example.test\r\nSubject: bulk\r\n\r\n" + b"x" * 1000 + b"\r\n"
-    write_maildir(seed / DOMAIN / "big", [filler] * args.big, seen_every=2)
+    if args.big:
+        write_maildir(seed / DOMAIN / "big", [filler] * args.big, seen_every=2)
     results: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, list[str]]] = {}
     try:
         for name, cls in (("mailsift", MailsiftServer), ("dovecot", DovecotServer)):
             root = base / f"{name}-mail"
@@ -343,18 +414,24 @@ def main() -> int:
             server.start()
             try:
                 r: dict[str, float] = {}
-                asyncio.run(load(server.port, users, 2.0, args.messages, extra))  # warm-up, untimed
-                r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
-                print(f"{name}: {r['idle_kb']:.0f} KB per idle connection; load ({args.clients} clients, "
-                      f"{args.seconds:.0f}s) ...", flush=True)
-                r["ops"], r["cpu"], r["sys"], r["client_cpu"] = asyncio.run(
-                    load(server.port, users, args.seconds, args.messages, extra, server.pids))
-                print(f"{name}: {r['ops']:.0f} operations/s (server CPU {r['cpu']:.2f} cores, this client "
-                      f"{r['client_cpu']:.2f} cores); big mailbox ...", flush=True)
-                warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
-                r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
-                print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
-                      f"{fetch:.3f}s ({n} responses)", flush=True)
+                errors[name] = {}
+                asyncio.run(load(server.port, users, 2.0, "session", extra))  # warm-up, untimed
+                if args.idle:
+                    r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
+                    print(f"{name}: {r['idle_kb']:.0f} KB per idle connection", flush=True)
+                for mix in mixes:
+                    ops, cpu, sys_cpu, client_cpu, errs = asyncio.run(
+                        load(server.port, users, args.seconds, mix, extra, server.pids))
+                    r.update({f"{mix}.ops": ops, f"{mix}.cpu": cpu, f"{mix}.sys": sys_cpu,
+                              f"{mix}.client_cpu": client_cpu, f"{mix}.errors": len(errs)})
+                    errors[name][mix] = errs
+                    print(f"{name}: {mix}: {ops:.0f} operations/s (server CPU {cpu:.2f} cores, this client "
+                          f"{client_cpu:.2f} cores), {len(errs)} protocol errors", flush=True)
+                if args.big:
+                    warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
+                    r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
+                    print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
+                          f"{fetch:.3f}s ({n} responses)", flush=True)
                 results[name] = r
             finally:
                 server.stop()
@@ -363,18 +440,29 @@ def main() -> int:
 
     m, d = results["mailsift"], results["dovecot"]
     print()
-    print(f"{'':34}{'mailsift':>12}{'dovecot':>12}")
-    print(f"{'load: operations/s':34}{m['ops']:12.0f}{d['ops']:12.0f}   ratio {m['ops'] / d['ops']:.2f} (goal >= 0.50)")
-    print(f"{'load: server CPU, cores':34}{m['cpu']:12.2f}{d['cpu']:12.2f}   "
-          f"(bench client: {m['client_cpu']:.2f} / {d['client_cpu']:.2f} cores)")
-    print(f"{'load: of which kernel, cores':34}{m['sys']:12.2f}{d['sys']:12.2f}")
-    print(f"{'load: server CPU ms per operation':34}{1000 * m['cpu'] / m['ops']:12.2f}"
-          f"{1000 * d['cpu'] / d['ops']:12.2f}")
-    print(f"{'big: first LOGIN+SELECT (indexing)':34}{m['warm']:12.2f}{d['warm']:12.2f}")
-    print(f"{'big: SELECT s':34}{m['select']:12.3f}{d['select']:12.3f}   (goal <= 1 s, {args.big} messages)")
-    print(f"{'big: UID FETCH 1:* (FLAGS) s':34}{m['fetch']:12.3f}{d['fetch']:12.3f}   (goal <= 2 s, "
-          f"{int(m['fetched'])} / {int(d['fetched'])} responses)")
-    print(f"{'memory per idle connection KB':34}{m['idle_kb']:12.0f}{d['idle_kb']:12.0f}   ({args.idle} connections)")
+    print(f"{'':38}{'mailsift':>12}{'dovecot':>12}")
+    for mix in mixes:
+        k = f"{mix}."
+        print(f"{mix + ': operations/s':38}{m[k + 'ops']:12.0f}{d[k + 'ops']:12.0f}   "
+              f"ratio {m[k + 'ops'] / d[k + 'ops']:.2f} (goal >= 1.0)")
+        print(f"{mix + ': server CPU, cores':38}{m[k + 'cpu']:12.2f}{d[k + 'cpu']:12.2f}   "
+              f"(bench client: {m[k + 'client_cpu']:.2f} / {d[k + 'client_cpu']:.2f} cores)")
+        print(f"{mix + ': of which kernel, cores':38}{m[k + 'sys']:12.2f}{d[k + 'sys']:12.2f}")
+        print(f"{mix + ': server CPU ms per operation':38}{1000 * m[k + 'cpu'] / m[k + 'ops']:12.2f}"
+              f"{1000 * d[k + 'cpu'] / d[k + 'ops']:12.2f}")
+        print(f"{mix + ': protocol errors':38}{m[k + 'errors']:12.0f}{d[k + 'errors']:12.0f}")
+    if args.big:
+        print(f"{'big: first LOGIN+SELECT (indexing)':38}{m['warm']:12.2f}{d['warm']:12.2f}")
+        print(f"{'big: SELECT s':38}{m['select']:12.3f}{d['select']:12.3f}   (goal <= 1 s, {args.big} messages)")
+        print(f"{'big: UID FETCH 1:* (FLAGS) s':38}{m['fetch']:12.3f}{d['fetch']:12.3f}   (goal <= 2 s, "
+              f"{int(m['fetched'])} / {int(d['fetched'])} responses)")
+    if args.idle:
+        print(f"{'memory per idle connection KB':38}{m['idle_kb']:12.0f}{d['idle_kb']:12.0f}   "
+              f"({args.idle} connections)")
+    for name in errors:
+        for mix, errs in errors[name].items():
+            for e in sorted(set(errs))[:5]:
+                print(f"{name} {mix} error: {e}")
     return 0
 
 

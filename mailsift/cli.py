@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "user": "mailsift.store.cmd_user",
     "cert": "mailsift.cmd_cert",
     "postfix-config": "mailsift.postfix_config",
+    "check-config": "mailsift.ops.cmd_check_config",
 }
 
 
@@ -74,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config: Config = load_config(args.config)
     except ConfigError as exc:
-        print(f"mailsift: {exc}", file=sys.stderr)
-        return 3
+        if not getattr(args._module, "CHECKS_CONFIG", False):  # check-config reports it itself
+            print(f"mailsift: {exc}", file=sys.stderr)
+            return 3
+        config = Config()
     setup_logging(args.log_level or config.logging.level)
     try:
         return int(args._module.run(args, config) or 0)

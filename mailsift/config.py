@@ -6,6 +6,7 @@
     [store]        mailsift/store/settings.py
     [policy]       mailsift/policy/settings.py
     [feedback]     mailsift/feedback/settings.py  (learning from users' Junk moves)
+    [metrics]      mailsift/ops/settings.py  (where each daemon serves Prometheus metrics)
 
 With no file at all the defaults serve a single host. Command-line flags override the file:
 `override(settings, key=value_or_None, ...)` replaces the fields whose flag was given.
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from mailsift.classifier.settings import ClassifierSettings
 from mailsift.feedback.settings import FeedbackSettings
 from mailsift.milter.settings import MilterSettings
+from mailsift.ops.settings import MetricsSettings
 from mailsift.policy.settings import PolicySettings
 from mailsift.store.settings import StoreSettings
 
@@ -48,6 +50,7 @@ class Config:
     store: StoreSettings = field(default_factory=StoreSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def _check(value: Any, hint: Any, where: str) -> Any:

@@ -68,6 +68,7 @@ class Verdict:
     virus: VirusResult | None = None
     partial: bool = False  # only part of the message was scored
     reason: str | None = None  # why there is no probability
+    note: str | None = None  # an operating note for the report (the first-day guard)
 
     @property
     def is_spam(self) -> bool:
@@ -83,7 +84,7 @@ class Verdict:
 
     def with_virus(self, virus: VirusResult | None) -> Verdict:
         return Verdict(self.probability, self.score, self.required, self.unsure, self.clues,
-                       virus, self.partial, self.reason)
+                       virus, self.partial, self.reason, self.note)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def spam_headers(verdict: Verdict, version: str = __version__) -> list[tuple[str
         tests.append("MAILSIFT_UNSURE")
     if verdict.partial:
         tests.append("MAILSIFT_PARTIAL_SCAN")
+    if verdict.note:
+        tests.append("MAILSIFT_FIRST_DAY")
     yes = "Yes" if verdict.is_spam else "No"
     out: list[tuple[str, str]] = []
     if verdict.is_spam:
@@ -155,6 +158,8 @@ def spam_headers(verdict: Verdict, version: str = __version__) -> list[tuple[str
         f"tests={','.join(tests)} autolearn=no {tag}",
     ))
     report = _report(verdict.clues)
+    if verdict.note:
+        report = _clean(verdict.note) + ("\r\n\t" + report if report else "")
     if report:
         out.append(("X-Spam-Report", report))
     return out

@@ -101,11 +101,8 @@ def run(args: Namespace, config: Config) -> int:
         if raw is None:
             codes.append(EXIT_ERROR)
             continue
-        verdict = model.verdict(raw, required=settings.required, max_bytes=settings.max_bytes)
-        if settings.unsure_points != model.settings.unsure_points and verdict.probability is not None:
-            unsure = not model.ready() or abs(verdict.score - settings.required) < settings.unsure_points
-            verdict = type(verdict)(verdict.probability, verdict.score, verdict.required, unsure,
-                                    verdict.clues, verdict.virus, verdict.partial, verdict.reason)
+        verdict = model.verdict(raw, required=settings.required, max_bytes=settings.max_bytes,
+                                unsure_points=settings.unsure_points)
         codes.append(_exit_for(verdict))
         if args.passthrough:
             sys.stdout.buffer.write(annotate(raw, list(verdict_headers(verdict).headers)))

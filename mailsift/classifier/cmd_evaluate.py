@@ -1,6 +1,7 @@
 """`mailsift evaluate`: measure the classifier as the TREC spam track does.
 
     mailsift evaluate --online INDEX --results FILE [--limit N] [--plot PNG] [--dbpath DIR]
+                      [--feedback full|errors|implicit:N|none] [--start DBPATH] [--window N]
     mailsift evaluate --cv K (--index INDEX | --ham DIR... --spam DIR...) --results FILE [--seed S]
     mailsift evaluate --results FILE [--plot PNG]      figures of an existing results file
 
@@ -40,6 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PNG", help="write the ROC curve and score histograms here")
     parser.add_argument("--dbpath", metavar="DIR",
                         help="with --online: save the final model here (default: not saved)")
+    parser.add_argument("--feedback", metavar="MODE", default="full",
+                        help="with --online: what the model learns after scoring each message: full (every "
+                             "message, the TREC protocol; default), errors (only misfiled ones, as users "
+                             "correct), implicit:N (errors at once, every other message N messages later), none")
+    parser.add_argument("--start", metavar="DBPATH",
+                        help="with --online: start from a copy of the model in DBPATH (e.g. the default "
+                             "model) instead of an empty one; DBPATH is not changed")
+    parser.add_argument("--label-noise", metavar="P", type=float, default=0.0,
+                        help="with --online: flip this fraction of the labels learned (seeded by --seed), "
+                             "as noisy real feedback does; scoring still uses the true labels")
+    parser.add_argument("--window", metavar="N", type=int, default=2500,
+                        help="with --online: print what users saw per window of N messages (default 2500)")
     parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=None,
                         help="drop repeated Message-IDs and bodies (default: on for folders, off for an index)")
     parser.add_argument("--order-by-date", action=argparse.BooleanOptionalAction, default=False,
@@ -111,6 +124,16 @@ def run(args: argparse.Namespace, config: Config) -> int:
     required = settings.required
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be at least 1")
+    if args.window < 1:
+        return _fail("--window must be at least 1")
+    if not 0.0 <= args.label_noise < 0.5:
+        return _fail("--label-noise must be at least 0 and below 0.5")
+    try:
+        args.feedback = evaluate.Feedback.parse(args.feedback)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.online is None and (args.start or args.label_noise or str(args.feedback) != "full"):
+        return _fail("--feedback, --start and --label-noise go with --online")
     try:
         if args.online is None and args.cv is None:
             if args.index or args.ham or args.spam or args.dbpath:
@@ -143,6 +166,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     print("\n".join(figs.lines()))
+    if args.online is not None:
+        print(f"feedback        {args.feedback}" + (f", start {args.start}" if args.start else ", empty model")
+              + (f", label noise {args.label_noise:g}" if args.label_noise else ""))
+        print("\n".join(metrics.window_lines(records, args.window)))
     if args.worst:
         ham, spam = evaluate.worst(records, args.worst)
         print("spammiest ham:  " + ", ".join(f"{r.id} {r.score:.4g}" for r in ham))
@@ -183,21 +210,32 @@ def _entries(args: argparse.Namespace) -> tuple[list[Entry], bool]:
 
 
 def _evaluate(args: argparse.Namespace, entries: list[Entry], required: float) -> list[metrics.Record]:
-    from mailsift.classifier.api import ModelError, new_model, save_model
+    from mailsift.classifier.api import ModelError, load_model, new_model, save_model
 
     settings = _model_settings(args.model_settings)
     try:
         new_model(**settings)  # unknown or invalid settings fail here, before any file is written
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad model setting: {exc}") from None
+    start = None
+    if args.online is not None and args.start:
+        try:
+            start = load_model(args.start)
+        except ModelError as exc:
+            raise evaluate.EvaluateError(f"cannot start from {args.start}: {exc}") from None
+        if settings:
+            start.settings = start.with_settings(**settings)
+            start.settings.validate()
+            start.refresh()
     results = Path(args.results)
     if results.parent != Path(""):
         results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "w", encoding="utf-8", errors="surrogateescape") as out:
         if args.online is not None:
-            model = new_model(**settings)
-            records = evaluate.run_online(entries, model, out, required=required,
-                                          progress=_Progress("online"))
+            model = start if start is not None else new_model(**settings)
+            records = evaluate.run_feedback(entries, model, args.feedback, out, required=required,
+                                            progress=_Progress("online"), label_noise=args.label_noise,
+                                            seed=args.seed)
             if args.dbpath:
                 try:
                     save_model(model, args.dbpath)

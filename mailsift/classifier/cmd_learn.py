@@ -119,6 +119,12 @@ def _dump(dbpath: str) -> int:
     print(f"tokens: {model.n_tokens()}")
     print(f"last change: {changed.isoformat(timespec='seconds') if changed else 'never'}")
     print(f"ready: {'yes' if model.ready() else 'no (needs 200 ham and 200 spam)'}")
+    guard = model.guard()
+    if model.prior_counts.sum() > 0:
+        print(f"prior: {int(model.prior_counts[0])} ham, {int(model.prior_counts[1])} spam from public corpora; "
+              f"this site taught {model.local_learned()}")
+    print("first-day guard: " + (f"on, required +{guard:g} until this site has taught "
+                                 f"{model.settings.guard_until} messages" if guard else "off"))
     print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}, "
           f"scikit-learn {meta.get('versions', {}).get('scikit-learn')}")
     if (Path(dbpath) / RECORD_FILE).exists():

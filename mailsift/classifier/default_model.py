@@ -104,6 +104,10 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
     with Learner(work) as learner:
         # In arrival order, each message with its own label, as mail comes in.
         learner.learn_labelled((path, Path(path).read_bytes(), label) for _, path, label in items)
+        # This is the corpora's mail, not the site's: arm the first-day guard, let what the
+        # site teaches outweigh it, and leave the raw-bytes member to the site (model.py).
+        learner.model.mark_prior()
+        learner.dirty = True
         learner.save()
         model = learner.model
     with open(target / LOCK_FILE, "a+") as lock:

@@ -3,6 +3,14 @@
 Online, immediate feedback (`run_online`): starting from an empty model, each message in
 order is classified without its label, its result written out, then learned with its label.
 
+User-like feedback (`run_feedback`): the same score-then-learn loop, but learning only what a
+user's actions would teach. `full`: every message at once (the TREC protocol, as run_online).
+`errors`: only a message whose verdict was wrong (spam not filed as spam, which includes
+unsure spam left in the inbox; ham filed as spam), at once: people move misfiled mail and
+nothing else. `implicit:N`: errors at once, and every other message with its label N
+messages later (the store confirming what people kept, issue 12). `none`: nothing learned.
+The model may start from a copy of an existing one (the default model) instead of empty.
+
 Cross-validation (`run_cv`): the messages are shuffled (seeded) and dealt into K folds, spam
 and ham separately so each fold has the same mix; each fold is scored by a fresh model
 trained on the other K-1. Every message is scored exactly once, and the figures are computed
@@ -23,6 +31,8 @@ import logging
 import math
 import random
 import re
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence, TextIO
 
@@ -128,6 +138,76 @@ def run_online(entries: Sequence[Entry], model: Scorer, out: TextIO | None = Non
             out.write(format_record(rec))
             out.flush()
         _learn(model, entry, raw)
+        if progress is not None:
+            progress(i, n)
+    return records
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """How the evaluated model learns: mode full | errors | implicit | none, delay for implicit."""
+
+    mode: str
+    delay: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Feedback":
+        mode, _, arg = text.strip().partition(":")
+        if mode in ("full", "errors", "none") and not arg:
+            return cls(mode)
+        if mode == "implicit":
+            try:
+                delay = int(arg)
+            except ValueError:
+                delay = -1
+            if delay < 0:
+                raise ValueError(f"implicit feedback needs a delay in messages, e.g. implicit:1000, not {text!r}")
+            return cls(mode, delay)
+        raise ValueError(f"feedback must be full, errors, implicit:N or none, not {text!r}")
+
+    def __str__(self) -> str:
+        return f"implicit:{self.delay}" if self.mode == "implicit" else self.mode
+
+
+def misfiled(rec: Record) -> bool:
+    """What a user would correct: spam not filed to Junk (ham or unsure), ham filed to Junk."""
+    return rec.judge == "spam" if rec.truth == "ham" else rec.judge != "spam"
+
+
+def run_feedback(entries: Sequence[Entry], model: Scorer, feedback: Feedback, out: TextIO | None = None,
+                 required: float = 5.0, progress: Progress | None = None,
+                 label_noise: float = 0.0, seed: int = 0) -> list[Record]:
+    """Score each message, write it out, then learn what `feedback` says a user would teach.
+
+    label_noise: the fraction of learned labels flipped (seeded), as when one recipient calls
+    a newsletter spam that another keeps; records keep the true label."""
+    if feedback.mode == "full" and not label_noise:
+        return run_online(entries, model, out, required, progress)
+    rng = random.Random(seed)
+    pending: deque[tuple[int, Entry]] = deque()
+    records: list[Record] = []
+    n = len(entries)
+
+    def teach(entry: Entry, raw: bytes | None = None) -> None:
+        label = entry.label
+        if label_noise and rng.random() < label_noise:
+            label = "ham" if label == "spam" else "spam"
+        _learn(model, Entry(label, entry.path) if label != entry.label else entry,
+               raw if raw is not None else _read(entry))
+
+    for i, entry in enumerate(entries, 1):
+        while pending and pending[0][0] <= i:
+            teach(pending.popleft()[1])
+        raw = _read(entry)
+        rec = classify_one(model, entry, raw, required)
+        records.append(rec)
+        if out is not None:
+            out.write(format_record(rec))
+            out.flush()
+        if feedback.mode == "full" or (feedback.mode != "none" and misfiled(rec)):
+            teach(entry, raw)
+        elif feedback.mode == "implicit":
+            pending.append((i + feedback.delay, entry))
         if progress is not None:
             progress(i, n)
     return records

@@ -93,6 +93,7 @@ class Learner:
         """Learn (name, raw, label) triples, in order."""
         stats = stats or LearnStats()
         batch: list[tuple[np.ndarray, str]] = []
+        chars: list[np.ndarray | None] = []
         digests: list[str] = []
         pending: set[str] = set()
         for name, raw, label in messages:
@@ -106,28 +107,32 @@ class Learner:
                     stats.skipped += 1
                 else:
                     idx, _ = self.model.features(raw)
+                    cidx = self.model.char_features(raw)
                     if known is not None:  # learned with the other label: move it
-                        self.model.unlearn_features(idx, known[0], known[1])
+                        self.model.unlearn_features(idx, known[0], known[1], cidx)
                         stats.moved += 1
                     batch.append((idx, label))
+                    chars.append(cidx)
                     digests.append(digest)
                     pending.add(digest)
                     stats.learned += 1
             if len(batch) >= BATCH:
-                self._flush(batch, digests)
+                self._flush(batch, digests, chars)
             if progress is not None:
                 progress(stats)  # type: ignore[operator]
-        self._flush(batch, digests)
+        self._flush(batch, digests, chars)
         return stats
 
-    def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str]) -> None:
+    def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str],
+               chars: list[np.ndarray | None]) -> None:
         if not batch:
             return
-        steps = self.model.learn_batch(batch)
+        steps = self.model.learn_batch(batch, chars)
         for digest, (_, label), step in zip(digests, batch, steps):
             self.record.put(digest, label, step)
         batch.clear()
         digests.clear()
+        chars.clear()
         self.dirty = True
 
     def forget_many(self, messages: Iterable[tuple[str, bytes | None]], stats: LearnStats | None = None,

@@ -178,3 +178,52 @@ def figures(records: Iterable[Record]) -> Figures:
         unsure_spam=unsure_spam,
         unsure_ham=unsure_ham,
     )
+
+
+@dataclass(frozen=True)
+class Window:
+    """What users saw over a stretch of the stream (messages start..end, 1-based)."""
+
+    start: int
+    end: int
+    n_spam: int
+    n_ham: int
+    ham_to_junk: int  # ham judged spam: filed to Junk
+    spam_to_inbox: int  # spam judged ham or unsure: left in the inbox
+    unsure: int  # either class
+
+    @staticmethod
+    def pct(part: int, whole: int) -> str:
+        return f"{100.0 * part / whole:6.2f}" if whole else "     -"
+
+    def line(self) -> str:
+        n = self.n_spam + self.n_ham
+        return (f"{self.start:>7}-{self.end:<7} {self.n_ham:>6} {self.n_spam:>6}  "
+                f"{self.pct(self.ham_to_junk, self.n_ham)}  {self.pct(self.spam_to_inbox, self.n_spam)}  "
+                f"{self.pct(self.unsure, n)}")
+
+
+WINDOW_HEADER = "messages          ham   spam  ham>Junk% spam>INBOX% unsure%"
+
+
+def windows(records: Sequence[Record], size: int = 2500) -> list[Window]:
+    """Per window of `size` messages, then one for the whole stream (the last entry)."""
+    def tally(start: int, recs: Sequence[Record]) -> Window:
+        n_spam = sum(r.truth == SPAM for r in recs)
+        return Window(
+            start + 1, start + len(recs), n_spam, len(recs) - n_spam,
+            sum(r.truth == HAM and r.judge == SPAM for r in recs),
+            sum(r.truth == SPAM and r.judge != SPAM for r in recs),
+            sum(r.judge == UNSURE for r in recs),
+        )
+
+    out = [tally(i, records[i:i + size]) for i in range(0, len(records), size)]
+    out.append(tally(0, records))
+    return out
+
+
+def window_lines(records: Sequence[Record], size: int = 2500) -> list[str]:
+    ws = windows(records, size)
+    lines = [WINDOW_HEADER] + [w.line() for w in ws[:-1]]
+    lines.append("all " + ws[-1].line()[4:])
+    return lines

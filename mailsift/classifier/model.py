@@ -18,7 +18,15 @@ Fusion and its measured effect (online score-then-train over the deduplicated, D
 stream of ../shared/corpora, 7.8k messages; see docs/classifier.md for the figures):
     z = lr_weight * z_lr + nb_weight * z_nb / sqrt(n_tokens)
 The NB sum over n binary tokens grows with n and is over-confident, so it is scaled by
-1/sqrt(n) before fusing. The probability is sigmoid(z).
+1/sqrt(n) before fusing, and each token's NB log-ratio is bounded by nb_clip. A third member,
+an online logistic regression over the character 4-grams of the message's first 3,000 bytes
+(chargrams.py), adds char_weight * z_chars. The probability is sigmoid(z).
+
+A model that starts from public corpora (the default model, `mark_prior`) has those corpora's
+NB counts scaled down so the site's own mail soon outweighs them, its character member empty
+(raw bytes carry the corpora's collecting sites), and a first-day guard: `required` raised by
+guard_points until the site has taught guard_until messages. docs/classifier.md has each
+choice's measured effect.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mailsift.classifier.chargrams import CharGramLR, char_indices
 from mailsift.classifier.features import feature_indices
 from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
 from mailsift.verdict import Verdict
@@ -51,6 +60,14 @@ class ModelSettings:
     nb_weight: float = 0.25  # fusion: weight of the NB log-odds / sqrt(n_tokens)
     replay: int = 1000  # recent messages per class kept for LR rehearsal (0: off)
     intercept_rate: float = 0.1  # LR intercept step relative to lr_rate
+    char_weight: float = 1.0  # fusion: weight of the character 4-gram LR's log-odds (0: off)
+    char_rate: float = 40.0  # its AdaGrad step size
+    # The first-day guard: a model that starts from the default corpora (mark_prior) has
+    # `required` raised by guard_points until the site itself has taught guard_until messages.
+    guard_points: float = 5.0
+    guard_until: int = 200
+    prior_weight: float = 0.2  # the corpora's NB counts are scaled by this when marked prior
+    nb_clip: float = 3.0  # bound on one token's NB log-ratio (0: none)
     unsure_points: float = 1.0  # |score - required| below this is "unsure"
     max_bytes: int = MAX_BYTES  # of a message read for tokens
 
@@ -114,6 +131,8 @@ class SpamModel:
         # kept current for the features each learn/unlearn touches. float32: one gather from
         # a 4 MB array per message instead of three from 24 MB (cache misses dominated).
         self.weights: np.ndarray | None = np.zeros(n, dtype=np.float32)
+        self.chars = CharGramLR(self.settings.hash_bits, self.settings.char_rate)
+        self.prior_counts = np.zeros(2, dtype=np.float64)  # class counts taught by the corpora
 
     @property
     def nb(self) -> Any:
@@ -131,6 +150,10 @@ class SpamModel:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "chars" not in state:
+            self.chars = CharGramLR(self.settings.hash_bits, self.settings.char_rate)
+        if "prior_counts" not in state:
+            self.prior_counts = np.zeros(2, dtype=np.float64)
         self._nb = None
         self.weights = None  # recomputed by refresh()
 
@@ -157,8 +180,11 @@ class SpamModel:
         self._totals = self.feature_count.sum(axis=1)
         s = self.settings
         logs = np.log(self.feature_count + s.alpha)
-        w = s.nb_weight * (logs[1] - logs[0])
+        ratio = logs[1] - logs[0]
         del logs
+        if s.nb_clip:
+            np.clip(ratio, -s.nb_clip, s.nb_clip, out=ratio)
+        w = s.nb_weight * ratio
         w += s.lr_weight * self.lr_coef
         self.weights = w.astype(np.float32)
         self._dirty: list[np.ndarray] = []
@@ -182,7 +208,10 @@ class SpamModel:
         idx = np.unique(np.concatenate(dirty))
         s = self.settings
         logs = np.log(self.feature_count[:, idx] + s.alpha)
-        self.weights[idx] = s.nb_weight * (logs[1] - logs[0]) + s.lr_weight * self.lr_coef[idx]
+        ratio = logs[1] - logs[0]
+        if s.nb_clip:
+            np.clip(ratio, -s.nb_clip, s.nb_clip, out=ratio)
+        self.weights[idx] = s.nb_weight * ratio + s.lr_weight * self.lr_coef[idx]
 
     # -- features -------------------------------------------------------------------------
     def features(self, raw: bytes, max_bytes: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -197,9 +226,21 @@ class SpamModel:
         self._last = (raw, limit, result)
         return result
 
+    def char_features(self, raw: bytes) -> np.ndarray | None:
+        """The character 4-gram member's columns of `raw` (None when the member is off)."""
+        if not self.settings.char_weight:
+            return None
+        cached = self.__dict__.get("_last_chars")
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        cidx = char_indices(raw, self.settings.hash_bits)
+        self._last_chars = (raw, cidx)
+        return cidx
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_last", None)
+        state.pop("_last_chars", None)
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
         state.pop("_dirty", None)
@@ -227,36 +268,73 @@ class SpamModel:
         const = s.nb_weight * inv * (nb_const + prior) + s.lr_weight * self.lr_intercept
         return contrib, const
 
-    def _z(self, idx: np.ndarray) -> float:
+    def _z(self, idx: np.ndarray, cidx: np.ndarray | None = None) -> float:
         contrib, const = self._contributions(idx)
+        if cidx is not None:
+            const += self.settings.char_weight * self.chars.z(cidx)
         return float(contrib.sum()) + const
 
-    def spamminess_of(self, idx: np.ndarray) -> float:
-        return _sigmoid(self._z(idx))
+    def spamminess_of(self, idx: np.ndarray, cidx: np.ndarray | None = None) -> float:
+        return _sigmoid(self._z(idx, cidx))
 
     def spamminess(self, raw: bytes) -> float:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
         idx, _ = self.features(raw)
-        return self.spamminess_of(idx)
+        return self.spamminess_of(idx, self.char_features(raw))
 
     def ready(self) -> bool:
         return self.n_ham_ >= MIN_LEARNED and self.n_spam_ >= MIN_LEARNED
 
-    def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None) -> Verdict:
-        """The Verdict for one message; never raises on bad input."""
+    # -- the first day ----------------------------------------------------------------------
+    def mark_prior(self) -> None:
+        """Everything learned so far came from public corpora, not from the site that will
+        use the model (the default model). Scales their NB counts by prior_weight, empties
+        the character member (raw bytes carry the corpora's collecting sites), and arms the
+        first-day guard until the site has taught guard_until messages of its own."""
+        w = self.settings.prior_weight
+        if w != 1.0:  # the class counts stay: they are what --dump shows, and NB's prior is their ratio
+            self.feature_count *= w
+        self.prior_counts = self.class_count.copy()
+        self.chars.reset()
+        self.refresh()
+
+    def local_learned(self) -> int:
+        """Messages learned since mark_prior (all learned ones for a model without a prior)."""
+        return max(0, int(round(float((self.class_count - self.prior_counts).sum()))))
+
+    def guard(self) -> float:
+        """Points added to `required` now: guard_points on a default model's first day, else 0."""
+        if self.prior_counts.sum() > 0 and self.local_learned() < self.settings.guard_until:
+            return self.settings.guard_points
+        return 0.0
+
+    def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None,
+                unsure_points: float | None = None) -> Verdict:
+        """The Verdict for one message; never raises on bad input. `required` is the site's
+        threshold; on a default model's first day the guard raises it (the Verdict says so)."""
         limit = max_bytes if max_bytes is not None else self.settings.max_bytes
         try:
             partial = len(raw) > limit
             idx, names = self.features(raw, limit)
             contrib, const = self._contributions(idx)
+            cidx = self.char_features(raw)
+            if cidx is not None:
+                const += self.settings.char_weight * self.chars.z(cidx)
             z = float(contrib.sum()) + const
             p = _sigmoid(z)
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
         score = round(probability_to_score(p), 3)
-        unsure = not self.ready() or abs(score - required) < self.settings.unsure_points
-        return Verdict(p, score, required, unsure, clues, partial=partial)
+        guard = self.guard()
+        note = None
+        if guard:
+            required += guard
+            note = (f"first day: required raised by {guard:g} until this site has taught "
+                    f"{self.settings.guard_until} messages ({self.local_learned()} so far)")
+        band = self.settings.unsure_points if unsure_points is None else unsure_points
+        unsure = not self.ready() or abs(score - required) < band
+        return Verdict(p, score, required, unsure, clues, partial=partial, note=note)
 
     # -- learning -------------------------------------------------------------------------
     def _lr_step(self, idx: np.ndarray, y: int) -> float:
@@ -301,8 +379,10 @@ class SpamModel:
             own[self._replay_next[y] % size] = stored
             self._replay_next[y] += 1
 
-    def learn_features(self, idx: np.ndarray, label: str) -> float:
+    def learn_features(self, idx: np.ndarray, label: str, cidx: np.ndarray | None = None) -> float:
         y = _label(label)
+        if cidx is not None:
+            self.chars.learn(cidx, y)
         g = self._lr_step(idx, y)
         self._replay_step(idx, y)
         self.feature_count[y, idx] += 1.0
@@ -312,10 +392,13 @@ class SpamModel:
         self.changed_at = time.time()
         return g
 
-    def unlearn_features(self, idx: np.ndarray, label: str, step: float | None = None) -> None:
+    def unlearn_features(self, idx: np.ndarray, label: str, step: float | None = None,
+                         cidx: np.ndarray | None = None) -> None:
         y = _label(label)
         if self.class_count[y] < 1:
             raise ValueError(f"no {label} learned: nothing to unlearn")
+        if cidx is not None:
+            self.chars.step(cidx, y, sign=-1.0)
         fc = self.feature_count
         before = fc[y, idx]
         dec = np.minimum(before, 1.0)
@@ -330,14 +413,15 @@ class SpamModel:
     def learn(self, raw: bytes, label: str) -> float:
         """Learn one message as "spam" or "ham". Returns the LR step (for exact unlearning)."""
         idx, _ = self.features(raw)
-        return self.learn_features(idx, label)
+        return self.learn_features(idx, label, self.char_features(raw))
 
     def unlearn(self, raw: bytes, label: str, step: float | None = None) -> None:
         """Remove one previously learned message's counts (and undo its LR step)."""
         idx, _ = self.features(raw)
-        self.unlearn_features(idx, label, step)
+        self.unlearn_features(idx, label, step, self.char_features(raw))
 
-    def learn_batch(self, items: list[tuple[np.ndarray, str]]) -> list[float]:
+    def learn_batch(self, items: list[tuple[np.ndarray, str]],
+                    chars: list[np.ndarray | None] | None = None) -> list[float]:
         """Learn many messages: LR steps one by one, NB counts via MultinomialNB.partial_fit.
 
         partial_fit runs over the batch's own columns only (a fresh MultinomialNB on the k
@@ -351,8 +435,10 @@ class SpamModel:
         if not items:
             return []
         steps = []
-        for idx, label in items:
+        for k, (idx, label) in enumerate(items):
             y = _label(label)
+            if chars is not None and chars[k] is not None:
+                self.chars.learn(chars[k], y)  # type: ignore[arg-type]
             steps.append(self._lr_step(idx, y))
             self._replay_step(idx, y)
         rows = np.repeat(np.arange(len(items)), [len(i) for i, _ in items])

@@ -265,12 +265,17 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
     fc = model.feature_count
     nz = np.flatnonzero((fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0))
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
-            "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions()}
+            "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
+            "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned}
+    chars = model.chars
+    cnz = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
 
     def write(fh: Any) -> None:
         np.savez_compressed(
             fh, meta=np.array(json.dumps(meta)), index=nz.astype(np.int64),
             ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.class_count,
+            prior_counts=model.prior_counts, chars_index=cnz.astype(np.int64), chars_coef=chars.coef[cnz],
+            chars_g2=chars.g2[cnz],
             digests=np.array([r[0] for r in record_rows], dtype="U64"),
             labels=np.array([r[1] for r in record_rows], dtype="U4"),
             steps=np.array([r[2] for r in record_rows], dtype=np.float64),
@@ -294,6 +299,14 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             model.feature_count[1, idx] = z["spam"]
             model.lr_coef[idx] = z["lr"]
             model.class_count[:] = z["class_count"]
+            if "prior_counts" in z:
+                model.prior_counts[:] = z["prior_counts"]
+            if "chars_index" in z:
+                cidx = z["chars_index"]
+                model.chars.coef[cidx] = z["chars_coef"]
+                model.chars.g2[cidx] = z["chars_g2"]
+                model.chars.intercept = float(meta.get("chars_intercept", 0.0))
+                model.chars.learned = int(meta.get("chars_learned", 0))
             model.lr_intercept = float(meta["lr_intercept"])
             model.changed_at = float(meta.get("changed_at", 0.0))
             rows = list(zip(z["digests"].tolist(), z["labels"].tolist(), z["steps"].tolist()))

@@ -20,6 +20,14 @@
   "from" side of the first external hop and the hops below it (the sender's side) give tokens.
   The recipient site's domains (from those hops, Delivered-To, X-Original-To) are then removed
   from every address/domain/URL token of the message: they describe the collector.
+- No tokens for which headers are present or absent (`lacks:list-unsubscribe`,
+  `has:user-agent`), for the site's own domains (`from:sitedomain`, `url:sitedomain`) or for
+  the number of recipients: they describe how the corpora's collecting sites received and
+  stored mail, not the mail, and a default model learned them as spam signs for a new site's
+  personal notes (issue 12: "lunch tomorrow?" scored 3.8, `lacks:*` +4.4 of it). Measured
+  with a model trained on CSDMC2010 and tested on SpamAssassin's corpus (no feedback): ham
+  called spam 24.3% -> 19.0%, 1-ROCA% 8.6 -> 6.2; trained on SpamAssassin and tested on
+  CSDMC2010: 1-ROCA% 0.60 -> 1.14 (the other direction), full feedback on both 0.067 -> 0.067.
 - Body: MIME decoding (base64, quoted-printable, charsets, RFC 2047 words in headers), HTML
   reduced to text plus a few tag tokens ("html:img", "html:form", ...), URL tokens (host,
   registrable domain, path words), attachment content types and filename extensions.
@@ -38,7 +46,7 @@ import itertools
 import re
 
 # Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
-TOKENIZER_VERSION = 3
+TOKENIZER_VERSION = 4
 
 MAX_BYTES = 256 * 1024  # of the raw message read for tokens (the rest is ignored)
 MAX_PART_CHARS = 64 * 1024  # of decoded text per MIME part
@@ -77,11 +85,6 @@ _ADDRESS_HEADERS: dict[str, str] = {
     "to": "to",
     "cc": "cc",
 }
-# Headers whose mere presence we note (sender-side structure).
-_PRESENCE_HEADERS: frozenset[str] = frozenset({
-    "message-id", "in-reply-to", "references", "mime-version", "date", "x-mailer",
-    "user-agent", "list-id", "list-unsubscribe", "reply-to", "organization", "cc",
-})
 
 # Runs of word characters (plus $ € £ ' . -), trailing/leading ' . - _ stripped afterwards:
 # the same words as a regex that trims in place, without its backtracking (1.5x faster).
@@ -289,7 +292,6 @@ def _address_tokens(name: str, value: str, site: _Site, out: list[str]) -> None:
     text = decode_header_value(value)
     addrs = _ADDR_IN_HEADER_RE.findall(text)
     if name in ("to", "cc"):
-        out.append(f"{prefix}:count:{min(len(addrs), 10)}")
         for local, domain in addrs[:20]:
             if not site.owns(domain):
                 out.append(f"{prefix}:dom:{registrable(domain)}")
@@ -299,7 +301,6 @@ def _address_tokens(name: str, value: str, site: _Site, out: list[str]) -> None:
     for local, domain in addrs[:5]:
         domain = domain.lower().strip(".")
         if site.owns(domain):
-            out.append(f"{prefix}:sitedomain")
             continue
         if "=" in local and len(local) > 20:  # VERP: encodes the recipient, unique per copy
             out.append(f"{prefix}:verp")
@@ -318,7 +319,8 @@ def _url_tokens(text: str, site: _Site, out: list[str]) -> None:
     if "@" in text:
         for m in _EMAIL_RE.finditer(text):
             dom = m.group(1).lower()
-            out.append("body:emaildom:" + ("site" if site.owns(dom) else registrable(dom)))
+            if not site.owns(dom):
+                out.append("body:emaildom:" + registrable(dom))
     if "://" not in text and "www." not in text:
         return
     text = text.lower()
@@ -338,7 +340,6 @@ def _url_tokens(text: str, site: _Site, out: list[str]) -> None:
             out.append("url:ip")
             continue
         if site.owns(host):
-            out.append("url:sitedomain")
             continue
         out.append("url:" + registrable(host))
         out.append("url:host:" + host)
@@ -442,7 +443,6 @@ def _header_tokens(items: list[tuple[str, str]], site: _Site, out: list[str]) ->
         if pos < boundary_at:
             for _local, domain in _ADDR_IN_HEADER_RE.findall(value[:500]):
                 site.add_host(domain)
-    seen_presence = _PRESENCE_HEADERS.intersection(lows)
     for low, (_, value) in zip(lows, items):
         if low in _ADDRESS_HEADERS:
             _address_tokens(low, value, site, out)
@@ -481,10 +481,6 @@ def _header_tokens(items: list[tuple[str, str]], site: _Site, out: list[str]) ->
                     out.append("msgid:ip")
                 elif not site.owns(dom):
                     out.append("msgid:" + registrable(dom))
-                else:
-                    out.append("msgid:sitedomain")
-    for low in _PRESENCE_HEADERS:
-        out.append(("has:" if low in seen_presence else "lacks:") + low)
     return first
 
 

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from mailsift.feedback.rules import LearnAction, action_for
 from mailsift.feedback.settings import FeedbackSettings
 from mailsift.feedback.spool import Judgement, Spool
+from mailsift.ops import metrics
 
 log = logging.getLogger("mailsift.feedback")
 
@@ -189,8 +190,11 @@ class FeedbackLearner:
                       self.dbpath, exc, len(latest))
             self._spool_unlocked([(Judgement(now, a.user, d, a.label, a.reason, "not-learned"), raw)
                                   for d, (a, raw) in latest.items()])
+            for _d, (a, _raw) in latest.items():
+                metrics.learn_event(a.reason, a.label, "not-learned")
             return
         for j in judgements:
+            metrics.learn_event(j.reason, j.label, j.outcome)
             log.info("feedback: %s %s (%s): %s", j.user, j.label, j.reason, j.outcome)
 
     def _learn_locked(self, latest: dict[str, tuple[LearnAction, bytes]], now: float) -> list[Judgement]:

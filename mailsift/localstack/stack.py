@@ -14,6 +14,7 @@ stops them by PID.
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.header
 import os
@@ -41,6 +42,9 @@ class Ports:
     imaps: int = 1993
     pop3: int = 1110
     pop3s: int = 1995
+    milter_metrics: int = 9181
+    store_metrics: int = 9182
+    policy_metrics: int = 9183
 
 
 def _traversable(path: Path) -> bool:
@@ -140,6 +144,11 @@ imaps = "127.0.0.1:{ports.imaps}"
 tls_cert = "{tls / 'localhost.crt'}"
 tls_key = "{tls / 'localhost.key'}"
 {users[2]}
+
+[metrics]
+milter = "127.0.0.1:{ports.milter_metrics}"
+store = "127.0.0.1:{ports.store_metrics}"
+policy = "127.0.0.1:{ports.policy_metrics}"
 """
     path = run / "mailsift.toml"
     path.write_text(text)
@@ -180,7 +189,7 @@ def up(run: Path, dbpath: Path, ports: Ports = Ports()) -> dict[str, object]:
     if (run / "pids").exists() and any(
             _alive(int(p.read_text())) for p in (run / "pids").glob("*.pid") if p.read_text().strip()):
         raise RuntimeError(f"a pipeline is already running from {run}: `make stop` first")
-    for port in (ports.smtp, ports.imap, ports.imaps, ports.pop3, ports.pop3s):
+    for port in dataclasses.astuple(ports):
         if tcp_ready("127.0.0.1", port):
             raise RuntimeError(f"port {port} on 127.0.0.1 is in use")
     run.mkdir(parents=True, exist_ok=True)
@@ -302,10 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--dbpath", type=Path, default=REPO / "models")
     parser.add_argument("--free-ports", action="store_true",
-                        help="pick free loopback ports instead of 2525/1143/1993/1110/1995 (tests)")
+                        help="pick free loopback ports instead of 2525/1143/1993/1110/1995 and 9181-9183 "
+                             "(metrics) (tests)")
     args = parser.parse_args(argv)
     run = (args.run_dir or default_run_dir()).resolve()
-    ports = Ports(*(free_port() for _ in range(5))) if args.free_ports else Ports()
+    ports = Ports(*(free_port() for _ in dataclasses.fields(Ports))) if args.free_ports else Ports()
     if args.action == "down":
         stopped = down(run)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -325,6 +335,8 @@ mailsift is up on loopback (run directory {run}):
   SMTP    127.0.0.1:{ports.smtp}   Postfix + greylisting policy + milter (clamd, spam model)
   IMAP    127.0.0.1:{ports.imap} (STARTTLS), IMAPS 127.0.0.1:{ports.imaps}
   POP3    127.0.0.1:{ports.pop3} (STLS),     POP3S 127.0.0.1:{ports.pop3s}
+  metrics http://127.0.0.1:{ports.milter_metrics}/metrics (milter), http://127.0.0.1:{ports.store_metrics}/metrics (serve),
+          http://127.0.0.1:{ports.policy_metrics}/metrics (policy)
   user    {DEMO_USER}  password {info['password']}  (also in {run / 'demo-password'})
   config  {info['config']}
   logs    {run / 'log'}/, Postfix: {run / 'postfix' / 'log' / 'postfix.log'}

@@ -20,6 +20,7 @@ import Milter
 
 from mailsift.milter.scan import Scanner
 from mailsift.milter.settings import MilterSettings
+from mailsift.ops import metrics
 from mailsift.verdict import Verdict, is_verdict_header, untrusted_name, verdict_headers
 
 log = logging.getLogger("mailsift.milter")
@@ -210,6 +211,7 @@ class MailsiftMilter(Milter.Base):
         except Exception:
             log.error("queue_id=%s message_id=%s unexpected error, answering 451:\n%s",
                       self._queue_id(), self.message_id, traceback.format_exc().rstrip())
+            metrics.milter_failure()
             try:
                 self.setreply("451", "4.3.0", "Temporary content filter failure, try again later")
             except Exception:
@@ -288,6 +290,7 @@ class MailsiftMilter(Milter.Base):
              error: str | None, note: str | None = None) -> None:
         now = time.monotonic()
         ms = (now - self.eom_started) * 1000.0
+        metrics.milter_message(verdict, action, error, ms / 1000.0, skipped=note is not None)
         virus = "-"
         score = "-"
         if verdict is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mailsift import daemon
 from mailsift.config import Config, override
+from mailsift.ops import metrics
 
 HELP = "run the milter (ClamAV + spam model, adds X-Spam-*/X-Virus-* headers) in the foreground"
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
 
     models = ModelHolder(dbpath, interval=settings.reload_interval)
+    metrics.start_or_exit(config.metrics, "milter", dbpath, lambda: models.current()[0])
     pool = None
     if settings.score_workers > 0:
         # The workers load and watch the model; this process never imports the classifier.

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from mailsift.config import Config, override
+from mailsift.ops import metrics
 
 HELP = "greylisting policy service for Postfix (check_policy_service), in the foreground"
 
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"mailsift policy: {exc}", file=sys.stderr)
         return 2
     listen = parse_listen(settings.socket)
+    metrics.start_or_exit(config.metrics, "policy")
     store = open_store(settings.db)
     if args.clock_offset_file:
         log.warning("TESTING: clock offset read from %s", args.clock_offset_file)

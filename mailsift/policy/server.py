@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mailsift import daemon
 from mailsift.daemon import Listen
+from mailsift.ops import metrics
 from mailsift.policy.greylist import DUNNO, Greylister
 from mailsift.policy.protocol import MalformedRequest, RequestParser, format_reply
 
@@ -159,6 +160,7 @@ class PolicyServer:
             decision = await self.greylister.decide(request)
         except Exception:  # our fault: never block mail for it
             log.exception("policy check failed for %r; answering DUNNO", _brief(request))
+            metrics.greylist("error", DUNNO)
             return DUNNO
         action = decision.action
         if decision.prepends:
@@ -167,6 +169,7 @@ class PolicyServer:
             if instance is not None and instance == conn.last_prepend_instance:
                 action = DUNNO
             conn.last_prepend_instance = instance
+        metrics.greylist(decision.reason, action)
         level = logging.INFO if decision.reason in ("new", "early", "passed") else logging.DEBUG
         if log.isEnabledFor(level):
             t = decision.triplet

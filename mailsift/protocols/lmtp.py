@@ -23,6 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from mailsift.ops import metrics
 from mailsift.store.api import INBOX, JUNK, QUARANTINE, Delivered, Store
 from mailsift.store.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
@@ -360,8 +361,10 @@ class LMTPSession:
             log.info("client went away during DATA; nothing stored")
             return
         if too_big:
-            await self.reply(*[f"552 5.3.4 <{a}> message too big (limit {self.s.max_message_size} bytes)"
-                               for a, _u, _d in txn.rcpts])
+            refused = [f"552 5.3.4 <{a}> message too big (limit {self.s.max_message_size} bytes)"
+                       for a, _u, _d in txn.rcpts]
+            metrics.lmtp_replies(refused)
+            await self.reply(*refused)
             return
         started = time.monotonic()
         try:
@@ -372,6 +375,7 @@ class LMTPSession:
             replies = [f"451 4.3.0 <{a}> local error, try again later" for a, _u, _d in txn.rcpts]
         log.debug("delivered %d bytes to %d recipients in %.3fs", len(data), len(txn.rcpts),
                   time.monotonic() - started)
+        metrics.lmtp_replies(replies)
         await self.reply(*replies)
 
     async def do_bdat(self, arg: str) -> None:

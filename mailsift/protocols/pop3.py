@@ -27,6 +27,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from mailsift.ops import metrics
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 
 log = logging.getLogger("mailsift.pop3")
@@ -237,6 +238,7 @@ def valid_uidl(uid: str) -> bool:
 # ------------------------------------------------------------------------------------------
 
 IDLE_TIMEOUT = 600.0        # RFC 1939 autologout: at least 10 minutes
+LOGIN_TIMEOUT = 120.0       # from connecting to logging in, whatever is sent ([store] login_timeout)
 MAX_BAD_COMMANDS = 20       # then the connection is closed
 MAX_AUTH_FAILURES = 3       # per connection, then closed (the throttle spans connections)
 READ_CHUNK = 65536
@@ -396,6 +398,9 @@ class Pop3Session:
         self.bad_commands = 0
         self.auth_failures = 0
         self.closing = False
+        # set when run() starts, never restarted by traffic: a client trickling bytes cannot
+        # hold an unauthenticated connection
+        self.login_deadline = 0.0
 
     # -- I/O ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -405,17 +410,21 @@ class Pop3Session:
         await self.writer.drain()
 
     async def run(self) -> None:
+        self.login_deadline = asyncio.get_running_loop().time() + float(
+            getattr(self.settings, "login_timeout", LOGIN_TIMEOUT))
         self.write(ok(GREETING))
         try:
             while not self.closing:
                 line = self.splitter.next_line()
                 if line is None:
                     await self.flush()
+                    preauth = self.state == "AUTHORIZATION"
+                    when = asyncio.get_running_loop().time() + IDLE_TIMEOUT
                     try:
-                        async with asyncio.timeout(IDLE_TIMEOUT):
+                        async with asyncio.timeout_at(min(when, self.login_deadline) if preauth else when):
                             data = await self.reader.read(READ_CHUNK)
                     except TimeoutError:
-                        self.write(err("autologout: idle for too long"))
+                        self.write(err("autologout: no login in time" if preauth else "autologout: idle for too long"))
                         break
                     if not data:
                         break
@@ -617,6 +626,7 @@ class Pop3Session:
 
     def login_failed(self) -> None:
         self.auth_failures += 1
+        metrics.login(getattr(self.ctx, "protocol", ""), False)
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.write(err("authentication failed; closing", "AUTH"))
             self.closing = True
@@ -633,6 +643,7 @@ class Pop3Session:
         if not good:
             self.login_failed()
             return
+        metrics.login(getattr(self.ctx, "protocol", ""), True)
         mailbox = canonical_user(self.ctx, user)
         in_use = _in_use(self.ctx)
         if mailbox in in_use:

@@ -49,6 +49,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ _KEYWORD_RE = re.compile(r'^[^\x00-\x20\x7f()\{%*"\\\]]{1,100}$')
 FlagMode = Literal["add", "remove", "replace"]
 DEDUP_DAYS = 7
 LOCK_NAME = "mailsift-index.lock"
+DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [store] max_open_mailboxes)
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
@@ -272,15 +274,23 @@ def _stamp(frow: sqlite3.Row) -> _Stamp:
 class Store:
     """All mailboxes under one mail root."""
 
-    def __init__(self, root: str | Path, hostname: str | None = None, lock_timeout: float = 30.0) -> None:
+    def __init__(self, root: str | Path, hostname: str | None = None, lock_timeout: float = 30.0,
+                 max_open: int = DEFAULT_MAX_OPEN) -> None:
         """root: the mail root; hostname: for Maildir file names (default: this host's name);
-        lock_timeout: seconds to wait for an index another process holds locked (then sqlite3.OperationalError)."""
+        lock_timeout: seconds to wait for an index another process holds locked (then sqlite3.OperationalError);
+        max_open: mailboxes kept open while nobody uses them (each holds 4 file descriptors)."""
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.hostname = hostname
         self.events = EventBus()
-        self._boxes: dict[str, Mailbox] = {}
+        # The `max_open` most recently used mailboxes, least recent first. A mailbox pushed out
+        # of it stays open only while a caller (an IMAP or POP3 session) still holds it; it is
+        # closed when the last reference goes (Mailbox.__del__), so idle mailboxes cannot pile up
+        # file descriptors. `_live` finds a mailbox still held, so a user has one per process.
+        self.max_open = max(1, max_open)
+        self._boxes: "OrderedDict[str, Mailbox]" = OrderedDict()
+        self._live: "weakref.WeakValueDictionary[str, Mailbox]" = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self.listings = ListingCache()
 
@@ -300,16 +310,27 @@ class Store:
         """The user's Mailbox (cached; opened, recovered and synced on first use). With
         create=False a user without a Maildir raises NoSuchFolder."""
         canon = normalize_user(user)
+        evicted: list[Mailbox] = []
         with self._lock:
-            box = self._boxes.get(canon)
+            box = self._live.get(canon)
             if box is None:
                 path = self.mailbox_path(canon)
                 if not create and not md.is_maildir(path):
                     raise NoSuchFolder(f"no mailbox for {canon}")
                 box = Mailbox(self, canon, path)
-                self._boxes[canon] = box
+                self._live[canon] = box
+            self._boxes[canon] = box
+            self._boxes.move_to_end(canon)
+            while len(self._boxes) > self.max_open:
+                evicted.append(self._boxes.popitem(last=False)[1])
+        del evicted  # outside the store lock: the last reference closes an idle mailbox
         box._flush_events()
         return box
+
+    def open_mailboxes(self) -> list["Mailbox"]:
+        """The mailboxes this process has open (kept recently used, or held by a session)."""
+        with self._lock:
+            return list(self._live.values())
 
     def subscribe(self, callback: Callable[[Event], None], user: str | None = None) -> Subscription:
         """Call `callback(event)` for every committed change (of `user`, or of everyone)."""
@@ -321,9 +342,10 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            for box in self._boxes.values():
+            for box in list(self._live.values()):
                 box.close()
             self._boxes.clear()
+            self._live.clear()
 
 
 class Mailbox:
@@ -368,6 +390,17 @@ class Mailbox:
             except sqlite3.Error:
                 pass
             self._lock.close()
+
+    def __del__(self) -> None:
+        # The store keeps only its most recently used mailboxes: one that nobody holds any more
+        # gives back its index connection (database, WAL, shared memory) and lock file at once.
+        try:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if hasattr(self, "_lock"):
+                self._lock.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
 
     @contextmanager
     def _txn(self, durable: bool = True) -> Iterator[sqlite3.Connection]:

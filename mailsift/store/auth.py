@@ -1,20 +1,17 @@
-"""Logins for the store's protocols (POP3 now, IMAP next): throttling and the plaintext rule.
+"""Logins for the store's protocols (POP3 and IMAP): the gate, the cache and the plaintext rule.
 
-- `LoginThrottle` counts failed logins per client address and per user name in a sliding
-  window. Each attempt waits `delay(address, user)` before its password is checked, growing
-  exponentially once a few failures have been seen; an address with very many failures is
-  refused outright (still after the delay) until its failures age out. A user's own failures
-  delay everyone who tries that name, but never lock it: an attacker cannot shut a user out.
-- `Authenticator.login(address, user, password)` applies the throttle and checks the password
-  with the users database in a worker thread (hashing is slow on purpose and must not stall
-  the event loop). It answers only True or False: callers reply the same words whether the
-  user is unknown, the password wrong, or the address throttled.
+- `Authenticator.login(address, user, password)` passes the attempt through the server's
+  `LoginGate` (store/authgate.py: the failed-login throttle and the auth cache, one for the
+  main process and all IMAP workers), then checks the password: a tag that matches the auth
+  cache costs no hash; anything else is checked with scrypt in a worker thread (hashing is
+  slow on purpose and must not stall the event loop). It answers only True or False: callers
+  reply the same words whether the user is unknown, the password wrong, or the address throttled.
 - `plaintext_allowed(...)`: passwords in the clear are refused before TLS except from loopback,
   unless `[store] allow_plaintext_anywhere` is set.
 
-One throttle is shared by every session of a process: `throttle_for(ctx)` takes the
-context's `throttle` attribute when the server provides one, otherwise a process-wide
-instance made on first use.
+`throttle_for(ctx)` is the gate every session of the server shares: the context's `throttle`
+(the main process's `LoginGate`, or an IMAP worker's `RemoteGate` to it), otherwise a
+process-wide one made on first use.
 """
 
 from __future__ import annotations
@@ -22,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+
+from mailsift.store.authgate import (
+    LoginGate, LoginThrottle, RemoteGate, ThrottlePolicy, address_key, cache_tag, user_key,
+)
+
+__all__ = ["Authenticator", "LoginGate", "LoginThrottle", "RemoteGate", "ThrottlePolicy", "acceptable_credentials",
+           "plaintext_allowed", "throttle_for"]
 
 log = logging.getLogger("mailsift.auth")
 
@@ -34,95 +35,27 @@ MAX_PASSWORD = 1024
 
 
 class UserVerifier(Protocol):
-    def verify(self, name: str, password: str) -> bool: ...
+    def canonical(self, name: str) -> str: ...
+
+    def password_hash(self, name: str) -> str | None: ...
+
+    def check(self, password: str, stored: str | None) -> bool: ...
 
 
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    free_failures: int = 3          # failures (per address or user) tolerated without delay
-    base_delay: float = 1.0         # seconds for the first delayed attempt, doubling after
-    max_delay: float = 15.0
-    window: float = 900.0           # seconds a failure is remembered
-    max_address_failures: int = 50  # beyond this an address is refused until failures age out
-
-
-class LoginThrottle:
-    """Failed-login bookkeeping per address and per user name (thread-safe, bounded)."""
-
-    MAX_KEYS = 100_000
-
-    def __init__(self, policy: ThrottlePolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.policy = policy or ThrottlePolicy()
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _count(self, key: str, now: float) -> int:
-        q = self._failures.get(key)
-        if not q:
-            return 0
-        horizon = now - self.policy.window
-        while q and q[0] < horizon:
-            q.popleft()
-        if not q:
-            del self._failures[key]
-            return 0
-        return len(q)
-
-    def failures(self, address: str, user: str) -> tuple[int, int]:
-        now = self._clock()
-        with self._lock:
-            return self._count("a:" + address, now), self._count("u:" + user.lower(), now)
-
-    def delay(self, address: str, user: str) -> float:
-        """Seconds to wait before checking this attempt."""
-        by_addr, by_user = self.failures(address, user)
-        n = max(by_addr, by_user) - self.policy.free_failures
-        if n <= 0:
-            return 0.0
-        return min(self.policy.max_delay, self.policy.base_delay * (2.0 ** min(n - 1, 30)))
-
-    def refused(self, address: str) -> bool:
-        """True when this address has failed so often that no password is checked."""
-        by_addr, _ = self.failures(address, "")
-        return by_addr >= self.policy.max_address_failures
-
-    def failure(self, address: str, user: str) -> None:
-        now = self._clock()
-        with self._lock:
-            if len(self._failures) >= self.MAX_KEYS:
-                self._prune(now)
-            for key in ("a:" + address, "u:" + user.lower()):
-                q = self._failures.setdefault(key, deque(maxlen=max(self.policy.max_address_failures, 64)))
-                q.append(now)
-
-    def success(self, address: str, user: str) -> None:
-        """A good login forgets the user's failures (not the address's)."""
-        with self._lock:
-            self._failures.pop("u:" + user.lower(), None)
-
-    def _prune(self, now: float) -> None:
-        for key in list(self._failures):
-            self._count(key, now)
-        while len(self._failures) >= self.MAX_KEYS:  # still full: drop the oldest entries
-            self._failures.pop(next(iter(self._failures)))
-
-
-_default_throttle: LoginThrottle | None = None
+_default_gate: LoginGate | None = None
 _default_lock = threading.Lock()
 
 
-def throttle_for(ctx: Any) -> LoginThrottle:
-    """The server's shared throttle (`ctx.throttle`), else one per process made on first use."""
+def throttle_for(ctx: Any) -> LoginGate | RemoteGate:
+    """The server's shared gate (`ctx.throttle`), else one per process made on first use."""
     t = getattr(ctx, "throttle", None)
-    if isinstance(t, LoginThrottle):
+    if isinstance(t, (LoginGate, RemoteGate)):
         return t
-    global _default_throttle
+    global _default_gate
     with _default_lock:
-        if _default_throttle is None:
-            _default_throttle = LoginThrottle()
-        return _default_throttle
+        if _default_gate is None:
+            _default_gate = LoginGate()
+        return _default_gate
 
 
 def plaintext_allowed(secure: bool, is_loopback: bool, allow_plaintext_anywhere: bool) -> bool:
@@ -138,35 +71,43 @@ def acceptable_credentials(user: str, password: str) -> bool:
 
 
 class Authenticator:
-    """Checks a login against the users database under the throttle."""
+    """Checks a login against the users database through the shared gate."""
 
-    def __init__(self, users: UserVerifier, throttle: LoginThrottle) -> None:
+    def __init__(self, users: UserVerifier, gate: LoginGate | RemoteGate) -> None:
         self.users = users
-        self.throttle = throttle
+        self.gate = gate
 
     async def refuse(self, address: str, user: str) -> None:
         """An attempt refused before any password check (e.g. a proxy login): it waits and
         counts like a wrong password, so the reply's timing and the throttle are the same."""
-        wait = self.throttle.delay(address, user)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self.throttle.failure(address, user)
+        ticket = await self.gate.enter(address_key(address), user_key(self.users, user))
+        self.gate.leave(ticket, False)
 
     async def login(self, address: str, user: str, password: str) -> bool:
         """True only for a good password; every other outcome looks the same to the client.
         Exceptions from the users database propagate (the caller answers a temporary error)."""
-        wait = self.throttle.delay(address, user)
-        if wait > 0:
-            log.info("login throttled for %.1fs: address %s", wait, address)
-            await asyncio.sleep(wait)
-        if self.throttle.refused(address) or not acceptable_credentials(user, password):
-            self.throttle.failure(address, user)
-            log.warning("login refused: address %s", address)
-            return False
-        ok = bool(await asyncio.to_thread(self.users.verify, user, password))
-        if ok:
-            self.throttle.success(address, user)
-        else:
-            self.throttle.failure(address, user)
-            log.warning("login failed: address %s", address)
-        return ok
+        akey, ukey = address_key(address), user_key(self.users, user)
+        ticket = await self.gate.enter(akey, ukey)
+        ok, tag = False, None
+        try:
+            if ticket.refused or not acceptable_credentials(user, password):
+                log.warning("login refused: address %s", akey)
+                return False
+            ok, tag = await self._check(ticket, ukey, user, password)
+            if not ok:
+                log.warning("login failed: address %s", akey)
+            return ok
+        finally:
+            self.gate.leave(ticket, ok, tag if ok else None)
+
+    async def _check(self, ticket: Any, ukey: str, user: str, password: str) -> tuple[bool, bytes | None]:
+        key = self.gate.key
+        stored = await asyncio.to_thread(self.users.password_hash, user)
+        tag = cache_tag(key, ukey, stored, password) if key is not None and stored is not None else None
+        if tag is not None and await self.gate.cached(ticket, tag):
+            log.debug("login of %s answered from the auth cache", ukey)
+            return True, None
+        log.debug("login of %s checked with the password hash", ukey)
+        ok = bool(await asyncio.to_thread(self.users.check, password, stored))
+        return ok, tag
+

@@ -9,6 +9,7 @@ import sys
 from typing import Any, Callable
 
 from mailsift.config import Config, override
+from mailsift.ops import metrics
 
 HELP = "run the mail store: LMTP delivery, POP3/IMAP, the Postfix recipient lookup (until SIGTERM)"
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         print(f"mailsift serve: {exc}", file=sys.stderr)
         return 3
+    metrics.start_or_exit(config.metrics, "store", config.feedback.model_dir(config.classifier.dbpath))
     try:
         return asyncio.run(serve(settings, on_start=_feedback_starter(config)))
     except ServeError as exc:

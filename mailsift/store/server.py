@@ -6,7 +6,9 @@ configured (a module that does not exist yet is skipped with a warning). A handl
 
     async def handle(reader, writer, ctx: SessionContext) -> None
 
-pop3s and imaps are implicit TLS: the listener itself is wrapped with the TLS context.
+pop3s and imaps are implicit TLS: each accepted connection is wrapped with the TLS context.
+Connections are accepted by `Listener`, which counts them against the caps of
+store/conncaps.py before anything else is spent on them.
 SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and exits 0.
 
 With `imap_workers` > 0 (the default on a multi-core host) the imap/imaps listeners are bound
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import importlib
-import ipaddress
 import logging
 import os
 import socket
@@ -28,7 +30,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from mailsift import daemon
+from mailsift.ops import metrics
 from mailsift.store.api import Store
+from mailsift.store.conncaps import (ConnectionCaps, cap_address, current_nofile, is_loopback as _is_loopback,
+                                     mailbox_cap, raise_nofile, refuse)
 from mailsift.store.context import SessionContext
 from mailsift.store.settings import parse_listen, StoreSettings
 from mailsift.store.users import Users
@@ -49,6 +54,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, SessionContext],
 GRACE_SECONDS = 5.0
 WORKER_THREADS = 32
 STREAM_LIMIT = 1024 * 1024
+ACCEPT_BATCH = 64
+ACCEPT_PAUSE = 0.5  # seconds a listener rests after the process ran out of descriptors
 
 
 class ServeError(Exception):
@@ -80,24 +87,93 @@ def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
         raise ServeError(f"cannot load TLS certificate {settings.tls_cert} / {settings.tls_key}: {exc}") from None
 
 
-def _is_loopback(peer: Any) -> bool:
-    if not isinstance(peer, tuple) or not peer:
-        return True  # unix socket
-    try:
-        return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
-    except ValueError:
-        return False
+class Listener:
+    """One listening socket whose connections are accepted here, counted against the caps
+    (store/conncaps.py) before anything else is spent on them (no TLS handshake, no greeting),
+    and served by `serve(proto, conn)`; refused ones are told so and closed. Has
+    start_serving(), close() and wait_closed(), like an asyncio server."""
+
+    def __init__(self, proto: str, sock: socket.socket, caps: ConnectionCaps,
+                 serve: Callable[[str, socket.socket], Awaitable[None]]) -> None:
+        self.proto = proto
+        self.sock = sock
+        self.caps = caps
+        self.serve = serve
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.serving = False
+        sock.setblocking(False)
+
+    async def start_serving(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if not self.serving and self.sock.fileno() >= 0:
+            self.serving = True
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self.loop is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("%s: cannot accept a connection: %s; pausing %.1f s", self.proto,
+                              exc.strerror or exc, ACCEPT_PAUSE)
+                    self._pause()
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            address = cap_address(peer if isinstance(peer, tuple) else None)
+            why = self.caps.admit(self.proto, address)
+            if why is not None:
+                log.warning("%s: refused a connection from %s: %s", self.proto,
+                            address or "a local peer", why)
+                refuse(self.proto, conn)
+                continue
+            task = self.loop.create_task(self._session(conn, address))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _pause(self) -> None:
+        assert self.loop is not None
+        self.loop.remove_reader(self.sock.fileno())
+        self.serving = False
+        self.loop.call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        if self.sock.fileno() >= 0 and not self.serving and self.loop is not None:
+            self.serving = True
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    async def _session(self, conn: socket.socket, address: str | None) -> None:
+        try:
+            await self.serve(self.proto, conn)
+        finally:
+            self.caps.release(self.proto, address)
+
+    def close(self) -> None:
+        if self.serving and self.loop is not None and self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+        self.serving = False
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
 
 
 class Server:
     def __init__(self, settings: StoreSettings, store: Store | None = None, users: Users | None = None) -> None:
         self.settings = settings
-        self.store = store or Store(settings.mail_root, hostname=settings.hostname or None)
+        nofile = current_nofile()
+        self.store = store or Store(settings.mail_root, hostname=settings.hostname or None,
+                                    max_open=mailbox_cap(settings, nofile))
+        self.caps = ConnectionCaps.from_settings(settings, nofile)
         self.users = users or Users(settings.users, settings.default_domain)
         self.tls = build_tls(settings)
         self.shared: dict[str, Any] = {"hostname": settings.hostname or socket.getfqdn()}
         self.throttle = self._make_throttle()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[Listener] = []
         self.sessions: set[asyncio.Task[None]] = set()
         self.unix_paths: list[Path] = []
         self.stopping = asyncio.Event()
@@ -107,15 +183,9 @@ class Server:
         self.handoff_protocols: tuple[str, ...] = ()
 
     def _make_throttle(self) -> Any:
-        try:
-            auth = importlib.import_module("mailsift.store.auth")
-        except ModuleNotFoundError:
-            return None
-        maker = getattr(auth, "LoginThrottle", None)
-        try:
-            return maker() if maker else None
-        except TypeError:
-            return None
+        """The login gate (throttle and auth cache) this process's sessions share."""
+        from mailsift.store.authgate import LoginGate
+        return LoginGate.for_settings(self.settings)
 
     async def start(self) -> None:
         for proto, spec in PROTOCOLS.items():
@@ -161,30 +231,20 @@ class Server:
         protocol = asyncio.StreamReaderProtocol(reader, session, loop=loop)
         conn.setblocking(False)
         try:
-            await loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=self.tls if implicit else None)
+            await loop.connect_accepted_socket(lambda: protocol, sock=conn, ssl=self.tls if implicit else None,
+                                               ssl_handshake_timeout=self.settings.login_timeout if implicit else None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:  # a failed TLS handshake, a reset
             log.debug("%s connection failed before the session: %r", proto, exc)
             conn.close()
             return
         await done
 
-    async def serve_socket(self, proto: str, sock: socket.socket, handler: Handler, implicit: bool) -> None:
-        """Serve a listening socket bound by another process (an IMAP worker's inherited one)."""
-        ssl_ctx = self.tls if implicit else None
-        on_connect = self._connection_handler(proto, handler, implicit)
-        if sock.family == socket.AF_UNIX:
-            server = await asyncio.start_unix_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
-                                                     start_serving=False)
-        else:
-            server = await asyncio.start_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
-                                                start_serving=False)
-        self.servers.append(server)
-
     def _connection_handler(self, proto: str, handler: Handler, implicit: bool) -> Callable[..., Awaitable[None]]:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
             self.sessions.add(task)
+            metrics.session(proto)
             peer = writer.get_extra_info("peername")
             ctx = SessionContext(store=self.store, users=self.users, settings=self.settings, tls=self.tls,
                                  implicit_tls=implicit, peer=peer if isinstance(peer, tuple) else "",
@@ -208,31 +268,23 @@ class Server:
         return on_connect
 
     async def _listen(self, proto: str, where: tuple[str, str | int], handler: Handler, implicit: bool) -> None:
-        ssl_ctx = self.tls if implicit else None
-        on_connect = self._connection_handler(proto, handler, implicit)
+        from mailsift.store.workers import bind_listener
+        try:
+            sock = bind_listener(where, self.settings.socket_mode, self.settings.socket_group)
+        except OSError as exc:
+            raise ServeError(f"{proto}: cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}") from None
         if where[0] == "unix":
-            path = Path(str(where[1]))
-            try:
-                sock = daemon.bind(daemon.Listen("unix", path=str(path)), self.settings.socket_mode,
-                                   self.settings.socket_group)
-            except OSError as exc:
-                raise ServeError(f"{proto}: cannot listen on unix:{path}: {exc.strerror or exc}") from None
-            server = await asyncio.start_unix_server(on_connect, sock=sock, ssl=ssl_ctx, limit=STREAM_LIMIT,
-                                                     start_serving=False)
-            self.unix_paths.append(path)
-            log.info("%s listening on unix:%s", proto, path)
+            self.unix_paths.append(Path(str(where[1])))
+            log.info("%s listening on unix:%s", proto, where[1])
         else:
             host, port = where
-            try:
-                server = await asyncio.start_server(on_connect, host=str(host), port=int(port), ssl=ssl_ctx,
-                                                    limit=STREAM_LIMIT, reuse_address=True, start_serving=False)
-            except OSError as exc:
-                raise ServeError(f"{proto}: cannot listen on {host}:{port}: {exc.strerror}") from None
             log.info("%s listening on %s:%s", proto, host, port)
             if proto in ("lmtp", "lookup") and not _is_loopback((host, port)):
                 log.warning("%s listens on %s, beyond loopback: anyone who reaches it can %s", proto, host,
                             "deliver mail unchecked" if proto == "lmtp" else "probe which users exist")
-        self.servers.append(server)
+        # accepted here, counted against the caps, then served (no handshake before the count)
+        self.servers.append(Listener(proto, sock, self.caps,
+                                     lambda p, conn: self.serve_accepted(p, conn, handler, implicit)))
 
     async def housekeeping(self) -> None:
         while not self.stopping.is_set():
@@ -242,7 +294,7 @@ class Server:
                 pass
             if self.stopping.is_set():
                 return
-            for box in list(self.store._boxes.values()):
+            for box in self.store.open_mailboxes():
                 try:
                     await asyncio.to_thread(box.prune_deliveries)
                 except Exception:
@@ -308,7 +360,11 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
     feedback learner); whatever it returns is stop()ped before the store closes."""
     from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, worker_count
 
+    nofile = raise_nofile()  # before anything is opened; the IMAP workers inherit it
     server = Server(settings)
+    log.info("file descriptor limit %d: up to %d POP3/IMAP, %d LMTP, %d lookup connections, %d idle mailboxes "
+             "open", nofile, server.caps.limits["clients"], server.caps.limits["lmtp"],
+             server.caps.limits["lookup"], server.store.max_open)
     nworkers = worker_count(settings)
     if nworkers > 0:
         server.handoff_protocols = WORKER_PROTOCOLS
@@ -322,7 +378,8 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
         await server.start()
         if server.handoff:
             # Started before dropping privileges: each worker reads the TLS key, then drops them.
-            pool = WorkerPool(settings, server.store, server.handoff, nworkers)
+            pool = WorkerPool(settings, server.store, server.handoff, nworkers, gate=server.throttle,
+                              caps=server.caps)
             await pool.start()
         if settings.run_as:
             drop_privileges(settings, LEARNER_PRELOAD if on_start is not None else ())

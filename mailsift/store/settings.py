@@ -70,6 +70,22 @@ class StoreSettings:
     # address beyond loopback), enforced across all worker processes.
     imap_max_per_user: int = 0
     imap_max_per_address: int = 0
+    # A correct login is remembered (a keyed hash, never the password) for this many users and
+    # seconds, so a repeated login costs no scrypt (0 users = off); shared by POP3 and IMAP.
+    auth_cache_size: int = 10000
+    auth_cache_ttl: float = 3600.0
+    # Connection caps, checked as a connection is accepted (store/conncaps.py). POP3 and IMAP
+    # (all four listeners) share `max_connections` (0 = fit half the file descriptor limit, at
+    # most 1000); LMTP and the lookup have their own, so no POP3 or IMAP client can take theirs.
+    # An address beyond loopback may hold `max_connections_per_address` of each kind.
+    max_connections: int = 0
+    max_connections_per_address: int = 50
+    lmtp_max_connections: int = 64
+    lookup_max_connections: int = 128
+    # Seconds a POP3 or IMAP client has from connecting to logging in (not restarted by traffic).
+    login_timeout: float = 120.0
+    # Mailboxes kept open while idle (4 file descriptors each); 0 = fit a quarter of the limit.
+    max_open_mailboxes: int = 0
 
     def validate(self) -> None:
         for name in LISTENERS:
@@ -92,4 +108,13 @@ class StoreSettings:
             raise ValueError("imap_workers must be -1 (one per CPU), 0 (none) or up to 64")
         if self.imap_max_per_user < 0 or self.imap_max_per_address < 0:
             raise ValueError("imap_max_per_user and imap_max_per_address must be >= 0")
+        if self.auth_cache_size < 0 or not 0 < self.auth_cache_ttl <= 86400:
+            raise ValueError("auth_cache_size must be >= 0 and auth_cache_ttl within 1 s to 1 day")
+        if self.max_connections < 0 or self.max_open_mailboxes < 0:
+            raise ValueError("max_connections and max_open_mailboxes must be >= 0 (0 = automatic)")
+        if min(self.max_connections_per_address, self.lmtp_max_connections, self.lookup_max_connections) < 1:
+            raise ValueError("max_connections_per_address, lmtp_max_connections and lookup_max_connections "
+                             "must be at least 1")
+        if not 0 < self.login_timeout <= 3600:
+            raise ValueError("login_timeout must be between 0 and 3600 seconds")
         daemon.parse_mode(self.socket_mode)

@@ -184,7 +184,11 @@ class Users:
         finally:
             conn.close()
 
-    def _stored_hash(self, name: str) -> str | None:
+    def password_hash(self, name: str) -> str | None:
+        """The stored hash of `name` (None for an unknown or invalid name). It is new after every
+        password change, so the auth cache (store/authgate.py) binds its entries to it."""
+        if not isinstance(name, str) or len(name) > 320:
+            return None
         try:
             canon = self.canonical(name)
             conn = self._connect()
@@ -196,16 +200,22 @@ class Users:
             conn.close()
         return row[0] if row else None
 
-    def verify(self, name: str, password: str) -> bool:
-        """True when `name` exists and `password` is its password. Blocking (scrypt, tens of ms):
-        call it from a worker thread. Takes the same time for unknown users; never raises on bad input."""
-        if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
-                or len(name) > 320:
+    def check(self, password: str, stored: str | None) -> bool:
+        """`password` against a stored hash from `password_hash`; None (no such user) is checked
+        against a dummy hash, so it costs the same. Blocking (scrypt): call it from a worker thread."""
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD:
             return False
-        stored = self._stored_hash(name)
         if stored is None:
             if self._dummy is None:
                 self._dummy = hash_password("mailsift-dummy-password")
             check_password(password, self._dummy)
             return False
         return check_password(password, stored)
+
+    def verify(self, name: str, password: str) -> bool:
+        """True when `name` exists and `password` is its password. Blocking (scrypt, tens of ms):
+        call it from a worker thread. Takes the same time for unknown users; never raises on bad input."""
+        if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
+                or len(name) > 320:
+            return False
+        return self.check(password, self.password_hash(name))

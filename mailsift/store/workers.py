@@ -22,7 +22,9 @@ What crosses processes, and how it stays correct:
 - connection caps (per user, per address): a worker asks the hub before admitting a session
   (`acquire`) and tells it when the session ends (`release`); a dead worker's sessions are
   released with it.
-The login throttle (failed passwords per address) stays per process.
+- logins: the main process holds the one login gate (the failed-login throttle and the auth
+  cache, store/authgate.py); a worker's sessions ask it over the link (`auth.*` messages, a
+  RemoteGate), and a dead worker's attempts are counted as failures and their turns freed.
 
 The link is a socketpair carrying length-prefixed pickles between our own processes (events,
 interest, caps, "ready", "closed"); connections come over a second one. A worker exits when
@@ -52,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from mailsift import daemon
+from mailsift.store.authgate import GateServer, RemoteGate
+from mailsift.store.conncaps import cap_address, refuse
+from mailsift.ops import metrics
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
 
@@ -115,15 +120,23 @@ class _Worker:
     held: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, key) -> sessions
     conns: socket.socket | None = None   # accepted connections go over this (SCM_RIGHTS)
     ready: bool = False                  # the worker said it serves
-    live: int = 0                        # connections handed to it and not yet closed
+    # connections handed to it and not yet closed: id -> (listener, address for the caps)
+    handed: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def live(self) -> int:
+        return len(self.handed)
 
 
 class WorkerPool:
     """Starts, feeds and supervises the IMAP workers (run in the main process's loop)."""
 
     def __init__(self, settings: StoreSettings, store: Any, listeners: dict[str, socket.socket], count: int,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, gate: Any = None, caps: Any = None) -> None:
         self.settings = settings
+        self.gate = GateServer(gate) if gate is not None else None
+        self.caps = caps  # conncaps.ConnectionCaps of the main process (None: no caps)
+        self._cids = itertools.count(1)
         self.store = store
         self.listeners = listeners
         self.count = count
@@ -173,14 +186,29 @@ class WorkerPool:
             except OSError as exc:  # EMFILE and the like: leave it in the backlog a moment
                 log.warning("imap accept failed: %s", exc)
                 return
+            address = cap_address(_addr if isinstance(_addr, tuple) else None)
+            why = self.caps.admit(proto, address) if self.caps is not None else None
+            if why is not None:
+                log.warning("%s: refused a connection from %s: %s", proto, address or "a local peer", why)
+                refuse(proto, conn)
+                continue
             w = min(ready, key=lambda x: x.live)
+            cid = next(self._cids)
             try:
-                socket.send_fds(w.conns, [proto.encode()], [conn.fileno()])
-                w.live += 1
+                socket.send_fds(w.conns, [f"{proto} {cid}".encode()], [conn.fileno()])
+                w.handed[cid] = (proto, address)
             except OSError as exc:
                 log.warning("handing a connection to imap worker %d failed: %s", w.index, exc)
+                if self.caps is not None:
+                    self.caps.release(proto, address)
             finally:
                 conn.close()
+
+    def _release(self, w: _Worker, cids: list[int]) -> None:
+        for cid in cids:
+            held = w.handed.pop(cid, None)
+            if held is not None and self.caps is not None:
+                self.caps.release(*held)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers if w.proc is not None and w.proc.returncode is None]
@@ -226,10 +254,12 @@ class WorkerPool:
         w.conns = conns_parent
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         w.writer = writer
+        if self.gate is not None:
+            self.gate.hello(lambda m: self._send(w, m))
         w.interest.clear()
         w.held.clear()
         w.ready = False
-        w.live = 0
+        self._release(w, list(w.handed))
         log.info("imap worker %d started (pid %d)", w.index, w.proc.pid)
         task = asyncio.create_task(self._serve(w, reader))
         self.tasks.add(task)
@@ -246,15 +276,17 @@ class WorkerPool:
             log.exception("imap worker %d: bad message on its link", w.index)
         finally:
             if w.writer is not None:
+                if self.gate is not None:
+                    self.gate.forget(w.writer)
                 w.writer.close()
                 w.writer = None
             if w.conns is not None:
                 w.conns.close()
                 w.conns = None
             w.ready = False
-            w.live = 0
+            self._release(w, list(w.handed))  # its sessions are gone with it
             w.interest.clear()
-            w.held.clear()  # its sessions are gone with it
+            w.held.clear()
         proc = w.proc
         if proc is not None:
             if not self.stopping:
@@ -288,7 +320,7 @@ class WorkerPool:
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "closed":
-            w.live = max(0, w.live - int(msg[1]))
+            self._release(w, [int(cid) for cid in msg[1:]])
             log.debug("imap worker %d: a connection closed (%d open)", w.index, w.live)
         elif kind == "ready":
             was_any = any(x.ready for x in self.workers)
@@ -299,6 +331,8 @@ class WorkerPool:
             events: list[Event] = msg[1]
             self.store.events.publish_remote(events)  # the learner and the main process's sessions
             self._fanout(events, origin=w)
+        elif kind == "metric":
+            metrics.remote(msg[1])
         elif kind == "want":
             user, delta = msg[1], msg[2]
             n = w.interest.get(user, 0) + delta
@@ -320,6 +354,9 @@ class WorkerPool:
                 w.held[(what, key)] = n
             else:
                 w.held.pop((what, key), None)
+        elif kind.startswith("auth.") and self.gate is not None and w.writer is not None:
+            writer = w.writer  # the owner: replies never reach a later worker in this slot
+            self.gate.handle(writer, msg, lambda m: writer.is_closing() or writer.write(frame(m)))
         else:
             log.warning("imap worker %d sent %r", w.index, kind)
 
@@ -382,6 +419,7 @@ class WorkerLink:
         self.loop = asyncio.get_running_loop()
         self._rids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self.gate = RemoteGate(self._write)
         store.events.forward = self._forward
         store.events.interest = self._interest
 
@@ -416,9 +454,9 @@ class WorkerLink:
     def release(self, what: str, key: str) -> None:
         self._write(("release", what, key))
 
-    def closed(self) -> None:
-        """A connection the main process handed us has ended."""
-        self._write(("closed", 1))
+    def closed(self, cid: int) -> None:
+        """The connection the main process handed us as `cid` has ended."""
+        self._write(("closed", cid))
 
     def ready(self) -> None:
         self._write(("ready",))
@@ -430,6 +468,8 @@ class WorkerLink:
                 msg = await read_frame(self.reader)
                 if msg[0] == "events":
                     self.store.events.publish_remote(msg[1])
+                elif str(msg[0]).startswith("auth."):
+                    self.gate.received(msg)
                 elif msg[0] == "grant":
                     fut = self._waiting.get(msg[1])
                     if fut is not None and not fut.done():
@@ -466,7 +506,9 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     link_sock = socket.socket(fileno=link_fd)
     reader, writer = await asyncio.open_unix_connection(sock=link_sock)
     link = WorkerLink(reader, writer, server.store)
+    metrics.forward_to(lambda event: link._write(("metric", event)))
     server.shared["imap.limiter"] = link
+    server.throttle = link.gate  # logins through the main process's gate
     handlers = {}
     for proto in WORKER_PROTOCOLS:
         handler = load_handler(PROTOCOLS[proto])
@@ -478,11 +520,11 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
     conns.setblocking(False)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def serve_one(proto: str, conn: socket.socket) -> None:
+    async def serve_one(proto: str, conn: socket.socket, cid: int) -> None:
         try:
             await server.serve_accepted(proto, conn, handlers[proto], proto in IMPLICIT_TLS)
         finally:
-            link.closed()
+            link.closed(cid)
 
     def on_conns() -> None:
         for _ in range(64):
@@ -496,14 +538,15 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
                 loop.remove_reader(conns.fileno())
                 stop.set()
                 return
-            proto = msg.decode("ascii", "replace")
+            proto, _, cid_text = msg.decode("ascii", "replace").partition(" ")
+            cid = int(cid_text) if cid_text.isdigit() else 0
             for fd in fds:
                 conn = socket.socket(fileno=fd)
                 if proto not in handlers:
                     conn.close()
-                    link.closed()
+                    link.closed(cid)
                     continue
-                task = loop.create_task(serve_one(proto, conn))
+                task = loop.create_task(serve_one(proto, conn, cid))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mailsift.protocols import pop3
 from mailsift.store.api import Store
-from mailsift.store.auth import LoginThrottle
+from mailsift.store.auth import LoginGate
 from mailsift.store.context import SessionContext
 from mailsift.store.settings import StoreSettings
 from mailsift.store.users import Users
@@ -29,7 +29,7 @@ class InProcessServer:
         self.users.add(USER, PASSWORD)
         self.settings = StoreSettings(mail_root=str(root / "mail"), users=str(root / "users.db"))
         self.shared: dict[str, Any] = {}
-        self.throttle = LoginThrottle()
+        self.throttle = LoginGate()
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()

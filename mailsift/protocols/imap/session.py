@@ -39,6 +39,7 @@ from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
+from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 from mailsift.store.names import InvalidName
@@ -46,6 +47,7 @@ from mailsift.store.names import InvalidName
 log = logging.getLogger("mailsift.imap")
 
 IDLE_TIMEOUT = 30 * 60          # seconds without a command before autologout (RFC 3501: >= 30 min)
+LOGIN_TIMEOUT = 120.0           # seconds from connecting to logging in ([store] login_timeout)
 MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is closed
 MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
 MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for many users)
@@ -79,9 +81,11 @@ class Input:
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self.reader = reader
         self.buf = bytearray()
+        self.deadline: float | None = None  # loop time no read may pass (before login)
 
     async def _fill(self, timeout: float | None) -> None:
-        async with asyncio.timeout(IDLE_TIMEOUT if timeout is None else timeout):
+        when = asyncio.get_running_loop().time() + (IDLE_TIMEOUT if timeout is None else timeout)
+        async with asyncio.timeout_at(when if self.deadline is None else min(when, self.deadline)):
             data = await self.reader.read(READ_CHUNK)
         if not data:
             raise Closed()
@@ -324,6 +328,8 @@ class ImapSession:
                     self.untagged("BYE [UNAVAILABLE] Too many connections from your address")
                     await self.flush()
                     return
+            # [store] login_timeout, not restarted by traffic: no unauthenticated trickle holds on
+            self.inp.deadline = self.loop.time() + float(getattr(self.settings, "login_timeout", LOGIN_TIMEOUT))
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] {SERVER_NAME} IMAP ready")
             await self.flush()
             while not self.closing:
@@ -607,6 +613,7 @@ class ImapSession:
 
     def login_failed(self, tag: bytes) -> None:
         self.auth_failures += 1
+        metrics.login(getattr(self.ctx, "protocol", ""), False)
         self.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.untagged("BYE Too many authentication failures")
@@ -622,6 +629,7 @@ class ImapSession:
         if not good:
             self.login_failed(tag)
             return
+        metrics.login(getattr(self.ctx, "protocol", ""), True)
         users = getattr(self.ctx, "users", None)
         try:
             canonical = str(users.canonical(user)) if users is not None else user.lower()
@@ -649,6 +657,7 @@ class ImapSession:
         self.user = canonical
         self.subscription = self.ctx.store.subscribe(self.store_event, user=canonical)
         self.state = "auth"
+        self.inp.deadline = None
         log.info("imap login %s from %s", canonical, self.address)
         self.tagged(tag, "OK", "Logged in", f"CAPABILITY {self.capabilities()}")
 

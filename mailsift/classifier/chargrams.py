@@ -1,0 +1,104 @@
+"""The fusion's third member: an online logistic regression over character 4-grams.
+
+Features are the distinct byte 4-grams of the first `CHAR_BYTES` bytes of the raw message,
+hashed into 2^bits columns by one multiply-shift per 4-gram (numpy, no Python loop), binary
+and l2-normalised (each of k features has value 1/sqrt(k)). It reads what the word tokenizer
+throws away (header layout, encodings, punctuation, the shapes of tracking links) and it
+cannot be led by one strong word, which is why it holds up on long, noisy streams where the
+word model grows over-confident (issue 12: a plain SGD LR of this kind held 1-ROCA% 0.027 over
+37,710 messages where the word model fell to 0.042).
+
+It learns only the mail of the site where it runs: the default model trained from public
+corpora leaves it empty (`reset`), because the raw bytes of those corpora carry their
+collecting sites' Received lines and header layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CHAR_BYTES = 3000  # of the raw message read for 4-grams
+_MULT = np.uint32(2654435761)  # Knuth's multiplicative hash constant (odd, ~2^32 / phi)
+
+
+def char_indices(raw: bytes, bits: int) -> np.ndarray:
+    """The distinct hashed 4-gram columns of the head of `raw` (uint32, sorted).
+
+    Distinct by sorting and dropping repeats: np.unique took 170 us per corpus message
+    against ~45 us for this (measured in one process, 300 easy_ham messages)."""
+    head = np.frombuffer(raw[:CHAR_BYTES], dtype=np.uint8)
+    if len(head) < 4:
+        return np.zeros(0, dtype=np.uint32)
+    b = head.astype(np.uint32)
+    v = (b[:-3] << 24) | (b[1:-2] << 16) | (b[2:-1] << 8) | b[3:]
+    v *= _MULT
+    v >>= np.uint32(32 - bits)
+    v.sort()
+    keep = np.empty(len(v), dtype=bool)
+    keep[0] = True
+    np.not_equal(v[1:], v[:-1], out=keep[1:])
+    return v[keep]
+
+
+class CharGramLR:
+    """Logistic regression over char_indices, per-feature AdaGrad steps."""
+
+    REPLAY = 300  # recent messages kept per class for rehearsal
+
+    def __init__(self, bits: int, rate: float) -> None:
+        self.bits = bits
+        self.rate = rate
+        self.coef = np.zeros(1 << bits, dtype=np.float32)
+        self.g2 = np.zeros(1 << bits, dtype=np.float32)
+        self.intercept = 0.0
+        self.learned = 0
+        self.replay: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.replay_next = [0, 0]
+        self.rng = np.random.default_rng(0)
+
+    def reset(self) -> None:
+        self.coef[:] = 0.0
+        self.g2[:] = 0.0
+        self.intercept = 0.0
+        self.learned = 0
+        self.replay = ([], [])
+        self.replay_next = [0, 0]
+
+    def learn(self, idx: np.ndarray, y: int) -> None:
+        """A step on this message, and one on a remembered message of the other class.
+
+        Without the rehearsal, learning a folder of spam and then a folder of ham tips the
+        member towards the last folder: measured on 260 + 260 SpamAssassin messages learned
+        in two blocks, 40 of 150 unseen spam were called spam against 117 interleaved."""
+        self.step(idx, y)
+        other = self.replay[1 - y]
+        if other:
+            self.step(other[int(self.rng.integers(len(other)))], 1 - y, count=False)
+        own = self.replay[y]
+        if len(own) < self.REPLAY:
+            own.append(idx)
+        else:
+            own[self.replay_next[y] % self.REPLAY] = idx
+            self.replay_next[y] += 1
+
+    def z(self, idx: np.ndarray) -> float:
+        if len(idx) == 0:
+            return 0.0
+        return float(self.coef[idx].sum()) / math.sqrt(len(idx)) + self.intercept
+
+    def step(self, idx: np.ndarray, y: int, sign: float = 1.0, count: bool = True) -> None:
+        """One step towards label y (sign -1: take a step of that size back)."""
+        if len(idx) == 0:
+            return
+        x = 1.0 / math.sqrt(len(idx))
+        p = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, self.z(idx)))))
+        g = y - p
+        acc = self.g2[idx] + g * g
+        if sign > 0:
+            self.g2[idx] = acc
+        self.coef[idx] += (sign * self.rate * g * x) / np.sqrt(1.0 + acc)
+        self.intercept += sign * 0.01 * self.rate * g
+        if count:
+            self.learned += 1 if sign > 0 else -1

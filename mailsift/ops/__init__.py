@@ -1,0 +1,1 @@
+"""Watching mailsift run: Prometheus metrics (metrics.py) and `mailsift check-config` (checkconfig.py)."""
