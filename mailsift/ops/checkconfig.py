@@ -9,11 +9,12 @@ an unknown key or a value of the wrong type is reported and left out, the sectio
 from the rest. A section whose validation fails is reported and not checked further.
 
 Then, per section (docs/operations.md lists them):
-  [classifier]  the model directory exists and its model loads
+  [classifier]  the model directory exists and its model loads (as [milter] user, when set)
   [milter]      clamd answers PING; the socket's directory exists (or can be made) and
                 socket_group exists and can enter it
   [store]       run_as exists; mail_root, the user database and the TLS files exist with the
-                right owner (run_as) and mode; the TLS key matches the certificate, which has
+                right owner and mode (mail_root run_as's; the user database root's, readable by
+                run_as, which only reads it); the TLS key matches the certificate, which has
                 not expired; the unix sockets' directories; pop3s/imaps have a certificate
   [policy]      Redis answers PING, or the SQLite file's directory exists; the socket's directory
   [feedback]    the model directory the learner trains is run_as's
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from mailsift import daemon
 from mailsift.config import Config, ConfigError, _check
 
 PING_TIMEOUT = 5.0
@@ -122,7 +124,9 @@ def check(config: Config, broken: frozenset[str] | set[str] = frozenset()) -> It
     if store_ok:
         yield from check_store(config)
     if "classifier" not in broken:
-        yield from check_model("[classifier] dbpath", config.classifier.dbpath)
+        # loaded as the milter loads it: as [milter] user when that is set
+        milter_user = config.milter.user if "milter" not in broken else ""
+        yield from check_model("[classifier] dbpath", config.classifier.dbpath, milter_user)
     if "feedback" not in broken and "classifier" not in broken and config.feedback.enabled:
         model_dir = config.feedback.model_dir(config.classifier.dbpath)
         key = "[feedback] dbpath" if config.feedback.dbpath else "[classifier] dbpath"
@@ -228,13 +232,17 @@ def check_group_reaches(key: str, directory: Path, group: grp.struct_group) -> I
 
 
 def unix_socket(spec: str) -> str | None:
-    for prefix in ("unix:", "local:"):
-        if spec.startswith(prefix):
-            return spec[len(prefix):]
-    return spec if spec.startswith("/") else None
+    """The path of a unix listener in the daemons' listen grammar (mailsift/daemon.py), else None."""
+    try:
+        where = daemon.parse_listen(spec)
+    except ValueError:
+        return None
+    return where.path if where is not None and where.kind == "unix" else None
 
 
-def check_model(key: str, dbpath: str) -> Iterator[Problem]:
+def check_model(key: str, dbpath: str, as_user: str = "") -> Iterator[Problem]:
+    """The model loads; with `as_user` (the milter's user) and run as root, it is loaded by a
+    child that has become that user, so a model only root would accept is reported."""
     path = Path(dbpath)
     if not path.is_dir():
         yield Problem(key, f"{path} does not exist: train a model with `mailsift learn --dbpath {path} "
@@ -245,10 +253,42 @@ def check_model(key: str, dbpath: str) -> Iterator[Problem]:
     except ImportError as exc:
         yield Problem(key, f"the classifier cannot be imported: {exc}")
         return
+    if as_user and os.geteuid() == 0 and _user(as_user) is not None:
+        why = _load_as(as_user, path)
+        if why:
+            yield Problem(key, why)
+        return
     try:
         load_model(path, retries=1)
     except ModelError as exc:
         yield Problem(key, str(exc))
+
+
+def _load_as(user: str, path: Path) -> str:
+    """Load the model in a child that has become `user`; "" when it loads, else why not."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        why = ""
+        try:
+            from mailsift.classifier.api import ModelError, load_model
+
+            daemon.drop_privileges(user, heavy=("mailsift.classifier.tokenize", "joblib", "sklearn.naive_bayes",
+                                                "scipy.sparse", *daemon.MAIL_MODULES))
+            load_model(path, retries=1)
+        except ModelError as exc:
+            why = str(exc)
+        except BaseException as exc:  # noqa: BLE001 - the child reports whatever stopped it
+            why = f"cannot be loaded as {user}: {exc}"
+        finally:
+            os.write(write, why.encode()[:60000])
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        why = fh.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    return why
 
 
 def check_store(config: Config) -> Iterator[Problem]:
@@ -262,8 +302,12 @@ def check_store(config: Config) -> Iterator[Problem]:
         else:
             owner = s.run_as
     yield from check_path("[store] mail_root", s.mail_root, "dir", owner)
-    yield from check_path("[store] users", s.users, "file", owner, private=True,
+    # run_as only reads the user database: root's (or the admin's), readable by run_as's group
+    privileged = not owner or _user(owner).pw_uid == 0  # type: ignore[union-attr]
+    yield from check_path("[store] users", s.users, "file", owner if privileged else "", private=True,
                           hint=" (`mailsift user add` creates it)")
+    if not privileged:
+        yield from check_users_readable(s.users, owner)
     for name in LISTENERS:
         where = parse_listen(getattr(s, name))
         if where is not None and where[0] == "unix":
@@ -277,6 +321,24 @@ def check_store(config: Config) -> Iterator[Problem]:
         for name in ("pop3s", "imaps"):
             if parse_listen(getattr(s, name)) is not None:
                 yield Problem(f"[store] {name}", f"{name} needs tls_cert and tls_key")
+
+
+def check_users_readable(users: str, run_as: str) -> Iterator[Problem]:
+    """The user database is readable by run_as and not writable by it."""
+    pw = _user(run_as)
+    try:
+        st = os.stat(users)
+    except OSError:
+        return
+    assert pw is not None
+    fix = f"chown root:{grp.getgrgid(pw.pw_gid).gr_name} {users} && chmod 0640 {users}"
+    groups = set(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    if st.st_uid == pw.pw_uid:
+        yield Problem("[store] users", f"{users} belongs to {run_as}, which only reads it ({fix})")
+    elif not (st.st_mode & 0o004 or (st.st_gid in groups and st.st_mode & 0o040)):
+        yield Problem("[store] users", f"{users} cannot be read by {run_as} ({fix})")
+    elif st.st_gid in groups and st.st_mode & 0o020:
+        yield Problem("[store] users", f"{users} can be changed by {run_as}'s group ({fix})")
 
 
 def check_tls(cert: str, key: str) -> Iterator[Problem]:
