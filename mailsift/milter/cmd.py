@@ -92,6 +92,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     milter.set_exception_policy(Milter.TEMPFAIL)
 
+    models = ModelHolder(dbpath, interval=settings.reload_interval)  # loads nothing before start()
+    # Up before the milter socket (ready means watched), and before root is dropped: its imports
+    # and port are root's to take.
+    metrics.start_or_exit(config.metrics, "milter", dbpath, lambda: models.current()[0])
+
     listen = daemon.parse_listen(settings.socket, allow_off=False)
     assert listen is not None
     path = Path(listen.path) if listen.kind == "unix" else None
@@ -126,8 +131,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
             path.unlink(missing_ok=True)
         return 3
 
-    models = ModelHolder(dbpath, interval=settings.reload_interval)
-    metrics.start_or_exit(config.metrics, "milter", dbpath, lambda: models.current()[0])
     pool = None
     if settings.score_workers > 0:
         # The workers load and watch the model; this process never imports the classifier.
