@@ -37,6 +37,7 @@ from mailsift.store.conncaps import (ConnectionCaps, cap_address, current_nofile
 from mailsift.store.context import SessionContext
 from mailsift.store.settings import parse_listen, StoreSettings
 from mailsift.store.users import Users
+from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, bind_listener, worker_count
 
 log = logging.getLogger("mailsift.serve")
 
@@ -200,7 +201,6 @@ class Server:
             if implicit and self.tls is None:
                 raise ServeError(f"{proto} needs tls_cert and tls_key in [store]")
             if proto in self.handoff_protocols:
-                from mailsift.store.workers import bind_listener
                 try:
                     self.handoff[proto] = bind_listener(where, self.settings.socket_mode,
                                                         self.settings.socket_group)
@@ -268,7 +268,6 @@ class Server:
         return on_connect
 
     async def _listen(self, proto: str, where: tuple[str, str | int], handler: Handler, implicit: bool) -> None:
-        from mailsift.store.workers import bind_listener
         try:
             sock = bind_listener(where, self.settings.socket_mode, self.settings.socket_group)
         except OSError as exc:
@@ -358,8 +357,6 @@ async def serve(settings: StoreSettings, ready: Callable[[], None] | None = None
                 on_start: Callable[[Store], Any] | None = None) -> int:
     """Run until SIGTERM. `on_start(store)` is called once the listeners serve (e.g. to start the
     feedback learner); whatever it returns is stop()ped before the store closes."""
-    from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, worker_count
-
     nofile = raise_nofile()  # before anything is opened; the IMAP workers inherit it
     server = Server(settings)
     log.info("file descriptor limit %d: up to %d POP3/IMAP, %d LMTP, %d lookup connections, %d idle mailboxes "
