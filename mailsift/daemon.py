@@ -17,7 +17,6 @@ Nothing here imports more than the standard library: every daemon imports it sta
 
 from __future__ import annotations
 
-import asyncio
 import grp
 import importlib
 import ipaddress
@@ -29,7 +28,10 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("mailsift.daemon")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailsift.config import Config
+from mailsift.daemon import parse_listen
 
 SPOOL = "/var/spool/postfix/"
 
@@ -10,9 +11,8 @@ SPOOL = "/var/spool/postfix/"
 def policy_service_endpoint(socket: str) -> str:
     """Postfix's name for our listener: `unix:private/NAME` inside the spool (works chrooted
     or not), `unix:/abs/path` elsewhere, `inet:HOST:PORT` for TCP."""
-    from mailsift.policy.server import parse_listen
-
-    listen = parse_listen(socket)
+    listen = parse_listen(socket, allow_off=False)
+    assert listen is not None
     if listen.kind == "unix":
         path = listen.path
         if path.startswith(SPOOL):

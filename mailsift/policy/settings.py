@@ -40,7 +40,7 @@ class PolicySettings:
     user: str = ""
 
     def validate(self) -> None:
-        from mailsift.policy.backends import check_store_url
+        from mailsift.policy.backends import check_store_url  # sqlite3: not for every command's config
 
         if self.delay < 0 or self.retry_window <= 0 or self.max_age <= 0:
             raise ValueError("delay must not be negative; retry_window and max_age must be positive")
