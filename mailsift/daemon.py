@@ -167,8 +167,8 @@ def group_id(group: str | None) -> int | None:
 
 
 def make_parents(path: Path, group: str | None = None) -> None:
-    """Create the missing directories above `path`, each mode 0750 whatever the umask, the
-    deepest one given to `group` (so that group reaches the socket)."""
+    """Create the missing directories above `path`, each mode 0750 whatever the umask and given
+    to `group` (so that group reaches the socket)."""
     missing = []
     parent = path.parent
     while not parent.exists() and not parent.is_symlink():
@@ -178,7 +178,7 @@ def make_parents(path: Path, group: str | None = None) -> None:
     for d in reversed(missing):
         d.mkdir(mode=DIR_MODE)
         os.chmod(d, DIR_MODE)
-        if gid is not None and d == path.parent:
+        if gid is not None:
             try:
                 os.lchown(d, -1, gid)
             except PermissionError as exc:
@@ -228,14 +228,15 @@ def bind(where: Listen, mode: str = SOCKET_MODE, group: str | None = SOCKET_GROU
         path = Path(where.path)
         prepare_unix(path, group)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o777 & ~parse_mode(mode))
         try:
+            # Linux makes the socket file with the mode of the socket's inode (less the umask):
+            # set it before bind, so the file never exists with a looser mode. (Not the umask:
+            # that is the whole process's, other threads' files included.)
+            os.fchmod(sock.fileno(), parse_mode(mode))
             sock.bind(str(path))
         except OSError:
             sock.close()
             raise
-        finally:
-            os.umask(old)
         secure_socket(path, parse_mode(mode), group)
     else:
         family = socket.AF_INET6 if ":" in where.host else socket.AF_INET

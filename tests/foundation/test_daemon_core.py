@@ -343,3 +343,23 @@ def test_a_live_socket_is_never_replaced(workdir: Path) -> None:
     (workdir / "f").write_text("x")
     with pytest.raises(OSError, match="not a socket"):
         bind(Listen("unix", path=str(workdir / "f")), "0600", None)
+
+
+def test_bind_makes_each_missing_directory_0750_for_the_group_and_never_a_looser_socket(workdir: Path) -> None:
+    from mailsift.daemon import bind
+
+    gid = grp.getgrnam("postfix").gr_gid if os.geteuid() == 0 else os.getgid()
+    group = "postfix" if os.geteuid() == 0 else grp.getgrgid(gid).gr_name
+    old = os.umask(0)  # the loosest umask a daemon may be started with
+    try:
+        sock = bind(Listen("unix", path=str(workdir / "a" / "b" / "s.sock")), "0660", group)
+    finally:
+        os.umask(old)
+    try:
+        for d in (workdir / "a", workdir / "a" / "b"):  # Postfix's user passes through both
+            st = d.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o750, gid)
+        st = (workdir / "a" / "b" / "s.sock").stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, gid)
+    finally:
+        sock.close()
