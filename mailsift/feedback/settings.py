@@ -48,7 +48,10 @@ class FeedbackSettings:
             raise ValueError("save_interval must be between 0 and 50 seconds (the model must change within a minute)")
         if self.spool_max_messages < 0:
             raise ValueError("spool_max_messages must not be negative")
-        seconds = parse_duration(self.confirm_after)
+        try:
+            seconds = parse_duration(self.confirm_after)
+        except ValueError as exc:
+            raise ValueError(f"confirm_after: {exc}") from None
         if not 3600 <= seconds <= 90 * 86400:
             raise ValueError(f"confirm_after must be between 1h and 90d (got {self.confirm_after!r}): "
                              "users need time to notice a misfiled message")
