@@ -158,9 +158,10 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
     # At once: the reply, the filing into a user folder, the spam deleted from Junk unread.
     wait_for(lambda: (served.label(answered), served.label(filed), served.label(expunged)) == ("ham", "ham", "spam"),
              timeout=60, what="the immediate confirmations learned")
+    # the journal is written just after the model is saved
+    wait_for(lambda: {"answered", "filed into Work", "expunged from Junk unread"}
+             <= {j["reason"] for j in served.journal()}, timeout=30, what="the journal lines")
     assert served.label(kept) is None and served.label(left) is None   # not 2 days yet
-    reasons = {j["reason"] for j in served.journal()}
-    assert {"answered", "filed into Work", "expunged from Junk unread"} <= reasons
 
     served.advance(2 * DAY + 3600)
     wait_for(lambda: (served.label(kept), served.label(left)) == ("ham", "spam"), timeout=60,
@@ -178,7 +179,8 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
         assert imap.uid("MOVE", uid_of(imap, kept), "Junk")[0] == "OK"
     finally:
         imap.logout()
-    wait_for(lambda: served.label(kept) == "spam", timeout=60, what="the contrary move learned")
+    wait_for(lambda: served.label(kept) == "spam" and len(served.journal()) == 6, timeout=60,
+             what="the contrary move learned and journalled")
     dump = served.run("learn", "--dump", "--dbpath", str(served.model))
     assert "learn record: 2 ham, 3 spam" in dump and "ham: 2\n" in dump and "spam: 3\n" in dump, dump
     outcomes = [(j["reason"], j["outcome"]) for j in served.journal() if j["digest"] == message_digest(kept)]
@@ -281,8 +283,8 @@ def test_daily_cap_defers_the_excess_to_the_next_day(tmp_path: Path, mailsift_bi
         assert len(Spool(served.model).current()) == 2
 
         served.advance(DAY)
-        wait_for(lambda: [served.label(r) for r in raws] == ["spam"] * 4, timeout=60,
-                 what="the deferred judgements learned the next day")
+        wait_for(lambda: [served.label(r) for r in raws] == ["spam"] * 4 and len(served.journal()) == 6,
+                 timeout=60, what="the deferred judgements learned and journalled the next day")
         status = served.run("feedback", "status", "--config", str(served.config))
         assert "deferred over the cap: 0 judgement(s)" in status and "learned 2 today" in status, status
         assert len(Spool(served.model).current()) == 4
