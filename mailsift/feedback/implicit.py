@@ -7,7 +7,8 @@ folder -> ham, Junk -> spam. Then what the user does decides:
     what happens to a pending message                        result
     ham: read (\\Seen) and still there `confirm_after` later  learned ham ("kept ...")
     ham: never read                                          nothing (forgotten after UNREAD_DAYS)
-    ham: \\Answered set (a reply)                             learned ham at once
+    ham: \\Answered set, or a reply to it filed into Sent       learned ham at once
+         (APPEND or delivery, matched by In-Reply-To/References)
     ham: moved or copied into a user folder                  learned ham at once ("filed ...")
     spam: still in Junk `confirm_after` later (read or not)  learned spam ("left in Junk ...")
     spam: expunged from Junk, or moved to Trash, unread      learned spam at once
@@ -35,6 +36,7 @@ a restart in between hands them out again.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -47,6 +49,7 @@ log = logging.getLogger("mailsift.feedback")
 
 SEEN = "\\Seen"
 ANSWERED = "\\Answered"
+SENT = "\\Sent"
 # Folders whose mail counts as kept: no special use, or \Archive. Quarantine (virus mail) is not.
 KEPT_SPECIAL_USES = frozenset({None, "\\Archive"})
 NOT_KEPT_FOLDERS = frozenset({"Quarantine"})
@@ -55,6 +58,32 @@ UNREAD_DAYS = 30
 # At most this many pending messages per user (the oldest go): bounds the state file.
 MAX_PENDING_PER_USER = 20000
 MAX_SWEEP = 1000
+# A reply filed into Sent is matched against this many of the user's newest unconfirmed ham.
+MAX_REPLY_CANDIDATES = 2000
+_HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
+_REPLY_HEADERS_RE = re.compile(rb"(?im)^(?:in-reply-to|references)[ \t]*:(.*(?:\r?\n[ \t].*)*)")
+_MESSAGE_ID_RE = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
+_ID_RE = re.compile(rb"<[^<>\s]{1,500}>")
+
+
+def _head(raw: bytes) -> bytes:
+    m = _HEADER_END_RE.search(raw, 0, 65536)
+    return raw[: m.start() + 1] if m else raw[:65536]
+
+
+def replied_to(raw: bytes) -> set[str]:
+    """The Message-IDs a message answers (In-Reply-To and References)."""
+    out: set[str] = set()
+    for m in _REPLY_HEADERS_RE.finditer(_head(raw)):
+        out.update(i.decode("ascii", "replace") for i in _ID_RE.findall(m.group(1)))
+    return out
+
+
+def message_id(raw: bytes) -> str:
+    """The message's Message-ID (<...>), or "" when it has none."""
+    m = _MESSAGE_ID_RE.search(_head(raw))
+    ids = _ID_RE.findall(m.group(1)) if m else []
+    return ids[0].decode("ascii", "replace") if ids else ""
 
 
 def _kept(special_use: str | None, folder: str) -> bool:
@@ -111,7 +140,10 @@ class ImplicitTracker:
 
     def _on_new(self, ev: Any) -> None:
         if ev.via in ("deliver", "append"):
-            self._file(ev)
+            if ev.special_use == SENT:
+                self._reply(ev)
+            else:
+                self._file(ev)
             return
         if ev.via not in ("move", "copy") or ev.source_uid is None:
             return
@@ -159,6 +191,22 @@ class ImplicitTracker:
             if raw is not None and len(raw) > MAX_MESSAGE_BYTES:
                 raw = None
         self.state.add_pending(ev.user, ev.folder, ev.uid, label, self.clock(), SEEN in ev.flags, raw)
+
+    def _reply(self, ev: Any) -> None:
+        """A message filed into Sent: the pending ham it answers is confirmed. Message-IDs of
+        pending mail are read once, when the user first files a reply."""
+        raw = self._read(ev.user, ev.folder, ev.uid)
+        ids = replied_to(raw) if raw is not None else set()
+        if not ids:
+            return
+        for pid, folder, uid, mid in self.state.unconfirmed_ham(ev.user, MAX_REPLY_CANDIDATES):
+            if mid is None:
+                pending_raw = self._read(ev.user, folder, uid)
+                mid = message_id(pending_raw) if pending_raw is not None else ""
+                self.state.set_msgid(pid, mid)
+            if mid and mid in ids:
+                self.state.confirm(pid, "replied")
+                self.wake()
 
     def _read(self, user: str, folder: str, uid: int) -> bytes | None:
         from mailsift.store.api import StoreError

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, folder TEXT NOT NULL, uid INTEGER NOT NULL,
     label TEXT NOT NULL CHECK (label IN ('ham', 'spam')), since REAL NOT NULL,
     seen INTEGER NOT NULL DEFAULT 0, reason TEXT, raw BLOB, emitted INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (user, folder, uid));
+    msgid TEXT, UNIQUE (user, folder, uid));
 CREATE INDEX IF NOT EXISTS pending_since ON pending (since);
 CREATE TABLE IF NOT EXISTS deferred (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, digest TEXT NOT NULL,
@@ -155,6 +155,15 @@ class State:
             self._exec("UPDATE pending SET reason=? WHERE id=?", (reason, pid))
         else:
             self._exec("UPDATE pending SET reason=?, label=? WHERE id=?", (reason, label, pid))
+
+    def unconfirmed_ham(self, user: str, limit: int) -> list[tuple[int, str, int, str | None]]:
+        """(id, folder, uid, Message-ID or None when not read yet) of the user's newest pending
+        ham not confirmed yet."""
+        return self._exec("SELECT id, folder, uid, msgid FROM pending WHERE user=? AND label='ham' AND "
+                          "reason IS NULL AND emitted=0 ORDER BY since DESC LIMIT ?", (user, limit)).fetchall()
+
+    def set_msgid(self, pid: int, msgid: str) -> None:
+        self._exec("UPDATE pending SET msgid=? WHERE id=?", (msgid, pid))
 
     def rename_folder(self, user: str, old: str, new: str) -> None:
         with self._lock:

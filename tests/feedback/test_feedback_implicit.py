@@ -1,7 +1,7 @@
 """Implicit feedback end to end: a real `mailsift serve` (LMTP delivery, IMAP with imaplib) whose
 feedback learner runs on a test clock the test advances by days (MAILSIFT_TEST_CLOCK_FILE,
 mailsift/feedback/clock.py). The model starts empty, as on a new site: what users keep, answer,
-file, leave in Junk or delete from it unread is learned; unread mail, mail read then deleted and
+file, reply to, leave in Junk or delete from it unread is learned; unread mail, mail read then deleted and
 opted-out users teach nothing; a later contrary move wins; pending confirmations survive a restart;
 the per-user daily cap defers the excess to the next day. Results are read from the learn record,
 the feedback journal and the `mailsift learn --dump` / `mailsift feedback status` commands."""
@@ -131,9 +131,9 @@ def uid_of(imap: imaplib.IMAP4, raw: bytes) -> str:
 
 
 def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_wins(served: Served) -> None:
-    kept, unread, answered, filed, trashed = (message(i, "ham") for i in range(1, 6))
+    kept, unread, answered, filed, trashed, replied = (message(i, "ham") for i in range(1, 7))
     left, expunged, read_then_deleted = (message(i, "spam") for i in range(1, 4))
-    for raw in (kept, unread, answered, filed, trashed):
+    for raw in (kept, unread, answered, filed, trashed, replied):
         served.deliver(raw)
     for raw in (left, expunged, read_then_deleted):
         served.deliver(flagged(raw))
@@ -147,6 +147,10 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
         assert imap.uid("MOVE", uid_of(imap, filed), "Work")[0] == "OK"
         imap.uid("FETCH", uid_of(imap, trashed), "(BODY[])")
         assert imap.uid("MOVE", uid_of(imap, trashed), "Trash")[0] == "OK"       # deleted: no verdict
+        reply = (b"From: alice@example.test\r\nTo: sender6@example.net\r\nSubject: Re: ham 6\r\n"
+                 b"Message-ID: <reply-6@example.test>\r\nIn-Reply-To: <implicit-6-ham@example.net>\r\n\r\n"
+                 b"Thanks!\r\n")   # sent by SMTP, filed into Sent by the client; no \Answered set
+        assert imap.append("Sent", r"(\Seen)", None, reply)[0] == "OK"
         imap.select("Junk")
         assert imap.uid("STORE", uid_of(imap, expunged), "+FLAGS.SILENT", r"(\Deleted)")[0] == "OK"
         imap.uid("FETCH", uid_of(imap, read_then_deleted), "(BODY[])")
@@ -156,10 +160,10 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
         imap.logout()
 
     # At once: the reply, the filing into a user folder, the spam deleted from Junk unread.
-    wait_for(lambda: (served.label(answered), served.label(filed), served.label(expunged)) == ("ham", "ham", "spam"),
+    wait_for(lambda: [served.label(r) for r in (answered, filed, replied, expunged)] == ["ham", "ham", "ham", "spam"],
              timeout=60, what="the immediate confirmations learned")
     # the journal is written just after the model is saved
-    wait_for(lambda: {"answered", "filed into Work", "expunged from Junk unread"}
+    wait_for(lambda: {"answered", "filed into Work", "replied", "expunged from Junk unread"}
              <= {j["reason"] for j in served.journal()}, timeout=30, what="the journal lines")
     assert served.label(kept) is None and served.label(left) is None   # not 2 days yet
 
@@ -169,8 +173,8 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
     for raw in (unread, trashed, read_then_deleted):
         assert served.label(raw) is None, raw[:80]
     dump = served.run("learn", "--dump", "--dbpath", str(served.model))
-    assert "learn record: 3 ham, 2 spam" in dump, dump
-    assert "ham: 3\n" in dump and "spam: 2\n" in dump, dump
+    assert "learn record: 4 ham, 2 spam" in dump, dump
+    assert "ham: 4\n" in dump and "spam: 2\n" in dump, dump
 
     # Confirmed ham moved to Junk later: unlearned as ham, learned as spam.
     imap = served.imap()
@@ -179,10 +183,10 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
         assert imap.uid("MOVE", uid_of(imap, kept), "Junk")[0] == "OK"
     finally:
         imap.logout()
-    wait_for(lambda: served.label(kept) == "spam" and len(served.journal()) == 6, timeout=60,
+    wait_for(lambda: served.label(kept) == "spam" and len(served.journal()) == 7, timeout=60,
              what="the contrary move learned and journalled")
     dump = served.run("learn", "--dump", "--dbpath", str(served.model))
-    assert "learn record: 2 ham, 3 spam" in dump and "ham: 2\n" in dump and "spam: 3\n" in dump, dump
+    assert "learn record: 3 ham, 3 spam" in dump and "ham: 3\n" in dump and "spam: 3\n" in dump, dump
     outcomes = [(j["reason"], j["outcome"]) for j in served.journal() if j["digest"] == message_digest(kept)]
     assert outcomes == [("kept in INBOX 2d", "learned"), ("move into Junk", "moved")], outcomes
 
