@@ -42,7 +42,6 @@ from typing import Any, Callable
 
 from mailsift.feedback.clock import Clock
 from mailsift.feedback.rules import HAM_KEYWORDS, JUNK, SPAM_KEYWORDS, TRASH, LearnAction
-from mailsift.feedback.spool import MAX_MESSAGE_BYTES
 from mailsift.feedback.state import Pending, State
 
 log = logging.getLogger("mailsift.feedback")
@@ -58,6 +57,9 @@ UNREAD_DAYS = 30
 # At most this many pending messages per user (the oldest go): bounds the state file.
 MAX_PENDING_PER_USER = 20000
 MAX_SWEEP = 1000
+# Mail delivered into Junk is kept with its pending entry up to this size (the tokenizer reads
+# no more than the first 256 KB; bigger spam deleted unread is not learned).
+MAX_KEPT_BYTES = 256 * 1024
 # A reply filed into Sent is matched against this many of the user's newest unconfirmed ham.
 MAX_REPLY_CANDIDATES = 2000
 _HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
@@ -188,7 +190,7 @@ class ImplicitTracker:
         raw = None
         if label == "spam":  # kept, so spam deleted unread can still be learned
             raw = self._read(ev.user, ev.folder, ev.uid)
-            if raw is not None and len(raw) > MAX_MESSAGE_BYTES:
+            if raw is not None and len(raw) > MAX_KEPT_BYTES:
                 raw = None
         self.state.add_pending(ev.user, ev.folder, ev.uid, label, self.clock(), SEEN in ev.flags, raw)
 
@@ -255,6 +257,7 @@ class ImplicitTracker:
         now = self.clock()
         self.state.expire(now - max(UNREAD_DAYS * 86400.0, 2 * self.confirm_after))
         self.state.trim_users(MAX_PENDING_PER_USER)
+        self.state.vacuum()
         actions: list[LearnAction] = []
         dropped: list[int] = []
         for p in self.state.due(now, self.confirm_after, limit):

@@ -14,7 +14,7 @@ learner there); `mailsift feedback status` reads it. One connection, serialised 
 store's event callbacks (many threads), the learner's worker and its sweeper all use it. WAL with
 synchronous=NORMAL: a crash of the process loses nothing, a power loss at most the last commits.
 Rows are small except the bytes of pending Junk mail and of deferred judgements, which are
-bounded per message (spool.MAX_MESSAGE_BYTES) and in number (implicit.MAX_PENDING_PER_USER,
+bounded per message (implicit.MAX_KEPT_BYTES, spool.MAX_MESSAGE_BYTES) and in number (implicit.MAX_PENDING_PER_USER,
 learner: 7 days of a user's cap).
 """
 
@@ -108,6 +108,7 @@ class State:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # people's mail: private
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table: kept bytes come and go
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
@@ -211,6 +212,11 @@ class State:
                     "DELETE FROM pending WHERE id IN (SELECT id FROM pending WHERE user=? AND emitted=0 "
                     "ORDER BY since LIMIT ?)", (user, count - max_per_user)).rowcount
             return n
+
+    def vacuum(self, pages: int = 2000) -> None:
+        """Return free pages (bytes of learned or dropped mail) to the file system, a few at a time."""
+        with self._lock:
+            self.db.executescript(f"PRAGMA incremental_vacuum({int(pages)});")  # steps it to the end
 
     # -- deferred judgements and the daily counts -----------------------------------------------
     def add_deferred(self, user: str, digest: str, label: str, reason: str, folder: str, uid: int,

@@ -159,3 +159,27 @@ def test_settings_and_the_test_clock_guard(tmp_path: Path, monkeypatch: pytest.M
     assert clock_from_env() is time.time
     monkeypatch.delenv(ENV_VAR)
     assert clock_from_env() is time.time
+
+
+def test_state_stays_bounded(store, tracked, tmp_path: Path) -> None:
+    tracker, clock = tracked
+    box = store.mailbox(USER)
+    big = message(1) + b"x" * (300 * 1024)
+    uid = box.deliver(big, folder="Junk").uid
+    box.store_flags("Junk", [uid], {"\\Deleted"}, "add")
+    box.expunge("Junk")
+    assert due(tracker) == {}       # over 256 KB: not kept, so not learned once deleted
+
+    state = tracker.state
+    for i in range(30):
+        state.add_pending("eve@example.test", "Junk", i, "spam", clock.t + i, False, os.urandom(100_000))
+    state.trim_users(10)
+    assert [p.uid for p in (state.get_pending("eve@example.test", "Junk", i) for i in range(30)) if p] == \
+        list(range(20, 30))          # the newest 10 stay
+    state.delete_pending([p.id for p in (state.get_pending("eve@example.test", "Junk", i) for i in range(20, 30))
+                          if p])
+    state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = state.path.stat().st_size
+    state.vacuum()
+    state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert state.path.stat().st_size < before - 2_000_000   # the kept bytes went back to the disk
