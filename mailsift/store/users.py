@@ -155,7 +155,8 @@ class Users:
             conn = self._connect(create=True)
             try:
                 now = time.time()
-                conn.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (canon, encoded, now, now))
+                conn.execute("INSERT INTO users (name, hash, created, changed) VALUES (?, ?, ?, ?)",
+                             (canon, encoded, now, now))
             except sqlite3.IntegrityError:
                 raise UserExists(f"user {canon} exists") from None
             finally:

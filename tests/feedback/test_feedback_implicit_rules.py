@@ -183,3 +183,29 @@ def test_state_stays_bounded(store, tracked, tmp_path: Path) -> None:
     state.vacuum()
     state.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert state.path.stat().st_size < before - 2_000_000   # the kept bytes went back to the disk
+
+
+def test_user_set_opts_out_and_users_can_still_be_added(tmp_path: Path, mailsift_bin: str) -> None:
+    import subprocess
+
+    from mailsift.store.users import Users
+
+    db = tmp_path / "users.db"
+    users = Users(db)
+    users.add("old@example.test", "pw-1")
+    assert users.implicit_feedback("old@example.test")         # a database without the column: opted in
+
+    def user(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([mailsift_bin, "user", "--users", str(db), "--mail-root", str(tmp_path / "mail"),
+                               *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+    assert user("set", "old@example.test", "--no-implicit-feedback").returncode == 0
+    assert not users.implicit_feedback("old@example.test")
+    added = user("add", "new@example.test", "--stdin", stdin="pw-2\n")   # after the column was added
+    assert added.returncode == 0, added.stderr
+    assert users.implicit_feedback("new@example.test") and users.verify("new@example.test", "pw-2")
+    assert user("set", "old@example.test", "--implicit-feedback").returncode == 0
+    assert users.implicit_feedback("old@example.test")
+    missing = user("set", "nobody@example.test", "--no-implicit-feedback")
+    assert missing.returncode == 1 and "no user nobody@example.test" in missing.stderr
+    assert user("set", "old@example.test").returncode == 2                  # say which
