@@ -17,6 +17,13 @@ The store calls `_on_event` in the thread that made the change: it only applies 
   4. records each judgement and the message in the feedback spool (spool.py) for `mailsift retrain`.
 A message gone before the worker reads it (expunged, moved on) is skipped. A model that cannot
 be loaded or saved is logged; the judgements still go to the spool, so a retrain learns them.
+
+Implicit feedback (implicit.py) sees the same events and remembers what delivery and APPEND
+filed; a sweeper thread (every SWEEP_INTERVAL, or at once when woken) queues the confirmations
+that are due, as LearnActions marked implicit, into the same worker. The daily cap per user
+(max_per_user_day) is applied in step 2: a judgement that would change the model while its
+user's count for the UTC day is full is deferred (state.py's queue, the journal's `deferred`),
+and the sweeper hands deferred judgements back on a later day within that day's cap.
 """
 
 from __future__ import annotations
