@@ -26,9 +26,9 @@ wins over it (the learn record moves the message to the other label). A user opt
 (`mailsift user set USER --no-implicit-feedback`) gets no pending entries, and theirs are
 dropped at the next sweep.
 
-`on_event` runs in the store's thread that made the change: small SQLite writes, and for mail
-delivered into Junk one read of the message just written (its bytes are kept with the pending
-entry, so that spam deleted unread can still be learned). `sweep` (the learner's sweeper thread)
+`on_event` runs in the learner's tracker thread, in the order the store published the changes:
+small SQLite writes, and for mail delivered into Junk one read of the message (its bytes are
+kept with the pending entry, so that spam deleted unread can still be learned). `sweep` (the learner's sweeper thread)
 returns the LearnActions that are due; the learner removes their rows once they are learned, so
 a restart in between hands them out again.
 """
@@ -129,6 +129,8 @@ class ImplicitTracker:
     def on_event(self, ev: Any) -> None:
         if ev.uid is None and ev.kind not in ("folder-renamed", "folder-deleted"):
             return
+        if not (ev.kind == "new" and ev.via in ("deliver", "append")) and not self.state.ready():
+            return  # nothing pending yet: only filing creates the state file
         if ev.kind == "new":
             self._on_new(ev)
         elif ev.kind == "flags":

@@ -79,7 +79,8 @@ class FeedbackLearner:
         if confirm_after is not None or max_per_user_day:
             try:
                 self.state = State(self.dbpath)
-                self.state.reset_emitted()
+                if self.state.ready():
+                    self.state.reset_emitted()
             except (OSError, sqlite3.Error) as exc:
                 log.error("feedback: cannot open %s/feedback/state.sqlite (%s): no implicit feedback and no "
                           "daily cap until it can", self.dbpath, exc)
@@ -89,6 +90,10 @@ class FeedbackLearner:
             self.tracker.wake = self._wake_sweeper
         self._sweep_wake = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # Events for the tracker, handled in its own thread: the store's thread (and the main
+        # process's fan-out of the IMAP workers' events, which waits for subscribers) pays a put().
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._tracker_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._queue: queue.Queue[LearnAction | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -111,6 +116,9 @@ class FeedbackLearner:
     def start(self) -> "FeedbackLearner":
         self._thread = threading.Thread(target=self._run, name="feedback-learner", daemon=True)
         self._thread.start()
+        if self.tracker is not None:
+            self._tracker_thread = threading.Thread(target=self._track, name="feedback-tracker", daemon=True)
+            self._tracker_thread.start()
         self._sub = self.store.subscribe(self._on_event)
         if self.state is not None:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="feedback-sweeper", daemon=True)
@@ -128,6 +136,10 @@ class FeedbackLearner:
         if self._sub is not None:
             self._sub.close()
             self._sub = None
+        if self._tracker_thread is not None:  # record every change seen so far
+            self._events.put(None)
+            self._tracker_thread.join(timeout)
+            self._tracker_thread = None
         self._stopping.set()
         self._sweep_wake.set()
         if self._sweeper is not None:
@@ -144,10 +156,11 @@ class FeedbackLearner:
             self.state = None
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """True once every action queued so far is learned and saved (tests, shutdown)."""
+        """True once every change seen so far is tracked and every action queued so far is
+        learned and saved (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if self._events.unfinished_tasks == 0 and self._queue.unfinished_tasks == 0:
                 return True
             time.sleep(0.02)
         return False
@@ -165,7 +178,20 @@ class FeedbackLearner:
         if action is not None:
             self._enqueue(action)
         if self.tracker is not None:
-            self.tracker.on_event(ev)
+            self._events.put(ev)
+
+    def _track(self) -> None:
+        assert self.tracker is not None
+        while True:
+            ev = self._events.get()
+            try:
+                if ev is None:
+                    return
+                self.tracker.on_event(ev)
+            except Exception:  # noqa: BLE001 - never take the server down
+                log.exception("feedback: tracking %s in %s failed", getattr(ev, "kind", "?"), getattr(ev, "folder", "?"))
+            finally:
+                self._events.task_done()
 
     def _enqueue(self, action: LearnAction) -> None:
         with self._loc_lock:
@@ -189,7 +215,7 @@ class FeedbackLearner:
         """Queue what is due: implicit confirmations, and deferred judgements of users with room
         left in today's cap. Returns how many actions were queued."""
         state = self.state
-        if state is None:
+        if state is None or not state.ready():
             return 0
         actions = self.tracker.sweep() if self.tracker is not None else []
         day = day_of(self.clock())
@@ -303,16 +329,19 @@ class FeedbackLearner:
         now = self.clock()
         try:
             judgements = self._learn_locked(latest, now)
-        except (ModelError, OSError) as exc:
+        except (ModelError, OSError, sqlite3.Error) as exc:  # sqlite3: the learn record or state.sqlite
             self.failed += len(latest)
             log.error("feedback: cannot learn into %s: %s; %d judgement(s) kept for `mailsift retrain`",
                       self.dbpath, exc, len(latest))
             self._spool_unlocked([(Judgement(now, a.user, d, a.label, a.reason, "not-learned"), raw)
                                   for d, (a, raw) in latest.items()])
-            if self.state is not None:  # deferred ones wait for a model that works
-                self.state.mark_emitted("deferred", [a.deferred_id for a, _r in latest.values()
-                                                     if a.deferred_id is not None], emitted=False)
-            self._done(done_pending)
+            try:
+                if self.state is not None:  # deferred ones wait for a model that works
+                    self.state.mark_emitted("deferred", [a.deferred_id for a, _r in latest.values()
+                                                         if a.deferred_id is not None], emitted=False)
+                self._done(done_pending)
+            except sqlite3.Error as exc2:
+                log.error("feedback: cannot update %s/feedback/state.sqlite: %s", self.dbpath, exc2)
             return
         self._done(done_pending)
         for j in judgements:

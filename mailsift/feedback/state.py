@@ -95,27 +95,45 @@ def _deferred(row: tuple) -> Deferred:
 
 class State:
     def __init__(self, dbpath: str | Path, readonly: bool = False) -> None:
-        d = Path(dbpath) / FEEDBACK_DIR
-        self.path = d / STATE_FILE
+        """The file is created by the first change that needs it, not before (a server that
+        learns nothing leaves nothing behind); readonly opens an existing one at once."""
+        self.path = Path(dbpath) / FEEDBACK_DIR / STATE_FILE
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(str(self.path))
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
-                                      isolation_level=None, check_same_thread=False)
-            return
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
+                                       isolation_level=None, check_same_thread=False)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._db is None:
+                self._db = self._open()
+            return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # people's mail: private
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table: kept bytes come and go
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table: kept bytes come and go
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def ready(self) -> bool:
+        """Is there state (open, or a file to open)? Readers ask first, so as not to create it."""
+        with self._lock:
+            return self._db is not None or self.path.exists()
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:

@@ -197,6 +197,7 @@ def test_kept_answered_filed_left_and_expunged_are_learned_then_a_contrary_move_
 
 
 def test_opted_out_user_teaches_nothing_implicitly(served: Served) -> None:
+    assert not (served.model / "feedback").exists()   # nothing filed yet: no state file either
     assert "implicit feedback off for bob@example.test" in served.run(
         "user", "set", BOB, "--no-implicit-feedback", "--users", str(served.users))
     bob_kept, bob_answered, alice_kept = message(1, "bob ham"), message(2, "bob ham"), message(3, "alice ham")

@@ -126,6 +126,7 @@ def test_implicit_never_overrides_the_record_and_a_said_judgement_wins(store, tm
         raced = box.deliver(message(2)).uid
         box.store_flags("INBOX", [raced], {"\\Seen"}, "add")
         clock.t += 3 * DAY
+        assert fl.wait_idle()                        # the tracker has seen every change
         fl.sweep()                                   # the implicit ham is queued first ...
         box.store_flags("INBOX", [raced], {"$Junk"}, "add")  # ... the user's verdict right after
         wait_for(lambda: fl.wait_idle(1) and fl.tracker.state.summary(0)["pending"] == {}, timeout=30,
