@@ -210,3 +210,30 @@ def test_user_set_opts_out_and_users_can_still_be_added(tmp_path: Path, mailsift
     missing = user("set", "nobody@example.test", "--no-implicit-feedback")
     assert missing.returncode == 1 and "no user nobody@example.test" in missing.stderr
     assert user("set", "old@example.test").returncode == 2                  # say which
+
+
+def test_a_newer_judgement_replaces_a_deferred_one(store, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    clock = Clock()
+    fl = FeedbackLearner(store, model, save_interval=0.1, max_per_user_day=1, clock=clock,
+                         sweep_interval=0.1).start()
+    try:
+        box = store.mailbox(USER)
+        a, b = box.deliver(message(1)).uid, box.deliver(message(2)).uid
+        box.move("INBOX", [a], "Junk")                       # today's one judgement
+        assert fl.wait_idle()
+        [(_, b_junk)] = box.move("INBOX", [b], "Junk")       # over the cap: deferred as spam
+        assert fl.wait_idle()
+        box.move("Junk", [b_junk], "INBOX")                  # changed her mind: deferred as ham instead
+        assert fl.wait_idle()
+        assert fl.state.summary(0)["deferred"] == {USER: 1}
+        clock.t += DAY
+        wait_for(lambda: fl.wait_idle(1) and fl.state.summary(0)["deferred"] == {}, timeout=30,
+                 what="the deferred judgement learned the next day")
+        with LearnRecord(model) as rec:
+            assert rec.get(message_digest(message(2)))[0] == "ham"
+            assert rec.counts() == {"ham": 1, "spam": 1}
+        b_lines = [(j.label, j.outcome) for j in Spool(model).judgements() if j.digest == message_digest(message(2))]
+        assert b_lines == [("spam", "deferred"), ("ham", "deferred"), ("ham", "learned")]
+    finally:
+        fl.stop()
