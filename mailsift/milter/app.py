@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import Milter
 
-from mailsift.milter.scan import Scanner
+from mailsift.milter.scan import Scanner, scan
 from mailsift.milter.settings import MilterSettings
-from mailsift.verdict import Verdict, is_verdict_header, untrusted_name, verdict_headers
+from mailsift.verdict import Verdict, VirusResult, is_verdict_header, untrusted_name, verdict_headers
 
 log = logging.getLogger("mailsift.milter")
 
@@ -243,24 +243,18 @@ class MailsiftMilter(Milter.Base):
             self._log(queue_id, "skipped", None, "accept", None, note=skip)
             return Milter.ACCEPT
 
-        raw = self.raw_message()
-        partial = self.truncated
-        # clamd scans while this thread scores: by the time the score is ready, clamd's answer
-        # usually is too, so the thread does not sleep on it (docs/milter.md).
-        t0 = time.monotonic()
-        virus_result = rt.scanner.virus_async(raw, partial)
-        try:
-            verdict = rt.scanner.score(raw, partial)
-        finally:
-            t1 = time.monotonic()
-            virus, error = virus_result()
-        t2 = time.monotonic()
-        self.timings = f" clamd_ms={(t2 - t0) * 1000:.1f} score_ms={(t1 - t0) * 1000:.1f}"
+        # The one scan seam: clamd scans while this thread scores (docs/milter.md).
+        outcome = scan(rt.scanner, self.raw_message(), self.truncated)
+        verdict, error = outcome.verdict, outcome.scan_error
+        self.timings = f" clamd_ms={outcome.clamd_ms:.1f} score_ms={outcome.score_ms:.1f}"
         if error is not None and s.on_scan_error == "tempfail":
             self.setreply("451", "4.7.1", "Virus scanner unavailable, try again later")
             self._log(queue_id, "tempfail", None, "tempfail", error)
             return Milter.TEMPFAIL
-        verdict = verdict.with_virus(virus)
+        virus = verdict.virus
+        if virus is None:  # (the milter's scanners always answer one; never leave it out)
+            virus = VirusResult("unscanned", reason="no virus scanner configured")
+            verdict = verdict.with_virus(virus)
 
         if virus.state == "infected" and s.on_virus == "reject":
             name = (virus.name or "unknown").replace("%", "%%")

@@ -7,10 +7,10 @@ After DATA there is one reply per accepted recipient, in RCPT order. A 250 means
 fsynced in the Maildir and indexed. Unknown recipients get 550 5.1.1 at RCPT; our own faults
 (disk full, index busy, exceptions) answer 4xx so Postfix keeps the mail queued; never 5xx.
 
-Filing: "X-Virus-Status: Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else the folder named
-by the address detail (user+Folder@domain) when it exists, else INBOX. Each copy gets
-"Return-Path:" and "Delivered-To:" headers. A retry of the exact same bytes for the same sender and
-recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
+Filing, by the verdict headers as mailsift.verdict.read_headers reads them: "X-Virus-Status:
+Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else the folder named by the address detail
+(user+Folder@domain) when it exists, else INBOX. Each copy gets "Return-Path:" and
+"Delivered-To:" headers. A retry of the exact same bytes for the same sender and recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from mailsift.store.api import INBOX, JUNK, QUARANTINE, Delivered, Store
 from mailsift.store.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
+from mailsift.verdict import HeaderVerdict, read_headers
 
 log = logging.getLogger("mailsift.lmtp")
 
@@ -84,26 +85,13 @@ def parse_path(arg: str, kind: str) -> tuple[str, dict[str, str]]:
 
 def verdict_folder(data: bytes) -> str | None:
     """Quarantine for X-Virus-Status: Infected, Junk for X-Spam-Flag: YES, else None (headers only)."""
-    end = len(data)
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = data.find(sep)
-        if i >= 0:
-            end = min(end, i)
-    head = re.sub(rb"\r?\n[ \t]+", b" ", data[:end])
-    spam = virus = False
-    for line in head.split(b"\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        value = value.strip().lower()
-        if name == b"x-virus-status" and value.startswith(b"infected"):
-            virus = True
-        elif name == b"x-spam-flag" and value == b"yes":
-            spam = True
-    if virus:
+    return _verdict_folder(read_headers(data))
+
+
+def _verdict_folder(found: HeaderVerdict) -> str | None:
+    if found.infected:
         return QUARANTINE
-    if spam:
+    if found.spam:
         return JUNK
     return None
 
@@ -177,7 +165,8 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
                  dedup: bool) -> list[str]:
     """Deliver to every recipient (in a worker thread); one reply line per recipient."""
     replies = []
-    filed = verdict_folder(data)
+    found = read_headers(data)
+    filed = _verdict_folder(found)
     digest_base = hashlib.sha256(data).hexdigest()
     for address, user, detail in rcpts:
         try:

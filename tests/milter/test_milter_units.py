@@ -572,3 +572,22 @@ def test_cpus_setting_is_checked_when_the_config_is_read(tmp_path) -> None:
         load_config(cfg)
     cfg.write_text('[milter]\ncpus = "all"\n')
     assert load_config(cfg).milter.cpus == "all"
+
+
+def test_end_of_message_goes_through_the_one_scan_seam(monkeypatch) -> None:
+    """The milter's end-of-message calls mailsift.milter.scan.scan (as `classify -p` does)."""
+    from mailsift.milter import app as milter_app
+
+    calls = []
+    real = milter_app.scan
+
+    def spy(scanner, raw, partial=False):
+        calls.append((raw, partial))
+        return real(scanner, raw, partial)
+
+    monkeypatch.setattr(milter_app, "scan", spy)
+    rc, ctx = run_message(FakeScanner(), [(b"Subject", b"hi")], b"body\r\n")
+    assert rc == Milter.CONTINUE
+    assert calls == [(b"Subject: hi\r\n\r\nbody\r\n", False)]
+    added = dict((c[1], c[2]) for c in ctx.calls if c[0] == "addheader")
+    assert added["X-Spam-Flag"] == "YES" and added["X-Virus-Status"] == "Clean"

@@ -1,0 +1,113 @@
+"""Filing by verdict: one scan() seam writes the verdict (milter, `classify -p`), one reader
+(mailsift.verdict.read_headers) files by it (LMTP)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmtp_wire import LMTPWire
+from mailsift.milter.scan import MessageScanner, StaticModels, scan
+from mailsift.store.api import INBOX
+from mailsift.verdict import HeaderVerdict, Verdict, VirusResult, read_headers, verdict_headers
+
+pytestmark = pytest.mark.integration
+
+USER = "alice@example.test"
+
+
+# -- one writer, one reader ------------------------------------------------------------------
+
+VERDICTS = [
+    Verdict(0.999, 9.2, clues=(("viagra", 2.0),), virus=VirusResult("clean")),
+    Verdict(0.01, -2.5, virus=VirusResult("infected", name="Eicar-Test-Signature")),
+    Verdict(0.7, 5.4, unsure=True, partial=True, virus=VirusResult("unscanned", reason="clamd timeout")),
+    Verdict(None, 0.0, reason="no model", virus=VirusResult("unscanned", reason="clamd unreachable")),
+    Verdict(0.2, 1.0, virus=VirusResult("infected", name="Win.Test.EICAR_HDB-1", partial=True)),
+    Verdict(0.99, 8.0),
+]
+
+
+def expected(v: Verdict) -> HeaderVerdict:
+    virus = v.virus
+    return HeaderVerdict(
+        spam=v.is_spam, score=None if v.probability is None else round(v.score, 1), unsure=v.unsure,
+        partial_score=v.partial and v.probability is not None, virus=virus.state if virus else None,
+        virus_name=virus.name if virus else None, virus_reason=virus.reason if virus else None,
+        virus_partial=bool(virus and virus.partial))
+
+
+@pytest.mark.parametrize("v", VERDICTS, ids=range(len(VERDICTS)))
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_headers_written_are_read_back_identically(v: Verdict, eol: bytes) -> None:
+    head = verdict_headers(v).as_bytes().replace(b"\r\n", eol)
+    raw = b"Received: from x" + eol + b"\tby y" + eol + head + b"Subject: s" + eol + eol + b"X-Spam-Flag: YES" + eol
+    assert read_headers(raw) == expected(v)  # (the body's "X-Spam-Flag: YES" is not a header)
+
+
+def test_untrusted_and_unknown_values_are_not_read() -> None:
+    raw = (b"X-Spam-Flag-Untrusted: YES\r\nX-Virus-Status-Untrusted: Infected (x)\r\n"
+           b"X-Virus-Status: whatever\r\n\r\n")
+    assert read_headers(raw) == HeaderVerdict()
+
+
+# -- a small trained model (the shared corpora are not needed) -------------------------------
+
+SPAM_WORDS = "viagra cialis lottery winner prize claim offer cheap pills casino bonus refinance".split()
+HAM_WORDS = "meeting agenda minutes project review budget schedule report deadline draft notes".split()
+
+
+def _messages(words: list[str], n: int, seed: int) -> list[bytes]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        body = " ".join(rnd.choice(words) for _ in range(40))
+        subject = " ".join(rnd.choice(words) for _ in range(4))
+        out.append(f"From: p{i}@sender{seed}.test\r\nTo: {USER}\r\nSubject: {subject}\r\n"
+                   f"Message-ID: <{seed}.{i}@sender.test>\r\n\r\n{body}\r\n".encode())
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mailsift.classifier.api import new_model, save_model
+
+    dbpath = tmp_path_factory.mktemp("model")
+    model = new_model()
+    for h, s in zip(_messages(HAM_WORDS, 210, 1), _messages(SPAM_WORDS, 210, 2)):
+        model.learn(h, "ham")
+        model.learn(s, "spam")
+    save_model(model, dbpath)
+    dbpath.chmod(0o755)
+    return dbpath
+
+
+def lmtp_deliver(srv, data: bytes, rcpt: str = USER) -> str:
+    c = LMTPWire(srv.lmtp_addr)
+    try:
+        c.cmd("LHLO test")
+        rr, dr = c.transaction("s@remote.test", [rcpt], data)
+        assert rr[0].code == 250 and len(dr) == 1, (rr, dr)
+        return dr[0].text
+    finally:
+        c.close()
+
+
+def test_classify_p_headers_file_by_the_same_reading(mailsift_bin: str, small_model: Path, store_server) -> None:
+    from mailsift.classifier.api import load_model
+
+    srv = store_server(users={USER: "pw"})
+    scanner = MessageScanner(None, StaticModels(load_model(small_model)), virus_scan=False)
+    for raw, folder in [(_messages(SPAM_WORDS, 1, 7)[0], "Junk"), (_messages(HAM_WORDS, 1, 8)[0], INBOX)]:
+        p = subprocess.run([mailsift_bin, "classify", "-p", "--dbpath", str(small_model)], input=raw,
+                           capture_output=True, timeout=120)
+        assert p.returncode in (0, 1), p.stderr
+        annotated = p.stdout
+        # what classify -p wrote is what scan() decides, read back by the reader LMTP files by
+        assert read_headers(annotated) == expected(scan(scanner, raw).verdict)
+        reply = lmtp_deliver(srv, annotated)
+        assert f"delivered to {folder} " in reply, reply
+        assert (p.returncode == 0) == (folder == "Junk")
