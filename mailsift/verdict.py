@@ -9,7 +9,10 @@ SpamAssassin's, so Thunderbird, Sieve `spamtest` and procmail recipes work uncha
     X-Spam-Status: Yes, score=7.3 required=5.0 tests=BAYES_99 autolearn=no version=mailsift-0.1
     X-Spam-Report: ...strongest tokens for and against...
     X-Virus-Scanned: mailsift 0.1 (clamd)
-    X-Virus-Status: Clean | Infected (NAME) | Unscanned (REASON)
+    X-Virus-Status: Clean | Infected (NAME) | Unscanned (REASON)   [+ " (partial scan)"]
+
+A message over the milter's max_scan_size, or one clamd could not read to the end (its own
+limits, reported with AlertExceedsMax), is `Unscanned (REASON) (partial scan)`: never `Clean`.
 
 It is also the only module that reads them back: `read_headers(raw)` is what LMTP files by.
 """
@@ -170,7 +173,7 @@ def virus_headers(virus: VirusResult, version: str = __version__) -> list[tuple[
         status = f"Unscanned ({_clean(virus.reason or 'unknown')})"
     else:
         status = "Clean"
-    if virus.partial and virus.state != "unscanned":
+    if virus.partial:
         status += " (partial scan)"
     return [
         ("X-Virus-Scanned", f"mailsift {version} ({virus.scanner})"),

@@ -4,6 +4,10 @@
 end-of-message, `mailsift classify -p` and the tests call it. It hands the message to clamd
 first and scores it while clamd scans (MessageScanner.virus_async / PendingScan), so the
 caller's thread rarely waits on clamd (docs/milter.md).
+
+A message longer than max_scan_size (`partial`) is never called clean: clamd saw only its
+start, so a clean answer becomes `Unscanned (message over max_scan_size) (partial scan)`; an
+infected one stays infected.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from mailsift.scanner.clamav import ClamdClient, ScanError
 from mailsift.verdict import Verdict, VirusResult
 
 log = logging.getLogger("mailsift.milter.scan")
+
+OVERSIZE_REASON = "message over max_scan_size"
+
 
 class ScanOutcome(NamedTuple):  # (a NamedTuple: cheaper to make than a frozen dataclass, per message)
     verdict: Verdict
@@ -123,6 +130,8 @@ class MessageScanner:
             except ScanError as exc:
                 return VirusResult("unscanned", reason=exc.reason), str(exc)
             if partial:
+                if result.state == "clean":  # clamd saw only the start: not a clean bill
+                    result = VirusResult("unscanned", reason=OVERSIZE_REASON, scanner=result.scanner)
                 result = dataclasses.replace(result, partial=True)
             return result, None
         return finish

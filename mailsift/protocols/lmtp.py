@@ -9,8 +9,9 @@ fsynced in the Maildir and indexed. Unknown recipients get 550 5.1.1 at RCPT; ou
 
 Filing, by the verdict headers as mailsift.verdict.read_headers reads them: "X-Virus-Status:
 Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else the folder named by the address detail
-(user+Folder@domain) when it exists, else INBOX. Each copy gets "Return-Path:" and
-"Delivered-To:" headers. A retry of the exact same bytes for the same sender and recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
+(user+Folder@domain) when it exists, else INBOX. Mail the milter could not scan fully (Unscanned, partial scan) is filed the same way and the reply
+says "not fully virus-scanned". Each copy gets "Return-Path:" and "Delivered-To:" headers. A retry of the exact same bytes for the same sender and
+recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
 """
 
 from __future__ import annotations
@@ -167,6 +168,9 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
     replies = []
     found = read_headers(data)
     filed = _verdict_folder(found)
+    unscanned = found.note()
+    if unscanned:
+        log.info("message from <%s>: %s", sender, unscanned)
     digest_base = hashlib.sha256(data).hexdigest()
     for address, user, detail in rcpts:
         try:
@@ -178,6 +182,8 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
             key = hashlib.sha256(f"{sender}\x00{address}\x00{digest_base}".encode()).hexdigest() if dedup else None
             d: Delivered = box.deliver(copy, folder=folder, dedup_key=key)
             note = " (duplicate of an earlier delivery)" if d.duplicate else ""
+            if unscanned:
+                note += f" ({unscanned})"
             log.info("<%s>: %s %s uid %d, %d bytes, from <%s>", address, "already in" if d.duplicate else "saved to",
                      d.folder, d.uid, len(copy), sender)
             replies.append(f"250 2.0.0 <{address}> delivered to {d.folder} uid {d.uid}{note}")

@@ -1,17 +1,26 @@
 """Filing by verdict: one scan() seam writes the verdict (milter, `classify -p`), one reader
-(mailsift.verdict.read_headers) files by it (LMTP)."""
+(mailsift.verdict.read_headers) files by it (LMTP). Over-size and clamd-limit mail is tagged as
+not fully scanned and filed visibly so.
+
+The pipeline tests run the real components: clamd, `mailsift milter`, Postfix and
+`mailsift serve`, on loopback, stopped by PID."""
 
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from harness.clamd import EICAR, ClamdInstance, available
+from harness.postfix import make_workdir
+from harness.procs import Daemon, unix_ready, wait_for
 from lmtp_wire import LMTPWire
 from mailsift.milter.scan import MessageScanner, StaticModels, scan
-from mailsift.store.api import INBOX
+from mailsift.scanner.clamav import parse_reply
+from mailsift.store.api import INBOX, Store
 from mailsift.verdict import HeaderVerdict, Verdict, VirusResult, read_headers, verdict_headers
 
 pytestmark = pytest.mark.integration
@@ -24,9 +33,12 @@ USER = "alice@example.test"
 VERDICTS = [
     Verdict(0.999, 9.2, clues=(("viagra", 2.0),), virus=VirusResult("clean")),
     Verdict(0.01, -2.5, virus=VirusResult("infected", name="Eicar-Test-Signature")),
-    Verdict(0.7, 5.4, unsure=True, partial=True, virus=VirusResult("unscanned", reason="clamd timeout")),
+    Verdict(0.7, 5.4, unsure=True, partial=True,
+            virus=VirusResult("unscanned", reason="message over max_scan_size", partial=True)),
     Verdict(None, 0.0, reason="no model", virus=VirusResult("unscanned", reason="clamd unreachable")),
     Verdict(0.2, 1.0, virus=VirusResult("infected", name="Win.Test.EICAR_HDB-1", partial=True)),
+    Verdict(0.3, 2.0, virus=VirusResult("unscanned", partial=True,
+                                        reason="clamd limit: Heuristics.Limits.Exceeded.MaxFileSize")),
     Verdict(0.99, 8.0),
 ]
 
@@ -52,6 +64,14 @@ def test_untrusted_and_unknown_values_are_not_read() -> None:
     raw = (b"X-Spam-Flag-Untrusted: YES\r\nX-Virus-Status-Untrusted: Infected (x)\r\n"
            b"X-Virus-Status: whatever\r\n\r\n")
     assert read_headers(raw) == HeaderVerdict()
+
+
+def test_clamd_limit_alert_is_unscanned_partial_not_infected() -> None:
+    v = parse_reply(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
+    assert v == VirusResult("unscanned", reason="clamd limit: Heuristics.Limits.Exceeded.MaxScanSize",
+                            partial=True)
+    assert dict(verdict_headers(Verdict(0.1, 0.0, virus=v)).headers)["X-Virus-Status"] == (
+        "Unscanned (clamd limit: Heuristics.Limits.Exceeded.MaxScanSize) (partial scan)")
 
 
 # -- a small trained model (the shared corpora are not needed) -------------------------------
@@ -111,3 +131,72 @@ def test_classify_p_headers_file_by_the_same_reading(mailsift_bin: str, small_mo
         reply = lmtp_deliver(srv, annotated)
         assert f"delivered to {folder} " in reply, reply
         assert (p.returncode == 0) == (folder == "Junk")
+
+
+# -- through the whole pipeline: Postfix -> milter (+ clamd) -> LMTP -> store ----------------
+
+@pytest.fixture
+def pipeline(mailsift_bin: str, store_server, postfix_factory):
+    """Start clamd, the milter (with a TOML written by the test) and Postfix delivering over
+    LMTP to a `mailsift serve`: pipeline(milter_toml) -> (postfix, store server, milter daemon)."""
+    if not available():
+        pytest.skip("clamd, sigtool or clamav-testfiles not installed")
+    made: list = []
+    dirs = []
+
+    def start(milter_toml: str):
+        wd = make_workdir("mailsift-verdicts-")
+        dirs.append(wd)
+        clamd = ClamdInstance(wd / "clamd")
+        made.append(clamd)
+        clamd.start()
+        srv = store_server(users={USER: "pw"})
+        conf = wd / "mailsift.toml"
+        conf.write_text(milter_toml)
+        sock = wd / "milter" / "milter.sock"
+        milter = Daemon([mailsift_bin, "milter", "--config", str(conf), "--socket", f"unix:{sock}",
+                         "--clamd", clamd.address, "--dbpath", str(wd / "nomodel")], wd / "milter.log").start()
+        made.append(milter)
+        milter.wait_ready(lambda: unix_ready(sock), 30, what="milter socket")
+        pf = postfix_factory(main={
+            "smtpd_milters": f"unix:{sock}", "non_smtpd_milters": "", "milter_default_action": "tempfail",
+            "milter_protocol": "6",
+            "virtual_transport": f"lmtp:inet:{srv.lmtp_addr[0]}:{srv.lmtp_addr[1]}",
+            "virtual_mailbox_domains": "example.test", "virtual_mailbox_maps": "static:OK",
+        })
+        return pf, srv, milter
+
+    yield start
+    for thing in reversed(made):
+        if isinstance(thing, ClamdInstance):
+            thing.cleanup()
+        else:
+            thing.stop()
+    import shutil
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def delivered(srv, n: int, timeout: float = 60) -> list[tuple[str, bytes]]:
+    """The first n messages in the user's folders: (folder, bytes)."""
+    box = Store(srv.mail_root).mailbox(USER)
+
+    def found():
+        box.sync()
+        got = [(f, box.read(f, m.uid)) for f in (INBOX, "Junk", "Quarantine") for m in box.list(f)]
+        return got if len(got) >= n else None
+    return wait_for(found, timeout, what=f"{n} messages in the store")
+
+
+def test_oversize_mail_is_unscanned_and_filed_visibly(pipeline) -> None:
+    pf, srv, milter = pipeline("[milter]\nmax_scan_size = 4096\n")
+    filler = "lorem ipsum dolor sit amet\r\n" * 400
+    big = (f"From: s@outside.test\r\nTo: {USER}\r\nSubject: big\r\n\r\n{filler}").encode() + EICAR + b"\r\n"
+    pf.send("s@outside.test", [USER], big)
+    [(folder, data)] = delivered(srv, 1)
+    found = read_headers(data)
+    assert found.virus == "unscanned" and found.virus_partial and not found.fully_scanned, data[:1500]
+    assert re.search(rb"\nX-Virus-Status: Unscanned \(message over max_scan_size\) \(partial scan\)\r\n", data)
+    assert folder == INBOX
+    assert "not fully virus-scanned: message over max_scan_size" in srv.log()
+    wait_for(lambda: "not fully virus-scanned" in pf.log_text(), 30, what="the LMTP reply in Postfix's log")
