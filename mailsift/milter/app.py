@@ -240,6 +240,8 @@ class MailsiftMilter(Milter.Base):
         queue_id = self._queue_id()
         skip = self.client_skip()
         if skip is not None:
+            # Not scanned, but a verdict a sender wrote must not pass for ours (LMTP files by it).
+            self._neutralise()
             self._log(queue_id, "skipped", None, "accept", None, note=skip)
             return Milter.ACCEPT
 

@@ -593,3 +593,13 @@ def test_end_of_message_goes_through_the_one_scan_seam(monkeypatch) -> None:
     assert calls == [(b"Subject: hi\r\n\r\nbody\r\n", False)]
     added = dict((c[1], c[2]) for c in ctx.calls if c[0] == "addheader")
     assert added["X-Spam-Flag"] == "YES" and added["X-Virus-Status"] == "Clean"
+
+
+def test_skipped_mail_still_has_forged_verdicts_renamed() -> None:
+    settings = MilterSettings(skip_authenticated=True)
+    scanner = FakeScanner()
+    rc, ctx = run_message(scanner, [(b"Subject", b"hi"), (b"X-Spam-Flag", b"YES")], b"b\r\n", settings,
+                          macros={"{auth_authen}": "demo"})
+    assert rc == Milter.ACCEPT and scanner.seen == []
+    assert ("chgheader", "X-Spam-Flag", 1, None) in [tuple(c) for c in ctx.calls]
+    assert [c for c in ctx.calls if c[0] == "addheader"] == [("addheader", "X-Spam-Flag-Untrusted", "YES")]

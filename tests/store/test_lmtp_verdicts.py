@@ -1,6 +1,6 @@
 """Filing by verdict: one scan() seam writes the verdict (milter, `classify -p`), one reader
 (mailsift.verdict.read_headers) files by it (LMTP). Over-size and clamd-limit mail is tagged as
-not fully scanned and filed visibly so.
+not fully scanned and filed visibly so; forged verdicts from skipped clients are renamed.
 
 The pipeline tests run the real components: clamd, `mailsift milter`, Postfix and
 `mailsift serve`, on loopback, stopped by PID."""
@@ -200,3 +200,15 @@ def test_oversize_mail_is_unscanned_and_filed_visibly(pipeline) -> None:
     assert folder == INBOX
     assert "not fully virus-scanned: message over max_scan_size" in srv.log()
     wait_for(lambda: "not fully virus-scanned" in pf.log_text(), 30, what="the LMTP reply in Postfix's log")
+
+
+def test_forged_verdict_from_a_skipped_network_is_renamed(pipeline) -> None:
+    pf, srv, milter = pipeline('[milter]\nskip_networks = ["127.0.0.0/8"]\n')
+    forged = (f"From: s@outside.test\r\nTo: {USER}\r\nSubject: trusted\r\nX-Spam-Flag: YES\r\n"
+              f"X-Virus-Status: Infected (Fake)\r\n\r\nhello\r\n").encode()
+    pf.send("s@outside.test", [USER], forged)
+    [(folder, data)] = delivered(srv, 1)
+    assert folder == INBOX, data[:800]
+    assert b"\nX-Spam-Flag-Untrusted: YES\r\n" in data and b"\nX-Virus-Status-Untrusted: Infected (Fake)\r\n" in data
+    assert not re.search(rb"(?m)^X-Spam-Flag:", data) and not re.search(rb"(?m)^X-Virus-Status:", data)
+    assert "verdict=skipped" in milter.log()
