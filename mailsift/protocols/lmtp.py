@@ -8,10 +8,13 @@ fsynced in the Maildir and indexed. Unknown recipients get 550 5.1.1 at RCPT; ou
 (disk full, index busy, exceptions) answer 4xx so Postfix keeps the mail queued; never 5xx.
 
 Filing, by the verdict headers as mailsift.verdict.read_headers reads them: "X-Virus-Status:
-Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else the folder named by the address detail
-(user+Folder@domain) when it exists, else INBOX. Mail the milter could not scan fully (Unscanned, partial scan) is filed the same way and the reply
-says "not fully virus-scanned". Each copy gets "Return-Path:" and "Delivered-To:" headers. A retry of the exact same bytes for the same sender and
-recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
+Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else (with lmtp_detail_folders) the folder
+named by the address detail (user+Folder@domain) when it exists and is not a special folder
+(Sent, Drafts, Trash, Junk, Quarantine: an outside sender chooses the detail), else INBOX. Mail
+the milter could not scan fully (Unscanned, partial scan) is filed the same way and the reply
+says "not fully virus-scanned". Each copy gets "Return-Path:" and "Delivered-To:" headers. A
+retry of the exact same bytes for the same sender and recipient (Postfix resending after a
+reply it never saw) is recognised and not stored twice.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from mailsift.store.api import INBOX, JUNK, QUARANTINE, Delivered, Store
+from mailsift.store.api import INBOX, JUNK, QUARANTINE, STANDARD_FOLDERS, Delivered, Mailbox, Store, StoreError
 from mailsift.store.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
 from mailsift.verdict import HeaderVerdict, read_headers
@@ -97,6 +100,21 @@ def _verdict_folder(found: HeaderVerdict) -> str | None:
     return None
 
 
+def detail_folder(box: Mailbox, detail: str | None) -> str | None:
+    """The existing folder an address detail names, unless it is INBOX or a special folder."""
+    if not detail:
+        return None
+    name = box.find_folder(detail)
+    if name is None or name == INBOX or name in STANDARD_FOLDERS:
+        return None
+    try:
+        if box.folder(name).special_use:
+            return None
+    except StoreError:
+        return None
+    return name
+
+
 class _Input:
     """Buffered reading of command lines and DATA from a StreamReader."""
 
@@ -163,7 +181,7 @@ class _Txn:
 
 
 def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, str, str | None]],
-                 dedup: bool) -> list[str]:
+                 dedup: bool, detail_folders: bool = False) -> list[str]:
     """Deliver to every recipient (in a worker thread); one reply line per recipient."""
     replies = []
     found = read_headers(data)
@@ -177,7 +195,7 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
             box = store.mailbox(user)
             folder = filed
             if folder is None:
-                folder = (box.find_folder(detail) if detail else None) or INBOX
+                folder = (detail_folder(box, detail) if detail_folders else None) or INBOX
             copy = (f"Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n").encode("ascii", "replace") + data
             key = hashlib.sha256(f"{sender}\x00{address}\x00{digest_base}".encode()).hexdigest() if dedup else None
             d: Delivered = box.deliver(copy, folder=folder, dedup_key=key)
@@ -361,7 +379,7 @@ class LMTPSession:
         started = time.monotonic()
         try:
             replies = await asyncio.to_thread(_deliver_all, self.ctx.store, data, txn.sender or "", txn.rcpts,
-                                              self.s.lmtp_dedup)
+                                              self.s.lmtp_dedup, self.s.lmtp_detail_folders)
         except Exception:
             log.exception("delivery failed")
             replies = [f"451 4.3.0 <{a}> local error, try again later" for a, _u, _d in txn.rcpts]

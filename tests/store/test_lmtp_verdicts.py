@@ -1,6 +1,7 @@
 """Filing by verdict: one scan() seam writes the verdict (milter, `classify -p`), one reader
 (mailsift.verdict.read_headers) files by it (LMTP). Over-size and clamd-limit mail is tagged as
-not fully scanned and filed visibly so; forged verdicts from skipped clients are renamed.
+not fully scanned and filed visibly so; forged verdicts from skipped clients are renamed;
+address details never file into special folders, and into others only when enabled.
 
 The pipeline tests run the real components: clamd, `mailsift milter`, Postfix and
 `mailsift serve`, on loopback, stopped by PID."""
@@ -131,6 +132,24 @@ def test_classify_p_headers_file_by_the_same_reading(mailsift_bin: str, small_mo
         reply = lmtp_deliver(srv, annotated)
         assert f"delivered to {folder} " in reply, reply
         assert (p.returncode == 0) == (folder == "Junk")
+
+
+# -- address details --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_detail_never_files_into_special_folders(store_server, enabled: bool) -> None:
+    srv = store_server(users={USER: "pw"}, **({"lmtp_detail_folders": True} if enabled else {}))  # off: the default
+    box = Store(srv.mail_root).mailbox(USER)
+    box.create_folder("Lists")
+    box.create_folder("Archive", special_use="\\Archive")
+    cases = {"sent": INBOX, "Junk": INBOX, "trash": INBOX, "drafts": INBOX, "Quarantine": INBOX,
+             "archive": INBOX, "lists": "Lists" if enabled else INBOX, "nosuch": INBOX}
+    for detail, folder in cases.items():
+        reply = lmtp_deliver(srv, b"Subject: to +%s\r\n\r\nhello\r\n" % detail.encode(), f"alice+{detail}@example.test")
+        assert f"delivered to {folder} uid" in reply, (detail, reply)
+    box.sync()
+    assert box.list("Sent") == [] and box.list("Junk") == [] and box.list("Trash") == []
+    assert box.list("Drafts") == [] and box.list("Quarantine") == []
 
 
 # -- through the whole pipeline: Postfix -> milter (+ clamd) -> LMTP -> store ----------------
