@@ -134,6 +134,29 @@ def test_classify_p_headers_file_by_the_same_reading(mailsift_bin: str, small_mo
         assert (p.returncode == 0) == (folder == "Junk")
 
 
+def test_classify_p_with_clamd_tags_viruses_and_lmtp_quarantines(mailsift_bin: str, small_model: Path,
+                                                                  store_server, tmp_path: Path) -> None:
+    if not available():
+        pytest.skip("clamd, sigtool or clamav-testfiles not installed")
+    wd = make_workdir("mailsift-classify-clamd-")
+    clamd = ClamdInstance(wd / "clamd")
+    try:
+        clamd.start()
+        srv = store_server(users={USER: "pw"})
+        raw = _messages(HAM_WORDS, 1, 9)[0] + EICAR + b"\r\n"
+        p = subprocess.run([mailsift_bin, "classify", "-p", "--dbpath", str(small_model), "--clamd", clamd.address],
+                           input=raw, capture_output=True, timeout=120)
+        assert p.returncode in (0, 1, 2), p.stderr
+        found = read_headers(p.stdout)
+        assert found.infected and found.virus_name and found.virus_name.startswith("Eicar"), p.stdout[:800]
+        assert re.search(rb"(?m)^X-Virus-Scanned: mailsift \S+ \(clamd\)\r?$", p.stdout)
+        assert "delivered to Quarantine " in lmtp_deliver(srv, p.stdout)
+    finally:
+        clamd.cleanup()
+        import shutil
+        shutil.rmtree(wd, ignore_errors=True)
+
+
 # -- address details --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("enabled", [False, True])
