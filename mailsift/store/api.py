@@ -338,6 +338,8 @@ class Mailbox:
         self._pending: list[Event] = []
         self._mtimes: dict[int, tuple[int, int]] = {}
         self._dirs: dict[str, str] = {}
+        self._index_file = str(path / idx.INDEX_NAME)
+        self._index_id: tuple[int, int] | None = None
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -356,7 +358,7 @@ class Mailbox:
     def _open_index(self, rebuild: bool = False) -> None:
         """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
         self._db, rebuilt = idx.connect(self.path, self.store.lock_timeout, rebuild=rebuild)
-        self._index_id = idx.file_id(self.path)
+        self._index_id = idx.file_id(self._index_file)
         self._mtimes.clear()
         self._sync_folder_list(rebuilt=rebuilt)
         if rebuilt:
@@ -427,7 +429,7 @@ class Mailbox:
         operation that found it still fails, and its caller answers 4xx or retries)."""
         try:
             with self._lock:
-                if idx.file_id(self.path) != self._index_id:
+                if idx.file_id(self._index_file) != self._index_id:
                     self._reopen_index(rebuild=False)
                 db = self._db
                 try:
@@ -435,7 +437,7 @@ class Mailbox:
                 except sqlite3.DatabaseError as exc:
                     if self._db is db and idx.is_corruption(exc):
                         log.error("%s: index corrupt (%s)", self.user, exc)
-                        self._reopen_index(rebuild=idx.file_id(self.path) == self._index_id)
+                        self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
                     raise
         finally:
             self._flush_events()

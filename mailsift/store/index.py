@@ -113,11 +113,12 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
     return conn, fresh
 
 
-def file_id(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the index in mailbox directory `path`, None when it is missing: a
-    process that finds another id than the one it opened reopens (another process rebuilt it)."""
+def file_id(index_file: str) -> tuple[int, int] | None:
+    """(device, inode) of an index file (its path as a string: this runs before every locked
+    store operation), None when it is missing: a process that finds another id than the one it
+    opened reopens it (another process rebuilt it)."""
     try:
-        st = os.stat(path / INDEX_NAME)
+        st = os.stat(index_file)
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
