@@ -80,6 +80,9 @@ _KEYWORD_RE = re.compile(r'^[^\x00-\x20\x7f()\{%*"\\\]]{1,100}$')
 FlagMode = Literal["add", "remove", "replace"]
 DEDUP_DAYS = 7
 LOCK_NAME = "mailsift-index.lock"
+# Seconds between checks that another process replaced (rebuilt) the index file; a process
+# still on the old file meets its corruption errors first, which reopen it at once.
+INDEX_CHECK_INTERVAL = 1.0
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
@@ -340,6 +343,7 @@ class Mailbox:
         self._dirs: dict[str, str] = {}
         self._index_file = str(path / idx.INDEX_NAME)
         self._index_id: tuple[int, int] | None = None
+        self._index_next_check = 0.0  # time.monotonic() of the next check for a replaced index
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -379,6 +383,7 @@ class Mailbox:
         except sqlite3.Error:
             pass
         self._index_id = (-1, -1)  # should reopening fail, the next operation tries again
+        self._index_next_check = 0.0
         pending = list(self._pending)
         self._open_index(rebuild=rebuild)
         for name in self._folder_names():
@@ -429,8 +434,11 @@ class Mailbox:
         operation that found it still fails, and its caller answers 4xx or retries)."""
         try:
             with self._lock:
-                if idx.file_id(self._index_file) != self._index_id:
-                    self._reopen_index(rebuild=False)
+                now = time.monotonic()
+                if now >= self._index_next_check:  # (a stat costs more than the operations it guards)
+                    self._index_next_check = now + INDEX_CHECK_INTERVAL
+                    if idx.file_id(self._index_file) != self._index_id:
+                        self._reopen_index(rebuild=False)
                 db = self._db
                 try:
                     yield

@@ -151,3 +151,22 @@ def test_index_replaced_by_another_process_is_reopened(tmp_path: Path) -> None:
     second.sync()
     assert [m.uid for m in second.list(INBOX)] == [m.uid for m in first.list(INBOX)]
     assert len(list(first.path.glob("mailsift-index.sqlite3.broken-*"))) == 1
+
+
+def test_index_removed_under_a_running_process_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    """Each locked operation (at most once per INDEX_CHECK_INTERVAL) checks that the index file
+    is still the one it opened; here it was deleted, so the next delivery rebuilds it."""
+    from mailsift.store import api
+
+    monkeypatch.setattr(api, "INDEX_CHECK_INTERVAL", 0.0)
+    root = tmp_path / "mail"
+    first = Store(root).mailbox(USER)
+    first.deliver(MESSAGE)
+    for suffix in ("", "-wal", "-shm"):
+        (first.path / f"mailsift-index.sqlite3{suffix}").unlink(missing_ok=True)
+    first.deliver(MESSAGE.replace(b"keep me", b"second"))
+    assert (first.path / "mailsift-index.sqlite3").exists()
+    other = Store(root).mailbox(USER)  # another process opening the mailbox now: the same index
+    assert other.status(INBOX).uidvalidity == first.status(INBOX).uidvalidity
+    assert len(other.list(INBOX)) == 2
+    assert [m.uid for m in other.list(INBOX)] == [m.uid for m in first.list(INBOX)]
