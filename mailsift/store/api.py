@@ -882,8 +882,10 @@ class Mailbox:
         committed file in tmp/, which the next open (or sync) rolls forward."""
         folder = normalize_folder(folder)
         lf = md.to_lf(data)
-        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), md.crlf_size(lf))
+        size = md.crlf_size(lf)
+        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), size)
         when = internal_date if internal_date is not None else time.time()
+
         def target() -> None:
             with self._op():
                 self._ensure_target(folder)
@@ -894,7 +896,7 @@ class Mailbox:
         try:
             md.fsync_dir(fpath / "tmp")
             return self._once_more_if_corrupt(
-                lambda: self._commit_delivery(folder, key, tmp, md.crlf_size(lf), when, dedup_key))
+                lambda: self._commit_delivery(folder, key, tmp, size, when, dedup_key))
         finally:
             if tmp.exists():
                 try:
