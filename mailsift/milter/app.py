@@ -20,7 +20,8 @@ import Milter
 
 from mailsift.milter.scan import Scanner, scan
 from mailsift.milter.settings import MilterSettings
-from mailsift.verdict import Verdict, VirusResult, is_verdict_header, untrusted_name, verdict_headers
+from mailsift.verdict import (VERDICT_HEADER_PREFIXES, Verdict, VirusResult, is_verdict_header, untrusted_name,
+                              verdict_headers)
 
 log = logging.getLogger("mailsift.milter")
 
@@ -66,6 +67,7 @@ def _guarded(func: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+_VERDICT_PREFIXES = tuple(p.encode("ascii") for p in VERDICT_HEADER_PREFIXES)
 _LOG_UNSAFE = re.compile(r"[\x00-\x20\x7f]+")
 
 
@@ -276,6 +278,10 @@ class MailsiftMilter(Milter.Base):
 
     def _neutralise(self) -> None:
         """Rename incoming X-Spam-*/X-Virus-* headers to NAME-Untrusted, keeping their text."""
+        # Most messages carry none: one C-level prefix test per header decides (perf: this runs
+        # for every message, skipped ones too).
+        if not any(name.lstrip().lower().startswith(_VERDICT_PREFIXES) for name, _ in self.headers):
+            return
         seen: dict[bytes, int] = {}
         found: list[tuple[str, int, bytes]] = []
         for name, value in self.headers:
