@@ -11,6 +11,7 @@ cost 2 s of CPU), `unicode_escape`, and the bytes-to-bytes transforms (`base64_c
 from __future__ import annotations
 
 import codecs
+import email.header
 import functools
 
 # Python-specific codecs that are not charsets a message can be written in (the docs'
@@ -75,3 +76,14 @@ def decode(data: bytes, charset: str | None, errors: str = "replace") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def header_text(value: str) -> str:
+    """An RFC 2047 header value as text, each encoded-word decoded in its charset when that
+    is a real text encoding (email.header.make_header would hand any charset to the codecs).
+    Never raises."""
+    try:
+        parts = email.header.decode_header(value)
+    except Exception:  # noqa: BLE001 - malformed encoded-words: keep the raw text
+        return value
+    return "".join(decode(chunk, cs) if isinstance(chunk, bytes) else chunk for chunk, cs in parts)

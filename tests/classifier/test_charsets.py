@@ -68,3 +68,9 @@ def test_imap_search_decodes_real_charsets_only() -> None:
     assert search._charset_decode(b"uryyb", "rot13") == "uryyb"
     assert search._charset_decode("café".encode("latin-1"), "iso-8859-1") == "café"
     assert search.decode_words(b"=?punycode?Q?bcher-kva?=") == "bcher-kva"
+
+
+def test_header_text_decodes_real_charsets_only() -> None:
+    assert charsets.header_text("=?iso-8859-1?Q?caf=E9?= au lait") == "café au lait"
+    assert charsets.header_text("=?punycode?Q?bcher-kva?=") == "bcher-kva"
+    assert charsets.header_text("plain =?broken") == "plain =?broken"
