@@ -81,6 +81,13 @@ class Bogofilter:
     def verdict(self, raw: bytes, required: float = 5.0) -> BogofilterVerdict:
         return BogofilterVerdict(self._classify(raw)[1])
 
+    def copy(self, wordlist_dir: Path) -> "Bogofilter":
+        """A bogofilter over a copy of this one's wordlist (the same trained start)."""
+        shutil.copytree(self.dir, wordlist_dir, dirs_exist_ok=True)
+        other = Bogofilter(wordlist_dir, self.exe)
+        other.learned = self.learned
+        return other
+
     def learn(self, raw: bytes, label: str) -> None:
         flag = "-s" if label == "spam" else "-n"
         p = subprocess.run([self.exe, "-C", "-d", str(self.dir), flag], input=raw,
@@ -162,6 +169,74 @@ def analyse(records: list[Record], entries: list[Entry], clues: list[tuple[tuple
           + ", ".join(f"{t} ({c})" for t, c in tokens.most_common(12)))
 
 
+def prefixes(ms: list[Record], bf: list[Record], step: int = 1000) -> tuple[list[str], bool]:
+    """1-ROCA% of both over growing prefixes of the stream; whether mailsift is never behind."""
+    lines = ["   prefix     mailsift  bogofilter"]
+    never_behind = True
+    ends = list(range(step, len(ms), step)) + [len(ms)]
+    for end in ends:
+        try:
+            a, b = figures(ms[:end]).roca_pct, figures(bf[:end]).roca_pct
+        except ValueError:  # one class only so far
+            continue
+        never_behind &= a <= b
+        lines.append(f"   {end:>7}   {a:9.4f}  {b:9.4f}" + ("" if a <= b else "   behind"))
+    return lines, never_behind
+
+
+def corpus_of(e: Entry) -> str:
+    return "csdmc" if "csdmc" in str(e.path) else "spamassassin"
+
+
+def user_protocols(entries: list[Entry], out: Path, modes: list[str]) -> None:
+    """The cross-site protocol: a default-style model trained on one corpus (all of it, in
+    order, then marked as the prior as `make model` does), streamed over the other with the
+    feedback users give; bogofilter trained and fed back the same way (-s/-n only where the
+    mode says). Also the empty-model implicit protocol over the whole stream."""
+    from mailsift.classifier.api import new_model
+    from mailsift.classifier.evaluate import Feedback, run_feedback
+    from mailsift.classifier.metrics import window_lines
+
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(corpus_of(e), []).append(e)
+    runs: list[tuple[str, list[Entry], list[Entry], str]] = []
+    if len(groups) == 2:
+        for src, dst in (("spamassassin", "csdmc"), ("csdmc", "spamassassin")):
+            for mode in modes:
+                runs.append((f"{src} -> {dst}, feedback {mode}", groups[src], groups[dst], mode))
+    runs.append(("empty model, whole stream, feedback implicit:1000", [], entries, "implicit:1000"))
+    for title, train, stream, mode in runs:
+        print(f"\n== cross-site: {title}" if train else f"\n== {title}")
+        c = Counter(e.label for e in stream)
+        print(f"   {len(stream)} messages ({c['spam']} spam, {c['ham']} ham)"
+              + (f", trained first on {len(train)}" if train else ""))
+        ms = new_model()
+        tmp = Path(tempfile.mkdtemp(prefix="bogofilter-", dir=out))
+        try:
+            bf = Bogofilter(tmp / "start")
+            (tmp / "start").mkdir()
+            for e in train:
+                raw = e.path.read_bytes()
+                ms.learn(raw, e.label)
+                bf.learn(raw, e.label)
+            if train:
+                ms.mark_prior()
+            fb = Feedback.parse(mode)
+            t0 = time.monotonic()
+            ms_rec = run_feedback(stream, ms, fb)
+            ms_t = time.monotonic() - t0
+            bf_rec = run_feedback(stream, bf.copy(tmp / "run"), fb)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for name, recs in (("mailsift", ms_rec), ("bogofilter", bf_rec)):
+            f = figures(recs)
+            extra = f", {len(stream) / ms_t:.0f} msgs/s" if name == "mailsift" else ""
+            print(f"   {name}: 1-ROCA% {f.roca_pct:.4f}, sm% at hm%<=0.1 {f.sm_at_hm01_pct:.2f}{extra}")
+            for line in window_lines(recs):
+                print("      " + line)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="mailsift vs bogofilter, TREC online protocol")
     ap.add_argument("--index", type=Path, help="an index file (default: the shared corpora stream)")
@@ -169,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "vs_bogofilter")
     ap.add_argument("--worst", type=int, default=8, help="misranked messages to show (default 8)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--modes", default="none,errors,implicit:1000",
+                    help="feedback modes of the cross-site protocol (default none,errors,implicit:1000)")
+    ap.add_argument("--no-protocols", action="store_true", help="only the TREC full-feedback run")
     args = ap.parse_args(argv)
     if shutil.which("bogofilter") is None:
         print("bogofilter is not installed (apt-get install bogofilter)", file=sys.stderr)
@@ -221,7 +299,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {name:<10} 1-ROCA% {f.roca_pct:.4f}  hm% {f.hm_pct:.3f}  sm% {f.sm_pct:.3f}  "
                   f"lam% {f.lam_pct:.3f}  sm% at hm%<=0.1 {f.sm_at_hm01_pct:.2f}  "
                   f"unsure {f.unsure_spam}+{f.unsure_ham}")
+    lines, never_behind = prefixes(ms_records, bf_records)
+    print("\n1-ROCA% over growing prefixes of the stream (full feedback):")
+    print("\n".join(lines))
+    print(f"   mailsift never behind bogofilter: {'PASS' if never_behind else 'FAIL'}")
     analyse(ms_records, entries, ms.clues, args.worst)
+    if not args.no_protocols:
+        user_protocols(entries, args.out, [m for m in args.modes.split(",") if m])
 
     if not args.no_plot:
         from mailsift.classifier.plot import write_plot

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "classify": "mailsift.classifier.cmd_classify",
     "evaluate": "mailsift.classifier.cmd_evaluate",
     "retrain": "mailsift.feedback.cmd_retrain",
+    "feedback": "mailsift.feedback.cmd_feedback",
     "milter": "mailsift.milter.cmd",
     "policy": "mailsift.policy.cmd",
     "serve": "mailsift.store.cmd_serve",

@@ -9,7 +9,12 @@ SpamAssassin's, so Thunderbird, Sieve `spamtest` and procmail recipes work uncha
     X-Spam-Status: Yes, score=7.3 required=5.0 tests=BAYES_99 autolearn=no version=mailsift-0.1
     X-Spam-Report: ...strongest tokens for and against...
     X-Virus-Scanned: mailsift 0.1 (clamd)
-    X-Virus-Status: Clean | Infected (NAME) | Unscanned (REASON)
+    X-Virus-Status: Clean | Infected (NAME) | Unscanned (REASON)   [+ " (partial scan)"]
+
+A message over the milter's max_scan_size, or one clamd could not read to the end (its own
+limits, reported with AlertExceedsMax), is `Unscanned (REASON) (partial scan)`: never `Clean`.
+
+It is also the only module that reads them back: `read_headers(raw)` is what LMTP files by.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ def virus_headers(virus: VirusResult, version: str = __version__) -> list[tuple[
         status = f"Unscanned ({_clean(virus.reason or 'unknown')})"
     else:
         status = "Clean"
-    if virus.partial and virus.state != "unscanned":
+    if virus.partial:
         status += " (partial scan)"
     return [
         ("X-Virus-Scanned", f"mailsift {version} ({virus.scanner})"),
@@ -198,3 +203,101 @@ def is_verdict_header(name: str) -> bool:
 def untrusted_name(name: str) -> str:
     """The name an incoming verdict header is renamed to: X-Spam-Flag -> X-Spam-Flag-Untrusted."""
     return name.strip() + UNTRUSTED_SUFFIX
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading them back
+
+_VIRUS_STATUS_RE = re.compile(r"^(clean|infected|unscanned)(?:\s*\((.*?)\))?(\s*\(partial scan\))?\s*$",
+                              re.IGNORECASE | re.DOTALL)
+_SCORE_RE = re.compile(r"\bscore=(-?\d+(?:\.\d+)?)")
+_FOLD_RE = re.compile(rb"\r?\n[ \t]+")
+
+
+@dataclass(frozen=True)
+class HeaderVerdict:
+    """What a message's verdict headers say, as verdict_headers() wrote them.
+
+    spam: X-Spam-Flag: YES. score: from X-Spam-Status (None for Unknown or none). unsure,
+    partial_score: the MAILSIFT_UNSURE / MAILSIFT_PARTIAL_SCAN tests. virus: the X-Virus-Status
+    state (None when there is none), with its signature `virus_name` or its `virus_reason`,
+    and `virus_partial` for "(partial scan)"."""
+
+    spam: bool = False
+    score: float | None = None
+    unsure: bool = False
+    partial_score: bool = False
+    virus: VirusState | None = None
+    virus_name: str | None = None
+    virus_reason: str | None = None
+    virus_partial: bool = False
+
+    @property
+    def infected(self) -> bool:
+        return self.virus == "infected"
+
+    @property
+    def fully_scanned(self) -> bool:
+        """clamd read all of it and gave an answer (Clean or Infected, no "(partial scan)")."""
+        return self.virus in ("clean", "infected") and not self.virus_partial
+
+    def note(self) -> str | None:
+        """A short note for a delivery reply or log when the message was not fully scanned."""
+        if self.virus is None or self.fully_scanned:
+            return None
+        why = self.virus_reason or ("partial scan" if self.virus_partial else "unscanned")
+        return f"not fully virus-scanned: {why}"
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header block of a raw message (up to its first blank line), continuation lines
+    unfolded, LF line ends."""
+    end = len(raw)
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if 0 <= i < end:
+            end = i
+    return _FOLD_RE.sub(b" ", raw[:end]).replace(b"\r\n", b"\n")
+
+
+def read_headers(raw: bytes) -> HeaderVerdict:
+    """The verdict in a message's own X-Spam-Flag, X-Spam-Status and X-Virus-Status headers.
+    An X-Spam-Flag: YES or an Infected status anywhere counts; for the rest the first wins.
+    (The milter renamed any a sender wrote to *-Untrusted, which are not read.)"""
+    spam = unsure = partial_score = False
+    score: float | None = None
+    status_seen = virus_seen = False
+    virus: VirusState | None = None
+    name = reason = None
+    vpartial = False
+    for line in header_block(raw).split(b"\n"):
+        key, sep, value_b = line.partition(b":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if key not in (b"x-spam-flag", b"x-spam-status", b"x-virus-status"):
+            continue
+        value = value_b.decode("utf-8", "replace").strip()
+        if key == b"x-spam-flag":
+            spam = spam or value.lower() == "yes"
+        elif key == b"x-spam-status" and not status_seen:
+            status_seen = True
+            m = _SCORE_RE.search(value)
+            score = float(m.group(1)) if m and not value.lower().startswith("unknown") else None
+            tests = value.upper()
+            unsure, partial_score = "MAILSIFT_UNSURE" in tests, "MAILSIFT_PARTIAL_SCAN" in tests
+        elif key == b"x-virus-status":
+            m = _VIRUS_STATUS_RE.match(value)
+            if m is None:
+                continue
+            state = m.group(1).lower()
+            if virus_seen and not (state == "infected" and virus != "infected"):
+                continue
+            virus_seen = True
+            virus = state  # type: ignore[assignment]
+            detail, vpartial = m.group(2), m.group(3) is not None
+            if not vpartial and detail is not None and detail.strip().lower() == "partial scan":
+                detail, vpartial = None, True  # "Clean (partial scan)"
+            name = detail if state == "infected" else None
+            reason = detail if state == "unscanned" else None
+    return HeaderVerdict(spam, score, unsure, partial_score, virus, name, reason, vpartial)

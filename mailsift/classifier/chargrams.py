@@ -23,12 +23,12 @@ CHAR_BYTES = 3000  # of the raw message read for 4-grams
 _MULT = np.uint32(2654435761)  # Knuth's multiplicative hash constant (odd, ~2^32 / phi)
 
 
-def char_indices(raw: bytes, bits: int) -> np.ndarray:
+def char_indices(raw: bytes, bits: int, limit: int = CHAR_BYTES) -> np.ndarray:
     """The distinct hashed 4-gram columns of the head of `raw` (uint32, sorted).
 
     Distinct by sorting and dropping repeats: np.unique took 170 us per corpus message
     against ~45 us for this (measured in one process, 300 easy_ham messages)."""
-    head = np.frombuffer(raw[:CHAR_BYTES], dtype=np.uint8)
+    head = np.frombuffer(raw[:limit], dtype=np.uint8)
     if len(head) < 4:
         return np.zeros(0, dtype=np.uint32)
     b = head.astype(np.uint32)

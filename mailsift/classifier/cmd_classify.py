@@ -2,7 +2,9 @@
 
 One line per message: `NAME<TAB>LABEL<TAB>PROBABILITY<TAB>SCORE` (LABEL spam, ham or unsure).
 With -p the (single) message is written back with the headers the milter adds, and incoming
-X-Spam-*/X-Virus-* headers renamed to *-Untrusted, as the milter does.
+X-Spam-*/X-Virus-* headers renamed to *-Untrusted, as the milter does. Every message goes
+through the milter's own scan seam (mailsift.milter.scan.scan); with --clamd it is also
+scanned for viruses there, as the milter does, and -p adds the X-Virus-* headers.
 
 Exit status, as bogofilter: 0 spam, 1 ham, 2 unsure, 3 error. With several messages:
 3 if any message could not be classified, else 0 if any is spam, else 2 if any is unsure,
@@ -34,6 +36,8 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="score at and above which a message is spam (default: [classifier] required, 5.0)")
     parser.add_argument("-p", "--passthrough", action="store_true",
                         help="write the message to stdout with the headers the milter adds")
+    parser.add_argument("--clamd", metavar="ADDRESS",
+                        help="also scan with clamd (unix:PATH or HOST:PORT), as the milter does")
     parser.add_argument("files", nargs="*", metavar="FILE", help="message files; - or none reads stdin")
 
 
@@ -94,6 +98,17 @@ def run(args: Namespace, config: Config) -> int:
             if raw is not None:
                 sys.stdout.buffer.write(raw)
         return EXIT_ERROR
+    from mailsift.milter.scan import MessageScanner, StaticModels, scan
+    from mailsift.scanner.clamav import ClamdClient
+
+    try:
+        clamd = ClamdClient(args.clamd, timeout=config.milter.clamd_timeout) if args.clamd else None
+    except ValueError as exc:
+        print(f"mailsift classify: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    scanner = MessageScanner(clamd, StaticModels(model), required=settings.required,
+                             virus_scan=clamd is not None, max_bytes=settings.max_bytes,
+                             unsure_points=settings.unsure_points)
     codes: list[int] = []
     out = sys.stdout
     for name in files:
@@ -101,8 +116,10 @@ def run(args: Namespace, config: Config) -> int:
         if raw is None:
             codes.append(EXIT_ERROR)
             continue
-        verdict = model.verdict(raw, required=settings.required, max_bytes=settings.max_bytes,
-                                unsure_points=settings.unsure_points)
+        outcome = scan(scanner, raw)
+        verdict = outcome.verdict
+        if outcome.scan_error:
+            print(f"mailsift classify: {name}: {outcome.scan_error}", file=sys.stderr)
         codes.append(_exit_for(verdict))
         if args.passthrough:
             sys.stdout.buffer.write(annotate(raw, list(verdict_headers(verdict).headers)))

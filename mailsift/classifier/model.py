@@ -59,13 +59,14 @@ class ModelSettings:
     lr_weight: float = 1.0  # fusion: weight of the logistic regression's log-odds
     nb_weight: float = 0.25  # fusion: weight of the NB log-odds / sqrt(n_tokens)
     replay: int = 1000  # recent messages per class kept for LR rehearsal (0: off)
-    intercept_rate: float = 0.1  # LR intercept step relative to lr_rate
+    intercept_rate: float = 0.0  # LR intercept step relative to lr_rate (0: no intercept; see docs)
     char_weight: float = 1.0  # fusion: weight of the character 4-gram LR's log-odds (0: off)
     char_rate: float = 40.0  # its AdaGrad step size
+    char_bytes: int = 2000  # of the raw message read for its 4-grams (3,000: no better, measured)
     # The first-day guard: a model that starts from the default corpora (mark_prior) has
     # `required` raised by guard_points until the site itself has taught guard_until messages.
     guard_points: float = 5.0
-    guard_until: int = 200
+    guard_until: int = 400
     prior_weight: float = 0.2  # the corpora's NB counts are scaled by this when marked prior
     nb_clip: float = 3.0  # bound on one token's NB log-ratio (0: none)
     unsure_points: float = 1.0  # |score - required| below this is "unsure"
@@ -233,7 +234,7 @@ class SpamModel:
         cached = self.__dict__.get("_last_chars")
         if cached is not None and cached[0] is raw:
             return cached[1]
-        cidx = char_indices(raw, self.settings.hash_bits)
+        cidx = char_indices(raw, self.settings.hash_bits, self.settings.char_bytes)
         self._last_chars = (raw, cidx)
         return cidx
 
@@ -303,10 +304,14 @@ class SpamModel:
         return max(0, int(round(float((self.class_count - self.prior_counts).sum()))))
 
     def guard(self) -> float:
-        """Points added to `required` now: guard_points on a default model's first day, else 0."""
-        if self.prior_counts.sum() > 0 and self.local_learned() < self.settings.guard_until:
-            return self.settings.guard_points
-        return 0.0
+        """Points added to `required` now: guard_points on a default model's first day, less
+        in proportion as the site teaches it, none once it has taught guard_until messages
+        (or for a model that never had a prior)."""
+        until = self.settings.guard_until
+        if self.prior_counts.sum() <= 0 or until <= 0:
+            return 0.0
+        left = 1.0 - self.local_learned() / until
+        return round(self.settings.guard_points * left, 2) if left > 0 else 0.0
 
     def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None,
                 unsure_points: float | None = None) -> Verdict:
@@ -488,9 +493,9 @@ def _clues(contrib: np.ndarray, names: Sequence[str], limit: int = 5) -> tuple[t
         values = contrib.tolist()
         order = sorted(range(n), key=values.__getitem__)
         picks = order[:limit] + order[-limit:]
-    else:
-        picks = np.concatenate((np.argpartition(contrib, limit)[:limit],
-                                np.argpartition(contrib, -limit)[-limit:])).tolist()
+    else:  # one partition around both ends (two took 28 against 25 us for 65-1,500 tokens)
+        part = np.argpartition(contrib, (limit - 1, n - limit))
+        picks = np.concatenate((part[:limit], part[-limit:])).tolist()
     weights = contrib[picks].round(4).tolist()
     out = [(names[i], w) for i, w in zip(picks, weights) if w != 0.0]
     out.sort(key=lambda c: -abs(c[1]))

@@ -45,6 +45,8 @@ import ipaddress
 import itertools
 import re
 
+from mailsift import charsets
+
 # Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
 TOKENIZER_VERSION = 4
 
@@ -175,18 +177,8 @@ def decode_header_value(value: object) -> str:
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
-    if charset:
-        cs = charset.strip().strip('"').lower()
-        if cs in ("default", "unknown", "x-unknown", "unknown-8bit", "us-ascii", "ascii"):
-            cs = "latin-1"
-        try:
-            return data.decode(cs, errors="replace")
-        except (LookupError, ValueError, TypeError):
-            pass
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    # Only real text encodings: a declared `punycode` (quadratic) or `rot13` reads as UTF-8.
+    return charsets.decode(data, charset)
 
 
 def _words(text: str, prefix: str, out: list[str], bigrams: int = 0) -> None:

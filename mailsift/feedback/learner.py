@@ -17,23 +17,42 @@ The store calls `_on_event` in the thread that made the change: it only applies 
   4. records each judgement and the message in the feedback spool (spool.py) for `mailsift retrain`.
 A message gone before the worker reads it (expunged, moved on) is skipped. A model that cannot
 be loaded or saved is logged; the judgements still go to the spool, so a retrain learns them.
+
+Implicit feedback (implicit.py) sees the same events and remembers what delivery and APPEND
+filed; a sweeper thread (every SWEEP_INTERVAL, or at once when woken) queues the confirmations
+that are due, as LearnActions marked implicit, into the same worker. The daily cap per user
+(max_per_user_day) is applied in step 2: a judgement that would change the model while its
+user's count for the UTC day is full is deferred (state.py's queue, the journal's `deferred`),
+and the sweeper hands deferred judgements back on a later day within that day's cap.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
+from mailsift.feedback.clock import Clock, clock_from_env
+from mailsift.feedback.implicit import ImplicitTracker
 from mailsift.feedback.rules import LearnAction, action_for
 from mailsift.feedback.settings import FeedbackSettings
-from mailsift.feedback.spool import Judgement, Spool
+from mailsift.feedback.spool import MAX_MESSAGE_BYTES, Judgement, Spool
+from mailsift.feedback.state import State, day_of
 from mailsift.ops import metrics
 
 log = logging.getLogger("mailsift.feedback")
+
+# How often implicit confirmations and deferred judgements are looked for (real seconds); a
+# confirmation made at once (a reply, a move into a user folder) wakes the sweeper earlier.
+SWEEP_INTERVAL = 60.0
+TEST_SWEEP_INTERVAL = 0.2   # with the test clock (clock.py), which tests advance by days
+# A user's deferred queue holds at most this many days of their cap; beyond it judgements are
+# journalled (with the message, in the spool) and counted as dropped, not queued.
+DEFERRED_DAYS = 7
 
 
 class Handle(Protocol):
@@ -42,12 +61,41 @@ class Handle(Protocol):
 
 class FeedbackLearner:
     def __init__(self, store: Any, dbpath: str | Path, save_interval: float = 5.0,
-                 spool_max_messages: int = 20000, max_batch: int = 1000) -> None:
+                 spool_max_messages: int = 20000, max_batch: int = 1000, *,
+                 max_per_user_day: int = 0, confirm_after: float | None = None,
+                 opted_out: Callable[[str], bool] = lambda user: False, clock: Clock = time.time,
+                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+        """confirm_after (seconds): learn from what users keep (implicit.py); None = off.
+        max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds."""
         self.store = store
         self.dbpath = Path(dbpath)
         self.save_interval = save_interval
         self.max_batch = max_batch
         self.spool = Spool(self.dbpath, spool_max_messages)
+        self.max_per_user_day = max_per_user_day
+        self.clock = clock
+        self.sweep_interval = sweep_interval
+        self.state: State | None = None
+        self.tracker: ImplicitTracker | None = None
+        if confirm_after is not None or max_per_user_day:
+            try:
+                self.state = State(self.dbpath)
+                if self.state.ready():
+                    self.state.reset_emitted()
+            except (OSError, sqlite3.Error) as exc:
+                log.error("feedback: cannot open %s/feedback/state.sqlite (%s): no implicit feedback and no "
+                          "daily cap until it can", self.dbpath, exc)
+                self.state = None
+        if confirm_after is not None and self.state is not None:
+            self.tracker = ImplicitTracker(store, self.state, clock, confirm_after, opted_out)
+            self.tracker.wake = self._wake_sweeper
+        self._sweep_wake = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        # Events for the tracker, handled in its own thread: the store's thread (and the main
+        # process's fan-out of the IMAP workers' events, which waits for subscribers) pays a put().
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._tracker_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._queue: queue.Queue[LearnAction | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._sub: Any = None
@@ -63,14 +111,25 @@ class FeedbackLearner:
         self.missing = 0   # gone before it could be read
         self.failed = 0    # the model could not be loaded or saved (kept in the spool)
         self.saves = 0     # model files written
+        self.deferred = 0  # over a user's daily cap: kept for a later day
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> "FeedbackLearner":
         self._thread = threading.Thread(target=self._run, name="feedback-learner", daemon=True)
         self._thread.start()
+        if self.tracker is not None:
+            self._tracker_thread = threading.Thread(target=self._track, name="feedback-tracker", daemon=True)
+            self._tracker_thread.start()
         self._sub = self.store.subscribe(self._on_event)
+        if self.state is not None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="feedback-sweeper", daemon=True)
+            self._sweeper.start()
         log.info("learning from users' Junk moves into %s (saved every %.0f s at most)", self.dbpath,
                  self.save_interval)
+        if self.tracker is not None:
+            log.info("learning from what users keep: confirmed after %.0f s", self.tracker.confirm_after)
+        if self.max_per_user_day:
+            log.info("at most %d judgements per user per day; the excess is deferred", self.max_per_user_day)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -78,18 +137,31 @@ class FeedbackLearner:
         if self._sub is not None:
             self._sub.close()
             self._sub = None
+        if self._tracker_thread is not None:  # record every change seen so far
+            self._events.put(None)
+            self._tracker_thread.join(timeout)
+            self._tracker_thread = None
+        self._stopping.set()
+        self._sweep_wake.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout)
+            self._sweeper = None
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("feedback learner did not finish within %.0f s", timeout)
             self._thread = None
+        if self.state is not None:
+            self.state.close()
+            self.state = None
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """True once every action queued so far is learned and saved (tests, shutdown)."""
+        """True once every change seen so far is tracked and every action queued so far is
+        learned and saved (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if self._events.unfinished_tasks == 0 and self._queue.unfinished_tasks == 0:
                 return True
             time.sleep(0.02)
         return False
@@ -105,9 +177,60 @@ class FeedbackLearner:
                     self._watched.add(dst)
         action = action_for(ev)
         if action is not None:
-            with self._loc_lock:
-                self._watched.add((action.user, action.folder, action.uid))
-                self._queue.put(action)
+            self._enqueue(action)
+        if self.tracker is not None:
+            self._events.put(ev)
+
+    def _track(self) -> None:
+        assert self.tracker is not None
+        while True:
+            ev = self._events.get()
+            try:
+                if ev is None:
+                    return
+                self.tracker.on_event(ev)
+            except Exception:  # noqa: BLE001 - never take the server down
+                log.exception("feedback: tracking %s in %s failed", getattr(ev, "kind", "?"), getattr(ev, "folder", "?"))
+            finally:
+                self._events.task_done()
+
+    def _enqueue(self, action: LearnAction) -> None:
+        with self._loc_lock:
+            self._watched.add((action.user, action.folder, action.uid))
+            self._queue.put(action)
+
+    # -- the sweeper: implicit confirmations and deferred judgements that are due ---------------
+    def _wake_sweeper(self) -> None:
+        self._sweep_wake.set()
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - never take the server down
+                log.exception("feedback: the sweep failed")
+            self._sweep_wake.wait(self.sweep_interval)
+            self._sweep_wake.clear()
+
+    def sweep(self) -> int:
+        """Queue what is due: implicit confirmations, and deferred judgements of users with room
+        left in today's cap. Returns how many actions were queued."""
+        state = self.state
+        if state is None or not state.ready():
+            return 0
+        actions = self.tracker.sweep() if self.tracker is not None else []
+        day = day_of(self.clock())
+        for user in state.deferred_users():
+            room = (self.max_per_user_day - state.count(user, day)) if self.max_per_user_day else self.max_batch
+            if room <= 0:
+                continue
+            rows = state.oldest_deferred(user, min(room, self.max_batch))
+            state.mark_emitted("deferred", [d.id for d in rows])
+            actions += [LearnAction(d.user, d.folder, d.uid, d.label, d.reason,  # type: ignore[arg-type]
+                                    implicit=d.implicit, deferred_id=d.id) for d in rows]
+        for action in actions:
+            self._enqueue(action)
+        return len(actions)
 
     def _where(self, action: LearnAction) -> tuple[str, str, int]:
         loc = (action.user, action.folder, action.uid)
@@ -158,6 +281,15 @@ class FeedbackLearner:
     def _read(self, action: LearnAction) -> bytes | None:
         from mailsift.store.api import NoSuchFolder, NoSuchMessage
 
+        if self.state is not None:  # kept bytes: spam deleted from Junk, a deferred judgement
+            if action.pending_id is not None:
+                raw = self.state.pending_raw(action.pending_id)
+                if raw is not None:
+                    return raw
+            if action.deferred_id is not None:
+                raw = self.state.deferred_raw(action.deferred_id)
+                if raw is not None:
+                    return raw
         user, folder, uid = self._where(action)
         try:
             return self.store.mailbox(user, create=False).read(folder, uid, crlf=False)
@@ -168,23 +300,37 @@ class FeedbackLearner:
         from mailsift.classifier.persist import ModelError
         from mailsift.classifier.record import message_digest
 
-        # The user's latest judgement about each message wins.
+        # The user's latest judgement about each message wins; a said one wins over an implicit one.
         latest: dict[str, tuple[LearnAction, bytes]] = {}
+        done_pending = [a.pending_id for a in batch if a.pending_id is not None]
+        gone_deferred: list[int] = []
         for action in batch:
             raw = self._read(action)
             if raw is None:
                 self.missing += 1
                 log.info("feedback: %s/%s uid %d is gone; not learned", action.user, action.folder, action.uid)
+                if action.deferred_id is not None:
+                    gone_deferred.append(action.deferred_id)
                 continue
             digest = message_digest(raw)
+            prev = latest.get(digest)
+            if action.implicit and prev is not None and not prev[0].implicit:
+                if action.deferred_id is not None:
+                    gone_deferred.append(action.deferred_id)
+                continue
+            if prev is not None and prev[0].deferred_id is not None:
+                gone_deferred.append(prev[0].deferred_id)  # superseded by a newer judgement
             latest.pop(digest, None)
             latest[digest] = (action, raw)
+        if self.state is not None:
+            self.state.delete_deferred(gone_deferred)
         if not latest:
+            self._done(done_pending)
             return
-        now = time.time()
+        now = self.clock()
         try:
             judgements = self._learn_locked(latest, now)
-        except (ModelError, OSError) as exc:
+        except (ModelError, OSError, sqlite3.Error) as exc:  # sqlite3: the learn record or state.sqlite
             self.failed += len(latest)
             log.error("feedback: cannot learn into %s: %s; %d judgement(s) kept for `mailsift retrain`",
                       self.dbpath, exc, len(latest))
@@ -192,31 +338,89 @@ class FeedbackLearner:
                                   for d, (a, raw) in latest.items()])
             for _d, (a, _raw) in latest.items():
                 metrics.learn_event(a.reason, a.label, "not-learned")
+            try:
+                if self.state is not None:  # deferred ones wait for a model that works
+                    self.state.mark_emitted("deferred", [a.deferred_id for a, _r in latest.values()
+                                                         if a.deferred_id is not None], emitted=False)
+                self._done(done_pending)
+            except sqlite3.Error as exc2:
+                log.error("feedback: cannot update %s/feedback/state.sqlite: %s", self.dbpath, exc2)
             return
+        self._done(done_pending)
         for j in judgements:
             metrics.learn_event(j.reason, j.label, j.outcome)
             log.info("feedback: %s %s (%s): %s", j.user, j.label, j.reason, j.outcome)
 
+    def _done(self, pending_ids: list[int]) -> None:
+        if self.state is not None:
+            self.state.delete_pending(pending_ids)
+
     def _learn_locked(self, latest: dict[str, tuple[LearnAction, bytes]], now: float) -> list[Judgement]:
         from mailsift.classifier.learn import Learner
 
+        state, cap, day = self.state, self.max_per_user_day, day_of(now)
         with Learner(self.dbpath) as learner:  # flock + fresh load of the model and record
             judgements: list[Judgement] = []
+            spooled: list[tuple[Judgement, bytes]] = []
             items = []
             for digest, (action, raw) in latest.items():
                 known = learner.record.get(digest)
-                outcome = "skipped" if known and known[0] == action.label else ("moved" if known else "learned")
-                judgements.append(Judgement(now, action.user, digest, action.label, action.reason, outcome))
-                items.append((f"{action.user}/{action.folder}/{action.uid}", raw, action.label))
+                if known and known[0] == action.label:
+                    outcome = "skipped"
+                elif known and action.implicit:
+                    outcome = "overruled"  # implicit: never over what the record holds
+                else:
+                    outcome = "moved" if known else "learned"
+                    if cap and state is not None:
+                        if state.count(action.user, day) >= cap:
+                            outcome = "deferred"
+                        else:  # counted at once, so the sweeper never sees room that is taken
+                            state.add_count(action.user, day, "learned")
+                j = Judgement(now, action.user, digest, action.label, action.reason, outcome)
+                if outcome == "deferred":
+                    if self._defer(action, digest, raw, now, day):
+                        judgements.append(j)
+                        spooled.append((j, raw))
+                    continue
+                judgements.append(j)
+                spooled.append((j, raw))
+                if state is not None:
+                    state.supersede_deferred(digest, explicit=not action.implicit, keep=action.deferred_id)
+                    if action.deferred_id is not None:
+                        state.delete_deferred([action.deferred_id])
+                if outcome in ("learned", "moved"):
+                    items.append((f"{action.user}/{action.folder}/{action.uid}", raw, action.label))
             stats = learner.learn_labelled(items)
             if learner.dirty:
                 learner.save()
                 self.saves += 1
-            self.spool.record(zip(judgements, (raw for _a, raw in latest.values())))
+            self.spool.record(spooled)
         self.learned += stats.learned
         self.moved += stats.moved
-        self.skipped += stats.skipped
+        self.skipped += sum(j.outcome in ("skipped", "overruled") for j in judgements)
         return judgements
+
+    def _defer(self, action: LearnAction, digest: str, raw: bytes, now: float, day: int) -> bool:
+        """Keep a judgement over the user's cap for a later day. True when it is new (journal it)."""
+        state = self.state
+        assert state is not None
+        self.deferred += 1
+        if action.deferred_id is not None:  # released too early: back in the queue as it was
+            state.mark_emitted("deferred", [action.deferred_id], emitted=False)
+            return False
+        state.supersede_deferred(digest, explicit=not action.implicit)
+        state.add_count(action.user, day, "deferred")
+        if state.deferred_count(action.user) >= DEFERRED_DAYS * self.max_per_user_day:
+            state.add_count(action.user, day, "dropped")
+            log.warning("feedback: %s is over the daily cap (%d) with %d days of judgements deferred: "
+                        "%s (%s) only journalled, not queued", action.user, self.max_per_user_day,
+                        DEFERRED_DAYS, action.label, action.reason)
+            return True
+        state.add_deferred(action.user, digest, action.label, action.reason, action.folder, action.uid,
+                           action.implicit, now, raw if len(raw) <= MAX_MESSAGE_BYTES else None)
+        log.warning("feedback: %s is over the daily cap (%d): %s (%s) deferred to a later day",
+                    action.user, self.max_per_user_day, action.label, action.reason)
+        return True
 
     def _spool_unlocked(self, items: list[tuple[Judgement, bytes]]) -> None:
         import fcntl
@@ -239,11 +443,26 @@ class _Off:
         return None
 
 
-def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str = "models") -> Handle:
+def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str = "models",
+                  users: str | Path | None = None) -> Handle:
     """Start learning from `store`'s events into the model dir (settings.dbpath, else
-    classifier_dbpath). Returns a handle whose stop() learns what is pending and ends the worker."""
+    classifier_dbpath). `users`: the user database, for who opted out of implicit feedback.
+    Returns a handle whose stop() learns what is pending and ends the worker."""
     if not settings.enabled:
         log.info("learning from users' Junk moves is off ([feedback] enabled = false)")
         return _Off()
+    opted_out: Callable[[str], bool] = lambda user: False
+    if users is not None:
+        from mailsift.store.users import Users
+
+        db = Users(users)
+        opted_out = lambda user: not db.implicit_feedback(user)  # noqa: E731
+    if settings.implicit:
+        clock = clock_from_env()
+        sweep_interval = SWEEP_INTERVAL if clock is time.time else TEST_SWEEP_INTERVAL
+    else:
+        clock, sweep_interval = time.time, SWEEP_INTERVAL
     return FeedbackLearner(store, settings.model_dir(classifier_dbpath), settings.save_interval,
-                           settings.spool_max_messages).start()
+                           settings.spool_max_messages, max_per_user_day=settings.max_learn_per_user_day,
+                           confirm_after=settings.confirm_after_seconds() if settings.implicit else None,
+                           opted_out=opted_out, clock=clock, sweep_interval=sweep_interval).start()

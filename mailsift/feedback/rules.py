@@ -46,13 +46,21 @@ USER_FLAGS = frozenset({"store"})
 
 @dataclass(frozen=True)
 class LearnAction:
-    """Learn message `uid` of `user`'s `folder` as `label`; `reason` says which rule fired."""
+    """Learn message `uid` of `user`'s `folder` as `label`; `reason` says which rule fired.
+
+    implicit: inferred from what the user kept (feedback/implicit.py), not said: it never
+    overrides what the learn record already holds, and a said judgement about the same message in
+    the same batch wins over it. pending_id / deferred_id: the row of the learner's state
+    (feedback/state.py) this action comes from, removed once the action is learned."""
 
     user: str
     folder: str
     uid: int
     label: Label
     reason: str
+    implicit: bool = False
+    pending_id: int | None = None
+    deferred_id: int | None = None
 
 
 def _keyword_label(flags: frozenset[str]) -> Label | None:

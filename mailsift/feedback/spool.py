@@ -40,7 +40,14 @@ class Judgement:
     digest: str
     label: str
     reason: str
-    outcome: str  # learned | moved | skipped (already learned so) | not-learned (model unavailable)
+    # learned | moved | skipped (already learned so) | not-learned (model unavailable) |
+    # deferred (over the user's daily cap; learned on a later day, journalled again then) |
+    # overruled (an implicit judgement against what the learn record holds: not learned)
+    outcome: str
+
+
+# Not a current judgement: `mailsift retrain` must not learn what the learner did not.
+NOT_CURRENT = frozenset({"deferred", "overruled"})
 
 
 def _fsync_dir(path: Path) -> None:
@@ -162,8 +169,9 @@ class Spool:
         return self._read_lines()
 
     def current(self) -> list[Judgement]:
-        """The latest judgement per message whose bytes are in the spool, oldest first."""
-        latest = self._latest(self._read_lines())
+        """The latest judgement per message whose bytes are in the spool, oldest first (deferred
+        and overruled ones are not judgements yet: retrain must not bypass the daily cap)."""
+        latest = self._latest([j for j in self._read_lines() if j.outcome not in NOT_CURRENT])
         return [j for j in sorted(latest.values(), key=lambda j: j.t) if self.path_of(j.digest).exists()]
 
     def read(self, digest: str) -> bytes | None:

@@ -83,8 +83,11 @@ class ClamdInstance:
             "StreamMaxLength 30M",
             # clam_cache_emax.tgz nests archives so deep that, attached to a mail (mail -> base64
             # -> tgz -> tar -> tgz ...), it exceeds the default MaxRecursion 17 and passes as
-            # clean (measured). Production configs should raise it too or set AlertExceedsMax.
+            # clean (measured). Production configs should raise it too.
             "MaxRecursion 30",
+            # A message beyond any of clamd's own limits is reported
+            # (Heuristics.Limits.Exceeded.*: the milter tags it Unscanned), never passed as OK.
+            "AlertExceedsMax yes",
         ]
         if self.port is not None:
             lines += ["TCPAddr 127.0.0.1", f"TCPSocket {self.port}"]

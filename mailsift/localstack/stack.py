@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import email
-import email.header
 import os
 import secrets
 import smtplib
@@ -27,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailsift import charsets
 from mailsift.localstack.postfix import PostfixInstance
 from mailsift.localstack.procs import free_port, kill_pidfile, tcp_ready, unix_ready, wait_for
 
@@ -295,7 +295,7 @@ def demo(run: Path, ports: Ports) -> list[tuple[str, str]]:
     out = []
     for p in sorted(landed, key=lambda p: p.stat().st_mtime_ns):  # type: ignore[union-attr]
         msg = email.message_from_bytes(p.read_bytes())
-        subject = str(email.header.make_header(email.header.decode_header(msg.get("Subject", "?"))))
+        subject = charsets.header_text(str(msg.get("Subject", "?")))
         status = f"X-Spam-Status: {msg.get('X-Spam-Status', '')}"
         folder = p.parent.parent.name.lstrip(".") if p.parent.parent != root else "INBOX"
         out.append((f"{subject[:40]}", f"{folder:<6} {status[:90]}"))

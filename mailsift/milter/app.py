@@ -18,10 +18,11 @@ from typing import Any, Callable
 
 import Milter
 
-from mailsift.milter.scan import Scanner
+from mailsift.milter.scan import Scanner, scan
 from mailsift.milter.settings import MilterSettings
 from mailsift.ops import metrics
-from mailsift.verdict import Verdict, is_verdict_header, untrusted_name, verdict_headers
+from mailsift.verdict import (VERDICT_HEADER_PREFIXES, Verdict, VirusResult, is_verdict_header, untrusted_name,
+                              verdict_headers)
 
 log = logging.getLogger("mailsift.milter")
 
@@ -57,6 +58,7 @@ def _guarded(func: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
+_VERDICT_PREFIXES = tuple(p.encode("ascii") for p in VERDICT_HEADER_PREFIXES)
 _LOG_UNSAFE = re.compile(r"[\x00-\x20\x7f]+")
 
 
@@ -232,27 +234,23 @@ class MailsiftMilter(Milter.Base):
         queue_id = self._queue_id()
         skip = self.client_skip()
         if skip is not None:
+            # Not scanned, but a verdict a sender wrote must not pass for ours (LMTP files by it).
+            self._neutralise()
             self._log(queue_id, "skipped", None, "accept", None, note=skip)
             return Milter.ACCEPT
 
-        raw = self.raw_message()
-        partial = self.truncated
-        # clamd scans while this thread scores: by the time the score is ready, clamd's answer
-        # usually is too, so the thread does not sleep on it (docs/milter.md).
-        t0 = time.monotonic()
-        virus_result = rt.scanner.virus_async(raw, partial)
-        try:
-            verdict = rt.scanner.score(raw, partial)
-        finally:
-            t1 = time.monotonic()
-            virus, error = virus_result()
-        t2 = time.monotonic()
-        self.timings = f" clamd_ms={(t2 - t0) * 1000:.1f} score_ms={(t1 - t0) * 1000:.1f}"
+        # The one scan seam: clamd scans while this thread scores (docs/milter.md).
+        outcome = scan(rt.scanner, self.raw_message(), self.truncated)
+        verdict, error = outcome.verdict, outcome.scan_error
+        self.timings = f" clamd_ms={outcome.clamd_ms:.1f} score_ms={outcome.score_ms:.1f}"
         if error is not None and s.on_scan_error == "tempfail":
             self.setreply("451", "4.7.1", "Virus scanner unavailable, try again later")
             self._log(queue_id, "tempfail", None, "tempfail", error)
             return Milter.TEMPFAIL
-        verdict = verdict.with_virus(virus)
+        virus = verdict.virus
+        if virus is None:  # (the milter's scanners always answer one; never leave it out)
+            virus = VirusResult("unscanned", reason="no virus scanner configured")
+            verdict = verdict.with_virus(virus)
 
         if virus.state == "infected" and s.on_virus == "reject":
             name = (virus.name or "unknown").replace("%", "%%")
@@ -272,6 +270,10 @@ class MailsiftMilter(Milter.Base):
 
     def _neutralise(self) -> None:
         """Rename incoming X-Spam-*/X-Virus-* headers to NAME-Untrusted, keeping their text."""
+        # Most messages carry none: one C-level prefix test per header decides (perf: this runs
+        # for every message, skipped ones too).
+        if not any(name.lstrip().lower().startswith(_VERDICT_PREFIXES) for name, _ in self.headers):
+            return
         seen: dict[bytes, int] = {}
         found: list[tuple[str, int, bytes]] = []
         for name, value in self.headers:

@@ -7,10 +7,14 @@ After DATA there is one reply per accepted recipient, in RCPT order. A 250 means
 fsynced in the Maildir and indexed. Unknown recipients get 550 5.1.1 at RCPT; our own faults
 (disk full, index busy, exceptions) answer 4xx so Postfix keeps the mail queued; never 5xx.
 
-Filing: "X-Virus-Status: Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else the folder named
-by the address detail (user+Folder@domain) when it exists, else INBOX. Each copy gets
-"Return-Path:" and "Delivered-To:" headers. A retry of the exact same bytes for the same sender and
-recipient (Postfix resending after a reply it never saw) is recognised and not stored twice.
+Filing, by the verdict headers as mailsift.verdict.read_headers reads them: "X-Virus-Status:
+Infected" -> Quarantine, "X-Spam-Flag: YES" -> Junk, else (with lmtp_detail_folders) the folder
+named by the address detail (user+Folder@domain) when it exists and is not a special folder
+(Sent, Drafts, Trash, Junk, Quarantine: an outside sender chooses the detail), else INBOX. Mail
+the milter could not scan fully (Unscanned, partial scan) is filed the same way and the reply
+says "not fully virus-scanned". Each copy gets "Return-Path:" and "Delivered-To:" headers. A
+retry of the exact same bytes for the same sender and recipient (Postfix resending after a
+reply it never saw) is recognised and not stored twice.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 
 from mailsift.ops import metrics
-from mailsift.store.api import INBOX, JUNK, QUARANTINE, Delivered, Store
+from mailsift.store.api import INBOX, JUNK, QUARANTINE, STANDARD_FOLDERS, Delivered, Mailbox, Store, StoreError
 from mailsift.store.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
+from mailsift.verdict import HeaderVerdict, read_headers
 
 log = logging.getLogger("mailsift.lmtp")
 
@@ -85,28 +90,30 @@ def parse_path(arg: str, kind: str) -> tuple[str, dict[str, str]]:
 
 def verdict_folder(data: bytes) -> str | None:
     """Quarantine for X-Virus-Status: Infected, Junk for X-Spam-Flag: YES, else None (headers only)."""
-    end = len(data)
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = data.find(sep)
-        if i >= 0:
-            end = min(end, i)
-    head = re.sub(rb"\r?\n[ \t]+", b" ", data[:end])
-    spam = virus = False
-    for line in head.split(b"\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        value = value.strip().lower()
-        if name == b"x-virus-status" and value.startswith(b"infected"):
-            virus = True
-        elif name == b"x-spam-flag" and value == b"yes":
-            spam = True
-    if virus:
+    return _verdict_folder(read_headers(data))
+
+
+def _verdict_folder(found: HeaderVerdict) -> str | None:
+    if found.infected:
         return QUARANTINE
-    if spam:
+    if found.spam:
         return JUNK
     return None
+
+
+def detail_folder(box: Mailbox, detail: str | None) -> str | None:
+    """The existing folder an address detail names, unless it is INBOX or a special folder."""
+    if not detail:
+        return None
+    name = box.find_folder(detail)
+    if name is None or name == INBOX or name in STANDARD_FOLDERS:
+        return None
+    try:
+        if box.folder(name).special_use:
+            return None
+    except StoreError:
+        return None
+    return name
 
 
 class _Input:
@@ -175,21 +182,27 @@ class _Txn:
 
 
 def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, str, str | None]],
-                 dedup: bool) -> list[str]:
+                 dedup: bool, detail_folders: bool = False) -> list[str]:
     """Deliver to every recipient (in a worker thread); one reply line per recipient."""
     replies = []
-    filed = verdict_folder(data)
+    found = read_headers(data)
+    filed = _verdict_folder(found)
+    unscanned = found.note()
+    if unscanned:
+        log.info("message from <%s>: %s", sender, unscanned)
     digest_base = hashlib.sha256(data).hexdigest()
     for address, user, detail in rcpts:
         try:
             box = store.mailbox(user)
             folder = filed
             if folder is None:
-                folder = (box.find_folder(detail) if detail else None) or INBOX
+                folder = (detail_folder(box, detail) if detail_folders else None) or INBOX
             copy = (f"Return-Path: <{sender}>\r\nDelivered-To: {address}\r\n").encode("ascii", "replace") + data
             key = hashlib.sha256(f"{sender}\x00{address}\x00{digest_base}".encode()).hexdigest() if dedup else None
             d: Delivered = box.deliver(copy, folder=folder, dedup_key=key)
             note = " (duplicate of an earlier delivery)" if d.duplicate else ""
+            if unscanned:
+                note += f" ({unscanned})"
             log.info("<%s>: %s %s uid %d, %d bytes, from <%s>", address, "already in" if d.duplicate else "saved to",
                      d.folder, d.uid, len(copy), sender)
             replies.append(f"250 2.0.0 <{address}> delivered to {d.folder} uid {d.uid}{note}")
@@ -369,7 +382,7 @@ class LMTPSession:
         started = time.monotonic()
         try:
             replies = await asyncio.to_thread(_deliver_all, self.ctx.store, data, txn.sender or "", txn.rcpts,
-                                              self.s.lmtp_dedup)
+                                              self.s.lmtp_dedup, self.s.lmtp_detail_folders)
         except Exception:
             log.exception("delivery failed")
             replies = [f"451 4.3.0 <{a}> local error, try again later" for a, _u, _d in txn.rcpts]

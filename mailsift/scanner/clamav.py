@@ -7,7 +7,9 @@ docs/milter.md). A clamd that refuses FILDES is asked with INSTREAM from then on
 
 Every failure to get an answer (clamd down, refused, timed out, answered ERROR) raises
 ScanError with a short reason; the caller decides the fault policy (tempfail or tag
-`Unscanned`). A clean or infected answer becomes a VirusResult.
+`Unscanned`). A clean or infected answer becomes a VirusResult; clamd's alert that one of its
+own limits was exceeded (`Heuristics.Limits.Exceeded.*`, with `AlertExceedsMax yes`) becomes
+an unscanned, partial one.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def parse_address(spec: str) -> ClamdAddress:
     return ClamdAddress(family, (host, int(port)))
 
 
+LIMITS_EXCEEDED = "Heuristics.Limits.Exceeded"
 _REPLY_SUBJECT = re.compile(r"^(stream|fd\[\d+\]): (.*)$", re.S)
 _CLEAN = VirusResult("clean")  # frozen: one for every clean answer
 
@@ -82,7 +85,12 @@ def parse_reply(reply: bytes) -> VirusResult:
     if status == "OK":
         return VirusResult("clean")
     if status.endswith(" FOUND"):
-        return VirusResult("infected", name=status[: -len(" FOUND")].strip() or "unknown")
+        name = status[: -len(" FOUND")].strip() or "unknown"
+        if name.startswith(LIMITS_EXCEEDED):
+            # AlertExceedsMax: clamd stopped at one of its own limits (MaxFileSize, MaxScanSize,
+            # MaxRecursion, ...) and read the rest unscanned. Without it clamd says OK there.
+            return VirusResult("unscanned", reason=f"clamd limit: {name}", partial=True)
+        return VirusResult("infected", name=name)
     if status.endswith("ERROR"):
         raise ScanError("clamd error", f"clamd error: {status[: -len('ERROR')].strip() or 'unknown'}")
     raise ScanError("clamd error", f"clamd gave an unexpected answer: {text[:80]!r}")

@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import threading
 import time
@@ -54,7 +55,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, NamedTuple
+from typing import Callable, Iterable, Iterator, Literal, NamedTuple, TypeVar
 
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
@@ -64,6 +65,7 @@ from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
 
 log = logging.getLogger("mailsift.store")
+_T = TypeVar("_T")
 
 JUNK = "Junk"
 SENT = "Sent"
@@ -80,6 +82,9 @@ FlagMode = Literal["add", "remove", "replace"]
 DEDUP_DAYS = 7
 LOCK_NAME = "mailsift-index.lock"
 DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [store] max_open_mailboxes)
+# Seconds between checks that another process replaced (rebuilt) the index file; a process
+# still on the old file meets its corruption errors first, which reopen it at once.
+INDEX_CHECK_INTERVAL = 1.0
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
@@ -358,6 +363,9 @@ class Mailbox:
         self._pending: list[Event] = []
         self._mtimes: dict[int, tuple[int, int]] = {}
         self._dirs: dict[str, str] = {}
+        self._index_file = str(path / idx.INDEX_NAME)
+        self._index_id: tuple[int, int] | None = None
+        self._index_next_check = 0.0  # time.monotonic() of the next check for a replaced index
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -367,20 +375,43 @@ class Mailbox:
             if fresh_dir:
                 for name in STANDARD_FOLDERS:
                     md.ensure_maildir(path / folder_dirname(name), folder=True)
-            self._db, rebuilt = idx.connect(path, store.lock_timeout)
-            self._sync_folder_list(rebuilt=rebuilt)
-            if rebuilt:
-                with self._txn():
-                    for name in STANDARD_FOLDERS:
-                        if self._frow_opt(name) is not None:
-                            self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
-                    self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (INBOX,))
-            for row in self._db.execute("SELECT id, mtime_new, mtime_cur FROM folders").fetchall():
-                self._mtimes[row[0]] = (row[1], row[2])
+            self._open_index()
             for name in self._folder_names():
                 self._recover_tmp(name)
                 self._sync_folder(name)
         self._pending.clear()  # recovery at open is not news
+
+    def _open_index(self, rebuild: bool = False) -> None:
+        """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
+        self._db, rebuilt = idx.connect(self.path, self.store.lock_timeout, rebuild=rebuild)
+        self._index_id = idx.file_id(self._index_file)
+        self._mtimes.clear()
+        self._sync_folder_list(rebuilt=rebuilt)
+        if rebuilt:
+            with self._txn():
+                for name in STANDARD_FOLDERS:
+                    if self._frow_opt(name) is not None:
+                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (INBOX,))
+        for row in self._db.execute("SELECT id, mtime_new, mtime_cur FROM folders").fetchall():
+            self._mtimes[row[0]] = (row[1], row[2])
+
+    def _reopen_index(self, rebuild: bool) -> None:
+        """While running (lock held): reopen the index another process replaced, or set a
+        corrupt one aside and rebuild it from the files, so the user is not stuck at 4xx until a
+        restart. Committed files waiting in tmp/ are left to their writers (or the next open)."""
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        self._index_id = (-1, -1)  # should reopening fail, the next operation tries again
+        self._index_next_check = 0.0
+        pending = list(self._pending)
+        self._open_index(rebuild=rebuild)
+        for name in self._folder_names():
+            self._sync_folder(name)
+        self._pending = pending  # what the rebuild found is not news
+        log.warning("%s: index %s", self.user, "rebuilt from the Maildir" if rebuild else "reopened")
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -431,10 +462,24 @@ class Mailbox:
 
     @contextmanager
     def _op(self) -> Iterator[None]:
-        """Hold the mailbox lock; publish the events collected once it is released."""
+        """Hold the mailbox lock; publish the events collected once it is released. An index
+        that another process replaced is reopened first; one found corrupt is rebuilt (the
+        operation that found it still fails, and its caller answers 4xx or retries)."""
         try:
             with self._lock:
-                yield
+                now = time.monotonic()
+                if now >= self._index_next_check:  # (a stat costs more than the operations it guards)
+                    self._index_next_check = now + INDEX_CHECK_INTERVAL
+                    if idx.file_id(self._index_file) != self._index_id:
+                        self._reopen_index(rebuild=False)
+                db = self._db
+                try:
+                    yield
+                except sqlite3.DatabaseError as exc:
+                    if self._db is db and idx.is_corruption(exc):
+                        log.error("%s: index corrupt (%s)", self.user, exc)
+                        self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
+                    raise
         finally:
             self._flush_events()
 
@@ -861,61 +906,110 @@ class Mailbox:
         """Store one incoming message (CRLF or LF line ends) in `folder` (a missing standard folder is
         created) as a new, unseen message. On return it is fsynced, in new/, and indexed: only then may
         the caller say 250. `dedup_key` (e.g. a digest of the exact bytes received) makes a retried
-        delivery of the same bytes a no-op that returns the first delivery (duplicate=True)."""
+        delivery of the same bytes a no-op that returns the first delivery (duplicate=True), as long
+        as that first copy is still on disk.
+
+        Crash order: the file is written and fsynced in tmp/ and tmp/ is fsynced, so the file
+        is durable before the index row and delivery record that point at it are committed;
+        then it is renamed into new/ and new/ is fsynced. A crash after the commit leaves a
+        committed file in tmp/, which the next open (or sync) rolls forward."""
         folder = normalize_folder(folder)
         lf = md.to_lf(data)
-        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), md.crlf_size(lf))
+        size = md.crlf_size(lf)
+        key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), size)
         when = internal_date if internal_date is not None else time.time()
-        with self._op():
-            frow = self._ensure_target(folder)
+
+        def target() -> None:
+            with self._op():
+                self._ensure_target(folder)
+
+        self._once_more_if_corrupt(target)
         fpath = self._fpath(folder)
         tmp = md.write_tmp(fpath, key, lf, mtime=when)  # the slow part, outside the lock
         try:
-            with self._op():
-                frow = self._frow(folder)
-                with self._txn():
-                    if dedup_key is not None:
-                        prev = self._db.execute("SELECT folder, uid, uidvalidity FROM deliveries WHERE digest = ?",
-                                                (dedup_key,)).fetchone()
-                        if prev is not None:
-                            os.unlink(tmp)
-                            return Delivered(prev[0], prev[1], prev[2], duplicate=True)
-                    uid = frow["uidnext"]
-                    modseq = frow["highestmodseq"] + 1
-                    self._db.execute(
-                        "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                        "internal_date, size, modseq) VALUES (?,?,?,'new',?,'','',?,?,?)",
-                        (frow["id"], uid, key, key, when, md.crlf_size(lf), modseq))
-                    self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
-                                     (uid + 1, modseq, frow["id"]))
-                    if dedup_key is not None:
-                        self._db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?)",
-                                         (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
-                try:
-                    with self._own_change(folder, frow["id"]):
-                        try:
-                            os.rename(tmp, fpath / "new" / key)
-                        except FileNotFoundError:
-                            if not (fpath / "new" / key).exists():
-                                raise
-                            # another process's sync rolled it forward already
-                except OSError:
-                    with self._txn():
-                        self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
-                        if dedup_key is not None:
-                            self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
-                    raise
-                self._event("new", folder, uid=uid, via="deliver")
-            # Outside the lock, so concurrent deliveries share the directory's journal commit. Should
-            # it fail, the caller answers 4xx and the retry finds the delivery record (a duplicate).
-            md.fsync_dir(fpath / "new")
-            return Delivered(folder, uid, frow["uidvalidity"])
+            md.fsync_dir(fpath / "tmp")
+            return self._once_more_if_corrupt(
+                lambda: self._commit_delivery(folder, key, tmp, size, when, dedup_key))
         finally:
             if tmp.exists():
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
+
+    def _once_more_if_corrupt(self, step: Callable[[], _T]) -> _T:
+        """Run `step`; when it met a corrupt index (which _op has rebuilt by then), run it again."""
+        try:
+            return step()
+        except sqlite3.DatabaseError as exc:
+            if not idx.is_corruption(exc):
+                raise
+            log.warning("%s: retrying on the rebuilt index", self.user)
+        return step()
+
+    def _first_copy(self, folder: str, uid: int, uidvalidity: int) -> bool:
+        """True when the message a delivery record names is still in the store (lock held)."""
+        if self._frow_opt(folder) is None:
+            return False
+        self._sync_folder(folder)
+        frow = self._frow(folder)
+        if frow["uidvalidity"] != uidvalidity:
+            return False
+        row = self._db.execute("SELECT subdir, name, key FROM messages WHERE folder_id = ? AND uid = ?",
+                               (frow["id"], uid)).fetchone()
+        if row is None:
+            return False
+        fdir = self._fdir(folder)
+        # (a committed file still in tmp/ is rolled forward by the sync that next reads it)
+        return os.path.exists(f"{fdir}/{row[0]}/{row[1]}") or os.path.exists(f"{fdir}/tmp/{row[2]}")
+
+    def _commit_delivery(self, folder: str, key: str, tmp: Path, size: int, when: float,
+                         dedup_key: str | None) -> Delivered:
+        fpath = self._fpath(folder)
+        with self._op():
+            if dedup_key is not None:
+                prev = self._db.execute("SELECT folder, uid, uidvalidity FROM deliveries WHERE digest = ?",
+                                        (dedup_key,)).fetchone()
+                if prev is not None:
+                    if self._first_copy(prev[0], prev[1], prev[2]):
+                        os.unlink(tmp)
+                        return Delivered(prev[0], prev[1], prev[2], duplicate=True)
+                    log.warning("%s: the earlier delivery of this message (%s uid %d) is not on disk; "
+                                "storing it again", self.user, prev[0], prev[1])
+            frow = self._ensure_target(folder)
+            with self._txn():
+                uid = frow["uidnext"]
+                modseq = frow["highestmodseq"] + 1
+                self._db.execute(
+                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
+                    "internal_date, size, modseq) VALUES (?,?,?,'new',?,'','',?,?,?)",
+                    (frow["id"], uid, key, key, when, size, modseq))
+                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
+                                 (uid + 1, modseq, frow["id"]))
+                if dedup_key is not None:
+                    self._db.execute("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?)",
+                                     (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
+            _crash_point("deliver-committed")
+            try:
+                with self._own_change(folder, frow["id"]):
+                    try:
+                        os.rename(tmp, fpath / "new" / key)
+                    except FileNotFoundError:
+                        if not (fpath / "new" / key).exists():
+                            raise
+                        # another process's sync rolled it forward already
+            except OSError:
+                with self._txn():
+                    self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
+                    if dedup_key is not None:
+                        self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
+                raise
+            self._event("new", folder, uid=uid, via="deliver")
+        # Outside the lock, so concurrent deliveries share the directory's journal commit. Should
+        # it fail, the caller answers 4xx; the retry finds the delivery record and its file.
+        md.fsync_dir(fpath / "new")
+        _crash_point("deliver-done")
+        return Delivered(folder, uid, frow["uidvalidity"])
 
     def append(self, folder: str, data: bytes, flags: Iterable[str] = (),
                internal_date: float | None = None) -> MessageInfo:
@@ -1303,3 +1397,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _crash_point(point: str) -> None:
+    """Fault injection for the crash tests: MAILSIFT_CRASH_AT=POINT kills this process with
+    SIGKILL when it reaches POINT (read at each call; unset in production, where it costs one
+    environment lookup)."""
+    if os.environ.get("MAILSIFT_CRASH_AT") == point:
+        log.warning("MAILSIFT_CRASH_AT=%s: killing this process", point)
+        os.kill(os.getpid(), signal.SIGKILL)

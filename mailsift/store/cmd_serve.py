@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{proto}", metavar="WHERE", help=f"{proto} listener: unix:PATH, HOST:PORT or off")
 
 
-def _feedback_starter(config: Config) -> Callable[[Any], Any] | None:
+def _feedback_starter(config: Config, users: str | None = None) -> Callable[[Any], Any] | None:
     """Learning from users' Junk moves runs inside `mailsift serve` when the feedback part and its
     [feedback] settings are present (mailsift.feedback.learner.start_learner)."""
     feedback = getattr(config, "feedback", None)
@@ -32,7 +32,7 @@ def _feedback_starter(config: Config) -> Callable[[Any], Any] | None:
     except ModuleNotFoundError:
         return None
     dbpath = config.classifier.dbpath
-    return lambda store: start_learner(store, feedback, dbpath)
+    return lambda store: start_learner(store, feedback, dbpath, users)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
     metrics.start_or_exit(config.metrics, "store", config.feedback.model_dir(config.classifier.dbpath))
     try:
-        return asyncio.run(serve(settings, on_start=_feedback_starter(config)))
+        return asyncio.run(serve(settings, on_start=_feedback_starter(config, settings.users)))
     except ServeError as exc:
         logging.getLogger("mailsift.serve").error("%s", exc)
         print(f"mailsift serve: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from mailsift import daemon
 from mailsift.config import Config, override
 
-HELP = "manage mail store users: add, passwd, del, list (passwords from a prompt or --stdin)"
+HELP = "manage mail store users: add, passwd, del, set, list (passwords from a prompt or --stdin)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("name", help="user address (local@domain)")
         if action != "del":
             p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    p = sub.add_parser("set", help="change a user's settings", parents=[common])
+    p.add_argument("name", help="user address (local@domain)")
+    p.add_argument("--implicit-feedback", dest="implicit_feedback", action=argparse.BooleanOptionalAction,
+                   required=True, help="may what the user keeps or leaves in Junk teach the spam model "
+                   "(default: yes; see docs/feedback.md)")
     sub.add_parser("list", help="list users", parents=[common])
 
 
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if args.action == "list":
             for name in users.list():
                 print(name)
+            return 0
+        if args.action == "set":
+            users.set_implicit_feedback(args.name, args.implicit_feedback)
+            print(f"implicit feedback {'on' if args.implicit_feedback else 'off'} for {users.canonical(args.name)}")
             return 0
         if args.action == "del":
             users.delete(args.name)

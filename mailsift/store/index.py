@@ -81,12 +81,16 @@ def next_uidvalidity(path: Path) -> int:
     return value
 
 
-def connect(path: Path, timeout: float = 30.0) -> tuple[sqlite3.Connection, bool]:
+def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[sqlite3.Connection, bool]:
     """Open (or create) the index in mailbox directory `path`. Returns (connection, rebuilt):
-    rebuilt is True when the index was missing or broken and the caller must repopulate it."""
+    rebuilt is True when the index was missing or broken and the caller must repopulate it.
+    rebuild=True sets the index aside even when it passes the check (the caller met a
+    corruption error on it). Call with the mailbox lock held."""
     db = path / INDEX_NAME
     fresh = not db.exists()
     try:
+        if rebuild and not fresh:
+            raise sqlite3.DatabaseError("corruption found while in use")
         conn = _open(db, timeout)
         if not fresh:
             row = conn.execute("PRAGMA quick_check").fetchone()
@@ -101,10 +105,11 @@ def connect(path: Path, timeout: float = 30.0) -> tuple[sqlite3.Connection, bool
             conn.close()  # type: ignore[possibly-undefined]
         except Exception:
             pass
+        stamp = time.time_ns()
         for suffix in ("", "-wal", "-shm"):
             p = Path(str(db) + suffix)
             if p.exists():
-                os.replace(p, Path(str(db) + suffix + f".broken-{int(time.time())}"))
+                os.replace(p, Path(str(db) + suffix + f".broken-{stamp}"))
         conn = _open(db, timeout)
         fresh = True
     if fresh:
@@ -112,6 +117,28 @@ def connect(path: Path, timeout: float = 30.0) -> tuple[sqlite3.Connection, bool
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     return conn, fresh
+
+
+def file_id(index_file: str) -> tuple[int, int] | None:
+    """(device, inode) of an index file (its path as a string: this runs before every locked
+    store operation), None when it is missing: a process that finds another id than the one it
+    opened reopens it (another process rebuilt it)."""
+    try:
+        st = os.stat(index_file)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for SQLite errors that mean the index file is damaged (not busy, not full)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
 
 
 def _open(db: Path, timeout: float = 30.0) -> sqlite3.Connection:

@@ -43,8 +43,12 @@ class StoreSettings:
     hostname: str = ""
     # Bare user names ("alice") mean alice@default_domain; empty = users are full addresses.
     default_domain: str = ""
-    # user+folder@domain files into an existing folder "folder".
+    # The delimiter of address details: user+detail@domain is user@domain.
     recipient_delimiter: str = "+"
+    # user+folder@domain files into the existing folder "folder" (never a special one: Sent,
+    # Drafts, Trash, Junk, Quarantine). Off: detail mail goes to INBOX, as outside senders
+    # choose the detail.
+    lmtp_detail_folders: bool = False
     # Largest message LMTP accepts (announced as SIZE).
     max_message_size: int = 50 * 1024 * 1024
     # Most recipients in one LMTP transaction.

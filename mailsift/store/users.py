@@ -109,6 +109,35 @@ class Users:
                      "created REAL NOT NULL, changed REAL NOT NULL)")
         return conn
 
+    def set_implicit_feedback(self, name: str, on: bool) -> None:
+        """Opt a user in (the default) or out of implicit feedback (docs/feedback.md)."""
+        canon = self.canonical(name)
+        with self._lock:
+            conn = self._connect(create=True)
+            try:
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(users)")}
+                if "implicit_feedback" not in cols:
+                    conn.execute("ALTER TABLE users ADD COLUMN implicit_feedback INTEGER NOT NULL DEFAULT 1")
+                if conn.execute("UPDATE users SET implicit_feedback=? WHERE name=?", (int(on), canon)).rowcount == 0:
+                    raise NoSuchUser(f"no user {canon}")
+            finally:
+                conn.close()
+
+    def implicit_feedback(self, name: str) -> bool:
+        """May what this user keeps teach the model? (True unless they opted out.)"""
+        try:
+            canon = self.canonical(name)
+            conn = self._connect()
+        except (ValueError, FileNotFoundError):
+            return True
+        try:
+            row = conn.execute("SELECT implicit_feedback FROM users WHERE name=?", (canon,)).fetchone()
+        except sqlite3.OperationalError:  # a database from before the column: nobody opted out
+            return True
+        finally:
+            conn.close()
+        return row is None or bool(row[0])
+
     def share_with(self, gid: int) -> None:
         """Let the server's group read the database (mode 0640); only its owner may change it."""
         fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -131,7 +160,8 @@ class Users:
             conn = self._connect(create=True)
             try:
                 now = time.time()
-                conn.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (canon, encoded, now, now))
+                conn.execute("INSERT INTO users (name, hash, created, changed) VALUES (?, ?, ?, ?)",
+                             (canon, encoded, now, now))
             except sqlite3.IntegrityError:
                 raise UserExists(f"user {canon} exists") from None
             finally:

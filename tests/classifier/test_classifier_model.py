@@ -113,7 +113,11 @@ def test_trained_model_separates_unseen_mail(trained, mail: dict[str, list[bytes
     auc = roc_auc_score(truth, scores)
     assert auc > 0.97, auc
     verdicts = [trained.verdict(r) for r in mail["spam_test"][:50]]
-    assert sum(v.label == "spam" for v in verdicts) > 35
+    # Most unseen spam is called spam (60%+ of older spam, after 260 + 260 messages). Without
+    # a learned LR intercept (issue 12: it made unknown content spammy) this small model calls
+    # 32 of these 50 spam, where it called more than 35 before; over the full stream the spam
+    # left in the inbox did not change (29.65%), and ham called spam went down.
+    assert sum(v.label == "spam" for v in verdicts) >= 30
     v = next(v for v in verdicts if v.label == "spam")
     assert v.score >= v.required and v.clues and any(w > 0 for _, w in v.clues)
 

@@ -8,7 +8,9 @@ the shared corpora with `mailsift learn`, into the test's own model directory.
 
 The messages are tests/data/e2e/*.eml:
 - spam_obvious / ham_obvious: filed into Junk / INBOX by the milter's verdict.
-- ham_rescued: a ham the user's own filter (`erin+Junk@`) files into Junk; the user MOVEs it out.
+- ham_rescued: a ham the user's own filter (a procmail-style rule: another program moving the
+  file into `.Junk/` in the Maildir) files into Junk; the user MOVEs it out. (An address detail,
+  `erin+Junk@`, never files into a special folder.)
 - spam_sneaky: a spam written like a list reply about invented things ("zentrovia quorvex"); the
   corpus-trained model scores it as ham, so it lands in INBOX. The user COPY + EXPUNGEs it into
   Junk; after the learner saved and the milter reloaded, a near-duplicate (other Message-ID and
@@ -212,6 +214,17 @@ def arrived(imap: imaplib.IMAP4, message_id: str, stack: Stack) -> tuple[str, in
         raise AssertionError(f"<{message_id}> never arrived\n{stack.logs()}") from None
 
 
+def file_into_junk_outside(stack: Stack, message_id: str) -> None:
+    """Move a delivered message's file from INBOX into .Junk/new/ as procmail or mutt would."""
+    maildir = stack.workdir / "mail" / USER.split("@")[1] / USER.split("@")[0]
+    for sub in ("new", "cur"):
+        for path in (maildir / sub).iterdir():
+            if f"<{message_id}>".encode() in path.read_bytes():
+                path.rename(maildir / ".Junk" / "new" / path.name.split(":")[0])
+                return
+    raise AssertionError(f"<{message_id}> not in INBOX's files")
+
+
 def header_of(imap: imaplib.IMAP4, folder: str, uid: int) -> dict[str, str]:
     _ok(imap.select(folder))
     data = _ok(imap.uid("FETCH", str(uid), "(BODY.PEEK[HEADER])"))
@@ -264,12 +277,14 @@ def test_pipeline_files_and_learns_from_junk_moves(stack: Stack) -> None:
     stack.send(msgs["spam_obvious"])
     stack.send(msgs["ham_obvious"])
     stack.send(msgs["ham_flagged"])  # a ham the corpus-trained model takes for spam
-    stack.send(msgs["ham_rescued"], rcpt="erin+Junk@example.test")  # the user's own rule files it into Junk
+    stack.send(msgs["ham_rescued"], rcpt="erin+Junk@example.test")  # a detail never files into Junk
     stack.send(msgs["spam_sneaky"])  # a spam the model takes for ham
 
     imap = imaplib.IMAP4("127.0.0.1", stack.imap_port, timeout=30)
     try:
         _ok(imap.login(USER, stack.password))
+        assert arrived(imap, ids["ham_rescued"], stack)[0] == "INBOX"
+        file_into_junk_outside(stack, ids["ham_rescued"])  # the user's own rule files it into Junk
 
         # 1. The milter's verdict decides the folder; every message was scanned by clamd.
         seen: dict[str, tuple[str, int, dict[str, str]]] = {}

@@ -320,7 +320,9 @@ def test_message_scanner_marks_partial_scans(clamd, tmp_path: Path) -> None:
     holder = ModelHolder(tmp_path)
     holder.check()
     out = MessageScanner(ClamdClient(clamd.address), holder).scan(b"Subject: x\r\n\r\nhi\r\n", partial=True)
-    assert out.verdict.virus == VirusResult("clean", partial=True) and out.verdict.partial
+    # clamd saw only the start: not a clean bill of health
+    assert out.verdict.virus == VirusResult("unscanned", reason="message over max_scan_size", partial=True)
+    assert out.verdict.partial
 
 
 def test_log_line_is_one_line_even_for_a_folded_message_id(caplog) -> None:
@@ -573,3 +575,32 @@ def test_cpus_setting_is_checked_when_the_config_is_read(tmp_path) -> None:
         load_config(cfg)
     cfg.write_text('[milter]\ncpus = "all"\n')
     assert load_config(cfg).milter.cpus == "all"
+
+
+def test_end_of_message_goes_through_the_one_scan_seam(monkeypatch) -> None:
+    """The milter's end-of-message calls mailsift.milter.scan.scan (as `classify -p` does)."""
+    from mailsift.milter import app as milter_app
+
+    calls = []
+    real = milter_app.scan
+
+    def spy(scanner, raw, partial=False):
+        calls.append((raw, partial))
+        return real(scanner, raw, partial)
+
+    monkeypatch.setattr(milter_app, "scan", spy)
+    rc, ctx = run_message(FakeScanner(), [(b"Subject", b"hi")], b"body\r\n")
+    assert rc == Milter.CONTINUE
+    assert calls == [(b"Subject: hi\r\n\r\nbody\r\n", False)]
+    added = dict((c[1], c[2]) for c in ctx.calls if c[0] == "addheader")
+    assert added["X-Spam-Flag"] == "YES" and added["X-Virus-Status"] == "Clean"
+
+
+def test_skipped_mail_still_has_forged_verdicts_renamed() -> None:
+    settings = MilterSettings(skip_authenticated=True)
+    scanner = FakeScanner()
+    rc, ctx = run_message(scanner, [(b"Subject", b"hi"), (b"X-Spam-Flag", b"YES")], b"b\r\n", settings,
+                          macros={"{auth_authen}": "demo"})
+    assert rc == Milter.ACCEPT and scanner.seen == []
+    assert ("chgheader", "X-Spam-Flag", 1, None) in [tuple(c) for c in ctx.calls]
+    assert [c for c in ctx.calls if c[0] == "addheader"] == [("addheader", "X-Spam-Flag-Untrusted", "YES")]

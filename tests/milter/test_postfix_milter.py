@@ -195,7 +195,7 @@ def test_max_scan_size_scans_a_prefix_and_says_so(clamd, milter_factory, postfix
     pf.send(SENDER, [RCPT], build_message("big", "big", text=filler + EICAR.decode() + "\r\n"))
     pf.send(SENDER, [RCPT], build_message("small", "small", text=EICAR.decode() + "\r\n"))
     delivered = by_test_id(pf.wait_delivered(2))
-    assert header_values(delivered["big"], "X-Virus-Status") == ["Clean (partial scan)"]
+    assert header_values(delivered["big"], "X-Virus-Status") == ["Unscanned (message over max_scan_size) (partial scan)"]
     assert header_values(delivered["small"], "X-Virus-Status")[0].startswith("Infected (Eicar-Test-Signature")
     assert " partial " in milter.log()
 

@@ -46,6 +46,7 @@ class StoreServer:
         for name, password in users.items():
             self.add_user(name, password)
         self.daemon: Daemon | None = None
+        self.env: dict[str, str] | None = None  # the daemon's environment (None: the test's own)
 
     def add_user(self, name: str, password: str, cli: bool = False) -> None:
         """Add a user (in-process through the Users API, or with cli=True through `mailsift user add`)."""
@@ -64,7 +65,7 @@ class StoreServer:
 
     def start(self, timeout: float = 30.0) -> "StoreServer":
         self.daemon = Daemon([self.bin, "serve", "--config", str(self.config), "--log-level", "DEBUG"],
-                             self.log_path).start()
+                             self.log_path, env=self.env).start()
         self.daemon.wait_ready(self.ready, timeout, what="mailsift serve")
         return self
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import datetime as _dt
 import email.utils
 import quopri
@@ -19,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mailsift import charsets
 from mailsift.protocols.imap import mimetree
 from mailsift.protocols.imap.parser import SearchKey
 
@@ -91,15 +91,11 @@ _BETWEEN_WORDS = re.compile(rb"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)[ \t\r\n]+(?==\?[
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
-    charset = charset.split("*", 1)[0].strip().strip('"').lower()  # RFC 2231 language suffix
+    codec = charsets.text_codec(charset) or "utf-8"  # real text encodings only (no punycode)
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    try:
-        return data.decode(charset)
+        return data.decode(codec)
     except UnicodeDecodeError:
-        return data.decode(charset if charset != "utf-8" else "latin-1", "replace")
+        return data.decode(codec if codec != "utf-8" else "latin-1", "replace")
 
 
 def _raw_text(data: bytes) -> str:

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Tune the model under the protocols users live in, in one process (mailsift only).
+
+    .venv/bin/python bench/classifier_protocols.py [--set KEY=VALUE ...] [--proto P ...]
+        [--label-noise P] [--index INDEX]
+
+Each --proto is one of
+    full:all                     TREC immediate full feedback over the whole stream, empty model
+    implicit:all                 implicit:1000 feedback over the whole stream, empty model
+    xs:SRC>DST:MODE              cross-site: train on corpus SRC (sa | cs), mark it as the prior
+                                 (as `make model` does), stream corpus DST with feedback MODE
+                                 (none | errors | implicit:N | full)
+(default: all of the above that docs/classifier.md's table reports). The stream is the shared
+corpora deduplicated and ordered by Date (corpora/build_index.py), split by corpus for the
+cross-site runs. One line per protocol: 1-ROCA%, sm% at hm% <= 0.1, and what users saw over
+the whole stream and its first 2,500 messages; for `none`, ham filed to Junk and spam caught
+at several thresholds (the first-day guard's operating point). docs/classifier.md's table of
+measured choices comes from this script with the --set shown there;
+bench/classifier_vs_bogofilter.py runs the same protocols against bogofilter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "corpora"))
+
+from mailsift.classifier import evaluate, metrics  # noqa: E402
+from mailsift.classifier.api import new_model  # noqa: E402
+from mailsift.classifier.cmd_evaluate import _model_settings  # noqa: E402
+from mailsift.classifier.corpus import Entry, StreamStats, read_index  # noqa: E402
+from mailsift.classifier.model import probability_to_score  # noqa: E402
+
+DEFAULT = ["full:all", "implicit:all", "xs:sa>cs:none", "xs:cs>sa:none", "xs:sa>cs:errors", "xs:cs>sa:errors"]
+CORPUS = {"sa": "spamassassin", "cs": "csdmc"}
+
+
+def load_stream(index: Path | None) -> list[Entry]:
+    if index is not None:
+        return read_index(index)
+    import build_index  # corpora/build_index.py
+
+    return build_index.shared_stream(stats=StreamStats())
+
+
+def summary(recs: list[metrics.Record], label: str, seconds: float) -> str:
+    f = metrics.figures(recs)
+    ws = metrics.windows(recs, 2500)
+    whole, first = ws[-1], ws[0]
+
+    def users(w: metrics.Window) -> str:
+        return (f"h>J {100 * w.ham_to_junk / max(w.n_ham, 1):.2f} s>I {100 * w.spam_to_inbox / max(w.n_spam, 1):.2f} "
+                f"uns {100 * w.unsure / max(w.n_ham + w.n_spam, 1):.2f}")
+    return (f"{label:22s} 1-ROCA% {f.roca_pct:.4f} sm%@hm%<=0.1 {f.sm_at_hm01_pct:5.1f} | all: {users(whole)} "
+            f"| first 2500: {users(first)} | {len(recs) / seconds:.0f} msgs/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE")
+    ap.add_argument("--proto", action="append", default=[])
+    ap.add_argument("--label-noise", type=float, default=0.0)
+    ap.add_argument("--required", type=float, default=5.0)
+    ap.add_argument("--index", type=Path)
+    args = ap.parse_args(argv)
+    settings = _model_settings(args.settings)
+    entries = load_stream(args.index)
+    print(f"settings: {settings or 'defaults'}; label noise {args.label_noise:g}; {len(entries)} messages")
+    for proto in args.proto or DEFAULT:
+        kind, _, rest = proto.partition(":")
+        model = new_model(**settings)
+        if kind in ("full", "implicit", "errors"):
+            stream = entries
+            fb = evaluate.Feedback.parse("implicit:1000" if kind == "implicit" else kind)
+        elif kind == "xs":
+            route, _, mode = rest.partition(":")
+            src, _, dst = route.partition(">")
+            stream = [e for e in entries if CORPUS[dst] in str(e.path)]
+            for e in (e for e in entries if CORPUS[src] in str(e.path)):
+                model.learn(e.path.read_bytes(), e.label)
+            model.mark_prior()
+            fb = evaluate.Feedback.parse(mode)
+        else:
+            raise SystemExit(f"unknown protocol {proto!r}")
+        t = time.monotonic()
+        recs = evaluate.run_feedback(stream, model, fb, required=args.required, label_noise=args.label_noise)
+        print(summary(recs, proto, time.monotonic() - t), flush=True)
+        if proto.endswith(":none"):
+            hams = [probability_to_score(r.score) for r in recs if r.truth == "ham"]
+            spams = [probability_to_score(r.score) for r in recs if r.truth == "spam"]
+            print("    " + "; ".join(
+                f"required {req:g}: ham>Junk {100 * sum(h >= req for h in hams) / len(hams):.2f}% "
+                f"spam caught {100 * sum(s >= req for s in spams) / len(spams):.1f}%" for req in (5, 7.5, 10, 12.5, 15)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
