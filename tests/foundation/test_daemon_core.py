@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.procs import Daemon, tcp_ready, unix_ready, wait_for
+from harness.procs import Daemon, free_port, tcp_ready, unix_ready, wait_for
 from harness.sysuser import system_user
 from mailsift.daemon import Listen, parse_listen
 
@@ -363,3 +363,65 @@ def test_bind_makes_each_missing_directory_0750_for_the_group_and_never_a_looser
         assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, gid)
     finally:
         sock.close()
+
+
+def test_learn_on_move_as_run_as_writes_a_model_the_milters_user_loads(workdir: Path, mailsift_bin: str) -> None:
+    """The shared-user arrangement end to end: serve (started as root, run_as the mail user)
+    learns from a Junk move and saves the model as that user; the milter, as that same user,
+    loads it; root refuses it."""
+    import imaplib
+    import sys
+
+    from mailsift.classifier.persist import ModelError, load_model
+
+    pw = system_user()
+    model = workdir / "model"
+    model.mkdir()
+    os.chown(model, pw.pw_uid, pw.pw_gid)
+    lmtp = workdir / "private" / "lmtp.sock"
+    imap_port = free_port()
+    cfg = workdir / "mailsift.toml"
+    cfg.write_text(f'[classifier]\ndbpath = "{model}"\n'
+                   f'[store]\nmail_root = "{workdir / "mail"}"\nusers = "{workdir / "users.db"}"\n'
+                   f'lmtp = "unix:{lmtp}"\nlookup = "off"\npop3 = "off"\nimap = "127.0.0.1:{imap_port}"\n'
+                   f'imap_workers = 0\nrun_as = "{pw.pw_name}"\n[feedback]\nsave_interval = 0.2\n')
+    r = subprocess.run([mailsift_bin, "user", "--config", str(cfg), "add", "alice@example.test", "--stdin"],
+                       input="pw-alice\n", text=True, capture_output=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = Daemon([mailsift_bin, "serve", "--config", str(cfg)], workdir / "serve.log", env=ENV).start()
+    try:
+        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", imap_port) and "ready" in d.log(), 30,
+                     what="mailsift serve")
+        _runs_as(d, pw.pw_uid, pw.pw_gid)
+        with socket.socket(socket.AF_UNIX) as s:  # one message over LMTP
+            s.settimeout(10)
+            s.connect(str(lmtp))
+            f = s.makefile("rwb")
+            for line in (None, b"LHLO x", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<alice@example.test>", b"DATA"):
+                if line is not None:
+                    f.write(line + b"\r\n")
+                    f.flush()
+                reply = f.readline()
+                while reply[3:4] == b"-":
+                    reply = f.readline()
+                assert reply[:1] in (b"2", b"3"), reply
+            f.write(b"Subject: cheap pills\r\n\r\nbuy cheap pills now\r\n.\r\n")
+            f.flush()
+            assert f.readline().startswith(b"250"), d.log()[-2000:]
+        imap = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+        imap.login("alice@example.test", "pw-alice")
+        imap.select("INBOX")
+        typ, _ = imap.uid("MOVE", "1:*", "Junk")
+        assert typ == "OK"
+        imap.logout()
+        wait_for(lambda: (model / "model.joblib").exists(), 30, what="the learner to save the model")
+        assert (model / "model.joblib").stat().st_uid == pw.pw_uid  # written as the mail user
+    finally:
+        assert d.stop() == 0, d.log()[-3000:]
+    code = "import sys; from mailsift.classifier.persist import load_model; print(load_model(sys.argv[1]).n_spam_)"
+    r = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--",
+                        sys.executable, "-c", code, str(model)], capture_output=True, text=True, env=ENV, cwd="/",
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr  # the milter's user loads it
+    with pytest.raises(ModelError, match=f"owned by {pw.pw_name}"):
+        load_model(model)  # root does not
