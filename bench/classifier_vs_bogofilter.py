@@ -184,6 +184,21 @@ def prefixes(ms: list[Record], bf: list[Record], step: int = 1000) -> tuple[list
     return lines, never_behind
 
 
+def side_by_side(ms: list[Record], bf: list[Record], size: int = 2500) -> str:
+    """Per window and overall, what users saw with each filter, on one row."""
+    from mailsift.classifier.metrics import windows
+
+    def cells(w: object) -> str:
+        return (f"{w.pct(w.ham_to_junk, w.n_ham)} {w.pct(w.spam_to_inbox, w.n_spam)} "  # type: ignore[attr-defined]
+                f"{w.pct(w.unsure, w.n_ham + w.n_spam)}")  # type: ignore[attr-defined]
+    rows = ["                   ham  spam | mailsift: ham>Junk% spam>INBOX% unsure% | "
+            "bogofilter: ham>Junk% spam>INBOX% unsure%"]
+    for a, b in zip(windows(ms, size), windows(bf, size)):
+        label = f"{a.start}-{a.end}" if len(rows) < len(windows(ms, size)) else f"all {a.start}-{a.end}"
+        rows.append(f"{label:>15} {a.n_ham:>6} {a.n_spam:>5} |        {cells(a)}        |          {cells(b)}")
+    return "\n   ".join(rows)
+
+
 def corpus_of(e: Entry) -> str:
     return "csdmc" if "csdmc" in str(e.path) else "spamassassin"
 
@@ -229,12 +244,11 @@ def user_protocols(entries: list[Entry], out: Path, modes: list[str]) -> None:
             bf_rec = run_feedback(stream, bf.copy(tmp / "run"), fb)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        for name, recs in (("mailsift", ms_rec), ("bogofilter", bf_rec)):
-            f = figures(recs)
-            extra = f", {len(stream) / ms_t:.0f} msgs/s" if name == "mailsift" else ""
-            print(f"   {name}: 1-ROCA% {f.roca_pct:.4f}, sm% at hm%<=0.1 {f.sm_at_hm01_pct:.2f}{extra}")
-            for line in window_lines(recs):
-                print("      " + line)
+        ms_f, bf_f = figures(ms_rec), figures(bf_rec)
+        print(f"   1-ROCA%: mailsift {ms_f.roca_pct:.4f}, bogofilter {bf_f.roca_pct:.4f}; sm% at hm%<=0.1: "
+              f"mailsift {ms_f.sm_at_hm01_pct:.2f}, bogofilter {bf_f.sm_at_hm01_pct:.2f}; "
+              f"mailsift {len(stream) / ms_t:.0f} msgs/s")
+        print("   " + side_by_side(ms_rec, bf_rec))
 
 
 def main(argv: list[str] | None = None) -> int:

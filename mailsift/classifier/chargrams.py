@@ -24,18 +24,26 @@ _MULT = np.uint32(2654435761)  # Knuth's multiplicative hash constant (odd, ~2^3
 
 
 def char_indices(raw: bytes, bits: int, limit: int = CHAR_BYTES) -> np.ndarray:
-    """The distinct hashed 4-gram columns of the head of `raw` (uint32, sorted).
+    """The distinct hashed 4-gram columns of the first `limit` bytes of `raw`, sorted.
 
-    Distinct by sorting and dropping repeats: np.unique took 170 us per corpus message
-    against ~45 us for this (measured in one process, 300 easy_ham messages)."""
-    head = np.frombuffer(raw[:limit], dtype=np.uint8)
-    if len(head) < 4:
-        return np.zeros(0, dtype=np.uint32)
-    b = head.astype(np.uint32)
-    v = (b[:-3] << 24) | (b[1:-2] << 16) | (b[2:-1] << 8) | b[3:]
+    Each 4-gram is read as a little-endian uint32 straight from the bytes (four strided
+    views, one per offset mod 4, instead of shifting and or-ing four byte arrays), hashed by
+    one multiply, and its top `bits` bits kept. Distinct by sorting and dropping repeats; up
+    to 16 bits they sort as uint16, which numpy radix-sorts. Measured per corpus message (600
+    SpamAssassin messages, 2,000 bytes, 16 bits, one process): np.unique 170 us, shifts and a
+    uint32 sort 32 us, this 21 us."""
+    head = raw[:limit]
+    n = len(head)
+    if n < 4:
+        return np.zeros(0, dtype=np.uint16 if bits <= 16 else np.uint32)
+    v = np.concatenate([np.frombuffer(head, dtype="<u4", count=(n - k) // 4, offset=k) for k in range(4)])
     v *= _MULT
     v >>= np.uint32(32 - bits)
-    v.sort()
+    if bits <= 16:
+        v = v.astype(np.uint16)
+        v.sort(kind="stable")
+    else:
+        v.sort()
     keep = np.empty(len(v), dtype=bool)
     keep[0] = True
     np.not_equal(v[1:], v[:-1], out=keep[1:])

@@ -62,6 +62,7 @@ class ModelSettings:
     intercept_rate: float = 0.0  # LR intercept step relative to lr_rate (0: no intercept; see docs)
     char_weight: float = 1.0  # fusion: weight of the character 4-gram LR's log-odds (0: off)
     char_rate: float = 40.0  # its AdaGrad step size
+    char_bits: int = 16  # its hashed columns, 2^16: 1-ROCA% as with 2^20 (0.0325 vs 0.0323), 8% less CPU
     char_bytes: int = 2000  # of the raw message read for its 4-grams (3,000: no better, measured)
     # The first-day guard: a model that starts from the default corpora (mark_prior) has
     # `required` raised by guard_points until the site itself has taught guard_until messages.
@@ -73,8 +74,8 @@ class ModelSettings:
     max_bytes: int = MAX_BYTES  # of a message read for tokens
 
     def validate(self) -> None:
-        if not 10 <= self.hash_bits <= 24:
-            raise ValueError("hash_bits must be between 10 and 24")
+        if not 10 <= self.hash_bits <= 24 or not 10 <= self.char_bits <= 24:
+            raise ValueError("hash_bits and char_bits must be between 10 and 24")
         if self.alpha <= 0:
             raise ValueError("alpha must be positive")
 
@@ -132,7 +133,7 @@ class SpamModel:
         # kept current for the features each learn/unlearn touches. float32: one gather from
         # a 4 MB array per message instead of three from 24 MB (cache misses dominated).
         self.weights: np.ndarray | None = np.zeros(n, dtype=np.float32)
-        self.chars = CharGramLR(self.settings.hash_bits, self.settings.char_rate)
+        self.chars = CharGramLR(self.settings.char_bits, self.settings.char_rate)
         self.prior_counts = np.zeros(2, dtype=np.float64)  # class counts taught by the corpora
 
     @property
@@ -152,7 +153,7 @@ class SpamModel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "chars" not in state:
-            self.chars = CharGramLR(self.settings.hash_bits, self.settings.char_rate)
+            self.chars = CharGramLR(self.settings.char_bits, self.settings.char_rate)
         if "prior_counts" not in state:
             self.prior_counts = np.zeros(2, dtype=np.float64)
         self._nb = None
@@ -234,7 +235,7 @@ class SpamModel:
         cached = self.__dict__.get("_last_chars")
         if cached is not None and cached[0] is raw:
             return cached[1]
-        cidx = char_indices(raw, self.settings.hash_bits, self.settings.char_bytes)
+        cidx = char_indices(raw, self.settings.char_bits, self.settings.char_bytes)
         self._last_chars = (raw, cidx)
         return cidx
 
@@ -281,7 +282,7 @@ class SpamModel:
     def spamminess(self, raw: bytes) -> float:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
         idx, _ = self.features(raw)
-        return self.spamminess_of(idx, self.char_features(raw))
+        return self.spamminess_of(idx, self.char_features(raw) if self.chars.learned > 0 else None)
 
     def ready(self) -> bool:
         return self.n_ham_ >= MIN_LEARNED and self.n_spam_ >= MIN_LEARNED
@@ -322,9 +323,10 @@ class SpamModel:
             partial = len(raw) > limit
             idx, names = self.features(raw, limit)
             contrib, const = self._contributions(idx)
-            cidx = self.char_features(raw)
-            if cidx is not None:
-                const += self.settings.char_weight * self.chars.z(cidx)
+            if self.chars.learned > 0:  # an empty member (a default model's first day) adds nothing
+                cidx = self.char_features(raw)
+                if cidx is not None:
+                    const += self.settings.char_weight * self.chars.z(cidx)
             z = float(contrib.sum()) + const
             p = _sigmoid(z)
             clues = _clues(contrib, names)
