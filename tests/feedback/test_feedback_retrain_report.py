@@ -134,3 +134,24 @@ def test_unwritable_report_dir_fails_the_report_not_the_retrain(tmp_path: Path, 
     assert f"mailsift retrain: cannot write the report to {blocker / 'report'}" in out.stderr
     assert "(the retrain itself is done: swapped)" in out.stderr
     assert "swapped: forced" in out.stdout and files_digest(good_model) != before
+
+
+def test_report_without_a_live_model(tmp_path: Path, store, good_model: Path,
+                                     folders: dict[str, Path],  # noqa: F811
+                                     fresh_messages: dict[str, list[bytes]]) -> None:
+    give_feedback(store, good_model, fresh_messages, 25)
+    for name in ("model.joblib", "model.json"):  # the spool stays, the live model is gone
+        (good_model / name).unlink()
+    report = tmp_path / "report"
+    out = retrain("--dbpath", str(good_model), "--ham", str(folders["ham"]), "--spam", str(folders["spam"]),
+                  "--report", str(report))
+    print(out.stdout)
+    assert out.returncode == 0, out.stderr
+    fields = report_fields((report / TEXT).read_text())
+    assert fields["decision"] == decision_line(out.stdout) == "swapped: there was no live model"
+    cand = figures(read_results(report / RESULTS["candidate"]))
+    assert fields["1-ROCA%"].split() == ["none", f"{cand.roca_pct:.4f}"]
+    assert fields["errors"].split()[0] == "none"
+    assert fields["results"].startswith(RESULTS["candidate"] + " ")
+    assert not (report / RESULTS["live"]).exists()
+    assert imread(report / PNG).shape[:2] == (500, 1200)  # ROC axes + the candidate's histograms
