@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mailsift.config import Config
+    from mailsift.feedback.retrain import RetrainReport
 
 HELP = "rebuild the spam model from users' Junk feedback (and training folders); swap it in if not worse"
 
@@ -26,9 +27,14 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="share of the most recent feedback held out to compare the models (default 0.2)")
     parser.add_argument("--force", action="store_true", help="swap the new model in even if it is worse")
     parser.add_argument("--dry-run", action="store_true", help="build and compare, change nothing")
+    parser.add_argument("--report", metavar="DIR",
+                        help="write a report here (created if missing): retrain-report.txt, retrain-report.png "
+                             "(ROC curves and score histograms of both models on the held-out feedback) and "
+                             "each model's results file")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("The feedback spool (DBPATH/feedback/) holds what users moved into and out of Junk.\n"
-                     "Exit status: 0 done (swapped, kept or dry run), 1 cannot retrain.")
+                     "Exit status: 0 done (swapped, kept or dry run), 1 cannot retrain, 2 done but the --report\n"
+                     "could not be written (the retrain's decision stands).")
 
 
 def run(args: Namespace, config: Config) -> int:
@@ -56,4 +62,22 @@ def run(args: Namespace, config: Config) -> int:
         print(line)
     for name in report.unreadable[:20]:
         print(f"mailsift retrain: cannot read {name}", file=sys.stderr)
+    if args.report:
+        return _write_report(report, args.report, dbpath)
+    return 0
+
+
+def _write_report(report: RetrainReport, directory: str, dbpath: str) -> int:
+    """The report comes after the retrain's work: a report that cannot be written never costs
+    the model its nightly swap (exit 2)."""
+    from mailsift.feedback.retrain_report import write_report
+
+    try:
+        paths = write_report(report, directory, dbpath)
+    except OSError as exc:
+        where = exc.filename or directory
+        print(f"mailsift retrain: cannot write the report to {where}: {exc.strerror or exc} "
+              f"(the retrain itself is done: {report.decision})", file=sys.stderr)
+        return 2
+    print(f"report: {', '.join(str(p) for p in paths)}")
     return 0

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from mailsift.classifier.metrics import Record
 from mailsift.feedback.spool import FEEDBACK_DIR, Spool
 
 MIN_HOLDOUT = 10
@@ -65,6 +66,8 @@ class RetrainReport:
     new: Evaluation | None = None
     decision: str = ""  # swapped | kept | dry-run
     reason: str = ""
+    new_records: list[Record] = field(default_factory=list)  # the held-out messages as each model scored them
+    live_records: list[Record] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"feedback messages: {self.feedback} ({self.held_out} most recent held out for evaluation)",
@@ -86,25 +89,24 @@ def _folder_messages(paths: Iterable[str], kind: str | None) -> Iterator[tuple[s
         yield from iter_paths([p], "maildir" if is_maildir else kind)
 
 
-def _evaluate(model: object, held: list[tuple[str, bytes]], required: float) -> Evaluation:
+def _evaluate(model: object, held: list[tuple[str, str, bytes]], required: float) -> tuple[Evaluation, list[Record]]:
+    """Score the held-out (digest, label, raw): the figures, and one Record per message (its
+    score the spam probability, 0.5 when the model gave none; its judge what a user sees)."""
+    from mailsift.classifier.evaluate import misfiled
     from mailsift.classifier.metrics import roc_area
 
-    ev = Evaluation()
-    spam_scores, ham_scores = [], []
-    for label, raw in held:
+    records = []
+    for digest, label, raw in held:
         verdict = model.verdict(raw, required)  # type: ignore[attr-defined]
         p = verdict.probability if verdict.probability is not None else 0.5
-        if label == "spam":
-            ev.n_spam += 1
-            spam_scores.append(p)
-            ev.errors += 0 if verdict.is_spam else 1
-        else:
-            ev.n_ham += 1
-            ham_scores.append(p)
-            ev.errors += 1 if verdict.is_spam else 0
+        records.append(Record(digest, label, float(p), verdict.label))
+    spam_scores = [r.score for r in records if r.truth == "spam"]
+    ham_scores = [r.score for r in records if r.truth == "ham"]
+    ev = Evaluation(n_spam=len(spam_scores), n_ham=len(ham_scores),
+                    errors=sum(misfiled(r) for r in records))
     if spam_scores and ham_scores:
         ev.roca_pct = 100.0 * (1.0 - roc_area(spam_scores, ham_scores))
-    return ev
+    return ev, records
 
 
 def _not_worse(new: Evaluation, live: Evaluation) -> bool:
@@ -162,10 +164,10 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
                     raise RetrainError("nothing to train from: the feedback spool is empty and no --ham/--spam "
                                        "folders were given")
                 if held:
-                    report.new = _evaluate(model, [(label, raw) for _dg, label, raw in held], required)
+                    report.new, report.new_records = _evaluate(model, held, required)
                     if live is not None:
                         _unlearn_held(live, d, held)
-                        report.live = _evaluate(live, [(label, raw) for _dg, label, raw in held], required)
+                        report.live, report.live_records = _evaluate(live, held, required)
                     learner.learn_labelled(((f"feedback/{dg}", raw, label) for dg, label, raw in held), stats)
                 report.new_ham, report.new_spam = model.n_ham_, model.n_spam_
                 rows = learner.record.rows()
