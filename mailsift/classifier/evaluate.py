@@ -128,19 +128,7 @@ def _learn(model: Scorer, entry: Entry, raw: bytes) -> None:
 def run_online(entries: Sequence[Entry], model: Scorer, out: TextIO | None = None,
                required: float = 5.0, progress: Progress | None = None) -> list[Record]:
     """Immediate-feedback online protocol: classify each message, write it out, then train it."""
-    records: list[Record] = []
-    n = len(entries)
-    for i, entry in enumerate(entries, 1):
-        raw = _read(entry)
-        rec = classify_one(model, entry, raw, required)
-        records.append(rec)
-        if out is not None:
-            out.write(format_record(rec))
-            out.flush()
-        _learn(model, entry, raw)
-        if progress is not None:
-            progress(i, n)
-    return records
+    return run_feedback(entries, model, Feedback("full"), out, required, progress)
 
 
 @dataclass(frozen=True)
@@ -181,8 +169,6 @@ def run_feedback(entries: Sequence[Entry], model: Scorer, feedback: Feedback, ou
 
     label_noise: the fraction of learned labels flipped (seeded), as when one recipient calls
     a newsletter spam that another keeps; records keep the true label."""
-    if feedback.mode == "full" and not label_noise:
-        return run_online(entries, model, out, required, progress)
     rng = random.Random(seed)
     pending: deque[tuple[int, Entry]] = deque()
     records: list[Record] = []
