@@ -89,8 +89,13 @@ def pair_in_two_workers(srv: ImapServer, login: bool = True) -> tuple[Wire, Wire
             by_pid[pid] = w
         if len(by_pid) == 2:
             break
+    closed_before = srv.log().count("a connection closed")
     for w in extra:
         w.close()
+    # the main process counts a worker's connections until the worker reports them closed:
+    # wait for that, so the next connections are dealt by the counts the test expects
+    wait_for(lambda: srv.log().count("a connection closed") >= closed_before + len(extra), 10,
+             what="the closed extra connections to be counted")
     assert len(by_pid) == 2, "every connection went to the same worker"
     a, b = by_pid.values()
     if login:
