@@ -5,7 +5,7 @@
 Times the milter's per-message hook (`metrics.milter_message`: two counters, the score and the
 latency histograms, the virus counter) with metrics off (the default) and on, the store's
 session/login hooks, and the IMAP worker's forwarding of an event to the main process
-(a pickled frame on a socketpair, as mailsift/store/workers.py sends it). Prints the best of
+(a pickled frame on a socketpair, as mailsift/serve/workers.py sends it). Prints the best of
 `--repeat` runs in microseconds per call.
 """
 
@@ -57,7 +57,7 @@ def main() -> int:
 
     a, b = socket.socketpair()
     a.setblocking(False)
-    from mailsift.store.workers import frame
+    from mailsift.serve.workers import frame
 
     def drain() -> None:
         try:

@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "feedback": "mailsift.feedback.cmd_feedback",
     "milter": "mailsift.milter.cmd",
     "policy": "mailsift.policy.cmd",
-    "serve": "mailsift.store.cmd_serve",
+    "serve": "mailsift.serve.cmd",
     "user": "mailsift.store.cmd_user",
     "cert": "mailsift.cmd_cert",
     "postfix-config": "mailsift.postfix_config",

@@ -10,7 +10,7 @@ metrics in a registry of their own and serves them in the Prometheus text format
 `[metrics] <daemon>` (HOST:PORT, loopback unless `allow_remote`), from a thread of
 prometheus_client's HTTP server. docs/operations.md lists every metric.
 
-IMAP worker processes (mailsift/store/workers.py) count nothing themselves: `forward_to()`
+IMAP worker processes (mailsift/serve/workers.py) count nothing themselves: `forward_to()`
 makes their `session` and `login` hooks send the event over the worker's link, and the main
 process counts it (`remote()`), so one scrape of the main process sees every process's
 counts, and a worker that dies loses none. (prometheus_client's multiprocess mode was the

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from mailsift.ops import metrics
 from mailsift.store.api import INBOX, JUNK, QUARANTINE, STANDARD_FOLDERS, Delivered, Mailbox, Store, StoreError
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
 from mailsift.verdict import HeaderVerdict, read_headers
 

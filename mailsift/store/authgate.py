@@ -2,7 +2,7 @@
 
 The main process holds the one `LoginGate`; its own sessions (POP3, and IMAP without worker
 processes) call it directly, the IMAP workers through `RemoteGate`, which sends the same calls
-over their link to the main process (`GateServer` answers them there; store/workers.py carries
+over their link to the main process (`GateServer` answers them there; serve/workers.py carries
 the messages). So POP3 and every IMAP worker count failures in one place and share one cache.
 
 Throttle (`LoginThrottle` keeps the failures, `LoginGate.enter` applies them):

@@ -5,7 +5,7 @@ store's locks, to callbacks registered with `Store.subscribe` (called in the thr
 the change: keep them short, never call back into a blocking store operation you hold a lock
 for) or to an asyncio queue from `Store.watch(user)` (events are handed to the loop thread-safely).
 
-Delivery is in-process; when `mailsift serve` runs IMAP worker processes (store/workers.py) the
+Delivery is in-process; when `mailsift serve` runs IMAP worker processes (serve/workers.py) the
 bus of each process hands its own events to `forward` and receives the other processes' through
 `publish_remote` (never forwarded again), so every subscriber sees every change once, whichever
 process made it. `interest(user, +1/-1)` is told when subscriptions for a user come and go (the
@@ -85,7 +85,7 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: dict[int, tuple[str | None, Callback]] = {}
         self._ids = itertools.count(1)
-        # Set by store/workers.py in multi-process serving (see the module docstring).
+        # Set by serve/workers.py in multi-process serving (see the module docstring).
         self.forward: Callable[[list[Event]], None] | None = None
         self.interest: Callable[[str, int], None] | None = None
 

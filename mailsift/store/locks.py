@@ -1,6 +1,6 @@
 """The mailbox lock: one user's store operations, one at a time, across threads AND processes.
 
-`mailsift serve` may answer IMAP in several worker processes (store/workers.py) beside the main
+`mailsift serve` may answer IMAP in several worker processes (serve/workers.py) beside the main
 process (LMTP, POP3, the feedback learner). Each process has its own Mailbox object and SQLite
 connection on the same index; every change reads the folder row (UIDNEXT, HIGHESTMODSEQ),
 renames files and commits. This lock makes each such read-rename-commit sequence atomic for the

@@ -78,7 +78,7 @@ class StoreSettings:
     # seconds, so a repeated login costs no scrypt (0 users = off); shared by POP3 and IMAP.
     auth_cache_size: int = 10000
     auth_cache_ttl: float = 3600.0
-    # Connection caps, checked as a connection is accepted (store/conncaps.py). POP3 and IMAP
+    # Connection caps, checked as a connection is accepted (serve/conncaps.py). POP3 and IMAP
     # (all four listeners) share `max_connections` (0 = fit half the file descriptor limit, at
     # most 1000); LMTP and the lookup have their own, so no POP3 or IMAP client can take theirs.
     # An address beyond loopback may hold `max_connections_per_address` of each kind.

@@ -1,5 +1,5 @@
 """`mailsift serve` with the feedback learner attached, for the end-to-end test until
-mailsift/store/server.py starts the learner itself (the lead's wiring; see docs/feedback.md).
+mailsift/serve/server.py starts the learner itself (the lead's wiring; see docs/feedback.md).
 
     python serve_with_learner.py CONFIG
 
@@ -17,7 +17,7 @@ from mailsift.config import load_config
 from mailsift.feedback.learner import start_learner
 from mailsift.feedback.settings import FeedbackSettings
 from mailsift.logsetup import setup_logging
-from mailsift.store.server import Server
+from mailsift.serve.server import Server
 
 
 async def main(path: str) -> int:

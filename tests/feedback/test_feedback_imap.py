@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 def serve_is_wired() -> bool:
     from mailsift import config
 
-    server = (Path(config.__file__).parent / "store" / "server.py").read_text()
-    return "feedback" in {f for f in config.Config.__dataclass_fields__} and "start_learner" in server
+    serve = "".join(p.read_text() for p in (Path(config.__file__).parent / "serve").glob("*.py"))
+    return "feedback" in {f for f in config.Config.__dataclass_fields__} and "start_learner" in serve
 
 
 class Served:

@@ -90,7 +90,7 @@ def test_postfix_names_every_listener_the_same_way(value: str, postfix: str | No
 
 def test_no_import_cycles() -> None:
     """No daemon module imports its way back to itself (greylist -> settings -> server ->
-    greylist and store/server.py <-> store/workers.py were two), counting imports inside
+    greylist and serve/server.py <-> serve/workers.py were two), counting imports inside
     functions too."""
     import ast
 
@@ -117,8 +117,8 @@ def test_no_import_cycles() -> None:
 
     for mod in ("mailsift.policy.greylist", "mailsift.policy.settings", "mailsift.policy.server",
                 "mailsift.policy.cmd", "mailsift.milter.cmd", "mailsift.milter.settings", "mailsift.store.settings",
-                "mailsift.daemon", "mailsift.config", "mailsift.store.server", "mailsift.store.workers",
-                "mailsift.store.workers_main", "mailsift.store.cmd_serve"):
+                "mailsift.daemon", "mailsift.config", "mailsift.serve.server", "mailsift.serve.workers",
+                "mailsift.serve.workers_main", "mailsift.serve.cmd"):
         assert not reaches(mod, mod), f"{mod} imports its way back to itself"
 
 

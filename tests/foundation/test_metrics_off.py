@@ -11,8 +11,8 @@ def test_hooks_are_no_ops_until_started() -> None:
     code = """
 import sys
 from mailsift.ops import metrics
-import mailsift.milter.app, mailsift.policy.server, mailsift.store.server, mailsift.protocols.lmtp
-import mailsift.protocols.pop3, mailsift.store.workers, mailsift.feedback.learner
+import mailsift.milter.app, mailsift.policy.server, mailsift.serve.server, mailsift.protocols.lmtp
+import mailsift.protocols.pop3, mailsift.serve.workers, mailsift.feedback.learner
 from mailsift.verdict import Verdict
 metrics.milter_message(Verdict(probability=0.9, score=5.0), "accept", None, 0.01)
 metrics.milter_failure(); metrics.session("imap"); metrics.login("pop3", False)

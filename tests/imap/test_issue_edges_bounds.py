@@ -137,7 +137,7 @@ def test_sessions_per_user_are_capped_whatever_case_the_name_is_typed_in(srv) ->
 def test_the_autologout_timer_restarts_with_every_command(monkeypatch, tmp_path: Path) -> None:
     """In-process (the timeout is 30 minutes in production), on a real store and user database."""
     from mailsift.store.api import Store
-    from mailsift.store.context import SessionContext
+    from mailsift.serve.context import SessionContext
     from mailsift.store.settings import StoreSettings
     from mailsift.store.users import Users
     assert session.IDLE_TIMEOUT >= 30 * 60  # RFC 3501 5.4: at least 30 minutes

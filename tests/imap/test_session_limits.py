@@ -12,7 +12,7 @@ import pytest
 
 from mailsift.protocols.imap import session
 from mailsift.store.api import Store
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.settings import StoreSettings
 from mailsift.store.users import Users
 

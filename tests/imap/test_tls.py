@@ -124,7 +124,7 @@ def test_a_replacement_worker_serves_tls_with_the_key_read_at_start(tls_srv) -> 
                     cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == tls_srv.daemon.pid and b"mailsift.store.workers" in cmd:
+                if int(stat.rsplit(")", 1)[1].split()[1]) == tls_srv.daemon.pid and b"mailsift.serve.workers" in cmd:
                     out.append(int(entry))
         return sorted(out)
 

@@ -13,7 +13,7 @@ import pytest
 from mailsift.protocols import lmtp
 from mailsift.store import maildir as md
 from mailsift.store.api import INBOX, Store
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.settings import StoreSettings
 from mailsift.store.users import Users
 
@@ -109,7 +109,7 @@ def test_serve_runs_an_on_start_helper_and_stops_it(tmp_path: Path) -> None:
     import signal
 
     from harness.procs import free_port
-    from mailsift.store.server import serve
+    from mailsift.serve.server import serve
 
     calls: list[object] = []
 

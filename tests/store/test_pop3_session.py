@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mailsift.protocols import pop3
 from mailsift.store.api import Store
 from mailsift.store.auth import LoginGate
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.settings import StoreSettings
 from mailsift.store.users import Users
 from test_pop3_support import PASSWORD, USER, Pop3Client

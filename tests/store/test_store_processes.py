@@ -130,7 +130,7 @@ def test_a_worker_that_cannot_be_started_is_retried_not_given_up(monkeypatch, ca
     import asyncio
     import logging
 
-    from mailsift.store import workers as wk
+    from mailsift.serve import workers as wk
     from mailsift.store.settings import StoreSettings
 
     monkeypatch.setattr(wk, "RESPAWN_DELAY", 0.01)

@@ -156,7 +156,7 @@ _fallback_shared: dict[str, Any] = {}
 
 
 def _limiter(ctx: Any) -> Any:
-    """The connection counter shared by all IMAP worker processes (store/workers.WorkerLink), or None."""
+    """The connection counter shared by all IMAP worker processes (serve/workers.WorkerLink), or None."""
     shared = getattr(ctx, "shared", None)
     return shared.get("imap.limiter") if isinstance(shared, dict) else None
 

@@ -1,5 +1,5 @@
-"""An IMAP worker process of `mailsift serve` (store/workers.py describes them): started by the
-main process as `python -m mailsift.store.workers_main`, it serves the connections handed to it
+"""An IMAP worker process of `mailsift serve` (serve/workers.py describes them): started by the
+main process as `python -m mailsift.serve.workers_main`, it serves the connections handed to it
 with the main process's Server code. Kept apart from workers.py, which the server imports, so the
 two do not import each other."""
 
@@ -17,9 +17,9 @@ import sys
 
 from mailsift import daemon
 from mailsift.ops import metrics
-from mailsift.store.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
+from mailsift.serve.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
 from mailsift.store.settings import StoreSettings
-from mailsift.store.workers import SETTINGS_ENV, WORKER_PROTOCOLS, WorkerLink
+from mailsift.serve.workers import SETTINGS_ENV, WORKER_PROTOCOLS, WorkerLink
 
 log = logging.getLogger("mailsift.serve.workers")
 

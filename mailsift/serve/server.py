@@ -8,11 +8,11 @@ configured (a module that does not exist yet is skipped with a warning). A handl
 
 pop3s and imaps are implicit TLS: each accepted connection is wrapped with the TLS context.
 Connections are accepted by `Listener`, which counts them against the caps of
-store/conncaps.py before anything else is spent on them.
+serve/conncaps.py before anything else is spent on them.
 SIGTERM (or SIGINT) closes the listeners, gives open sessions a few seconds, and exits 0.
 
 With `imap_workers` > 0 (the default on a multi-core host) the imap/imaps listeners are bound
-here and served by worker processes (store/workers.py); the rest stays in this process.
+here and served by worker processes (serve/workers.py); the rest stays in this process.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from typing import Any, Awaitable, Callable
 from mailsift import daemon
 from mailsift.ops import metrics
 from mailsift.store.api import Store
-from mailsift.store.conncaps import (ConnectionCaps, cap_address, current_nofile, is_loopback as _is_loopback,
+from mailsift.serve.conncaps import (ConnectionCaps, cap_address, current_nofile, is_loopback as _is_loopback,
                                      mailbox_cap, raise_nofile, refuse)
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.settings import parse_listen, StoreSettings
 from mailsift.store.users import Users
-from mailsift.store.workers import WORKER_PROTOCOLS, WorkerPool, bind_listener, worker_count
+from mailsift.serve.workers import WORKER_PROTOCOLS, WorkerPool, bind_listener, worker_count
 
 log = logging.getLogger("mailsift.serve")
 
@@ -47,7 +47,7 @@ PROTOCOLS: dict[str, str] = {
     "pop3s": "mailsift.protocols.pop3:handle",
     "imap": "mailsift.protocols.imap:handle",
     "imaps": "mailsift.protocols.imap:handle",
-    "lookup": "mailsift.store.socketmap:handle",
+    "lookup": "mailsift.serve.socketmap:handle",
 }
 IMPLICIT_TLS = ("pop3s", "imaps")
 NEEDS_TLS = ("pop3s", "imaps")
@@ -90,7 +90,7 @@ def build_tls(settings: StoreSettings) -> ssl.SSLContext | None:
 
 class Listener:
     """One listening socket whose connections are accepted here, counted against the caps
-    (store/conncaps.py) before anything else is spent on them (no TLS handshake, no greeting),
+    (serve/conncaps.py) before anything else is spent on them (no TLS handshake, no greeting),
     and served by `serve(proto, conn)`; refused ones are told so and closed. Has
     start_serving(), close() and wait_closed(), like an asyncio server."""
 
@@ -178,8 +178,8 @@ class Server:
         self.sessions: set[asyncio.Task[None]] = set()
         self.unix_paths: list[Path] = []
         self.stopping = asyncio.Event()
-        # Listeners bound here for the IMAP worker processes (store/workers.py) to serve.
-        # (accepted here, each connection handed to the worker with the fewest: store/workers.py)
+        # Listeners bound here for the IMAP worker processes (serve/workers.py) to serve.
+        # (accepted here, each connection handed to the worker with the fewest: serve/workers.py)
         self.handoff: dict[str, socket.socket] = {}
         self.handoff_protocols: tuple[str, ...] = ()
 
@@ -321,7 +321,7 @@ class Server:
 
 # Imported before dropping root, in case the Python installation is not readable by run_as.
 PRELOAD = ("concurrent.futures.thread", *daemon.MAIL_MODULES,
-           "mailsift.store.maildir", "mailsift.store.index", "mailsift.store.socketmap")
+           "mailsift.store.maildir", "mailsift.store.index", "mailsift.serve.socketmap")
 # ... and what the feedback learner (on_start) imports when it first learns.
 LEARNER_PRELOAD = ("mailsift.classifier.learn", "mailsift.classifier.persist", "mailsift.classifier.record",
                    "joblib", "sklearn.naive_bayes", "scipy.sparse")

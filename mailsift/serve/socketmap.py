@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from mailsift.store.context import SessionContext
+from mailsift.serve.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
 
 log = logging.getLogger("mailsift.socketmap")

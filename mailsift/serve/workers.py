@@ -4,7 +4,7 @@ One Python process runs one thread of Python at a time (the GIL); with 20 busy I
 the serve process was CPU-bound on one core (docs/imap.md). With `[store] imap_workers` > 0 the
 main process binds the imap/imaps listeners as before, accepts their connections and hands
 each one (SCM_RIGHTS over a socketpair) to the ready worker with the fewest open connections;
-the workers are started as `python -m mailsift.store.workers_main`. (Workers accepting on a shared
+the workers are started as `python -m mailsift.serve.workers_main`. (Workers accepting on a shared
 socket, or on SO_REUSEPORT sockets, split a burst of 20 connections 20/0, 19/1 or 15/5:
 measured; one worker saturated while the other idled.) LMTP, POP3, the Postfix lookup and the
 feedback learner stay in the main process.
@@ -54,7 +54,7 @@ from typing import Any
 
 from mailsift import daemon
 from mailsift.store.authgate import GateServer, RemoteGate
-from mailsift.store.conncaps import cap_address, refuse
+from mailsift.serve.conncaps import cap_address, refuse
 from mailsift.ops import metrics
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
@@ -229,7 +229,7 @@ class WorkerPool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         conns_parent, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [child.fileno(), conns_child.fileno()]
-        argv = [sys.executable, "-m", "mailsift.store.workers_main", "--index", str(w.index),
+        argv = [sys.executable, "-m", "mailsift.serve.workers_main", "--index", str(w.index),
                 "--link", str(child.fileno()), "--conns", str(conns_child.fileno()),
                 "--log-level", logging.getLevelName(self.log_level)]
         tls_fds = self._tls_fds()

@@ -4,7 +4,7 @@ Every protocol handler has the signature
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None
 
-and is listed in mailsift.store.server.PROTOCOLS. The server closes the writer after the handler
+and is listed in mailsift.serve.server.PROTOCOLS. The server closes the writer after the handler
 returns (handlers may close it earlier). Store calls block: run them with asyncio.to_thread.
 """
 

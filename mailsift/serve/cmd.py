@@ -36,7 +36,7 @@ def _feedback_starter(config: Config, users: str | None = None) -> Callable[[Any
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from mailsift.store.server import ServeError, serve
+    from mailsift.serve.server import ServeError, serve
 
     settings = override(config.store, mail_root=args.mail_root, users=args.users, lmtp=args.lmtp,
                         pop3=args.pop3, pop3s=args.pop3s, imap=args.imap, imaps=args.imaps, lookup=args.lookup)
