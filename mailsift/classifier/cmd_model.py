@@ -21,6 +21,9 @@ def add_arguments(parser: ArgumentParser) -> None:
                       help="a name from `model list`, or its generation (default: the one before the live one)")
     for p in (lst, back):
         p.add_argument("--dbpath", metavar="DIR", help="model directory (default: [classifier] dbpath, models/)")
+        # also after the action (`mailsift model list --config FILE`); SUPPRESS keeps one given before it
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration file")
+        p.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING, ERROR")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("Each save of the model (learn, the feedback learner, retrain, restore, rollback, the default\n"
                      "model) is kept under DBPATH/versions/, the newest [classifier] keep_versions of them.\n"
