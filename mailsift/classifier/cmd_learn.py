@@ -155,7 +155,7 @@ def _restore(dbpath: str, source: str, keep_versions: int) -> int:
     from pathlib import Path
 
     from mailsift.classifier.learn import LOCK_FILE
-    from mailsift.classifier.persist import import_state, save_model
+    from mailsift.classifier.persist import ModelError, import_state, read_sidecar, save_model
     from mailsift.classifier.record import LearnRecord
     from mailsift.classifier.versions import record_version
 
@@ -163,9 +163,13 @@ def _restore(dbpath: str, source: str, keep_versions: int) -> int:
     Path(dbpath).mkdir(parents=True, exist_ok=True)
     with open(Path(dbpath) / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:  # generations only grow, so the model history's names stay in order
+            live = int(read_sidecar(dbpath).get("generation", 0))
+        except (ModelError, ValueError, TypeError):
+            live = 0
         with LearnRecord(dbpath) as record:
             record.begin()
-            model.generation += 1
+            model.generation = max(model.generation, live) + 1
             record.replace_all(rows)
             record.set_meta("generation", str(model.generation))
             save_model(model, dbpath)

@@ -187,3 +187,13 @@ def test_a_corrupt_version_is_refused(mailsift_bin: str, db: Path) -> None:
     p = sh(mailsift_bin, "model", "rollback", oldest, "--dbpath", str(db), check=1)
     assert f"version {oldest} cannot be used" in p.stderr.decode()
     assert sha(db / "model.joblib") == live
+
+
+def test_restore_is_a_version_with_the_next_generation(mailsift_bin: str, db: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "model.npz"
+    sh(mailsift_bin, "learn", "--backup", str(backup), "--dbpath", str(db))
+    sh(mailsift_bin, "learn", "--restore", str(backup), "--dbpath", str(db))
+    rows = listing(mailsift_bin, db)
+    assert (rows[0]["live"], rows[0]["source"], rows[0]["ham"], rows[0]["rham"]) == ("*", "restore", str(N + MORE),
+                                                                                    str(N + MORE))
+    assert [r["name"].split("-")[0] for r in rows] == ["4", "3", "2", "1"]
