@@ -25,8 +25,9 @@ def add_arguments(parser: ArgumentParser) -> None:
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML configuration file")
         p.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING, ERROR")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ("Each save of the model (learn, the feedback learner, retrain, restore, rollback, the default\n"
-                     "model) is kept under DBPATH/versions/, the newest [classifier] keep_versions of them.\n"
+    parser.epilog = ("Each save of the model (learn, the feedback learner (one per hour), retrain, restore,\n"
+                     "rollback, the default model) is kept under DBPATH/versions/, the newest [classifier]\n"
+                     "keep_versions of them.\n"
                      "Exit status: 0 done, 1 no such version or the version is unusable.")
 
 

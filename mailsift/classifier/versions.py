@@ -3,8 +3,9 @@
     DBPATH/versions/<generation>-<UTC time>/
         model.joblib, model.json   the saved model and its sidecar (hard links, else copies)
         learned.sqlite             the learn record as it was committed with that model
-        version.json               source (learn | retrain | restore | rollback | default),
-                                   generation, date, counts, the version a rollback restored
+        version.json               source (learn | feedback | retrain | restore | rollback |
+                                   default), generation, date, counts, the version a rollback
+                                   restored
 
 Every writer of the live model records a version after renaming the model into place and
 before committing the learn record, under the model directory's learn lock: the record snapshot
@@ -39,7 +40,11 @@ VERSIONS_DIR = "versions"
 VERSION_META = "version.json"
 LOCK_FILE = ".learn.lock"  # the same lock as mailsift.classifier.learn.LOCK_FILE
 DEFAULT_KEEP = 5
-SOURCES = ("learn", "retrain", "restore", "rollback", "default")
+SOURCES = ("learn", "feedback", "retrain", "restore", "rollback", "default")
+# The store's feedback learner saves every few seconds while users move mail: its saves within
+# this many seconds of the first one are one version (the newest replaces the previous one), so
+# the history is not a minute of Junk moves, and a rollback undoes the last hour of them.
+COALESCE_SECONDS = {"feedback": 3600.0}
 
 
 class VersionError(Exception):
@@ -122,6 +127,13 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
     sidecar = json.loads((d / SIDECAR_FILE).read_text())
     root = d / VERSIONS_DIR
     root.mkdir(mode=0o750, exist_ok=True)
+    now = time.time()
+    since, replaces = now, None
+    window = COALESCE_SECONDS.get(source)
+    if window:
+        newest = next(iter(list_versions(d)), None)
+        if newest is not None and newest.source == source and now - float(newest.meta.get("since", 0)) < window:
+            since, replaces = float(newest.meta["since"]), newest
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=root))
     try:
         _link_or_copy(d / MODEL_FILE, tmp / MODEL_FILE)
@@ -134,12 +146,12 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
         else:
             rows = []
         _snapshot_record(rows, tmp / RECORD_FILE)
-        now = time.time()
         generation = int(sidecar.get("generation", 0))
         meta = {
             "source": source,
             "generation": generation,
             "saved_at": now,
+            "since": since,
             "n_ham": sidecar.get("n_ham"),
             "n_spam": sidecar.get("n_spam"),
             "record_ham": sum(1 for r in rows if r[1] == "ham"),
@@ -165,6 +177,8 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if replaces is not None:
+        shutil.rmtree(replaces.path, ignore_errors=True)
     prune(d, keep)
     return Version(name, root / name, meta)
 

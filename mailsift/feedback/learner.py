@@ -360,7 +360,8 @@ class FeedbackLearner:
         from mailsift.classifier.learn import Learner
 
         state, cap, day = self.state, self.max_per_user_day, day_of(now)
-        with Learner(self.dbpath, keep_versions=self.keep_versions) as learner:  # flock + fresh load of the model and record
+        # flock + fresh load of the model and record
+        with Learner(self.dbpath, source="feedback", keep_versions=self.keep_versions) as learner:
             judgements: list[Judgement] = []
             spooled: list[tuple[Judgement, bytes]] = []
             items = []

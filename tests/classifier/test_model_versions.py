@@ -197,3 +197,33 @@ def test_restore_is_a_version_with_the_next_generation(mailsift_bin: str, db: Pa
     assert (rows[0]["live"], rows[0]["source"], rows[0]["ham"], rows[0]["rham"]) == ("*", "restore", str(N + MORE),
                                                                                     str(N + MORE))
     assert [r["name"].split("-")[0] for r in rows] == ["4", "3", "2", "1"]
+
+
+def test_feedback_saves_within_an_hour_are_one_version(db: Path, folders: dict[str, Path]) -> None:
+    """The store's feedback learner (source feedback) saves every few seconds while users move
+    mail: those saves coalesce into one version per hour, the versions before them stay."""
+    import json
+
+    from mailsift.classifier.learn import Learner
+
+    before = [v.name for v in sorted((db / "versions").iterdir())]
+    spam = sorted(folders["spam"].iterdir())
+    ham = sorted(folders["more_ham"].iterdir())
+
+    def feedback_save(path: Path, label: str) -> None:
+        with Learner(db, source="feedback") as learner:
+            learner.learn_many([(str(path), path.read_bytes())], label)  # a ham moved to Junk
+            learner.save()
+
+    feedback_save(ham[0], "spam")
+    feedback_save(ham[1], "spam")
+    new = [p for p in sorted((db / "versions").iterdir()) if p.name not in before]
+    assert len(new) == 1 and new[0].name.startswith("5-")  # generation 4 was replaced by 5
+    meta = json.loads((new[0] / "version.json").read_text())
+    assert (meta["source"], meta["n_ham"], meta["n_spam"]) == ("feedback", N + MORE - 2, N + 2)
+    # an hour after the first of them, the next save is a version of its own
+    meta["since"] -= 3601
+    (new[0] / "version.json").write_text(json.dumps(meta))
+    feedback_save(spam[0], "ham")
+    assert len([p for p in (db / "versions").iterdir() if p.name not in before]) == 2
+    assert all((db / "versions" / name).is_dir() for name in before)

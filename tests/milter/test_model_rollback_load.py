@@ -76,8 +76,8 @@ def test_rollback_under_load_fails_no_message(mailsift_bin, corpora, workdir, cl
     assert final == b"c" and before["X-Spam-Status"][0].startswith("No, "), before
     assert "MAILSIFT_UNSURE" not in before["X-Spam-Status"][0]
 
-    bodies = [body_of(p.read_bytes()) for p in
-              corpus_files(corpora, "spamassassin/easy_ham_2")[1:151] + corpus_files(corpora, "spamassassin/spam")[:150]]
+    files = corpus_files(corpora, "spamassassin/easy_ham_2")[1:151] + corpus_files(corpora, "spamassassin/spam")[:150]
+    bodies = [body_of(p.read_bytes()) for p in files]
     results: list[tuple[int, bytes, dict[str, list[str]]]] = []
     errors: list[BaseException] = []
 
