@@ -36,7 +36,12 @@ def run(args: Namespace, config: Config) -> int:
 
     settings = override(config.classifier, dbpath=getattr(args, "dbpath", None))
     if args.action == "list":
-        return _list(settings.dbpath, settings.keep_versions)
+        try:
+            return _list(settings.dbpath, settings.keep_versions)
+        except OSError as exc:
+            print(f"mailsift model list: cannot read {exc.filename or settings.dbpath}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
     return _rollback(settings.dbpath, args.version, settings.keep_versions)
 
 

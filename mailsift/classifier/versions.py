@@ -198,7 +198,7 @@ def list_versions(dbpath: str | Path) -> list[Version]:
             meta = json.loads((root / name / VERSION_META).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(meta, dict):
+        if isinstance(meta, dict) and isinstance(meta.get("saved_at"), (int, float)):
             out.append(Version(name, root / name, meta))
     out.sort(key=lambda v: (v.saved_at, v.generation, v.name), reverse=True)
     return out
@@ -273,7 +273,7 @@ def rollback(dbpath: str | Path, wanted: str | None, keep: int = DEFAULT_KEEP) -
             raise VersionError(f"version {target.name} cannot be used: {exc}") from None
         snapshot = target.path / RECORD_FILE
         try:
-            src = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+            src = sqlite3.connect(snapshot.resolve().as_uri() + "?mode=ro", uri=True)
             try:
                 rows = list(src.execute("SELECT digest, label, step, learned_at FROM learned"))
             finally:
