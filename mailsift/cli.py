@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "learn": "mailsift.classifier.cmd_learn",
     "classify": "mailsift.classifier.cmd_classify",
     "evaluate": "mailsift.classifier.cmd_evaluate",
+    "model": "mailsift.classifier.cmd_model",
     "retrain": "mailsift.feedback.cmd_retrain",
     "feedback": "mailsift.feedback.cmd_feedback",
     "milter": "mailsift.milter.cmd",

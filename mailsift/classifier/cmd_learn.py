@@ -56,8 +56,8 @@ def run(args: Namespace, config: Config) -> int:
         if args.backup:
             return _backup(dbpath, args.backup)
         if args.restore:
-            return _restore(dbpath, args.restore)
-        return _learn(args, dbpath)
+            return _restore(dbpath, args.restore, settings.keep_versions)
+        return _learn(args, dbpath, settings.keep_versions)
     except ModelError as exc:
         print(f"mailsift learn: {exc}", file=sys.stderr)
         return 1
@@ -67,7 +67,7 @@ def run(args: Namespace, config: Config) -> int:
         return 1
 
 
-def _learn(args: Namespace, dbpath: str) -> int:
+def _learn(args: Namespace, dbpath: str, keep_versions: int) -> int:
     from mailsift.classifier.learn import Learner, LearnStats, Progress, count_paths, iter_paths
 
     if not args.paths:
@@ -77,7 +77,7 @@ def _learn(args: Namespace, dbpath: str) -> int:
     verb = "forget" if args.forget else ("learn spam" if args.spam else "learn ham")
     progress = Progress(count_paths(args.paths, args.kind), verb) if show else None
     stats = LearnStats()
-    with Learner(dbpath) as learner:
+    with Learner(dbpath, source="learn", keep_versions=keep_versions) as learner:
         messages = iter_paths(args.paths, args.kind)
         if args.forget:
             learner.forget_many(messages, stats, progress)
@@ -150,24 +150,30 @@ def _backup(dbpath: str, target: str) -> int:
     return 0
 
 
-def _restore(dbpath: str, source: str) -> int:
+def _restore(dbpath: str, source: str, keep_versions: int) -> int:
     import fcntl
     from pathlib import Path
 
     from mailsift.classifier.learn import LOCK_FILE
-    from mailsift.classifier.persist import import_state, save_model
+    from mailsift.classifier.persist import ModelError, import_state, read_sidecar, save_model
     from mailsift.classifier.record import LearnRecord
+    from mailsift.classifier.versions import record_version
 
     model, rows = import_state(source)
     Path(dbpath).mkdir(parents=True, exist_ok=True)
     with open(Path(dbpath) / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:  # generations only grow, so the model history's names stay in order
+            live = int(read_sidecar(dbpath).get("generation", 0))
+        except (ModelError, ValueError, TypeError):
+            live = 0
         with LearnRecord(dbpath) as record:
             record.begin()
-            model.generation += 1
+            model.generation = max(model.generation, live) + 1
             record.replace_all(rows)
             record.set_meta("generation", str(model.generation))
             save_model(model, dbpath)
+            record_version(dbpath, "restore", keep_versions, record=record)
             record.commit()
     print(f"restored {model.n_ham_} ham, {model.n_spam_} spam and {len(rows)} learn record entries from {source}")
     return 0

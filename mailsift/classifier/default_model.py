@@ -81,11 +81,12 @@ def corpus_stream(corpora: Path) -> list[tuple[float, str, str]]:
 
 
 def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, force: bool = False,
-                         out: object = None) -> bool:
+                         out: object = None, keep_versions: int = 5) -> bool:
     """Train the default model into `dbpath` unless one is there; True when it trained."""
     from mailsift.classifier.learn import LOCK_FILE, Learner, clear, has_model
     from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE
     from mailsift.classifier.record import RECORD_FILE
+    from mailsift.classifier.versions import record_version
 
     stream = out or sys.stdout
     if has_model(dbpath) and not force:
@@ -101,7 +102,7 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
     target.mkdir(parents=True, exist_ok=True)
     work = target / ".training"
     clear(work)
-    with Learner(work) as learner:
+    with Learner(work, source=None) as learner:
         # In arrival order, each message with its own label, as mail comes in.
         learner.learn_labelled((path, Path(path).read_bytes(), label) for _, path, label in items)
         # This is the corpora's mail, not the site's: arm the first-day guard, let what the
@@ -116,6 +117,7 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
             (target / name).unlink(missing_ok=True)
         for name in (RECORD_FILE, MODEL_FILE, SIDECAR_FILE):
             os.replace(work / name, target / name)
+        record_version(target, "default", keep_versions)
     shutil.rmtree(work, ignore_errors=True)
     print(f"trained the default model in {dbpath}: {model.n_ham_} ham, {model.n_spam_} spam "  # type: ignore[arg-type]
           f"from {corpora} in {time.monotonic() - start:.1f} s", file=stream)

@@ -3,7 +3,8 @@
     with Learner(dbpath) as learner:              # exclusive lock on the model dir
         stats = learner.learn_many(messages, "spam")   # known -> skip, other label -> move
         learner.forget(raw)
-        learner.save()                            # model (atomic) + record, same generation
+        learner.save()                            # model (atomic) + record, same generation,
+                                                  # and a version in DBPATH/versions/ (versions.py)
 
 Consistency: the record's changes are one SQLite transaction, committed right after the model
 file is renamed into place; both carry the same generation number. A run killed between the
@@ -27,6 +28,7 @@ from mailsift.classifier.model import SpamModel
 from mailsift.classifier.persist import (MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir, load_model,
                                         save_model)
 from mailsift.classifier.record import RECORD_FILE, LearnRecord, message_digest
+from mailsift.classifier.versions import DEFAULT_KEEP, record_version
 
 LOCK_FILE = ".learn.lock"
 BATCH = 256
@@ -49,9 +51,14 @@ def has_model(dbpath: str | Path) -> bool:
 
 
 class Learner:
-    def __init__(self, dbpath: str | Path, create: bool = True) -> None:
+    def __init__(self, dbpath: str | Path, create: bool = True, source: str | None = "learn",
+                 keep_versions: int = DEFAULT_KEEP) -> None:
+        """source: what each save() is recorded as in the model history (None: not recorded,
+        for scratch directories); keep_versions: how many versions the history keeps."""
         self.dbpath = Path(dbpath)
         check_model_dir(self.dbpath)  # before anything is opened in another user's directory
+        self.source = source
+        self.keep_versions = keep_versions
         self.dbpath.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dbpath / LOCK_FILE, "a+")  # noqa: SIM115 - held for the run
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -163,6 +170,8 @@ class Learner:
         self.model.generation += 1
         self.record.set_meta("generation", str(self.model.generation))
         save_model(self.model, self.dbpath)
+        if self.source is not None:
+            record_version(self.dbpath, self.source, self.keep_versions, record=self.record)
         self.record.commit()
         self.record.begin()
         self.dirty = False

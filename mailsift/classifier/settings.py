@@ -17,6 +17,8 @@ class ClassifierSettings:
     unsure_points: float = 1.0
     # Only the first max_bytes of a message are read for tokens (the verdict says "partial").
     max_bytes: int = 262144
+    # Saved models kept under DBPATH/versions/ for `mailsift model list/rollback`; 0 = none.
+    keep_versions: int = 5
 
     def validate(self) -> None:
         if self.required <= 0:
@@ -25,3 +27,5 @@ class ClassifierSettings:
             raise ValueError("unsure_points must not be negative")
         if self.max_bytes < 1024:
             raise ValueError("max_bytes must be at least 1024")
+        if not 0 <= self.keep_versions <= 1000:
+            raise ValueError("keep_versions must be between 0 (no model history) and 1000")

@@ -49,7 +49,8 @@ def run(args: Namespace, config: Config) -> int:
         return 1
     try:
         report = retrain(dbpath, args.ham, args.spam, "maildir" if args.maildir else None, args.holdout,
-                         args.force, args.dry_run, config.classifier.required)
+                         args.force, args.dry_run, config.classifier.required,
+                         config.classifier.keep_versions)
     except (RetrainError, ModelError) as exc:
         print(f"mailsift retrain: {exc}", file=sys.stderr)
         return 1

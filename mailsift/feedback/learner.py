@@ -64,12 +64,13 @@ class FeedbackLearner:
                  spool_max_messages: int = 20000, max_batch: int = 1000, *,
                  max_per_user_day: int = 0, confirm_after: float | None = None,
                  opted_out: Callable[[str], bool] = lambda user: False, clock: Clock = time.time,
-                 sweep_interval: float = SWEEP_INTERVAL) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5) -> None:
         """confirm_after (seconds): learn from what users keep (implicit.py); None = off.
         max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds."""
         self.store = store
         self.dbpath = Path(dbpath)
         self.save_interval = save_interval
+        self.keep_versions = keep_versions  # [classifier] keep_versions: the model history
         self.max_batch = max_batch
         self.spool = Spool(self.dbpath, spool_max_messages)
         self.max_per_user_day = max_per_user_day
@@ -359,7 +360,8 @@ class FeedbackLearner:
         from mailsift.classifier.learn import Learner
 
         state, cap, day = self.state, self.max_per_user_day, day_of(now)
-        with Learner(self.dbpath) as learner:  # flock + fresh load of the model and record
+        # flock + fresh load of the model and record
+        with Learner(self.dbpath, source="feedback", keep_versions=self.keep_versions) as learner:
             judgements: list[Judgement] = []
             spooled: list[tuple[Judgement, bytes]] = []
             items = []
@@ -444,7 +446,7 @@ class _Off:
 
 
 def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str = "models",
-                  users: str | Path | None = None) -> Handle:
+                  users: str | Path | None = None, keep_versions: int = 5) -> Handle:
     """Start learning from `store`'s events into the model dir (settings.dbpath, else
     classifier_dbpath). `users`: the user database, for who opted out of implicit feedback.
     Returns a handle whose stop() learns what is pending and ends the worker."""
@@ -465,4 +467,5 @@ def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str
     return FeedbackLearner(store, settings.model_dir(classifier_dbpath), settings.save_interval,
                            settings.spool_max_messages, max_per_user_day=settings.max_learn_per_user_day,
                            confirm_after=settings.confirm_after_seconds() if settings.implicit else None,
-                           opted_out=opted_out, clock=clock, sweep_interval=sweep_interval).start()
+                           opted_out=opted_out, clock=clock, sweep_interval=sweep_interval,
+                           keep_versions=keep_versions).start()

@@ -119,7 +119,7 @@ def _not_worse(new: Evaluation, live: Evaluation) -> bool:
 
 def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (),
             kind: str | None = None, holdout: float = 0.2, force: bool = False, dry_run: bool = False,
-            required: float = 5.0) -> RetrainReport:
+            required: float = 5.0, keep_versions: int = 5) -> RetrainReport:
     from mailsift.classifier.learn import LOCK_FILE, Learner, LearnStats, has_model
 
     from mailsift.classifier.persist import UntrustedModel, check_model_dir
@@ -148,7 +148,7 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
         live = _load_live(d, force) if has_model(d) else None
         scratch = Path(tempfile.mkdtemp(prefix=".retrain-", dir=d))
         try:
-            with Learner(scratch) as learner:
+            with Learner(scratch, source=None) as learner:
                 if live is not None:
                     from mailsift.classifier.model import SpamModel
 
@@ -173,7 +173,7 @@ def retrain(dbpath: str | Path, ham: Sequence[str] = (), spam: Sequence[str] = (
                 rows = learner.record.rows()
                 _decide(report, live is not None, force, dry_run)
                 if report.decision == "swapped":
-                    _swap(d, model, rows)
+                    _swap(d, model, rows, keep_versions)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return report
@@ -238,11 +238,12 @@ def _decide(report: RetrainReport, has_live: bool, force: bool, dry_run: bool) -
         report.decision, report.reason = "kept", why
 
 
-def _swap(d: Path, model: object, rows: list[tuple[str, str, float]]) -> None:
+def _swap(d: Path, model: object, rows: list[tuple[str, str, float]], keep_versions: int) -> None:
     """Back up the live model, then replace model and learn record (under the caller's lock)."""
     from mailsift.classifier.learn import has_model
     from mailsift.classifier.persist import ModelError, export_state, load_model, save_model
     from mailsift.classifier.record import LearnRecord
+    from mailsift.classifier.versions import record_version
 
     generation = 0
     if has_model(d):
@@ -262,6 +263,7 @@ def _swap(d: Path, model: object, rows: list[tuple[str, str, float]]) -> None:
             record.replace_all(rows)
             record.set_meta("generation", str(model.generation))  # type: ignore[attr-defined]
             save_model(model, d)  # type: ignore[arg-type]
+            record_version(d, "retrain", keep_versions, record=record)
             record.commit()
         except BaseException:
             record.rollback()

@@ -31,8 +31,8 @@ def _feedback_starter(config: Config, users: str | None = None) -> Callable[[Any
         from mailsift.feedback.learner import start_learner
     except ModuleNotFoundError:
         return None
-    dbpath = config.classifier.dbpath
-    return lambda store: start_learner(store, feedback, dbpath, users)
+    dbpath, keep = config.classifier.dbpath, config.classifier.keep_versions
+    return lambda store: start_learner(store, feedback, dbpath, users, keep)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
