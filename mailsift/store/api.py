@@ -55,9 +55,10 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, NamedTuple, TypeVar
+from typing import Callable, ContextManager, Iterable, Iterator, Literal, NamedTuple, TypeVar
 
 from mailsift.store import index as idx
+from mailsift.store.indexdb import IndexDB
 from mailsift.store import maildir as md
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.locks import MailboxLock
@@ -85,7 +86,6 @@ DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [
 # Seconds between checks that another process replaced (rebuilt) the index file; a process
 # still on the old file meets its corruption errors first, which reopen it at once.
 INDEX_CHECK_INTERVAL = 1.0
-_BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
 class StoreError(Exception):
@@ -383,7 +383,8 @@ class Mailbox:
 
     def _open_index(self, rebuild: bool = False) -> None:
         """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
-        self._db, rebuilt = idx.connect(self.path, self.store.lock_timeout, rebuild=rebuild)
+        self._db = IndexDB(self.path, self.store.lock_timeout, rebuild=rebuild)
+        rebuilt = self._db.rebuilt
         self._index_id = idx.file_id(self._index_file)
         self._mtimes.clear()
         self._sync_folder_list(rebuilt=rebuilt)
@@ -391,10 +392,9 @@ class Mailbox:
             with self._txn():
                 for name in STANDARD_FOLDERS:
                     if self._frow_opt(name) is not None:
-                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
-                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (INBOX,))
-        for row in self._db.execute("SELECT id, mtime_new, mtime_cur FROM folders").fetchall():
-            self._mtimes[row[0]] = (row[1], row[2])
+                        self._db.subscribe(name)
+                self._db.subscribe(INBOX)
+        self._mtimes.update(self._db.folder_mtimes())
 
     def _reopen_index(self, rebuild: bool) -> None:
         """While running (lock held): reopen the index another process replaced, or set a
@@ -433,27 +433,9 @@ class Mailbox:
         except Exception:  # noqa: BLE001 - never raise from a finaliser
             pass
 
-    @contextmanager
-    def _txn(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction. durable=False (flag changes and expunges only) commits without
-        fsyncing the WAL (SQLite synchronous=NORMAL): an application crash loses nothing, a power
-        loss or OS crash can lose the last such commits not followed by a durable one. Their
-        files were already renamed or removed, so the next sync recovers system flags and
-        expunges from the files; only keyword changes and modseqs of those last commits are lost.
-        (perf: saves one fsync per STORE/EXPUNGE; see docs/imap.md.)"""
-        if not durable:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        finally:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+    def _txn(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
+        """A write transaction on the index (IndexDB.txn)."""
+        return self._db.txn(durable)
 
     def _flush_events(self) -> None:
         with self._lock.thread_lock:
@@ -493,11 +475,7 @@ class Mailbox:
             modseq=frow["highestmodseq"] if frow else 0, **kw))  # type: ignore[arg-type]
 
     def _frow_opt(self, name: str) -> sqlite3.Row | None:
-        cur = self._db.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur "
-            "FROM folders WHERE name = ?", (name,))
-        cur.row_factory = sqlite3.Row
-        return cur.fetchone()
+        return self._db.folder(name)
 
     def _frow(self, name: str) -> sqlite3.Row:
         row = self._frow_opt(name)
@@ -506,7 +484,7 @@ class Mailbox:
         return row
 
     def _folder_names(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM folders ORDER BY name")]
+        return self._db.folder_names()
 
     def _fpath(self, name: str) -> Path:
         return self.path / folder_dirname(name) if name != INBOX else self.path
@@ -535,27 +513,9 @@ class Mailbox:
             if self._mtimes.get(fid) == before:
                 self._mtimes[fid] = self._mt(name)
 
-    def _rows_by_uid(self, fid: int, cols: str, wanted: set[int], extra: str = "") -> list[tuple]:
-        """The rows of these UIDs (ascending), by primary key: a STORE/COPY/MOVE/EXPUNGE of a few
-        messages no longer reads every row of the folder (perf: see docs/imap.md). Large
-        sets read the folder once and filter, as before."""
-        if len(wanted) > _BY_UID_MAX:
-            rows = self._db.execute(f"SELECT {cols} FROM messages WHERE folder_id = ?{extra} ORDER BY uid",
-                                    (fid,)).fetchall()
-            return [r for r in rows if r[0] in wanted]
-        out: list[tuple] = []
-        ordered = sorted(wanted)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i:i + 500]
-            out += self._db.execute(
-                f"SELECT {cols} FROM messages WHERE folder_id = ? AND uid IN ({','.join('?' * len(chunk))}){extra} "
-                "ORDER BY uid", (fid, *chunk)).fetchall()
-        return out
-
     # ------------------------------------------------------------------ folders
     def _new_folder_row(self, name: str, special_use: str | None) -> None:
-        self._db.execute("INSERT INTO folders (name, uidvalidity, special_use) VALUES (?, ?, ?)",
-                         (name, idx.next_uidvalidity(self.path), special_use))
+        self._db.add_folder(name, idx.next_uidvalidity(self.path), special_use)
 
     def _sync_folder_list(self, rebuilt: bool = False) -> None:
         on_disk = {INBOX}
@@ -571,9 +531,7 @@ class Mailbox:
             for name in sorted(on_disk - known):
                 self._new_folder_row(name, _default_special_use(name))
             for name in known - on_disk:
-                fid = self._frow(name)["id"]
-                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (fid,))
-                self._db.execute("DELETE FROM folders WHERE id = ?", (fid,))
+                self._db.remove_folder(self._frow(name)["id"])
         if not rebuilt:
             for name in sorted(on_disk - known):
                 self._event("folder-created", name, via="sync")
@@ -592,9 +550,7 @@ class Mailbox:
         """Every folder, INBOX first, then by name."""
         with self._op():
             self._sync_folder_list()
-            cur = self._db.execute("SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use FROM folders")
-            cur.row_factory = sqlite3.Row
-            rows = cur.fetchall()
+            rows = self._db.folder_rows()
             subs = set(self.subscriptions())
             names = {r["name"] for r in rows}
             infos = [self._info(r, subs, names) for r in rows]
@@ -610,12 +566,8 @@ class Mailbox:
         with self._op():
             frow = self._frow_opt(name)
             if frow is not None and md.is_maildir(self._fpath(name)):
-                prefix = name + SEPARATOR
-                child = self._db.execute(
-                    "SELECT 1 FROM folders WHERE substr(name, 1, ?) = ? LIMIT 1",
-                    (len(prefix), prefix)).fetchone() is not None
-                sub = self._db.execute("SELECT 1 FROM subscriptions WHERE name = ?",
-                                       (name,)).fetchone() is not None
+                child = self._db.has_children(name, SEPARATOR)
+                sub = self._db.is_subscribed(name)
                 return FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
                                   uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
                                   subscribed=sub, has_children=child)
@@ -640,9 +592,7 @@ class Mailbox:
     def special_folder(self, special_use: str) -> str | None:
         """The folder with this special use ("\\Junk", ...), or None."""
         with self._lock.thread_lock:
-            row = self._db.execute("SELECT name FROM folders WHERE special_use = ? ORDER BY id LIMIT 1",
-                                   (special_use,)).fetchone()
-        return row[0] if row else None
+            return self._db.special_folder(special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
         """Create a folder (and any missing parents). special_use defaults from the name
@@ -684,8 +634,7 @@ class Mailbox:
             os.rename(self._fpath(name), doomed)
             md.fsync_dir(self.path)
             with self._txn():
-                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (frow["id"],))
-                self._db.execute("DELETE FROM folders WHERE id = ?", (frow["id"],))
+                self._db.remove_folder(frow["id"])
             self._mtimes.pop(frow["id"], None)
             self.store.listings.drop((self.user, frow["id"]))
             shutil.rmtree(doomed, ignore_errors=True)
@@ -735,9 +684,7 @@ class Mailbox:
             md.fsync_dir(self.path)
             with self._txn():
                 for src, dst in renames:
-                    self._db.execute("UPDATE folders SET name = ? WHERE name = ?", (dst, src))
-                    if self._db.execute("DELETE FROM subscriptions WHERE name = ?", (src,)).rowcount:
-                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (dst,))
+                    self._db.rename_folder(src, dst)
             for src, dst in renames:
                 self._event("folder-renamed", dst, via="rename", old_name=src)
 
@@ -746,13 +693,13 @@ class Mailbox:
         name = normalize_folder(name)
         with self._lock, self._txn():
             if subscribed:
-                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+                self._db.subscribe(name)
             else:
-                self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+                self._db.unsubscribe(name)
 
     def subscriptions(self) -> list[str]:
         with self._lock.thread_lock:
-            return [r[0] for r in self._db.execute("SELECT name FROM subscriptions ORDER BY name")]
+            return self._db.subscriptions()
 
     # ------------------------------------------------------------------ sync & recovery
     def _recover_tmp(self, name: str) -> None:
@@ -767,8 +714,7 @@ class Mailbox:
             return
         now = time.time()
         for entry in entries:
-            row = self._db.execute("SELECT subdir, name FROM messages WHERE folder_id = ? AND key = ?",
-                                   (frow["id"], entry.name)).fetchone()
+            row = self._db.file_by_key(frow["id"], entry.name)
             if row is not None:
                 target = fpath / row[0] / row[1]
                 if not target.exists():
@@ -816,8 +762,7 @@ class Mailbox:
                         continue
                     key, _info = md.parse_name(entry.name)
                     files[key] = (sub, entry.name)
-        rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords FROM messages WHERE folder_id = ?",
-                                (fid,)).fetchall()
+        rows = self._db.sync_rows(fid)
         known: set[str] = set()
         gone: list[int] = []
         changed: list[tuple[int, str, str, str, str, str]] = []
@@ -847,11 +792,10 @@ class Mailbox:
                 # listings of this folder (stamp-checked) must not outlive it.
                 modseq = frow["highestmodseq"] + (1 if gone else 0)
                 for uid in gone:
-                    self._db.execute("DELETE FROM messages WHERE folder_id = ? AND uid = ?", (fid, uid))
+                    self._db.delete(fid, uid)
                 for uid, sub, fname, letters, _old, _kw in changed:
                     modseq += 1
-                    self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, modseq=? "
-                                     "WHERE folder_id=? AND uid=?", (sub, fname, letters, modseq, fid, uid))
+                    self._db.update_file(fid, uid, sub, fname, letters, modseq)
                 uid_next = frow["uidnext"]
                 new_uids = []
                 for key in added:
@@ -866,14 +810,10 @@ class Mailbox:
                             w = md.crlf_size(fh.read())
                     letters = md.info_letters(md.flags_from_letters(md.parse_name(fname)[1] or ""))
                     modseq += 1
-                    self._db.execute(
-                        "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                        "internal_date, size, modseq) VALUES (?,?,?,?,?,?,'',?,?,?)",
-                        (fid, uid_next, key, sub, fname, letters, st.st_mtime, w, modseq))
+                    self._db.insert((fid, uid_next, key, sub, fname, letters, "", st.st_mtime, w, modseq))
                     new_uids.append((uid_next, letters))
                     uid_next += 1
-                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, mtime_new=?, mtime_cur=? WHERE id=?",
-                                 (uid_next, modseq, mt[0], mt[1], fid))
+                self._db.set_synced(fid, mt, uid_next, modseq)
             for uid in gone:
                 self._event("expunge", name, uid=uid, via="sync")
             for uid, sub, fname, letters, old, kw in changed:
@@ -885,7 +825,7 @@ class Mailbox:
                 self._event("new", name, uid=uid, flags=_join_flags(letters, ""), via="sync")
         elif self._mtimes.get(fid) != mt:
             with self._txn():
-                self._db.execute("UPDATE folders SET mtime_new=?, mtime_cur=? WHERE id=?", (mt[0], mt[1], fid))
+                self._db.set_synced(fid, mt)
         self._mtimes[fid] = mt
 
     # ------------------------------------------------------------------ adding messages
@@ -955,8 +895,7 @@ class Mailbox:
         frow = self._frow(folder)
         if frow["uidvalidity"] != uidvalidity:
             return False
-        row = self._db.execute("SELECT subdir, name, key FROM messages WHERE folder_id = ? AND uid = ?",
-                               (frow["id"], uid)).fetchone()
+        row = self._db.file_by_uid(frow["id"], uid)
         if row is None:
             return False
         fdir = self._fdir(folder)
@@ -968,8 +907,7 @@ class Mailbox:
         fpath = self._fpath(folder)
         with self._op():
             if dedup_key is not None:
-                prev = self._db.execute("SELECT folder, uid, uidvalidity FROM deliveries WHERE digest = ?",
-                                        (dedup_key,)).fetchone()
+                prev = self._db.delivery(dedup_key)
                 if prev is not None:
                     if self._first_copy(prev[0], prev[1], prev[2]):
                         os.unlink(tmp)
@@ -980,15 +918,10 @@ class Mailbox:
             with self._txn():
                 uid = frow["uidnext"]
                 modseq = frow["highestmodseq"] + 1
-                self._db.execute(
-                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                    "internal_date, size, modseq) VALUES (?,?,?,'new',?,'','',?,?,?)",
-                    (frow["id"], uid, key, key, when, size, modseq))
-                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
-                                 (uid + 1, modseq, frow["id"]))
+                self._db.insert((frow["id"], uid, key, "new", key, "", "", when, size, modseq))
+                self._db.set_counters(frow["id"], uid + 1, modseq)
                 if dedup_key is not None:
-                    self._db.execute("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?)",
-                                     (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
+                    self._db.record_delivery(dedup_key, folder, uid, frow["uidvalidity"], time.time())
             _crash_point("deliver-committed")
             try:
                 with self._own_change(folder, frow["id"]):
@@ -1000,9 +933,9 @@ class Mailbox:
                         # another process's sync rolled it forward already
             except OSError:
                 with self._txn():
-                    self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
+                    self._db.delete(frow["id"], uid)
                     if dedup_key is not None:
-                        self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
+                        self._db.forget_delivery(dedup_key)
                 raise
             self._event("new", folder, uid=uid, via="deliver")
         # Outside the lock, so concurrent deliveries share the directory's journal commit. Should
@@ -1048,13 +981,10 @@ class Mailbox:
             for key, _tmp, fl, when, size in items:
                 letters, keywords = _split_flags(fl)
                 modseq += 1
-                self._db.execute(
-                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                    "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
-                    (fid, uid, key, md.file_name(key, fl), letters, keywords, when, size, modseq))
+                self._db.insert((fid, uid, key, "cur", md.file_name(key, fl), letters, keywords, when, size, modseq))
                 out.append((uid, modseq))
                 uid += 1
-            self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?", (uid, modseq, fid))
+            self._db.set_counters(fid, uid, modseq)
         self.store.listings.patch(
             (self.user, fid), _stamp(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key)
@@ -1092,10 +1022,7 @@ class Mailbox:
                 lo = bisect.bisect_left(hit, uid_min, key=lambda m: m.uid)
                 hi = bisect.bisect_right(hit, uid_max if uid_max is not None else 1 << 62, key=lambda m: m.uid)
                 return hit[lo:hi]
-            rows = self._db.execute(
-                "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
-                "WHERE folder_id = ? AND uid >= ? AND uid <= ? ORDER BY uid",
-                (fid, uid_min, uid_max if uid_max is not None else 1 << 62)).fetchall()
+            rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
             make, join = MessageInfo, _join_flags
             infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
             if whole:
@@ -1119,15 +1046,12 @@ class Mailbox:
             self._frow(folder)
             self._sync_folder(folder)
             frow = self._frow(folder)
-            n, unseen, deleted, size = self._db.execute(
-                "SELECT count(*), coalesce(sum(instr(sysflags,'S') = 0),0), coalesce(sum(instr(sysflags,'T') > 0),0), "
-                "coalesce(sum(size),0) FROM messages WHERE folder_id = ?", (frow["id"],)).fetchone()
+            n, unseen, deleted, size = self._db.status(frow["id"])
         return FolderStatus(folder, n, unseen, deleted, size, frow["uidnext"], frow["uidvalidity"],
                             frow["highestmodseq"])
 
     def _path_of(self, folder: str, uid: int) -> str:
-        row = self._db.execute("SELECT m.subdir, m.name FROM messages m JOIN folders f ON m.folder_id = f.id "
-                               "WHERE f.name = ? AND m.uid = ?", (folder, uid)).fetchone()
+        row = self._db.file_by_folder_uid(folder, uid)
         if row is None:
             self._frow(folder)  # NoSuchFolder
             raise NoSuchMessage(f"no message {uid} in {folder}")
@@ -1177,11 +1101,10 @@ class Mailbox:
         folder = normalize_folder(folder)
         with self._lock:
             fid = self._frow(folder)["id"]
-            row = self._db.execute("SELECT uidvalidity, floor FROM recent WHERE folder_id = ?", (fid,)).fetchone()
-            floor = row[1] if row is not None and row[0] == uidvalidity else 0
+            floor = self._db.recent_floor(fid, uidvalidity)
             if not readonly and top > floor:
                 with self._txn(durable=False):
-                    self._db.execute("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", (fid, uidvalidity, top))
+                    self._db.set_recent_floor(fid, uidvalidity, top)
             return floor
 
     # ------------------------------------------------------------------ changing
@@ -1200,7 +1123,7 @@ class Mailbox:
             self._sync_folder(folder)
             frow = self._frow(folder)
             fid, fpath = frow["id"], self._fpath(folder)
-            rows = self._rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq",
+            rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq",
                                      wanted)
             updates = []
             with self._own_change(folder, fid):
@@ -1227,10 +1150,9 @@ class Mailbox:
                     modseq = frow["highestmodseq"]
                     for uid, sub, name, letters, kws, before, after, when, size, key in updates:
                         modseq += 1
-                        self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, keywords=?, modseq=? "
-                                         "WHERE folder_id=? AND uid=?", (sub, name, letters, kws, modseq, fid, uid))
+                        self._db.update_flags(fid, uid, sub, name, letters, kws, modseq)
                         changed.append(MessageInfo(uid, after, when, size, modseq, key))
-                    self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, fid))
+                    self._db.set_modseq(fid, modseq)
                 before_stamp = _stamp(frow)
                 self.store.listings.patch((self.user, fid), before_stamp,
                                           (before_stamp[0], modseq, before_stamp[2]), changed=changed)
@@ -1249,7 +1171,7 @@ class Mailbox:
             sfrow = self._frow(src)
             self._frow(dst)  # raises NoSuchFolder before anything is written
             spath, dpath = self._fpath(src), self._fpath(dst)
-            rows = self._rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
+            rows = self._db.rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
                                      wanted)
             items, sources = [], []
             try:
@@ -1295,7 +1217,7 @@ class Mailbox:
             self._sync_folder(dst)
             sfrow, dfrow = self._frow(src), self._frow(dst)
             spath, dpath = self._fpath(src), self._fpath(dst)
-            rows = self._rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
+            rows = self._db.rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
                                      wanted)
             moved = []
             with self._own_change(src, sfrow["id"]), self._own_change(dst, dfrow["id"]):
@@ -1304,8 +1226,7 @@ class Mailbox:
                         continue
                     fl = _join_flags(sysflags, keywords)
                     newkey = key
-                    if self._db.execute("SELECT 1 FROM messages WHERE folder_id=? AND key=?",
-                                        (dfrow["id"], key)).fetchone():
+                    if self._db.has_key(dfrow["id"], key):
                         newkey = md.new_key(self.store.hostname)
                     try:
                         os.rename(spath / subdir / fname, dpath / "cur" / md.file_name(newkey, fl))
@@ -1322,16 +1243,13 @@ class Mailbox:
                             letters, kws = _split_flags(fl)
                             dmod += 1
                             smod += 1
-                            self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (sfrow["id"], uid))
-                            self._db.execute(
-                                "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                                "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
-                                (dfrow["id"], duid, newkey, md.file_name(newkey, fl), letters, kws, when, size, dmod))
+                            self._db.delete(sfrow["id"], uid)
+                            self._db.insert((dfrow["id"], duid, newkey, "cur", md.file_name(newkey, fl), letters, kws,
+                                             when, size, dmod))
                             pairs.append((uid, duid, fl))
                             duid += 1
-                        self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
-                                         (duid, dmod, dfrow["id"]))
-                        self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (smod, sfrow["id"]))
+                        self._db.set_counters(dfrow["id"], duid, dmod)
+                        self._db.set_modseq(sfrow["id"], smod)
                 else:
                     pairs = []
             for suid, duid, fl in pairs:
@@ -1351,10 +1269,9 @@ class Mailbox:
             frow = self._frow(folder)
             fid, fpath = frow["id"], self._fpath(folder)
             if wanted is None:
-                doomed = self._db.execute("SELECT uid, subdir, name FROM messages WHERE folder_id = ? "
-                                          "AND instr(sysflags, 'T') > 0 ORDER BY uid", (fid,)).fetchall()
+                doomed = self._db.deleted_rows(fid)
             else:
-                doomed = self._rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
+                doomed = self._db.rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
             if not doomed:
                 return []
             with self._own_change(folder, fid):
@@ -1364,9 +1281,8 @@ class Mailbox:
                     except FileNotFoundError:
                         pass
             with self._txn(durable=False):
-                self._db.executemany("DELETE FROM messages WHERE folder_id=? AND uid=?",
-                                     [(fid, r[0]) for r in doomed])
-                self._db.execute("UPDATE folders SET highestmodseq=highestmodseq+1 WHERE id=?", (fid,))
+                self._db.delete_many(fid, [r[0] for r in doomed])
+                self._db.bump_modseq(fid)
             before_stamp = _stamp(frow)
             self.store.listings.patch((self.user, fid), before_stamp,
                                       (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),
@@ -1379,7 +1295,7 @@ class Mailbox:
         """Forget delivery digests older than `days` (the server calls this now and then)."""
         cutoff = time.time() - days * 86400
         with self._lock, self._txn():
-            self._db.execute("DELETE FROM deliveries WHERE at < ?", (cutoff,))
+            self._db.prune_deliveries(cutoff)
 
 
 def _mtime(fpath: Path, sub: str, name: str) -> float:
