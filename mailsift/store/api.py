@@ -58,11 +58,12 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, Literal, NamedTuple, TypeVar
 
 from mailsift.store import index as idx
-from mailsift.store.indexdb import IndexDB
 from mailsift.store import maildir as md
+from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
+from mailsift.store.indexdb import IndexDB
 from mailsift.store.locks import MailboxLock
-from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname, folder_from_dirname,
+from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
 
 log = logging.getLogger("mailsift.store")
@@ -518,12 +519,7 @@ class Mailbox:
         self._db.add_folder(name, idx.next_uidvalidity(self.path), special_use)
 
     def _sync_folder_list(self, rebuilt: bool = False) -> None:
-        on_disk = {INBOX}
-        for entry in os.scandir(self.path):
-            if entry.is_dir(follow_symlinks=False):
-                name = folder_from_dirname(entry.name)
-                if name is not None and md.is_maildir(Path(entry.path)):
-                    on_disk.add(name)
+        on_disk = sync.folders_on_disk(self.path)
         known = set(self._folder_names())
         if on_disk == known:
             return
@@ -703,36 +699,7 @@ class Mailbox:
 
     # ------------------------------------------------------------------ sync & recovery
     def _recover_tmp(self, name: str) -> None:
-        """Roll forward files committed to the index but still in tmp/ (a crash between commit and
-        rename); remove our own abandoned tmp files (their writer died before committing)."""
-        fpath = self._fpath(name)
-        frow = self._frow(name)
-        tmpdir = fpath / "tmp"
-        try:
-            entries = list(os.scandir(tmpdir))
-        except FileNotFoundError:
-            return
-        now = time.time()
-        for entry in entries:
-            row = self._db.file_by_key(frow["id"], entry.name)
-            if row is not None:
-                target = fpath / row[0] / row[1]
-                if not target.exists():
-                    os.rename(entry.path, target)
-                    md.fsync_dir(target.parent)
-                    log.info("%s: recovered %s/%s from tmp/", self.user, name, entry.name)
-                    continue
-            m = re.search(r"P(\d+)Q\d+", entry.name)
-            mine_dead = m is not None and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1))))
-            try:
-                old = now - entry.stat().st_mtime > 36 * 3600
-            except FileNotFoundError:
-                continue
-            if mine_dead or old:
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+        sync.recover_tmp(self._db, self._fpath(name), self._frow(name)["id"], self.user, name)
 
     def sync(self, name: str | None = None, force: bool = False) -> None:
         """Pick up changes made by other programs to one folder (or all). Cheap when the folder's
@@ -748,80 +715,18 @@ class Mailbox:
         mt = self._mt(name)
         if not force and self._mtimes.get(fid) == mt:
             return
-        fpath = self._fpath(name)
-        files: dict[str, tuple[str, str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                it = os.scandir(fpath / sub)
-            except FileNotFoundError:
-                md.ensure_maildir(fpath, folder=name != INBOX)
-                continue
-            with it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    key, _info = md.parse_name(entry.name)
-                    files[key] = (sub, entry.name)
-        rows = self._db.sync_rows(fid)
-        known: set[str] = set()
-        gone: list[int] = []
-        changed: list[tuple[int, str, str, str, str, str]] = []
-        for uid, key, subdir, fname, sysflags, keywords in rows:
-            known.add(key)
-            found = files.get(key)
-            if found is None:
-                tmp = fpath / "tmp" / key
-                target = fpath / subdir / fname
-                if tmp.exists() and not target.exists():
-                    try:
-                        os.rename(tmp, target)  # committed but not yet renamed: roll forward
-                    except FileNotFoundError:
-                        pass  # its writer just renamed it
-                if target.exists():
-                    continue
-                gone.append(uid)
-            elif found != (subdir, fname):
-                letters = md.parse_name(found[1])[1] or ""
-                letters = md.info_letters(md.flags_from_letters(letters))
-                changed.append((uid, found[0], found[1], letters, sysflags, keywords))
-        added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), k))
-        if gone or changed or added:
-            self.store.listings.drop((self.user, fid))  # (an expunge found here leaves the stamp as it was)
-            with self._txn():
-                # An expunge found here bumps HIGHESTMODSEQ too: other processes' cached
-                # listings of this folder (stamp-checked) must not outlive it.
-                modseq = frow["highestmodseq"] + (1 if gone else 0)
-                for uid in gone:
-                    self._db.delete(fid, uid)
-                for uid, sub, fname, letters, _old, _kw in changed:
-                    modseq += 1
-                    self._db.update_file(fid, uid, sub, fname, letters, modseq)
-                uid_next = frow["uidnext"]
-                new_uids = []
-                for key in added:
-                    sub, fname = files[key]
-                    try:
-                        st = os.stat(fpath / sub / fname)
-                    except FileNotFoundError:
-                        continue
-                    s, w = md.sizes_from_key(key)
-                    if w is None:
-                        with open(fpath / sub / fname, "rb") as fh:
-                            w = md.crlf_size(fh.read())
-                    letters = md.info_letters(md.flags_from_letters(md.parse_name(fname)[1] or ""))
-                    modseq += 1
-                    self._db.insert((fid, uid_next, key, sub, fname, letters, "", st.st_mtime, w, modseq))
-                    new_uids.append((uid_next, letters))
-                    uid_next += 1
-                self._db.set_synced(fid, mt, uid_next, modseq)
-            for uid in gone:
+        # (an expunge found by the sync leaves the stamp as it was: drop the cached listing)
+        found = sync.sync_folder(self._db, self._fpath(name), name, frow, mt,
+                                 before_change=lambda: self.store.listings.drop((self.user, fid)))
+        if found is not None:
+            for uid in found.gone:
                 self._event("expunge", name, uid=uid, via="sync")
-            for uid, sub, fname, letters, old, kw in changed:
+            for uid, _sub, _fname, letters, old, kw in found.changed:
                 before, after = _join_flags(old, kw), _join_flags(letters, kw)
                 if before != after:
                     self._event("flags", name, uid=uid, flags=after, added=after - before,
                                 removed=before - after, via="sync")
-            for uid, letters in new_uids:
+            for uid, letters in found.added:
                 self._event("new", name, uid=uid, flags=_join_flags(letters, ""), via="sync")
         elif self._mtimes.get(fid) != mt:
             with self._txn():
@@ -1296,23 +1201,6 @@ class Mailbox:
         cutoff = time.time() - days * 86400
         with self._lock, self._txn():
             self._db.prune_deliveries(cutoff)
-
-
-def _mtime(fpath: Path, sub: str, name: str) -> float:
-    try:
-        return os.stat(fpath / sub / name).st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _crash_point(point: str) -> None:
