@@ -39,7 +39,6 @@ Contract
 from __future__ import annotations
 
 import asyncio
-import bisect
 import errno
 import functools
 import logging
@@ -55,13 +54,14 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Iterator, Literal, NamedTuple, TypeVar
+from typing import Callable, ContextManager, Iterable, Iterator, Literal, TypeVar
 
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
 from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.indexdb import IndexDB
+from mailsift.store.listing import ListingCache, MessageInfo, stamp_of, uid_range
 from mailsift.store.locks import MailboxLock
 from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
@@ -136,20 +136,6 @@ class FolderStatus:
     highestmodseq: int
 
 
-class MessageInfo(NamedTuple):
-    """uid; flags (system flags and keywords); internal_date (epoch seconds); size (CRLF octets);
-    modseq (CONDSTORE); key (the Maildir base name: unique in the folder, stable while the message
-    stays there, also across index rebuilds — usable as a POP3 UIDL). Immutable (a NamedTuple:
-    cheap to make by the hundred thousand)."""
-
-    uid: int
-    flags: frozenset[str]
-    internal_date: float
-    size: int
-    modseq: int
-    key: str
-
-
 @dataclass(frozen=True)
 class Delivered:
     """The result of deliver(): where the message is. duplicate=True when the same dedup_key was
@@ -197,84 +183,6 @@ def _join_flags(letters: str, keywords: str) -> frozenset[str]:
 
 def _default_special_use(name: str) -> str | None:
     return SPECIAL_USE_BY_NAME.get(name)
-
-
-_Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change
-
-
-class ListingCache:
-    """Folder listings (list()) kept between calls and patched by this process's own flag
-    changes, appends and expunges (perf: SELECT, NOOP and the refresh after a change re-read and
-    rebuilt every row each time). An entry is used only while its stamp (UIDVALIDITY,
-    HIGHESTMODSEQ, UIDNEXT) equals the folder row's: any change it was not patched with, by
-    whatever path or process, bumps HIGHESTMODSEQ or UIDNEXT and makes it a miss. Bounded by the
-    total number of messages kept (least recently used folders go first). Thread-safe."""
-
-    MAX_ROWS = 200_000
-    MAX_FOLDER = 50_000  # bigger folders are not kept
-
-    def __init__(self) -> None:
-        self._items: "OrderedDict[tuple[str, int], tuple[_Stamp, list[MessageInfo]]]" = OrderedDict()
-        self._rows = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int], stamp: _Stamp) -> list[MessageInfo] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None or hit[0] != stamp:
-                return None
-            self._items.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: tuple[str, int], stamp: _Stamp, infos: list[MessageInfo]) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._rows -= len(old[1])
-            if len(infos) > self.MAX_FOLDER:
-                return
-            self._items[key] = (stamp, infos)
-            self._rows += len(infos)
-            while self._rows > self.MAX_ROWS and self._items:
-                _k, (_s, gone) = self._items.popitem(last=False)
-                self._rows -= len(gone)
-
-    def patch(self, key: tuple[str, int], before: _Stamp, after: _Stamp,
-              changed: Iterable[MessageInfo] = (), removed: Iterable[int] = ()) -> None:
-        """Apply one change committed to the index: only to an entry that was current before it
-        (stamp `before`); any other entry is dropped. `changed` replaces or (UIDs above all)
-        appends messages; `removed` UIDs go."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None:
-                return
-            if hit[0] != before:
-                self._rows -= len(self._items.pop(key)[1])
-                return
-            infos = list(hit[1])  # readers may hold the old list
-            gone = set(removed)
-            if gone:
-                infos = [m for m in infos if m.uid not in gone]
-            for m in changed:
-                i = bisect.bisect_left(infos, m.uid, key=lambda x: x.uid)
-                if i < len(infos) and infos[i].uid == m.uid:
-                    infos[i] = m
-                elif i == len(infos):
-                    infos.append(m)
-                else:
-                    infos.insert(i, m)
-            self._rows += len(infos) - len(hit[1])
-            self._items[key] = (after, infos)
-
-    def drop(self, key: tuple[str, int]) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._rows -= len(old[1])
-
-
-def _stamp(frow: sqlite3.Row) -> _Stamp:
-    return (frow["uidvalidity"], frow["highestmodseq"], frow["uidnext"])
 
 
 class Store:
@@ -891,7 +799,7 @@ class Mailbox:
                 uid += 1
             self._db.set_counters(fid, uid, modseq)
         self.store.listings.patch(
-            (self.user, fid), _stamp(frow), (frow["uidvalidity"], modseq, uid),
+            (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key)
                      for (u, m), (key, _tmp, fl, when, size) in zip(out, items)])
         with self._own_change(folder, fid):
@@ -918,15 +826,13 @@ class Mailbox:
             frow = self._frow(folder)
             if uidvalidity is not None and frow["uidvalidity"] != uidvalidity:
                 raise NoSuchFolder(folder)
-            fid, stamp = frow["id"], _stamp(frow)
+            fid, stamp = frow["id"], stamp_of(frow)
             cache, ckey = self.store.listings, (self.user, fid)
             hit = cache.get(ckey, stamp)
             if hit is not None:
                 if whole:
                     return list(hit)
-                lo = bisect.bisect_left(hit, uid_min, key=lambda m: m.uid)
-                hi = bisect.bisect_right(hit, uid_max if uid_max is not None else 1 << 62, key=lambda m: m.uid)
-                return hit[lo:hi]
+                return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62)
             rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
             make, join = MessageInfo, _join_flags
             infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
@@ -1058,7 +964,7 @@ class Mailbox:
                         self._db.update_flags(fid, uid, sub, name, letters, kws, modseq)
                         changed.append(MessageInfo(uid, after, when, size, modseq, key))
                     self._db.set_modseq(fid, modseq)
-                before_stamp = _stamp(frow)
+                before_stamp = stamp_of(frow)
                 self.store.listings.patch((self.user, fid), before_stamp,
                                           (before_stamp[0], modseq, before_stamp[2]), changed=changed)
                 for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
@@ -1188,7 +1094,7 @@ class Mailbox:
             with self._txn(durable=False):
                 self._db.delete_many(fid, [r[0] for r in doomed])
                 self._db.bump_modseq(fid)
-            before_stamp = _stamp(frow)
+            before_stamp = stamp_of(frow)
             self.store.listings.patch((self.user, fid), before_stamp,
                                       (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),
                                       removed=[r[0] for r in doomed])
