@@ -684,11 +684,7 @@ class Mailbox:
             return self._once_more_if_corrupt(
                 lambda: self._commit_delivery(folder, key, tmp, size, when, dedup_key))
         finally:
-            if tmp.exists():
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            _discard(tmp)
 
     def _once_more_if_corrupt(self, step: Callable[[], _T]) -> _T:
         """Run `step`; when it met a corrupt index (which _op has rebuilt by then), run it again."""
@@ -776,11 +772,7 @@ class Mailbox:
                 [(uid, modseq)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
             return MessageInfo(uid, fl, when, size, modseq, key)
         finally:
-            if tmp.exists():
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            _discard(tmp)
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
@@ -1009,11 +1001,7 @@ class Mailbox:
                 pairs = self._commit_new(dst, items, via="copy", sources=sources) if items else []
             finally:
                 for item in items:
-                    if item[1].exists():
-                        try:
-                            os.unlink(item[1])
-                        except OSError:
-                            pass
+                    _discard(item[1])
         return [(s[2], p[0]) for s, p in zip(sources, pairs)]
 
     def move(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
@@ -1107,6 +1095,15 @@ class Mailbox:
         cutoff = time.time() - days * 86400
         with self._lock, self._txn():
             self._db.prune_deliveries(cutoff)
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a file left in tmp/ by a write that was not committed (a no-op once renamed)."""
+    if tmp.exists():
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _crash_point(point: str) -> None:
