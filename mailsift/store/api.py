@@ -39,7 +39,6 @@ Contract
 from __future__ import annotations
 
 import asyncio
-import bisect
 import errno
 import functools
 import logging
@@ -55,13 +54,16 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, NamedTuple, TypeVar
+from typing import Callable, ContextManager, Iterable, Iterator, Literal, TypeVar
 
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
+from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
+from mailsift.store.indexdb import IndexDB
+from mailsift.store.listing import ListingCache, MessageInfo, stamp_of, uid_range
 from mailsift.store.locks import MailboxLock
-from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname, folder_from_dirname,
+from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
 
 log = logging.getLogger("mailsift.store")
@@ -85,7 +87,6 @@ DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [
 # Seconds between checks that another process replaced (rebuilt) the index file; a process
 # still on the old file meets its corruption errors first, which reopen it at once.
 INDEX_CHECK_INTERVAL = 1.0
-_BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 
 
 class StoreError(Exception):
@@ -135,20 +136,6 @@ class FolderStatus:
     highestmodseq: int
 
 
-class MessageInfo(NamedTuple):
-    """uid; flags (system flags and keywords); internal_date (epoch seconds); size (CRLF octets);
-    modseq (CONDSTORE); key (the Maildir base name: unique in the folder, stable while the message
-    stays there, also across index rebuilds — usable as a POP3 UIDL). Immutable (a NamedTuple:
-    cheap to make by the hundred thousand)."""
-
-    uid: int
-    flags: frozenset[str]
-    internal_date: float
-    size: int
-    modseq: int
-    key: str
-
-
 @dataclass(frozen=True)
 class Delivered:
     """The result of deliver(): where the message is. duplicate=True when the same dedup_key was
@@ -196,84 +183,6 @@ def _join_flags(letters: str, keywords: str) -> frozenset[str]:
 
 def _default_special_use(name: str) -> str | None:
     return SPECIAL_USE_BY_NAME.get(name)
-
-
-_Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change
-
-
-class ListingCache:
-    """Folder listings (list()) kept between calls and patched by this process's own flag
-    changes, appends and expunges (perf: SELECT, NOOP and the refresh after a change re-read and
-    rebuilt every row each time). An entry is used only while its stamp (UIDVALIDITY,
-    HIGHESTMODSEQ, UIDNEXT) equals the folder row's: any change it was not patched with, by
-    whatever path or process, bumps HIGHESTMODSEQ or UIDNEXT and makes it a miss. Bounded by the
-    total number of messages kept (least recently used folders go first). Thread-safe."""
-
-    MAX_ROWS = 200_000
-    MAX_FOLDER = 50_000  # bigger folders are not kept
-
-    def __init__(self) -> None:
-        self._items: "OrderedDict[tuple[str, int], tuple[_Stamp, list[MessageInfo]]]" = OrderedDict()
-        self._rows = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int], stamp: _Stamp) -> list[MessageInfo] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None or hit[0] != stamp:
-                return None
-            self._items.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: tuple[str, int], stamp: _Stamp, infos: list[MessageInfo]) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._rows -= len(old[1])
-            if len(infos) > self.MAX_FOLDER:
-                return
-            self._items[key] = (stamp, infos)
-            self._rows += len(infos)
-            while self._rows > self.MAX_ROWS and self._items:
-                _k, (_s, gone) = self._items.popitem(last=False)
-                self._rows -= len(gone)
-
-    def patch(self, key: tuple[str, int], before: _Stamp, after: _Stamp,
-              changed: Iterable[MessageInfo] = (), removed: Iterable[int] = ()) -> None:
-        """Apply one change committed to the index: only to an entry that was current before it
-        (stamp `before`); any other entry is dropped. `changed` replaces or (UIDs above all)
-        appends messages; `removed` UIDs go."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None:
-                return
-            if hit[0] != before:
-                self._rows -= len(self._items.pop(key)[1])
-                return
-            infos = list(hit[1])  # readers may hold the old list
-            gone = set(removed)
-            if gone:
-                infos = [m for m in infos if m.uid not in gone]
-            for m in changed:
-                i = bisect.bisect_left(infos, m.uid, key=lambda x: x.uid)
-                if i < len(infos) and infos[i].uid == m.uid:
-                    infos[i] = m
-                elif i == len(infos):
-                    infos.append(m)
-                else:
-                    infos.insert(i, m)
-            self._rows += len(infos) - len(hit[1])
-            self._items[key] = (after, infos)
-
-    def drop(self, key: tuple[str, int]) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._rows -= len(old[1])
-
-
-def _stamp(frow: sqlite3.Row) -> _Stamp:
-    return (frow["uidvalidity"], frow["highestmodseq"], frow["uidnext"])
 
 
 class Store:
@@ -383,7 +292,8 @@ class Mailbox:
 
     def _open_index(self, rebuild: bool = False) -> None:
         """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
-        self._db, rebuilt = idx.connect(self.path, self.store.lock_timeout, rebuild=rebuild)
+        self._db = IndexDB(self.path, self.store.lock_timeout, rebuild=rebuild)
+        rebuilt = self._db.rebuilt
         self._index_id = idx.file_id(self._index_file)
         self._mtimes.clear()
         self._sync_folder_list(rebuilt=rebuilt)
@@ -391,10 +301,9 @@ class Mailbox:
             with self._txn():
                 for name in STANDARD_FOLDERS:
                     if self._frow_opt(name) is not None:
-                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
-                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (INBOX,))
-        for row in self._db.execute("SELECT id, mtime_new, mtime_cur FROM folders").fetchall():
-            self._mtimes[row[0]] = (row[1], row[2])
+                        self._db.subscribe(name)
+                self._db.subscribe(INBOX)
+        self._mtimes.update(self._db.folder_mtimes())
 
     def _reopen_index(self, rebuild: bool) -> None:
         """While running (lock held): reopen the index another process replaced, or set a
@@ -433,27 +342,9 @@ class Mailbox:
         except Exception:  # noqa: BLE001 - never raise from a finaliser
             pass
 
-    @contextmanager
-    def _txn(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction. durable=False (flag changes and expunges only) commits without
-        fsyncing the WAL (SQLite synchronous=NORMAL): an application crash loses nothing, a power
-        loss or OS crash can lose the last such commits not followed by a durable one. Their
-        files were already renamed or removed, so the next sync recovers system flags and
-        expunges from the files; only keyword changes and modseqs of those last commits are lost.
-        (perf: saves one fsync per STORE/EXPUNGE; see docs/imap.md.)"""
-        if not durable:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        finally:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=FULL")
+    def _txn(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
+        """A write transaction on the index (IndexDB.txn)."""
+        return self._db.txn(durable)
 
     def _flush_events(self) -> None:
         with self._lock.thread_lock:
@@ -493,11 +384,7 @@ class Mailbox:
             modseq=frow["highestmodseq"] if frow else 0, **kw))  # type: ignore[arg-type]
 
     def _frow_opt(self, name: str) -> sqlite3.Row | None:
-        cur = self._db.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur "
-            "FROM folders WHERE name = ?", (name,))
-        cur.row_factory = sqlite3.Row
-        return cur.fetchone()
+        return self._db.folder(name)
 
     def _frow(self, name: str) -> sqlite3.Row:
         row = self._frow_opt(name)
@@ -506,7 +393,7 @@ class Mailbox:
         return row
 
     def _folder_names(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT name FROM folders ORDER BY name")]
+        return self._db.folder_names()
 
     def _fpath(self, name: str) -> Path:
         return self.path / folder_dirname(name) if name != INBOX else self.path
@@ -535,35 +422,12 @@ class Mailbox:
             if self._mtimes.get(fid) == before:
                 self._mtimes[fid] = self._mt(name)
 
-    def _rows_by_uid(self, fid: int, cols: str, wanted: set[int], extra: str = "") -> list[tuple]:
-        """The rows of these UIDs (ascending), by primary key: a STORE/COPY/MOVE/EXPUNGE of a few
-        messages no longer reads every row of the folder (perf: see docs/imap.md). Large
-        sets read the folder once and filter, as before."""
-        if len(wanted) > _BY_UID_MAX:
-            rows = self._db.execute(f"SELECT {cols} FROM messages WHERE folder_id = ?{extra} ORDER BY uid",
-                                    (fid,)).fetchall()
-            return [r for r in rows if r[0] in wanted]
-        out: list[tuple] = []
-        ordered = sorted(wanted)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i:i + 500]
-            out += self._db.execute(
-                f"SELECT {cols} FROM messages WHERE folder_id = ? AND uid IN ({','.join('?' * len(chunk))}){extra} "
-                "ORDER BY uid", (fid, *chunk)).fetchall()
-        return out
-
     # ------------------------------------------------------------------ folders
     def _new_folder_row(self, name: str, special_use: str | None) -> None:
-        self._db.execute("INSERT INTO folders (name, uidvalidity, special_use) VALUES (?, ?, ?)",
-                         (name, idx.next_uidvalidity(self.path), special_use))
+        self._db.add_folder(name, idx.next_uidvalidity(self.path), special_use)
 
     def _sync_folder_list(self, rebuilt: bool = False) -> None:
-        on_disk = {INBOX}
-        for entry in os.scandir(self.path):
-            if entry.is_dir(follow_symlinks=False):
-                name = folder_from_dirname(entry.name)
-                if name is not None and md.is_maildir(Path(entry.path)):
-                    on_disk.add(name)
+        on_disk = sync.folders_on_disk(self.path)
         known = set(self._folder_names())
         if on_disk == known:
             return
@@ -571,9 +435,7 @@ class Mailbox:
             for name in sorted(on_disk - known):
                 self._new_folder_row(name, _default_special_use(name))
             for name in known - on_disk:
-                fid = self._frow(name)["id"]
-                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (fid,))
-                self._db.execute("DELETE FROM folders WHERE id = ?", (fid,))
+                self._db.remove_folder(self._frow(name)["id"])
         if not rebuilt:
             for name in sorted(on_disk - known):
                 self._event("folder-created", name, via="sync")
@@ -592,9 +454,7 @@ class Mailbox:
         """Every folder, INBOX first, then by name."""
         with self._op():
             self._sync_folder_list()
-            cur = self._db.execute("SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use FROM folders")
-            cur.row_factory = sqlite3.Row
-            rows = cur.fetchall()
+            rows = self._db.folder_rows()
             subs = set(self.subscriptions())
             names = {r["name"] for r in rows}
             infos = [self._info(r, subs, names) for r in rows]
@@ -610,12 +470,8 @@ class Mailbox:
         with self._op():
             frow = self._frow_opt(name)
             if frow is not None and md.is_maildir(self._fpath(name)):
-                prefix = name + SEPARATOR
-                child = self._db.execute(
-                    "SELECT 1 FROM folders WHERE substr(name, 1, ?) = ? LIMIT 1",
-                    (len(prefix), prefix)).fetchone() is not None
-                sub = self._db.execute("SELECT 1 FROM subscriptions WHERE name = ?",
-                                       (name,)).fetchone() is not None
+                child = self._db.has_children(name, SEPARATOR)
+                sub = self._db.is_subscribed(name)
                 return FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
                                   uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
                                   subscribed=sub, has_children=child)
@@ -640,9 +496,7 @@ class Mailbox:
     def special_folder(self, special_use: str) -> str | None:
         """The folder with this special use ("\\Junk", ...), or None."""
         with self._lock.thread_lock:
-            row = self._db.execute("SELECT name FROM folders WHERE special_use = ? ORDER BY id LIMIT 1",
-                                   (special_use,)).fetchone()
-        return row[0] if row else None
+            return self._db.special_folder(special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
         """Create a folder (and any missing parents). special_use defaults from the name
@@ -684,8 +538,7 @@ class Mailbox:
             os.rename(self._fpath(name), doomed)
             md.fsync_dir(self.path)
             with self._txn():
-                self._db.execute("DELETE FROM messages WHERE folder_id = ?", (frow["id"],))
-                self._db.execute("DELETE FROM folders WHERE id = ?", (frow["id"],))
+                self._db.remove_folder(frow["id"])
             self._mtimes.pop(frow["id"], None)
             self.store.listings.drop((self.user, frow["id"]))
             shutil.rmtree(doomed, ignore_errors=True)
@@ -735,9 +588,7 @@ class Mailbox:
             md.fsync_dir(self.path)
             with self._txn():
                 for src, dst in renames:
-                    self._db.execute("UPDATE folders SET name = ? WHERE name = ?", (dst, src))
-                    if self._db.execute("DELETE FROM subscriptions WHERE name = ?", (src,)).rowcount:
-                        self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (dst,))
+                    self._db.rename_folder(src, dst)
             for src, dst in renames:
                 self._event("folder-renamed", dst, via="rename", old_name=src)
 
@@ -746,47 +597,17 @@ class Mailbox:
         name = normalize_folder(name)
         with self._lock, self._txn():
             if subscribed:
-                self._db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+                self._db.subscribe(name)
             else:
-                self._db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+                self._db.unsubscribe(name)
 
     def subscriptions(self) -> list[str]:
         with self._lock.thread_lock:
-            return [r[0] for r in self._db.execute("SELECT name FROM subscriptions ORDER BY name")]
+            return self._db.subscriptions()
 
     # ------------------------------------------------------------------ sync & recovery
     def _recover_tmp(self, name: str) -> None:
-        """Roll forward files committed to the index but still in tmp/ (a crash between commit and
-        rename); remove our own abandoned tmp files (their writer died before committing)."""
-        fpath = self._fpath(name)
-        frow = self._frow(name)
-        tmpdir = fpath / "tmp"
-        try:
-            entries = list(os.scandir(tmpdir))
-        except FileNotFoundError:
-            return
-        now = time.time()
-        for entry in entries:
-            row = self._db.execute("SELECT subdir, name FROM messages WHERE folder_id = ? AND key = ?",
-                                   (frow["id"], entry.name)).fetchone()
-            if row is not None:
-                target = fpath / row[0] / row[1]
-                if not target.exists():
-                    os.rename(entry.path, target)
-                    md.fsync_dir(target.parent)
-                    log.info("%s: recovered %s/%s from tmp/", self.user, name, entry.name)
-                    continue
-            m = re.search(r"P(\d+)Q\d+", entry.name)
-            mine_dead = m is not None and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1))))
-            try:
-                old = now - entry.stat().st_mtime > 36 * 3600
-            except FileNotFoundError:
-                continue
-            if mine_dead or old:
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+        sync.recover_tmp(self._db, self._fpath(name), self._frow(name)["id"], self.user, name)
 
     def sync(self, name: str | None = None, force: bool = False) -> None:
         """Pick up changes made by other programs to one folder (or all). Cheap when the folder's
@@ -802,90 +623,22 @@ class Mailbox:
         mt = self._mt(name)
         if not force and self._mtimes.get(fid) == mt:
             return
-        fpath = self._fpath(name)
-        files: dict[str, tuple[str, str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                it = os.scandir(fpath / sub)
-            except FileNotFoundError:
-                md.ensure_maildir(fpath, folder=name != INBOX)
-                continue
-            with it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    key, _info = md.parse_name(entry.name)
-                    files[key] = (sub, entry.name)
-        rows = self._db.execute("SELECT uid, key, subdir, name, sysflags, keywords FROM messages WHERE folder_id = ?",
-                                (fid,)).fetchall()
-        known: set[str] = set()
-        gone: list[int] = []
-        changed: list[tuple[int, str, str, str, str, str]] = []
-        for uid, key, subdir, fname, sysflags, keywords in rows:
-            known.add(key)
-            found = files.get(key)
-            if found is None:
-                tmp = fpath / "tmp" / key
-                target = fpath / subdir / fname
-                if tmp.exists() and not target.exists():
-                    try:
-                        os.rename(tmp, target)  # committed but not yet renamed: roll forward
-                    except FileNotFoundError:
-                        pass  # its writer just renamed it
-                if target.exists():
-                    continue
-                gone.append(uid)
-            elif found != (subdir, fname):
-                letters = md.parse_name(found[1])[1] or ""
-                letters = md.info_letters(md.flags_from_letters(letters))
-                changed.append((uid, found[0], found[1], letters, sysflags, keywords))
-        added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), k))
-        if gone or changed or added:
-            self.store.listings.drop((self.user, fid))  # (an expunge found here leaves the stamp as it was)
-            with self._txn():
-                # An expunge found here bumps HIGHESTMODSEQ too: other processes' cached
-                # listings of this folder (stamp-checked) must not outlive it.
-                modseq = frow["highestmodseq"] + (1 if gone else 0)
-                for uid in gone:
-                    self._db.execute("DELETE FROM messages WHERE folder_id = ? AND uid = ?", (fid, uid))
-                for uid, sub, fname, letters, _old, _kw in changed:
-                    modseq += 1
-                    self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, modseq=? "
-                                     "WHERE folder_id=? AND uid=?", (sub, fname, letters, modseq, fid, uid))
-                uid_next = frow["uidnext"]
-                new_uids = []
-                for key in added:
-                    sub, fname = files[key]
-                    try:
-                        st = os.stat(fpath / sub / fname)
-                    except FileNotFoundError:
-                        continue
-                    s, w = md.sizes_from_key(key)
-                    if w is None:
-                        with open(fpath / sub / fname, "rb") as fh:
-                            w = md.crlf_size(fh.read())
-                    letters = md.info_letters(md.flags_from_letters(md.parse_name(fname)[1] or ""))
-                    modseq += 1
-                    self._db.execute(
-                        "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                        "internal_date, size, modseq) VALUES (?,?,?,?,?,?,'',?,?,?)",
-                        (fid, uid_next, key, sub, fname, letters, st.st_mtime, w, modseq))
-                    new_uids.append((uid_next, letters))
-                    uid_next += 1
-                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, mtime_new=?, mtime_cur=? WHERE id=?",
-                                 (uid_next, modseq, mt[0], mt[1], fid))
-            for uid in gone:
+        # (an expunge found by the sync leaves the stamp as it was: drop the cached listing)
+        found = sync.sync_folder(self._db, self._fpath(name), name, frow, mt,
+                                 before_change=lambda: self.store.listings.drop((self.user, fid)))
+        if found is not None:
+            for uid in found.gone:
                 self._event("expunge", name, uid=uid, via="sync")
-            for uid, sub, fname, letters, old, kw in changed:
+            for uid, _sub, _fname, letters, old, kw in found.changed:
                 before, after = _join_flags(old, kw), _join_flags(letters, kw)
                 if before != after:
                     self._event("flags", name, uid=uid, flags=after, added=after - before,
                                 removed=before - after, via="sync")
-            for uid, letters in new_uids:
+            for uid, letters in found.added:
                 self._event("new", name, uid=uid, flags=_join_flags(letters, ""), via="sync")
         elif self._mtimes.get(fid) != mt:
             with self._txn():
-                self._db.execute("UPDATE folders SET mtime_new=?, mtime_cur=? WHERE id=?", (mt[0], mt[1], fid))
+                self._db.set_synced(fid, mt)
         self._mtimes[fid] = mt
 
     # ------------------------------------------------------------------ adding messages
@@ -931,11 +684,7 @@ class Mailbox:
             return self._once_more_if_corrupt(
                 lambda: self._commit_delivery(folder, key, tmp, size, when, dedup_key))
         finally:
-            if tmp.exists():
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            _discard(tmp)
 
     def _once_more_if_corrupt(self, step: Callable[[], _T]) -> _T:
         """Run `step`; when it met a corrupt index (which _op has rebuilt by then), run it again."""
@@ -955,8 +704,7 @@ class Mailbox:
         frow = self._frow(folder)
         if frow["uidvalidity"] != uidvalidity:
             return False
-        row = self._db.execute("SELECT subdir, name, key FROM messages WHERE folder_id = ? AND uid = ?",
-                               (frow["id"], uid)).fetchone()
+        row = self._db.file_by_uid(frow["id"], uid)
         if row is None:
             return False
         fdir = self._fdir(folder)
@@ -968,8 +716,7 @@ class Mailbox:
         fpath = self._fpath(folder)
         with self._op():
             if dedup_key is not None:
-                prev = self._db.execute("SELECT folder, uid, uidvalidity FROM deliveries WHERE digest = ?",
-                                        (dedup_key,)).fetchone()
+                prev = self._db.delivery(dedup_key)
                 if prev is not None:
                     if self._first_copy(prev[0], prev[1], prev[2]):
                         os.unlink(tmp)
@@ -980,15 +727,10 @@ class Mailbox:
             with self._txn():
                 uid = frow["uidnext"]
                 modseq = frow["highestmodseq"] + 1
-                self._db.execute(
-                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                    "internal_date, size, modseq) VALUES (?,?,?,'new',?,'','',?,?,?)",
-                    (frow["id"], uid, key, key, when, size, modseq))
-                self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
-                                 (uid + 1, modseq, frow["id"]))
+                self._db.insert((frow["id"], uid, key, "new", key, "", "", when, size, modseq))
+                self._db.set_counters(frow["id"], uid + 1, modseq)
                 if dedup_key is not None:
-                    self._db.execute("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?)",
-                                     (dedup_key, folder, uid, frow["uidvalidity"], time.time()))
+                    self._db.record_delivery(dedup_key, folder, uid, frow["uidvalidity"], time.time())
             _crash_point("deliver-committed")
             try:
                 with self._own_change(folder, frow["id"]):
@@ -1000,9 +742,9 @@ class Mailbox:
                         # another process's sync rolled it forward already
             except OSError:
                 with self._txn():
-                    self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (frow["id"], uid))
+                    self._db.delete(frow["id"], uid)
                     if dedup_key is not None:
-                        self._db.execute("DELETE FROM deliveries WHERE digest=?", (dedup_key,))
+                        self._db.forget_delivery(dedup_key)
                 raise
             self._event("new", folder, uid=uid, via="deliver")
         # Outside the lock, so concurrent deliveries share the directory's journal commit. Should
@@ -1030,11 +772,7 @@ class Mailbox:
                 [(uid, modseq)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
             return MessageInfo(uid, fl, when, size, modseq, key)
         finally:
-            if tmp.exists():
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            _discard(tmp)
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
@@ -1048,15 +786,12 @@ class Mailbox:
             for key, _tmp, fl, when, size in items:
                 letters, keywords = _split_flags(fl)
                 modseq += 1
-                self._db.execute(
-                    "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                    "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
-                    (fid, uid, key, md.file_name(key, fl), letters, keywords, when, size, modseq))
+                self._db.insert((fid, uid, key, "cur", md.file_name(key, fl), letters, keywords, when, size, modseq))
                 out.append((uid, modseq))
                 uid += 1
-            self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?", (uid, modseq, fid))
+            self._db.set_counters(fid, uid, modseq)
         self.store.listings.patch(
-            (self.user, fid), _stamp(frow), (frow["uidvalidity"], modseq, uid),
+            (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key)
                      for (u, m), (key, _tmp, fl, when, size) in zip(out, items)])
         with self._own_change(folder, fid):
@@ -1083,19 +818,14 @@ class Mailbox:
             frow = self._frow(folder)
             if uidvalidity is not None and frow["uidvalidity"] != uidvalidity:
                 raise NoSuchFolder(folder)
-            fid, stamp = frow["id"], _stamp(frow)
+            fid, stamp = frow["id"], stamp_of(frow)
             cache, ckey = self.store.listings, (self.user, fid)
             hit = cache.get(ckey, stamp)
             if hit is not None:
                 if whole:
                     return list(hit)
-                lo = bisect.bisect_left(hit, uid_min, key=lambda m: m.uid)
-                hi = bisect.bisect_right(hit, uid_max if uid_max is not None else 1 << 62, key=lambda m: m.uid)
-                return hit[lo:hi]
-            rows = self._db.execute(
-                "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
-                "WHERE folder_id = ? AND uid >= ? AND uid <= ? ORDER BY uid",
-                (fid, uid_min, uid_max if uid_max is not None else 1 << 62)).fetchall()
+                return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62)
+            rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
             make, join = MessageInfo, _join_flags
             infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
             if whole:
@@ -1119,15 +849,12 @@ class Mailbox:
             self._frow(folder)
             self._sync_folder(folder)
             frow = self._frow(folder)
-            n, unseen, deleted, size = self._db.execute(
-                "SELECT count(*), coalesce(sum(instr(sysflags,'S') = 0),0), coalesce(sum(instr(sysflags,'T') > 0),0), "
-                "coalesce(sum(size),0) FROM messages WHERE folder_id = ?", (frow["id"],)).fetchone()
+            n, unseen, deleted, size = self._db.status(frow["id"])
         return FolderStatus(folder, n, unseen, deleted, size, frow["uidnext"], frow["uidvalidity"],
                             frow["highestmodseq"])
 
     def _path_of(self, folder: str, uid: int) -> str:
-        row = self._db.execute("SELECT m.subdir, m.name FROM messages m JOIN folders f ON m.folder_id = f.id "
-                               "WHERE f.name = ? AND m.uid = ?", (folder, uid)).fetchone()
+        row = self._db.file_by_folder_uid(folder, uid)
         if row is None:
             self._frow(folder)  # NoSuchFolder
             raise NoSuchMessage(f"no message {uid} in {folder}")
@@ -1177,11 +904,10 @@ class Mailbox:
         folder = normalize_folder(folder)
         with self._lock:
             fid = self._frow(folder)["id"]
-            row = self._db.execute("SELECT uidvalidity, floor FROM recent WHERE folder_id = ?", (fid,)).fetchone()
-            floor = row[1] if row is not None and row[0] == uidvalidity else 0
+            floor = self._db.recent_floor(fid, uidvalidity)
             if not readonly and top > floor:
                 with self._txn(durable=False):
-                    self._db.execute("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", (fid, uidvalidity, top))
+                    self._db.set_recent_floor(fid, uidvalidity, top)
             return floor
 
     # ------------------------------------------------------------------ changing
@@ -1200,7 +926,7 @@ class Mailbox:
             self._sync_folder(folder)
             frow = self._frow(folder)
             fid, fpath = frow["id"], self._fpath(folder)
-            rows = self._rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq",
+            rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq",
                                      wanted)
             updates = []
             with self._own_change(folder, fid):
@@ -1227,11 +953,10 @@ class Mailbox:
                     modseq = frow["highestmodseq"]
                     for uid, sub, name, letters, kws, before, after, when, size, key in updates:
                         modseq += 1
-                        self._db.execute("UPDATE messages SET subdir=?, name=?, sysflags=?, keywords=?, modseq=? "
-                                         "WHERE folder_id=? AND uid=?", (sub, name, letters, kws, modseq, fid, uid))
+                        self._db.update_flags(fid, uid, sub, name, letters, kws, modseq)
                         changed.append(MessageInfo(uid, after, when, size, modseq, key))
-                    self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (modseq, fid))
-                before_stamp = _stamp(frow)
+                    self._db.set_modseq(fid, modseq)
+                before_stamp = stamp_of(frow)
                 self.store.listings.patch((self.user, fid), before_stamp,
                                           (before_stamp[0], modseq, before_stamp[2]), changed=changed)
                 for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
@@ -1249,7 +974,7 @@ class Mailbox:
             sfrow = self._frow(src)
             self._frow(dst)  # raises NoSuchFolder before anything is written
             spath, dpath = self._fpath(src), self._fpath(dst)
-            rows = self._rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
+            rows = self._db.rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
                                      wanted)
             items, sources = [], []
             try:
@@ -1276,11 +1001,7 @@ class Mailbox:
                 pairs = self._commit_new(dst, items, via="copy", sources=sources) if items else []
             finally:
                 for item in items:
-                    if item[1].exists():
-                        try:
-                            os.unlink(item[1])
-                        except OSError:
-                            pass
+                    _discard(item[1])
         return [(s[2], p[0]) for s, p in zip(sources, pairs)]
 
     def move(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
@@ -1295,7 +1016,7 @@ class Mailbox:
             self._sync_folder(dst)
             sfrow, dfrow = self._frow(src), self._frow(dst)
             spath, dpath = self._fpath(src), self._fpath(dst)
-            rows = self._rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
+            rows = self._db.rows_by_uid(sfrow["id"], "uid, key, subdir, name, sysflags, keywords, internal_date, size",
                                      wanted)
             moved = []
             with self._own_change(src, sfrow["id"]), self._own_change(dst, dfrow["id"]):
@@ -1304,8 +1025,7 @@ class Mailbox:
                         continue
                     fl = _join_flags(sysflags, keywords)
                     newkey = key
-                    if self._db.execute("SELECT 1 FROM messages WHERE folder_id=? AND key=?",
-                                        (dfrow["id"], key)).fetchone():
+                    if self._db.has_key(dfrow["id"], key):
                         newkey = md.new_key(self.store.hostname)
                     try:
                         os.rename(spath / subdir / fname, dpath / "cur" / md.file_name(newkey, fl))
@@ -1322,16 +1042,13 @@ class Mailbox:
                             letters, kws = _split_flags(fl)
                             dmod += 1
                             smod += 1
-                            self._db.execute("DELETE FROM messages WHERE folder_id=? AND uid=?", (sfrow["id"], uid))
-                            self._db.execute(
-                                "INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                                "internal_date, size, modseq) VALUES (?,?,?,'cur',?,?,?,?,?,?)",
-                                (dfrow["id"], duid, newkey, md.file_name(newkey, fl), letters, kws, when, size, dmod))
+                            self._db.delete(sfrow["id"], uid)
+                            self._db.insert((dfrow["id"], duid, newkey, "cur", md.file_name(newkey, fl), letters, kws,
+                                             when, size, dmod))
                             pairs.append((uid, duid, fl))
                             duid += 1
-                        self._db.execute("UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?",
-                                         (duid, dmod, dfrow["id"]))
-                        self._db.execute("UPDATE folders SET highestmodseq=? WHERE id=?", (smod, sfrow["id"]))
+                        self._db.set_counters(dfrow["id"], duid, dmod)
+                        self._db.set_modseq(sfrow["id"], smod)
                 else:
                     pairs = []
             for suid, duid, fl in pairs:
@@ -1351,10 +1068,9 @@ class Mailbox:
             frow = self._frow(folder)
             fid, fpath = frow["id"], self._fpath(folder)
             if wanted is None:
-                doomed = self._db.execute("SELECT uid, subdir, name FROM messages WHERE folder_id = ? "
-                                          "AND instr(sysflags, 'T') > 0 ORDER BY uid", (fid,)).fetchall()
+                doomed = self._db.deleted_rows(fid)
             else:
-                doomed = self._rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
+                doomed = self._db.rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
             if not doomed:
                 return []
             with self._own_change(folder, fid):
@@ -1364,10 +1080,9 @@ class Mailbox:
                     except FileNotFoundError:
                         pass
             with self._txn(durable=False):
-                self._db.executemany("DELETE FROM messages WHERE folder_id=? AND uid=?",
-                                     [(fid, r[0]) for r in doomed])
-                self._db.execute("UPDATE folders SET highestmodseq=highestmodseq+1 WHERE id=?", (fid,))
-            before_stamp = _stamp(frow)
+                self._db.delete_many(fid, [r[0] for r in doomed])
+                self._db.bump_modseq(fid)
+            before_stamp = stamp_of(frow)
             self.store.listings.patch((self.user, fid), before_stamp,
                                       (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),
                                       removed=[r[0] for r in doomed])
@@ -1379,24 +1094,16 @@ class Mailbox:
         """Forget delivery digests older than `days` (the server calls this now and then)."""
         cutoff = time.time() - days * 86400
         with self._lock, self._txn():
-            self._db.execute("DELETE FROM deliveries WHERE at < ?", (cutoff,))
+            self._db.prune_deliveries(cutoff)
 
 
-def _mtime(fpath: Path, sub: str, name: str) -> float:
-    try:
-        return os.stat(fpath / sub / name).st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+def _discard(tmp: Path) -> None:
+    """Remove a file left in tmp/ by a write that was not committed (a no-op once renamed)."""
+    if tmp.exists():
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _crash_point(point: str) -> None:

@@ -99,7 +99,7 @@ def test_tmp_entry_is_durable_before_the_index_points_at_it(tmp_path: Path, monk
         real_fsync_dir(path)
 
     monkeypatch.setattr(md, "fsync_dir", fsync_dir)
-    box._db.set_trace_callback(lambda sql: trail.append(" ".join(sql.split()[:3]).upper()))
+    box._db.conn.set_trace_callback(lambda sql: trail.append(" ".join(sql.split()[:3]).upper()))
     box.deliver(MESSAGE, dedup_key="digest-1")
     insert = next(i for i, t in enumerate(trail) if t.startswith("INSERT INTO MESSAGES"))
     commit = next(i for i, t in enumerate(trail) if i > insert and t == "COMMIT")
