@@ -64,7 +64,8 @@ def _major_minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path; best effort (a failure to open or sync is ignored)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -93,7 +94,7 @@ def atomic_write(path: Path, write: Any) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def _sha256(path: Path) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE, ModelError, load_model, save_model
+from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE, ModelError, fsync_path, load_model, save_model
 from mailsift.classifier.record import RECORD_FILE, LearnRecord
 
 log = logging.getLogger("mailsift.classifier.versions")
@@ -70,22 +70,12 @@ class Version:
         return str(self.meta.get("source", "?"))
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)  # the live file is only ever replaced by rename: the link stays intact
     except OSError:
         shutil.copy2(src, dst)
-        _fsync_path(dst)
+        fsync_path(dst)
 
 
 def _snapshot_record(rows: list[tuple[str, str, float | None, float]], target: Path) -> None:
@@ -100,7 +90,7 @@ def _snapshot_record(rows: list[tuple[str, str, float | None, float]], target: P
     finally:
         db.close()
     os.chmod(target, 0o640)
-    _fsync_path(target)
+    fsync_path(target)
 
 
 def _record_rows(record: LearnRecord) -> list[tuple[str, str, float | None, float]]:
@@ -162,7 +152,7 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
         }
         (tmp / VERSION_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp / VERSION_META, 0o640)
-        _fsync_path(tmp / VERSION_META)
+        fsync_path(tmp / VERSION_META)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         name = f"{generation}-{stamp}"
         for n in range(2, 1000):
@@ -173,7 +163,7 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
                 if not (root / name).exists():
                     raise
                 name = f"{generation}-{stamp}-{n}"
-        _fsync_path(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
