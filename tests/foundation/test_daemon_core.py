@@ -182,6 +182,22 @@ def _check_socket(path: Path, made_dir: Path) -> None:
     assert stat.S_IMODE(d.st_mode) == 0o750, oct(d.st_mode)  # not the umask's 0755
 
 
+def _serve_with_alice(mailsift_bin: str, cfg: Path, workdir: Path, lmtp: Path, port: int) -> Daemon:
+    """Add alice@example.test with `mailsift user`, start `mailsift serve` on cfg and wait until
+    its LMTP socket and the TCP `port` answer."""
+    r = subprocess.run([mailsift_bin, "user", "--config", str(cfg), "add", "alice@example.test", "--stdin"],
+                       input="pw-alice\n", text=True, capture_output=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = Daemon([mailsift_bin, "serve", "--config", str(cfg)], workdir / "serve.log", env=ENV).start()
+    try:
+        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", port) and "ready" in d.log(), 30,
+                     what="mailsift serve")
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
 def _free_privileged_port() -> int:
     ports = list(range(700, 1000))
     random.shuffle(ports)
@@ -275,13 +291,8 @@ def test_serve_binds_a_privileged_port_as_root_then_runs_as_run_as(workdir: Path
     cfg.write_text(f'[store]\nmail_root = "{workdir / "mail"}"\nusers = "{workdir / "users.db"}"\n'
                    f'lmtp = "unix:{lmtp}"\nlookup = "off"\npop3 = "127.0.0.1:{port}"\n'
                    f'imap = "127.0.0.1:{imap_port}"\nimap_workers = 1\nrun_as = "{pw.pw_name}"\n')
-    r = subprocess.run([mailsift_bin, "user", "--config", str(cfg), "add", "alice@example.test", "--stdin"],
-                       input="pw-alice\n", text=True, capture_output=True, env=ENV, timeout=60)
-    assert r.returncode == 0, r.stderr
-    d = Daemon([mailsift_bin, "serve", "--config", str(cfg)], workdir / "serve.log", env=ENV).start()
+    d = _serve_with_alice(mailsift_bin, cfg, workdir, lmtp, port)
     try:
-        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", port) and "ready" in d.log(), 30,
-                     what="mailsift serve")
         _runs_as(d, pw.pw_uid, pw.pw_gid)
         workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(int(p.name)) == d.pid]
         assert workers, "no IMAP worker process"
@@ -385,13 +396,8 @@ def test_learn_on_move_as_run_as_writes_a_model_the_milters_user_loads(workdir: 
                    f'[store]\nmail_root = "{workdir / "mail"}"\nusers = "{workdir / "users.db"}"\n'
                    f'lmtp = "unix:{lmtp}"\nlookup = "off"\npop3 = "off"\nimap = "127.0.0.1:{imap_port}"\n'
                    f'imap_workers = 0\nrun_as = "{pw.pw_name}"\n[feedback]\nsave_interval = 0.2\n')
-    r = subprocess.run([mailsift_bin, "user", "--config", str(cfg), "add", "alice@example.test", "--stdin"],
-                       input="pw-alice\n", text=True, capture_output=True, env=ENV, timeout=60)
-    assert r.returncode == 0, r.stderr
-    d = Daemon([mailsift_bin, "serve", "--config", str(cfg)], workdir / "serve.log", env=ENV).start()
+    d = _serve_with_alice(mailsift_bin, cfg, workdir, lmtp, imap_port)
     try:
-        d.wait_ready(lambda: unix_ready(lmtp) and tcp_ready("127.0.0.1", imap_port) and "ready" in d.log(), 30,
-                     what="mailsift serve")
         _runs_as(d, pw.pw_uid, pw.pw_gid)
         with socket.socket(socket.AF_UNIX) as s:  # one message over LMTP
             s.settimeout(10)

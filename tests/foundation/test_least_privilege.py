@@ -4,6 +4,7 @@ in a tree the mail user owns, users.db and sockets are only as open as they must
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -255,10 +256,8 @@ def test_sample_config_runs_every_daemon_unprivileged_and_the_units_fit_it() -> 
         assert "User" not in _directives(UNITS[unit])
 
 
-def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path, mailsift_bin: str) -> None:
-    """The nightly retrain as root (the old cron line) refuses at once, even with --force (which
-    would have replaced the model with one the milter's user cannot read), and opens nothing there
-    (a link the mail user planted as .learn.lock would have been followed)."""
+def _planted_model_dir(tmp_path: Path) -> tuple[pwd.struct_passwd, Path, Path]:
+    """A model directory the mail user owns, with a .learn.lock link it planted to `target`."""
     pw = system_user()
     d = tmp_path / "model"
     _small_model(d)
@@ -266,6 +265,14 @@ def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path
     (d / ".learn.lock").unlink(missing_ok=True)
     (d / ".learn.lock").symlink_to(target)
     _chown_tree(d, pw.pw_uid, pw.pw_gid)
+    return pw, d, target
+
+
+def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path, mailsift_bin: str) -> None:
+    """The nightly retrain as root (the old cron line) refuses at once, even with --force (which
+    would have replaced the model with one the milter's user cannot read), and opens nothing there
+    (a link the mail user planted as .learn.lock would have been followed)."""
+    pw, d, target = _planted_model_dir(tmp_path)
     before = {p.name: (p.lstat().st_uid, p.lstat().st_mtime_ns) for p in d.iterdir()}
     cfg = tmp_path / "mailsift.toml"
     cfg.write_text(f'[classifier]\ndbpath = "{d}"\n')
@@ -278,13 +285,7 @@ def test_root_retrain_touches_nothing_in_the_mail_users_model_dir(tmp_path: Path
 
 
 def test_root_learn_opens_nothing_in_the_mail_users_model_dir(tmp_path: Path, mailsift_bin: str) -> None:
-    pw = system_user()
-    d = tmp_path / "model"
-    _small_model(d)
-    target = tmp_path / "created-by-root"
-    (d / ".learn.lock").unlink(missing_ok=True)
-    (d / ".learn.lock").symlink_to(target)
-    _chown_tree(d, pw.pw_uid, pw.pw_gid)
+    pw, d, target = _planted_model_dir(tmp_path)
     msg = tmp_path / "spam.eml"
     msg.write_bytes(b"Subject: pills\r\n\r\ncheap pills\r\n")
     r = subprocess.run([mailsift_bin, "learn", "--spam", str(msg), "--no-progress", "--dbpath", str(d)],

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.procs import wait_for
+from harness.procs import child_pids, wait_for
 
 from imap.conftest import ImapServer
 from imap.wire import Wire
@@ -37,16 +37,7 @@ def msg(subject: str) -> bytes:
 
 def worker_pids(srv: ImapServer) -> list[int]:
     assert srv.daemon is not None
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == srv.daemon.pid:
-                out.append(int(entry))
-    return sorted(out)
+    return child_pids(srv.daemon.pid)
 
 
 def serving_pid(srv: ImapServer, w: Wire) -> int:

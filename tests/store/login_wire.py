@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from harness.procs import wait_for
+from harness.procs import child_pids, wait_for
 
 TIMEOUT = 60.0
 
@@ -96,23 +96,10 @@ def _ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its children (the IMAP workers) so far."""
     total = 0
-    for p in [pid] + _children(pid):
+    for p in [pid] + child_pids(pid):
         try:
             total += _ticks(p)
         except OSError:
