@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "corpora"))
 
 from mailsift.classifier import evaluate, metrics  # noqa: E402
 from mailsift.classifier.api import new_model  # noqa: E402
-from mailsift.classifier.cmd_evaluate import _model_settings  # noqa: E402
+from mailsift.classifier.cmd_evaluate import parse_model_settings  # noqa: E402
 from mailsift.classifier.corpus import Entry, StreamStats, read_index  # noqa: E402
 from mailsift.classifier.model import probability_to_score  # noqa: E402
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--required", type=float, default=5.0)
     ap.add_argument("--index", type=Path)
     args = ap.parse_args(argv)
-    settings = _model_settings(args.settings)
+    settings = parse_model_settings(args.settings)
     entries = load_stream(args.index)
     print(f"settings: {settings or 'defaults'}; label noise {args.label_noise:g}; {len(entries)} messages")
     for proto in args.proto or DEFAULT:

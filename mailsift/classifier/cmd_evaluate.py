@@ -78,7 +78,7 @@ def _setting_value(text: str) -> object:
     return text
 
 
-def _model_settings(pairs: list[str]) -> dict[str, object]:
+def parse_model_settings(pairs: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -212,7 +212,7 @@ def _entries(args: argparse.Namespace) -> tuple[list[Entry], bool]:
 def _evaluate(args: argparse.Namespace, entries: list[Entry], required: float) -> list[metrics.Record]:
     from mailsift.classifier.api import ModelError, load_model, new_model, save_model
 
-    settings = _model_settings(args.model_settings)
+    settings = parse_model_settings(args.model_settings)
     try:
         new_model(**settings)  # unknown or invalid settings fail here, before any file is written
     except (TypeError, ValueError) as exc:

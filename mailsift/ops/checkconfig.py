@@ -26,7 +26,6 @@ import dataclasses
 import grp
 import os
 import pwd
-import socket
 import stat
 import tomllib
 import typing
@@ -377,29 +376,14 @@ def check_tls(cert: str, key: str) -> Iterator[Problem]:
 
 
 def clamd_ping(spec: str, timeout: float) -> str | None:
-    """None when clamd at `spec` answers PONG, else why not."""
-    from mailsift.scanner.clamav import parse_address
+    """None when clamd at `spec` answers PONG, else why not (through the milter's own client)."""
+    from mailsift.scanner.clamav import ClamdClient
 
     try:
-        address = parse_address(spec)
+        client = ClamdClient(spec, timeout=timeout, connect_timeout=timeout)
     except ValueError as exc:
         return str(exc)
-    try:
-        with socket.socket(address.family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address.target)
-            sock.sendall(b"zPING\0")
-            reply = b""
-            while not reply.endswith(b"\0"):
-                chunk = sock.recv(64)
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError as exc:
-        return f"does not answer PING: {exc.strerror or exc}"
-    if reply.rstrip(b"\0\n") != b"PONG":
-        return f"answered {reply[:60]!r} to PING, not PONG"
-    return None
+    return None if client.ping() else "does not answer PING (or not with PONG)"
 
 
 def check_milter(config: Config) -> Iterator[Problem]:
