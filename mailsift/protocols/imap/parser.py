@@ -735,25 +735,73 @@ def _a_rename(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
 
 
 def _a_list(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
-    # LIST [(selection options)] reference pattern [RETURN (options)]  (RFC 5258 subset)
+    # LIST [(selection options)] reference pattern [RETURN (options)]  (RFC 5258, RFC 5819)
+    extended = bool(tokens) and isinstance(tokens[0], list)
     selection: tuple[str, ...] = ()
     if tokens and isinstance(tokens[0], list):
         selection = tuple(_atom(t, tag, "a selection option").upper() for t in tokens[0])
         tokens = tokens[1:]
     returns: tuple[str, ...] = ()
+    status_items: tuple[str, ...] = ()
     if len(tokens) == 4 and isinstance(tokens[2], Atom) and tokens[2].text.upper() == "RETURN":
         if not isinstance(tokens[3], list):
             raise ParseError("RETURN options are a list", tag)
-        returns = tuple(_atom(t, tag, "a return option").upper() for t in tokens[3])
+        returns, status_items = _list_returns(tokens[3], tag)
         tokens = tokens[:2]
+        extended = True
     _count(tokens, tag, 2)
     patterns: list[str]
     if isinstance(tokens[1], list):
+        if not tokens[1]:
+            raise ParseError("empty list of mailbox patterns", tag)
         patterns = [_pattern(t, tag) for t in tokens[1]]
+        extended = True
     else:
         patterns = [_pattern(tokens[1], tag)]
+    _list_selection_check(selection, tag)
     return {"reference": _pattern(tokens[0], tag), "patterns": tuple(patterns),
-            "selection": selection, "returns": returns}
+            "selection": selection, "returns": returns, "status_items": status_items,
+            "extended": extended}
+
+
+LIST_SELECTION_OPTIONS = ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE")
+LIST_RETURN_OPTIONS = ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS")
+
+
+def _list_selection_check(selection: tuple[str, ...], tag: bytes | None) -> None:
+    """RFC 5258 section 3.1: unknown options and RECURSIVEMATCH without a base option are BAD."""
+    for opt in selection:
+        if opt not in LIST_SELECTION_OPTIONS:
+            raise ParseError(f"unknown LIST selection option {opt}", tag)
+    if "RECURSIVEMATCH" in selection and not {"SUBSCRIBED", "SPECIAL-USE"} & set(selection):
+        raise ParseError("RECURSIVEMATCH needs another selection option than REMOTE", tag)
+
+
+def _list_returns(toks: list[Token], tag: bytes | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RETURN (CHILDREN SUBSCRIBED SPECIAL-USE STATUS (items)) -> (options, status items)."""
+    returns: list[str] = []
+    status: tuple[str, ...] = ()
+    i = 0
+    while i < len(toks):
+        opt = _atom(toks[i], tag, "a return option").upper()
+        if opt not in LIST_RETURN_OPTIONS:
+            raise ParseError(f"unknown LIST return option {opt}", tag)
+        if opt == "STATUS":  # RFC 5819: STATUS (status-att ...)
+            if i + 1 >= len(toks) or not isinstance(toks[i + 1], list) or not toks[i + 1]:
+                raise ParseError("RETURN STATUS needs a list of status items", tag)
+            status = _status_items(toks[i + 1], tag)
+            i += 1
+        if opt not in returns:
+            returns.append(opt)
+        i += 1
+    return tuple(returns), status
+
+
+def _a_lsub(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    args = _a_list(tokens, tag, uid)
+    if args["extended"]:
+        raise ParseError("LSUB takes no selection options, pattern lists or RETURN", tag)
+    return args
 
 
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
@@ -763,13 +811,17 @@ def _a_status(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
     _count(tokens, tag, 2)
     if not isinstance(tokens[1], list) or not tokens[1]:
         raise ParseError("STATUS items are a list", tag)
+    return {"mailbox": mailbox_name(tokens[0], tag), "items": _status_items(tokens[1], tag)}
+
+
+def _status_items(toks: list[Token], tag: bytes | None) -> tuple[str, ...]:
     items = []
-    for t in tokens[1]:
+    for t in toks:
         item = _atom(t, tag, "a status item").upper()
         if item not in _STATUS_ITEMS:
             raise ParseError(f"unknown status item {item}", tag)
         items.append(item)
-    return {"mailbox": mailbox_name(tokens[0], tag), "items": tuple(items)}
+    return tuple(items)
 
 
 def _a_append(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
@@ -897,7 +949,7 @@ _ARGS.update({name: _a_mailbox for name in _ONE_MAILBOX})
 _ARGS.update({
     "EXPUNGE": _a_expunge, "LOGIN": _a_login, "AUTHENTICATE": _a_authenticate,
     "SELECT": _a_select, "EXAMINE": _a_select, "RENAME": _a_rename, "LIST": _a_list,
-    "LSUB": _a_list, "STATUS": _a_status, "APPEND": _a_append, "SEARCH": _a_search,
+    "LSUB": _a_lsub, "STATUS": _a_status, "APPEND": _a_append, "SEARCH": _a_search,
     "FETCH": _a_fetch, "STORE": _a_store, "COPY": _a_copy, "MOVE": _a_copy, "ID": _a_id,
     "ENABLE": _a_enable,
 })

@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable
 from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
+from mailsift.protocols.imap import listext, statusitems
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -65,6 +66,7 @@ SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
+MAILBOX_EXTENSIONS = listext.CAPABILITIES  # mailbox-side extensions, each in its own module
 
 
 class LineTooLong(Exception):
@@ -301,6 +303,7 @@ class ImapSession:
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
+        caps += MAILBOX_EXTENSIONS
         if self.state == "notauth":
             if self.tls is not None and not self.secure:
                 caps.append("STARTTLS")
@@ -784,25 +787,40 @@ class ImapSession:
 
     async def cmd_status(self, cmd: Command) -> None:
         assert self.box is not None
-        st = await self.call(self.box.status, cmd.args["mailbox"])
-        items = []
-        for item in cmd.args["items"]:
-            if item == "MESSAGES":
-                items.append(f"MESSAGES {st.messages}")
-            elif item == "RECENT":
-                floor = await self.call(self.box.claim_recent, st.name, st.uidvalidity, 0, True)  # a peek
-                uids = await self.call(self.box.uids, st.name) if floor < st.uidnext - 1 else []
-                items.append(f"RECENT {sum(1 for u in uids if u > floor)}")
-            elif item == "UIDNEXT":
-                items.append(f"UIDNEXT {st.uidnext}")
-            elif item == "UIDVALIDITY":
-                items.append(f"UIDVALIDITY {st.uidvalidity}")
-            elif item == "UNSEEN":
-                items.append(f"UNSEEN {st.unseen}")
-            elif item == "HIGHESTMODSEQ":
-                items.append(f"HIGHESTMODSEQ {st.highestmodseq}")
-        self.untagged(b"STATUS " + self.mailbox_name(st.name) + f" ({' '.join(items)})".encode())
+        name, items = await self.call(statusitems.status_items, self.box, cmd.args["mailbox"], cmd.args["items"])
+        self.untagged(b"STATUS " + self.mailbox_name(name) + f" ({' '.join(items)})".encode())
         self.tagged(cmd.tag, "OK", "Status completed")
+
+    async def cmd_list_extended(self, cmd: Command) -> None:
+        """LIST in all its forms (listext.py); LSUB stays with cmd_list."""
+        assert self.box is not None
+        patterns = cmd.args["patterns"]
+        if len(patterns) == 1 and patterns[0] == "":
+            self.untagged(f'LIST (\\Noselect) "{SEPARATOR}" ""')
+            self.tagged(cmd.tag, "OK", "List completed")
+            return
+        req = listext.Request(cmd.args["reference"], patterns, frozenset(cmd.args["selection"]),
+                              frozenset(cmd.args["returns"]), bool(cmd.args.get("extended")))
+
+        def answer(box: store_api.Mailbox) -> list[listext.Entry]:  # off the loop: matching costs CPU
+            folders = [listext.Folder(f.name, f.special_use) for f in box.folders()]
+            return listext.entries(req, folders, box.subscriptions(), SEPARATOR)
+
+        found = await self.call(answer, self.box)
+        status_items = cmd.args.get("status_items") or ()
+        statuses: dict[str, list[str]] = {}
+        if status_items:  # RFC 5819: after each selectable folder's LIST response
+            statuses = await self.call(statusitems.status_of_many, self.box,
+                                       [e.name for e in found if e.selectable], status_items)
+        for e in found:
+            line = f"LIST ({' '.join(e.attrs)}) \"{SEPARATOR}\" ".encode() + self.mailbox_name(e.name)
+            if e.childinfo:
+                line += b' (CHILDINFO ("SUBSCRIBED"))'
+            self.untagged(line)
+            if e.name in statuses:
+                self.untagged(b"STATUS " + self.mailbox_name(e.name) + f" ({' '.join(statuses[e.name])})".encode())
+            await self.maybe_flush()
+        self.tagged(cmd.tag, "OK", "List completed")
 
     async def cmd_append(self, cmd: Command) -> None:
         assert self.box is not None
@@ -1200,7 +1218,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "RENAME": (_AUTH, ImapSession.cmd_rename),
     "SUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
     "UNSUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
-    "LIST": (_AUTH, ImapSession.cmd_list),
+    "LIST": (_AUTH, ImapSession.cmd_list_extended),
     "LSUB": (_AUTH, ImapSession.cmd_list),
     "STATUS": (_AUTH, ImapSession.cmd_status),
     "APPEND": (_AUTH, ImapSession.cmd_append),
