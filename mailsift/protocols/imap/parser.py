@@ -804,7 +804,7 @@ def _a_lsub(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]
     return args
 
 
-_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
+_STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE"}  # SIZE: RFC 8438
 
 
 def _a_status(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:

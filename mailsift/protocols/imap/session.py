@@ -66,7 +66,7 @@ SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
-MAILBOX_EXTENSIONS = listext.CAPABILITIES  # mailbox-side extensions, each in its own module
+MAILBOX_EXTENSIONS = listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
 
 
 class LineTooLong(Exception):

@@ -1,4 +1,4 @@
-"""STATUS data items (RFC 3501 6.3.10, RFC 7162 HIGHESTMODSEQ) of one folder,
+"""STATUS data items (RFC 3501 6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438 SIZE) of one folder,
 for STATUS and for LIST-STATUS (RFC 5819). Blocking: call it in a worker thread."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from mailsift.store import api as store_api
+
+CAPABILITIES = ("STATUS=SIZE",)
 
 def status_items(box: store_api.Mailbox, name: str, items: Iterable[str]) -> tuple[str, list[str]]:
     """(the folder's name as stored, ["MESSAGES 3", ...] in the order asked). Raises NoSuchFolder."""
@@ -26,6 +28,8 @@ def status_items(box: store_api.Mailbox, name: str, items: Iterable[str]) -> tup
             out.append(f"UNSEEN {st.unseen}")
         elif item == "HIGHESTMODSEQ":
             out.append(f"HIGHESTMODSEQ {st.highestmodseq}")
+        elif item == "SIZE":  # RFC 8438: the sum of the messages' RFC822.SIZE (CRLF line ends)
+            out.append(f"SIZE {st.size}")
     return st.name, out
 
 
