@@ -774,6 +774,32 @@ class Mailbox:
         finally:
             _discard(tmp)
 
+    def append_many(self, folder: str, messages: list[tuple[bytes, Iterable[str], float | None]]) -> list[MessageInfo]:
+        """MULTIAPPEND (RFC 3502): store every (data, flags, internal date) in an existing folder,
+        all or none: they are indexed in one transaction, after every file is written. Returns
+        the new messages in order (consecutive UIDs)."""
+        folder = normalize_folder(folder)
+        prepared = []
+        for data, flags, internal_date in messages:  # InvalidFlag before anything is written
+            lf = md.to_lf(data)
+            when = internal_date if internal_date is not None else time.time()
+            key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), md.crlf_size(lf))
+            prepared.append((key, lf, normalize_flags(flags), when, md.crlf_size(lf)))
+        with self._op():
+            self._frow(folder)
+        fpath = self._fpath(folder)
+        items: list[tuple[str, Path, frozenset[str], float, int]] = []
+        try:
+            for key, lf, fl, when, size in prepared:
+                items.append((key, md.write_tmp(fpath, key, lf, mtime=when), fl, when, size))
+            with self._op():
+                done = self._commit_new(folder, items, via="append")
+            return [MessageInfo(uid, fl, when, size, modseq, key)
+                    for (uid, modseq), (key, _tmp, fl, when, size) in zip(done, items)]
+        finally:
+            for item in items:
+                _discard(item[1])
+
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
         """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync. -> [(uid, modseq)]"""

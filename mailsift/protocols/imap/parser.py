@@ -825,23 +825,28 @@ def _status_items(toks: list[Token], tag: bytes | None) -> tuple[str, ...]:
 
 
 def _a_append(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
-    _count(tokens, tag, 2, 4)
+    # APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal)  (RFC 3502 MULTIAPPEND)
+    if len(tokens) < 2:
+        raise ParseError("wrong number of arguments", tag)
     mailbox = mailbox_name(tokens[0], tag)
-    flags: tuple[str, ...] = ()
-    date = None
+    messages = []
     rest = tokens[1:]
-    if rest and isinstance(rest[0], list):
-        flags = _flags(rest[0], tag)
+    while rest:
+        flags: tuple[str, ...] = ()
+        date = None
+        if isinstance(rest[0], list):
+            flags = _flags(rest[0], tag)
+            rest = rest[1:]
+        if rest and isinstance(rest[0], String) and not rest[0].literal:
+            date = parse_datetime(rest[0].data.decode("ascii", "replace"), tag)
+            rest = rest[1:]
+        if not rest or not isinstance(rest[0], String) or not rest[0].literal:
+            raise ParseError("APPEND message must be a literal (a date-time a quoted string)", tag)
+        messages.append((flags, date, rest[0].data))
         rest = rest[1:]
-    if len(rest) == 2:
-        d = rest[0]
-        if not isinstance(d, String) or d.literal:
-            raise ParseError("APPEND date-time must be a quoted string", tag)
-        date = parse_datetime(d.data.decode("ascii", "replace"), tag)
-        rest = rest[1:]
-    if len(rest) != 1 or not isinstance(rest[0], String) or not rest[0].literal:
-        raise ParseError("APPEND message must be a literal", tag)
-    return {"mailbox": mailbox, "flags": flags, "date": date, "message": rest[0].data}
+    flags, date, message = messages[0]
+    return {"mailbox": mailbox, "flags": flags, "date": date, "message": message,
+            "messages": tuple(messages)}
 
 
 def _a_search(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any, Awaitable, Callable
 from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
-from mailsift.protocols.imap import listext, statusitems
+from mailsift.protocols.imap import listext, multiappend, statusitems
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -66,7 +66,8 @@ SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
-MAILBOX_EXTENSIONS = listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
+MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
+                      + multiappend.CAPABILITIES)
 
 
 class LineTooLong(Exception):
@@ -824,6 +825,9 @@ class ImapSession:
 
     async def cmd_append(self, cmd: Command) -> None:
         assert self.box is not None
+        if len(cmd.args.get("messages", ())) > 1:
+            await self.cmd_multiappend(cmd)
+            return
         name = cmd.args["mailbox"]
         message: bytes = cmd.args["message"]
         date: _dt.datetime | None = cmd.args["date"]
@@ -838,6 +842,19 @@ class ImapSession:
             return
         await self.refresh(allow_expunge=True)
         self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
+
+    async def cmd_multiappend(self, cmd: Command) -> None:
+        """RFC 3502: all the messages in one transaction, or none (multiappend.py)."""
+        assert self.box is not None
+        try:
+            uidvalidity, infos = await self.call(multiappend.append_all, self.box, cmd.args["mailbox"],
+                                                 cmd.args["messages"])
+        except multiappend.Refused as exc:
+            self.tagged(cmd.tag, "NO", exc.text, exc.code)
+            return
+        await self.refresh(allow_expunge=True)
+        uids = _compress([i.uid for i in infos], sort=False)
+        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {uidvalidity} {uids}")
 
     async def cmd_idle(self, cmd: Command) -> None:
         self.send(response.continuation("idling"))
