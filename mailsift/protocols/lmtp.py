@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mailsift.ops import metrics
 from mailsift.store.api import INBOX, JUNK, QUARANTINE, STANDARD_FOLDERS, Delivered, Mailbox, Store, StoreError
+from mailsift.store.api import OverQuota
 from mailsift.serve.context import SessionContext
 from mailsift.store.names import InvalidName, split_address
 from mailsift.verdict import HeaderVerdict, read_headers
@@ -206,6 +207,9 @@ def _deliver_all(store: Store, data: bytes, sender: str, rcpts: list[tuple[str, 
             log.info("<%s>: %s %s uid %d, %d bytes, from <%s>", address, "already in" if d.duplicate else "saved to",
                      d.folder, d.uid, len(copy), sender)
             replies.append(f"250 2.0.0 <{address}> delivered to {d.folder} uid {d.uid}{note}")
+        except OverQuota as exc:  # temporary (Postfix keeps it queued), never 5xx: store/quota.py
+            log.info("<%s>: not delivered, %s", address, exc)
+            replies.append(f"452 4.2.2 <{address}> mailbox full, try again later")
         except OSError as exc:
             log.error("delivery to %s failed: %s", user, exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable
 from mailsift import daemon
 from mailsift.ops import metrics
 from mailsift.store.api import Store
+from mailsift.store import quota
 from mailsift.serve.conncaps import (ConnectionCaps, cap_address, current_nofile, is_loopback as _is_loopback,
                                      mailbox_cap, raise_nofile, refuse)
 from mailsift.serve.context import SessionContext
@@ -171,6 +172,7 @@ class Server:
                                     max_open=mailbox_cap(settings, nofile))
         self.caps = ConnectionCaps.from_settings(settings, nofile)
         self.users = users or Users(settings.users, settings.default_domain)
+        self.store.quota_limit = quota.Limits(settings.quota_mb, getattr(self.users, "quota_mb", None))
         self.tls = build_tls(settings)
         self.shared: dict[str, Any] = {"hostname": settings.hostname or socket.getfqdn()}
         self.throttle = self._make_throttle()

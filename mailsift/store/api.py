@@ -58,6 +58,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Literal, TypeVa
 
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
+from mailsift.store import quota
 from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.indexdb import IndexDB
@@ -103,6 +104,11 @@ class FolderExists(StoreError):
 
 class FolderNotEmpty(StoreError):
     """DELETE of a folder that has children, or of INBOX."""
+
+
+class OverQuota(StoreError):
+    """The user's storage quota (store/quota.py) has no room for this: IMAP `NO [OVERQUOTA]`,
+    LMTP `452 4.2.2` (temporary: Postfix keeps the mail queued until there is room)."""
 
 
 class NoSuchMessage(StoreError):
@@ -207,6 +213,8 @@ class Store:
         self._live: "weakref.WeakValueDictionary[str, Mailbox]" = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self.listings = ListingCache()
+        # user -> bytes the user may store, or None (no limit); None: no quotas (store/quota.py)
+        self.quota_limit: Callable[[str], int | None] | None = None
 
     def mailbox_path(self, user: str) -> Path:
         """ROOT/DOMAIN/LOCAL for a user name (validated; never outside the root)."""
@@ -724,6 +732,7 @@ class Mailbox:
                     log.warning("%s: the earlier delivery of this message (%s uid %d) is not on disk; "
                                 "storing it again", self.user, prev[0], prev[1])
             frow = self._ensure_target(folder)
+            self._check_quota(size)
             with self._txn():
                 uid = frow["uidnext"]
                 modseq = frow["highestmodseq"] + 1
@@ -806,6 +815,8 @@ class Mailbox:
         frow = self._frow(folder)
         fid = frow["id"]
         fpath = self._fpath(folder)
+        if via in ("append", "copy"):  # (MOVE never grows the usage: no check, nor for sync)
+            self._check_quota(sum(item[4] for item in items))
         out = []
         with self._txn():
             uid, modseq = frow["uidnext"], frow["highestmodseq"]
@@ -829,6 +840,33 @@ class Mailbox:
             self._event("new", folder, uid=uid, flags=item[2], via=via, source_folder=src[0],
                         source_special_use=src[1], source_uid=src[2])
         return out
+
+    # ------------------------------------------------------------------ quota
+    def _check_quota(self, adding: int) -> None:
+        """Raise OverQuota when `adding` more bytes would pass the user's limit (lock held)."""
+        limit_of = self.store.quota_limit
+        limit = limit_of(self.user) if limit_of is not None else None
+        if limit is None:
+            return
+        used, _n = quota.usage(self._db.conn, self._txn)
+        if used + adding > limit:
+            raise OverQuota(f"quota exceeded: {quota.kib(used)} of {quota.kib(limit)} KiB used, "
+                            f"{quota.kib(adding)} KiB more do not fit")
+
+    def quota(self) -> tuple[int, int, int | None]:
+        """(bytes used, messages, limit in bytes or None) of this user (store/quota.py)."""
+        limit_of = self.store.quota_limit
+        limit = limit_of(self.user) if limit_of is not None else None
+        with self._op():
+            used, n = quota.usage(self._db.conn, self._txn)
+        return used, n, limit
+
+    def deleted_size(self, folder: str) -> int:
+        """Bytes of the folder's messages flagged \\Deleted (STATUS DELETED-STORAGE)."""
+        folder = normalize_folder(folder)
+        with self._op():
+            self._sync_folder(folder)
+            return quota.deleted_size(self._db.conn, self._frow(folder)["id"])
 
     # ------------------------------------------------------------------ reading
     def list(self, folder: str, uid_min: int = 1, uid_max: int | None = None,

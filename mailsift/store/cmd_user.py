@@ -35,9 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("set", help="change a user's settings", parents=[common])
     p.add_argument("name", help="user address (local@domain)")
     p.add_argument("--implicit-feedback", dest="implicit_feedback", action=argparse.BooleanOptionalAction,
-                   required=True, help="may what the user keeps or leaves in Junk teach the spam model "
+                   help="may what the user keeps or leaves in Junk teach the spam model "
                    "(default: yes; see docs/feedback.md)")
+    p.add_argument("--quota-mb", dest="quota_mb", metavar="MIB|default", type=_quota_arg,
+                   help="storage the user may fill, in MiB (0 = no limit; default = [store] quota_mb)")
     sub.add_parser("list", help="list users", parents=[common])
+
+
+def _quota_arg(text: str) -> int | str:
+    if text.strip().lower() == "default":
+        return "default"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of MiB (0 = no limit) or 'default'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a quota cannot be negative")
+    return value
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -98,8 +112,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 print(name)
             return 0
         if args.action == "set":
-            users.set_implicit_feedback(args.name, args.implicit_feedback)
-            print(f"implicit feedback {'on' if args.implicit_feedback else 'off'} for {users.canonical(args.name)}")
+            quota_mb = getattr(args, "quota_mb", None)
+            if args.implicit_feedback is None and quota_mb is None:  # a usage error, as argparse's
+                print("mailsift user set: say what to set: --[no-]implicit-feedback and/or --quota-mb",
+                      file=sys.stderr)
+                return 2
+            if args.implicit_feedback is not None:
+                users.set_implicit_feedback(args.name, args.implicit_feedback)
+                print(f"implicit feedback {'on' if args.implicit_feedback else 'off'} for {users.canonical(args.name)}")
+            if quota_mb is not None:
+                users.set_quota_mb(args.name, None if quota_mb == "default" else int(quota_mb))
+                shown = (f"the default ({settings.quota_mb} MiB)" if quota_mb == "default"
+                         else "no limit" if quota_mb == 0 else f"{quota_mb} MiB")
+                print(f"quota of {users.canonical(args.name)}: {shown}")
             return 0
         if args.action == "del":
             users.delete(args.name)

@@ -90,6 +90,10 @@ class StoreSettings:
     login_timeout: float = 120.0
     # Mailboxes kept open while idle (4 file descriptors each); 0 = fit a quarter of the limit.
     max_open_mailboxes: int = 0
+    # Storage each user may fill, in MiB (RFC 9208 QUOTA; 0 = no limit). `mailsift user set NAME
+    # --quota-mb N` gives one user another. Past it IMAP APPEND/COPY get NO [OVERQUOTA] and LMTP
+    # answers 452 4.2.2 (Postfix keeps the mail queued); MOVE and EXPUNGE always work.
+    quota_mb: int = 0
 
     def validate(self) -> None:
         for name in LISTENERS:
@@ -121,4 +125,6 @@ class StoreSettings:
                              "must be at least 1")
         if not 0 < self.login_timeout <= 3600:
             raise ValueError("login_timeout must be between 0 and 3600 seconds")
+        if not 0 <= self.quota_mb <= 1 << 30:
+            raise ValueError("quota_mb must be 0 (no limit) to 1073741824 MiB")
         daemon.parse_mode(self.socket_mode)

@@ -23,6 +23,7 @@ SCRYPT_LOG2N = 14
 SCRYPT_R = 8
 SCRYPT_P = 1
 MAX_PASSWORD = 1024
+MAX_QUOTA_MB = 1 << 30  # 1 PiB
 
 
 class UserError(Exception):
@@ -137,6 +138,37 @@ class Users:
         finally:
             conn.close()
         return row is None or bool(row[0])
+
+    def set_quota_mb(self, name: str, mb: int | None) -> None:
+        """This user's storage limit in MiB (0 = none), or None for `[store] quota_mb`."""
+        if mb is not None and not 0 <= mb <= MAX_QUOTA_MB:
+            raise UserError(f"quota must be 0 (no limit) to {MAX_QUOTA_MB} MiB")
+        canon = self.canonical(name)
+        with self._lock:
+            conn = self._connect(create=True)
+            try:
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(users)")}
+                if "quota_mb" not in cols:
+                    conn.execute("ALTER TABLE users ADD COLUMN quota_mb INTEGER")
+                if conn.execute("UPDATE users SET quota_mb=? WHERE name=?", (mb, canon)).rowcount == 0:
+                    raise NoSuchUser(f"no user {canon}")
+            finally:
+                conn.close()
+
+    def quota_mb(self, name: str) -> int | None:
+        """This user's own storage limit in MiB (0 = none), or None: the default applies."""
+        try:
+            canon = self.canonical(name)
+            conn = self._connect()
+        except (ValueError, FileNotFoundError):
+            return None
+        try:
+            row = conn.execute("SELECT quota_mb FROM users WHERE name=?", (canon,)).fetchone()
+        except sqlite3.OperationalError:  # a database from before the column: the default
+            return None
+        finally:
+            conn.close()
+        return None if row is None or row[0] is None else int(row[0])
 
     def share_with(self, gid: int) -> None:
         """Let the server's group read the database (mode 0640); only its owner may change it."""

@@ -805,6 +805,7 @@ def _a_lsub(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]
 
 
 _STATUS_ITEMS = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE"}  # SIZE: RFC 8438
+_STATUS_ITEMS |= {"DELETED", "DELETED-STORAGE"}  # RFC 9208 (QUOTA=RES-STORAGE), RFC 9051
 
 
 def _a_status(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
@@ -949,6 +950,18 @@ def _a_enable(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
     return {"capabilities": tuple(_atom(t, tag, "a capability").upper() for t in tokens)}
 
 
+def _a_getquota(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1)  # GETQUOTA quota-root (an astring, RFC 9208)
+    return {"root": astring_bytes(tokens[0], tag).decode("utf-8", "replace")}
+
+
+def _a_setquota(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 2)  # SETQUOTA quota-root (resource limit ...)
+    if not isinstance(tokens[1], list) or len(tokens[1]) % 2:
+        raise ParseError("SETQUOTA needs a list of resource-limit pairs", tag)
+    return {"root": astring_bytes(tokens[0], tag).decode("utf-8", "replace")}
+
+
 _ARGS = {name: _a_noarg for name in _NOARG}
 _ARGS.update({name: _a_mailbox for name in _ONE_MAILBOX})
 _ARGS.update({
@@ -958,3 +971,4 @@ _ARGS.update({
     "FETCH": _a_fetch, "STORE": _a_store, "COPY": _a_copy, "MOVE": _a_copy, "ID": _a_id,
     "ENABLE": _a_enable,
 })
+_ARGS.update({"GETQUOTA": _a_getquota, "GETQUOTAROOT": _a_mailbox, "SETQUOTA": _a_setquota})

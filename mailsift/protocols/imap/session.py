@@ -36,6 +36,7 @@ from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap import listext, multiappend, statusitems
+from mailsift.protocols.imap import quota as imapquota
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -67,7 +68,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
-                      + multiappend.CAPABILITIES)
+                      + multiappend.CAPABILITIES + imapquota.CAPABILITIES)
 
 
 class LineTooLong(Exception):
@@ -456,6 +457,8 @@ class ImapSession:
             self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
         except (InvalidName, store_api.InvalidFlag) as exc:
             self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
+        except store_api.OverQuota as exc:
+            self.tagged(cmd.tag, "NO", str(exc), "OVERQUOTA")
         except store_api.StoreError as exc:
             self.tagged(cmd.tag, "NO", str(exc) or "Refused", "CANNOT")
         except (Closed, ConnectionError, ssl.SSLError):
@@ -1250,6 +1253,8 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "COPY": (_SEL, ImapSession.cmd_copy),
     "MOVE": (_SEL, ImapSession.cmd_copy),
 }
+_HANDLERS.update({"GETQUOTA": (_AUTH, imapquota.cmd_getquota), "GETQUOTAROOT": (_AUTH, imapquota.cmd_getquotaroot),
+                  "SETQUOTA": (_AUTH, imapquota.cmd_setquota)})
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:

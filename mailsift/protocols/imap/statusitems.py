@@ -1,13 +1,16 @@
-"""STATUS data items (RFC 3501 6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438 SIZE) of one folder,
-for STATUS and for LIST-STATUS (RFC 5819). Blocking: call it in a worker thread."""
+"""STATUS data items (RFC 3501 6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438 SIZE, RFC 9208 DELETED
+and DELETED-STORAGE) of one folder, for STATUS and for LIST-STATUS (RFC 5819). Blocking: call
+it in a worker thread."""
 
 from __future__ import annotations
 
 from typing import Iterable
 
 from mailsift.store import api as store_api
+from mailsift.store.quota import kib
 
 CAPABILITIES = ("STATUS=SIZE",)
+
 
 def status_items(box: store_api.Mailbox, name: str, items: Iterable[str]) -> tuple[str, list[str]]:
     """(the folder's name as stored, ["MESSAGES 3", ...] in the order asked). Raises NoSuchFolder."""
@@ -30,6 +33,10 @@ def status_items(box: store_api.Mailbox, name: str, items: Iterable[str]) -> tup
             out.append(f"HIGHESTMODSEQ {st.highestmodseq}")
         elif item == "SIZE":  # RFC 8438: the sum of the messages' RFC822.SIZE (CRLF line ends)
             out.append(f"SIZE {st.size}")
+        elif item == "DELETED":  # RFC 9051, RFC 9208: messages flagged \\Deleted
+            out.append(f"DELETED {st.deleted}")
+        elif item == "DELETED-STORAGE":  # RFC 9208: KiB an EXPUNGE would give back
+            out.append(f"DELETED-STORAGE {kib(box.deleted_size(st.name)) if st.deleted else 0}")
     return st.name, out
 
 
