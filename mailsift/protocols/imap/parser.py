@@ -962,6 +962,11 @@ def _a_setquota(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, 
     return {"root": astring_bytes(tokens[0], tag).decode("utf-8", "replace")}
 
 
+def _a_compress(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    _count(tokens, tag, 1)  # COMPRESS mechanism (RFC 4978)
+    return {"mechanism": _atom(tokens[0], tag, "a compression mechanism").upper()}
+
+
 _ARGS = {name: _a_noarg for name in _NOARG}
 _ARGS.update({name: _a_mailbox for name in _ONE_MAILBOX})
 _ARGS.update({
@@ -972,3 +977,4 @@ _ARGS.update({
     "ENABLE": _a_enable,
 })
 _ARGS.update({"GETQUOTA": _a_getquota, "GETQUOTAROOT": _a_mailbox, "SETQUOTA": _a_setquota})
+_ARGS["COMPRESS"] = _a_compress

@@ -37,6 +37,7 @@ from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap import listext, multiappend, statusitems
 from mailsift.protocols.imap import quota as imapquota
+from mailsift.protocols.imap import compress
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -306,6 +307,8 @@ class ImapSession:
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
         caps += MAILBOX_EXTENSIONS
+        if self.state != "notauth":
+            caps += compress.CAPABILITIES
         if self.state == "notauth":
             if self.tls is not None and not self.secure:
                 caps.append("STARTTLS")
@@ -1255,6 +1258,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
 }
 _HANDLERS.update({"GETQUOTA": (_AUTH, imapquota.cmd_getquota), "GETQUOTAROOT": (_AUTH, imapquota.cmd_getquotaroot),
                   "SETQUOTA": (_AUTH, imapquota.cmd_setquota)})
+_HANDLERS["COMPRESS"] = (_AUTH, compress.cmd_compress)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
