@@ -59,6 +59,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, Literal, TypeVa
 from mailsift.store import index as idx
 from mailsift.store import maildir as md
 from mailsift.store import quota
+from mailsift.store import vanished
 from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.indexdb import IndexDB
@@ -867,6 +868,25 @@ class Mailbox:
         with self._op():
             self._sync_folder(folder)
             return quota.deleted_size(self._db.conn, self._frow(folder)["id"])
+
+    # ------------------------------------------------------------------ expunged UIDs (QRESYNC)
+    def track_expunges(self) -> None:
+        """Start keeping tombstones of expunged UIDs in the index (store/vanished.py); idempotent."""
+        with self._op():
+            vanished.ensure(self._db.conn, self._txn)
+
+    def expunged_since(self, folder: str, uidvalidity: int, modseq: int) -> list[tuple[int, int]]:
+        """UID ranges of `folder` expunged after `modseq` (store/vanished.py); NoSuchFolder when
+        the folder has another UIDVALIDITY."""
+        folder = normalize_folder(folder)
+        with self._op():
+            self._frow(folder)
+            self._sync_folder(folder)
+            frow = self._frow(folder)
+            if frow["uidvalidity"] != uidvalidity:
+                raise NoSuchFolder(folder)
+            vanished.ensure(self._db.conn, self._txn)
+            return vanished.expunged_since(self._db.conn, frow["id"], modseq, frow["uidnext"])
 
     # ------------------------------------------------------------------ reading
     def list(self, folder: str, uid_min: int = 1, uid_max: int | None = None,

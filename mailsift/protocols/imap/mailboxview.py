@@ -42,6 +42,7 @@ class MailboxView:
     ghosts: set[int] = field(default_factory=set)
     condstore: bool = False
     dirty: bool = False
+    qresync: bool = False  # report expunges as `* VANISHED uids` (RFC 7162 3.2.10)
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, infos: Iterable[Any]) -> None:
@@ -135,6 +136,8 @@ class MailboxView:
             else:
                 keep.append(uid)
         self.uids = keep
+        if self.qresync:
+            return [b"* VANISHED " + _uid_set(sorted(doomed)).encode() + b"\r\n"]
         return out
 
     def apply(self, infos: Iterable[Any], allow_expunge: bool, recent_floor: int | None = None,
@@ -179,3 +182,15 @@ class MailboxView:
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.dirty = False
         return out
+
+
+def _uid_set(uids: list[int]) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(uids):
+        j = i
+        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
+            j += 1
+        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -716,12 +716,39 @@ def _a_select(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
         params = tokens[1]
         if not isinstance(params, list):
             raise ParseError("select parameters are a list", tag)
-        for p in params:
+        qresync = None
+        rest = list(params)
+        while rest:
+            p = rest.pop(0)
             if isinstance(p, Atom) and p.text.upper() == "CONDSTORE":
                 condstore = True
+            elif isinstance(p, Atom) and p.text.upper() == "QRESYNC" and rest and isinstance(rest[0], list):
+                qresync = _qresync_params(rest.pop(0), tag)
             else:
                 raise ParseError("unknown select parameter", tag)
+        if qresync is not None:
+            return {"mailbox": mailbox_name(tokens[0], tag), "condstore": condstore, "qresync": qresync}
     return {"mailbox": mailbox_name(tokens[0], tag), "condstore": condstore}
+
+
+def _qresync_params(toks: list[Token], tag: bytes | None) -> tuple[Any, ...]:
+    """RFC 7162: (uidvalidity mod-sequence [known-uids [(seq-set uid-set)]])."""
+    if not 2 <= len(toks) <= 4:
+        raise ParseError("QRESYNC takes UIDVALIDITY, MODSEQ and optionally known UIDs", tag)
+    uidvalidity, modseq = _numeric(toks[0], tag), _numeric(toks[1], tag)
+    if not 0 < uidvalidity <= 0xFFFFFFFF or modseq <= 0:
+        raise ParseError("invalid QRESYNC UIDVALIDITY or MODSEQ", tag)
+    known = None
+    match = None
+    rest = toks[2:]
+    if rest and isinstance(rest[0], Atom):
+        known = parse_sequence_set(rest.pop(0).text, tag)
+    if rest:
+        pair = rest.pop(0)
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(t, Atom) for t in pair):
+            raise ParseError("QRESYNC sequence match data is (seq-set uid-set)", tag)
+        match = tuple(parse_sequence_set(t.text, tag) for t in pair)  # type: ignore[union-attr]
+    return uidvalidity, modseq, known, match
 
 
 def _a_mailbox(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
@@ -866,12 +893,21 @@ def _a_fetch(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any
     seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
     atts = parse_fetch_atts(tokens[1], tag)
     changedsince = None
+    vanished = False
     if len(tokens) == 3:
         mods = tokens[2]
+        if (isinstance(mods, list) and len(mods) == 3 and isinstance(mods[2], Atom)
+                and mods[2].text.upper() == "VANISHED"):  # RFC 7162 3.2.6: UID FETCH only
+            if not uid:
+                raise ParseError("VANISHED needs UID FETCH", tag)
+            vanished = True
+            mods = mods[:2]
         if (not isinstance(mods, list) or len(mods) != 2 or not isinstance(mods[0], Atom)
                 or mods[0].text.upper() != "CHANGEDSINCE"):
             raise ParseError("unknown FETCH modifier", tag)
         changedsince = int(_numeric(mods[1], tag))
+    if vanished:
+        return {"set": seq, "atts": tuple(atts), "changedsince": changedsince, "vanished": True}
     return {"set": seq, "atts": tuple(atts), "changedsince": changedsince}
 
 

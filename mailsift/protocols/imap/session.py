@@ -38,6 +38,7 @@ from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap import listext, multiappend, statusitems
 from mailsift.protocols.imap import quota as imapquota
 from mailsift.protocols.imap import compress
+from mailsift.protocols.imap import qresync
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
@@ -69,7 +70,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
-                      + multiappend.CAPABILITIES + imapquota.CAPABILITIES)
+                      + multiappend.CAPABILITIES + imapquota.CAPABILITIES + qresync.CAPABILITIES)
 
 
 class LineTooLong(Exception):
@@ -274,6 +275,7 @@ class ImapSession:
         self.loop = asyncio.get_running_loop()
         self.sel: MailboxView | None = None
         self.condstore = False
+        self.qresync = False                  # ENABLE QRESYNC (qresync.py)
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
@@ -682,6 +684,9 @@ class ImapSession:
                 if self.sel is not None:
                     self.sel.condstore = True
                 enabled.append(cap)
+            elif cap == "QRESYNC" and not self.qresync:
+                await qresync.enable(self)
+                enabled.append(cap)
         self.untagged("ENABLED" + "".join(" " + c for c in enabled))
         self.tagged(cmd.tag, "OK", "Enabled")
 
@@ -694,6 +699,9 @@ class ImapSession:
 
     async def cmd_select(self, cmd: Command) -> None:
         assert self.box is not None
+        if cmd.args.get("qresync") and not self.qresync:  # RFC 7162 3.2.5
+            self.bad(cmd.tag, "QRESYNC parameter without ENABLE QRESYNC")
+            return
         readonly = cmd.name == "EXAMINE"
         if self.sel is not None:
             self.sel = None
@@ -706,6 +714,7 @@ class ImapSession:
         if cmd.args.get("condstore"):
             self.condstore = True
         view.condstore = self.condstore
+        view.qresync = self.qresync
         view.recent = {u for u in view.uids if u > floor} if floor is not None else set()
         keywords = ["$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded"]
         for k in view.keywords():
@@ -726,6 +735,8 @@ class ImapSession:
         self.untagged(f"OK [UIDNEXT {info.uidnext}] Predicted next UID")
         if self.condstore:
             self.untagged(f"OK [HIGHESTMODSEQ {info.highestmodseq}] Highest")
+        if cmd.args.get("qresync"):
+            await qresync.after_select(self, view, cmd.args["qresync"])
         self.events.clear()  # what happened before this listing is in it
         self.events_overflow = False
         self.sel = view
@@ -980,6 +991,11 @@ class ImapSession:
         targets = sel.resolve(cmd.args["set"], cmd.uid)
         atts = list(cmd.args["atts"])
         changedsince = cmd.args["changedsince"]
+        if cmd.args.get("vanished"):
+            if not self.qresync:
+                self.bad(cmd.tag, "VANISHED without ENABLE QRESYNC")
+                return
+            await qresync.fetch_vanished(self, changedsince, cmd.args["set"])
         if changedsince is not None:
             self.condstore = sel.condstore = True
             targets = [(s, u) for s, u in targets if sel.state[u].modseq > changedsince]
