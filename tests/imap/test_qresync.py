@@ -144,6 +144,8 @@ def scenario(host: str, port: int) -> list[Any]:
     w1.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     w1.command("EXPUNGE")
     out.append(summary(*w2.command("NOOP")))
+    out.append(summary(*w2.command("STORE 2 FLAGS (\\Seen)")))           # UID in flag changes once enabled
+    out.append(summary(*w2.command("FETCH 2 (FLAGS)")))                  # (not in a FETCH asked for)
     w2.command("UID STORE 6 +FLAGS.SILENT (\\Deleted)")
     out.append(summary(*w2.command("UID EXPUNGE 6")))
     w1.close()
@@ -163,4 +165,5 @@ def test_resynchronisation_agrees_with_dovecot(servers) -> None:
     assert a[6] == [b"OK", b"* 6 EXISTS", b"* VANISHED (EARLIER) 3", (2, 2, ["\\Flagged"], True)]
     assert a[7] == [b"OK", b"* 6 EXISTS"]                                 # stale UIDVALIDITY: nothing
     assert a[9][1:] == [b"* VANISHED (EARLIER) 5"]
-    assert a[10] == [b"OK", b"* VANISHED 1"] and a[11] == [b"OK", b"* VANISHED 6"]
+    assert a[10] == [b"OK", b"* VANISHED 1"] and a[13] == [b"OK", b"* VANISHED 6"]
+    assert a[11] == [b"OK", (2, 4, ["\\Seen"], True)] and a[12] == [b"OK", (2, None, ["\\Seen"], False)]

@@ -1161,7 +1161,7 @@ class ImapSession:
                     continue
                 st = sel.state[uid]
                 items = []
-                if cmd.uid:
+                if cmd.uid or self.qresync:  # RFC 7162 3.2.4: UID in FETCH for flag changes
                     items.append(b"UID %d" % uid)
                 if not silent:
                     items.append(b"FLAGS " + fetchmod.flag_atoms(st.flags, uid in sel.recent))
