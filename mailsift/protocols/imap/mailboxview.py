@@ -5,6 +5,13 @@ The store is the truth; the view is what this client has been told. `apply(infos
 fresh listing with the view and returns the untagged responses that bring the client up to date:
 EXPUNGE (only when `allow_expunge`, else the message stays as a "ghost" until it may be reported,
 RFC 3501 7.4.1), EXISTS/RECENT for new messages, FETCH (FLAGS) for flags changed elsewhere.
+
+Keywords: the view remembers which keywords the client was told of (the FLAGS and
+PERMANENTFLAGS of SELECT, and any sent since). A keyword that reaches the view unannounced
+(another session's STORE or APPEND, in this process or another, or this session's own STORE)
+is queued; `keyword_news()` returns the new `* FLAGS` and `* OK [PERMANENTFLAGS]` lines, and
+`apply()` puts them first, so no FETCH names a keyword before the client has heard of it
+(as Dovecot does; RFC 3501 7.2.6).
 Pure: no I/O.
 """
 
@@ -16,6 +23,10 @@ from typing import Any, Iterable
 
 from mailsift.protocols.imap.fetch import flag_atoms
 from mailsift.protocols.imap.parser import SequenceSet
+
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+DEFAULT_KEYWORDS = ("$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded")  # always announced
 
 
 class BadSequence(ValueError):
@@ -42,6 +53,8 @@ class MailboxView:
     ghosts: set[int] = field(default_factory=set)
     condstore: bool = False
     dirty: bool = False
+    announced: dict[str, None] = field(default_factory=dict)  # keywords told, in the order told
+    unannounced: set[str] = field(default_factory=set)         # keywords in the view, not yet told
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, infos: Iterable[Any]) -> None:
@@ -55,6 +68,35 @@ class MailboxView:
         st = self.state.get(uid)
         if st is not None:
             self.state[uid] = MessageState(uid, flags, st.internal_date, st.size, modseq)
+            self._note_keywords(flags)
+
+    # -- keywords the client was told of ------------------------------------------------------
+    def _note_keywords(self, flags: Iterable[str]) -> None:
+        announced = self.announced
+        for f in flags:
+            if f not in announced and f[:1] != "\\":
+                self.unannounced.add(f)
+
+    def flag_lines(self) -> list[bytes]:
+        """Every keyword in the view (and the defaults) announced: the untagged FLAGS and
+        PERMANENTFLAGS of SELECT/EXAMINE, sent again whenever a new keyword appears."""
+        if not self.announced:
+            for k in DEFAULT_KEYWORDS:
+                self.announced[k] = None
+            for k in self.keywords():
+                self.announced.setdefault(k, None)
+        for k in sorted(self.unannounced):
+            self.announced.setdefault(k, None)
+        self.unannounced.clear()
+        flags = " ".join((*SYSTEM_FLAGS, *self.announced)).encode()
+        perm = b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n" if self.readonly else \
+            b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % flags
+        return [b"* FLAGS (%s)\r\n" % flags, perm]
+
+    def keyword_news(self) -> list[bytes]:
+        """The FLAGS and PERMANENTFLAGS lines to send before any response that carries a keyword
+        the client has not been told of; [] when there is none."""
+        return self.flag_lines() if self.unannounced else []
 
     @property
     def exists(self) -> int:
@@ -156,7 +198,7 @@ class MailboxView:
             if m is None:
                 continue
             if m.flags != st.flags or (self.condstore and m.modseq != st.modseq):
-                self.update(uid, m.flags, m.modseq)
+                self.update(uid, m.flags, m.modseq)  # (notes new keywords)
                 st = self.state[uid]
                 items = b""
                 if with_uid:
@@ -173,9 +215,13 @@ class MailboxView:
                 m = fresh[uid]
                 self.uids.append(uid)
                 self.state[uid] = m
+                if m.flags:
+                    self._note_keywords(m.flags)
             if recent_floor is not None:
                 self.recent.update(u for u in new if u > recent_floor)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.dirty = False
+        if self.unannounced:
+            out[:0] = self.keyword_news()
         return out

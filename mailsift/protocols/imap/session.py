@@ -697,16 +697,8 @@ class ImapSession:
             self.condstore = True
         view.condstore = self.condstore
         view.recent = {u for u in view.uids if u > floor} if floor is not None else set()
-        keywords = ["$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded"]
-        for k in view.keywords():
-            if k not in keywords:
-                keywords.append(k)
-        flags = " ".join(list(SYSTEM_FLAGS) + keywords)
-        self.untagged(f"FLAGS ({flags})")
-        if readonly:
-            self.untagged("OK [PERMANENTFLAGS ()] Read-only mailbox")
-        else:
-            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted")
+        for line in view.flag_lines():  # FLAGS, PERMANENTFLAGS: the keywords this client knows
+            self.send(line)
         self.untagged(f"{view.exists} EXISTS")
         self.untagged(f"{len(view.recent)} RECENT")
         unseen = view.first_unseen()
@@ -958,6 +950,8 @@ class ImapSession:
                     sel.update(info.uid, info.flags, info.modseq)
                 if not any(a.name == "FLAGS" for a in atts):
                     atts.append(FetchAtt("FLAGS"))
+        for line in sel.keyword_news():  # a keyword new to this client: FLAGS before any FETCH
+            self.send(line)
         expunged = False
         headers_only = need_data and fetchmod.header_only(atts)
         for start in range(0, len(targets), FETCH_BATCH):
@@ -990,6 +984,8 @@ class ImapSession:
         """FETCH (FLAGS) / UID FETCH (FLAGS) from the view alone: a client syncing a big folder."""
         sel = self.sel
         assert sel is not None
+        for line in sel.keyword_news():
+            self.send(line)
         atoms: dict[tuple[frozenset[str], bool], bytes] = {}
         out: list[bytes] = []
         state, recent, ghosts = sel.state, sel.recent, sel.ghosts
@@ -1092,6 +1088,8 @@ class ImapSession:
                                   cmd.args["flags"], mode, unchangedsince)
         for info in changed:
             sel.update(info.uid, info.flags, info.modseq)
+        for line in sel.keyword_news():  # a new keyword: FLAGS before the FETCH naming it
+            self.send(line)
         modified = []
         if unchangedsince is not None:
             changed_uids = {i.uid for i in changed}
