@@ -3,7 +3,11 @@
 
 - a keyword reaches a session in an untagged FLAGS and `OK [PERMANENTFLAGS (...)]` naming it
   before any FETCH does: after its own `STORE +FLAGS ($new)` (FLAGS first, as Dovecot sends
-  it), after another process's STORE, and after another process's APPEND with a new keyword."""
+  it), after another process's STORE, and after another process's APPEND with a new keyword;
+- a FETCH naming messages another session expunged, before this session was told, is served
+  (tagged OK): flags, size and date from the view, bytes from the session's parsed-message
+  cache or the worker's header cache when they hold them, Dovecot's NIL replies when nothing
+  does; the EXPUNGEs come at the next NOOP with the numbers the client holds."""
 
 from __future__ import annotations
 
@@ -137,5 +141,66 @@ def test_keywords_from_another_process_are_announced_before_any_fetch(srv: ImapS
     wait_for(lambda: b_sees("Appended-Kw", "FETCH 1:* (FLAGS)") or b_sees("Appended-Kw", "NOOP"), 10,
              what="B to see Appended-Kw")
     assert {"Elsewhere-1", "Elsewhere-2", "Appended-Kw"} <= told.flags & told.perm
+    a.close()
+    b.close()
+
+
+def test_fetch_serves_messages_expunged_elsewhere_until_the_session_is_told(srv: ImapServer) -> None:
+    a, b = pair_in_two_workers(srv)
+    subjects = [f"x{i}" for i in range(1, 13)]
+    uids = fresh_folder(a, "Ghosts", [msg(s, f"text of {s}") for s in subjects])
+    a.command("SELECT Ghosts")
+    b.command("SELECT Ghosts")
+    # B reads headers of 1:10 (its worker's header cache: 1..10; its parsed cache: the last 8)
+    untagged, done = b.command("FETCH 1:10 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert ok(done) and len(untagged) == 10
+    size_12 = fetch_items(b.command("FETCH 12 (RFC822.SIZE)")[0][0])["RFC822.SIZE"]
+    # A expunges 1 (header cached in B's worker), 10 (parsed in B's session) and 12 (nothing cached)
+    _, done = a.command("STORE 1,10,12 +FLAGS.SILENT (\\Deleted)")
+    assert ok(done)
+    untagged, done = a.command("EXPUNGE")
+    assert ok(done) and untagged == [b"* 1 EXPUNGE", b"* 9 EXPUNGE", b"* 10 EXPUNGE"], untagged
+
+    def fetch(cmd: str) -> tuple[list[bytes], bytes]:
+        untagged, done = b.command(cmd)
+        assert ok(done), (cmd, done)
+        assert not any(u.endswith(b"EXPUNGE") for u in untagged), (cmd, untagged)
+        return untagged, done
+
+    # flags of all twelve, from the view (B may or may not have heard of the \Deleted first)
+    untagged, _ = fetch("FETCH 1:12 (UID FLAGS)")
+    assert [fetch_items(u)["UID"] for u in untagged] == uids
+    # 10: its bytes from the session's parsed-message cache
+    untagged, _ = fetch("FETCH 10 (UID BODY.PEEK[TEXT] BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    items = fetch_items(untagged[0])
+    assert items["UID"] == uids[9] and items["BODY[TEXT]"] == b"text of x10\r\n"
+    # 1: its header from the header cache, no text left: NIL
+    untagged, done = fetch("FETCH 1 (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)] ENVELOPE BODY.PEEK[TEXT])")
+    items = fetch_items(untagged[0])
+    assert items["BODY[HEADER.FIELDS (SUBJECT)]"] == b"Subject: x1\r\n\r\n"
+    assert items["ENVELOPE"][1] == b"x1" and items["BODY[TEXT]"] is None and items["RFC822.SIZE"] > 0
+    assert b"[EXPUNGEISSUED]" in done
+    # 12: nothing cached: size and date from the view, Dovecot's NIL replies for the rest
+    untagged, done = fetch("FETCH 12 (UID RFC822.SIZE INTERNALDATE BODY.PEEK[] ENVELOPE BODYSTRUCTURE RFC822.HEADER)")
+    items = fetch_items(untagged[0])
+    assert items["UID"] == uids[11] and items["RFC822.SIZE"] == size_12 and items["INTERNALDATE"]
+    assert items["BODY[]"] is None and items["RFC822.HEADER"] is None
+    assert items["ENVELOPE"] == [None] * 10
+    assert items["BODYSTRUCTURE"] == [b"text", b"plain", None, None, None, b"7bit", 0, 0, None, None, None, None]
+    # the untouched ones, in one FETCH with the others: right bytes, OK
+    untagged, done = fetch("FETCH 1:12 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert len(untagged) == 12
+    for u in untagged:
+        items = fetch_items(u)
+        i = uids.index(items["UID"])
+        if i != 11:
+            assert items["BODY[HEADER.FIELDS (SUBJECT)]"] == f"Subject: {subjects[i]}\r\n\r\n".encode()
+    # told at the next NOOP, with the numbers B holds
+    untagged, done = b.command("NOOP")
+    assert ok(done) and [u for u in untagged if u.endswith(b"EXPUNGE")] == [b"* 1 EXPUNGE", b"* 9 EXPUNGE",
+                                                                             b"* 10 EXPUNGE"], untagged
+    untagged, done = b.command("FETCH 1:* (UID)")
+    assert ok(done) and b"EXPUNGEISSUED" not in done
+    assert [fetch_items(u)["UID"] for u in untagged] == [u for i, u in enumerate(uids) if i not in (0, 9, 11)]
     a.close()
     b.close()

@@ -14,6 +14,14 @@ from mailsift.protocols.imap.sections import partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+# What a message whose file is gone answers for the attributes that need its bytes (when no
+# cache holds them): Dovecot's "NIL replies" (imap-fetch.c), RFC 2180 4.1.3.
+_BODY_NIL = b'"text" "plain" NIL NIL NIL "7bit" 0 0'
+_NIL_REPLIES = {
+    "ENVELOPE": b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)",
+    "BODY": b"(" + _BODY_NIL + b")",
+    "BODYSTRUCTURE": b"(" + _BODY_NIL + b" NIL NIL NIL NIL)",
+}
 
 
 def needs_data(atts: Iterable[FetchAtt]) -> bool:
@@ -45,6 +53,9 @@ class MessageData:
     modseq: int = 0
     raw: bytes | None = None
     header_only: bool = False        # only top-level header sections are asked for
+    # Expunged from the store while this session still sees it (it has not been told yet):
+    # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
+    expunged: bool = False
     _root: mimetree.Part | None = None
     _top: mimetree.Part | None = None
 
@@ -95,8 +106,27 @@ def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False
     return b"(" + b" ".join(parts) + b")"
 
 
+def _gone_value(msg: MessageData, a: FetchAtt) -> bytes | None:
+    """For an expunged message without its bytes: the value from its cached header when the
+    attribute needs no more (None: answer it as usual from `msg.top`), else the NIL reply."""
+    n = a.name
+    if msg._top is not None:
+        if n == "RFC822.HEADER":
+            return None
+        if n == "ENVELOPE":
+            return response.encode(envelope(msg._top))
+        if n == "BODY[]" and a.section is not None and not a.section.part \
+                and a.section.text in _HEADER_ONLY_TEXTS:
+            return None
+    return _NIL_REPLIES.get(n, b"NIL")
+
+
 def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     n = a.name
+    if msg.expunged and msg.raw is None and n in _NEEDS_DATA:
+        gone = _gone_value(msg, a)
+        if gone is not None:
+            return gone
     if n == "UID":
         return b"%d" % msg.uid
     if n == "FLAGS":

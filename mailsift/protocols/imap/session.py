@@ -936,10 +936,13 @@ class ImapSession:
             targets = [(s, u) for s, u in targets if sel.state[u].modseq > changedsince]
         with_modseq = self.condstore and (changedsince is not None or any(a.name == "MODSEQ" for a in atts))
         need_data = fetchmod.needs_data(atts)
+        # a message expunged elsewhere that this client still sees (a ghost) is served from the
+        # view and the caches until it is told (as Dovecot does): OK [EXPUNGEISSUED], never NO
+        expunged = bool(sel.ghosts) and any(u in sel.ghosts for _s, u in targets)
         if not need_data and not with_modseq and {a.name for a in atts} <= {"UID", "FLAGS"} \
-                and any(a.name == "FLAGS" for a in atts) and (cmd.uid or not sel.ghosts):
+                and any(a.name == "FLAGS" for a in atts):
             self.fetch_flags_fast(targets, cmd.uid or any(a.name == "UID" for a in atts))
-            self.tagged(cmd.tag, "OK", "Fetch completed")
+            self.fetch_done(cmd.tag, expunged)
             return
         # BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen first, and report the flags
         if not sel.readonly and any(a.sets_seen for a in atts):
@@ -952,7 +955,6 @@ class ImapSession:
                     atts.append(FetchAtt("FLAGS"))
         for line in sel.keyword_news():  # a keyword new to this client: FLAGS before any FETCH
             self.send(line)
-        expunged = False
         headers_only = need_data and fetchmod.header_only(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
@@ -967,18 +969,19 @@ class ImapSession:
                 datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
             out = []
             for (seq, uid), data in zip(batch, datas):
-                if data is None:
-                    expunged = True
-                    continue
+                expunged = expunged or data.expunged
                 items = fetchmod.fetch_items(data, atts, recent=uid in sel.recent, with_uid=cmd.uid,
                                              with_modseq=with_modseq)
                 out.append(b"* %d FETCH " % seq + items + b"\r\n")
             self.send(b"".join(out))  # one write per batch
             await self.maybe_flush()
-        if expunged and not cmd.uid:
-            self.tagged(cmd.tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
-            return
-        self.tagged(cmd.tag, "OK", "Fetch completed")
+        self.fetch_done(cmd.tag, expunged)
+
+    def fetch_done(self, tag: bytes, expunged: bool) -> None:
+        if expunged:
+            self.tagged(tag, "OK", "Some messages were already expunged", "EXPUNGEISSUED")
+        else:
+            self.tagged(tag, "OK", "Fetch completed")
 
     def fetch_flags_fast(self, targets: list[tuple[int, int]], with_uid: bool) -> None:
         """FETCH (FLAGS) / UID FETCH (FLAGS) from the view alone: a client syncing a big folder."""
@@ -988,10 +991,8 @@ class ImapSession:
             self.send(line)
         atoms: dict[tuple[frozenset[str], bool], bytes] = {}
         out: list[bytes] = []
-        state, recent, ghosts = sel.state, sel.recent, sel.ghosts
+        state, recent = sel.state, sel.recent
         for seq, uid in targets:
-            if uid in ghosts:
-                continue
             key = (state[uid].flags, uid in recent)
             fl = atoms.get(key)
             if fl is None:
@@ -1002,11 +1003,10 @@ class ImapSession:
                 out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
         self.send(b"".join(out))
 
-    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData | None:
-        if uid in sel.ghosts:
-            return None
+    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
         st = sel.state[uid]
-        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq)
+        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
+                                    expunged=uid in sel.ghosts)
 
     def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
         """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
@@ -1027,19 +1027,18 @@ class ImapSession:
         return True
 
     def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
-                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData | None]:
+                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData]:
         """In a worker thread (or, inline, in the loop's: then _WouldBlock instead of waiting for
         a lock): the messages' bytes (parsed ones are cached per session). With headers_only
         (every attribute is a top-level header section), headers come from the process-wide
-        header cache when they are there, without reading the file."""
+        header cache when they are there, without reading the file. A message whose file is
+        gone (expunged elsewhere, this client not told yet) keeps what the caches hold and is
+        marked `expunged` (fetch.py answers the rest with NIL replies)."""
         assert self.box is not None
-        out: list[fetchmod.MessageData | None] = []
+        out: list[fetchmod.MessageData] = []
         hcache = _header_cache(self.ctx) if headers_only else None
         for _seq, uid in batch:
             data = self._data_of(sel, uid)
-            if data is None:
-                out.append(None)
-                continue
             key = (sel.folder, sel.uidvalidity, uid)
             cached = self.parsed.get(key)
             if cached is not None:
@@ -1055,6 +1054,10 @@ class ImapSession:
                     data.header_only = True
                     out.append(data)
                     continue
+            if data.expunged:  # a ghost: its file is gone
+                data._top = _header_cache(self.ctx).get(hkey)
+                out.append(data)
+                continue
             try:
                 if inline:
                     raw = self.box.read_nowait(sel.folder, uid, crlf=False)
@@ -1063,8 +1066,10 @@ class ImapSession:
                     data.raw = to_crlf(raw)
                 else:
                     data.raw = read_crlf(self.box, sel.folder, uid)
-            except store_api.NoSuchMessage:
-                out.append(None)
+            except store_api.NoSuchMessage:  # expunged by another session since the refresh
+                data.expunged = True
+                data._top = _header_cache(self.ctx).get(hkey)
+                out.append(data)
                 continue
             if hcache is not None:
                 hcache.put(hkey, header_part(data.raw))
