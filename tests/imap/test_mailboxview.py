@@ -82,3 +82,29 @@ def test_a_keyword_announced_stays_announced_after_its_last_message_goes() -> No
     view.remove([1])
     view.update(2, frozenset({"$once"}), 5)
     assert view.keyword_news() == []
+
+
+def test_one_refresh_reports_expunges_flag_changes_and_new_messages_in_order() -> None:
+    view, _ = selected(*(info(u) for u in (2, 4, 6, 8, 10)))
+    listing = [info(2), info(6, "\\Seen", modseq=3), info(10), info(11), info(12, "\\Flagged")]
+    out = view.apply(listing, allow_expunge=True, recent_floor=11)
+    # 4 and 8 go (8 is the 3rd once 4 is gone), 6's change is reported at its new number 2
+    assert out == [b"* 2 EXPUNGE\r\n", b"* 3 EXPUNGE\r\n", b"* 2 FETCH (UID 6 FLAGS (\\Seen))\r\n",
+                   b"* 5 EXISTS\r\n", b"* 1 RECENT\r\n"]
+    assert view.uids == [2, 6, 10, 11, 12] and view.recent == {12}
+    # unchanged objects: nothing to say; while expunges wait, the gone one stays as a ghost
+    assert view.apply(listing, allow_expunge=False) == []
+    assert view.apply(listing[1:], allow_expunge=False) == [] and view.ghosts == {2} and view.exists == 5
+    assert view.apply(listing[1:], allow_expunge=True) == [b"* 1 EXPUNGE\r\n"] and not view.ghosts
+
+
+def test_remove_numbers_each_expunge_as_the_client_holds_them() -> None:
+    many = [info(u) for u in range(1, 101)]
+    for doomed in ([50], [3, 4, 97], list(range(1, 101, 2))):  # few (bisection) and many (one walk)
+        view, _ = selected(*many)
+        out = view.remove(doomed)
+        expect, held = [], list(range(1, 101))
+        for uid in sorted(doomed):
+            expect.append(b"* %d EXPUNGE\r\n" % (held.index(uid) + 1))
+            held.remove(uid)
+        assert out == expect and view.uids == held and set(view.state) == set(held)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mailsift.protocols.imap import mimetree, response
 from mailsift.protocols.imap.bodystructure import body_structure, encode_body
@@ -77,9 +78,19 @@ class MessageData:
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
     """System flags (and \\Recent) first, then keywords, as Dovecot orders them."""
+    if isinstance(flags, frozenset):  # (what the store and the view hold)
+        return _flag_atoms_of(flags, recent)
+    return _flag_atoms(flags, recent)
+
+
+def _flag_atoms(flags: Iterable[str], recent: bool) -> bytes:
     system = sorted(f for f in flags if f.startswith("\\"))
     keywords = sorted(f for f in flags if not f.startswith("\\"))
     return response.flag_list(system + (["\\Recent"] if recent else []) + keywords)
+
+
+# perf: a folder has few distinct flag sets; each listing FETCH formatted them per message
+_flag_atoms_of = functools.lru_cache(maxsize=4096)(_flag_atoms)
 
 
 def internaldate(epoch: float) -> bytes:
@@ -87,23 +98,60 @@ def internaldate(epoch: float) -> bytes:
     return b'"' + format_datetime(when).encode("ascii") + b'"'
 
 
-def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
-                with_uid: bool = False, with_modseq: bool = False) -> bytes:
-    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    parts: list[bytes] = []
-    names_done: set[str] = set()
+Getter = Callable[[MessageData, bool], bytes]
+Plan = list[tuple[bytes, Getter]]
+
+
+def plan(atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> Plan:
+    """What one FETCH command answers for each message: (`NAME `, value getter) per attribute,
+    worked out once per command (perf: response names, duplicates and the dispatch on the
+    attribute were redone for every message of a listing)."""
     atts = list(atts)
     if with_uid and not any(a.name == "UID" for a in atts):
         atts = [FetchAtt("UID")] + atts
     if with_modseq and not any(a.name == "MODSEQ" for a in atts):
         atts = atts + [FetchAtt("MODSEQ")]
+    out: Plan = []
+    names_done: set[str] = set()
     for a in atts:
         key = a.response_name()
         if key in names_done:
             continue
         names_done.add(key)
-        parts.append(key.encode("ascii", "replace") + b" " + _value(msg, a, recent))
-    return b"(" + b" ".join(parts) + b")"
+        out.append((key.encode("ascii", "replace") + b" ", _getter(a)))
+    return out
+
+
+def render(msg: MessageData, items: Plan, recent: bool = False) -> bytes:
+    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
+    return b"(" + b" ".join([name + get(msg, recent) for name, get in items]) + b")"
+
+
+def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
+                with_uid: bool = False, with_modseq: bool = False) -> bytes:
+    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
+    return render(msg, plan(atts, with_uid, with_modseq), recent)
+
+
+def _getter(a: FetchAtt) -> Getter:
+    n = a.name
+    if n == "UID":
+        return lambda m, _r: b"%d" % m.uid
+    if n == "FLAGS":
+        return lambda m, r: flag_atoms(m.flags, r)
+    if n == "RFC822.SIZE":
+        return lambda m, _r: b"%d" % m.size
+    if n == "MODSEQ":
+        return lambda m, _r: b"(%d)" % m.modseq
+    section = a.section
+    if n == "BODY[]" and section is not None and not section.part and a.partial is None \
+            and section.text in _HEADER_ONLY_TEXTS:
+        def header_section(m: MessageData, r: bool) -> bytes:
+            if m.expunged and m.raw is None:
+                return _value(m, a, r)
+            return response.literal(section_bytes(m.top, section))
+        return header_section
+    return lambda m, r: _value(m, a, r)
 
 
 def _gone_value(msg: MessageData, a: FetchAtt) -> bytes | None:
