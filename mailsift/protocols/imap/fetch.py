@@ -11,7 +11,7 @@ from mailsift.protocols.imap import mimetree, response
 from mailsift.protocols.imap.bodystructure import body_structure, encode_body
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
-from mailsift.protocols.imap.sections import partial, section_bytes
+from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
@@ -146,10 +146,17 @@ def _getter(a: FetchAtt) -> Getter:
     section = a.section
     if n == "BODY[]" and section is not None and not section.part and a.partial is None \
             and section.text in _HEADER_ONLY_TEXTS:
+        memo_key = _memo_key(section.text, section.fields) if section.text != "HEADER" else None
+
         def header_section(m: MessageData, r: bool) -> bytes:
             if m.expunged and m.raw is None:
                 return _value(m, a, r)
-            return response.literal(section_bytes(m.top, section))
+            top = m.top
+            memo = top._memo  # HEADER.FIELDS answered before for this header (sections.py)
+            data = memo.get(memo_key) if memo is not None and memo_key is not None else None
+            if data is None:
+                data = section_bytes(top, section)
+            return b"{%d}\r\n" % len(data) + data
         return header_section
     return lambda m, r: _value(m, a, r)
 
