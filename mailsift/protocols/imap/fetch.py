@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mailsift.protocols.imap import mimetree, response
 from mailsift.protocols.imap.bodystructure import body_structure, encode_body
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
-from mailsift.protocols.imap.sections import partial, section_bytes
+from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+# What a message whose file is gone answers for the attributes that need its bytes (when no
+# cache holds them): Dovecot's "NIL replies" (imap-fetch.c), RFC 2180 4.1.3.
+_BODY_NIL = b'"text" "plain" NIL NIL NIL "7bit" 0 0'
+_NIL_REPLIES = {
+    "ENVELOPE": b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)",
+    "BODY": b"(" + _BODY_NIL + b")",
+    "BODYSTRUCTURE": b"(" + _BODY_NIL + b" NIL NIL NIL NIL)",
+}
 
 
 def needs_data(atts: Iterable[FetchAtt]) -> bool:
@@ -45,6 +54,9 @@ class MessageData:
     modseq: int = 0
     raw: bytes | None = None
     header_only: bool = False        # only top-level header sections are asked for
+    # Expunged from the store while this session still sees it (it has not been told yet):
+    # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
+    expunged: bool = False
     _root: mimetree.Part | None = None
     _top: mimetree.Part | None = None
 
@@ -66,9 +78,19 @@ class MessageData:
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
     """System flags (and \\Recent) first, then keywords, as Dovecot orders them."""
+    if isinstance(flags, frozenset):  # (what the store and the view hold)
+        return _flag_atoms_of(flags, recent)
+    return _flag_atoms(flags, recent)
+
+
+def _flag_atoms(flags: Iterable[str], recent: bool) -> bytes:
     system = sorted(f for f in flags if f.startswith("\\"))
     keywords = sorted(f for f in flags if not f.startswith("\\"))
     return response.flag_list(system + (["\\Recent"] if recent else []) + keywords)
+
+
+# perf: a folder has few distinct flag sets; each listing FETCH formatted them per message
+_flag_atoms_of = functools.lru_cache(maxsize=4096)(_flag_atoms)
 
 
 def internaldate(epoch: float) -> bytes:
@@ -76,27 +98,90 @@ def internaldate(epoch: float) -> bytes:
     return b'"' + format_datetime(when).encode("ascii") + b'"'
 
 
-def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
-                with_uid: bool = False, with_modseq: bool = False) -> bytes:
-    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    parts: list[bytes] = []
-    names_done: set[str] = set()
+Getter = Callable[[MessageData, bool], bytes]
+Plan = list[tuple[bytes, Getter]]
+
+
+def plan(atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> Plan:
+    """What one FETCH command answers for each message: (`NAME `, value getter) per attribute,
+    worked out once per command (perf: response names, duplicates and the dispatch on the
+    attribute were redone for every message of a listing)."""
     atts = list(atts)
     if with_uid and not any(a.name == "UID" for a in atts):
         atts = [FetchAtt("UID")] + atts
     if with_modseq and not any(a.name == "MODSEQ" for a in atts):
         atts = atts + [FetchAtt("MODSEQ")]
+    out: Plan = []
+    names_done: set[str] = set()
     for a in atts:
         key = a.response_name()
         if key in names_done:
             continue
         names_done.add(key)
-        parts.append(key.encode("ascii", "replace") + b" " + _value(msg, a, recent))
-    return b"(" + b" ".join(parts) + b")"
+        out.append((key.encode("ascii", "replace") + b" ", _getter(a)))
+    return out
+
+
+def render(msg: MessageData, items: Plan, recent: bool = False) -> bytes:
+    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
+    return b"(" + b" ".join([name + get(msg, recent) for name, get in items]) + b")"
+
+
+def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
+                with_uid: bool = False, with_modseq: bool = False) -> bytes:
+    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
+    return render(msg, plan(atts, with_uid, with_modseq), recent)
+
+
+def _getter(a: FetchAtt) -> Getter:
+    n = a.name
+    if n == "UID":
+        return lambda m, _r: b"%d" % m.uid
+    if n == "FLAGS":
+        return lambda m, r: flag_atoms(m.flags, r)
+    if n == "RFC822.SIZE":
+        return lambda m, _r: b"%d" % m.size
+    if n == "MODSEQ":
+        return lambda m, _r: b"(%d)" % m.modseq
+    section = a.section
+    if n == "BODY[]" and section is not None and not section.part and a.partial is None \
+            and section.text in _HEADER_ONLY_TEXTS:
+        memo_key = _memo_key(section.text, section.fields) if section.text != "HEADER" else None
+
+        def header_section(m: MessageData, r: bool) -> bytes:
+            if m.expunged and m.raw is None:
+                return _value(m, a, r)
+            top = m.top
+            memo = top._memo  # HEADER.FIELDS answered before for this header (sections.py)
+            data = memo.get(memo_key) if memo is not None and memo_key is not None else None
+            if data is None:
+                data = section_bytes(top, section)
+            return b"{%d}\r\n" % len(data) + data
+        return header_section
+    return lambda m, r: _value(m, a, r)
+
+
+def _gone_value(msg: MessageData, a: FetchAtt) -> bytes | None:
+    """For an expunged message without its bytes: the value from its cached header when the
+    attribute needs no more (None: answer it as usual from `msg.top`), else the NIL reply."""
+    n = a.name
+    if msg._top is not None:
+        if n == "RFC822.HEADER":
+            return None
+        if n == "ENVELOPE":
+            return response.encode(envelope(msg._top))
+        if n == "BODY[]" and a.section is not None and not a.section.part \
+                and a.section.text in _HEADER_ONLY_TEXTS:
+            return None
+    return _NIL_REPLIES.get(n, b"NIL")
 
 
 def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     n = a.name
+    if msg.expunged and msg.raw is None and n in _NEEDS_DATA:
+        gone = _gone_value(msg, a)
+        if gone is not None:
+            return gone
     if n == "UID":
         return b"%d" % msg.uid
     if n == "FLAGS":

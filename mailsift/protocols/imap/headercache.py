@@ -55,6 +55,11 @@ class HeaderCache:
                 self._items.move_to_end(key)
             return part
 
+    def peek(self, key: Key) -> bool:
+        """Whether the key is cached, without the lock or an LRU bump (a dict lookup is atomic):
+        for guesses such as whether a FETCH may run inline."""
+        return key in self._items
+
     def put(self, key: Key, part: Part) -> None:
         if len(part.data) > MAX_HEADER:
             return

@@ -58,6 +58,7 @@ MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for
 MAX_CONNECTIONS_PER_USER = 20
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 256 * 1024
+OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transport within a command
 STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
                                 # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
@@ -282,15 +283,32 @@ class ImapSession:
         # keyed (folder, UIDVALIDITY, UID): a folder deleted and created again, or renamed
         # over, reuses its name and UIDs for other messages
         self.parsed: OrderedDict[tuple[str, int, int], fetchmod.MessageData] = OrderedDict()
+        self.out: list[bytes] = []            # responses not yet written (see send)
+        self.out_size = 0
 
     # -- output -----------------------------------------------------------------------------
+    # Responses are collected and written once per command (at flush), not once per line: each
+    # write to a TCP_NODELAY socket is a send() and a segment of its own (perf: a SELECT was 8
+    # sends; the load benchmark's session mix made 2.6 per command, now 1).
     def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        self.out.append(data)
+        self.out_size += len(data)
+
+    def _write_out(self) -> None:
+        if self.out:
+            self.writer.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+            self.out.clear()
+            self.out_size = 0
 
     async def flush(self) -> None:
+        self._write_out()
         await self.writer.drain()
 
     async def maybe_flush(self) -> None:
+        """Within a long response: hand what is collected to the transport once it is big,
+        and wait for the client once the transport holds more than WRITE_HIGH_WATER."""
+        if self.out_size >= OUTPUT_CHUNK:
+            self._write_out()
         transport = self.writer.transport
         if transport is not None and transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             await self.writer.drain()
@@ -716,16 +734,8 @@ class ImapSession:
         view.condstore = self.condstore
         view.qresync = self.qresync
         view.recent = {u for u in view.uids if u > floor} if floor is not None else set()
-        keywords = ["$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded"]
-        for k in view.keywords():
-            if k not in keywords:
-                keywords.append(k)
-        flags = " ".join(list(SYSTEM_FLAGS) + keywords)
-        self.untagged(f"FLAGS ({flags})")
-        if readonly:
-            self.untagged("OK [PERMANENTFLAGS ()] Read-only mailbox")
-        else:
-            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted")
+        for line in view.flag_lines():  # FLAGS, PERMANENTFLAGS: the keywords this client knows
+            self.send(line)
         self.untagged(f"{view.exists} EXISTS")
         self.untagged(f"{len(view.recent)} RECENT")
         unseen = view.first_unseen()
@@ -1001,10 +1011,13 @@ class ImapSession:
             targets = [(s, u) for s, u in targets if sel.state[u].modseq > changedsince]
         with_modseq = self.condstore and (changedsince is not None or any(a.name == "MODSEQ" for a in atts))
         need_data = fetchmod.needs_data(atts)
+        # a message expunged elsewhere that this client still sees (a ghost) is served from the
+        # view and the caches until it is told (as Dovecot does): OK [EXPUNGEISSUED], never NO
+        expunged = bool(sel.ghosts) and any(u in sel.ghosts for _s, u in targets)
         if not need_data and not with_modseq and {a.name for a in atts} <= {"UID", "FLAGS"} \
-                and any(a.name == "FLAGS" for a in atts) and (cmd.uid or not sel.ghosts):
+                and any(a.name == "FLAGS" for a in atts):
             self.fetch_flags_fast(targets, cmd.uid or any(a.name == "UID" for a in atts))
-            self.tagged(cmd.tag, "OK", "Fetch completed")
+            self.fetch_done(cmd.tag, expunged)
             return
         # BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen first, and report the flags
         if not sel.readonly and any(a.sets_seen for a in atts):
@@ -1015,8 +1028,10 @@ class ImapSession:
                     sel.update(info.uid, info.flags, info.modseq)
                 if not any(a.name == "FLAGS" for a in atts):
                     atts.append(FetchAtt("FLAGS"))
-        expunged = False
+        for line in sel.keyword_news():  # a keyword new to this client: FLAGS before any FETCH
+            self.send(line)
         headers_only = need_data and fetchmod.header_only(atts)
+        items = fetchmod.plan(atts, cmd.uid, with_modseq)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
             if not need_data:
@@ -1030,29 +1045,28 @@ class ImapSession:
                 datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
             out = []
             for (seq, uid), data in zip(batch, datas):
-                if data is None:
-                    expunged = True
-                    continue
-                items = fetchmod.fetch_items(data, atts, recent=uid in sel.recent, with_uid=cmd.uid,
-                                             with_modseq=with_modseq)
-                out.append(b"* %d FETCH " % seq + items + b"\r\n")
+                expunged = expunged or data.expunged
+                out.append(b"* %d FETCH " % seq + fetchmod.render(data, items, uid in sel.recent) + b"\r\n")
             self.send(b"".join(out))  # one write per batch
             await self.maybe_flush()
-        if expunged and not cmd.uid:
-            self.tagged(cmd.tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
-            return
-        self.tagged(cmd.tag, "OK", "Fetch completed")
+        self.fetch_done(cmd.tag, expunged)
+
+    def fetch_done(self, tag: bytes, expunged: bool) -> None:
+        if expunged:
+            self.tagged(tag, "OK", "Some messages were already expunged", "EXPUNGEISSUED")
+        else:
+            self.tagged(tag, "OK", "Fetch completed")
 
     def fetch_flags_fast(self, targets: list[tuple[int, int]], with_uid: bool) -> None:
         """FETCH (FLAGS) / UID FETCH (FLAGS) from the view alone: a client syncing a big folder."""
         sel = self.sel
         assert sel is not None
+        for line in sel.keyword_news():
+            self.send(line)
         atoms: dict[tuple[frozenset[str], bool], bytes] = {}
         out: list[bytes] = []
-        state, recent, ghosts = sel.state, sel.recent, sel.ghosts
+        state, recent = sel.state, sel.recent
         for seq, uid in targets:
-            if uid in ghosts:
-                continue
             key = (state[uid].flags, uid in recent)
             fl = atoms.get(key)
             if fl is None:
@@ -1063,11 +1077,10 @@ class ImapSession:
                 out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
         self.send(b"".join(out))
 
-    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData | None:
-        if uid in sel.ghosts:
-            return None
+    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
         st = sel.state[uid]
-        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq)
+        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
+                                    expunged=uid in sel.ghosts)
 
     def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
         """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
@@ -1080,7 +1093,7 @@ class ImapSession:
             st = sel.state.get(uid)
             if st is None or uid in sel.ghosts or (sel.folder, sel.uidvalidity, uid) in self.parsed:
                 continue
-            if hcache is not None and hcache.get((self.user or "", sel.folder, sel.uidvalidity, uid)) is not None:
+            if hcache is not None and hcache.peek((self.user or "", sel.folder, sel.uidvalidity, uid)):
                 continue
             total += st.size
             if total > INLINE_READ_BYTES:
@@ -1088,19 +1101,18 @@ class ImapSession:
         return True
 
     def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
-                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData | None]:
+                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData]:
         """In a worker thread (or, inline, in the loop's: then _WouldBlock instead of waiting for
         a lock): the messages' bytes (parsed ones are cached per session). With headers_only
         (every attribute is a top-level header section), headers come from the process-wide
-        header cache when they are there, without reading the file."""
+        header cache when they are there, without reading the file. A message whose file is
+        gone (expunged elsewhere, this client not told yet) keeps what the caches hold and is
+        marked `expunged` (fetch.py answers the rest with NIL replies)."""
         assert self.box is not None
-        out: list[fetchmod.MessageData | None] = []
+        out: list[fetchmod.MessageData] = []
         hcache = _header_cache(self.ctx) if headers_only else None
         for _seq, uid in batch:
             data = self._data_of(sel, uid)
-            if data is None:
-                out.append(None)
-                continue
             key = (sel.folder, sel.uidvalidity, uid)
             cached = self.parsed.get(key)
             if cached is not None:
@@ -1116,6 +1128,10 @@ class ImapSession:
                     data.header_only = True
                     out.append(data)
                     continue
+            if data.expunged:  # a ghost: its file is gone
+                data._top = _header_cache(self.ctx).get(hkey)
+                out.append(data)
+                continue
             try:
                 if inline:
                     raw = self.box.read_nowait(sel.folder, uid, crlf=False)
@@ -1124,11 +1140,14 @@ class ImapSession:
                     data.raw = to_crlf(raw)
                 else:
                     data.raw = read_crlf(self.box, sel.folder, uid)
-            except store_api.NoSuchMessage:
-                out.append(None)
+            except store_api.NoSuchMessage:  # expunged by another session since the refresh
+                data.expunged = True
+                data._top = _header_cache(self.ctx).get(hkey)
+                out.append(data)
                 continue
             if hcache is not None:
-                hcache.put(hkey, header_part(data.raw))
+                data._top = header_part(data.raw)  # (answers this FETCH too: parsed once)
+                hcache.put(hkey, data._top)
             self.parsed[key] = data
             while len(self.parsed) > PARSED_CACHE:
                 self.parsed.popitem(last=False)
@@ -1149,6 +1168,8 @@ class ImapSession:
                                   cmd.args["flags"], mode, unchangedsince)
         for info in changed:
             sel.update(info.uid, info.flags, info.modseq)
+        for line in sel.keyword_news():  # a new keyword: FLAGS before the FETCH naming it
+            self.send(line)
         modified = []
         if unchangedsince is not None:
             changed_uids = {i.uid for i in changed}
