@@ -64,6 +64,9 @@ Token = Union[Atom, String, "list[Token]"]
 
 _CTL = set(range(0x00, 0x20)) | {0x7F}
 _ATOM_STOP = set(b'(){ "\\') | _CTL | {0x20}
+# the only atoms in which `[` opens a section that may hold spaces and parentheses; anywhere
+# else `[` is an ordinary atom character (RFC 3501 9: a mailbox name may hold it)
+_SECTION_ATTS = {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
 
 
 class _Tokenizer:
@@ -158,8 +161,8 @@ class _Tokenizer:
             self.pos += 1
         while self.pos < len(self.data):
             c = self.data[self.pos]
-            if c == 0x5B:  # [ : a section, may hold spaces and parens
-                depth += 1
+            if c == 0x5B and (depth or self.data[start:self.pos].upper() in _SECTION_ATTS):
+                depth += 1  # BODY[...]: a section, may hold spaces and parens
             elif c == 0x5D and depth:
                 depth -= 1
             elif depth and c not in _CTL:
@@ -540,6 +543,11 @@ def parse_search(tokens: list[Token], tag: bytes | None = None) -> tuple[str, Se
     return charset, _SearchParser(tokens, charset, tag).all()
 
 
+class InvalidMailboxName(ParseError):
+    """A well-formed astring that is no valid mailbox name (broken modified UTF-7): no such
+    mailbox can exist, so the session answers NO as Dovecot does, not BAD."""
+
+
 class BadCharset(ParseError):
     """SEARCH CHARSET we do not support: answer `NO [BADCHARSET (UTF-8 US-ASCII)]`."""
 
@@ -592,9 +600,9 @@ def mailbox_name(tok: Token, tag: bytes | None) -> str:
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise ParseError("mailbox name is neither modified UTF-7 nor UTF-8", tag) from None
+            raise InvalidMailboxName("mailbox name is neither modified UTF-7 nor UTF-8", tag) from None
         if "&" in name or any(ord(c) < 0x20 for c in name):
-            raise ParseError("invalid mailbox name", tag)
+            raise InvalidMailboxName("invalid mailbox name", tag)
     if name.upper() == "INBOX":
         return "INBOX"
     if name.upper().startswith("INBOX."):

@@ -37,8 +37,8 @@ from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
-from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
-                                            literal_marker, parse_command, split_tag)
+from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
+                                            ParseError, literal_marker, parse_command, split_tag)
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
@@ -421,6 +421,9 @@ class ImapSession:
             cmd = parse_command(data, self.limits)
         except BadCharset as exc:
             self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+            return
+        except InvalidMailboxName as exc:
+            self.tagged(exc.tag or b"*", "NO", "Mailbox name is not valid mUTF-7")
             return
         except ParseError as exc:
             self.bad(exc.tag, f"Error in IMAP command: {exc}")
