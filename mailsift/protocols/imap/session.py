@@ -36,6 +36,7 @@ from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
+from mailsift.protocols.imap.listpattern import compile_pattern
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
                                             ParseError, literal_marker, parse_command, split_tag)
@@ -241,9 +242,7 @@ def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
     full = reference + pattern
     if full[:5].upper() == "INBOX":
         full = "INBOX" + full[5:]
-    rx = "".join(".*" if c == "*" else f"[^{re.escape(SEPARATOR)}]*" if c == "%" else re.escape(c) for c in full)
-    compiled = re.compile(f"^{rx}$", re.S)
-    return lambda name: bool(compiled.match(name))
+    return compile_pattern(full, SEPARATOR)  # linear time, no regex backtracking
 
 
 class ImapSession:
