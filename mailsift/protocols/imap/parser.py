@@ -11,6 +11,7 @@ can answer `TAG BAD ...` (or `* BAD ...`) and go on.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
@@ -191,26 +192,34 @@ def tokenize(data: bytes) -> list[Token]:
 
 @dataclass(frozen=True)
 class SequenceSet:
-    """`1:3,5,7:*`; None stands for `*` (the largest number in use)."""
+    """`1:3,5,7:*`; None stands for `*` (the largest number in use). A line may hold some 16,000
+    ranges (`1:*,1:*,...`): they are merged into disjoint ones, never expanded into numbers."""
     ranges: tuple[tuple[int | None, int | None], ...]
+    _merged: dict[int, list[tuple[int, int]]] = field(default_factory=dict, compare=False, repr=False)
 
     def contains(self, n: int, largest: int) -> bool:
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            if a > b:
-                a, b = b, a
-            if a <= n <= b:
-                return True
-        return False
+        merged = self.resolve(largest)
+        i = bisect.bisect_right(merged, (n, 0xFFFFFFFF + 1)) - 1
+        return i >= 0 and merged[i][0] <= n <= merged[i][1]
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
-        """The ranges with `*` replaced by `largest`, each ordered low-high."""
-        out = []
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            out.append((min(a, b), max(a, b)))
+        """The ranges with `*` replaced by `largest`, each ordered low-high, sorted and merged
+        (overlapping and adjacent ones joined): O(r log r) for r ranges, whatever they span."""
+        cached = self._merged.get(largest)
+        if cached is not None:
+            return cached
+        spans = sorted((min(a, b), max(a, b)) for a, b in
+                       ((largest if lo is None else lo, largest if hi is None else hi) for lo, hi in self.ranges))
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            if out and a <= out[-1][1] + 1:
+                if b > out[-1][1]:
+                    out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        if len(self._merged) >= 4:  # SEARCH asks with one or two values of `largest`
+            self._merged.clear()
+        self._merged[largest] = out
         return out
 
     def has_star(self) -> bool:
