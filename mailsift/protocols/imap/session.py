@@ -389,10 +389,14 @@ class ImapSession:
             if marker is None:
                 return b"".join(pieces)
             n, nonsync = marker
-            if n > self.limits.max_literal or total + n > self.limits.max_command:
+            prelogin = self.state == "notauth"  # only small literals: nobody has logged in
+            max_literal = (self.limits.max_prelogin_literal if prelogin else
+                           self.limits.max_nonsync_literal if nonsync else self.limits.max_literal)
+            max_command = self.limits.max_prelogin_command if prelogin else self.limits.max_command
+            if n > max_literal or total + n > max_command:
                 tag, _ = split_tag(pieces[0])
                 if nonsync:
-                    if n > 2 * self.limits.max_command:
+                    if prelogin or n > 2 * self.limits.max_command:
                         raise CommandTooBig(tag, fatal=True)
                     await self.inp.discard(n)
                     await self.inp.line(self.limits.max_line)  # the rest of the command
