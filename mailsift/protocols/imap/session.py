@@ -600,7 +600,16 @@ class ImapSession:
         if initial is None:
             self.send(b"+ \r\n")
             await self.flush()
-            initial = await self.inp.line(self.limits.max_line)
+            try:
+                initial = await self.inp.line(self.limits.max_line)
+            except LineTooLong:  # the client's fault, not ours: BAD, and the session goes on
+                self.bad(cmd.tag, "Authentication response too long")
+                return
+            except TimeoutError:  # the login deadline passed while we waited for the response
+                self.tagged(cmd.tag, "NO", "Authentication timed out")
+                self.untagged("BYE Autologout; idle for too long")
+                self.closing = True
+                return
             if initial.strip() == b"*":
                 self.bad(cmd.tag, "Authentication canceled")
                 return
