@@ -1147,9 +1147,6 @@ class ImapSession:
         if not uids:
             self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
             return
-        if is_move and dest == sel.folder:
-            self.tagged(cmd.tag, "NO", "Source and destination are the same mailbox", "CANNOT")
-            return
         pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
         dinfo = await self.call(self.box.folder, dest)
         code = None
