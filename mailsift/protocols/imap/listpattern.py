@@ -62,3 +62,18 @@ def compile_pattern(pattern: str, separator: str) -> Callable[[str], bool]:
         return end in states
 
     return match
+
+
+def ancestors(name: str, separator: str) -> list[str]:
+    """The names above `name` in the hierarchy, outermost first: `a.b.c` -> [`a`, `a.b`]."""
+    parts = name.split(separator)
+    return [separator.join(parts[:k]) for k in range(1, len(parts))]
+
+
+def lsub_parents(subscribed: set[str], matches: Callable[[str], bool], separator: str) -> list[str]:
+    """RFC 3501 6.3.9: the unsubscribed parents LSUB returns with \\Noselect: those the pattern
+    matches of a subscribed name it does not match (`%` stops at a separator: with `a.b`
+    subscribed and `a` not, `LSUB "" %` answers `a`), sorted."""
+    out = {p for s in subscribed if not matches(s)
+           for p in ancestors(s, separator) if p not in subscribed and matches(p)}
+    return sorted(out)

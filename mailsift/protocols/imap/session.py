@@ -36,7 +36,7 @@ from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
-from mailsift.protocols.imap.listpattern import compile_pattern
+from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
                                             ParseError, literal_marker, parse_command, split_tag)
@@ -795,6 +795,8 @@ class ImapSession:
             for name in sorted(subscribed - names):
                 if any(m(name) for m in matchers):
                     self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
+            for name in lsub_parents(subscribed, lambda n: any(m(n) for m in matchers), SEPARATOR):
+                self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
         self.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
     async def cmd_status(self, cmd: Command) -> None:
