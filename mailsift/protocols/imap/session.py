@@ -977,6 +977,7 @@ class ImapSession:
                     atts.append(FetchAtt("FLAGS"))
         expunged = False
         headers_only = need_data and fetchmod.header_only(atts)
+        tree = need_data and fetchmod.needs_tree(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
             if not need_data:
@@ -988,6 +989,8 @@ class ImapSession:
                     datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
             else:
                 datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
+            if tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
+                await self.call(fetchmod.prepare, datas, atts)
             out = []
             for (seq, uid), data in zip(batch, datas):
                 if data is None:
