@@ -43,6 +43,7 @@ from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Inval
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
+from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
 from mailsift.store.names import InvalidName
 
 log = logging.getLogger("mailsift.imap")
@@ -184,6 +185,11 @@ def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
         return None, None
     info = box.append(folder, message, flags, when)
     return info, box.folder(folder)
+
+
+def _folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
+    """The distinct keywords of a folder (worker thread)."""
+    return keywords_of(box.list(folder))
 
 
 class _WouldBlock(Exception):
@@ -827,6 +833,11 @@ class ImapSession:
         message: bytes = cmd.args["message"]
         date: _dt.datetime | None = cmd.args["date"]
         when = date.timestamp() if date is not None else None
+        if any(not f.startswith("\\") for f in cmd.args["flags"]):
+            folder = await self.call(self.box.find_folder, name)
+            if folder is not None and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, folder),
+                                                           cmd.args["flags"]):
+                return
         found = await self.call(_append, self.box, name, message, cmd.args["flags"], when)
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
@@ -895,6 +906,13 @@ class ImapSession:
         self.sel = None
         self.state = "auth"
         self.tagged(cmd.tag, "OK", "Unselect completed")
+
+    def keyword_refusal(self, cmd: Command, have: Any, adding: Any) -> bool:
+        """NO [LIMIT] when the flags would give the folder more than MAX_KEYWORDS keywords."""
+        if too_many_keywords(have, adding):
+            self.tagged(cmd.tag, "NO", f"Too many keywords in this mailbox (at most {MAX_KEYWORDS})", "LIMIT")
+            return True
+        return False
 
     def readonly_refusal(self, cmd: Command) -> bool:
         assert self.sel is not None
@@ -1106,6 +1124,9 @@ class ImapSession:
         targets = [(s, u) for s, u in sel.resolve(cmd.args["set"], cmd.uid) if u not in sel.ghosts]
         mode = {"+": "add", "-": "remove", "=": "replace"}[cmd.args["mode"]]
         unchangedsince = cmd.args["unchangedsince"]
+        if mode != "remove" and any(not f.startswith("\\") for f in cmd.args["flags"]) \
+                and self.keyword_refusal(cmd, sel.keywords(), cmd.args["flags"]):
+            return
         if unchangedsince is not None:
             self.condstore = sel.condstore = True
         changed = await self.call(self.box.store_flags, sel.folder, [u for _s, u in targets],
@@ -1151,6 +1172,9 @@ class ImapSession:
         uids = [u for _s, u in targets]
         if not uids:
             self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
+            return
+        adding = {f for u in uids for f in sel.state[u].flags if not f.startswith("\\")}
+        if adding and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, dest), adding):
             return
         pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
         dinfo = await self.call(self.box.folder, dest)
