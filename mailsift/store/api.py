@@ -1090,10 +1090,9 @@ class Mailbox:
 
     def move(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
         """Move messages into `dst` (IMAP MOVE): new UIDs there, expunged from `src`. Returns
-        [(source uid, new uid)]. Events: "new" in dst (via="move", source_*) then "expunge" in src."""
+        [(source uid, new uid)]. Events: "new" in dst (via="move", source_*) then "expunge" in src.
+        src may be dst (RFC 6851 allows it): each message gets a new UID in the same folder."""
         src, dst = normalize_folder(src), normalize_folder(dst)
-        if src == dst:
-            raise StoreError("source and destination are the same folder")
         wanted = set(uids)
         with self._op():
             self._sync_folder(src)
@@ -1132,7 +1131,8 @@ class Mailbox:
                             pairs.append((uid, duid, fl))
                             duid += 1
                         self._db.set_counters(dfrow["id"], duid, dmod)
-                        self._db.set_modseq(sfrow["id"], smod)
+                        if sfrow["id"] != dfrow["id"]:  # one folder: dmod counted every change
+                            self._db.set_modseq(sfrow["id"], smod)
                 else:
                     pairs = []
             for suid, duid, fl in pairs:

@@ -109,3 +109,27 @@ def uid_range(infos: list[MessageInfo], uid_min: int, uid_max: int) -> list[Mess
     lo = bisect.bisect_left(infos, uid_min, key=lambda m: m.uid)
     hi = bisect.bisect_right(infos, uid_max, key=lambda m: m.uid)
     return infos[lo:hi]
+
+
+MAX_KEYWORDS = 256
+"""Distinct keywords one folder may hold: a STORE, APPEND, COPY or MOVE that would add more is
+refused (IMAP: `NO [LIMIT]`). Without it one message took 11,000 keywords and SELECT's FLAGS
+response grew to 68 KB."""
+
+
+def keywords_of(infos: Iterable[MessageInfo]) -> set[str]:
+    """The distinct keywords (flags without a backslash) of a listing."""
+    out: set[str] = set()
+    seen: set[frozenset[str]] = set()
+    for m in infos:
+        if m.flags not in seen:  # a folder has few distinct flag sets
+            seen.add(m.flags)
+            out.update(f for f in m.flags if not f.startswith("\\"))
+    return out
+
+
+def too_many_keywords(have: Iterable[str], adding: Iterable[str]) -> bool:
+    """Whether adding these flags to a folder that holds the keywords `have` passes
+    MAX_KEYWORDS (keywords it holds already cost nothing, also when it is over the bound)."""
+    extra = {f for f in adding if not f.startswith("\\")} - set(have)
+    return bool(extra) and len(set(have)) + len(extra) > MAX_KEYWORDS

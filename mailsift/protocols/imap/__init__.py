@@ -4,6 +4,7 @@ Pure, byte-level pieces (tested on bytes alone):
     parser.py         command lines, literals, sequence sets, search keys, fetch attributes
     response.py       encoding of responses: atoms, quoted strings, literals, lists
     mutf7.py          modified UTF-7 mailbox names (RFC 3501 5.1.3)
+    listpattern.py    LIST/LSUB patterns (`*`, `%`) matched in linear time
     mimetree.py       a message's MIME tree with exact byte ranges (shared by the next three)
     envelope.py       ENVELOPE
     bodystructure.py  BODY and BODYSTRUCTURE

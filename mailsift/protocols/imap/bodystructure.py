@@ -21,6 +21,18 @@ def body_structure(part: Part, extended: bool = True, root: bool = True) -> list
     return _single(part, extended, root)
 
 
+def encoded_structure(root: Part, extended: bool = True) -> bytes:
+    """BODYSTRUCTURE (or BODY) of a message, encoded, kept on its root part: computed once, in
+    a worker thread (fetch.prepare), then only copied out on the event loop."""
+    memo = root._structure
+    if memo is None:
+        memo = root._structure = {}
+    out = memo.get(extended)
+    if out is None:
+        out = memo[extended] = encode_body(body_structure(root, extended))
+    return out
+
+
 class _Multi(list):  # type: ignore[type-arg]
     """A multipart body: its children are written without separating spaces."""
     nchildren = 0

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from mailsift.protocols.imap import mimetree, response
-from mailsift.protocols.imap.bodystructure import body_structure, encode_body
+from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
 from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
@@ -42,6 +42,33 @@ def header_only(atts: Iterable[FetchAtt]) -> bool:
         if a.name in _NEEDS_DATA:
             return False
     return True
+
+
+_TREE_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.TEXT"}
+
+
+def needs_tree(atts: Iterable[FetchAtt]) -> bool:
+    """True when an attribute needs the message's whole MIME tree (then parsed off the loop)."""
+    for a in atts:
+        if a.name in _TREE_ATTS:
+            return True
+        if a.name == "BODY[]" and a.section is not None and (
+                a.section.part or a.section.text not in (None, *_HEADER_ONLY_TEXTS)):
+            return True
+    return False
+
+
+def prepare(datas: Iterable["MessageData | None"], atts: Iterable[FetchAtt]) -> None:
+    """In a worker thread: parse the messages' MIME trees and encode the BODY/BODYSTRUCTURE
+    asked for, so that fetch_items on the event loop finds them done (a message may hold
+    mimetree.MAX_PARTS parts)."""
+    kinds = {a.name for a in atts} & {"BODY", "BODYSTRUCTURE"}
+    for d in datas:
+        if d is None or (d.raw is None and d._root is None):
+            continue
+        root = d.root
+        for kind in kinds:
+            encoded_structure(root, kind == "BODYSTRUCTURE")
 
 
 @dataclass
@@ -195,9 +222,9 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     if n == "ENVELOPE":
         return response.encode(envelope(msg.root))
     if n == "BODYSTRUCTURE":
-        return encode_body(body_structure(msg.root, True))
+        return encoded_structure(msg.root, True)
     if n == "BODY":
-        return encode_body(body_structure(msg.root, False))
+        return encoded_structure(msg.root, False)
     if n == "RFC822":
         return response.literal(msg.raw or b"")
     if n == "RFC822.HEADER":

@@ -134,29 +134,20 @@ class MailboxView:
         if by_uid:
             if not self.uids:
                 return []
-            spans = []
-            for lo, hi in seqset.resolve(self.max_uid):
-                i = bisect.bisect_left(self.uids, lo)
-                j = bisect.bisect_right(self.uids, hi)
-                if i < j:
-                    spans.append((i, j))
-            spans.sort()
-            merged: list[list[int]] = []
-            for i, j in spans:
-                if merged and i <= merged[-1][1]:
-                    merged[-1][1] = max(merged[-1][1], j)
-                else:
-                    merged.append([i, j])
             uids = self.uids
-            return [(k + 1, uids[k]) for i, j in merged for k in range(i, j)]
+            out = []
+            for lo, hi in seqset.resolve(self.max_uid):  # sorted, disjoint
+                i = bisect.bisect_left(uids, lo)
+                j = bisect.bisect_right(uids, hi)
+                out += [(k + 1, uids[k]) for k in range(i, j)]
+            return out
         if n == 0:
             raise BadSequence("no messages")
-        seqs: set[int] = set()
-        for lo, hi in seqset.resolve(n):
-            if hi > n or lo < 1:
-                raise BadSequence("message sequence number out of range")
-            seqs.update(range(lo, hi + 1))
-        return [(s, self.uids[s - 1]) for s in sorted(seqs)]
+        spans = seqset.resolve(n)  # sorted, disjoint: nothing is expanded beyond the mailbox
+        if spans[-1][1] > n or spans[0][0] < 1:
+            raise BadSequence("message sequence number out of range")
+        uids = self.uids
+        return [(s, uids[s - 1]) for lo, hi in spans for s in range(lo, hi + 1)]
 
     # -- changes -------------------------------------------------------------------------------
     def remove(self, uids: Iterable[int]) -> list[bytes]:

@@ -5,7 +5,9 @@
 counting as a delimiter when it starts with `--boundary` (as Dovecot does); the CRLF before
 a delimiter belongs to the delimiter (RFC 2046 5.1.1). A multipart without a boundary is
 treated as a single part. Nesting is bounded (MAX_DEPTH) so hostile input cannot recurse
-without end.
+without end, and so is the number of parts (MAX_PARTS, Dovecot's default too): past it, the
+rest of a multipart is the body of its last part, opaque (anyone can mail a 7 MB message of
+200,000 parts; its tree and BODYSTRUCTURE cost seconds of CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 50
+MAX_PARTS = 10_000  # parts of one message (all levels); Dovecot: max_total_mime_parts = 10000
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -25,7 +28,7 @@ def to_crlf(data: bytes) -> bytes:
 
 @dataclass
 class Part:
-    data: bytes                # the whole message buffer (shared)
+    data: bytes = field(repr=False)  # the whole message buffer (shared: not in every part's repr)
     start: int                 # offset of this part's header
     body_start: int            # offset of its body (after the blank line)
     end: int                   # offset after its body
@@ -43,6 +46,8 @@ class Part:
     # HEADER.FIELDS answers already computed for this part (perf: clients ask the same few
     # fields of the same cached headers on every listing); small and bounded (sections.py).
     _memo: dict[tuple[str, frozenset[str]], bytes] | None = field(default=None, repr=False, compare=False)
+    # BODY / BODYSTRUCTURE of this (root) part as encoded (bodystructure.encoded_structure)
+    _structure: dict[bool, bytes] | None = field(default=None, repr=False, compare=False)
 
     def lower_names(self) -> list[str]:
         """The field names in lower case, computed once (perf: HEADER.FIELDS lowered every
@@ -261,6 +266,7 @@ class _Parser:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.n = len(data)
+        self.parts = 0  # parts made so far (MAX_PARTS)
 
     def line_end(self, pos: int) -> int:
         eol = self.data.find(b"\n", pos)
@@ -290,6 +296,7 @@ class _Parser:
         """Parse a part starting at pos. Returns it, the position after it (at the delimiter line
         that ended it, or EOF), and the delimiter match that ended it."""
         start = pos
+        self.parts += 1
         # header
         hit: tuple[int, bool] | None = None
         while pos < self.n:
@@ -348,6 +355,22 @@ class _Parser:
         part.end = self.n
         return part, pos, None
 
+    def opaque_rest(self, part: Part, pos: int, stack: list[bytes],
+                    me: int) -> tuple[int, tuple[int, bool] | None]:
+        """Past MAX_PARTS, at a delimiter of `part`: no more parts are made; everything up to its
+        closing delimiter (or an enclosing one, or EOF) becomes the body of its last part."""
+        hit: tuple[int, bool] | None = None
+        while pos < self.n:
+            pos = self.line_end(pos)
+            hit = self.match_boundary(pos, stack) if pos < self.n else None
+            if hit is not None and (hit[0] != me or hit[1]):
+                break
+            hit = None
+        if part.children:
+            last = part.children[-1]
+            last.end = max(last.body_start, self.delimiter_start(pos, last.body_start)) if hit else self.n
+        return pos, hit
+
     def empty_child(self, part: Part) -> None:
         """A multipart without a (usable) boundary holds one empty text/plain part (Dovecot)."""
         child = Part(self.data, self.n, self.n, self.n, [])
@@ -367,6 +390,9 @@ class _Parser:
                 break
             pos = self.line_end(pos)
         while hit is not None and hit[0] == me and not hit[1]:
+            if self.parts >= MAX_PARTS:
+                pos, hit = self.opaque_rest(part, pos, stack, me)
+                break
             pos = self.line_end(pos)  # skip the delimiter line
             child, pos, hit = self.part(pos, stack, child_default, depth + 1)
             part.children.append(child)

@@ -11,6 +11,7 @@ can answer `TAG BAD ...` (or `* BAD ...`) and go on.
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ class Limits:
     max_line: int = 64 * 1024          # one line of a command, without literals
     max_literal: int = 64 * 1024 * 1024  # one APPEND literal
     max_command: int = 64 * 1024 * 1024 + 256 * 1024  # a whole command with its literals
-    max_nonsync_literal: int = 4096 * 1024  # {n+} beyond this: BAD (we would have to swallow it)
+    max_nonsync_literal: int = 4096 * 1024  # {n+} beyond this: BAD [TOOBIG] (swallowed unread)
+    max_prelogin_literal: int = 8 * 1024  # one literal before login (a user name or password)
+    max_prelogin_command: int = 64 * 1024  # a whole command with its literals before login
 
 
 _MARKER = re.compile(rb"\{(\d{1,20})(\+?)\}$")
@@ -64,6 +67,9 @@ Token = Union[Atom, String, "list[Token]"]
 
 _CTL = set(range(0x00, 0x20)) | {0x7F}
 _ATOM_STOP = set(b'(){ "\\') | _CTL | {0x20}
+# the only atoms in which `[` opens a section that may hold spaces and parentheses; anywhere
+# else `[` is an ordinary atom character (RFC 3501 9: a mailbox name may hold it)
+_SECTION_ATTS = {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
 
 
 class _Tokenizer:
@@ -158,8 +164,8 @@ class _Tokenizer:
             self.pos += 1
         while self.pos < len(self.data):
             c = self.data[self.pos]
-            if c == 0x5B:  # [ : a section, may hold spaces and parens
-                depth += 1
+            if c == 0x5B and (depth or self.data[start:self.pos].upper() in _SECTION_ATTS):
+                depth += 1  # BODY[...]: a section, may hold spaces and parens
             elif c == 0x5D and depth:
                 depth -= 1
             elif depth and c not in _CTL:
@@ -188,26 +194,34 @@ def tokenize(data: bytes) -> list[Token]:
 
 @dataclass(frozen=True)
 class SequenceSet:
-    """`1:3,5,7:*`; None stands for `*` (the largest number in use)."""
+    """`1:3,5,7:*`; None stands for `*` (the largest number in use). A line may hold some 16,000
+    ranges (`1:*,1:*,...`): they are merged into disjoint ones, never expanded into numbers."""
     ranges: tuple[tuple[int | None, int | None], ...]
+    _merged: dict[int, list[tuple[int, int]]] = field(default_factory=dict, compare=False, repr=False)
 
     def contains(self, n: int, largest: int) -> bool:
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            if a > b:
-                a, b = b, a
-            if a <= n <= b:
-                return True
-        return False
+        merged = self.resolve(largest)
+        i = bisect.bisect_right(merged, (n, 0xFFFFFFFF + 1)) - 1
+        return i >= 0 and merged[i][0] <= n <= merged[i][1]
 
     def resolve(self, largest: int) -> list[tuple[int, int]]:
-        """The ranges with `*` replaced by `largest`, each ordered low-high."""
-        out = []
-        for lo, hi in self.ranges:
-            a = largest if lo is None else lo
-            b = largest if hi is None else hi
-            out.append((min(a, b), max(a, b)))
+        """The ranges with `*` replaced by `largest`, each ordered low-high, sorted and merged
+        (overlapping and adjacent ones joined): O(r log r) for r ranges, whatever they span."""
+        cached = self._merged.get(largest)
+        if cached is not None:
+            return cached
+        spans = sorted((min(a, b), max(a, b)) for a, b in
+                       ((largest if lo is None else lo, largest if hi is None else hi) for lo, hi in self.ranges))
+        out: list[tuple[int, int]] = []
+        for a, b in spans:
+            if out and a <= out[-1][1] + 1:
+                if b > out[-1][1]:
+                    out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        if len(self._merged) >= 4:  # SEARCH asks with one or two values of `largest`
+            self._merged.clear()
+        self._merged[largest] = out
         return out
 
     def has_star(self) -> bool:
@@ -540,6 +554,11 @@ def parse_search(tokens: list[Token], tag: bytes | None = None) -> tuple[str, Se
     return charset, _SearchParser(tokens, charset, tag).all()
 
 
+class InvalidMailboxName(ParseError):
+    """A well-formed astring that is no valid mailbox name (broken modified UTF-7): no such
+    mailbox can exist, so the session answers NO as Dovecot does, not BAD."""
+
+
 class BadCharset(ParseError):
     """SEARCH CHARSET we do not support: answer `NO [BADCHARSET (UTF-8 US-ASCII)]`."""
 
@@ -592,9 +611,9 @@ def mailbox_name(tok: Token, tag: bytes | None) -> str:
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise ParseError("mailbox name is neither modified UTF-7 nor UTF-8", tag) from None
+            raise InvalidMailboxName("mailbox name is neither modified UTF-7 nor UTF-8", tag) from None
         if "&" in name or any(ord(c) < 0x20 for c in name):
-            raise ParseError("invalid mailbox name", tag)
+            raise InvalidMailboxName("invalid mailbox name", tag)
     if name.upper() == "INBOX":
         return "INBOX"
     if name.upper().startswith("INBOX."):

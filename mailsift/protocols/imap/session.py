@@ -40,12 +40,14 @@ from mailsift.protocols.imap import quota as imapquota
 from mailsift.protocols.imap import compress
 from mailsift.protocols.imap import qresync
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
+from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
 from mailsift.protocols.imap.mimetree import to_crlf
-from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
-                                            literal_marker, parse_command, split_tag)
+from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
+                                            ParseError, literal_marker, parse_command, split_tag)
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
+from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
 from mailsift.store.names import InvalidName
 
 log = logging.getLogger("mailsift.imap")
@@ -192,6 +194,11 @@ def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
     return info, box.folder(folder)
 
 
+def _folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
+    """The distinct keywords of a folder (worker thread)."""
+    return keywords_of(box.list(folder))
+
+
 class _WouldBlock(Exception):
     """An inline load met a busy mailbox lock (or a file just renamed): use a worker thread."""
 
@@ -248,9 +255,7 @@ def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
     full = reference + pattern
     if full[:5].upper() == "INBOX":
         full = "INBOX" + full[5:]
-    rx = "".join(".*" if c == "*" else f"[^{re.escape(SEPARATOR)}]*" if c == "%" else re.escape(c) for c in full)
-    compiled = re.compile(f"^{rx}$", re.S)
-    return lambda name: bool(compiled.match(name))
+    return compile_pattern(full, SEPARATOR)  # linear time, no regex backtracking
 
 
 class ImapSession:
@@ -418,10 +423,14 @@ class ImapSession:
             if marker is None:
                 return b"".join(pieces)
             n, nonsync = marker
-            if n > self.limits.max_literal or total + n > self.limits.max_command:
+            prelogin = self.state == "notauth"  # only small literals: nobody has logged in
+            max_literal = (self.limits.max_prelogin_literal if prelogin else
+                           self.limits.max_nonsync_literal if nonsync else self.limits.max_literal)
+            max_command = self.limits.max_prelogin_command if prelogin else self.limits.max_command
+            if n > max_literal or total + n > max_command:
                 tag, _ = split_tag(pieces[0])
                 if nonsync:
-                    if n > 2 * self.limits.max_command:
+                    if prelogin or n > 2 * self.limits.max_command:
                         raise CommandTooBig(tag, fatal=True)
                     await self.inp.discard(n)
                     await self.inp.line(self.limits.max_line)  # the rest of the command
@@ -449,6 +458,9 @@ class ImapSession:
             cmd = parse_command(data, self.limits)
         except BadCharset as exc:
             self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+            return
+        except InvalidMailboxName as exc:
+            self.tagged(exc.tag or b"*", "NO", "Mailbox name is not valid mUTF-7")
             return
         except ParseError as exc:
             self.bad(exc.tag, f"Error in IMAP command: {exc}")
@@ -624,7 +636,16 @@ class ImapSession:
         if initial is None:
             self.send(b"+ \r\n")
             await self.flush()
-            initial = await self.inp.line(self.limits.max_line)
+            try:
+                initial = await self.inp.line(self.limits.max_line)
+            except LineTooLong:  # the client's fault, not ours: BAD, and the session goes on
+                self.bad(cmd.tag, "Authentication response too long")
+                return
+            except TimeoutError:  # the login deadline passed while we waited for the response
+                self.tagged(cmd.tag, "NO", "Authentication timed out")
+                self.untagged("BYE Autologout; idle for too long")
+                self.closing = True
+                return
             if initial.strip() == b"*":
                 self.bad(cmd.tag, "Authentication canceled")
                 return
@@ -811,6 +832,8 @@ class ImapSession:
             for name in sorted(subscribed - names):
                 if any(m(name) for m in matchers):
                     self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
+            for name in lsub_parents(subscribed, lambda n: any(m(n) for m in matchers), SEPARATOR):
+                self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
         self.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
     async def cmd_status(self, cmd: Command) -> None:
@@ -859,6 +882,11 @@ class ImapSession:
         message: bytes = cmd.args["message"]
         date: _dt.datetime | None = cmd.args["date"]
         when = date.timestamp() if date is not None else None
+        if any(not f.startswith("\\") for f in cmd.args["flags"]):
+            folder = await self.call(self.box.find_folder, name)
+            if folder is not None and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, folder),
+                                                           cmd.args["flags"]):
+                return
         found = await self.call(_append, self.box, name, message, cmd.args["flags"], when)
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
@@ -940,6 +968,13 @@ class ImapSession:
         self.sel = None
         self.state = "auth"
         self.tagged(cmd.tag, "OK", "Unselect completed")
+
+    def keyword_refusal(self, cmd: Command, have: Any, adding: Any) -> bool:
+        """NO [LIMIT] when the flags would give the folder more than MAX_KEYWORDS keywords."""
+        if too_many_keywords(have, adding):
+            self.tagged(cmd.tag, "NO", f"Too many keywords in this mailbox (at most {MAX_KEYWORDS})", "LIMIT")
+            return True
+        return False
 
     def readonly_refusal(self, cmd: Command) -> bool:
         assert self.sel is not None
@@ -1032,6 +1067,7 @@ class ImapSession:
             self.send(line)
         headers_only = need_data and fetchmod.header_only(atts)
         items = fetchmod.plan(atts, cmd.uid, with_modseq)
+        tree = need_data and fetchmod.needs_tree(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
             if not need_data:
@@ -1043,6 +1079,8 @@ class ImapSession:
                     datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
             else:
                 datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
+            if tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
+                await self.call(fetchmod.prepare, datas, atts)
             out = []
             for (seq, uid), data in zip(batch, datas):
                 expunged = expunged or data.expunged
@@ -1162,6 +1200,9 @@ class ImapSession:
         targets = [(s, u) for s, u in sel.resolve(cmd.args["set"], cmd.uid) if u not in sel.ghosts]
         mode = {"+": "add", "-": "remove", "=": "replace"}[cmd.args["mode"]]
         unchangedsince = cmd.args["unchangedsince"]
+        if mode != "remove" and any(not f.startswith("\\") for f in cmd.args["flags"]) \
+                and self.keyword_refusal(cmd, sel.keywords(), cmd.args["flags"]):
+            return
         if unchangedsince is not None:
             self.condstore = sel.condstore = True
         changed = await self.call(self.box.store_flags, sel.folder, [u for _s, u in targets],
@@ -1210,8 +1251,8 @@ class ImapSession:
         if not uids:
             self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
             return
-        if is_move and dest == sel.folder:
-            self.tagged(cmd.tag, "NO", "Source and destination are the same mailbox", "CANNOT")
+        adding = {f for u in uids for f in sel.state[u].flags if not f.startswith("\\")}
+        if adding and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, dest), adding):
             return
         pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
         dinfo = await self.call(self.box.folder, dest)

@@ -1,0 +1,113 @@
+"""Issue 14's three conformance faults, differentially: the same commands to `mailsift serve`
+and to a private Dovecot 2.3; status, response codes and the untagged responses that matter must
+agree (an atom with `[` in SELECT and LIST, LSUB's `\\Noselect` parents, MOVE into the selected
+mailbox)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.dovecot import DovecotInstance
+from imap.conftest import ImapServer
+from imap.wire import Wire
+
+pytestmark = pytest.mark.integration
+
+USER, PW = "xena@example.test", "xena-pw"
+ODD = b"!#$&'+,-.0123456789:;<=>?@^_`|[}"
+
+
+@pytest.fixture(scope="module")
+def pair(mailsift_bin: str):
+    workdir = Path(tempfile.mkdtemp(prefix="imap-fdiff-"))
+    (workdir / "mailsift").mkdir()
+    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
+    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
+    wires: list[Wire] = []
+    try:
+        ours.start()
+        dc.start()
+        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
+            w = Wire(host, port)
+            w.login(USER, PW)
+            wires.append(w)
+        yield wires[0], wires[1]
+    finally:
+        for w in wires:
+            w.close()
+        ours.stop()
+        dc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def status(done: bytes) -> bytes:
+    """`tag OK [CODE ...] text` -> b"OK" (+ the code's name); Dovecot's timings dropped."""
+    m = re.match(rb"^\S+ (OK|NO|BAD)(?: \[([A-Z-]+))?", done)
+    assert m, done
+    return m.group(1) + (b" " + m.group(2) if m.group(2) else b"")
+
+
+def both(pair, command: bytes) -> tuple[tuple[list[bytes], bytes], tuple[list[bytes], bytes]]:
+    ours, theirs = pair
+    return ours.command(command), theirs.command(command)
+
+
+def test_an_atom_with_an_open_bracket(pair) -> None:
+    for command in (b"SELECT " + ODD, b'LIST "" ' + ODD + b"%*", b"SELECT no[such", b"EXAMINE " + ODD):
+        (a_u, a_d), (b_u, b_d) = both(pair, command)
+        assert status(a_d).split()[0] == status(b_d).split()[0], (command, a_d, b_d)
+        assert a_u == b_u == [], (command, a_u, b_u)
+    (_, a_d), (_, b_d) = both(pair, b"SELECT " + ODD)
+    assert a_d.split(b" ", 1)[1] == re.sub(rb" \(\d.*secs\)\.$", b"", b_d.split(b" ", 1)[1]), (a_d, b_d)
+
+
+def lsub_set(untagged: list[bytes]) -> set[tuple[bool, bytes]]:
+    """LSUB entries of the test hierarchy as (\\Noselect?, name)."""
+    out = set()
+    for u in untagged:
+        m = re.match(rb'^\* LSUB \(([^)]*)\) "\." (.*)$', u)
+        assert m, u
+        if m.group(2).startswith(b"parent"):
+            out.add((b"\\Noselect" in m.group(1), m.group(2)))
+    return out
+
+
+def test_lsub_noselect_parents(pair) -> None:
+    ours, theirs = pair
+    for w in (ours, theirs):
+        for name in ("parent", "parent.a", "parent.a.b", "parent.c"):
+            w.command(f"CREATE {name}")
+            w.command(f"UNSUBSCRIBE {name}")
+        for name in ("parent.a.b", "parent.c"):
+            _, done = w.command(f"SUBSCRIBE {name}")
+            assert b" OK " in done, done
+    for pattern in (b"parent.%", b"%", b"*", b"parent.*", b"parent.a.%", b"%.%"):
+        (a_u, a_d), (b_u, b_d) = both(pair, b'LSUB "" ' + pattern)
+        assert status(a_d) == status(b_d) == b"OK"
+        assert lsub_set(a_u) == lsub_set(b_u), (pattern, a_u, b_u)
+
+
+def test_move_into_the_selected_mailbox(pair) -> None:
+    ours, theirs = pair
+    m = b"Subject: move me\r\n\r\nhello\r\n"
+    for w in (ours, theirs):
+        w.command("CREATE MoveHere")
+        for flags in (b"(\\Flagged) ", b""):
+            _, done = w.command(b"APPEND MoveHere " + flags + b"{%d+}\r\n" % len(m) + m)
+            assert b" OK " in done, done
+        _, done = w.command("SELECT MoveHere")
+        assert b" OK " in done, done
+    for command in (b"MOVE 1 MoveHere", b"UID MOVE 2 MoveHere", b"UID FETCH 1:* (UID FLAGS)"):
+        (a_u, a_d), (b_u, b_d) = both(pair, command)
+        assert status(a_d) == status(b_d) == b"OK", (command, a_d, b_d)
+        # (UIDVALIDITY differs; we send RECENT with every EXISTS, Dovecot only when it changed)
+        strip = [re.sub(rb"\[COPYUID \d+ ", b"[COPYUID v ", u).split(b"]")[0] for u in a_u
+                 if not u.endswith(b" RECENT")]
+        their = [re.sub(rb"\[COPYUID \d+ ", b"[COPYUID v ", u).split(b"]")[0] for u in b_u
+                 if not u.endswith(b" RECENT")]
+        assert strip == their, (command, a_u, b_u)
