@@ -131,6 +131,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
             path.unlink(missing_ok=True)
         return 3
 
+    # [classifier] share: newer published models are installed into dbpath (the watcher reloads them).
+    from mailsift.share.agent import start_agent
+    share = start_agent(config.classifier, dbpath, trainer=False)
+
     pool = None
     if settings.score_workers > 0:
         # The workers load and watch the model; this process never imports the classifier.
@@ -153,6 +157,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         milter.main()
     finally:
         models.stop()
+        if share is not None:
+            share.stop(timeout=5)
         if pool is not None:
             pool.close()
         if path is not None:
