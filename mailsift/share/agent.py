@@ -2,7 +2,8 @@
 
 Every `interval` seconds it
   1. sends the outbox (learn events this host's learners made) to the Redis stream;
-  2. (trainer candidates) takes or renews the trainer's lease;
+  2. (trainer candidates) looks whether it holds the trainer's lease (a second thread takes or
+     renews it every third of its TTL, so a long step never lets it lapse);
   3. installs a published version newer than the one installed here (snapshot.install: the
      milter's model watcher reloads it; the model history records it with source `share`);
   4. (the lease holder) learns the stream's events after what the published model has learned,
@@ -48,6 +49,8 @@ class ShareAgent:
         self._channel: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._keeper: threading.Thread | None = None
+        self._lease_held = False  # what the keeper last heard from Redis
         self._down_since: float | None = None
         # Counters, for tests and logs.
         self.sent = 0
@@ -62,16 +65,20 @@ class ShareAgent:
         self.me = trainer_id()
         self._thread = threading.Thread(target=self._run, name="share-agent", daemon=True)
         self._thread.start()
+        if self.trainer:
+            self._keeper = threading.Thread(target=self._keep_lease, name="share-lease", daemon=True)
+            self._keeper.start()
         log.info("sharing the model in %s through %s%s", self.dbpath, _safe_url(self.url),
                  " (a trainer candidate)" if self.trainer else "")
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self.holding and self._channel is not None:
+        for t in (self._thread, self._keeper):
+            if t is not None:
+                t.join(timeout)
+        self._thread = self._keeper = None
+        if self._lease_held and self._channel is not None:
             try:
                 self._channel.release_lease(self.me)
             except Exception:  # noqa: BLE001 - it expires anyway
@@ -81,7 +88,7 @@ class ShareAgent:
         self.outbox.close()
 
     def _run(self) -> None:
-        import redis
+        from mailsift.resp import RespError
 
         while not self._stop.is_set():
             busy = False
@@ -94,7 +101,10 @@ class ShareAgent:
                 if self._down_since is not None:
                     log.info("redis %s is back after %.0f s", _safe_url(self.url), time.time() - self._down_since)
                     self._down_since = None
-            except (redis.RedisError, OSError) as exc:
+            except (RespError, OSError) as exc:
+                if self._channel is not None:  # a fresh connection next time
+                    self._channel.close()
+                    self._channel = None
                 if self.holding:
                     log.warning("share: lost the trainer's lease with redis (%s)", exc)
                 self.holding = False
@@ -108,12 +118,36 @@ class ShareAgent:
             if not busy:
                 self._stop.wait(self.interval)
 
+    def _keep_lease(self) -> None:
+        """Take or renew the lease every third of its TTL, on its own connection, so a long step
+        (a large batch, a slow disk) never lets it lapse while this process is alive."""
+        from mailsift.resp import RespError
+        from mailsift.share.channel import Channel
+
+        channel: Any = None
+        while not self._stop.is_set():
+            try:
+                if channel is None:
+                    channel = Channel(self.url)
+                self._lease_held = channel.hold_lease(self.me, self.lease_seconds)
+            except (RespError, OSError):
+                self._lease_held = False
+                if channel is not None:
+                    channel.close()
+                    channel = None
+            except Exception:  # noqa: BLE001 - the keeper must never die
+                log.exception("share: renewing the lease failed")
+                self._lease_held = False
+            self._stop.wait(min(self.interval, self.lease_seconds / 3))
+        if channel is not None:
+            channel.close()
+
     # -- one step -----------------------------------------------------------------------------
     def step(self) -> bool:
         """Send, lease, follow, train once; True when there may be more to do at once."""
         busy = self.send()
         if self.trainer:
-            holding = self._channel.hold_lease(self.me, self.lease_seconds)
+            holding = self._lease_held
             if holding != self.holding:
                 log.info("share: %s the trainer's lease (%s)", "took" if holding else "lost", self.me)
                 self.cursor = None
@@ -225,8 +259,7 @@ def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool) -> ShareAge
 def send_outbox(url: str, dbpath: str | Path, timeout: float = 3.0) -> tuple[int, int]:
     """Send DBPATH's outbox to Redis now (`mailsift learn`); returns (sent, left). What cannot be
     sent stays for the agent of the `mailsift serve` or `mailsift milter` using this directory."""
-    import redis
-
+    from mailsift.resp import RespError
     from mailsift.share.channel import Channel
 
     outbox = Outbox(dbpath)
@@ -244,7 +277,7 @@ def send_outbox(url: str, dbpath: str | Path, timeout: float = 3.0) -> tuple[int
                 sent += len(events)
         finally:
             ch.close()
-    except (redis.RedisError, OSError) as exc:
+    except (RespError, OSError) as exc:
         log.warning("share: redis %s unavailable (%s)", _safe_url(url), exc)
     left = outbox.count()
     outbox.close()

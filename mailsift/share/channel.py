@@ -1,4 +1,4 @@
-"""The Redis side of sharing a model (redis-py; every step is one command or one Lua script).
+"""The Redis side of sharing a model (mailsift.resp; every step is one command or one Lua script).
 
     mailsift:share:events       stream of learn events: id, digest, label, source, host, raw
     mailsift:share:seen:ID      an event id Redis has taken (7 days): the append is idempotent
@@ -94,35 +94,41 @@ def trainer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _flat(items: list[bytes]) -> dict[bytes, bytes]:
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
 class Channel:
+    """Raises mailsift.resp.RespError when Redis is unreachable, times out or refuses."""
+
     def __init__(self, url: str, timeout: float = 5.0) -> None:
-        import redis
+        from mailsift.resp import SyncRespClient
 
         self.url = url
-        self.r = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                      health_check_interval=30)
-        self._append = self.r.register_script(_APPEND)
-        self._lease = self.r.register_script(_LEASE)
-        self._release = self.r.register_script(_RELEASE)
-        self._publish = self.r.register_script(_PUBLISH)
+        self.c = SyncRespClient(url, timeout=timeout, decode=False)
         self.host = socket.gethostname()
 
     def close(self) -> None:
-        self.r.close()
+        self.c.close()
+
+    def _eval(self, script: str, keys: list[str], args: list[str | bytes | int]) -> object:
+        return self.c.command("EVAL", script, len(keys), *keys, *args)
 
     # -- events ---------------------------------------------------------------------------------
     def append(self, event: Event) -> bool:
         """Add one event to the stream; False when Redis had taken its id already."""
-        got = self._append(keys=[EVENTS, PREFIX + "seen:" + event.id],
-                           args=[event.id, event.digest, event.label, event.source, self.host, event.raw,
-                                 SEEN_SECONDS])
+        got = self._eval(_APPEND, [EVENTS, PREFIX + "seen:" + event.id],
+                         [event.id, event.digest, event.label, event.source, self.host, event.raw, SEEN_SECONDS])
         return got is not None
 
     def events_after(self, stream_id: str, count: int = 500) -> list[StreamEvent]:
         """Stream entries after `stream_id` ("0-0": from the start), oldest first."""
-        rows = self.r.xrange(EVENTS, min="(" + stream_id if stream_id != "0-0" else "-", count=count)
+        start = "(" + stream_id if stream_id != "0-0" else "-"
+        rows = self.c.command("XRANGE", EVENTS, start, "+", "COUNT", count) or []
         out = []
-        for sid, f in rows:
+        for sid, fields in rows:
+            f = _flat(fields)
+
             def s(k: bytes) -> str:
                 return f.get(k, b"").decode(errors="replace")
             out.append(StreamEvent(sid.decode(), s(b"id"), s(b"digest"), s(b"label"), s(b"source"), s(b"host"),
@@ -130,28 +136,28 @@ class Channel:
         return out
 
     def pending_events(self) -> int:
-        return int(self.r.xlen(EVENTS))
+        return int(self.c.command("XLEN", EVENTS))
 
     # -- the lease ------------------------------------------------------------------------------
     def hold_lease(self, me: str, ttl: float) -> bool:
         """Take the lease when it is free, renew it when it is ours; True while we hold it."""
-        return bool(self._lease(keys=[LEASE], args=[me, max(1, int(ttl * 1000))]))
+        return bool(self._eval(_LEASE, [LEASE], [me, max(1, int(ttl * 1000))]))
 
     def release_lease(self, me: str) -> None:
-        self._release(keys=[LEASE], args=[me])
+        self._eval(_RELEASE, [LEASE], [me])
 
     def lease_holder(self) -> str | None:
-        v = self.r.get(LEASE)
+        v = self.c.command("GET", LEASE)
         return v.decode() if v is not None else None
 
     # -- versions -------------------------------------------------------------------------------
     def published_version(self) -> int:
-        v = self.r.hget(MODEL, "version")
+        v = self.c.command("HGET", MODEL, "version")
         return int(v) if v is not None else 0
 
     def published(self) -> Published | None:
         """The newest published model, its checksum verified; None when nothing is published."""
-        h = self.r.hgetall(MODEL)
+        h = _flat(self.c.command("HGETALL", MODEL) or [])
         if not h or b"version" not in h:
             return None
         data = h.get(b"data", b"")
@@ -165,12 +171,12 @@ class Channel:
         return Published(int(h[b"version"]), sha, meta, data, h.get(b"applied", b"0-0").decode())
 
     def applied(self) -> str:
-        v = self.r.hget(MODEL, "applied")
+        v = self.c.command("HGET", MODEL, "applied")
         return v.decode() if v is not None else "0-0"
 
     def publish(self, me: str, version: int, data: bytes, meta: dict[str, Any], applied: str) -> bool:
         """Publish `data` as `version` if we still hold the lease and it is newer; True when done."""
         sha = hashlib.sha256(data).hexdigest()
-        got = self._publish(keys=[LEASE, MODEL, EVENTS],
-                            args=[me, version, sha, json.dumps(meta, sort_keys=True), data, applied])
-        return int(got) == 1
+        got = self._eval(_PUBLISH, [LEASE, MODEL, EVENTS],
+                         [me, version, sha, json.dumps(meta, sort_keys=True), data, applied])
+        return int(got) == 1  # type: ignore[call-overload]
