@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mailsift.share.outbox import Outbox
-from mailsift.share.snapshot import LocalState, install, model_file_id, read_state, snapshot, write_state
+from mailsift.share.snapshot import (LocalState, install, install_in_child, model_file_id, read_state, snapshot,
+                                    write_state)
 
 log = logging.getLogger("mailsift.share")
 
@@ -35,13 +36,14 @@ APPLY_BATCH = 500
 
 class ShareAgent:
     def __init__(self, url: str, dbpath: str | Path, *, trainer: bool, keep_versions: int = 5,
-                 lease_seconds: float = 15.0, interval: float = INTERVAL) -> None:
+                 lease_seconds: float = 15.0, interval: float = INTERVAL, install_in_child: bool = False) -> None:
         self.url = url
         self.dbpath = Path(dbpath)
         self.trainer = trainer
         self.keep_versions = keep_versions
         self.lease_seconds = lease_seconds
         self.interval = interval
+        self.install_in_child = install_in_child  # the milter: keep its process to reloading
         self.outbox = Outbox(self.dbpath)
         self.me = ""
         self.holding = False
@@ -180,7 +182,10 @@ class ShareAgent:
         if pub is None or pub.version <= state.version:
             return
         try:
-            fid = install(self.dbpath, pub.data, self.keep_versions)
+            if self.install_in_child:
+                fid = install_in_child(self.dbpath, pub.data, self.keep_versions)
+            else:
+                fid = install(self.dbpath, pub.data, self.keep_versions)
         except ModelError as exc:
             log.error("share: cannot use published model version %d: %s; keeping the model we have",
                       pub.version, exc)
@@ -253,7 +258,7 @@ def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool) -> ShareAge
     if not settings.share:
         return None
     return ShareAgent(settings.share, dbpath, trainer=trainer, keep_versions=settings.keep_versions,
-                      lease_seconds=settings.share_lease_seconds).start()
+                      lease_seconds=settings.share_lease_seconds, install_in_child=not trainer).start()
 
 
 def send_outbox(url: str, dbpath: str | Path, timeout: float = 3.0) -> tuple[int, int]:

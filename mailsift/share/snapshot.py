@@ -135,3 +135,40 @@ def write_state(dbpath: str | Path, state: LocalState) -> None:
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = json.dumps({"version": state.version, "model_id": state.model_id}).encode()
     atomic_write(d / STATE_FILE, lambda fh: fh.write(data + b"\n"))
+
+
+def install_in_child(dbpath: str | Path, data: bytes, keep_versions: int, timeout: float = 300.0) -> FileId | None:
+    """install() in a child process: the milter's process (one GIL for every connection) only
+    reloads the saved model, as it does for any new model file. Raises ModelError."""
+    import subprocess
+    import sys
+
+    from mailsift.classifier.persist import ModelError
+
+    proc = subprocess.run([sys.executable, "-m", "mailsift.share.snapshot", str(dbpath), str(keep_versions)],
+                          input=data, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise ModelError(proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or "install failed")
+    fid = json.loads(proc.stdout)
+    return tuple(fid) if fid else None  # type: ignore[return-value]
+
+
+def _main(argv: list[str]) -> int:
+    """python -m mailsift.share.snapshot DBPATH KEEP_VERSIONS < published bytes"""
+    import sys
+
+    from mailsift.classifier.persist import ModelError
+
+    try:
+        fid = install(argv[0], sys.stdin.buffer.read(), int(argv[1]))
+    except ModelError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(fid))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
