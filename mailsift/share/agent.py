@@ -32,6 +32,9 @@ log = logging.getLogger("mailsift.share")
 INTERVAL = 0.5
 SEND_BATCH = 200
 APPLY_BATCH = 500
+# At most one published version per this many seconds: each one is fetched by every host (about
+# 0.75 MB for a 250 + 250 message model), so a busy day of Junk moves is not a stream of them.
+PUBLISH_EVERY = 2.0
 
 
 class ShareAgent:
@@ -54,6 +57,7 @@ class ShareAgent:
         self._keeper: threading.Thread | None = None
         self._lease_held = False  # what the keeper last heard from Redis
         self._down_since: float | None = None
+        self._published_at = 0.0
         # Counters, for tests and logs.
         self.sent = 0
         self.installed = 0
@@ -216,7 +220,8 @@ class ShareAgent:
             self.cursor = events[-1].stream_id
         state = read_state(self.dbpath)
         fid = model_file_id(self.dbpath)
-        if fid is not None and (fid != state.model_id or ch.published_version() < state.version):
+        if (fid is not None and (fid != state.model_id or ch.published_version() < state.version)
+                and time.monotonic() - self._published_at >= PUBLISH_EVERY):
             self._publish(state)
         return len(events) == APPLY_BATCH
 
@@ -232,6 +237,7 @@ class ShareAgent:
         version = max(ch.published_version(), state.version) + 1
         assert self.cursor is not None
         meta.update(trainer=self.me, published_at=time.time())
+        self._published_at = time.monotonic()
         if ch.publish(self.me, version, data, meta, self.cursor):
             write_state(self.dbpath, LocalState(version, fid))
             self.published += 1
