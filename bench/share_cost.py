@@ -63,12 +63,20 @@ def near_verdict(sock: Path, raw: bytes, n: int) -> str:
     return dict(added).get("X-Spam-Status", "")
 
 
-def settled(redis_url: str, model: Path, quiet: float) -> None:
-    """Wait until the published version has not moved for `quiet` seconds and the milter has it
-    (the moves before are all through), so a timed move is not helped by an earlier one."""
+def settled(redis_url: str, model: Path, quiet: float, store_model: Path, moved: list[bytes]) -> None:
+    """Wait until the store has learned every message moved so far, the published version has
+    not moved for `quiet` seconds and the milter has had it for 3 s (the moves before are all
+    through), so a timed move is not helped by an earlier one."""
     import json
 
+    from mailsift.classifier.record import LearnRecord, message_digest
     from mailsift.resp import SyncRespClient
+
+    def learned() -> bool:
+        with LearnRecord(store_model) as rec:
+            return all(rec.get(message_digest(raw)) is not None for raw in moved)
+
+    wait_for(learned, 300, interval=0.2, what="the store learning every move")
 
     r = SyncRespClient(redis_url, timeout=5, decode=True)
     try:
@@ -191,15 +199,17 @@ def main() -> None:
         for _d, sock in milters.values():
             run(sock)  # warm-up
         stop = threading.Event()
-        moved = [0]
+        moved: list[bytes] = []
         pool = iter(sorted((CORPORA / "spamassassin" / "spam_2").iterdir()))  # spam: the ham stays ham
 
         def mover() -> None:
             while not stop.wait(args.move_every):
-                store.junk(next(pool).read_bytes())
-                moved[0] += 1
+                raw = next(pool).read_bytes()
+                store.junk(raw)
+                moved.append(raw)
 
-        threading.Thread(target=mover, daemon=True).start()
+        moving = threading.Thread(target=mover, daemon=True)
+        moving.start()
         rates: dict[str, list[float]] = {"off": [], "on": []}
         cpu: dict[str, list[float]] = {"off": [], "on": []}
         print(f"milter messages/s, share off vs on: {messages} messages of {len(body)} body bytes per round, "
@@ -216,23 +226,27 @@ def main() -> None:
                 cpu[name].append(us)
                 print(f"  round {r + 1}: share {name:>3}: {messages / dt:6.0f} msgs/s, {us:4.0f} us CPU/msg")
         stop.set()
+        moving.join()
         off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+        # each round's on/off pair ran back to back: their ratio is less moved by the host's drift
+        ratios = [b / a for a, b in zip(rates["off"], rates["on"])]
         log_on = (wd / "on.log").read_text(errors="replace")
         print(f"median: off {off:.0f} msgs/s ({statistics.median(cpu['off']):.0f} us/msg), on {on:.0f} msgs/s "
-              f"({statistics.median(cpu['on']):.0f} us/msg): {(on - off) / off * 100:+.1f} %; {moved[0]} Junk moves "
-              f"during the rounds")
+              f"({statistics.median(cpu['on']):.0f} us/msg): {(on - off) / off * 100:+.1f} %; median of the rounds' "
+              f"on/off ratios {statistics.median(ratios):.3f}; {len(moved)} Junk moves during the rounds")
 
         print(f"Junk move on the store -> spam verdict on the share-on milter ([feedback] save_interval "
               f"{args.save_interval if args.save_interval is not None else 'default'}):")
         took: list[float] = []
         candidates = iter(enumerate(fresh))
         while len(took) < args.moves:
-            settled(redis.url, wd / "model-on", quiet=(args.save_interval or 5.0) + 2)
+            settled(redis.url, wd / "model-on", (args.save_interval or 5.0) + 2, wd / "model-store", moved)
             n, path = next(candidates)
             raw = path.read_bytes()
             if not near_verdict(milters["on"][1], raw, n).startswith("No"):
                 continue  # already spam after the moves before it (the same mailing list): no test
             at = store.junk(raw)
+            moved.append(raw)
             wait_for(lambda: near_verdict(milters["on"][1], raw, n).startswith("Yes"), 60, interval=0.1,
                      what="the other host's verdict")
             took.append(time.monotonic() - at)
