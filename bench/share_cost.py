@@ -120,7 +120,11 @@ class Store:
         self.lock = threading.Lock()
 
     def junk(self, raw: bytes) -> float:
-        """Deliver `raw`, MOVE it into Junk; returns when the MOVE was answered (monotonic)."""
+        """Deliver `raw` (without the corpus's own X-Spam-*/X-Virus-* lines, which LMTP would file
+        by) into INBOX, MOVE it into Junk; returns when the MOVE was answered (monotonic)."""
+        m = re.search(rb"\r?\n\r?\n", raw)
+        head, rest = (raw[:m.start() + 1], raw[m.start() + 1:]) if m else (raw, b"")
+        raw = re.sub(rb"(?im)^X-(?:Spam|Virus)-[^\n]*\n(?:[ \t][^\n]*\n)*", b"", head) + rest
         with self.lock:
             with smtplib.LMTP("127.0.0.1", self.lmtp_port) as lmtp:
                 lmtp.sendmail("sender@outside.test", [USER], raw)
@@ -129,6 +133,7 @@ class Store:
                 imap.login(USER, PASSWORD)
                 imap.select("INBOX")
                 uids = imap.uid("SEARCH", None, "ALL")[1][0].split()
+                assert len(uids) == 1, f"INBOX holds {len(uids)} messages, not the one just delivered"
                 assert imap.uid("MOVE", uids[-1].decode(), "Junk")[0] == "OK"
                 done = time.monotonic()
                 imap.logout()
