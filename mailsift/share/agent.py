@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from mailsift.share.outbox import Outbox
-from mailsift.share.snapshot import (LocalState, install, install_in_child, model_file_id, read_state, snapshot,
-                                    write_state)
+from mailsift.share.snapshot import (FileId, LocalState, install, install_in_child, model_file_id, read_state,
+                                    snapshot, write_state)
 
 log = logging.getLogger("mailsift.share")
 
 INTERVAL = 0.5
+# What the agent imports once it runs: a daemon imports these before it drops root, in case the
+# installation is not readable by its user (daemon.drop_privileges).
+PRELOAD = ("mailsift.share.channel", "mailsift.share.outbox", "mailsift.share.snapshot", "mailsift.resp",
+           "asyncio", "ssl", "subprocess", "hashlib", "uuid")
 SEND_BATCH = 200
 APPLY_BATCH = 500
 # At most one published version per this many seconds: each one is fetched by every host (about
@@ -172,7 +176,6 @@ class ShareAgent:
         return len(events) == SEND_BATCH
 
     def follow(self) -> None:
-        from mailsift.classifier.persist import ModelError
         from mailsift.share.channel import ChecksumError
 
         state = read_state(self.dbpath)
@@ -186,20 +189,22 @@ class ShareAgent:
         if pub is None or pub.version <= state.version:
             return
         try:
-            if self.install_in_child:
-                fid = install_in_child(self.dbpath, pub.data, self.keep_versions)
-            else:
-                fid = install(self.dbpath, pub.data, self.keep_versions)
-        except ModelError as exc:
+            fid = self._install(pub.data)
+        except Exception as exc:  # noqa: BLE001 - ModelError or InstallError: never this version again
             log.error("share: cannot use published model version %d: %s; keeping the model we have",
                       pub.version, exc)
-            write_state(self.dbpath, LocalState(pub.version, model_file_id(self.dbpath)))  # not again
+            write_state(self.dbpath, LocalState(pub.version, state.model_id))
             return
         write_state(self.dbpath, LocalState(pub.version, fid))
         self.cursor = pub.applied if self.holding else None
         self.installed += 1
         log.info("share: installed model version %d (%s ham, %s spam) from %s", pub.version,
                  pub.meta.get("n_ham", "?"), pub.meta.get("n_spam", "?"), pub.meta.get("trainer", "?"))
+
+    def _install(self, data: bytes) -> FileId | None:
+        if self.install_in_child:  # the classifier is not imported into this process
+            return install_in_child(self.dbpath, data, self.keep_versions)
+        return install(self.dbpath, data, self.keep_versions)
 
     def train(self) -> bool:
         from mailsift.classifier.learn import Learner

@@ -30,6 +30,10 @@ LOCK_FILE = ".learn.lock"  # the same lock as mailsift.classifier.learn.LOCK_FIL
 FileId = tuple[int, int, int]
 
 
+class InstallError(Exception):
+    """install_in_child() failed: the published bytes are not a model this mailsift reads."""
+
+
 def model_file_id(dbpath: str | Path) -> FileId | None:
     """(inode, mtime_ns, size) of the live model file; None when there is none."""
     from mailsift.classifier.persist import MODEL_FILE
@@ -138,17 +142,20 @@ def write_state(dbpath: str | Path, state: LocalState) -> None:
 
 
 def install_in_child(dbpath: str | Path, data: bytes, keep_versions: int, timeout: float = 300.0) -> FileId | None:
-    """install() in a child process: the milter's process (one GIL for every connection) only
-    reloads the saved model, as it does for any new model file. Raises ModelError."""
+    """install() in a child process: the milter's process (one GIL for every connection; with
+    score workers it never imports the classifier) only reloads the saved model, as it does for
+    any new model file. Raises InstallError."""
     import subprocess
     import sys
 
-    from mailsift.classifier.persist import ModelError
-
-    proc = subprocess.run([sys.executable, "-m", "mailsift.share.snapshot", str(dbpath), str(keep_versions)],
-                          input=data, capture_output=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mailsift.share.snapshot", str(dbpath), str(keep_versions)],
+                              input=data, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InstallError(f"cannot run the installer: {exc}") from None
     if proc.returncode != 0:
-        raise ModelError(proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or "install failed")
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise InstallError(lines[-1] if lines else f"the installer exited with status {proc.returncode}")
     fid = json.loads(proc.stdout)
     return tuple(fid) if fid else None  # type: ignore[return-value]
 
