@@ -35,7 +35,12 @@ class ClassifierSettings:
             raise ValueError("max_bytes must be at least 1024")
         if not 0 <= self.keep_versions <= 1000:
             raise ValueError("keep_versions must be between 0 (no model history) and 1000")
-        if self.share and not self.share.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"share must be redis://HOST:PORT/N (or rediss://, unix://PATH?db=N), not {self.share!r}")
+        if self.share:
+            from mailsift.resp import parse_redis_url  # only when set: not for every command's config
+
+            try:
+                parse_redis_url(self.share)
+            except ValueError as exc:
+                raise ValueError(f"share must be redis://HOST:PORT/N (or rediss://, unix://PATH?db=N): {exc}") from None
         if not 1.0 <= self.share_lease_seconds <= 3600:
             raise ValueError("share_lease_seconds must be between 1 and 3600")

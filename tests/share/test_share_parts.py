@@ -167,3 +167,16 @@ def test_mailsift_learn_shares_or_keeps_its_events(mailsift_bin: str, redis_serv
         assert sorted(e.raw for e in ch.events_after("0-0")) == sorted(f.read_bytes() for f in files)
     finally:
         ch.close()
+
+
+@pytest.mark.parametrize("url", ["http://h/0", "redis://h:notaport/0", "redis://h/x", "unix://?db=1"])
+def test_a_bad_share_url_is_a_config_error(tmp_path: Path, url: str) -> None:
+    from mailsift.config import ConfigError, load_config
+
+    cfg = tmp_path / "mailsift.toml"
+    cfg.write_text(f'[classifier]\nshare = "{url}"\n')
+    with pytest.raises(ConfigError, match="share must be redis://HOST:PORT/N"):
+        load_config(cfg)
+    cfg.write_text('[classifier]\nshare = "redis://10.0.0.5:6380/3"\nshare_lease_seconds = 0.5\n')
+    with pytest.raises(ConfigError, match="share_lease_seconds"):
+        load_config(cfg)
