@@ -57,7 +57,7 @@ def run(args: Namespace, config: Config) -> int:
             return _backup(dbpath, args.backup)
         if args.restore:
             return _restore(dbpath, args.restore, settings.keep_versions)
-        return _learn(args, dbpath, settings.keep_versions)
+        return _learn(args, dbpath, settings.keep_versions, settings.share)
     except ModelError as exc:
         print(f"mailsift learn: {exc}", file=sys.stderr)
         return 1
@@ -67,7 +67,7 @@ def run(args: Namespace, config: Config) -> int:
         return 1
 
 
-def _learn(args: Namespace, dbpath: str, keep_versions: int) -> int:
+def _learn(args: Namespace, dbpath: str, keep_versions: int, share: str = "") -> int:
     from mailsift.classifier.learn import Learner, LearnStats, Progress, count_paths, iter_paths
 
     if not args.paths:
@@ -77,7 +77,11 @@ def _learn(args: Namespace, dbpath: str, keep_versions: int) -> int:
     verb = "forget" if args.forget else ("learn spam" if args.spam else "learn ham")
     progress = Progress(count_paths(args.paths, args.kind), verb) if show else None
     stats = LearnStats()
-    with Learner(dbpath, source="learn", keep_versions=keep_versions) as learner:
+    outbox = None
+    if share:  # [classifier] share: what is learned here goes to every host (mailsift/share/)
+        from mailsift.share.outbox import Outbox
+        outbox = Outbox(dbpath)
+    with Learner(dbpath, source="learn", keep_versions=keep_versions, outbox=outbox) as learner:
         messages = iter_paths(args.paths, args.kind)
         if args.forget:
             learner.forget_many(messages, stats, progress)
@@ -85,6 +89,11 @@ def _learn(args: Namespace, dbpath: str, keep_versions: int) -> int:
             learner.learn_many(messages, "spam" if args.spam else "ham", stats, progress)
         learner.save()
         model = learner.model
+    if outbox is not None:
+        from mailsift.share.agent import send_outbox
+        outbox.close()
+        sent, left = send_outbox(share, dbpath)
+        print(f"shared {sent} learn event(s)" + (f"; {left} wait in {outbox.path} for the share agent" if left else ""))
     if progress is not None:
         progress.finish(stats)
     for name in stats.unreadable[:20]:

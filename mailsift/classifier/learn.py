@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,13 +53,15 @@ def has_model(dbpath: str | Path) -> bool:
 
 class Learner:
     def __init__(self, dbpath: str | Path, create: bool = True, source: str | None = "learn",
-                 keep_versions: int = DEFAULT_KEEP) -> None:
+                 keep_versions: int = DEFAULT_KEEP, outbox: Any = None) -> None:
         """source: what each save() is recorded as in the model history (None: not recorded,
-        for scratch directories); keep_versions: how many versions the history keeps."""
+        for scratch directories); keep_versions: how many versions the history keeps; outbox:
+        a mailsift.share.outbox.Outbox that each learned message also goes to (share on)."""
         self.dbpath = Path(dbpath)
         check_model_dir(self.dbpath)  # before anything is opened in another user's directory
         self.source = source
         self.keep_versions = keep_versions
+        self.outbox = outbox
         self.dbpath.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dbpath / LOCK_FILE, "a+")  # noqa: SIM115 - held for the run
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -84,6 +87,8 @@ class Learner:
 
     def close(self) -> None:
         try:
+            if self.outbox is not None:
+                self.outbox.rollback()  # what save() did not commit
             self.record.rollback()
             self.record.close()
         finally:
@@ -119,6 +124,8 @@ class Learner:
                         self.model.unlearn_features(idx, known[0], known[1], cidx)
                         stats.moved += 1
                     batch.append((idx, label))
+                    if self.outbox is not None:
+                        self.outbox.add(digest, label, raw, self.source or "learn")
                     chars.append(cidx)
                     digests.append(digest)
                     pending.add(digest)
@@ -167,6 +174,8 @@ class Learner:
         """Write the model atomically, then commit the record (same generation)."""
         if not self.dirty:
             return
+        if self.outbox is not None:  # shared before it is saved: a crash between loses nothing
+            self.outbox.commit()
         self.model.generation += 1
         self.record.set_meta("generation", str(self.model.generation))
         save_model(self.model, self.dbpath)

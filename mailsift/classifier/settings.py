@@ -19,6 +19,12 @@ class ClassifierSettings:
     max_bytes: int = 262144
     # Saved models kept under DBPATH/versions/ for `mailsift model list/rollback`; 0 = none.
     keep_versions: int = 5
+    # Several hosts, one model (mailsift/share/): "redis://HOST:PORT/N" (also rediss://, unix://);
+    # "" = off, each host learns into its own model directory.
+    share: str = ""
+    # The trainer's lease in Redis: another `mailsift serve` takes over this long after the trainer
+    # stopped renewing it.
+    share_lease_seconds: float = 15.0
 
     def validate(self) -> None:
         if self.required <= 0:
@@ -29,3 +35,12 @@ class ClassifierSettings:
             raise ValueError("max_bytes must be at least 1024")
         if not 0 <= self.keep_versions <= 1000:
             raise ValueError("keep_versions must be between 0 (no model history) and 1000")
+        if self.share:
+            from mailsift.resp import parse_redis_url  # only when set: not for every command's config
+
+            try:
+                parse_redis_url(self.share)
+            except ValueError as exc:
+                raise ValueError(f"share must be redis://HOST:PORT/N (or rediss://, unix://PATH?db=N): {exc}") from None
+        if not 1.0 <= self.share_lease_seconds <= 3600:
+            raise ValueError("share_lease_seconds must be between 1 and 3600")

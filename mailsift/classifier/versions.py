@@ -40,7 +40,7 @@ VERSIONS_DIR = "versions"
 VERSION_META = "version.json"
 LOCK_FILE = ".learn.lock"  # the same lock as mailsift.classifier.learn.LOCK_FILE
 DEFAULT_KEEP = 5
-SOURCES = ("learn", "feedback", "retrain", "restore", "rollback", "default")
+SOURCES = ("learn", "feedback", "retrain", "restore", "rollback", "default", "share")
 # The store's feedback learner saves every few seconds while users move mail: its saves within
 # this many seconds of the first one are one version (the newest replaces the previous one), so
 # the history is not a minute of Junk moves, and a rollback undoes the last hour of them.

@@ -64,13 +64,15 @@ class FeedbackLearner:
                  spool_max_messages: int = 20000, max_batch: int = 1000, *,
                  max_per_user_day: int = 0, confirm_after: float | None = None,
                  opted_out: Callable[[str], bool] = lambda user: False, clock: Clock = time.time,
-                 sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5, share: bool = False) -> None:
         """confirm_after (seconds): learn from what users keep (implicit.py); None = off.
-        max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds."""
+        max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds.
+        share: each learned judgement also goes to the share outbox (mailsift/share/)."""
         self.store = store
         self.dbpath = Path(dbpath)
         self.save_interval = save_interval
         self.keep_versions = keep_versions  # [classifier] keep_versions: the model history
+        self.share = share
         self.max_batch = max_batch
         self.spool = Spool(self.dbpath, spool_max_messages)
         self.max_per_user_day = max_per_user_day
@@ -357,11 +359,23 @@ class FeedbackLearner:
             self.state.delete_pending(pending_ids)
 
     def _learn_locked(self, latest: dict[str, tuple[LearnAction, bytes]], now: float) -> list[Judgement]:
+        outbox = None
+        if self.share:
+            from mailsift.share.outbox import Outbox
+
+            outbox = Outbox(self.dbpath)
+        try:
+            return self._learn_with(latest, now, outbox)
+        finally:
+            if outbox is not None:
+                outbox.close()
+
+    def _learn_with(self, latest: dict[str, tuple[LearnAction, bytes]], now: float, outbox: Any) -> list[Judgement]:
         from mailsift.classifier.learn import Learner
 
         state, cap, day = self.state, self.max_per_user_day, day_of(now)
         # flock + fresh load of the model and record
-        with Learner(self.dbpath, source="feedback", keep_versions=self.keep_versions) as learner:
+        with Learner(self.dbpath, source="feedback", keep_versions=self.keep_versions, outbox=outbox) as learner:
             judgements: list[Judgement] = []
             spooled: list[tuple[Judgement, bytes]] = []
             items = []
@@ -446,7 +460,7 @@ class _Off:
 
 
 def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str = "models",
-                  users: str | Path | None = None, keep_versions: int = 5) -> Handle:
+                  users: str | Path | None = None, keep_versions: int = 5, share: bool = False) -> Handle:
     """Start learning from `store`'s events into the model dir (settings.dbpath, else
     classifier_dbpath). `users`: the user database, for who opted out of implicit feedback.
     Returns a handle whose stop() learns what is pending and ends the worker."""
@@ -468,4 +482,4 @@ def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str
                            settings.spool_max_messages, max_per_user_day=settings.max_learn_per_user_day,
                            confirm_after=settings.confirm_after_seconds() if settings.implicit else None,
                            opted_out=opted_out, clock=clock, sweep_interval=sweep_interval,
-                           keep_versions=keep_versions).start()
+                           keep_versions=keep_versions, share=share).start()

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from mailsift.milter.reload import ModelHolder
     from mailsift.milter.scan import MessageScanner
     from mailsift.scanner.clamav import ClamdClient
+    from mailsift.share.agent import PRELOAD as SHARE_PRELOAD
+    from mailsift.share.agent import start_agent
 
     settings = override(config.milter, socket=args.socket, clamd=args.clamd, on_virus=args.on_virus,
                         on_scan_error=args.on_scan_error, score_workers=args.score_workers, cpus=args.cpus)
@@ -122,14 +124,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
         daemon.secure_socket(path, daemon.parse_mode(settings.socket_mode), settings.socket_group)
     # Root only opened the socket: the model (a pickle) is loaded, and the scoring processes
     # started, as [milter] user.
+    preload = PRELOAD + (SHARE_PRELOAD if config.classifier.share else ())
     try:
-        daemon.drop_privileges(settings.user, preload=PRELOAD,
+        daemon.drop_privileges(settings.user, preload=preload,
                                heavy=PRELOAD_MODEL if settings.score_workers == 0 else ())
     except (daemon.DaemonError, OSError) as exc:
         log.error("user: %s", exc)
         if path is not None:
             path.unlink(missing_ok=True)
         return 3
+
+    # [classifier] share: newer published models are installed into dbpath (the watcher reloads them).
+    share = start_agent(config.classifier, dbpath, trainer=False)
 
     pool = None
     if settings.score_workers > 0:
@@ -153,6 +159,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         milter.main()
     finally:
         models.stop()
+        if share is not None:
+            share.stop(timeout=5)
         if pool is not None:
             pool.close()
         if path is not None:

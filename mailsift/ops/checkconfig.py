@@ -126,6 +126,10 @@ def check(config: Config, broken: frozenset[str] | set[str] = frozenset()) -> It
         # loaded as the milter loads it: as [milter] user when that is set
         milter_user = config.milter.user if "milter" not in broken else ""
         yield from check_model("[classifier] dbpath", config.classifier.dbpath, milter_user)
+        if config.classifier.share:
+            why = redis_ping(config.classifier.share, PING_TIMEOUT)
+            if why is not None:
+                yield Problem("[classifier] share", f"{config.classifier.share} {why}")
     if "feedback" not in broken and "classifier" not in broken and config.feedback.enabled:
         model_dir = config.feedback.model_dir(config.classifier.dbpath)
         key = "[feedback] dbpath" if config.feedback.dbpath else "[classifier] dbpath"
@@ -406,20 +410,15 @@ def check_milter(config: Config) -> Iterator[Problem]:
 
 def redis_ping(url: str, timeout: float) -> str | None:
     """None when the Redis at `url` answers PING, else why not."""
-    try:
-        import redis
-    except ImportError:
-        return "cannot be checked: redis-py is not installed"
+    from mailsift.resp import RespError, SyncRespClient
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = SyncRespClient(url, timeout=timeout, decode=True)
         try:
-            client.ping()
+            client.command("PING")
         finally:
             client.close()
-    except redis.RedisError as exc:
-        return f"does not answer PING: {exc}"
-    except (OSError, ValueError) as exc:
+    except (RespError, OSError, ValueError) as exc:
         return f"does not answer PING: {exc}"
     return None
 

@@ -64,7 +64,7 @@ def check_store_url(url: str) -> None:
     if url.startswith("sqlite:") and url[len("sqlite:"):]:
         return
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from mailsift.policy.resp import parse_redis_url
+        from mailsift.resp import parse_redis_url
         parse_redis_url(url)
         return
     raise ValueError(f"db must be sqlite:PATH or redis://HOST:PORT/N, not {url!r}")
@@ -182,14 +182,14 @@ class RedisStore:
     `PREFIX c:NETWORK` -> "count last_counted last_seen"."""
 
     def __init__(self, url: str, prefix: str = "mailsift:greylist:", timeout: float = 2.0) -> None:
-        from mailsift.policy.resp import RespClient, parse_redis_url
+        from mailsift.resp import RespClient, parse_redis_url
 
         self.url = url
         self.prefix = prefix
         self._client = RespClient(parse_redis_url(url), timeout=timeout)
 
     async def _call(self, *args: str | int) -> Any:
-        from mailsift.policy.resp import RespError
+        from mailsift.resp import RespError
         try:
             return await self._client.command(*args)
         except RespError as exc:

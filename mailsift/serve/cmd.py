@@ -23,16 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _feedback_starter(config: Config, users: str | None = None) -> Callable[[Any], Any] | None:
     """Learning from users' Junk moves runs inside `mailsift serve` when the feedback part and its
-    [feedback] settings are present (mailsift.feedback.learner.start_learner)."""
+    [feedback] settings are present (mailsift.feedback.learner.start_learner); with [classifier]
+    share, so does the share agent (a trainer candidate: mailsift.share.agent)."""
     feedback = getattr(config, "feedback", None)
-    if feedback is None:
-        return None
+    share = config.classifier.share
     try:
         from mailsift.feedback.learner import start_learner
     except ModuleNotFoundError:
+        feedback = None
+    if feedback is None and not share:
         return None
     dbpath, keep = config.classifier.dbpath, config.classifier.keep_versions
-    return lambda store: start_learner(store, feedback, dbpath, users, keep)
+
+    def start(store: Any) -> Any:
+        agent = None
+        if share:
+            from mailsift.share.agent import start_agent
+
+            model_dir = feedback.model_dir(dbpath) if feedback is not None else dbpath
+            agent = start_agent(config.classifier, model_dir, trainer=True)
+        learner = start_learner(store, feedback, dbpath, users, keep, share=bool(share)) if feedback else None
+        return _Handles(learner, agent)
+
+    return start
+
+
+class _Handles:
+    """Stops the feedback learner (its last judgements reach the outbox), then the share agent."""
+
+    def __init__(self, *handles: Any) -> None:
+        self.handles = [h for h in handles if h is not None]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for h in self.handles:
+            h.stop(timeout)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -326,7 +326,10 @@ PRELOAD = ("concurrent.futures.thread", *daemon.MAIL_MODULES,
            "mailsift.store.maildir", "mailsift.store.index", "mailsift.serve.socketmap")
 # ... and what the feedback learner (on_start) imports when it first learns.
 LEARNER_PRELOAD = ("mailsift.classifier.learn", "mailsift.classifier.persist", "mailsift.classifier.record",
-                   "joblib", "sklearn.naive_bayes", "scipy.sparse")
+                   "joblib", "sklearn.naive_bayes", "scipy.sparse",
+                   # [classifier] share (mailsift/share/agent.py's PRELOAD)
+                   "mailsift.share.agent", "mailsift.share.channel", "mailsift.share.outbox",
+                   "mailsift.share.snapshot", "mailsift.resp", "subprocess")
 
 
 def drop_privileges(settings: StoreSettings, heavy: tuple[str, ...] = ()) -> None:

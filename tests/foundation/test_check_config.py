@@ -177,6 +177,8 @@ CASES: list[tuple[str, Callable[[Setup], None], str, str]] = [
      "[milter] clamd", "does not answer PING"),
     ("redis-not-answering", set_("policy", db=f"redis://127.0.0.1:{free_port()}/0"), "[policy] db",
      "does not answer PING"),
+    ("share-redis-not-answering", set_("classifier", share=f"redis://127.0.0.1:{free_port()}/0"),
+     "[classifier] share", "does not answer PING"),
     ("model-corrupt", corrupt_model, "[classifier] dbpath", "corrupt"),
     ("model-missing", lambda s: shutil.rmtree(s.model), "[classifier] dbpath", "does not exist"),
     ("socket-path-taken", regular_file_at_milter_socket, "[milter] socket", "is not a socket"),

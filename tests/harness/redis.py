@@ -1,5 +1,7 @@
-"""A private redis-server for tests: a free loopback port, its own directory, no persistence,
-in the foreground and stopped by PID; ready when it answers PING.
+"""A private redis-server for tests: a free loopback port, its own directory, no persistence
+(or, with persist=True, an append-only file fsynced at every write, so a server killed and
+started again on the same port and directory has lost nothing), in the foreground and stopped
+by PID; ready when it answers PING.
 
     r = RedisServer(workdir).start()
     r.url            # redis://127.0.0.1:PORT/0
@@ -28,9 +30,10 @@ def ping(host: str, port: int) -> bool:
 
 class RedisServer:
     def __init__(self, workdir: Path | str, host: str = "127.0.0.1", port: int | None = None,
-                 password: str = "") -> None:
+                 password: str = "", persist: bool = False) -> None:
         self.workdir = Path(workdir)
         self.password = password
+        self.persist = persist
         self.host = host
         self.port = port or free_port(host)
         self.daemon: Daemon | None = None
@@ -43,7 +46,8 @@ class RedisServer:
     def start(self, timeout: float = 20.0) -> "RedisServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
-                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir), "--save", "",
+                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
                 "--daemonize", "no", "--protected-mode", "yes", "--unixsocket", "",
                 "--logfile", ""]
         if self.password:
@@ -59,6 +63,10 @@ class RedisServer:
     def stop(self) -> None:
         if self.daemon is not None:
             self.daemon.stop()
+
+    def kill9(self) -> None:
+        if self.daemon is not None:
+            self.daemon.kill9()
 
     def log(self) -> str:
         return self.daemon.log() if self.daemon else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.redis import RedisServer
-from mailsift.policy.resp import RedisAddress, RespClient, RespError, encode_command, parse_redis_url
+from mailsift.resp import RedisAddress, RespClient, RespError, encode_command, parse_redis_url
 
 
 def test_parse_urls() -> None:

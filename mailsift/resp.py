@@ -1,12 +1,15 @@
-"""A small pipelining Redis client for the greylist (RESP2 over asyncio streams).
+"""The project's Redis client: small, pipelining, RESP2 over asyncio streams.
 
 One connection carries the commands of every concurrent request: commands issued in the
 same event-loop turn leave in one write, replies are matched to them in order. That is what
-makes a shared Redis cheap for a policy service answering many smtpd processes at once.
+makes a shared Redis cheap for a policy service answering many smtpd processes at once
+(bench/redis_clients.py: several times redis-py's asyncio client's rate for the greylist's
+traffic; docs/policy.md). The greylist (policy/backends.py) and the model sharing
+(share/channel.py, through `SyncRespClient`) use it.
 
-Only what the greylist needs: GET, MGET, SET ... EX, SELECT, AUTH, PING. Every failure is
-`RespError`; a timeout or a broken connection fails the commands in flight and the next
-command reconnects.
+Any command can be sent; replies are str (decode=True) or bytes (decode=False, for binary
+values). Every failure is `RespError`; a timeout or a broken connection fails the commands in
+flight and the next command reconnects.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class _ReplyError(Exception):
     """An error reply (-ERR ...): that command failed, the connection is fine."""
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Any:
+async def read_reply(reader: asyncio.StreamReader, decode: bool = True) -> Any:
     line = await reader.readline()
     if not line.endswith(b"\r\n"):
         raise ConnectionError("connection closed by redis")
@@ -84,19 +87,20 @@ async def read_reply(reader: asyncio.StreamReader) -> Any:
         if n < 0:
             return None
         data = await reader.readexactly(n + 2)
-        return data[:-2].decode(errors="replace")
+        return data[:-2].decode(errors="replace") if decode else data[:-2]
     if kind == b"*":
         n = int(rest)
         if n < 0:
             return None
-        return [await read_reply(reader) for _ in range(n)]
+        return [await read_reply(reader, decode) for _ in range(n)]
     raise ConnectionError(f"unexpected reply from redis: {line[:40]!r}")
 
 
 class RespClient:
-    def __init__(self, address: RedisAddress, timeout: float = 2.0) -> None:
+    def __init__(self, address: RedisAddress, timeout: float = 2.0, decode: bool = True) -> None:
         self.address = address
         self.timeout = timeout
+        self.decode = decode
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -166,7 +170,7 @@ class RespClient:
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                reply = await read_reply(reader)
+                reply = await read_reply(reader, self.decode)
                 if not self._waiting:
                     raise ConnectionError("redis sent a reply nobody asked for")
                 fut = self._waiting.popleft()
@@ -203,3 +207,20 @@ class RespClient:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+
+class SyncRespClient:
+    """The same client for threaded code: its own event loop, one command at a time."""
+
+    def __init__(self, url: str, timeout: float = 5.0, decode: bool = False) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = RespClient(parse_redis_url(url), timeout=timeout, decode=decode)
+
+    def command(self, *args: str | bytes | int) -> Any:
+        return self._loop.run_until_complete(self._client.command(*args))
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._client.close())
+        finally:
+            self._loop.close()

@@ -1,0 +1,182 @@
+"""The parts of [classifier] share against a real redis-server: the outbox, the stream's
+idempotent append, the lease and publication rules, a follower that starts with Redis down,
+a published model that fails its checksum, and `mailsift learn` with share on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness.procs import free_port, wait_for
+from harness.redis import RedisServer
+
+pytestmark = [pytest.mark.integration]
+
+N_TRAIN = 60
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, corpora: Path) -> Path:
+    from mailsift.classifier.learn import Learner
+
+    d = tmp_path_factory.mktemp("share-parts") / "models"
+    ham = sorted((corpora / "spamassassin/easy_ham").iterdir())[:N_TRAIN]
+    spam = sorted((corpora / "spamassassin/spam").iterdir())[:N_TRAIN]
+    with Learner(d, source=None) as learner:
+        learner.learn_labelled([(str(p), p.read_bytes(), "ham") for p in ham]
+                               + [(str(p), p.read_bytes(), "spam") for p in spam])
+        learner.save()
+    return d
+
+
+@pytest.fixture
+def fresh(corpora: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((corpora / "spamassassin/easy_ham_2").iterdir())[:5]]
+
+
+def copy(template: Path, to: Path) -> Path:
+    shutil.copytree(template, to)
+    return to
+
+
+def test_outbox_sends_only_what_a_saved_learn_run_committed(tmp_path: Path, template: Path,
+                                                            fresh: list[bytes]) -> None:
+    from mailsift.classifier.learn import Learner
+    from mailsift.share.outbox import Outbox
+
+    db = copy(template, tmp_path / "models")
+    with Learner(db, outbox=Outbox(db)) as learner:  # closed without save(): nothing to share
+        learner.learn_labelled([("a", fresh[0], "spam")])
+    assert Outbox(db).pending() == []
+    outbox = Outbox(db)
+    with Learner(db, outbox=outbox) as learner:
+        learner.learn_labelled([("a", fresh[0], "spam"), ("b", fresh[1], "ham"), ("a-again", fresh[0], "spam")])
+        learner.save()
+    events = Outbox(db).pending()
+    assert [(e.label, e.source) for e in events] == [("spam", "learn"), ("ham", "learn")]
+    assert events[0].raw == fresh[0] and len({e.id for e in events}) == 2
+    assert (db / "share").stat().st_mode & 0o777 == 0o700
+    assert (db / "share" / "outbox.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+def test_append_is_idempotent_and_publication_needs_the_lease(redis_server: RedisServer, tmp_path: Path,
+                                                              template: Path, fresh: list[bytes]) -> None:
+    from mailsift.share.channel import Channel
+    from mailsift.share.outbox import Event
+    from mailsift.share.snapshot import snapshot
+
+    ch = Channel(redis_server.url)
+    try:
+        ev = Event("e1", "d" * 64, "spam", "feedback", fresh[0], 0.0)
+        assert ch.append(ev) is True
+        assert ch.append(ev) is False  # a resend after an interrupted send: not added twice
+        got = ch.events_after("0-0")
+        assert [(e.id, e.label, e.raw) for e in got] == [("e1", "spam", fresh[0])]
+        assert ch.events_after(got[0].stream_id) == []
+
+        assert ch.hold_lease("a", 5) and not ch.hold_lease("b", 5) and ch.hold_lease("a", 5)
+        data, meta, _fid = snapshot(template)
+        assert not ch.publish("b", 1, data, meta, got[0].stream_id)  # not the lease holder
+        assert ch.publish("a", 1, data, meta, got[0].stream_id)
+        assert not ch.publish("a", 1, data, meta, got[0].stream_id)  # versions only grow
+        pub = ch.published()
+        assert pub is not None and (pub.version, pub.data, pub.applied) == (1, data, got[0].stream_id)
+        assert ch.pending_events() == 1  # trimmed up to what the model learned (the id itself stays)
+        ch.release_lease("a")
+        assert ch.lease_holder() is None and ch.hold_lease("b", 5)
+    finally:
+        ch.close()
+
+
+def test_a_follower_starts_on_its_local_model_and_refuses_a_corrupt_version(
+        tmp_path: Path, template: Path, fresh: list[bytes], caplog: pytest.LogCaptureFixture) -> None:
+    from mailsift.classifier.persist import load_model
+    from mailsift.classifier.versions import list_versions
+    from mailsift.resp import SyncRespClient
+    from mailsift.share.agent import ShareAgent
+    from mailsift.share.snapshot import read_state
+
+    caplog.set_level("INFO", logger="mailsift.share")
+    trainer_db, follower_db = copy(template, tmp_path / "trainer"), copy(template, tmp_path / "follower")
+    before = load_model(follower_db).spamminess(fresh[2])
+    port = free_port()
+    follower = ShareAgent(f"redis://127.0.0.1:{port}/0", follower_db, trainer=False, install_in_child=True).start()
+    server = trainer = None
+    try:
+        wait_for(lambda: "unavailable" in caplog.text, 10, what="the follower noticing Redis is down")
+        assert load_model(follower_db).spamminess(fresh[2]) == before  # its local copy, untouched
+        server = RedisServer(tmp_path / "redis", port=port).start()
+        trainer = ShareAgent(server.url, trainer_db, trainer=True, lease_seconds=3).start()
+        wait_for(lambda: read_state(follower_db).version == 1, 30, what="the follower installing version 1")
+        assert [v.source for v in list_versions(follower_db)][:1] == ["share"]
+        installed = load_model(follower_db).spamminess(fresh[2])
+
+        # A version whose bytes do not match its checksum is refused; the model stays.
+        r = SyncRespClient(server.url, timeout=5)
+        try:
+            r.command("HSET", "mailsift:share:model", "version", "7", "data", b"not a model")
+        finally:
+            r.close()
+        wait_for(lambda: "published model version 7 does not match its checksum" in caplog.text, 10,
+                 what="the follower refusing the corrupt version")
+        assert read_state(follower_db).version == 1
+        assert load_model(follower_db).spamminess(fresh[2]) == installed
+    finally:
+        follower.stop(5)
+        if trainer is not None:
+            trainer.stop(5)
+        if server is not None:
+            server.stop()
+
+
+def test_mailsift_learn_shares_or_keeps_its_events(mailsift_bin: str, redis_server: RedisServer, tmp_path: Path,
+                                                   template: Path, corpora: Path) -> None:
+    from mailsift.share.channel import Channel
+    from mailsift.share.outbox import Outbox
+
+    db = copy(template, tmp_path / "models")
+    files = sorted((corpora / "spamassassin/easy_ham_2").iterdir())[:3]
+    down = tmp_path / "down.toml"
+    down.write_text(f'[classifier]\ndbpath = "{db}"\nshare = "redis://127.0.0.1:{free_port()}/0"\n')
+    proc = subprocess.run([mailsift_bin, "learn", "--config", str(down), "--spam", str(files[0]), str(files[1])],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"shared 0 learn event(s); 2 wait in" in proc.stdout, proc.stdout
+    assert Outbox(db).count() == 2
+
+    up = tmp_path / "up.toml"
+    up.write_text(f'[classifier]\ndbpath = "{db}"\nshare = "{redis_server.url}"\n')
+    proc = subprocess.run([mailsift_bin, "learn", "--config", str(up), "--spam", str(files[2])],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"shared 3 learn event(s)\n" in proc.stdout, proc.stdout  # the two waiting ones too
+    assert Outbox(db).count() == 0
+    ch = Channel(redis_server.url)
+    try:
+        assert sorted(e.raw for e in ch.events_after("0-0")) == sorted(f.read_bytes() for f in files)
+    finally:
+        ch.close()
+
+
+@pytest.mark.parametrize("url", ["http://h/0", "redis://h:notaport/0", "redis://h/x", "unix://?db=1"])
+def test_a_bad_share_url_is_a_config_error(tmp_path: Path, url: str) -> None:
+    from mailsift.config import ConfigError, load_config
+
+    cfg = tmp_path / "mailsift.toml"
+    cfg.write_text(f'[classifier]\nshare = "{url}"\n')
+    with pytest.raises(ConfigError, match="share must be redis://HOST:PORT/N"):
+        load_config(cfg)
+    cfg.write_text('[classifier]\nshare = "redis://10.0.0.5:6380/3"\nshare_lease_seconds = 0.5\n')
+    with pytest.raises(ConfigError, match="share_lease_seconds"):
+        load_config(cfg)
