@@ -19,6 +19,12 @@ class ClassifierSettings:
     max_bytes: int = 262144
     # Saved models kept under DBPATH/versions/ for `mailsift model list/rollback`; 0 = none.
     keep_versions: int = 5
+    # The classify socket (`mailsift classify` asks the milter, which serves it, for verdicts):
+    # "/PATH" or "unix:/PATH"; "" = none (classify loads the model itself).
+    socket: str = ""
+    # Its permissions: the users whose procmail/maildrop/Sieve runs `classify` must be in the group.
+    socket_mode: str = "0660"
+    socket_group: str = "mail"
 
     def validate(self) -> None:
         if self.required <= 0:
@@ -29,3 +35,15 @@ class ClassifierSettings:
             raise ValueError("max_bytes must be at least 1024")
         if not 0 <= self.keep_versions <= 1000:
             raise ValueError("keep_versions must be between 0 (no model history) and 1000")
+        from mailsift.classifier.route import socket_path
+
+        try:
+            socket_path(self.socket)
+        except ValueError as exc:
+            raise ValueError(f"socket: {exc}") from None
+        try:
+            mode = int(self.socket_mode, 8)
+        except ValueError:
+            raise ValueError(f"socket_mode {self.socket_mode!r} is not an octal mode such as \"0660\"") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"socket_mode {self.socket_mode!r} is out of range (0000-0777)")
