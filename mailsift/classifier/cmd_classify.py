@@ -19,6 +19,7 @@ from argparse import ArgumentParser, Namespace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mailsift.classifier.settings import ClassifierSettings
     from mailsift.config import Config
     from mailsift.verdict import Verdict
 
@@ -79,22 +80,63 @@ def combine(codes: list[int]) -> int:
     return EXIT_HAM
 
 
-def run(args: Namespace, config: Config) -> int:
-    from mailsift.classifier.persist import ModelError, load_model
-    from mailsift.config import override
-    from mailsift.verdict import verdict_headers
+def _via_socket(path: str, settings: ClassifierSettings, files: list[str],
+                passthrough: bool) -> tuple[list[int], bytes | None]:
+    """Classify through the daemon's classify socket (mailsift/classifier/route.py) while it
+    answers: the exit codes of the files done, and the message it did not answer for (read
+    already: stdin cannot be read twice); the rest are scored in-process."""
+    from mailsift.classifier.route import RouteError, classify
 
-    settings = override(config.classifier, dbpath=args.dbpath, required=args.required)
+    codes: list[int] = []
+    for name in files:
+        raw = _read(name)
+        if raw is None:
+            codes.append(EXIT_ERROR)
+            continue
+        try:
+            r = classify(path, raw, settings.required, settings.unsure_points, settings.max_bytes)
+        except RouteError:
+            return codes, raw
+        if r.probability is None:  # the daemon has no model (or failed): this process tries
+            return codes, raw
+        codes.append({"spam": EXIT_SPAM, "ham": EXIT_HAM, "unsure": EXIT_UNSURE}.get(r.label, EXIT_ERROR))
+        if passthrough:
+            sys.stdout.buffer.write(annotate(raw, list(r.headers)))
+        else:
+            prob = "-" if r.probability is None else f"{r.probability:.6f}"
+            sys.stdout.write(f"{name}\t{r.label}\t{prob}\t{r.score:.1f}\n")
+    sys.stdout.flush()
+    return codes, None
+
+
+def run(args: Namespace, config: Config) -> int:
+    settings = config.classifier
+    if args.dbpath is not None or args.required is not None:
+        from mailsift.config import override
+        settings = override(settings, dbpath=args.dbpath, required=args.required)
     files = args.files or ["-"]
     if args.passthrough and len(files) != 1:
         print("mailsift classify: -p takes exactly one message", file=sys.stderr)
         return EXIT_ERROR
+    # The daemon's socket when one is configured and answers (it serves its own model: not
+    # with --dbpath; nor with --clamd), else the model in this process.
+    done: list[int] = []
+    first: bytes | None = None  # the first message left, when read already
+    if settings.socket and args.dbpath is None and args.clamd is None:
+        from mailsift.classifier.route import socket_path
+        done, first = _via_socket(socket_path(settings.socket) or "", settings, files, args.passthrough)
+        if len(done) == len(files):
+            return combine(done)
+        files = files[len(done):]
+    from mailsift.classifier.persist import ModelError, load_model
+    from mailsift.verdict import verdict_headers
+
     try:
         model = load_model(settings.dbpath)
     except ModelError as exc:
         print(f"mailsift classify: {exc}", file=sys.stderr)
         if args.passthrough:  # pass the message through unchanged: never lose mail
-            raw = _read(files[0])
+            raw = first if first is not None else _read(files[0])
             if raw is not None:
                 sys.stdout.buffer.write(raw)
         return EXIT_ERROR
@@ -109,10 +151,10 @@ def run(args: Namespace, config: Config) -> int:
     scanner = MessageScanner(clamd, StaticModels(model), required=settings.required,
                              virus_scan=clamd is not None, max_bytes=settings.max_bytes,
                              unsure_points=settings.unsure_points)
-    codes: list[int] = []
+    codes: list[int] = done
     out = sys.stdout
     for name in files:
-        raw = _read(name)
+        raw, first = (first, None) if first is not None else (_read(name), None)
         if raw is None:
             codes.append(EXIT_ERROR)
             continue
