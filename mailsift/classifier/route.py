@@ -5,15 +5,17 @@ loop) pays for loading the model in every process; through the socket it pays fo
 The daemon that loaded the model (`mailsift milter`, when `[classifier] socket` is set) serves
 it; `mailsift classify` uses it when the socket is configured and answers, and scores
 in-process otherwise. Both give the same verdict: the request carries the client's own
-`required`, `unsure_points` and `max_bytes`, and the daemon scores with the milter's model
-exactly as `classify` does in-process (virus scan off).
+`required`, `unsure_points` and `max_bytes` (`-` for one its config does not set: the daemon
+then uses the built-in default, as `classify` would), and the daemon scores with the milter's
+model exactly as `classify` does in-process (virus scan off).
 
 One message per connection. The request is one ASCII line and the message:
 
     CLASSIFY MAILSIFT/1 <length> <required> <unsure_points> <max_bytes>\\n<length bytes>
 
-Only the first max_bytes + 1 bytes of a message are sent: the classifier reads no more than
-max_bytes and marks a longer message partial. The reply is one line and a body:
+The classifier reads no more than max_bytes of a message and marks a longer one partial: the
+client sends at most max_bytes + 1 bytes (when it knows max_bytes; else at most MAX_MESSAGE),
+and the daemon keeps at most max_bytes + 1 of what it reads. The reply is one line and a body:
 
     MAILSIFT/1 OK <length>\\n<length bytes>     the verdict (below)
     MAILSIFT/1 ERR <length>\\n<reason>          a bad request
@@ -36,7 +38,7 @@ from typing import NamedTuple
 MAGIC = b"MAILSIFT/1"
 REQUEST_VERB = b"CLASSIFY"
 MAX_LINE = 256  # bytes of a request or reply line
-MAX_MESSAGE = 16 * 1024 * 1024  # the largest message (max_bytes + 1) a request may carry
+MAX_MESSAGE = 64 * 1024 * 1024  # the most a request may carry (the daemon keeps max_bytes + 1)
 MAX_REPLY = 1024 * 1024
 CLIENT_TIMEOUT = 10.0  # seconds for the whole exchange, seen from the client
 
@@ -75,17 +77,28 @@ def socket_path(value: str) -> str | None:
 
 # -- the wire format ------------------------------------------------------------------------
 
-def encode_request(raw: bytes, required: float, unsure_points: float, max_bytes: int) -> bytes:
-    body = raw[: max_bytes + 1]
-    head = f"CLASSIFY MAILSIFT/1 {len(body)} {required!r} {unsure_points!r} {max_bytes}\n"
-    return head.encode("ascii") + body
+def encode_request(raw: bytes, required: float | None, unsure_points: float | None,
+                   max_bytes: int | None) -> bytes:
+    """None: not set by the client's config (the daemon uses the built-in default)."""
+    body = raw[: MAX_MESSAGE if max_bytes is None else min(max_bytes + 1, MAX_MESSAGE)]
+    values = " ".join("-" if v is None else repr(v) for v in (required, unsure_points, max_bytes))
+    return f"CLASSIFY MAILSIFT/1 {len(body)} {values}\n".encode("ascii") + body
 
 
 class Request(NamedTuple):
     length: int
-    required: float
-    unsure_points: float
-    max_bytes: int
+    required: float | None  # None: the client leaves it to the daemon's built-in default
+    unsure_points: float | None
+    max_bytes: int | None
+
+
+def _number(text: bytes, kind: type) -> float | int | None:
+    if text == b"-":
+        return None
+    try:
+        return kind(text)  # type: ignore[no-any-return]
+    except ValueError:
+        raise BadRequest(f"bad number {text[:20]!r} in the request line") from None
 
 
 def parse_request_line(line: bytes) -> Request:
@@ -93,18 +106,19 @@ def parse_request_line(line: bytes) -> Request:
     parts = line.split(b" ")
     if len(parts) != 6 or parts[0] != REQUEST_VERB or parts[1] != MAGIC:
         raise BadRequest("expected: CLASSIFY MAILSIFT/1 LENGTH REQUIRED UNSURE_POINTS MAX_BYTES")
-    try:
-        length, max_bytes = int(parts[2]), int(parts[5])
-        required, unsure = float(parts[3]), float(parts[4])
-    except ValueError:
-        raise BadRequest("bad number in the request line") from None
-    if not (required > 0 and required < 1e6 and 0 <= unsure < 1e6):  # also refuses nan
-        raise BadRequest("required must be positive, unsure_points not negative")
-    if not 1024 <= max_bytes < MAX_MESSAGE:
+    if not parts[2].isdigit():
+        raise BadRequest("bad length in the request line")
+    length = int(parts[2])
+    required, unsure, max_bytes = _number(parts[3], float), _number(parts[4], float), _number(parts[5], int)
+    if required is not None and not 0 < required < 1e6:  # also refuses nan
+        raise BadRequest("required must be positive")
+    if unsure is not None and not 0 <= unsure < 1e6:
+        raise BadRequest("unsure_points must not be negative")
+    if max_bytes is not None and not 1024 <= max_bytes < MAX_MESSAGE:
         raise BadRequest(f"max_bytes must be between 1024 and {MAX_MESSAGE - 1}")
-    if not 0 <= length <= max_bytes + 1:
-        raise BadRequest("length must be between 0 and max_bytes + 1")
-    return Request(length, required, unsure, max_bytes)
+    if length > (MAX_MESSAGE if max_bytes is None else min(max_bytes + 1, MAX_MESSAGE)):
+        raise BadRequest("length must be at most max_bytes + 1")
+    return Request(length, required, unsure, max_bytes)  # type: ignore[arg-type]
 
 
 def _escape(value: str) -> str:
@@ -187,11 +201,12 @@ def _read_reply(sock: socket.socket) -> tuple[str, bytes]:
     return parts[1].decode("ascii", "replace"), rest[:length]
 
 
-def classify(path: str, raw: bytes, required: float, unsure_points: float, max_bytes: int,
-             timeout: float = CLIENT_TIMEOUT) -> RouteReply:
-    """Ask the daemon at `path` for the verdict of `raw`. Raises RouteError (no socket, no
-    answer, busy, refused) — the caller then scores in-process."""
-    if max_bytes + 1 > MAX_MESSAGE:
+def classify(path: str, raw: bytes, required: float | None, unsure_points: float | None,
+             max_bytes: int | None, timeout: float = CLIENT_TIMEOUT) -> RouteReply:
+    """Ask the daemon at `path` for the verdict of `raw` (None for a setting the client's
+    config does not set). Raises RouteError (no socket, no answer, busy, refused, no model)
+    — the caller then scores in-process."""
+    if max_bytes is not None and max_bytes + 1 > MAX_MESSAGE:
         raise RouteError("max_bytes is beyond what the socket carries")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -209,3 +224,33 @@ def classify(path: str, raw: bytes, required: float, unsure_points: float, max_b
     if status != "OK":
         raise RouteError(f"the daemon answered {status}" + (f": {body.decode('utf-8', 'replace')}" if body else ""))
     return decode_verdict(body)
+
+
+# -- the quick path's settings -----------------------------------------------------------------
+
+def _setting(table: dict[str, object], key: str, kind: type) -> tuple[bool, object]:
+    value = table.get(key)
+    if value is None:
+        return True, None
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+        return False, None
+    return True, float(value) if kind is float else value
+
+
+def quick_settings(table: object, required: float | None) -> tuple[str, float | None, float | None,
+                                                                    int | None] | None:
+    """(socket path, required, unsure_points, max_bytes) from a config file's [classifier]
+    table, for `mailsift classify` before the config module is loaded; None when there is no
+    socket or a value is not what [classifier] takes (the full path then reports it)."""
+    if not isinstance(table, dict) or not isinstance(table.get("socket"), str):
+        return None
+    try:
+        path = socket_path(table["socket"])
+    except ValueError:
+        return None
+    ok1, req = _setting(table, "required", float)
+    ok2, unsure = _setting(table, "unsure_points", float)
+    ok3, max_bytes = _setting(table, "max_bytes", int)
+    if path is None or not (ok1 and ok2 and ok3):
+        return None
+    return path, required if required is not None else req, unsure, max_bytes  # type: ignore[return-value]

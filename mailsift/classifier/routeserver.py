@@ -9,8 +9,8 @@ daemon:
   closed at once (its `mailsift classify` then scores in-process);
 - each connection has `deadline` seconds for the whole exchange (request line, message, reply);
   a client that dawdles is dropped;
-- the request line is at most 256 bytes and the message at most max_bytes + 1 (16 MiB at
-  the very most), read into one buffer of the announced size.
+- the request line is at most 256 bytes; of the message (at most 64 MiB) at most
+  max_bytes + 1 bytes are kept, the rest read and dropped.
 
 The socket's mode and group are the daemon's business (`[classifier] socket_mode`,
 `socket_group`, applied by mailsift.daemon.bind like the milter's and serve's sockets).
@@ -27,6 +27,7 @@ from typing import Callable
 
 from mailsift.classifier.route import (MAX_LINE, BadRequest, Request, RouteReply, encode_reply, encode_status,
                                        parse_request_line)
+from mailsift.classifier.settings import ClassifierSettings
 from mailsift.verdict import Verdict, verdict_headers
 
 log = logging.getLogger("mailsift.classifier.route")
@@ -73,6 +74,7 @@ class RouteServer:
         self._slots = threading.BoundedSemaphore(max_clients)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.defaults = ClassifierSettings()  # for what a client's config leaves unset
         self.served = 0
         self.refused = 0
 
@@ -130,7 +132,10 @@ class RouteServer:
                 except BadRequest as exc:
                     self._send(conn, encode_status("ERR", str(exc)), end)
                     return
-                verdict = self.score(raw, req.required, req.unsure_points, req.max_bytes)
+                d = self.defaults
+                verdict = self.score(raw, d.required if req.required is None else req.required,
+                                     d.unsure_points if req.unsure_points is None else req.unsure_points,
+                                     d.max_bytes if req.max_bytes is None else req.max_bytes)
                 self._send(conn, encode_reply(reply_for(verdict)), end)
                 self.served += 1
         except (_Expired, OSError) as exc:
@@ -166,19 +171,27 @@ class RouteServer:
         req = parse_request_line(line)
         if len(rest) > req.length:
             raise BadRequest("more bytes than the announced length")
-        body = bytearray(req.length)
+        keep = min(req.length, (self.defaults.max_bytes if req.max_bytes is None else req.max_bytes) + 1)
+        body = bytearray(keep)
         view = memoryview(body)
-        view[: len(rest)] = rest
-        got = len(rest)
-        while got < req.length:
+        got = min(len(rest), keep)
+        view[:got] = rest[:got]
+        seen = len(rest)
+        scratch = memoryview(bytearray(65536)) if req.length > keep else None
+        while seen < req.length:
             self._wait(conn, end)
             try:
-                n = conn.recv_into(view[got:])
+                if got < keep:
+                    n = conn.recv_into(view[got:])
+                    got += n
+                else:  # beyond what the classifier reads: read and drop
+                    assert scratch is not None
+                    n = conn.recv_into(scratch[: req.length - seen])
             except TimeoutError:
                 raise _Expired("deadline") from None
             if n == 0:
                 raise _Expired("client closed the connection mid-message")
-            got += n
+            seen += n
         return req, bytes(body)
 
     def _send(self, conn: socket.socket, data: bytes, end: float) -> None:
