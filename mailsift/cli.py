@@ -5,6 +5,8 @@ Each subcommand lives in the module named in COMMANDS, which provides:
     HELP: str                                    one line for `mailsift --help`
     add_arguments(parser: ArgumentParser) -> None
     run(args: Namespace, config: Config) -> int  the exit status
+    run_quick(args: Namespace) -> int | None     optional: tried first, before the config is
+                                                 loaded; None means go on with run()
 
 Those modules import nothing heavy at module level (scikit-learn, numpy, pymilter), and
 heavy imports go inside run(). Only the named subcommand's module is imported and its parser
@@ -82,6 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help(sys.stderr)
         return 2
+    quick = getattr(args._module, "run_quick", None)  # a path that needs no config module
+    if quick is not None:
+        try:
+            code = quick(args)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:
+            return 0
+        except Exception as exc:  # no logging yet: a clear message, non-zero exit
+            print(f"mailsift {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+        if code is not None:
+            return int(code)
     from mailsift.config import ConfigError, load_config
     from mailsift.logsetup import setup_logging
 

@@ -19,7 +19,6 @@ from argparse import ArgumentParser, Namespace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mailsift.classifier.settings import ClassifierSettings
     from mailsift.config import Config
     from mailsift.verdict import Verdict
 
@@ -80,7 +79,7 @@ def combine(codes: list[int]) -> int:
     return EXIT_HAM
 
 
-def _via_socket(path: str, settings: ClassifierSettings, files: list[str],
+def _via_socket(path: str, options: tuple[float | None, float | None, int | None], files: list[str],
                 passthrough: bool) -> tuple[list[int], bytes | None]:
     """Classify through the daemon's classify socket (mailsift/classifier/route.py) while it
     answers: the exit codes of the files done, and the message it did not answer for (read
@@ -94,7 +93,7 @@ def _via_socket(path: str, settings: ClassifierSettings, files: list[str],
             codes.append(EXIT_ERROR)
             continue
         try:
-            r = classify(path, raw, settings.required, settings.unsure_points, settings.max_bytes)
+            r = classify(path, raw, *options)
         except RouteError:
             return codes, raw
         if r.probability is None:  # the daemon has no model (or failed): this process tries
@@ -109,6 +108,36 @@ def _via_socket(path: str, settings: ClassifierSettings, files: list[str],
     return codes, None
 
 
+def run_quick(args: Namespace) -> int | None:
+    """The socket route (cli.main calls it before the config module and logging are loaded):
+    with [classifier] socket in --config, and no --dbpath or --clamd (the daemon serves its own
+    model and scans no viruses for classify), each message goes to the daemon. Only
+    [classifier] is read here, and only the values the request carries. None: go on with
+    run() (no socket, a value [classifier] does not take: run() reports it, or the daemon did
+    not answer for some message: run() scores from there on in-process)."""
+    if args.config is None or args.dbpath is not None or args.clamd is not None:
+        return None
+    files = args.files or ["-"]
+    if args.passthrough and len(files) != 1:
+        return None
+    import tomllib
+
+    from mailsift.classifier.route import quick_settings
+
+    try:
+        with open(args.config, "rb") as fh:
+            quick = quick_settings(tomllib.load(fh).get("classifier"), args.required)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if quick is None:
+        return None
+    done, first = _via_socket(quick[0], quick[1:], files, args.passthrough)
+    if len(done) == len(files):
+        return combine(done)
+    args.route_left = (done, first)
+    return None
+
+
 def run(args: Namespace, config: Config) -> int:
     settings = config.classifier
     if args.dbpath is not None or args.required is not None:
@@ -118,15 +147,12 @@ def run(args: Namespace, config: Config) -> int:
     if args.passthrough and len(files) != 1:
         print("mailsift classify: -p takes exactly one message", file=sys.stderr)
         return EXIT_ERROR
-    # The daemon's socket when one is configured and answers (it serves its own model: not
-    # with --dbpath; nor with --clamd), else the model in this process.
+    # What run_quick() left: the daemon's socket answered for the first files, not for the rest.
     done: list[int] = []
-    first: bytes | None = None  # the first message left, when read already
-    if settings.socket and args.dbpath is None and args.clamd is None:
-        from mailsift.classifier.route import socket_path
-        done, first = _via_socket(socket_path(settings.socket) or "", settings, files, args.passthrough)
-        if len(done) == len(files):
-            return combine(done)
+    first: bytes | None = None  # the first message left, read already (stdin cannot be re-read)
+    left = getattr(args, "route_left", None)
+    if left is not None:
+        done, first = left
         files = files[len(done):]
     from mailsift.classifier.persist import ModelError, load_model
     from mailsift.verdict import verdict_headers
