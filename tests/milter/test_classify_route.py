@@ -75,6 +75,21 @@ def test_socket_and_in_process_give_identical_verdicts(mailsift_bin: str, workdi
     assert a.stdout != via.stdout
 
 
+def test_socket_client_imports_no_model(mailsift_bin: str, workdir: Path,
+                                       route_milter: tuple[MilterProcess, Path], held_out: list[Path]) -> None:
+    """The client's path imports neither numpy nor the classifier nor the config module."""
+    _, sock = route_milter
+    client = workdir / "client.toml"
+    client.write_text(f'[classifier]\nsocket = "{sock}"\n[milter]\nclamd = ""\n')
+    p = subprocess.run([mailsift_bin, "classify", "--config", str(client)], input=held_out[0].read_bytes(),
+                       capture_output=True, timeout=60, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert p.returncode == 1 and p.stdout.decode().startswith("-\tham\t")
+    imported = {line.rsplit("|", 1)[1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
+    assert "mailsift.classifier.route" in imported
+    assert not imported & {"numpy", "sklearn", "joblib", "mailsift.config", "mailsift.classifier.model",
+                           "mailsift.milter.scan", "logging"}
+
+
 def test_no_daemon_means_in_process(mailsift_bin: str, workdir: Path, trained_dbpath: Path,
                                     held_out: list[Path]) -> None:
     cfg = workdir / "c.toml"
@@ -155,3 +170,22 @@ def test_client_cap_and_deadline(trained_dbpath: Path, workdir: Path) -> None:
         server.stop()
         holder.stop()
     assert not path.exists()
+
+
+def test_daemon_without_model_means_in_process(mailsift_bin: str, milter_factory: Callable[..., MilterProcess],
+                                               workdir: Path, trained_dbpath: Path, held_out: list[Path]) -> None:
+    """A daemon with no model answers "no model": classify then scores with its own."""
+    sock = workdir / "run" / "classify.sock"
+    cfg = workdir / "milter.toml"
+    cfg.write_text(f'[classifier]\ndbpath = "{workdir}/empty"\nsocket = "{sock}"\n[milter]\nclamd = ""\n')
+    milter = milter_factory("--config", str(cfg))
+    wait_for(lambda: "classify socket on" in milter.log(), 30, what="classify socket")
+    client = workdir / "client.toml"
+    client.write_text(f'[classifier]\ndbpath = "{trained_dbpath}"\nsocket = "{sock}"\n')
+    alone = workdir / "alone.toml"
+    alone.write_text(f'[classifier]\ndbpath = "{trained_dbpath}"\n')
+    files = [str(p) for p in held_out[:4]]
+    a = classify(mailsift_bin, "--config", str(client), *files)
+    b = classify(mailsift_bin, "--config", str(alone), *files)
+    assert (a.returncode, a.stdout) == (b.returncode, b.stdout) and a.returncode == 0
+    assert len(a.stdout.splitlines()) == 4
