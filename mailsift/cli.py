@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         if code is not None:
             return int(code)
-    from mailsift.config import ConfigError, load_config
+    from mailsift.config import Config, ConfigError, load_config
     from mailsift.logsetup import setup_logging
 
     try:
