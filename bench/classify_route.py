@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if have_bogo:
             rows.append(("bogofilter -T", ["bogofilter", "-C", "-d", str(bogo), "-T"]))
-        for _, argv_ in rows:  # warm the page cache and the daemon
+        load0 = os.getloadavg()
+        for _, argv_ in rows:  # warm the page cache, the daemon and the bytecode cache
             run_wall(argv_, held[0], env)
         walls: dict[str, list[float]] = {name: [] for name, _ in rows}
         rss: dict[str, list[float]] = {name: [] for name, _ in rows}
@@ -150,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{len(held)} held-out messages (SpamAssassin easy_ham/spam after the first {args.train} "
               f"of each, on which both filters were trained), one process per message and row, stdin")
-        print(f"{'':24} {'wall ms p50':>11} {'p90':>7} {'RSS MB p50':>11}")
+        print(f"load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+              f"({os.cpu_count()} CPUs)")
+        print(f"{'':27} {'wall ms p50':>11} {'p90':>7} {'RSS MB p50':>11}")
         for name, _ in rows:
             w = sorted(walls[name])
-            print(f"{name:24} {statistics.median(w):11.1f} {w[int(0.9 * (len(w) - 1))]:7.1f} "
+            print(f"{name:27} {statistics.median(w):11.1f} {w[int(0.9 * (len(w) - 1))]:7.1f} "
                   f"{statistics.median(rss[name]):11.1f}")
         same = sum(a == b for a, b in zip(outs["classify, socket"], outs["classify, in-process"]))
         print(f"socket and in-process lines identical: {same} of {len(held)}")
