@@ -9,8 +9,9 @@ the first --train ham and spam of the shared SpamAssassin corpus, a bogofilter w
 trained on the same files (`bogofilter -C -d DIR -s|-n -B`), and `mailsift milter` (no clamd)
 serving the classify socket (`[classifier] socket`, docs/classifier.md). Then, for each of
 --runs held-out messages (alternately ham and spam), one process of each row below; printed:
-wall ms (median and p90 over the runs) and peak RSS (median, from GNU time's %M, itself a
-small C process, so the floor is ~1.5 MB):
+wall ms (median and p90 over the runs), CPU ms of the process (user + system, from wait4;
+less at the mercy of a loaded machine than wall time) and peak RSS (median, from GNU time's
+%M, itself a small C process, so the floor is ~1.5 MB):
 
     python -c pass              the interpreter's start, the floor of any Python command
     python -I -S -c pass        the same without site (no .pth files, no editable finder)
@@ -59,11 +60,17 @@ def corpus(folder: str) -> list[Path]:
     return sorted(p for p in (CORPUS / folder).iterdir() if p.is_file() and not p.name.startswith("cmds"))
 
 
-def run_wall(argv: list[str], message: Path, env: dict[str, str]) -> tuple[float, int, bytes]:
+def run_wall(argv: list[str], message: Path, env: dict[str, str]) -> tuple[float, float, bytes]:
+    """(wall ms, CPU ms of the process: user + system from wait4, stdout)."""
     with open(message, "rb") as fh:
         t0 = time.perf_counter()
-        p = subprocess.run(argv, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        return (time.perf_counter() - t0) * 1000.0, p.returncode, p.stdout
+        p = subprocess.Popen(argv, stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        assert p.stdout is not None
+        out = p.stdout.read()
+        _, _, usage = os.wait4(p.pid, 0)
+        wall = (time.perf_counter() - t0) * 1000.0
+        p.returncode = 0  # reaped here
+        return wall, (usage.ru_utime + usage.ru_stime) * 1000.0, out
 
 
 def run_rss(argv: list[str], message: Path, env: dict[str, str]) -> float:
@@ -140,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         for _, argv_ in rows:  # warm the page cache, the daemon and the bytecode cache
             run_wall(argv_, held[0], env)
         walls: dict[str, list[float]] = {name: [] for name, _ in rows}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in rows}
         rss: dict[str, list[float]] = {name: [] for name, _ in rows}
         outs: dict[str, list[bytes]] = {name: [] for name, _ in rows}
         for msg in held:  # rows interleaved per message: a slow spell of the host hits them all
             for name, argv_ in rows:
-                ms, _code, out = run_wall(argv_, msg, env)
+                ms, cpu, out = run_wall(argv_, msg, env)
                 walls[name].append(ms)
+                cpus[name].append(cpu)
                 outs[name].append(out)
                 rss[name].append(run_rss(argv_, msg, env))
 
@@ -153,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
               f"of each, on which both filters were trained), one process per message and row, stdin")
         print(f"load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
               f"({os.cpu_count()} CPUs)")
-        print(f"{'':27} {'wall ms p50':>11} {'p90':>7} {'RSS MB p50':>11}")
+        print(f"{'':27} {'wall ms p50':>11} {'p90':>7} {'CPU ms p50':>10} {'RSS MB p50':>11}")
         for name, _ in rows:
             w = sorted(walls[name])
             print(f"{name:27} {statistics.median(w):11.1f} {w[int(0.9 * (len(w) - 1))]:7.1f} "
-                  f"{statistics.median(rss[name]):11.1f}")
+                  f"{statistics.median(cpus[name]):10.1f} {statistics.median(rss[name]):11.1f}")
         same = sum(a == b for a, b in zip(outs["classify, socket"], outs["classify, in-process"]))
         print(f"socket and in-process lines identical: {same} of {len(held)}")
         sock_ms = statistics.median(walls["classify, socket"])
