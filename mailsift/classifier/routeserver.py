@@ -10,7 +10,10 @@ daemon:
 - each connection has `deadline` seconds for the whole exchange (request line, message, reply);
   a client that dawdles is dropped;
 - the request line is at most 256 bytes; of the message (at most 64 MiB) at most
-  max_bytes + 1 bytes are kept, the rest read and dropped.
+  max_bytes + 1 bytes are kept, the rest read and dropped; a request for a max_bytes above the
+  daemon's own (`max_bytes`: its [classifier] max_bytes, at least the default) is refused with
+  ERR (that classify then scores in-process), so at most max_clients * (max_bytes + 1) bytes
+  of messages are held at once.
 
 The socket's mode and group are the daemon's business (`[classifier] socket_mode`,
 `socket_group`, applied by mailsift.daemon.bind like the milter's and serve's sockets).
@@ -66,7 +69,7 @@ class RouteServer:
     """Serves the classify socket until stop()."""
 
     def __init__(self, sock: socket.socket, score: Score, max_clients: int = MAX_CLIENTS,
-                 deadline: float = DEADLINE) -> None:
+                 deadline: float = DEADLINE, max_bytes: int | None = None) -> None:
         self.sock = sock
         self.score = score
         self.deadline = deadline
@@ -75,6 +78,7 @@ class RouteServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.defaults = ClassifierSettings()  # for what a client's config leaves unset
+        self.max_bytes = max(max_bytes or 0, self.defaults.max_bytes)
         self.served = 0
         self.refused = 0
 
@@ -169,6 +173,8 @@ class RouteServer:
         if len(line) > MAX_LINE:
             raise BadRequest("request line too long")
         req = parse_request_line(line)
+        if req.max_bytes is not None and req.max_bytes > self.max_bytes:
+            raise BadRequest(f"max_bytes above the daemon's {self.max_bytes}")
         if len(rest) > req.length:
             raise BadRequest("more bytes than the announced length")
         keep = min(req.length, (self.defaults.max_bytes if req.max_bytes is None else req.max_bytes) + 1)

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         from mailsift.classifier.routeserver import RouteServer, model_scorer
         if pool is not None:
             models.start()  # the workers hold theirs; the classify socket scores here
-        route = RouteServer(route_sock, model_scorer(models)).start()
+        route = RouteServer(route_sock, model_scorer(models), max_bytes=config.classifier.max_bytes).start()
         log.info("classify socket on %s", config.classifier.socket)
     runtime = Runtime(settings=settings, scanner=scanner, skip_networks=daemon.parse_networks(settings.skip_networks))
     Milter.factory = make_factory(runtime)

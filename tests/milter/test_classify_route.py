@@ -128,6 +128,8 @@ def test_bad_requests_are_refused(route_milter: tuple[MilterProcess, Path]) -> N
     assert b"max_bytes + 1" in _exchange(sock, b"CLASSIFY MAILSIFT/1 5000 5.0 1.0 1024\n")
     assert b"too long" in _exchange(sock, b"x" * 4096)  # no line end in sight
     assert _exchange(sock, b"CLASSIFY MAILSIFT/1 3 nan 1.0 1024\nabc").startswith(b"MAILSIFT/1 ERR ")
+    # no client makes the daemon hold more than its own max_bytes per connection
+    assert b"max_bytes above" in _exchange(sock, b"CLASSIFY MAILSIFT/1 3 5.0 1.0 10000000\nabc")
     ok = _exchange(sock, b"CLASSIFY MAILSIFT/1 5 5.0 1.0 1024\nhello")
     assert ok.startswith(b"MAILSIFT/1 OK ") and b"\nlabel\t" in ok
 
