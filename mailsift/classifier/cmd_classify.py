@@ -44,7 +44,7 @@ def add_arguments(parser: ArgumentParser) -> None:
 def annotate(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
     """The message with incoming verdict headers renamed and `headers` appended to its header
     block (where the milter's addheader puts them), in the message's own line ending."""
-    from mailsift.verdict import is_verdict_header, untrusted_name
+    from mailsift.untrusted import is_verdict_header, untrusted_name
 
     m = _BLANK_LINE_RE.search(raw)
     head, rest = (raw[: m.start()], raw[m.start():]) if m else (raw.rstrip(b"\r\n"), b"\n\n")

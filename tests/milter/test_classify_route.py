@@ -81,13 +81,16 @@ def test_socket_client_imports_no_model(mailsift_bin: str, workdir: Path,
     _, sock = route_milter
     client = workdir / "client.toml"
     client.write_text(f'[classifier]\nsocket = "{sock}"\n[milter]\nclamd = ""\n')
-    p = subprocess.run([mailsift_bin, "classify", "--config", str(client)], input=held_out[0].read_bytes(),
-                       capture_output=True, timeout=60, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
-    assert p.returncode == 1 and p.stdout.decode().startswith("-\tham\t")
-    imported = {line.rsplit("|", 1)[1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
-    assert "mailsift.classifier.route" in imported
-    assert not imported & {"numpy", "sklearn", "joblib", "mailsift.config", "mailsift.classifier.model",
-                           "mailsift.milter.scan", "logging"}
+    for flags in ([], ["-p"]):
+        p = subprocess.run([mailsift_bin, "classify", *flags, "--config", str(client)],
+                           input=held_out[0].read_bytes(), capture_output=True, timeout=60,
+                           env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        assert p.returncode == 1
+        assert b"X-Spam-Status: No" in p.stdout if flags else p.stdout.decode().startswith("-\tham\t")
+        imported = {line.rsplit("|", 1)[1].strip() for line in p.stderr.decode().splitlines() if "|" in line}
+        assert "mailsift.classifier.route" in imported
+        assert not imported & {"numpy", "sklearn", "joblib", "mailsift.config", "mailsift.classifier.model",
+                               "mailsift.milter.scan", "logging", "mailsift.verdict", "dataclasses"}, flags
 
 
 def test_no_daemon_means_in_process(mailsift_bin: str, workdir: Path, trained_dbpath: Path,
