@@ -36,14 +36,10 @@ class ClassifierSettings:
         if not 0 <= self.keep_versions <= 1000:
             raise ValueError("keep_versions must be between 0 (no model history) and 1000")
         from mailsift.classifier.route import socket_path
+        from mailsift.daemon import parse_mode
 
         try:
             socket_path(self.socket)
         except ValueError as exc:
             raise ValueError(f"socket: {exc}") from None
-        try:
-            mode = int(self.socket_mode, 8)
-        except ValueError:
-            raise ValueError(f"socket_mode {self.socket_mode!r} is not an octal mode such as \"0660\"") from None
-        if not 0 <= mode <= 0o777:
-            raise ValueError(f"socket_mode {self.socket_mode!r} is out of range (0000-0777)")
+        parse_mode(self.socket_mode)

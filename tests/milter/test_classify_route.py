@@ -194,3 +194,12 @@ def test_daemon_without_model_means_in_process(mailsift_bin: str, milter_factory
     b = classify(mailsift_bin, "--config", str(alone), *files)
     assert (a.returncode, a.stdout) == (b.returncode, b.stdout) and a.returncode == 0
     assert len(a.stdout.splitlines()) == 4
+
+
+@pytest.mark.parametrize("line,fragment", [('socket = "relative/classify.sock"', "expected an absolute path"),
+                                           ('socket_mode = "999"', "not an octal mode")])
+def test_bad_socket_settings_are_refused(mailsift_bin: str, workdir: Path, line: str, fragment: str) -> None:
+    cfg = workdir / "bad.toml"
+    cfg.write_text(f"[classifier]\n{line}\n")
+    p = classify(mailsift_bin, "--config", str(cfg), stdin=b"Subject: x\n\nx\n")
+    assert p.returncode == 3 and fragment in p.stderr.decode() and "[classifier]" in p.stderr.decode()
