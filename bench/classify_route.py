@@ -20,6 +20,7 @@ less at the mercy of a loaded machine than wall time) and peak RSS (median, from
     classify, socket            `mailsift classify --config C` with [classifier] socket
       the same, python -S       `python -S -m mailsift classify ...` (mailsift on PYTHONPATH):
                                 what the client costs without site and the .pth files
+    classify -p, socket         the message back with the headers (procmail's filter recipe)
     classify, in-process        the same config without the socket: loads the model itself
     bogofilter -T               `bogofilter -C -d DIR -T`
 
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             ("python -S, editable finder", [py, "-S", "-c", FINDER]),
             ("classify, socket", [mailsift, "classify", "--config", str(tmp / "socket.toml")]),
             ("  the same, python -S", [py, "-S", "-m", "mailsift", "classify", "--config", str(tmp / "socket.toml")]),
+            ("classify -p, socket", [mailsift, "classify", "-p", "--config", str(tmp / "socket.toml")]),
             ("classify, in-process", [mailsift, "classify", "--config", str(tmp / "alone.toml")]),
         ]
         if have_bogo:
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:27} {statistics.median(w):11.1f} {w[int(0.9 * (len(w) - 1))]:7.1f} "
                   f"{statistics.median(cpus[name]):10.1f} {statistics.median(rss[name]):11.1f}")
         same = sum(a == b for a, b in zip(outs["classify, socket"], outs["classify, in-process"]))
+        assert all(b"X-Spam-Status: " in out for out in outs["classify -p, socket"])
         print(f"socket and in-process lines identical: {same} of {len(held)}")
         sock_ms = statistics.median(walls["classify, socket"])
         print(f"target: classify through the socket <= {TARGET_MS:.0f} ms wall: {sock_ms:.1f} ms, "
