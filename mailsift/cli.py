@@ -20,7 +20,6 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
-
 from typing import TYPE_CHECKING
 
 from mailsift import __version__

@@ -102,8 +102,7 @@ def _via_socket(path: str, options: tuple[float | None, float | None, int | None
         if passthrough:
             sys.stdout.buffer.write(annotate(raw, list(r.headers)))
         else:
-            prob = "-" if r.probability is None else f"{r.probability:.6f}"
-            sys.stdout.write(f"{name}\t{r.label}\t{prob}\t{r.score:.1f}\n")
+            sys.stdout.write(f"{name}\t{r.label}\t{r.probability:.6f}\t{r.score:.1f}\n")
     sys.stdout.flush()
     return codes, None
 
