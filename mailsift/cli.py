@@ -5,23 +5,27 @@ Each subcommand lives in the module named in COMMANDS, which provides:
     HELP: str                                    one line for `mailsift --help`
     add_arguments(parser: ArgumentParser) -> None
     run(args: Namespace, config: Config) -> int  the exit status
+    run_quick(args: Namespace) -> int | None     optional: tried first, before the config is
+                                                 loaded; None means go on with run()
 
-Those modules import nothing heavy at module level (scikit-learn, numpy, pymilter):
-every subcommand's parser is built on each start, and `mailsift policy` should not pay for
-`import sklearn`. Heavy imports go inside run().
+Those modules import nothing heavy at module level (scikit-learn, numpy, pymilter), and
+heavy imports go inside run(). Only the named subcommand's module is imported and its parser
+built (all of them for `mailsift --help`), and the config is loaded after parsing: a
+`mailsift classify` per message through the classify socket imports little beyond argparse.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from mailsift import __version__
-from mailsift.config import Config, ConfigError, load_config
-from mailsift.logsetup import setup_logging
+
+if TYPE_CHECKING:
+    from mailsift.config import Config
 
 COMMANDS: dict[str, str] = {
     "learn": "mailsift.classifier.cmd_learn",
@@ -49,7 +53,9 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of `only` (its module alone is imported: a
+    `mailsift classify` per message pays for nothing else)."""
     parser = argparse.ArgumentParser(
         prog="mailsift",
         description="Mail filtering and mail store for Postfix.",
@@ -57,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mailsift {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = _load(module_name)
         if module is None:
             continue
@@ -69,11 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help(sys.stderr)
         return 2
+    quick = getattr(args._module, "run_quick", None)  # a path that needs no config module
+    if quick is not None:
+        try:
+            code = quick(args)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:
+            return 0
+        except Exception as exc:  # no logging yet: a clear message, non-zero exit
+            print(f"mailsift {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+        if code is not None:
+            return int(code)
+    from mailsift.config import Config, ConfigError, load_config
+    from mailsift.logsetup import setup_logging
+
     try:
         config: Config = load_config(args.config)
     except ConfigError as exc:
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception:  # last resort: a clear message, non-zero exit
+        import logging
+
         logging.getLogger("mailsift").exception("mailsift %s failed", args.command)
         return 3
 

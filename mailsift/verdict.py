@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailsift import __version__
+from mailsift.untrusted import (UNTRUSTED_SUFFIX, VERDICT_HEADER_PREFIXES,  # noqa: F401 - re-exported
+                                is_verdict_header, untrusted_name)
 
 VirusState = Literal["clean", "infected", "unscanned"]
 
@@ -40,10 +42,6 @@ _BAYES_BANDS: tuple[tuple[float, str], ...] = (
     (0.01, "BAYES_05"),
     (0.0, "BAYES_00"),
 )
-
-# Incoming headers with these prefixes are verdicts written by strangers.
-VERDICT_HEADER_PREFIXES: tuple[str, ...] = ("x-spam-", "x-virus-")
-UNTRUSTED_SUFFIX = "-Untrusted"
 
 
 @dataclass(frozen=True)
@@ -192,17 +190,6 @@ def verdict_headers(verdict: Verdict, version: str = __version__) -> HeaderSet:
     if verdict.virus is not None:
         headers += virus_headers(verdict.virus, version)
     return HeaderSet(tuple(headers))
-
-
-def is_verdict_header(name: str) -> bool:
-    """True for incoming headers that carry someone else's verdict (X-Spam-*, X-Virus-*)."""
-    low = name.strip().lower()
-    return low.startswith(VERDICT_HEADER_PREFIXES) and not low.endswith(UNTRUSTED_SUFFIX.lower())
-
-
-def untrusted_name(name: str) -> str:
-    """The name an incoming verdict header is renamed to: X-Spam-Flag -> X-Spam-Flag-Untrusted."""
-    return name.strip() + UNTRUSTED_SUFFIX
 
 
 # ---------------------------------------------------------------------------------------------

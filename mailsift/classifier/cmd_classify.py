@@ -44,7 +44,7 @@ def add_arguments(parser: ArgumentParser) -> None:
 def annotate(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
     """The message with incoming verdict headers renamed and `headers` appended to its header
     block (where the milter's addheader puts them), in the message's own line ending."""
-    from mailsift.verdict import is_verdict_header, untrusted_name
+    from mailsift.untrusted import is_verdict_header, untrusted_name
 
     m = _BLANK_LINE_RE.search(raw)
     head, rest = (raw[: m.start()], raw[m.start():]) if m else (raw.rstrip(b"\r\n"), b"\n\n")
@@ -79,22 +79,89 @@ def combine(codes: list[int]) -> int:
     return EXIT_HAM
 
 
-def run(args: Namespace, config: Config) -> int:
-    from mailsift.classifier.persist import ModelError, load_model
-    from mailsift.config import override
-    from mailsift.verdict import verdict_headers
+def _via_socket(path: str, options: tuple[float | None, float | None, int | None], files: list[str],
+                passthrough: bool) -> tuple[list[int], bytes | None]:
+    """Classify through the daemon's classify socket (mailsift/classifier/route.py) while it
+    answers: the exit codes of the files done, and the message it did not answer for (read
+    already: stdin cannot be read twice); the rest are scored in-process."""
+    from mailsift.classifier.route import RouteError, classify
 
-    settings = override(config.classifier, dbpath=args.dbpath, required=args.required)
+    codes: list[int] = []
+    for name in files:
+        raw = _read(name)
+        if raw is None:
+            codes.append(EXIT_ERROR)
+            continue
+        try:
+            r = classify(path, raw, *options)
+        except RouteError:
+            return codes, raw
+        if r.probability is None:  # the daemon has no model (or failed): this process tries
+            return codes, raw
+        codes.append({"spam": EXIT_SPAM, "ham": EXIT_HAM, "unsure": EXIT_UNSURE}.get(r.label, EXIT_ERROR))
+        if passthrough:
+            sys.stdout.buffer.write(annotate(raw, list(r.headers)))
+        else:
+            sys.stdout.write(f"{name}\t{r.label}\t{r.probability:.6f}\t{r.score:.1f}\n")
+    sys.stdout.flush()
+    return codes, None
+
+
+def run_quick(args: Namespace) -> int | None:
+    """The socket route (cli.main calls it before the config module and logging are loaded):
+    with [classifier] socket in --config, and no --dbpath or --clamd (the daemon serves its own
+    model and scans no viruses for classify), each message goes to the daemon. Only
+    [classifier] is read here, and only the values the request carries. None: go on with
+    run() (no socket, a value [classifier] does not take: run() reports it, or the daemon did
+    not answer for some message: run() scores from there on in-process)."""
+    if args.config is None or args.dbpath is not None or args.clamd is not None:
+        return None
+    files = args.files or ["-"]
+    if args.passthrough and len(files) != 1:
+        return None
+    import tomllib
+
+    from mailsift.classifier.route import quick_settings
+
+    try:
+        with open(args.config, "rb") as fh:
+            quick = quick_settings(tomllib.load(fh).get("classifier"), args.required)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if quick is None:
+        return None
+    done, first = _via_socket(quick[0], quick[1:], files, args.passthrough)
+    if len(done) == len(files):
+        return combine(done)
+    args.route_left = (done, first)
+    return None
+
+
+def run(args: Namespace, config: Config) -> int:
+    settings = config.classifier
+    if args.dbpath is not None or args.required is not None:
+        from mailsift.config import override
+        settings = override(settings, dbpath=args.dbpath, required=args.required)
     files = args.files or ["-"]
     if args.passthrough and len(files) != 1:
         print("mailsift classify: -p takes exactly one message", file=sys.stderr)
         return EXIT_ERROR
+    # What run_quick() left: the daemon's socket answered for the first files, not for the rest.
+    done: list[int] = []
+    first: bytes | None = None  # the first message left, read already (stdin cannot be re-read)
+    left = getattr(args, "route_left", None)
+    if left is not None:
+        done, first = left
+        files = files[len(done):]
+    from mailsift.classifier.persist import ModelError, load_model
+    from mailsift.verdict import verdict_headers
+
     try:
         model = load_model(settings.dbpath)
     except ModelError as exc:
         print(f"mailsift classify: {exc}", file=sys.stderr)
         if args.passthrough:  # pass the message through unchanged: never lose mail
-            raw = _read(files[0])
+            raw = first if first is not None else _read(files[0])
             if raw is not None:
                 sys.stdout.buffer.write(raw)
         return EXIT_ERROR
@@ -109,10 +176,10 @@ def run(args: Namespace, config: Config) -> int:
     scanner = MessageScanner(clamd, StaticModels(model), required=settings.required,
                              virus_scan=clamd is not None, max_bytes=settings.max_bytes,
                              unsure_points=settings.unsure_points)
-    codes: list[int] = []
+    codes: list[int] = done
     out = sys.stdout
     for name in files:
-        raw = _read(name)
+        raw, first = (first, None) if first is not None else (_read(name), None)
         if raw is None:
             codes.append(EXIT_ERROR)
             continue

@@ -25,6 +25,12 @@ class ClassifierSettings:
     # The trainer's lease in Redis: another `mailsift serve` takes over this long after the trainer
     # stopped renewing it.
     share_lease_seconds: float = 15.0
+    # The classify socket (`mailsift classify` asks the milter, which serves it, for verdicts):
+    # "/PATH" or "unix:/PATH"; "" = none (classify loads the model itself).
+    socket: str = ""
+    # Its permissions: the users whose procmail/maildrop/Sieve runs `classify` must be in the group.
+    socket_mode: str = "0660"
+    socket_group: str = "mail"
 
     def validate(self) -> None:
         if self.required <= 0:
@@ -44,3 +50,11 @@ class ClassifierSettings:
                 raise ValueError(f"share must be redis://HOST:PORT/N (or rediss://, unix://PATH?db=N): {exc}") from None
         if not 1.0 <= self.share_lease_seconds <= 3600:
             raise ValueError("share_lease_seconds must be between 1 and 3600")
+        from mailsift.classifier.route import socket_path
+        from mailsift.daemon import parse_mode
+
+        try:
+            socket_path(self.socket)
+        except ValueError as exc:
+            raise ValueError(f"socket: {exc}") from None
+        parse_mode(self.socket_mode)

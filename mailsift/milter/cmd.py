@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from mailsift import daemon
@@ -122,6 +123,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         os.umask(old_umask)
     if path is not None:
         daemon.secure_socket(path, daemon.parse_mode(settings.socket_mode), settings.socket_group)
+    try:
+        route_sock = _bind_classify_socket(config)
+    except OSError as exc:
+        log.error("cannot open the classify socket %s: %s", config.classifier.socket, exc)
+        return 3
     # Root only opened the socket: the model (a pickle) is loaded, and the scoring processes
     # started, as [milter] user.
     preload = PRELOAD + (SHARE_PRELOAD if config.classifier.share else ())
@@ -132,11 +138,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
         log.error("user: %s", exc)
         if path is not None:
             path.unlink(missing_ok=True)
+        _close_classify_socket(route_sock)
         return 3
 
     # [classifier] share: newer published models are installed into dbpath (the watcher reloads them).
     share = start_agent(config.classifier, dbpath, trainer=False)
 
+    route = None
     pool = None
     if settings.score_workers > 0:
         # The workers load and watch the model; this process never imports the classifier.
@@ -150,6 +158,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
         model, reason = models.current()
         if model is None:
             log.warning("no usable model in %s (%s): mail is tagged X-Spam-Status: Unknown", dbpath, reason)
+    if route_sock is not None:
+        from mailsift.classifier.routeserver import RouteServer, model_scorer
+        if pool is not None:
+            models.start()  # the workers hold theirs; the classify socket scores here
+        route = RouteServer(route_sock, model_scorer(models), max_bytes=config.classifier.max_bytes).start()
+        log.info("classify socket on %s", config.classifier.socket)
     runtime = Runtime(settings=settings, scanner=scanner, skip_networks=daemon.parse_networks(settings.skip_networks))
     Milter.factory = make_factory(runtime)
 
@@ -158,6 +172,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         milter.main()
     finally:
+        if route is not None:
+            route.stop()  # closes the socket and removes its file
+        else:
+            _close_classify_socket(route_sock)
         models.stop()
         if share is not None:
             share.stop(timeout=5)
@@ -170,3 +188,21 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 pass
     log.info("mailsift milter stopped")
     return 0
+
+
+def _bind_classify_socket(config: Config) -> "socket.socket | None":
+    """The `[classifier] socket` for `mailsift classify` (docs/classifier.md), bound as root
+    like the milter's own, with its mode and group; None when it is not configured."""
+    from mailsift.classifier.route import socket_path
+
+    where = socket_path(config.classifier.socket)
+    if where is None:
+        return None
+    c = config.classifier
+    return daemon.bind(daemon.Listen("unix", path=where), c.socket_mode, c.socket_group or None)
+
+
+def _close_classify_socket(sock: "socket.socket | None") -> None:
+    if sock is not None:
+        from mailsift.classifier.routeserver import close_unix
+        close_unix(sock)
