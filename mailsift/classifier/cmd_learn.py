@@ -110,7 +110,6 @@ def _dump(dbpath: str) -> int:
     from mailsift.classifier.persist import MODEL_FILE, load_model, read_sidecar
     from mailsift.classifier.record import RECORD_FILE, LearnRecord
 
-    meta = read_sidecar(dbpath)
     model = load_model(dbpath)
     changed = datetime.datetime.fromtimestamp(model.changed_at, datetime.timezone.utc) if model.changed_at else None
     print(f"dbpath: {dbpath}")
@@ -125,8 +124,8 @@ def _dump(dbpath: str) -> int:
               f"this site taught {model.local_learned()}")
     print("first-day guard: " + (f"on, required +{guard:g} until this site has taught "
                                  f"{model.settings.guard_until} messages" if guard else "off"))
-    print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}, "
-          f"scikit-learn {meta.get('versions', {}).get('scikit-learn')}")
+    meta = read_sidecar(dbpath)  # after load_model: a model of the old format is converted by now
+    print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}")
     if (Path(dbpath) / RECORD_FILE).exists():
         with LearnRecord(dbpath) as record:
             counts = record.counts()

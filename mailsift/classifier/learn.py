@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from mailsift.classifier.model import SpamModel
-from mailsift.classifier.persist import (MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir, load_model,
-                                        save_model)
+from mailsift.classifier.persist import (LEGACY_MODEL_FILE, MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir,
+                                        load_model, save_model)
 from mailsift.classifier.record import RECORD_FILE, LearnRecord, message_digest
 from mailsift.classifier.versions import DEFAULT_KEEP, record_version
 
@@ -47,7 +47,7 @@ class LearnStats:
 
 def has_model(dbpath: str | Path) -> bool:
     d = Path(dbpath)
-    return (d / MODEL_FILE).exists() or (d / SIDECAR_FILE).exists()
+    return any((d / name).exists() for name in (MODEL_FILE, LEGACY_MODEL_FILE, SIDECAR_FILE))
 
 
 class Learner:
@@ -184,7 +184,7 @@ def clear(dbpath: str | Path) -> None:
         return
     with open(d / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for name in (SIDECAR_FILE, MODEL_FILE, RECORD_FILE, RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
+        for name in (SIDECAR_FILE, MODEL_FILE, LEGACY_MODEL_FILE, RECORD_FILE, RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
             try:
                 os.unlink(d / name)
             except FileNotFoundError:

@@ -165,10 +165,9 @@ def test_corrupt_or_incompatible_model_refused(tmp_path: Path, trained) -> None:
         load_model(tmp_path)
     save_model(trained, tmp_path)
     meta = json.loads((tmp_path / SIDECAR_FILE).read_text())
-    meta["versions"]["scikit-learn"] = "0.1.0"
+    meta["versions"]["scikit-learn"] = "0.1.0"  # no pickle: the model file does not depend on it
     (tmp_path / SIDECAR_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="scikit-learn 0.1.0"):
-        load_model(tmp_path)
+    assert load_model(tmp_path).n_spam_ == trained.n_spam_
     meta["format_version"] = 99
     (tmp_path / SIDECAR_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format version"):

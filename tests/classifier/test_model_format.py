@@ -1,0 +1,120 @@
+"""The model file (format 3, modelfile.py): no pickle, only the columns seen, conversion of old
+models, and the numpy-free scorer's verdicts against the full model's, on the shared corpora."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mailsift.classifier.api import new_model
+from mailsift.classifier.model import SpamModel
+from mailsift.classifier.persist import (LEGACY_BACKUP, LEGACY_MODEL_FILE, MODEL_FILE, SIDECAR_FILE, _versions,
+                                         load_model, save_model)
+
+
+def _files(corpora: Path, folder: str, n: int, skip: int = 0) -> list[bytes]:
+    paths = sorted(p for p in (corpora / folder).iterdir() if p.is_file())[skip:skip + n]
+    return [p.read_bytes() for p in paths]
+
+
+@pytest.fixture(scope="module")
+def mail(corpora: Path) -> dict[str, list[bytes]]:
+    return {
+        "ham": _files(corpora, "spamassassin/easy_ham", 240),
+        "spam": _files(corpora, "spamassassin/spam_2", 240),
+        "test": _files(corpora, "spamassassin/easy_ham_2", 120) + _files(corpora, "spamassassin/spam", 120)
+        + _files(corpora, "csdmc2010/ham", 60) + _files(corpora, "csdmc2010/spam", 60),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(mail: dict[str, list[bytes]]) -> SpamModel:
+    model = new_model()
+    for h, s in zip(mail["ham"], mail["spam"]):
+        model.learn(h, "ham")
+        model.learn(s, "spam")
+    model.unlearn(mail["spam"][0], "spam")  # counts back to 0 for some columns, LR weights left
+    model.learn(mail["spam"][0], "spam")
+    return model
+
+
+def save_legacy(model: SpamModel, d: Path) -> None:
+    """The model as mailsift wrote it before format 3: a joblib pickle and a format-2 sidecar."""
+    import joblib
+
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / LEGACY_MODEL_FILE, "wb") as fh:
+        joblib.dump(model, fh)
+    os.chmod(d / LEGACY_MODEL_FILE, 0o640)
+    digest = hashlib.sha256((d / LEGACY_MODEL_FILE).read_bytes()).hexdigest()
+    meta = {"format_version": 2, "versions": _versions(), "saved_at": time.time(), "model_sha256": digest,
+            **model.describe()}
+    (d / SIDECAR_FILE).write_text(json.dumps(meta))
+
+
+def test_model_file_grows_with_what_was_learned(tmp_path: Path, trained: SpamModel) -> None:
+    save_model(new_model(), tmp_path / "empty")
+    save_model(trained, tmp_path / "trained")
+    empty = (tmp_path / "empty" / MODEL_FILE).stat().st_size
+    full = (tmp_path / "trained" / MODEL_FILE).stat().st_size
+    assert empty < 20_000, empty  # was 26 MB (dense 2^20 arrays) whatever it had learned
+    assert full < 2_000_000, full  # 481 messages
+    assert (tmp_path / "trained" / MODEL_FILE).read_bytes()[:8] == b"MSIFTMDL"
+
+
+def test_saved_and_loaded_model_learns_on_as_before(tmp_path: Path, trained: SpamModel,
+                                                    mail: dict[str, list[bytes]]) -> None:
+    """Everything learning needs is in the file (counts, LR weights, AdaGrad sums, rehearsal
+    buffers and their random generators): the loaded model learns on exactly as the original."""
+    save_model(trained, tmp_path)
+    loaded = load_model(tmp_path)
+    original = load_model(tmp_path)  # a copy of `trained` (the fixture is shared)
+    for a in ("feature_count", "class_count", "lr_coef", "prior_counts"):
+        assert np.array_equal(getattr(loaded, a), getattr(trained, a)), a
+    assert np.array_equal(loaded.chars.coef, trained.chars.coef) and np.array_equal(loaded.chars.g2, trained.chars.g2)
+    for y in (0, 1):
+        assert len(loaded._replay[y]) == len(trained._replay[y])
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(loaded._replay[y], trained._replay[y]))
+        assert all(np.array_equal(a, b) for a, b in zip(loaded.chars.replay[y], trained.chars.replay[y]))
+    for i, raw in enumerate(mail["test"][100:140]):
+        label = ("ham", "spam")[i % 2]
+        loaded.learn(raw, label)
+        original.learn(raw, label)
+    loaded.refresh()
+    original.refresh()
+    assert np.array_equal(loaded.lr_coef, original.lr_coef) and np.array_equal(loaded.weights, original.weights)
+    assert np.array_equal(loaded.chars.coef, original.chars.coef)
+
+
+def test_old_model_is_converted_on_first_use(tmp_path: Path, trained: SpamModel,
+                                             mail: dict[str, list[bytes]]) -> None:
+    d = tmp_path / "model"
+    save_legacy(trained, d)
+    old_sidecar = (d / SIDECAR_FILE).read_bytes()
+    old_pickle = (d / LEGACY_MODEL_FILE).read_bytes()
+    model = load_model(d)
+    # converted: the pickle is gone from the live directory, kept with its sidecar as a backup
+    assert not (d / LEGACY_MODEL_FILE).exists() and (d / MODEL_FILE).exists()
+    assert json.loads((d / SIDECAR_FILE).read_text())["format_version"] == 3
+    assert (d / LEGACY_BACKUP / LEGACY_MODEL_FILE).read_bytes() == old_pickle
+    assert (d / LEGACY_BACKUP / SIDECAR_FILE).read_bytes() == old_sidecar
+    again = load_model(d)  # now read from model.bin
+    for raw in mail["test"]:
+        a, b, c = trained.verdict(raw), model.verdict(raw), again.verdict(raw)
+        assert a.probability == b.probability == c.probability and a.label == b.label == c.label
+
+
+def test_an_old_version_is_read_not_rewritten(tmp_path: Path, trained: SpamModel) -> None:
+    """Model history made before format 3 holds pickles: loading one without `convert` (as a
+    rollback does) leaves its directory as it was."""
+    d = tmp_path / "versions" / "3-20261207T000000Z"
+    save_legacy(trained, d)
+    before = sorted(os.listdir(d))
+    assert load_model(d, convert=False).n_spam_ == trained.n_spam_
+    assert sorted(os.listdir(d)) == before
