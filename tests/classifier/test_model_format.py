@@ -118,3 +118,60 @@ def test_an_old_version_is_read_not_rewritten(tmp_path: Path, trained: SpamModel
     before = sorted(os.listdir(d))
     assert load_model(d, convert=False).n_spam_ == trained.n_spam_
     assert sorted(os.listdir(d)) == before
+
+
+def _same_verdict(a, b) -> None:  # noqa: ANN001
+    assert b.probability is not None and abs(a.probability - b.probability) <= 1e-12, (a, b)
+    assert (a.score, a.label, a.unsure, a.required, a.partial, a.note) == \
+        (b.score, b.label, b.unsure, b.required, b.partial, b.note)
+    # the clues: the same weights; among tokens of equal weight at the cut, either may be named
+    assert sorted(w for _, w in a.clues) == sorted(w for _, w in b.clues)
+
+
+@pytest.mark.parametrize("kind", ["trained", "prior, sparse 4-grams"])
+def test_scorer_verdicts_are_the_old_models(tmp_path: Path, trained: SpamModel, mail: dict[str, list[bytes]],
+                                            kind: str) -> None:
+    """The numpy-free scorer on the converted model.bin gives the verdicts the old pickled
+    model gives, on a sample of the shared corpora (and odd input)."""
+    from mailsift.classifier.scorer import load_scorer
+
+    if kind == "trained":
+        model = trained
+    else:  # a default model's first day: counts scaled, guard on; 2^18 4-gram columns stored sparse
+        model = new_model(char_bits=18)
+        for h, s in zip(mail["ham"][:210], mail["spam"][:210]):
+            model.learn(h, "ham")
+            model.learn(s, "spam")
+        model.mark_prior()
+        for raw in mail["ham"][210:]:
+            model.learn(raw, "ham")
+    d = tmp_path / "model"
+    save_legacy(model, d)
+    old = load_model(d, convert=False)  # the pickle, as every mailsift before format 3 read it
+    assert load_scorer(d) is None  # an old model: the scorer leaves it to load_model, which converts
+    load_model(d)
+    scorer = load_scorer(d)
+    assert scorer is not None and (kind == "trained") == (scorer._char_keys is None)
+    samples = mail["test"] + [b"", b"x", b"Subject: hi\r\n\r\n", b"\xff" * 5000, mail["spam"][3] * 40]
+    for raw in samples:
+        _same_verdict(old.verdict(raw), scorer.verdict(raw))
+        _same_verdict(old.verdict(raw, required=7.5, max_bytes=2000, unsure_points=0.0),
+                      scorer.verdict(raw, required=7.5, max_bytes=2000, unsure_points=0.0))
+        assert abs(old.spamminess(raw) - scorer.spamminess(raw)) <= 1e-12
+    labels = {scorer.verdict(raw).label for raw in mail["test"]}
+    assert labels >= ({"spam", "ham"} if kind == "trained" else {"unsure"})
+
+
+def test_scorer_imports_neither_numpy_nor_scikit_learn(tmp_path: Path, trained: SpamModel) -> None:
+    import subprocess
+    import sys
+
+    save_model(trained, tmp_path)
+    code = ("import sys; from mailsift.classifier.scorer import load_scorer\n"
+            "v = load_scorer(sys.argv[1]).verdict(b'Subject: cheap pills\\r\\n\\r\\nbuy now')\n"
+            "print(v.label, sorted(m for m in ('numpy', 'sklearn', 'scipy', 'joblib') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert r.returncode == 0, r.stderr
+    label, loaded = r.stdout.split(" ", 1)
+    assert label in ("spam", "ham", "unsure") and loaded.strip() == "[]", r.stdout
