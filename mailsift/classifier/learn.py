@@ -14,11 +14,12 @@ rename and the commit leaves the record one generation behind: `--dump` reports 
 from __future__ import annotations
 
 import fcntl
+import functools
 import mailbox
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,30 +92,30 @@ class Learner:
 
     # -- learning -------------------------------------------------------------------------
     def learn_many(self, messages: Iterable[tuple[str, bytes | None]], label: str,
-                   stats: LearnStats | None = None, progress: object = None) -> LearnStats:
+                   stats: LearnStats | None = None, progress: object = None, jobs: int = 1) -> LearnStats:
         """Learn (name, raw) pairs with `label`; raw None means unreadable."""
-        return self.learn_labelled(((name, raw, label) for name, raw in messages), stats, progress)
+        return self.learn_labelled(((name, raw, label) for name, raw in messages), stats, progress, jobs)
 
     def learn_labelled(self, messages: Iterable[tuple[str, bytes | None, str]],
-                       stats: LearnStats | None = None, progress: object = None) -> LearnStats:
-        """Learn (name, raw, label) triples, in order."""
+                       stats: LearnStats | None = None, progress: object = None, jobs: int = 1) -> LearnStats:
+        """Learn (name, raw, label) triples, in order. jobs > 1: messages are tokenised in that
+        many forked worker processes (tokenising is most of the cost), learned here in order."""
         stats = stats or LearnStats()
         batch: list[tuple[np.ndarray, str]] = []
         chars: list[np.ndarray | None] = []
         digests: list[str] = []
         pending: set[str] = set()
-        for name, raw, label in messages:
+        for name, label, prepared in self._prepared(messages, jobs):
             stats.examined += 1
-            if raw is None:
+            if prepared is None:
                 stats.unreadable.append(name)
             else:
-                digest = message_digest(raw)
+                digest, features = prepared
                 known = self.record.get(digest)
                 if digest in pending or (known is not None and known[0] == label):
                     stats.skipped += 1
                 else:
-                    idx, _ = self.model.features(raw)
-                    cidx = self.model.char_features(raw)
+                    idx, cidx = features()
                     if known is not None:  # learned with the other label: move it
                         self.model.unlearn_features(idx, known[0], known[1], cidx)
                         stats.moved += 1
@@ -129,6 +130,33 @@ class Learner:
                 progress(stats)  # type: ignore[operator]
         self._flush(batch, digests, chars)
         return stats
+
+    def _prepared(self, messages: Iterable[tuple[str, bytes | None, str]], jobs: int
+                  ) -> Iterator[tuple[str, str, tuple[str, Callable[[], Features]] | None]]:
+        """(name, label, (digest, features) or None when unreadable), in order; features()
+        gives the message's (word columns, 4-gram columns)."""
+        if jobs <= 1:
+            model = self.model
+            for name, raw, label in messages:
+                if raw is None:
+                    yield name, label, None
+                else:
+                    yield name, label, (message_digest(raw), functools.partial(_features, model, raw))
+            return
+        import multiprocessing
+
+        global _WORKER_MODEL
+        _WORKER_MODEL = self.model  # forked workers inherit it
+        try:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for name, label, done in pool.imap(_prepare_in_worker, messages, chunksize=8):
+                    if done is None:
+                        yield name, label, None
+                    else:
+                        digest, features = done
+                        yield name, label, (digest, functools.partial(_given, features))
+        finally:
+            _WORKER_MODEL = None
 
     def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str],
                chars: list[np.ndarray | None]) -> None:
@@ -175,6 +203,32 @@ class Learner:
         self.record.commit()
         self.record.begin()
         self.dirty = False
+
+
+Features = tuple[np.ndarray, "np.ndarray | None"]
+_WORKER_MODEL: SpamModel | None = None
+
+
+def _features(model: SpamModel, raw: bytes) -> Features:
+    idx, _ = model.features(raw)
+    return idx, model.char_features(raw)
+
+
+def _given(features: Features) -> Features:
+    return features
+
+
+def _prepare_in_worker(item: tuple[str, bytes | None, str]) -> tuple[str, str, tuple[str, Features] | None]:
+    name, raw, label = item
+    if raw is None:
+        return name, label, None
+    assert _WORKER_MODEL is not None
+    return name, label, (message_digest(raw), _features(_WORKER_MODEL, raw))
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def clear(dbpath: str | Path) -> None:
