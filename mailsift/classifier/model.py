@@ -397,16 +397,13 @@ class SpamModel:
 
     def learn_batch(self, items: list[tuple[np.ndarray, str]],
                     chars: list[np.ndarray | None] | None = None) -> list[float]:
-        """Learn many messages: LR steps one by one, NB counts via MultinomialNB.partial_fit.
+        """Learn many messages: LR steps one by one, then the NB counts of the batch.
 
-        partial_fit runs over the batch's own columns only (a fresh MultinomialNB on the k
-        distinct features of the batch) and its counts are added into ours at those columns:
-        the same counts as partial_fit over all 2^20 columns (tested), without its four dense
-        (2, 2^20) temporaries (measured: `mailsift learn` peak RSS 200 MB -> 180 MB).
+        The counts are MultinomialNB.partial_fit's (feature_count_ += X^T Y, class_count_ +=
+        column sums of Y, for binary X; tested equal), added over the batch's own columns with
+        one bincount per class: scikit-learn is not imported (measured: its import is ~1 s of
+        each `mailsift learn` run) and no dense (2, 2^20) temporary is made.
         """
-        import scipy.sparse as sp
-        from sklearn.naive_bayes import MultinomialNB
-
         if not items:
             return []
         steps = []
@@ -416,14 +413,14 @@ class SpamModel:
                 self.chars.learn(chars[k], y)  # type: ignore[arg-type]
             steps.append(self._lr_step(idx, y))
             self._replay_step(idx, y)
-        rows = np.repeat(np.arange(len(items)), [len(i) for i, _ in items])
-        cols, local = np.unique(np.concatenate([i for i, _ in items]), return_inverse=True)
-        X = sp.csr_matrix((np.ones(len(local)), (rows, local.ravel())), shape=(len(items), len(cols)))
         y = np.array([_label(label) for _, label in items])
-        batch = MultinomialNB(alpha=self.settings.alpha).partial_fit(X, y, classes=[0, 1])
-        self.feature_count[:, cols] += batch.feature_count_
-        self.class_count += batch.class_count_
-        self._totals += batch.feature_count_.sum(axis=1)
+        row_y = np.repeat(y, [len(i) for i, _ in items])
+        cols, local = np.unique(np.concatenate([i for i, _ in items]), return_inverse=True)
+        local = local.ravel()
+        counts = np.stack([np.bincount(local[row_y == c], minlength=len(cols)) for c in (0, 1)]).astype(np.float64)
+        self.feature_count[:, cols] += counts
+        self.class_count += np.bincount(y, minlength=2).astype(np.float64)
+        self._totals += counts.sum(axis=1)
         self._set_weights(cols)
         self.changed_at = time.time()
         return steps
