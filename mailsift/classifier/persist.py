@@ -138,6 +138,8 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
     if len(cseen) > len(chars.coef) // 2:  # mostly seen: dense (2^char_bits floats), no keys
         cseen = np.arange(len(chars.coef))
     totals = fc.sum(axis=1)  # as refresh() sums them: the scorer's NB constant
+    rank = np.zeros(model.n_features, dtype=np.uint32)
+    rank[seen] = np.arange(len(seen), dtype=np.uint32)
     replay = {}
     for name, lists in (("replay", model._replay), ("char_replay", chars.replay)):  # noqa: SLF001
         for y in (0, 1):
@@ -146,7 +148,7 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
             dtype = items[0].dtype if items else np.uint32
             flat = np.concatenate(items).astype(dtype) if items else np.zeros(0, np.uint32)
             if name == "replay":  # word columns as their ranks among the seen ones: smaller steps
-                flat = np.searchsorted(seen, flat).astype(np.uint32)
+                flat = rank[flat]
             replay[f"{name}_{y}"] = flat
     header = {
         "model_id": secrets.token_hex(12),
