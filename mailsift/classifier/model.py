@@ -9,10 +9,11 @@ counts can change with every learned message without recomputing a 2^20 vector.
 
 Learning one message updates the same counts MultinomialNB.partial_fit keeps
 (feature_count_, class_count_) in place; learning a batch adds the counts partial_fit would
-add (one bincount per class, tested equal). Why not partial_fit per message: it builds a dense (2, 2^20) matrix and recomputes 2^21 logs per call
-(~20 ms), and SGDClassifier.partial_fit costs ~10 ms per one-row call (measured here) — the
-online protocol and `learn` need > 1,000 messages/s. The logistic regression is therefore a
-few lines of numpy: w[idx] += rate * (y - p) * x on the message's indices only.
+add (one bincount per class, tested equal). Why not partial_fit per message: it builds a
+dense (2, 2^20) matrix and recomputes 2^21 logs per call (~20 ms), and
+SGDClassifier.partial_fit costs ~10 ms per one-row call (measured here) — the online protocol
+and `learn` need > 1,000 messages/s. The logistic regression is therefore a few lines of
+numpy: w[idx] += rate * (y - p) * x on the message's indices only.
 
 Fusion and its measured effect (online score-then-train over the deduplicated, Date-ordered
 stream of ../shared/corpora, 7.8k messages; see docs/classifier.md for the figures):
