@@ -258,10 +258,41 @@ def write_model_file(model: SpamModel, target: Path) -> str:
     return str(header["model_id"])
 
 
+def _keep_legacy(d: Path) -> None:
+    """Before a model of this format replaces one of the old (model.joblib), link the old files
+    into DBPATH/format2-backup/: the pickle, and its sidecar while it is still the live one."""
+    legacy = d / LEGACY_MODEL_FILE
+    if not legacy.exists():
+        return
+    backup = d / LEGACY_BACKUP
+    backup.mkdir(mode=0o750, exist_ok=True)
+    names = [LEGACY_MODEL_FILE]
+    try:
+        if json.loads((d / SIDECAR_FILE).read_text()).get("format_version") == LEGACY_FORMAT:
+            names.append(SIDECAR_FILE)
+    except (OSError, ValueError, AttributeError):
+        pass
+    for name in names:
+        try:
+            os.unlink(backup / name)
+        except FileNotFoundError:
+            pass
+        try:
+            os.link(d / name, backup / name)
+        except OSError:
+            import shutil
+
+            shutil.copy2(d / name, backup / name)
+        fsync_path(backup / name)
+    fsync_path(backup)
+
+
 def save_model(model: SpamModel, dbpath: str | Path) -> None:
-    """Write the model and its sidecar atomically into the directory `dbpath`."""
+    """Write the model and its sidecar atomically into the directory `dbpath` (a model of the
+    old format there is kept in DBPATH/format2-backup/ and removed)."""
     d = Path(dbpath)
     d.mkdir(parents=True, exist_ok=True)
+    _keep_legacy(d)
     target = d / MODEL_FILE
     model_id = write_model_file(model, target)
     sidecar = {
@@ -399,35 +430,24 @@ def _load_legacy(d: Path, meta: dict[str, Any]) -> SpamModel:
 
 
 def _convert(d: Path, model: SpamModel, meta: dict[str, Any]) -> None:
-    """Rewrite a format-2 model in this format, under the learn lock: its model.joblib and
-    model.json are first linked into DBPATH/format2-backup/ (a backup), then model.bin and the
-    new sidecar are written (save_model, atomic) and model.joblib removed. The generation and
-    everything learned are kept; the learn record is untouched. Best effort: when it cannot
-    write (another user's directory, a full disk), the model is used as loaded, with a warning."""
+    """Rewrite a format-2 model in this format (save_model: the old files are kept in
+    DBPATH/format2-backup/, model.bin and the new sidecar written, model.joblib removed), under
+    the learn lock if it is free: a writer holding it (a learn run, retrain, this very process's
+    Learner) saves in this format itself. The generation and everything learned are kept; the
+    learn record is untouched. Best effort: when it cannot write (another user's directory, a
+    full disk), the model is used as loaded, with a warning."""
     import fcntl
 
     log = logging.getLogger("mailsift.classifier")
     try:
         with open(d / LOCK_FILE, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
             now = read_sidecar(d, legacy=True)
             if now.get("model_sha256") != meta.get("model_sha256"):
                 return  # converted (or replaced) meanwhile: this process keeps the model it loaded
-            backup = d / LEGACY_BACKUP
-            backup.mkdir(mode=0o750, exist_ok=True)
-            for name in (LEGACY_MODEL_FILE, SIDECAR_FILE):
-                try:
-                    os.unlink(backup / name)
-                except FileNotFoundError:
-                    pass
-                try:
-                    os.link(d / name, backup / name)
-                except OSError:
-                    import shutil
-
-                    shutil.copy2(d / name, backup / name)
-                fsync_path(backup / name)
-            fsync_path(backup)
             save_model(model, d)
     except (OSError, ModelError) as exc:
         log.warning("model in %s is in the old format (a pickle) and could not be converted: %s; it is "

@@ -175,3 +175,32 @@ def test_scorer_imports_neither_numpy_nor_scikit_learn(tmp_path: Path, trained: 
     assert r.returncode == 0, r.stderr
     label, loaded = r.stdout.split(" ", 1)
     assert label in ("spam", "ham", "unsure") and loaded.strip() == "[]", r.stdout
+
+
+def test_a_learn_run_converts_an_old_model_and_keeps_it(tmp_path: Path, trained: SpamModel,
+                                                          mail: dict[str, list[bytes]]) -> None:
+    """A learn run holds the learn lock while it loads: the old model is converted by its save
+    (no wait on its own lock), the old files kept as by a first load elsewhere."""
+    import threading
+
+    from mailsift.classifier.learn import Learner
+
+    d = tmp_path / "model"
+    save_legacy(trained, d)
+    old_sidecar = (d / SIDECAR_FILE).read_bytes()
+    done: list[int] = []
+
+    def learn() -> None:
+        with Learner(d, source=None) as learner:
+            stats = learner.learn_many([("m", mail["test"][0])], "spam")
+            learner.save()
+        done.append(stats.learned)
+
+    t = threading.Thread(target=learn, daemon=True)
+    t.start()
+    t.join(60)
+    assert done == [1], "the learn run did not finish (waiting on its own lock?)"
+    assert not (d / LEGACY_MODEL_FILE).exists()
+    assert (d / LEGACY_BACKUP / SIDECAR_FILE).read_bytes() == old_sidecar
+    assert (d / LEGACY_BACKUP / LEGACY_MODEL_FILE).exists()
+    assert load_model(d).n_spam_ == trained.n_spam_ + 1
