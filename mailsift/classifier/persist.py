@@ -440,6 +440,8 @@ def _convert(d: Path, model: SpamModel, meta: dict[str, Any]) -> None:
 
     log = logging.getLogger("mailsift.classifier")
     try:
+        if os.stat(d).st_uid != os.geteuid():  # files we write there would be ours, not its owner's
+            raise ModelError(f"{d} belongs to {_user_name(os.stat(d).st_uid)}")
         with open(d / LOCK_FILE, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
