@@ -26,6 +26,7 @@ import struct
 import sys
 import time
 from array import array
+from operator import add as _add
 from pathlib import Path
 from typing import Any
 from zlib import crc32
@@ -44,6 +45,7 @@ from mailsift.verdict import Verdict
 
 _BYTE = [bytes([i]) for i in range(256)]
 _F32 = struct.Struct("<f")
+_F32x8 = struct.Struct("<8f")
 _MULT = 2654435761  # chargrams._MULT
 _BLOCK = 128  # numpy's pairwise-summation block (PW_BLOCKSIZE)
 
@@ -59,8 +61,11 @@ def _same(x: float) -> float:
 def pairwise_sum(a: list[float], single: bool = False) -> float:
     """numpy's add.reduce of a contiguous 1-D array, in its order: blocks of up to 128 summed in
     eight interleaved partial sums, longer runs split in halves (a multiple of 8); `single`
-    rounds every step to float32, as numpy does for a float32 array."""
+    rounds every step to float32, as numpy does for a float32 array (the eight lanes of a step
+    rounded by one struct pack)."""
     r = _f32 if single else _same
+    step = (lambda p, q: _F32x8.unpack(_F32x8.pack(*map(_add, p, q)))) if single else \
+        (lambda p, q: list(map(_add, p, q)))
 
     def rec(lo: int, n: int) -> float:
         if n < 8:
@@ -71,15 +76,11 @@ def pairwise_sum(a: list[float], single: bool = False) -> float:
         if n <= _BLOCK:
             p = a[lo:lo + 8]
             end = lo + n - (n % 8)
-            i = lo + 8
-            while i < end:
-                for j in range(8):
-                    p[j] = r(p[j] + a[i + j])
-                i += 8
+            for i in range(lo + 8, end, 8):
+                p = step(p, a[i:i + 8])
             res = r(r(r(p[0] + p[1]) + r(p[2] + p[3])) + r(r(p[4] + p[5]) + r(p[6] + p[7])))
-            while i < lo + n:
+            for i in range(end, lo + n):
                 res = r(res + a[i])
-                i += 1
             return res
         n2 = n // 2
         n2 -= n2 % 8
