@@ -204,3 +204,27 @@ def test_a_learn_run_converts_an_old_model_and_keeps_it(tmp_path: Path, trained:
     assert (d / LEGACY_BACKUP / SIDECAR_FILE).read_bytes() == old_sidecar
     assert (d / LEGACY_BACKUP / LEGACY_MODEL_FILE).exists()
     assert load_model(d).n_spam_ == trained.n_spam_ + 1
+
+
+def test_classify_one_message_imports_no_numpy(tmp_path: Path, trained: SpamModel,
+                                               mail: dict[str, list[bytes]]) -> None:
+    """`mailsift classify FILE`: neither numpy, scikit-learn, the other parts' settings nor the
+    other commands are imported; the line printed is the full model's verdict."""
+    import subprocess
+    import sys
+
+    save_model(trained, tmp_path / "db")
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(mail["test"][-1])
+    code = ("import io, sys\nfrom mailsift.cli import main\n"
+            "rc = main(['classify', '--dbpath', sys.argv[1], sys.argv[2]])\n"
+            "heavy = ('numpy', 'sklearn', 'scipy', 'joblib', 'mailsift.config', 'mailsift.milter.scan',\n"
+            "         'mailsift.classifier.cmd_learn', 'mailsift.serve.cmd')\n"
+            "print('imported', sorted(m for m in heavy if m in sys.modules))\nsys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db"), str(msg)], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    line, imported = r.stdout.splitlines()
+    assert imported == "imported []", (r.stdout, r.stderr)
+    v = trained.verdict(mail["test"][-1])
+    assert line == f"{msg}\t{v.label}\t{v.probability:.6f}\t{v.score:.1f}"
+    assert r.returncode == {"spam": 0, "ham": 1, "unsure": 2}[v.label]
