@@ -10,7 +10,8 @@ Exit status, as bogofilter: 0 spam, 1 ham, 2 unsure, 3 error. With several messa
 3 if any message could not be classified, else 0 if any is spam, else 2 if any is unsure,
 else 1 (so `mailsift classify *.eml && echo some spam` reads naturally).
 
-Without --clamd, a few messages are scored by the numpy-free scorer (scorer.py: one process
+FILEs may be directories (one message per file), Maildirs (--maildir) or mboxes (--mbox), as
+`mailsift learn` takes them. Without --clamd, a few messages are scored by the numpy-free scorer (scorer.py: one process
 per message starts in tens of milliseconds); many (BULK or more) by the full model, in
 --jobs worker processes. Both give the same verdicts as MessageScanner.score (tested), which
 is what the scan seam calls without a virus scanner.
@@ -50,7 +51,13 @@ def add_arguments(parser: ArgumentParser) -> None:
                         help="also scan with clamd (unix:PATH or HOST:PORT), as the milter does")
     parser.add_argument("-j", "--jobs", type=int, metavar="N",
                         help=f"worker processes for {BULK} or more messages (default: the CPUs this may use)")
-    parser.add_argument("files", nargs="*", metavar="FILE", help="message files; - or none reads stdin")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--mbox", dest="kind", action="store_const", const="mbox", help="FILEs are mbox files")
+    kind.add_argument("--maildir", dest="kind", action="store_const", const="maildir", help="FILEs are Maildirs")
+    kind.add_argument("--dir", dest="kind", action="store_const", const="dir",
+                      help="FILEs are directories of one message per file (the default for directories)")
+    parser.add_argument("files", nargs="*", metavar="FILE",
+                        help="message files (or directories, mboxes, Maildirs); - or none reads stdin")
 
 
 def annotate(raw: bytes, headers: list[tuple[str, str]]) -> bytes:
@@ -125,13 +132,20 @@ def run(args: Namespace, config: Config) -> int:
 
     settings = _settings(args, config)
     files = args.files or ["-"]
-    if args.passthrough and len(files) != 1:
+    one_file = len(files) == 1 and args.kind is None and (files[0] == "-" or not os.path.isdir(files[0]))
+    if args.passthrough and not one_file:
         print("mailsift classify: -p takes exactly one message", file=sys.stderr)
         return EXIT_ERROR
     if args.jobs is not None and args.jobs < 1:
         print("mailsift classify: --jobs must be at least 1", file=sys.stderr)
         return EXIT_ERROR
-    bulk = len(files) >= BULK and not args.clamd
+    if one_file:
+        total: int | None = 1
+    else:
+        from mailsift.classifier.sources import count_paths
+
+        total = count_paths(files, args.kind)
+    bulk = (total is None or total >= BULK) and not args.clamd
     try:
         classifier = load_classifier(settings.dbpath, bulk=bulk)
     except ModelError as exc:
@@ -141,14 +155,15 @@ def run(args: Namespace, config: Config) -> int:
             if raw is not None:
                 sys.stdout.buffer.write(raw)
         return EXIT_ERROR
+    items = _messages(files, args.kind)
     if args.clamd:
-        results = _scan_with_clamd(args, config, settings, classifier, files)
+        results = _scan_with_clamd(args, config, settings, classifier, items)
         if results is None:
             return EXIT_ERROR
     elif bulk and _jobs(args) > 1:
-        results = _in_workers(classifier, settings, files, _jobs(args))
+        results = _in_workers(classifier, settings, items, _jobs(args))
     else:
-        results = (_classify_file(classifier, settings, name) for name in files)
+        results = (_classify_item(classifier, settings, item) for item in items)
     codes: list[int] = []
     out = sys.stdout
     for name, raw, verdict, error in results:
@@ -170,10 +185,28 @@ def run(args: Namespace, config: Config) -> int:
 
 
 Result = tuple[str, "bytes | None", "Verdict | None", "str | None"]  # name, message, verdict, error
+Item = tuple[str, "bytes | None", bool]  # name, message, True: the message is the file `name`, unread
 
 
-def _classify_file(classifier: Any, settings: ClassifierSettings, name: str, keep: bool = True) -> Result:
-    raw = _read(name)
+def _messages(paths: list[str], kind: str | None) -> Iterator[Item]:
+    """The messages PATHs hold, in order: a plain file is read by whoever classifies it (a
+    worker), messages of directories, Maildirs and mboxes are read here (sources.py)."""
+    for p in paths:
+        if p == "-" or (kind is None and not os.path.isdir(p)):
+            yield p, None, True
+        else:
+            from mailsift.classifier.sources import iter_paths
+
+            for name, raw in iter_paths([p], kind):
+                yield name, raw, False
+
+
+def _classify_item(classifier: Any, settings: ClassifierSettings, item: Item, keep: bool = True) -> Result:
+    name, raw, is_path = item
+    if is_path:
+        raw = _read(name)
+    elif raw is None:
+        print(f"mailsift classify: cannot read {name}", file=sys.stderr)
     if raw is None:
         return name, None, None, None
     return name, raw if keep else None, classify_one(classifier, raw, settings), None
@@ -188,30 +221,31 @@ def _jobs(args: Namespace) -> int:
 _WORKER: tuple[Any, Any] | None = None  # (classifier, settings), inherited by forked workers
 
 
-def _work(name: str) -> Result:
+def _work(item: Item) -> Result:
     assert _WORKER is not None
-    return _classify_file(_WORKER[0], _WORKER[1], name, keep=False)
+    return _classify_item(_WORKER[0], _WORKER[1], item, keep=False)
 
 
-def _in_workers(classifier: Any, settings: ClassifierSettings, files: list[str], jobs: int) -> Iterator[Result]:
-    """Verdicts from `jobs` forked processes sharing the loaded model, in the order of `files`
-    (stdin, "-", is read here)."""
+def _here(item: Item) -> Item:
+    """Stdin is read here, not in a worker."""
+    name, raw, is_path = item
+    if is_path and name == "-":
+        return name, _read(name), False
+    return item
+
+
+def _in_workers(classifier: Any, settings: ClassifierSettings, items: Iterator[Item], jobs: int) -> Iterator[Result]:
+    """Verdicts from `jobs` forked processes sharing the loaded model, in the order of `items`."""
     import multiprocessing
 
     global _WORKER
     _WORKER = (classifier, settings)
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        pending = [n for n in files if n != "-"]
-        results = pool.imap(_work, pending, chunksize=16)
-        for name in files:
-            if name == "-":
-                yield _classify_file(classifier, settings, name)
-            else:
-                yield next(results)
+        yield from pool.imap(_work, map(_here, items), chunksize=16)
 
 
 def _scan_with_clamd(args: Namespace, config: Config, settings: ClassifierSettings, classifier: Any,
-                     files: list[str]) -> list[Result] | None:
+                     items: Iterator[Item]) -> list[Result] | None:
     """Through the milter's scan seam, with clamd, as the milter scans."""
     from mailsift.milter.scan import MessageScanner, StaticModels, scan
     from mailsift.scanner.clamav import ClamdClient
@@ -224,8 +258,11 @@ def _scan_with_clamd(args: Namespace, config: Config, settings: ClassifierSettin
     scanner = MessageScanner(clamd, StaticModels(classifier), required=settings.required, virus_scan=True,
                              max_bytes=settings.max_bytes, unsure_points=settings.unsure_points)
     results: list[Result] = []
-    for name in files:
-        raw = _read(name)
+    for name, raw, is_path in items:
+        if is_path:
+            raw = _read(name)
+        elif raw is None:
+            print(f"mailsift classify: cannot read {name}", file=sys.stderr)
         if raw is None:
             results.append((name, None, None, None))
             continue

@@ -103,3 +103,48 @@ def test_bulk_classify_gives_the_one_message_verdicts(bulk: dict[str, object], m
     for name in tests[::10]:  # one process per message
         alone = run(mailsift_bin, "classify", "--dbpath", str(db), name, check=None)
         assert alone.stdout.decode().splitlines() == [line for line in lines if line.split("\t")[0] == name]
+
+
+def test_classify_takes_mboxes_maildirs_and_directories(bulk: dict[str, object], mailsift_bin: str,
+                                                        tmp_path: Path) -> None:
+    """As `mailsift learn` takes them: an mbox (in workers), a Maildir and a directory (here),
+    each message with the verdict it gets as a file of its own."""
+    import mailbox
+
+    from mailsift.classifier.scorer import load_scorer
+
+    db, tests = bulk["db"], bulk["tests"]
+    assert isinstance(tests, list) and isinstance(db, Path)
+    raws = [Path(t).read_bytes() for t in tests[:70]]
+    box = mailbox.mbox(str(tmp_path / "in.mbox"))
+    for raw in raws:
+        box.add(raw)
+    box.close()
+    md = mailbox.Maildir(str(tmp_path / "md"))
+    for raw in raws[:5]:
+        md.add(raw)
+    (tmp_path / "dir").mkdir()
+    for i, raw in enumerate(raws[5:9]):
+        (tmp_path / "dir" / f"{i}.eml").write_bytes(raw)
+    scorer = load_scorer(db)
+    assert scorer is not None
+
+    def expected(raw: bytes) -> tuple[str, str]:
+        v = scorer.verdict(raw)
+        return v.label, f"{v.probability:.6f}"
+
+    p = run(mailsift_bin, "classify", "--mbox", "--jobs", "2", "--dbpath", str(db), str(tmp_path / "in.mbox"),
+            check=None)
+    lines = [line.split("\t") for line in p.stdout.decode().splitlines()]
+    assert [name for name, *_ in lines] == [f"{tmp_path / 'in.mbox'}#{n}" for n in range(1, 71)]
+    box = mailbox.mbox(str(tmp_path / "in.mbox"))
+    got = [bytes(box.get_bytes(k)) for k in box.keys()]
+    assert [(label, prob) for _, label, prob, _ in lines] == [expected(raw) for raw in got]
+    for args in (["--maildir", str(tmp_path / "md")], [str(tmp_path / "dir")]):
+        p = run(mailsift_bin, "classify", "--dbpath", str(db), *args, check=None)
+        lines = [line.split("\t") for line in p.stdout.decode().splitlines()]
+        assert len(lines) == (5 if "--maildir" in args else 4) and p.returncode in (0, 1, 2)
+        for name, label, prob, _ in lines:
+            assert (label, prob) == expected(Path(name).read_bytes())
+    assert run(mailsift_bin, "classify", "-p", "--dbpath", str(db), str(tmp_path / "dir"), check=3).stderr \
+        .startswith(b"mailsift classify: -p takes exactly one message")
