@@ -14,7 +14,9 @@ next ones (up to 2,000, classified), with the CPUs this may use:
     bulk classify            `mailsift classify FILES`, `bogofilter -T -B FILES`: msgs/s wall
                                                                             >= 1.0x bogofilter
     model                    model.bin after the 2,000 (and bogofilter's wordlist.db) <= 5 MB
-    python start-up          `python -c pass` and its -S, -I, -I -S variants: the floor
+    python start-up          `python -c pass` and its -S, -I, -I -S variants: the floor; and
+                             `python -S -m mailsift classify` (no site, no development-install
+                             import hook: this tree on PYTHONPATH)
 mailsift runs as installed: bytecode compiled once (PYTHONPYCACHEPREFIX in a temp dir, even
 where PYTHONDONTWRITEBYTECODE is set), this tree first on PYTHONPATH.
 
@@ -198,6 +200,10 @@ def against_bogofilter(entries: list, runs: int) -> bool:  # type: ignore[type-a
         one_process([exe, "classify", "--dbpath", str(db), one[0]], env)  # warm: bytecode, page cache
         m_one = per_process([[exe, "classify", "--dbpath", str(db), f] for f in one], env)
         b_one = per_process([[bogo, "-C", "-d", str(bdir), "-T", "-I", f] for f in one], env)
+        # the same without `site` (so without the development install's import hook): this
+        # tree on PYTHONPATH is all the one-message route needs
+        s_one = per_process([[sys.executable, "-S", "-m", "mailsift", "classify", "--dbpath", str(db), f]
+                             for f in one], env)
         py = sys.executable
         starts = [(flags, per_process([[py, *flags.split(), "-c", "pass"]] * runs, env))
                   for flags in ("", "-S", "-I", "-I -S")]
@@ -227,6 +233,8 @@ def against_bogofilter(entries: list, runs: int) -> bool:  # type: ignore[type-a
     for name, mine, theirs, target, passed in rows:
         print(f"{name:<25} {mine:<38} {theirs:<38} {target}: {verdict(passed)}")
         ok = ok and passed
+    print(f"{'':<25} without site (python -S -m mailsift classify): {s_one[0]:.1f} ms, {s_one[1]:.1f} MB "
+          f"(CPU {s_one[2]:.1f} ms)")
     print("python start-up, median of " + str(runs) + " (wall ms, peak RSS MB, CPU ms): " + "; ".join(
         f"python{(' ' + f) if f else ''} -c pass {r[0]:.1f} / {r[1]:.1f} / {r[2]:.1f}" for f, r in starts)
         + f"; python -c 'import numpy' {numpy_start[0]:.1f} / {numpy_start[1]:.1f} / {numpy_start[2]:.1f}")
