@@ -228,3 +228,33 @@ def test_classify_one_message_imports_no_numpy(tmp_path: Path, trained: SpamMode
     v = trained.verdict(mail["test"][-1])
     assert line == f"{msg}\t{v.label}\t{v.probability:.6f}\t{v.score:.1f}"
     assert r.returncode == {"spam": 0, "ham": 1, "unsure": 2}[v.label]
+
+
+def test_rollback_to_a_version_saved_before_format_3(tmp_path: Path, trained: SpamModel,
+                                                     mail: dict[str, list[bytes]]) -> None:
+    """A version kept before the format change (model.joblib) can still be rolled back to: it
+    is read as it is and made live as model.bin."""
+    from mailsift.classifier import versions
+
+    d = tmp_path / "model"
+    live = new_model()
+    for raw in mail["ham"][:3]:
+        live.learn(raw, "ham")
+    live.generation = 4
+    save_model(live, d)
+    old = d / versions.VERSIONS_DIR / "3-20261201T000000Z"
+    save_legacy(trained, old)
+    versions._snapshot_record([("ab" * 32, "spam", 0.5, 1.0)], old / "learned.sqlite")
+    (old / versions.VERSION_META).write_text(json.dumps({
+        "source": "learn", "generation": 3, "saved_at": time.time() - 3600, "since": time.time() - 3600,
+        "n_ham": trained.n_ham_, "n_spam": trained.n_spam_, "model_sha256": "x"}))
+    before = sorted(os.listdir(old))
+    restored, new = versions.rollback(d, "3")
+    assert restored.name == old.name and new is not None
+    assert sorted(os.listdir(old)) == before  # the old version is read, not rewritten
+    now = load_model(d)
+    assert (now.n_ham_, now.n_spam_, now.generation) == (trained.n_ham_, trained.n_spam_, 5)
+    assert json.loads((d / SIDECAR_FILE).read_text())["format_version"] == 3
+    assert (new.path / MODEL_FILE).exists()
+    raw = mail["test"][7]
+    assert now.verdict(raw).probability == trained.verdict(raw).probability
