@@ -1,7 +1,24 @@
 #!/usr/bin/env python3
-"""Classifier speed and size on one core, against the issue's targets.
+"""Classifier speed and size: against bogofilter on the same files, and on one core.
 
-    .venv/bin/python bench/classifier_speed.py [--index INDEX] [--limit N]
+    .venv/bin/python bench/classifier_speed.py [--index INDEX] [--limit N] [--runs 50]
+                                               [--no-bogofilter] [--no-inprocess]
+
+Against bogofilter (issue 16), on the first 2,000 messages of the stream (learned) and the
+next ones (up to 2,000, classified), with the CPUs this may use:
+    one message per process  `mailsift classify --dbpath DIR FILE` and `bogofilter -T -I FILE`,
+                             each --runs times on different messages: median wall ms (from
+                             spawn to exit) and peak RSS (GNU time's %M)   <= 50 ms, <= 40 MB
+    bulk learn               `mailsift learn --ham/--spam FILES` (two runs) and
+                             `bogofilter -n/-s -B FILES`: msgs/s wall       >= 1.0x bogofilter
+    bulk classify            `mailsift classify FILES`, `bogofilter -T -B FILES`: msgs/s wall
+                                                                            >= 1.0x bogofilter
+    model                    model.bin after the 2,000 (and bogofilter's wordlist.db) <= 5 MB
+    python start-up          `python -c pass` and its -S, -I, -I -S variants: the floor; and
+                             `python -S -m mailsift classify` (no site, no development-install
+                             import hook: this tree on PYTHONPATH)
+mailsift runs as installed: bytecode compiled once (PYTHONPYCACHEPREFIX in a temp dir, even
+where PYTHONDONTWRITEBYTECODE is set), this tree first on PYTHONPATH.
 
 On the shared corpora stream (corpora/build_index.py) or INDEX, pinned to one CPU with one
 BLAS thread:
@@ -84,15 +101,155 @@ def child_peak_rss_mb(argv: list[str]) -> tuple[float, int, float]:
     return maxrss_kb / 1024.0, int(status), seconds
 
 
+TRAIN = 2000
+ISSUE_TARGETS = {"one_ms": 50.0, "one_rss_mb": 40.0, "bulk_ratio": 1.0, "model_2000_mb": 5.0}
+GNU_TIME = "/usr/bin/time"
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def one_process(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Run argv once under GNU time: (wall ms from spawn to exit, peak RSS MB, exit status).
+    GNU time is a small C program: the peak RSS Linux carries over fork and exec is its own
+    (about 2 MB), not this process's."""
+    with tempfile.NamedTemporaryFile("r", prefix="mailsift-time-") as out:
+        t0 = time.perf_counter()
+        p = subprocess.run([GNU_TIME, "-f", "%M", "-o", out.name, *argv], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env)
+        wall = (time.perf_counter() - t0) * 1000
+        try:
+            rss = int(out.read().strip().splitlines()[-1]) / 1024
+        except (ValueError, IndexError):
+            rss = float("inf")
+    return wall, rss, p.returncode
+
+
+def per_process(argvs: list[list[str]], env: dict[str, str]) -> tuple[float, float, float, set[int]]:
+    """Median wall ms, median peak RSS MB and median CPU ms of one process per argv."""
+    walls, rsss, cpus, codes = [], [], [], set()
+    for argv in argvs:
+        c0 = _children_cpu()
+        wall, rss, code = one_process(argv, env)
+        cpus.append((_children_cpu() - c0) * 1000)
+        walls.append(wall)
+        rsss.append(rss)
+        codes.add(code)
+    return _median(walls), _median(rsss), _median(cpus), codes
+
+
+def bulk(argvs: list[list[str]], env: dict[str, str]) -> tuple[float, float, list[int]]:
+    """Run the argvs one after the other: (wall seconds, CPU seconds of all their processes, codes)."""
+    c0, t0 = _children_cpu(), time.perf_counter()
+    codes = []
+    for argv in argvs:
+        p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        if p.returncode not in (0, 1, 2):
+            sys.stderr.write(p.stderr.decode(errors="replace")[-2000:])
+        codes.append(p.returncode)
+    return time.perf_counter() - t0, _children_cpu() - c0, codes
+
+
+def against_bogofilter(entries: list, runs: int) -> bool:  # type: ignore[type-arg]
+    """The issue-16 comparison (see the module docstring); prints it, returns whether all pass."""
+    import shutil
+
+    bogo = shutil.which("bogofilter")
+    if bogo is None or not Path(GNU_TIME).exists():
+        print("against bogofilter: skipped (needs bogofilter and GNU time: bench/apt-packages.txt)")
+        return False
+    train, test = entries[:TRAIN], entries[TRAIN:TRAIN + 2000]
+    if len(train) < TRAIN or not test:
+        print(f"against bogofilter: skipped (needs more than {TRAIN} messages)")
+        return False
+    cpus = len(os.sched_getaffinity(0))
+    version = subprocess.run([bogo, "-V"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    exe = str(Path(sys.executable).parent / "mailsift")
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="mailsift-vs-bogo-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update({"PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache")})
+        db, bdir = Path(tmp) / "model", Path(tmp) / "bogofilter"
+        bdir.mkdir()
+        ham = [str(e.path) for e in train if e.label == "ham"]
+        spam = [str(e.path) for e in train if e.label == "spam"]
+        files = [str(e.path) for e in test]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mailsift")], env=env,
+                       stdout=subprocess.DEVNULL)  # as installed: bytecode compiled once
+
+        m_learn = bulk([[exe, "learn", "--ham", "--dbpath", str(db), *ham],
+                        [exe, "learn", "--spam", "--dbpath", str(db), *spam]], env)
+        b_learn = bulk([[bogo, "-C", "-d", str(bdir), "-n", "-B", *ham],
+                        [bogo, "-C", "-d", str(bdir), "-s", "-B", *spam]], env)
+        model_mb = (db / "model.bin").stat().st_size / 1e6
+        bogo_mb = sum(p.stat().st_size for p in bdir.iterdir() if p.is_file()) / 1e6
+        m_cls = bulk([[exe, "classify", "--dbpath", str(db), *files]], env)
+        b_cls = bulk([[bogo, "-C", "-d", str(bdir), "-T", "-B", *files]], env)
+
+        one = files[:runs]
+        one_process([exe, "classify", "--dbpath", str(db), one[0]], env)  # warm: bytecode, page cache
+        m_one = per_process([[exe, "classify", "--dbpath", str(db), f] for f in one], env)
+        b_one = per_process([[bogo, "-C", "-d", str(bdir), "-T", "-I", f] for f in one], env)
+        # the same without `site` (so without the development install's import hook): this
+        # tree on PYTHONPATH is all the one-message route needs
+        s_one = per_process([[sys.executable, "-S", "-m", "mailsift", "classify", "--dbpath", str(db), f]
+                             for f in one], env)
+        py = sys.executable
+        starts = [(flags, per_process([[py, *flags.split(), "-c", "pass"]] * runs, env))
+                  for flags in ("", "-S", "-I", "-I -S")]
+        numpy_start = per_process([[py, "-c", "import numpy"]] * min(runs, 20), env)
+
+    def rate(n: int, r: tuple[float, float, list[int]]) -> float:
+        return n / r[0] if all(c in (0, 1, 2) for c in r[2]) else 0.0
+
+    learn_m, learn_b = rate(TRAIN, m_learn), rate(TRAIN, b_learn)
+    cls_m, cls_b = rate(len(files), m_cls), rate(len(files), b_cls)
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"against {version}, the same files: {TRAIN:,} messages learned ({len(ham):,} ham, {len(spam):,} spam), "
+          f"{len(files):,} classified; {cpus} CPU(s) this may use, shared; wall time")
+    rows = [
+        ("one message per process", f"{m_one[0]:.1f} ms, {m_one[1]:.1f} MB (CPU {m_one[2]:.1f} ms)",
+         f"{b_one[0]:.1f} ms, {b_one[1]:.1f} MB (CPU {b_one[2]:.1f} ms)",
+         f"median of {len(one)}: <= {ISSUE_TARGETS['one_ms']:.0f} ms, <= {ISSUE_TARGETS['one_rss_mb']:.0f} MB",
+         m_one[0] <= ISSUE_TARGETS["one_ms"] and m_one[1] <= ISSUE_TARGETS["one_rss_mb"] and m_one[3] <= {0, 1, 2}),
+        ("bulk learn", f"{learn_m:,.0f} msgs/s (CPU {m_learn[1]:.1f} s)", f"{learn_b:,.0f} msgs/s (CPU {b_learn[1]:.1f} s)",
+         f">= 1.0x bogofilter: x{learn_m / max(learn_b, 1e-9):.2f}", learn_m >= learn_b > 0),
+        ("bulk classify", f"{cls_m:,.0f} msgs/s (CPU {m_cls[1]:.1f} s)", f"{cls_b:,.0f} msgs/s (CPU {b_cls[1]:.1f} s)",
+         f">= 1.0x bogofilter: x{cls_m / max(cls_b, 1e-9):.2f}", cls_m >= cls_b > 0),
+        (f"model after {TRAIN:,}", f"{model_mb:.2f} MB (model.bin)", f"{bogo_mb:.2f} MB (wordlist.db)",
+         f"<= {ISSUE_TARGETS['model_2000_mb']:.0f} MB", model_mb <= ISSUE_TARGETS["model_2000_mb"]),
+    ]
+    print(f"{'':<25} {'mailsift':<38} {'bogofilter':<38} target")
+    for name, mine, theirs, target, passed in rows:
+        print(f"{name:<25} {mine:<38} {theirs:<38} {target}: {verdict(passed)}")
+        ok = ok and passed
+    print(f"{'':<25} without site (python -S -m mailsift classify): {s_one[0]:.1f} ms, {s_one[1]:.1f} MB "
+          f"(CPU {s_one[2]:.1f} ms)")
+    print("python start-up, median of " + str(runs) + " (wall ms, peak RSS MB, CPU ms): " + "; ".join(
+        f"python{(' ' + f) if f else ''} -c pass {r[0]:.1f} / {r[1]:.1f} / {r[2]:.1f}" for f, r in starts)
+        + f"; python -c 'import numpy' {numpy_start[0]:.1f} / {numpy_start[1]:.1f} / {numpy_start[2]:.1f}")
+    print()
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="classifier speed and size on one core")
+    ap = argparse.ArgumentParser(description="classifier speed and size, against bogofilter and on one core")
     ap.add_argument("--index", type=Path, help="an index file (default: the shared corpora stream)")
     ap.add_argument("--limit", type=int, help="only the first N messages")
+    ap.add_argument("--runs", type=int, default=50, help="one-message processes per tool (default 50)")
+    ap.add_argument("--no-bogofilter", action="store_true", help="skip the comparison with bogofilter")
+    ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process figures on one core")
     args = ap.parse_args(argv)
-
-    os.environ.update(ONE_THREAD)  # before numpy is imported (below)
-    cpu = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
 
     from mailsift.classifier.corpus import read_index
 
@@ -106,6 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         entries = entries[: args.limit]
     for e in entries:  # warm the page cache: measure the classifier, not the disk
         e.path.read_bytes()
+    vs_ok = True
+    if not args.no_bogofilter:
+        vs_ok = against_bogofilter(entries, args.runs)
+    if args.no_inprocess:
+        return 0 if vs_ok else 1
+
+    os.environ.update(ONE_THREAD)  # before numpy is imported (below)
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
     total_bytes = sum(e.path.stat().st_size for e in entries)
     print(f"{len(entries)} messages, {total_bytes / len(entries) / 1024:.1f} KB average, "
           f"pinned to CPU {cpu}, one BLAS thread")
@@ -201,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if learn_cli is not None:
         print(f"{'mailsift learn':<15} {learn_cli:,.0f} msgs/s end to end (two runs, --ham then --spam, "
               f"including start-up and saving; for reference)")
-    return 0 if all(ok for _, _, ok, _ in results) else 1
+    return 0 if vs_ok and all(ok for _, _, ok, _ in results) else 1
 
 
 if __name__ == "__main__":

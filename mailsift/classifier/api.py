@@ -6,7 +6,8 @@
     model.verdict(raw, required=5.0) -> Verdict   # never raises on bad input
     save_model(model, "models/"); load_model("models/")   # atomic; ModelError when bad
 
-Importing this module imports numpy and scikit-learn: command modules import it inside run().
+Importing this module imports numpy (not scikit-learn): command modules import it inside
+run(). scorer.load_scorer scores from the model file without numpy (`mailsift classify`).
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ def add_arguments(parser: ArgumentParser) -> None:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar on stderr (default: when stderr is a terminal)")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("-j", "--jobs", type=int, metavar="N",
+                        help="processes tokenising messages (default: the CPUs this may use)")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="message files, directories, mboxes or Maildirs; - is stdin")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("Learning a message twice with the same label does nothing; with the other label it moves.\n"
@@ -68,14 +70,20 @@ def run(args: Namespace, config: Config) -> int:
 
 
 def _learn(args: Namespace, dbpath: str, keep_versions: int, share: str = "") -> int:
-    from mailsift.classifier.learn import Learner, LearnStats, Progress, count_paths, iter_paths
+    from mailsift.classifier.learn import Learner, LearnStats, Progress, count_paths, default_jobs, iter_paths
 
     if not args.paths:
         print("mailsift learn: give at least one PATH (or - for stdin)", file=sys.stderr)
         return 1
+    if args.jobs is not None and args.jobs < 1:
+        print("mailsift learn: --jobs must be at least 1", file=sys.stderr)
+        return 1
+    total = count_paths(args.paths, args.kind)
+    # workers pay off from a few dozen messages (forking them costs a few ms each)
+    jobs = args.jobs or (default_jobs() if total is None or total >= 32 else 1)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     verb = "forget" if args.forget else ("learn spam" if args.spam else "learn ham")
-    progress = Progress(count_paths(args.paths, args.kind), verb) if show else None
+    progress = Progress(total, verb) if show else None
     stats = LearnStats()
     outbox = None
     if share:  # [classifier] share: what is learned here goes to every host (mailsift/share/)
@@ -86,7 +94,7 @@ def _learn(args: Namespace, dbpath: str, keep_versions: int, share: str = "") ->
         if args.forget:
             learner.forget_many(messages, stats, progress)
         else:
-            learner.learn_many(messages, "spam" if args.spam else "ham", stats, progress)
+            learner.learn_many(messages, "spam" if args.spam else "ham", stats, progress, jobs=jobs)
         learner.save()
         model = learner.model
     if outbox is not None:
@@ -119,7 +127,6 @@ def _dump(dbpath: str) -> int:
     from mailsift.classifier.persist import MODEL_FILE, load_model, read_sidecar
     from mailsift.classifier.record import RECORD_FILE, LearnRecord
 
-    meta = read_sidecar(dbpath)
     model = load_model(dbpath)
     changed = datetime.datetime.fromtimestamp(model.changed_at, datetime.timezone.utc) if model.changed_at else None
     print(f"dbpath: {dbpath}")
@@ -134,8 +141,8 @@ def _dump(dbpath: str) -> int:
               f"this site taught {model.local_learned()}")
     print("first-day guard: " + (f"on, required +{guard:g} until this site has taught "
                                  f"{model.settings.guard_until} messages" if guard else "off"))
-    print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}, "
-          f"scikit-learn {meta.get('versions', {}).get('scikit-learn')}")
+    meta = read_sidecar(dbpath)  # after load_model: a model of the old format is converted by now
+    print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}")
     if (Path(dbpath) / RECORD_FILE).exists():
         with LearnRecord(dbpath) as record:
             counts = record.counts()

@@ -14,11 +14,11 @@ rename and the commit leaves the record one generation behind: `--dump` reports 
 from __future__ import annotations
 
 import fcntl
-import mailbox
+import functools
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,17 @@ from typing import Any
 import numpy as np
 
 from mailsift.classifier.model import SpamModel
-from mailsift.classifier.persist import (MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir, load_model,
-                                        save_model)
+from mailsift.classifier.persist import (LEGACY_MODEL_FILE, MODEL_FILE, SIDECAR_FILE, ModelError, check_model_dir,
+                                        load_model, save_model)
 from mailsift.classifier.record import RECORD_FILE, LearnRecord, message_digest
+from mailsift.classifier.sources import (  # noqa: F401 - re-exported
+    MAX_MESSAGE_BYTES,
+    count_paths,
+    iter_dir,
+    iter_maildir,
+    iter_mbox,
+    iter_paths,
+)
 from mailsift.classifier.versions import DEFAULT_KEEP, record_version
 
 LOCK_FILE = ".learn.lock"
@@ -48,7 +56,7 @@ class LearnStats:
 
 def has_model(dbpath: str | Path) -> bool:
     d = Path(dbpath)
-    return (d / MODEL_FILE).exists() or (d / SIDECAR_FILE).exists()
+    return any((d / name).exists() for name in (MODEL_FILE, LEGACY_MODEL_FILE, SIDECAR_FILE))
 
 
 class Learner:
@@ -96,30 +104,30 @@ class Learner:
 
     # -- learning -------------------------------------------------------------------------
     def learn_many(self, messages: Iterable[tuple[str, bytes | None]], label: str,
-                   stats: LearnStats | None = None, progress: object = None) -> LearnStats:
+                   stats: LearnStats | None = None, progress: object = None, jobs: int = 1) -> LearnStats:
         """Learn (name, raw) pairs with `label`; raw None means unreadable."""
-        return self.learn_labelled(((name, raw, label) for name, raw in messages), stats, progress)
+        return self.learn_labelled(((name, raw, label) for name, raw in messages), stats, progress, jobs)
 
     def learn_labelled(self, messages: Iterable[tuple[str, bytes | None, str]],
-                       stats: LearnStats | None = None, progress: object = None) -> LearnStats:
-        """Learn (name, raw, label) triples, in order."""
+                       stats: LearnStats | None = None, progress: object = None, jobs: int = 1) -> LearnStats:
+        """Learn (name, raw, label) triples, in order. jobs > 1: messages are tokenised in that
+        many forked worker processes (tokenising is most of the cost), learned here in order."""
         stats = stats or LearnStats()
         batch: list[tuple[np.ndarray, str]] = []
         chars: list[np.ndarray | None] = []
         digests: list[str] = []
         pending: set[str] = set()
-        for name, raw, label in messages:
+        for name, label, prepared in self._prepared(messages, jobs):
             stats.examined += 1
-            if raw is None:
+            if prepared is None:
                 stats.unreadable.append(name)
             else:
-                digest = message_digest(raw)
+                digest, features = prepared
                 known = self.record.get(digest)
                 if digest in pending or (known is not None and known[0] == label):
                     stats.skipped += 1
                 else:
-                    idx, _ = self.model.features(raw)
-                    cidx = self.model.char_features(raw)
+                    idx, cidx = features()
                     if known is not None:  # learned with the other label: move it
                         self.model.unlearn_features(idx, known[0], known[1], cidx)
                         stats.moved += 1
@@ -136,6 +144,33 @@ class Learner:
                 progress(stats)  # type: ignore[operator]
         self._flush(batch, digests, chars)
         return stats
+
+    def _prepared(self, messages: Iterable[tuple[str, bytes | None, str]], jobs: int
+                  ) -> Iterator[tuple[str, str, tuple[str, Callable[[], Features]] | None]]:
+        """(name, label, (digest, features) or None when unreadable), in order; features()
+        gives the message's (word columns, 4-gram columns)."""
+        if jobs <= 1:
+            model = self.model
+            for name, raw, label in messages:
+                if raw is None:
+                    yield name, label, None
+                else:
+                    yield name, label, (message_digest(raw), functools.partial(_features, model, raw))
+            return
+        import multiprocessing
+
+        global _WORKER_MODEL
+        _WORKER_MODEL = self.model  # forked workers inherit it
+        try:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for name, label, done in pool.imap(_prepare_in_worker, messages, chunksize=8):
+                    if done is None:
+                        yield name, label, None
+                    else:
+                        digest, features = done
+                        yield name, label, (digest, functools.partial(_given, features))
+        finally:
+            _WORKER_MODEL = None
 
     def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str],
                chars: list[np.ndarray | None]) -> None:
@@ -186,6 +221,32 @@ class Learner:
         self.dirty = False
 
 
+Features = tuple[np.ndarray, "np.ndarray | None"]
+_WORKER_MODEL: SpamModel | None = None
+
+
+def _features(model: SpamModel, raw: bytes) -> Features:
+    idx, _ = model.features(raw)
+    return idx, model.char_features(raw)
+
+
+def _given(features: Features) -> Features:
+    return features
+
+
+def _prepare_in_worker(item: tuple[str, bytes | None, str]) -> tuple[str, str, tuple[str, Features] | None]:
+    name, raw, label = item
+    if raw is None:
+        return name, label, None
+    assert _WORKER_MODEL is not None
+    return name, label, (message_digest(raw), _features(_WORKER_MODEL, raw))
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def clear(dbpath: str | Path) -> None:
     """Remove the model, its sidecar and the learn record (under the learn lock)."""
     d = Path(dbpath)
@@ -193,102 +254,14 @@ def clear(dbpath: str | Path) -> None:
         return
     with open(d / LOCK_FILE, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for name in (SIDECAR_FILE, MODEL_FILE, RECORD_FILE, RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
+        for name in (SIDECAR_FILE, MODEL_FILE, LEGACY_MODEL_FILE, RECORD_FILE, RECORD_FILE + "-wal", RECORD_FILE + "-shm"):
             try:
                 os.unlink(d / name)
             except FileNotFoundError:
                 pass
 
 
-# -- message sources ----------------------------------------------------------------------
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def _read_file(path: Path) -> bytes | None:
-    try:
-        if path.stat().st_size > MAX_MESSAGE_BYTES:
-            return None
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def iter_dir(path: Path) -> Iterator[tuple[str, bytes | None]]:
-    """Every regular file under `path` (recursively, hidden ones skipped), one message each."""
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                p = Path(root) / name
-                yield str(p), _read_file(p)
-
-
-def iter_maildir(path: Path) -> Iterator[tuple[str, bytes | None]]:
-    """Messages in a Maildir's cur/ and new/ (not tmp/)."""
-    if not (path / "cur").is_dir() and not (path / "new").is_dir():
-        yield str(path), None
-        return
-    for sub in ("cur", "new"):
-        d = path / sub
-        if d.is_dir():
-            for name in sorted(os.listdir(d)):
-                if not name.startswith("."):
-                    yield str(d / name), _read_file(d / name)
-
-
-def iter_mbox(path: Path) -> Iterator[tuple[str, bytes | None]]:
-    try:
-        box = mailbox.mbox(str(path), create=False)
-        keys = box.keys()
-    except (OSError, mailbox.Error):
-        yield str(path), None
-        return
-    try:
-        for n, key in enumerate(keys):
-            try:
-                yield f"{path}#{n + 1}", box.get_bytes(key)
-            except (OSError, KeyError):
-                yield f"{path}#{n + 1}", None
-    finally:
-        box.close()
-
-
-def iter_paths(paths: list[str], kind: str | None) -> Iterator[tuple[str, bytes | None]]:
-    """Messages from PATHs: '-' is stdin; kind is 'mbox', 'maildir', 'dir' or None (a file is
-    one message, a directory holds one message per file)."""
-    for p in paths:
-        if p == "-":
-            yield "-", sys.stdin.buffer.read()
-            continue
-        path = Path(p)
-        if kind == "mbox":
-            yield from iter_mbox(path)
-        elif kind == "maildir":
-            yield from iter_maildir(path)
-        elif path.is_dir():
-            yield from iter_dir(path)
-        elif kind == "dir":
-            yield str(path), None
-        else:
-            yield str(path), _read_file(path)
-
-
-def count_paths(paths: list[str], kind: str | None) -> int | None:
-    """How many messages PATHs hold, cheaply; None when unknown (mbox, stdin)."""
-    total = 0
-    for p in paths:
-        path = Path(p)
-        if p == "-" or kind == "mbox":
-            return None
-        if kind == "maildir":
-            total += sum(len(os.listdir(path / s)) for s in ("cur", "new") if (path / s).is_dir())
-        elif path.is_dir():
-            total += sum(len([f for f in files if not f.startswith(".")]) for _, _, files in os.walk(path))
-        else:
-            total += 1
-    return total
-
+# -- message sources (sources.py, numpy-free: `mailsift classify` reads them too) --------
 
 class Progress:
     """A one-line progress bar on stderr, redrawn at most 10 times a second."""

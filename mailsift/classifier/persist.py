@@ -1,13 +1,15 @@
-"""Model persistence: joblib file + JSON sidecar in the model directory, written atomically.
+"""Model persistence: model file + JSON sidecar in the model directory, written atomically.
 
-    DIR/model.joblib   the SpamModel (temp file, fsync, rename)
+    DIR/model.bin      the SpamModel in modelfile.py's layout: a JSON header and raw arrays of
+                       the columns seen, no pickle (temp file, fsync, rename)
     DIR/model.json     format version, library versions, counts, feature settings, sha256
-                       of model.joblib (temp file, fsync, rename; written after the model)
+                       and model_id of model.bin (temp file, fsync, rename; after the model)
 
 A model is refused (ModelError) when the sidecar or model is missing, unreadable, has another
-format version or another scikit-learn major.minor, or the model file's digest does not match
-the sidecar: never silently used. A reader that races a writer between the two renames sees a
-digest mismatch and retries briefly.
+format version, or the model file's digest does not match the sidecar: never silently used.
+A reader that races a writer between the two renames sees a digest mismatch and retries
+briefly. A model of the old format (format 2, DIR/model.joblib, a pickle) is converted on
+first load (load_model); scorer.py reads model.bin without numpy for one-message scoring.
 
 `export_state`/`import_state` give a portable, pickle-free .npz (for --backup/--restore).
 """
@@ -15,6 +17,7 @@ digest mismatch and retries briefly.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import json
 import logging
 import os
@@ -29,18 +32,22 @@ import numpy as np
 
 from mailsift import __version__
 from mailsift.classifier.model import ModelSettings, SpamModel
+from mailsift.classifier.modelcheck import (  # noqa: F401 - re-exported: the model's API
+    FORMAT_VERSION,
+    LEGACY_BACKUP,
+    LEGACY_FORMAT,
+    LEGACY_MODEL_FILE,
+    MODEL_FILE,
+    SIDECAR_FILE,
+    ModelError,
+    UntrustedModel,
+    _user_name,
+    check_pickle_owner,
+    read_sidecar,
+)
+from mailsift.classifier.tokenize import TOKENIZER_VERSION
 
-FORMAT_VERSION = 2  # 2: counts held as arrays, the sklearn estimator rebuilt on use
-MODEL_FILE = "model.joblib"
-SIDECAR_FILE = "model.json"
-
-
-class ModelError(Exception):
-    """A missing, corrupt or incompatible model."""
-
-
-class UntrustedModel(ModelError):
-    """A model (or model directory) another user could have written: never loaded, never replaced."""
+LOCK_FILE = ".learn.lock"  # the learn lock (mailsift.classifier.learn.LOCK_FILE)
 
 
 def _version(dist: str) -> str:
@@ -109,78 +116,212 @@ def _sha256_file(fh: Any) -> str:
     return h.hexdigest()
 
 
-def _user_name(uid: int) -> str:
-    import pwd
+def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], set[str]]:
+    """The model as a header and arrays (modelfile.py): only the columns seen are stored."""
+    s = model.settings
+    fc = model.feature_count
+    used = (fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0)
+    for items in model._replay:  # noqa: SLF001 - rehearsal buffers are stored as ranks in `seen`
+        for a in items:
+            used[a] = True
+    seen = np.flatnonzero(used)
+    # The weights exactly as refresh() computes them after loading (so a verdict from this
+    # file is the verdict of the model loaded in full), for the seen columns only.
+    logs = np.log(fc[:, seen] + s.alpha)
+    ratio = logs[1] - logs[0]
+    if s.nb_clip:
+        np.clip(ratio, -s.nb_clip, s.nb_clip, out=ratio)
+    w = s.nb_weight * ratio
+    w += s.lr_weight * model.lr_coef[seen]
+    chars = model.chars
+    cseen = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
+    if len(cseen) > len(chars.coef) // 2:  # mostly seen: dense (2^char_bits floats), no keys
+        cseen = np.arange(len(chars.coef))
+    totals = fc.sum(axis=1)  # as refresh() sums them: the scorer's NB constant
+    rank = np.zeros(model.n_features, dtype=np.uint32)
+    rank[seen] = np.arange(len(seen), dtype=np.uint32)
+    replay = {}
+    for name, lists in (("replay", model._replay), ("char_replay", chars.replay)):  # noqa: SLF001
+        for y in (0, 1):
+            items = lists[y]
+            replay[f"{name}_{y}_len"] = np.array([len(a) for a in items], dtype=np.uint32)
+            dtype = items[0].dtype if items else np.uint32
+            flat = np.concatenate(items).astype(dtype) if items else np.zeros(0, np.uint32)
+            if name == "replay":  # word columns as their ranks among the seen ones: smaller steps
+                flat = rank[flat]
+            replay[f"{name}_{y}"] = flat
+    header = {
+        "model_id": secrets.token_hex(12),
+        "settings": asdict(s),
+        "class_count": model.class_count.tolist(),
+        "prior_counts": model.prior_counts.tolist(),
+        "totals": totals.tolist(),
+        "lr_intercept": float(model.lr_intercept),
+        "changed_at": float(model.changed_at),
+        "generation": int(model.generation),
+        "n_tokens": int(np.count_nonzero((fc[0] > 0) | (fc[1] > 0))),
+        "replay_next": list(model._replay_next),  # noqa: SLF001
+        "replay_rng": model._replay_rng.bit_generator.state,  # noqa: SLF001
+        "chars": {"bits": chars.bits, "rate": chars.rate, "intercept": float(chars.intercept),
+                  "learned": int(chars.learned), "replay_next": list(chars.replay_next),
+                  "rng": chars.rng.bit_generator.state},
+        "tokenizer_version": TOKENIZER_VERSION,
+    }
+    sections = {
+        **word_key_sections(seen), "word_weights": w.astype(np.float32),
+        "char_coef": chars.coef[cseen].astype(np.float32),
+        "ham": fc[0, seen], "spam": fc[1, seen], "lr": model.lr_coef[seen].astype(np.float64),
+        "char_g2": chars.g2[cseen].astype(np.float32), **replay,
+    }
+    if len(cseen) < len(chars.coef):
+        sections["char_keys"] = cseen.astype(np.uint32)
+    compressed = {k for k in sections if k not in ("word_buckets", "word_low", "word_weights", "char_keys",
+                                                   "char_coef")}
+    return header, sections, compressed
 
+
+BUCKET_SHIFT = 8  # word columns are stored as buckets of their high bits and one low byte each
+
+
+def word_key_sections(seen: np.ndarray) -> dict[str, np.ndarray]:
+    """The sorted seen columns as `word_buckets` (for each value of column >> 8, where its
+    columns start; one more at the end) and `word_low` (each column's low byte): 1 byte a
+    column instead of 4, looked up by a search in one bucket (scorer.py)."""
+    n_buckets = (int(seen[-1]) >> BUCKET_SHIFT) + 1 if len(seen) else 0
+    counts = np.bincount(seen >> BUCKET_SHIFT, minlength=n_buckets) if len(seen) else np.zeros(0, np.int64)
+    buckets = np.zeros(n_buckets + 1, dtype=np.uint32)
+    np.cumsum(counts, out=buckets[1:])
+    return {"word_buckets": buckets, "word_low": (seen & 0xFF).astype(np.uint8)}
+
+
+def word_keys(buckets: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The columns word_key_sections stored."""
+    if len(buckets) == 0 or buckets[-1] != len(low) or np.any(np.diff(buckets.astype(np.int64)) < 0):
+        if len(low) == 0:
+            return np.zeros(0, dtype=np.int64)
+        raise ValueError("word buckets do not match the columns")
+    high = np.repeat(np.arange(len(buckets) - 1, dtype=np.int64), np.diff(buckets.astype(np.int64)))
+    return (high << BUCKET_SHIFT) | low.astype(np.int64)
+
+
+def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> SpamModel:
+    """The SpamModel a file written by _encode holds; ModelError when it does not fit together."""
     try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+        known = {f.name for f in fields(ModelSettings)}
+        settings = ModelSettings(**{k: v for k, v in head["settings"].items() if k in known})
+        model = SpamModel(settings)
+        n = model.n_features
+        keys = word_keys(arr["word_buckets"], arr["word_low"])
+        if len(keys) and (keys.max() >= n or np.any(np.diff(keys) <= 0)):
+            raise ValueError("feature columns out of range or unsorted")
+        model.feature_count[0, keys] = arr["ham"]
+        model.feature_count[1, keys] = arr["spam"]
+        model.lr_coef[keys] = arr["lr"]
+        model.class_count[:] = head["class_count"]
+        model.prior_counts[:] = head["prior_counts"]
+        model.lr_intercept = float(head["lr_intercept"])
+        model.changed_at = float(head["changed_at"])
+        model.generation = int(head["generation"])
+        model._replay_next = [int(x) for x in head["replay_next"]]  # noqa: SLF001
+        model._replay_rng.bit_generator.state = head["replay_rng"]  # noqa: SLF001
+        c = head["chars"]
+        chars = model.chars
+        ckeys = arr["char_keys"].astype(np.int64) if "char_keys" in arr else np.arange(len(chars.coef))
+        chars.coef[ckeys] = arr["char_coef"]
+        chars.g2[ckeys] = arr["char_g2"]
+        chars.intercept = float(c["intercept"])
+        chars.learned = int(c["learned"])
+        chars.replay_next = [int(x) for x in c["replay_next"]]
+        chars.rng.bit_generator.state = c["rng"]
+        for name, lists, cast in (("replay", model._replay, np.int32), ("char_replay", chars.replay, None)):  # noqa: SLF001
+            for y in (0, 1):
+                lengths = arr[f"{name}_{y}_len"].astype(np.int64)
+                flat = arr[f"{name}_{y}"]
+                if int(lengths.sum()) != len(flat):
+                    raise ValueError(f"{name} lengths do not add up")
+                parts = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+                if cast is not None:  # ranks among the seen columns -> columns
+                    parts = [keys[p.astype(np.int64)] for p in parts]
+                lists[y][:] = [p.astype(cast) if cast else p.copy() for p in parts]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelError(f"model {where} is corrupt: {type(exc).__name__}: {exc}") from None
+    return model
 
 
-def check_pickle_owner(path: Path, st: os.stat_result) -> None:
-    """Refuse a pickle another user could have written (unpickling runs its code as us): it must
-    belong to root or to this process's user and be writable by no group or other."""
-    me = os.geteuid()
-    if st.st_uid not in (0, me):
-        owner = _user_name(st.st_uid)
-        raise UntrustedModel(f"refusing model {path}: it is owned by {owner} (uid {st.st_uid}), not by "
-                             f"{_user_name(me)}, and loading a pickle runs its owner's code as {_user_name(me)}; "
-                             f"run this as {owner} (e.g. `runuser -u {owner} -- mailsift ...`)")
-    if st.st_mode & 0o022:
-        raise UntrustedModel(f"refusing model {path}: mode {st.st_mode & 0o7777:04o} lets users other than "
-                             f"its owner {_user_name(st.st_uid)} write it: chmod go-w {path}")
+def write_model_file(model: SpamModel, target: Path) -> str:
+    """Write the model file atomically; returns its model_id."""
+    from mailsift.classifier import modelfile
+
+    header, sections, compressed = _encode(model)
+    delta = frozenset(k for k in sections if "replay" in k and not k.endswith("_len"))
+    atomic_write(target, lambda fh: modelfile.write(fh, header, sections, compressed, delta))
+    return str(header["model_id"])
+
+
+def _keep_legacy(d: Path) -> None:
+    """Before a model of this format replaces one of the old (model.joblib), link the old files
+    into DBPATH/format2-backup/: the pickle, and its sidecar while it is still the live one."""
+    legacy = d / LEGACY_MODEL_FILE
+    if not legacy.exists():
+        return
+    backup = d / LEGACY_BACKUP
+    backup.mkdir(mode=0o750, exist_ok=True)
+    names = [LEGACY_MODEL_FILE]
+    try:
+        if json.loads((d / SIDECAR_FILE).read_text()).get("format_version") == LEGACY_FORMAT:
+            names.append(SIDECAR_FILE)
+    except (OSError, ValueError, AttributeError):
+        pass
+    for name in names:
+        try:
+            os.unlink(backup / name)
+        except FileNotFoundError:
+            pass
+        try:
+            os.link(d / name, backup / name)
+        except OSError:
+            import shutil
+
+            shutil.copy2(d / name, backup / name)
+        fsync_path(backup / name)
+    fsync_path(backup)
 
 
 def save_model(model: SpamModel, dbpath: str | Path) -> None:
-    """Write the model and its sidecar atomically into the directory `dbpath`."""
-    import joblib
-
+    """Write the model and its sidecar atomically into the directory `dbpath` (a model of the
+    old format there is kept in DBPATH/format2-backup/ and removed)."""
     d = Path(dbpath)
     d.mkdir(parents=True, exist_ok=True)
-    if model._nb is not None:  # noqa: SLF001
-        model._nb.__dict__.pop("feature_log_prob_", None)  # noqa: SLF001
+    _keep_legacy(d)
     target = d / MODEL_FILE
-    # Uncompressed (~26 MB): zlib made the file 8 MB but copied the arrays while writing
-    # (`mailsift learn` peak RSS 180 -> 163 MB without it) and slowed every load.
-    atomic_write(target, lambda fh: joblib.dump(model, fh))
+    model_id = write_model_file(model, target)
     sidecar = {
         "format_version": FORMAT_VERSION,
         "versions": _versions(),
         "saved_at": time.time(),
         "model_sha256": _sha256(target),
+        "model_id": model_id,
         **model.describe(),
     }
     data = json.dumps(sidecar, indent=2, sort_keys=True).encode()
     atomic_write(d / SIDECAR_FILE, lambda fh: fh.write(data + b"\n"))
-
-
-def read_sidecar(dbpath: str | Path) -> dict[str, Any]:
-    d = Path(dbpath)
-    path = d / SIDECAR_FILE
-    if not (d / MODEL_FILE).exists() and not path.exists():
-        raise ModelError(f"no model in {d}: train one with `mailsift learn --spam/--ham ... --dbpath {d}`")
-    try:
-        meta = json.loads(path.read_text())
+    try:  # a model converted from the old format: its pickle is in LEGACY_BACKUP, not live
+        os.unlink(d / LEGACY_MODEL_FILE)
     except FileNotFoundError:
-        raise ModelError(f"model in {d} has no sidecar {SIDECAR_FILE}: refusing it") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"model sidecar {path} is unreadable: {exc}") from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"model sidecar {path} is not a JSON object")
-    fmt = meta.get("format_version")
-    if fmt != FORMAT_VERSION:
-        raise ModelError(f"model in {d} has format version {fmt!r}, this mailsift reads {FORMAT_VERSION}: "
-                         "restore a backup (`mailsift learn --restore FILE`) or retrain")
-    return meta
+        pass
 
 
-def load_model(dbpath: str | Path, retries: int = 3) -> SpamModel:
-    """Load and check the model in `dbpath`; raises ModelError, never returns a bad model."""
+def load_model(dbpath: str | Path, retries: int = 3, convert: bool = True) -> SpamModel:
+    """Load and check the model in `dbpath`; raises ModelError, never returns a bad model.
+
+    A model of the old format (a joblib pickle) is loaded as before (owner, digest and
+    scikit-learn version checked) and, with `convert`, rewritten in this format under the learn
+    lock, its old files kept in DBPATH/format2-backup/; when the directory cannot be written,
+    it is used as it is and a warning says who can convert it."""
     last: ModelError | None = None
     for attempt in range(retries):
         try:
-            return _load_once(Path(dbpath))
+            return _load_once(Path(dbpath), convert)
         except _Racy as exc:
             last = ModelError(str(exc))
             time.sleep(0.05 * (attempt + 1))
@@ -206,16 +347,61 @@ def check_model_dir(d: Path) -> None:
                              f"(e.g. `runuser -u {owner} -- mailsift ...`)")
 
 
-def _load_once(d: Path) -> SpamModel:
+def _load_once(d: Path, convert: bool) -> SpamModel:
+    meta = read_sidecar(d, legacy=True)
+    if meta.get("format_version") == LEGACY_FORMAT:
+        model = _load_legacy(d, meta)
+        if convert:
+            _convert(d, model, meta)
+        return model
+    from mailsift.classifier import modelfile
+
+    path = d / MODEL_FILE
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    with fh:  # checked, hashed and read through one descriptor: nothing can swap it between
+        check_pickle_owner(path, os.fstat(fh.fileno()), pickle=False)
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(data).hexdigest() != meta.get("model_sha256"):
+        raise _Racy(f"model {path} does not match its sidecar (corrupt or half-written): refusing it")
+    try:
+        head = modelfile.read_header(data, len(data))
+        arr = modelfile.arrays(data, head)
+    except modelfile.FormatError as exc:
+        raise ModelError(f"model {path} is corrupt: {exc}") from None
+    model = _decode(head, arr, path)
+    _check(model, path)
+    _warn_tokenizer(d, meta)
+    if (model.n_ham_, model.n_spam_) != (meta.get("n_ham"), meta.get("n_spam")):
+        raise _Racy(f"model {path} counts differ from its sidecar: refusing it")
+    model.refresh()
+    return model
+
+
+def _warn_tokenizer(d: Path, meta: dict[str, Any]) -> None:
+    from mailsift.classifier.tokenize import TOKENIZER_VERSION
+
+    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
+        logging.getLogger("mailsift.classifier").warning(
+            "model in %s was trained with tokenizer version %s, this is %s: it works, but retrain "
+            "(or relearn your folders) for full accuracy", d, meta.get("tokenizer_version"), TOKENIZER_VERSION)
+
+
+def _load_legacy(d: Path, meta: dict[str, Any]) -> SpamModel:
+    """A format-2 model: a joblib pickle, loaded only when its owner and digest check out."""
     import joblib
 
-    meta = read_sidecar(d)
     saved = str(meta.get("versions", {}).get("scikit-learn", "?"))
     here = _version("scikit-learn")
     if _major_minor(saved) != _major_minor(here):
         raise ModelError(f"model in {d} was saved with scikit-learn {saved}, this is "
                          f"{here}: restore a backup (`mailsift learn --restore FILE`) or retrain")
-    path = d / MODEL_FILE
+    path = d / LEGACY_MODEL_FILE
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -236,16 +422,42 @@ def _load_once(d: Path) -> SpamModel:
     if not isinstance(model, SpamModel):
         raise ModelError(f"{path} does not hold a mailsift SpamModel")
     _check(model, path)
-    from mailsift.classifier.tokenize import TOKENIZER_VERSION
-
-    if meta.get("tokenizer_version") != TOKENIZER_VERSION:
-        logging.getLogger("mailsift.classifier").warning(
-            "model in %s was trained with tokenizer version %s, this is %s: it works, but retrain "
-            "(or relearn your folders) for full accuracy", d, meta.get("tokenizer_version"), TOKENIZER_VERSION)
+    _warn_tokenizer(d, meta)
     if (model.n_ham_, model.n_spam_) != (meta.get("n_ham"), meta.get("n_spam")):
         raise _Racy(f"model {path} counts differ from its sidecar: refusing it")
     model.refresh()
     return model
+
+
+def _convert(d: Path, model: SpamModel, meta: dict[str, Any]) -> None:
+    """Rewrite a format-2 model in this format (save_model: the old files are kept in
+    DBPATH/format2-backup/, model.bin and the new sidecar written, model.joblib removed), under
+    the learn lock if it is free: a writer holding it (a learn run, retrain, this very process's
+    Learner) saves in this format itself. The generation and everything learned are kept; the
+    learn record is untouched. Best effort: when it cannot write (another user's directory, a
+    full disk), the model is used as loaded, with a warning."""
+    import fcntl
+
+    log = logging.getLogger("mailsift.classifier")
+    try:
+        if os.stat(d).st_uid != os.geteuid():  # files we write there would be ours, not its owner's
+            raise ModelError(f"{d} belongs to {_user_name(os.stat(d).st_uid)}")
+        with open(d / LOCK_FILE, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            now = read_sidecar(d, legacy=True)
+            if now.get("model_sha256") != meta.get("model_sha256"):
+                return  # converted (or replaced) meanwhile: this process keeps the model it loaded
+            save_model(model, d)
+    except (OSError, ModelError) as exc:
+        log.warning("model in %s is in the old format (a pickle) and could not be converted: %s; it is "
+                    "used as it is: run `mailsift learn --dump --dbpath %s` as its owner to convert it", d,
+                    getattr(exc, "strerror", None) or exc, d)
+        return
+    log.warning("converted the model in %s to format %d (the old files are in %s)", d, FORMAT_VERSION,
+                d / LEGACY_BACKUP)
 
 
 def _check(model: SpamModel, where: object) -> None:

@@ -1,7 +1,8 @@
 """Model history: the last `keep_versions` saved models, and rolling back to one of them.
 
     DBPATH/versions/<generation>-<UTC time>/
-        model.joblib, model.json   the saved model and its sidecar (hard links, else copies)
+        model.bin, model.json      the saved model and its sidecar (hard links, else copies;
+                                   a version saved before format 3 holds model.joblib)
         learned.sqlite             the learn record as it was committed with that model
         version.json               source (learn | feedback | retrain | restore | rollback |
                                    default), generation, date, counts, the version a rollback
@@ -126,7 +127,7 @@ def _record(d: Path, source: str, keep: int, record: LearnRecord | None,
             since, replaces = float(newest.meta["since"]), newest
     tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=root))
     try:
-        _link_or_copy(d / MODEL_FILE, tmp / MODEL_FILE)
+        _link_or_copy(d / MODEL_FILE, tmp / MODEL_FILE)  # format 3: the live model is never a pickle here
         _link_or_copy(d / SIDECAR_FILE, tmp / SIDECAR_FILE)
         if record is not None:
             rows = _record_rows(record)
@@ -258,7 +259,7 @@ def rollback(dbpath: str | Path, wanted: str | None, keep: int = DEFAULT_KEEP) -
         fcntl.flock(lock, fcntl.LOCK_EX)
         target = resolve(d, wanted)
         try:
-            model = load_model(target.path)
+            model = load_model(target.path, convert=False)  # an old-format version is read, not rewritten
         except ModelError as exc:
             raise VersionError(f"version {target.name} cannot be used: {exc}") from None
         snapshot = target.path / RECORD_FILE

@@ -76,10 +76,10 @@ def test_dump_counts(mailsift_bin: str, trained_db: Path) -> None:
 
 
 def test_relearning_is_a_noop(mailsift_bin: str, db: Path, folders: dict[str, Path]) -> None:
-    before = (db / "model.joblib").read_bytes()
+    before = (db / "model.bin").read_bytes()
     p = sh(mailsift_bin, "learn", "--spam", "--dbpath", str(db), str(folders["spam"]))
     assert f"Learned 0 message(s) as spam ({N} examined: 0 moved from ham, {N} already learned" in out(p)
-    assert (db / "model.joblib").read_bytes() == before  # nothing changed, nothing written
+    assert (db / "model.bin").read_bytes() == before  # nothing changed, nothing written
     assert dump(mailsift_bin, db)["spam"] == str(N)
 
 
@@ -231,7 +231,7 @@ def test_backup_restore_clear(mailsift_bin: str, db: Path, tmp_path: Path, folde
     probe = str(SAMPLES / "spam-pills.eml")
     before = out(sh(mailsift_bin, "classify", "--dbpath", str(db), probe, check=None)).split("\t")[2]
     p = sh(mailsift_bin, "learn", "--clear", "--dbpath", str(db))
-    assert not (db / "model.joblib").exists() and not (db / "learned.sqlite").exists()
+    assert not (db / "model.bin").exists() and not (db / "learned.sqlite").exists()
     p = sh(mailsift_bin, "classify", "--dbpath", str(db), probe, check=3)
     assert "no model" in p.stderr.decode()
     p = sh(mailsift_bin, "learn", "--restore", str(backup), "--dbpath", str(db))
@@ -246,7 +246,7 @@ def test_backup_restore_clear(mailsift_bin: str, db: Path, tmp_path: Path, folde
 
 
 def test_corrupt_model_refused(mailsift_bin: str, db: Path) -> None:
-    model = db / "model.joblib"
+    model = db / "model.bin"
     data = bytearray(model.read_bytes())
     data[100:200] = b"\0" * 100
     model.write_bytes(bytes(data))

@@ -76,6 +76,13 @@ def test_nb_weights_equal_multinomialnb(mail: dict[str, list[bytes]]) -> None:
     assert np.array_equal(other.nb.feature_count_, fc)
     X = sp.csr_matrix((np.ones(len(items[0][0])), items[0][0], [0, len(items[0][0])]), shape=(1, n))
     assert X.shape[1] == nb.n_features_in_
+    # learn_batch's counts are MultinomialNB.partial_fit's over the same messages
+    from sklearn.naive_bayes import MultinomialNB
+
+    rows = np.repeat(np.arange(len(items)), [len(i) for i, _ in items])
+    X = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate([i for i, _ in items]))), shape=(len(items), n))
+    ref = MultinomialNB(alpha=a).partial_fit(X, [1 if label == "spam" else 0 for _, label in items], classes=[0, 1])
+    assert np.array_equal(ref.feature_count_, fc) and np.array_equal(ref.class_count_, model.class_count)
 
 
 def test_unlearn_restores_counts(mail: dict[str, list[bytes]]) -> None:
@@ -165,10 +172,9 @@ def test_corrupt_or_incompatible_model_refused(tmp_path: Path, trained) -> None:
         load_model(tmp_path)
     save_model(trained, tmp_path)
     meta = json.loads((tmp_path / SIDECAR_FILE).read_text())
-    meta["versions"]["scikit-learn"] = "0.1.0"
+    meta["versions"]["scikit-learn"] = "0.1.0"  # no pickle: the model file does not depend on it
     (tmp_path / SIDECAR_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="scikit-learn 0.1.0"):
-        load_model(tmp_path)
+    assert load_model(tmp_path).n_spam_ == trained.n_spam_
     meta["format_version"] = 99
     (tmp_path / SIDECAR_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format version"):

@@ -151,10 +151,10 @@ def test_rollback_without_version_steps_back_one_version_at_a_time(mailsift_bin:
     p = sh(mailsift_bin, "model", "rollback", "--dbpath", str(db))
     assert f"rolled back to version {v1['name']}" in out(p)
     assert classify(mailsift_bin, db, probe(folders))[0] == "unsure"
-    live = sha(db / "model.joblib")
+    live = sha(db / "model.bin")
     p = sh(mailsift_bin, "model", "rollback", "--dbpath", str(db), check=1)
     assert b"no kept version before" in p.stderr
-    assert sha(db / "model.joblib") == live
+    assert sha(db / "model.bin") == live
     # forward again by name
     sh(mailsift_bin, "model", "rollback", v3["name"], "--dbpath", str(db))
     assert dump(mailsift_bin, db)["learn record"] == f"{N + MORE} ham, {N} spam"
@@ -162,14 +162,14 @@ def test_rollback_without_version_steps_back_one_version_at_a_time(mailsift_bin:
 
 
 def test_rollback_to_a_missing_version_is_a_clear_error(mailsift_bin: str, db: Path, tmp_path: Path) -> None:
-    live = sha(db / "model.joblib")
+    live = sha(db / "model.bin")
     record = dump(mailsift_bin, db)["learn record"]
     p = sh(mailsift_bin, "model", "rollback", "99-20200101T000000Z", "--dbpath", str(db), check=1)
     err = p.stderr.decode()
     assert "no version 99-20200101T000000Z" in err and "mailsift model list" in err and "Traceback" not in err
     p = sh(mailsift_bin, "model", "rollback", "77", "--dbpath", str(db), check=1)
     assert "no version 77" in p.stderr.decode()
-    assert sha(db / "model.joblib") == live and dump(mailsift_bin, db)["learn record"] == record
+    assert sha(db / "model.bin") == live and dump(mailsift_bin, db)["learn record"] == record
     assert len(listing(mailsift_bin, db)) == 3
     # a model directory without any history
     p = sh(mailsift_bin, "model", "rollback", "--dbpath", str(tmp_path / "empty"), check=1)
@@ -178,15 +178,15 @@ def test_rollback_to_a_missing_version_is_a_clear_error(mailsift_bin: str, db: P
 
 def test_a_corrupt_version_is_refused(mailsift_bin: str, db: Path) -> None:
     oldest = listing(mailsift_bin, db)[-1]["name"]
-    path = db / "versions" / oldest / "model.joblib"
+    path = db / "versions" / oldest / "model.bin"
     data = bytearray(path.read_bytes())
     path.unlink()  # it is a hard link of a model no longer live; write a new file
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    live = sha(db / "model.joblib")
+    live = sha(db / "model.bin")
     p = sh(mailsift_bin, "model", "rollback", oldest, "--dbpath", str(db), check=1)
     assert f"version {oldest} cannot be used" in p.stderr.decode()
-    assert sha(db / "model.joblib") == live
+    assert sha(db / "model.bin") == live
 
 
 def test_restore_is_a_version_with_the_next_generation(mailsift_bin: str, db: Path, tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_start_learner_follows_settings(store, good_model: Path, fresh_messages:
 
 def test_unusable_model_keeps_the_judgement_for_retrain(store, good_model: Path,
                                                         fresh_messages: dict[str, list[bytes]]) -> None:
-    (good_model / "model.joblib").write_bytes(b"not a model")   # corrupt: refused, never used
+    (good_model / "model.bin").write_bytes(b"not a model")   # corrupt: refused, never used
     box = store.mailbox(USER)
     fl = FeedbackLearner(store, good_model, save_interval=0.1).start()
     try:
@@ -243,7 +243,7 @@ def test_unusable_model_keeps_the_judgement_for_retrain(store, good_model: Path,
     assert fl.failed == 1 and fl.saves == 0
     [j] = Spool(good_model).current()
     assert (j.label, j.outcome, j.digest) == ("spam", "not-learned", message_digest(raw))
-    assert (good_model / "model.joblib").read_bytes() == b"not a model"
+    assert (good_model / "model.bin").read_bytes() == b"not a model"
 
 
 def test_the_milters_live_model_reflects_a_move_within_a_minute(

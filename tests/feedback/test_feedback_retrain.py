@@ -31,7 +31,7 @@ def retrain(*args: str) -> subprocess.CompletedProcess[str]:
 
 def files_digest(model: Path) -> str:
     h = hashlib.sha256()
-    for name in ("model.joblib", "model.json"):
+    for name in ("model.bin", "model.json"):
         h.update((model / name).read_bytes())
     return h.hexdigest()
 

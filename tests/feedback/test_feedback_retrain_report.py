@@ -140,7 +140,7 @@ def test_report_without_a_live_model(tmp_path: Path, store, good_model: Path,
                                      folders: dict[str, Path],  # noqa: F811
                                      fresh_messages: dict[str, list[bytes]]) -> None:
     give_feedback(store, good_model, fresh_messages, 25)
-    for name in ("model.joblib", "model.json"):  # the spool stays, the live model is gone
+    for name in ("model.bin", "model.json"):  # the spool stays, the live model is gone
         (good_model / name).unlink()
     report = tmp_path / "report"
     out = retrain("--dbpath", str(good_model), "--ham", str(folders["ham"]), "--spam", str(folders["spam"]),

@@ -50,7 +50,7 @@ def test_a_users_db_run_as_could_change_is_reported(setup: Setup, mailsift_bin: 
 def test_a_model_the_milter_would_refuse_is_reported(setup: Setup, mailsift_bin: str) -> None:  # noqa: F811
     _unprivileged(setup)
     nobody = pwd.getpwnam("nobody")
-    os.chown(setup.model / "model.joblib", nobody.pw_uid, -1)
+    os.chown(setup.model / "model.bin", nobody.pw_uid, -1)
     code, out = setup.check(mailsift_bin)
     assert code == 1
     assert any(line.startswith("[classifier] dbpath: ") and "owned by nobody" in line for line in out), out

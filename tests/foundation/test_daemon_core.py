@@ -420,8 +420,8 @@ def test_learn_on_move_as_run_as_writes_a_model_the_milters_user_loads(workdir: 
         typ, _ = imap.uid("MOVE", "1:*", "Junk")
         assert typ == "OK"
         imap.logout()
-        wait_for(lambda: (model / "model.joblib").exists(), 30, what="the learner to save the model")
-        assert (model / "model.joblib").stat().st_uid == pw.pw_uid  # written as the mail user
+        wait_for(lambda: (model / "model.bin").exists(), 30, what="the learner to save the model")
+        assert (model / "model.bin").stat().st_uid == pw.pw_uid  # written as the mail user
     finally:
         assert d.stop() == 0, d.log()[-3000:]
     code = "import sys; from mailsift.classifier.persist import load_model; print(load_model(sys.argv[1]).n_spam_)"
