@@ -117,7 +117,7 @@ class Learner:
         chars: list[np.ndarray | None] = []
         digests: list[str] = []
         pending: set[str] = set()
-        for name, label, prepared in self._prepared(messages, jobs):
+        for name, label, raw, prepared in self._prepared(messages, jobs):
             stats.examined += 1
             if prepared is None:
                 stats.unreadable.append(name)
@@ -132,7 +132,7 @@ class Learner:
                         self.model.unlearn_features(idx, known[0], known[1], cidx)
                         stats.moved += 1
                     batch.append((idx, label))
-                    if self.outbox is not None:
+                    if self.outbox is not None and raw is not None:
                         self.outbox.add(digest, label, raw, self.source or "learn")
                     chars.append(cidx)
                     digests.append(digest)
@@ -146,29 +146,40 @@ class Learner:
         return stats
 
     def _prepared(self, messages: Iterable[tuple[str, bytes | None, str]], jobs: int
-                  ) -> Iterator[tuple[str, str, tuple[str, Callable[[], Features]] | None]]:
-        """(name, label, (digest, features) or None when unreadable), in order; features()
-        gives the message's (word columns, 4-gram columns)."""
+                  ) -> Iterator[tuple[str, str, bytes | None, tuple[str, Callable[[], Features]] | None]]:
+        """(name, label, raw, (digest, features) or None when unreadable), in order; features()
+        gives the message's (word columns, 4-gram columns). With workers, raw is kept only for
+        the share outbox (None otherwise: the bytes stay in the workers)."""
         if jobs <= 1:
             model = self.model
             for name, raw, label in messages:
                 if raw is None:
-                    yield name, label, None
+                    yield name, label, None, None
                 else:
-                    yield name, label, (message_digest(raw), functools.partial(_features, model, raw))
+                    yield name, label, raw, (message_digest(raw), functools.partial(_features, model, raw))
             return
+        import collections
         import multiprocessing
+
+        in_flight: collections.deque[bytes | None] = collections.deque()
+
+        def feed() -> Iterator[tuple[str, bytes | None, str]]:
+            for item in messages:  # the pool takes them in order, results come back in order
+                if self.outbox is not None:
+                    in_flight.append(item[1])
+                yield item
 
         global _WORKER_MODEL
         _WORKER_MODEL = self.model  # forked workers inherit it
         try:
             with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                for name, label, done in pool.imap(_prepare_in_worker, messages, chunksize=8):
+                for name, label, done in pool.imap(_prepare_in_worker, feed(), chunksize=8):
+                    raw = in_flight.popleft() if self.outbox is not None else None
                     if done is None:
-                        yield name, label, None
+                        yield name, label, None, None
                     else:
                         digest, features = done
-                        yield name, label, (digest, functools.partial(_given, features))
+                        yield name, label, raw, (digest, functools.partial(_given, features))
         finally:
             _WORKER_MODEL = None
 
