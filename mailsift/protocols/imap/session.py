@@ -32,7 +32,7 @@ import ssl
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
-from mailsift.protocols.imap import fetch as fetchmod
+from mailsift.protocols.imap import esearch, fetch as fetchmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
@@ -65,6 +65,8 @@ SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
+# the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
+SEARCH_CAPABILITIES = ("ESEARCH",)
 
 
 class LineTooLong(Exception):
@@ -300,7 +302,7 @@ class ImapSession:
         return plaintext_allowed(self.secure, self.is_loopback, anywhere)
 
     def capabilities(self) -> str:
-        caps = list(BASE_CAPABILITIES)
+        caps = list(BASE_CAPABILITIES) + list(SEARCH_CAPABILITIES)
         if self.state == "notauth":
             if self.tls is not None and not self.secure:
                 caps.append("STARTTLS")
@@ -900,7 +902,9 @@ class ImapSession:
         self.pending_events()
         self.tagged(cmd.tag, "OK", "Expunge completed")
 
-    async def cmd_search(self, cmd: Command) -> None:
+    def search_views(self) -> list[searchmod.MessageView]:
+        """The selected folder's messages as SEARCH (and SORT, THREAD) sees them; the bytes are
+        read on first need, in the thread that evaluates."""
         assert self.box is not None and self.sel is not None
         sel, box = self.sel, self.box
         folder = sel.folder
@@ -913,7 +917,13 @@ class ImapSession:
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
                 loader=(lambda u=uid: read_crlf(box, folder, u))))
-        key = cmd.args["key"]
+        return views
+
+    async def run_search(self, key: Any) -> list[searchmod.MessageView]:
+        """The messages matching `key`, evaluated in a worker thread (off the event loop)."""
+        assert self.sel is not None
+        sel = self.sel
+        views = self.search_views()
 
         def run() -> list[searchmod.MessageView]:
             out = []
@@ -925,12 +935,25 @@ class ImapSession:
                     continue
             return out
 
-        found = await self.call(run)
-        numbers = " ".join(str(v.uid if cmd.uid else v.seq) for v in found)
-        text = f"SEARCH {numbers}".rstrip()
-        if _uses_modseq(key) and found:
-            text += f" (MODSEQ {max(v.modseq for v in found)})"
-        self.untagged(text)
+        return await self.call(run)
+
+    async def cmd_search(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        key = cmd.args["key"]
+        returns = cmd.args.get("returns")
+        options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        found = await self.run_search(key)
+        modseq = max(v.modseq for v in found) if _uses_modseq(key) and found else None
+        numbers = [v.uid if cmd.uid else v.seq for v in found]
+        if options is None:
+            text = "SEARCH " + " ".join(map(str, numbers))
+            if modseq is not None:
+                text += f" (MODSEQ {modseq})"
+            self.untagged(text.rstrip())
+        else:
+            line = esearch.response(cmd.tag, cmd.uid, options, numbers, modseq)
+            if line is not None:
+                self.untagged(line)
         self.tagged(cmd.tag, "OK", "Search completed")
 
     async def cmd_fetch(self, cmd: Command) -> None:

@@ -1,0 +1,94 @@
+"""The search-side extensions over the wire, against a real `mailsift serve`: ESEARCH,
+SEARCHRES, SORT, THREAD, ... (the differential tests against Dovecot are in
+test_search_ext_differential.py; these check what a comparison cannot: announcements, state
+across commands and sessions, bounds)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from imap import search_ext_messages as made
+from imap.wire import Wire
+from mailsift.protocols.imap.parser import format_datetime
+
+pytestmark = pytest.mark.integration
+
+ALICE, ALICE_PW = "alice@example.test", "alice-pw"
+
+
+@pytest.fixture(scope="module")
+def srv(mailsift_bin):
+    from imap.conftest import module_server
+    yield from module_server(mailsift_bin, {ALICE: ALICE_PW}, prefix="mailsift-sext-")
+
+
+def connect(srv) -> Wire:
+    w = Wire(srv.host, srv.imap_port)
+    w.login(ALICE, ALICE_PW)
+    return w
+
+
+def ok(done: bytes) -> bool:
+    return re.match(rb"^\S+ OK", done) is not None
+
+
+def fill(w: Wire, folder: str, messages: list[bytes] | None = None) -> None:
+    """A fresh folder holding `messages` (the made ones by default), selected."""
+    w.command(f"DELETE {folder}")
+    assert ok(w.command(f"CREATE {folder}")[1])
+    for i, data in enumerate(made.MESSAGES if messages is None else messages, 1):
+        flags, date = made.append_args(i)
+        _, done = w.command(f'APPEND {folder} ({flags}) "{format_datetime(date)}" '.encode()
+                            + b"{%d+}\r\n" % len(data) + data)
+        assert ok(done), done
+    assert ok(w.command(f"SELECT {folder}")[1])
+
+
+def one(w: Wire, command: str, prefix: bytes) -> bytes:
+    untagged, done = w.command(command)
+    assert ok(done), (command, done)
+    lines = [u for u in untagged if u.startswith(prefix)]
+    assert len(lines) == 1, (command, untagged)
+    return lines[0]
+
+
+def caps(w: Wire) -> set[str]:
+    return set(w.command("CAPABILITY")[0][0].decode().split()[2:])
+
+
+def test_esearch(srv) -> None:
+    w = connect(srv)
+    assert "ESEARCH" in caps(w)
+    fill(w, "Esearch")
+    assert one(w, "SEARCH RETURN (MIN MAX COUNT ALL) 2:5", b"* ESEARCH") == \
+        b'* ESEARCH (TAG "w%d") MIN 2 MAX 5 ALL 2:5 COUNT 4' % w.n
+    # nothing found: only COUNT; UID SEARCH answers UIDs and says so
+    assert one(w, "SEARCH RETURN (MIN MAX COUNT ALL) KEYWORD nosuch", b"* ESEARCH").endswith(b") COUNT 0")
+    seen = one(w, "UID SEARCH SEEN", b"* SEARCH").split()[2:]
+    line = one(w, "UID SEARCH RETURN (ALL) SEEN", b"* ESEARCH")
+    assert line.split()[4:6] == [b"UID", b"ALL"]
+    assert sorted(_expand(line.split()[6].decode())) == sorted(int(u) for u in seen)
+    # the plain SEARCH answer is unchanged; an unknown option is BAD and the session goes on
+    assert one(w, "SEARCH 1:2", b"* SEARCH") == b"* SEARCH 1 2"
+    _, done = w.command("SEARCH RETURN (PARTIAL 1:5) ALL")
+    assert b" BAD " in done
+    # an expunge another session made is not reported during SEARCH; RETURN counts what we see
+    other = connect(srv)
+    other.command("SELECT Esearch")
+    assert ok(other.command("STORE 1 +FLAGS (\\Deleted)")[1]) and ok(other.command("EXPUNGE")[1])
+    untagged, done = w.command("SEARCH RETURN (COUNT) ALL")
+    assert ok(done) and not any(b"EXPUNGE" in u for u in untagged)
+    gone = {1} | {i for i in range(1, len(made.MESSAGES) + 1) if "\\Deleted" in made.append_args(i)[0]}
+    assert untagged[-1].endswith(b"COUNT %d" % (len(made.MESSAGES) - len(gone)))
+    w.close()
+    other.close()
+
+
+def _expand(text: str) -> list[int]:
+    out: list[int] = []
+    for item in text.split(","):
+        lo, _, hi = item.partition(":")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
