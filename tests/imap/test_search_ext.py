@@ -92,3 +92,47 @@ def _expand(text: str) -> list[int]:
         lo, _, hi = item.partition(":")
         out += list(range(int(lo), int(hi or lo) + 1))
     return out
+
+
+def test_searchres(srv) -> None:
+    w = connect(srv)
+    assert "SEARCHRES" in caps(w)
+    fill(w, "Saved")
+    # SAVE alone answers nothing but the tagged OK
+    untagged, done = w.command("SEARCH RETURN (SAVE) 3:6")
+    assert ok(done) and untagged == []
+    assert one(w, "UID SEARCH $", b"* SEARCH") == b"* SEARCH 3 4 5 6"
+    # STORE, COPY by $; the saved set is per session
+    assert ok(w.command("STORE $ +FLAGS.SILENT (Marked)")[1])
+    assert one(w, "SEARCH KEYWORD Marked", b"* SEARCH") == b"* SEARCH 3 4 5 6"
+    w.command("DELETE SavedCopy")
+    assert ok(w.command("CREATE SavedCopy")[1])
+    assert b"COPYUID" in w.command("COPY $ SavedCopy")[1]
+    assert one(w, "STATUS SavedCopy (MESSAGES)", b"* STATUS").endswith(b"(MESSAGES 4)")
+    other = connect(srv)
+    assert ok(other.command("SELECT Saved")[1])
+    assert one(other, "SEARCH $", b"* SEARCH") == b"* SEARCH"
+    # another session expunges 4: the saved set loses it, and $ by sequence number follows
+    assert ok(other.command("UID STORE 4 +FLAGS (\\Deleted)")[1])
+    assert ok(other.command("UID EXPUNGE 4")[1])
+    untagged, done = w.command("NOOP")
+    assert b"* 4 EXPUNGE" in untagged
+    assert one(w, "UID SEARCH $", b"* SEARCH") == b"* SEARCH 3 5 6"
+    lines = [u for u in w.command("FETCH $ (UID)")[0] if b"FETCH" in u]
+    assert lines == [b"* 3 FETCH (UID 3)", b"* 4 FETCH (UID 5)", b"* 5 FETCH (UID 6)"]
+    # UID EXPUNGE $ expunges exactly the saved messages that are \Deleted: UID 5 now, UID 6
+    # since its APPEND (so is UID 14, which is not saved and stays)
+    assert "\\Deleted" in made.append_args(6)[0] and "\\Deleted" in made.append_args(14)[0]
+    assert ok(w.command("UID STORE 5 +FLAGS.SILENT (\\Deleted)")[1])
+    untagged, done = w.command("UID EXPUNGE $")
+    assert ok(done) and [u for u in untagged if u.endswith(b"EXPUNGE")] == [b"* 4 EXPUNGE", b"* 4 EXPUNGE"]
+    assert one(w, "UID SEARCH DELETED", b"* SEARCH") == b"* SEARCH 14"
+    # a new SELECT forgets it
+    assert ok(w.command("SELECT Saved")[1])
+    assert one(w, "SEARCH $", b"* SEARCH") == b"* SEARCH"
+    untagged, done = w.command("FETCH $ (UID)")
+    assert ok(done) and not [u for u in untagged if b"FETCH" in u]
+    # `$` mixed with numbers is not a sequence set
+    assert b" BAD " in w.command("FETCH 1,$ (UID)")[1]
+    w.close()
+    other.close()

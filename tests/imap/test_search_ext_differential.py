@@ -35,6 +35,15 @@ ESEARCH = [
     "SEARCH RETURN ALL ALL", "UID SEARCH RETURN (ALL) UID 5:*",
 ]
 
+SEARCHRES = [  # in this order: each $ is what the SEARCH before it saved
+    "FETCH $ (UID)", "SEARCH RETURN (SAVE) SEEN", "FETCH $ (UID)", "UID FETCH $ (UID)", "SEARCH $",
+    "SEARCH UID $", "SEARCH OR $ 1", "SEARCH NOT $", "UID SEARCH $ FLAGGED", "FETCH 1,$ (UID)",
+    "SEARCH RETURN (SAVE MIN) UNSEEN", "FETCH $ (UID)", "SEARCH RETURN (SAVE MIN MAX) FROM b.test",
+    "FETCH $ (UID)", "UID SEARCH RETURN (SAVE ALL) UID 3:7", "FETCH $ (UID)", "SEARCH RETURN (SAVE COUNT) 2:4",
+    "UID FETCH $ (UID)", "SEARCH RETURN (SAVE) FOOBAR", "FETCH $ (UID)", "SEARCH RETURN (SAVE MAX) $",
+    "FETCH $ (UID)", "SEARCH RETURN (SAVE) KEYWORD nosuch", "FETCH $ (UID)", "SEARCH $",
+]
+
 _KEEP = re.compile(rb"^\* (SEARCH|ESEARCH|SORT|THREAD|\d+ FETCH)\b")
 
 
@@ -94,6 +103,11 @@ def differences(pair, commands: list[str]) -> list[str]:
 
 def test_esearch_agrees(pair) -> None:
     diffs = differences(pair, ESEARCH)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_searchres_agrees(pair) -> None:
+    diffs = differences(pair, SEARCHRES)
     assert not diffs, "\n".join(diffs)
 
 

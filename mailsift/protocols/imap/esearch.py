@@ -11,7 +11,7 @@ from __future__ import annotations
 from mailsift.protocols.imap.parser import ParseError
 from mailsift.protocols.imap.response import quoted
 
-RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
 
 def parse_returns(options: tuple[str, ...], tag: bytes | None = None) -> frozenset[str]:

@@ -214,10 +214,19 @@ class SequenceSet:
         return any(lo is None or hi is None for lo, hi in self.ranges)
 
 
+@dataclass(frozen=True)
+class SavedResult(SequenceSet):
+    """`$` (SEARCHRES, RFC 5182): the UIDs the last SEARCH RETURN (SAVE) found. The session
+    binds it to those messages before the command runs; unbound it matches nothing."""
+    ranges: tuple[tuple[int | None, int | None], ...] = ()
+
+
 _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 
 
 def parse_sequence_set(text: str, tag: bytes | None = None) -> SequenceSet:
+    if text == "$":
+        return SavedResult()
     ranges: list[tuple[int | None, int | None]] = []
     if not text:
         raise ParseError("empty sequence set", tag)
@@ -516,6 +525,8 @@ class _SearchParser:
             return SearchKey("UID", (parse_sequence_set(self.atom(), self.tag),))
         if _SEQ_CHARS.match(word):
             return SearchKey("SEQ", (parse_sequence_set(word, self.tag),))
+        if word == "$":  # SEARCHRES (RFC 5182)
+            return SearchKey("SEQ", (SavedResult(),))
         raise self.error(f"unknown search key {t.text!r}")
 
 

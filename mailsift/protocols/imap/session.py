@@ -32,13 +32,16 @@ import ssl
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
-from mailsift.protocols.imap import esearch, fetch as fetchmod
+import dataclasses
+
+from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
+from mailsift.protocols.imap.parser import SavedResult
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
@@ -66,7 +69,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
-SEARCH_CAPABILITIES = ("ESEARCH",)
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES")
 
 
 class LineTooLong(Exception):
@@ -271,6 +274,7 @@ class ImapSession:
         self.loop = asyncio.get_running_loop()
         self.sel: MailboxView | None = None
         self.condstore = False
+        self.saved: tuple[MailboxView, list[int]] | None = None  # SEARCHRES: (view, UIDs)
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
@@ -443,6 +447,7 @@ class ImapSession:
                 # COPY and MOVE by sequence number: their numbers are the ones the client saw
                 # when it sent them, so expunges learnt meanwhile wait until after the command
                 await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE"))
+            cmd = self.bind_saved(cmd)
             await method(self, cmd)
         except (ParseError, BadSequence) as exc:
             self.bad(cmd.tag, str(exc) or "Invalid arguments")
@@ -937,12 +942,32 @@ class ImapSession:
 
         return await self.call(run)
 
+    def bind_saved(self, cmd: Command) -> Command:
+        """SEARCHRES: `$` in the command's sequence set or search key bound to the messages the
+        last SEARCH RETURN (SAVE) in this selection found (none after another SELECT)."""
+        sel = self.sel
+        seqset, key = cmd.args.get("set"), cmd.args.get("key")
+        if sel is None or not (isinstance(seqset, SavedResult) or searchres.uses_saved(key)):
+            return cmd
+        saved = self.saved[1] if self.saved is not None and self.saved[0] is sel else []
+        uids = [u for u in saved if u in sel.state]
+        args = dict(cmd.args)
+        if isinstance(seqset, SavedResult):
+            args["set"] = searchres.number_set(uids if cmd.uid else [sel.seq_of(u) for u in uids])
+        if key is not None:
+            args["key"] = searchres.bind_key(key, uids)
+        return dataclasses.replace(cmd, args=args)
+
     async def cmd_search(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
         key = cmd.args["key"]
         returns = cmd.args.get("returns")
         options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, [])  # a search that fails saves nothing (RFC 5182 2.1)
         found = await self.run_search(key)
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, esearch.to_save(options, [v.uid for v in found]))
         modseq = max(v.modseq for v in found) if _uses_modseq(key) and found else None
         numbers = [v.uid if cmd.uid else v.seq for v in found]
         if options is None:
