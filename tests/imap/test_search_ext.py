@@ -136,3 +136,35 @@ def test_searchres(srv) -> None:
     assert b" BAD " in w.command("FETCH 1,$ (UID)")[1]
     w.close()
     other.close()
+
+
+def test_sort(srv) -> None:
+    w = connect(srv)
+    assert {"SORT", "SORT=DISPLAY", "ESORT"} <= caps(w)
+    fill(w, "Sorted", made.MESSAGES[:4])
+    # subjects: "Hello world", "Re: Hello world", "RE: [list] Re: Hello   world (fwd)",
+    # "[fwd: Hello world]": one base subject, so sequence order
+    assert one(w, "SORT (SUBJECT) UTF-8 ALL", b"* SORT") == b"* SORT 1 2 3 4"
+    # dates 10:00Z, 10:00Z (12:00+02), 06:00Z next day, none (INTERNALDATE, the latest)
+    assert one(w, "SORT (REVERSE DATE) UTF-8 ALL", b"* SORT") == b"* SORT 4 3 1 2"
+    assert one(w, "SORT (DISPLAYFROM) UTF-8 ALL", b"* SORT") == b"* SORT 2 3 4 1"  # amy, "Mo, Jo", x, Zed
+    assert one(w, "UID SORT (FROM) US-ASCII NOT 1", b"* SORT") == b"* SORT 2 3 4"
+    assert one(w, "SORT RETURN (MIN MAX COUNT ALL) (REVERSE SIZE) UTF-8 ALL", b"* ESEARCH").split()[4:] == \
+        [b"MIN", b"2", b"MAX", b"4", b"ALL", b"2:3,1,4", b"COUNT", b"4"]
+    untagged, done = w.command("SORT RETURN (SAVE MAX) (DISPLAYFROM) UTF-8 ALL")  # MAX: last in order
+    assert ok(done) and untagged == [b'* ESEARCH (TAG "w%d") MAX 1' % w.n]
+    assert one(w, "SEARCH $", b"* SEARCH") == b"* SEARCH 1"
+    for bad in ("SORT (SUBJECT REVERSE) UTF-8 ALL", "SORT () UTF-8 ALL", "SORT (THREAD) UTF-8 ALL",
+                "SORT (SUBJECT) UTF-8", "SORT RETURN (PARTIAL 1:2) (SUBJECT) UTF-8 ALL"):
+        assert b" BAD " in w.command(bad)[1], bad
+    assert b"NO [BADCHARSET" in w.command("SORT (SUBJECT) KOI8-R ALL")[1]
+    # another session expunges message 1: SORT by sequence number does not report it, UID SORT does
+    other = connect(srv)
+    other.command("SELECT Sorted")
+    assert ok(other.command("UID STORE 1 +FLAGS (\\Deleted)")[1]) and ok(other.command("UID EXPUNGE 1")[1])
+    untagged, done = w.command("SORT (SUBJECT) UTF-8 ALL")
+    assert ok(done) and b"* SORT 2 3 4" in untagged and not any(b"EXPUNGE" in u for u in untagged)
+    untagged, done = w.command("UID SORT (SUBJECT) UTF-8 ALL")
+    assert ok(done) and untagged[0] == b"* 1 EXPUNGE" and untagged[-1] == b"* SORT 2 3 4"
+    w.close()
+    other.close()

@@ -44,6 +44,20 @@ SEARCHRES = [  # in this order: each $ is what the SEARCH before it saved
     "FETCH $ (UID)", "SEARCH RETURN (SAVE) KEYWORD nosuch", "FETCH $ (UID)", "SEARCH $",
 ]
 
+SORT = [f"{uid}SORT ({crit}) UTF-8 {keys}" for uid in ("", "UID ")
+        for crit in ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO",
+                     "REVERSE ARRIVAL", "REVERSE DATE", "REVERSE SUBJECT", "REVERSE SIZE", "SUBJECT DATE",
+                     "SUBJECT REVERSE DATE", "REVERSE FROM SIZE", "REVERSE TO REVERSE CC ARRIVAL",
+                     "DISPLAYFROM REVERSE SUBJECT")
+        for keys in ("ALL", "NOT SEEN")] + [
+    "SORT (SUBJECT) US-ASCII 1:10", "SORT (DATE) UTF-8 DELETED", "SORT (FOO) UTF-8 ALL", "SORT (REVERSE) UTF-8 ALL",
+    "SORT () UTF-8 ALL", "SORT (SUBJECT) UTF-8", "SORT SUBJECT UTF-8 ALL", "SORT (SUBJECT REVERSE) UTF-8 ALL",
+    "SORT RETURN (MIN MAX ALL COUNT) (SUBJECT) UTF-8 ALL", "UID SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL",
+    "SORT RETURN (COUNT) (DATE) UTF-8 KEYWORD nosuch", "UID SORT RETURN (MIN MAX) (FROM) UTF-8 SEEN",
+    "SORT RETURN (ALL) (DATE) UTF-8 MODSEQ 1", "SORT RETURN (SAVE MIN) (REVERSE SIZE) UTF-8 ALL", "FETCH $ (UID)",
+    "SORT RETURN (SAVE) (SUBJECT) UTF-8 2:5", "UID FETCH $ (UID)", "SORT (SIZE) UTF-8 $",
+]
+
 _KEEP = re.compile(rb"^\* (SEARCH|ESEARCH|SORT|THREAD|\d+ FETCH)\b")
 
 
@@ -108,6 +122,11 @@ def test_esearch_agrees(pair) -> None:
 
 def test_searchres_agrees(pair) -> None:
     diffs = differences(pair, SEARCHRES)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_sort_agrees(pair) -> None:
+    diffs = differences(pair, SORT)
     assert not diffs, "\n".join(diffs)
 
 

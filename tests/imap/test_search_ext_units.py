@@ -60,3 +60,62 @@ def test_dollar_binds_in_search_keys() -> None:
     assert not SavedResult().contains(1, 10)  # unbound, it names nothing
     with pytest.raises(ParseError):
         parse_command(b"t FETCH 1,$ FLAGS")
+
+
+@pytest.mark.parametrize("subject, base, reply", [
+    (b"Hello", "Hello", False),
+    (b"Re: Hello", "Hello", True),
+    (b"RE: [list] Re: Hello   world (fwd)", "Hello world", True),
+    (b"Hello (fwd) (FWD)  ", "Hello", True),
+    (b"[fwd: Hello world]", "Hello world", True),
+    (b"[Fwd: Re: [list] x]", "x", True),
+    (b"Fwd: Fw: fw[tag]: x", "x", True),
+    (b"[PATCH] [v2] fix", "fix", False),       # blobs go while something is left
+    (b"[PATCH]", "[PATCH]", False),            # ... and stay when nothing would be
+    (b"[a] Re : x", "x", True),                # blobs before a leader; blanks before the colon
+    (b"Reply: x", "Reply: x", False),          # `re` must be followed by blanks, a blob or `:`
+    (b"re:fix", "fix", True),
+    (b"Fw:   Subject\twith\r\n  tabs", "Subject with tabs", True),
+    (b"=?utf-8?q?Re=3A_Gr=C3=BC=C3=9Fe?=", "Grüße", True),  # decoded first
+    (b"", "", False),
+    (None, "", False),
+])
+def test_base_subject(subject, base, reply) -> None:
+    from mailsift.protocols.imap.basesubject import base_subject
+    assert base_subject(subject) == (base, reply)
+
+
+def _views(messages: list[bytes]):
+    import datetime as dt
+    from mailsift.protocols.imap import mimetree
+    from mailsift.protocols.imap.search import MessageView
+    day = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    return [MessageView(i, 10 * i, frozenset(), day - dt.timedelta(hours=i), mimetree.to_crlf(m))
+            for i, m in enumerate(messages, 1)]
+
+
+def test_sort_criteria_and_ties() -> None:
+    from mailsift.protocols.imap.sort import sort
+    views = _views([
+        b"From: Zed <b@x>\nTo: c@x\nSubject: Re: beta\nDate: Tue, 03 Mar 2020 10:00:00 +0200\n\n1\n",
+        b"From: a@x\nTo: Ann <d@x>\nSubject: alpha\nDate: Tue, 03 Mar 2020 09:00:00 +0000\n\n22\n",
+        b"From: =?utf-8?q?=C3=84rger?= <c@x>\nSubject: [x] Beta\nDate: nonsense\n\n333\n",
+        b"Subject: ALPHA\n\n4444\n",
+    ])
+
+    def order(*criteria: tuple[str, bool]) -> list[int]:
+        return [m.seq for m in sort(views, criteria)]
+
+    assert order(("SUBJECT", False)) == [2, 4, 1, 3]           # ties in sequence order
+    assert order(("SUBJECT", True)) == [1, 3, 2, 4]            # ... also when reversed
+    assert order(("SUBJECT", False), ("ARRIVAL", True)) == [2, 4, 1, 3]
+    assert order(("SUBJECT", False), ("ARRIVAL", False)) == [4, 2, 3, 1]
+    # 08:00Z, 09:00Z; the two without a usable Date count by INTERNALDATE (31 Dec 2019)
+    assert order(("DATE", False)) == [4, 3, 1, 2]
+    assert order(("FROM", False)) == [4, 2, 1, 3]              # local parts: "", a, b, c
+    assert order(("DISPLAYFROM", False)) == [4, 2, 3, 1]       # "", a@x, Ärger, Zed
+    assert order(("TO", False)) == [3, 4, 1, 2]
+    assert order(("DISPLAYTO", False)) == [3, 4, 2, 1]         # "", "", Ann, c@x
+    assert order(("SIZE", True)) == [m.seq for m in sorted(views, key=lambda m: -m.size)]
+    # what sorting loaded is let go
+    assert all(m._top is None and m._root is None for m in views)

@@ -575,6 +575,7 @@ _NOARG = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE
           "IDLE", "NAMESPACE"}
 _ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
 _UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+_UID_COMMANDS |= {"SORT"}  # RFC 5256
 SYSTEM_FLAGS = {"\\ANSWERED": "\\Answered", "\\FLAGGED": "\\Flagged", "\\DELETED": "\\Deleted",
                 "\\SEEN": "\\Seen", "\\DRAFT": "\\Draft"}
 
@@ -814,6 +815,47 @@ def _a_search(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
     return {"charset": charset, "key": key, "returns": returns}
 
 
+SORT_CRITERIA = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+
+
+def _return_options(tokens: list[Token], tag: bytes | None) -> tuple[tuple[str, ...] | None, list[Token]]:
+    """A leading `RETURN (options)` (ESEARCH, ESORT): (the options or None, the rest)."""
+    if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].text.upper() == "RETURN":
+        if not isinstance(tokens[1], list):
+            raise ParseError("RETURN options are a list", tag)
+        return tuple(_atom(t, tag, "a return option").upper() for t in tokens[1]), tokens[2:]
+    return None, tokens
+
+
+def _charset_and_keys(tokens: list[Token], tag: bytes | None) -> tuple[str, SearchKey]:
+    """SORT/THREAD: a charset (required) and search keys."""
+    if len(tokens) < 2:
+        raise ParseError("a charset and search keys are required", tag)
+    return parse_search([Atom("CHARSET")] + tokens, tag)
+
+
+def _a_sort(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    # SORT [RETURN (options)] (criteria) charset search-keys  (RFC 5256, RFC 5267)
+    returns, tokens = _return_options(tokens, tag)
+    if not tokens or not isinstance(tokens[0], list):
+        raise ParseError("SORT criteria are a list", tag)
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for t in tokens[0]:
+        word = _atom(t, tag, "a sort criterion").upper()
+        if word == "REVERSE" and not reverse:
+            reverse = True
+        elif word in SORT_CRITERIA:
+            criteria.append((word, reverse))
+            reverse = False
+        else:
+            raise ParseError(f"unknown sort criterion {word}", tag)
+    if reverse or not criteria:
+        raise ParseError("empty sort criteria" if not criteria else "sort criteria end with REVERSE", tag)
+    charset, key = _charset_and_keys(tokens[1:], tag)
+    return {"criteria": tuple(criteria), "charset": charset, "key": key, "returns": returns}
+
+
 def _a_fetch(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
     _count(tokens, tag, 2, 3)
     seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
@@ -912,3 +954,4 @@ _ARGS.update({
     "FETCH": _a_fetch, "STORE": _a_store, "COPY": _a_copy, "MOVE": _a_copy, "ID": _a_id,
     "ENABLE": _a_enable,
 })
+_ARGS["SORT"] = _a_sort

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 
 import dataclasses
 
-from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres
+from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
@@ -69,7 +69,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
-SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES")
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT")
 
 
 class LineTooLong(Exception):
@@ -446,7 +446,8 @@ class ImapSession:
                 # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1), nor before
                 # COPY and MOVE by sequence number: their numbers are the ones the client saw
                 # when it sent them, so expunges learnt meanwhile wait until after the command
-                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE"))
+                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE",
+                                                                             "SORT", "THREAD"))
             cmd = self.bind_saved(cmd)
             await method(self, cmd)
         except (ParseError, BadSequence) as exc:
@@ -913,6 +914,16 @@ class ImapSession:
         assert self.box is not None and self.sel is not None
         sel, box = self.sel, self.box
         folder = sel.folder
+        hcache, user = _header_cache(self.ctx), self.user or ""
+
+        def header(uid: int) -> Any:  # SORT and THREAD read headers through the header cache
+            hkey = (user, folder, sel.uidvalidity, uid)
+            top = hcache.get(hkey)
+            if top is None:
+                top = header_part(read_crlf(box, folder, uid))
+                hcache.put(hkey, top)
+            return top
+
         views = []
         for i, uid in enumerate(sel.uids):
             st = sel.state[uid]
@@ -921,7 +932,7 @@ class ImapSession:
             views.append(searchmod.MessageView(
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
-                loader=(lambda u=uid: read_crlf(box, folder, u))))
+                loader=(lambda u=uid: read_crlf(box, folder, u)), header_loader=(lambda u=uid: header(u))))
         return views
 
     async def run_search(self, key: Any) -> list[searchmod.MessageView]:
@@ -938,6 +949,8 @@ class ImapSession:
                         out.append(v)
                 except store_api.NoSuchMessage:
                     continue
+                finally:
+                    v.release()
             return out
 
         return await self.call(run)
@@ -980,6 +993,31 @@ class ImapSession:
             if line is not None:
                 self.untagged(line)
         self.tagged(cmd.tag, "OK", "Search completed")
+
+    async def cmd_sort(self, cmd: Command) -> None:
+        """SORT, UID SORT (RFC 5256, SORT=DISPLAY RFC 5957) and with RETURN, ESORT (RFC 5267)."""
+        assert self.box is not None and self.sel is not None
+        returns = cmd.args["returns"]
+        options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, [])
+        key, sel = cmd.args["key"], self.sel
+        found = await self.run_search(key)
+        ordered = await self.call(sortmod.sort, found, cmd.args["criteria"], store_api.NoSuchMessage)
+        numbers = [v.uid if cmd.uid else v.seq for v in ordered]
+        modseq = max(v.modseq for v in ordered) if _uses_modseq(key) and ordered else None
+        if options is None:
+            text = "SORT " + " ".join(map(str, numbers))
+            if modseq is not None:
+                text += f" (MODSEQ {modseq})"
+            self.untagged(text.rstrip())
+        else:
+            if "SAVE" in options:
+                self.saved = (sel, esearch.to_save(options, [v.uid for v in ordered], ordered=True))
+            line = esearch.response(cmd.tag, cmd.uid, options, numbers, modseq, ordered=True)
+            if line is not None:
+                self.untagged(line)
+        self.tagged(cmd.tag, "OK", "Sort completed")
 
     async def cmd_fetch(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
@@ -1258,6 +1296,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "UNSELECT": (_SEL, ImapSession.cmd_unselect),
     "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
     "SEARCH": (_SEL, ImapSession.cmd_search),
+    "SORT": (_SEL, ImapSession.cmd_sort),
     "FETCH": (_SEL, ImapSession.cmd_fetch),
     "STORE": (_SEL, ImapSession.cmd_store),
     "COPY": (_SEL, ImapSession.cmd_copy),
