@@ -23,7 +23,7 @@ from mailsift.protocols.imap.parser import format_datetime
 pytestmark = pytest.mark.integration
 
 USER, PW = "sdiff@example.test", "sdiff-pw"
-PER_FOLDER = 6
+PER_FOLDER = 12
 
 ESEARCH = [
     "SEARCH RETURN (MIN MAX ALL COUNT) ALL", "SEARCH RETURN () ALL", "SEARCH RETURN (COUNT) DELETED",
@@ -80,7 +80,7 @@ def pair(mailsift_bin: str, data_dir: Path, corpora: Path):
                 flags, date = made.append_args(i)
                 _, done = w.command(f'APPEND INBOX ({flags}) "{format_datetime(date)}" '.encode()
                                     + b"{%d+}\r\n" % len(data) + data)
-                assert b" OK " in done, done
+                assert b" OK " in done, (done, ours.log()[-6000:])
             _, done = w.command("SELECT INBOX")
             assert b" OK " in done, done
             wires.append(w)

@@ -119,3 +119,14 @@ def test_sort_criteria_and_ties() -> None:
     assert order(("SIZE", True)) == [m.seq for m in sorted(views, key=lambda m: -m.size)]
     # what sorting loaded is let go
     assert all(m._top is None and m._root is None for m in views)
+
+
+def test_blanks_fold_as_dovecot_folds_them() -> None:
+    """Measured against Dovecot 2.3.19 (SORT (SUBJECT) and ORDEREDSUBJECT over these subjects):
+    a space before a fold leaves two spaces; every other run of blanks leaves one."""
+    from mailsift.protocols.imap.basesubject import field_value, normalise
+    assert field_value(b"Subject:  a \r\n\tb\r\n") == b"a \r\n\tb"
+    assert normalise(field_value(b"Subject: a \r\n\tb\r\n")) == "a  b"
+    assert normalise(field_value(b"Subject: a \r\n b\r\n")) == "a  b"
+    for raw in (b"Subject: a\r\n\tb\r\n", b"Subject: a  b\r\n", b"Subject: a\tb\r\n", b"Subject: a\r\n b\n"):
+        assert normalise(field_value(raw)) == "a b", raw

@@ -22,9 +22,33 @@ from mailsift.protocols.imap.search import decode_words
 _BLANKS = re.compile(r"[ \t\r\n]+")
 
 
+def field_value(raw: bytes) -> bytes:
+    """A raw header field (name, colon, folded lines) as the value base subject extraction
+    takes: after the colon and its blanks, the folds (CRLF) kept, the final line end gone."""
+    colon = raw.find(b":")
+    value = raw[colon + 1:].lstrip(b" \t") if colon >= 0 else b""
+    if value.endswith(b"\n"):
+        value = value[:-2] if value.endswith(b"\r\n") else value[:-1]
+    return value
+
+
 def normalise(value: bytes) -> str:
-    """Step 1: decoded, each run of blanks one space."""
-    return _BLANKS.sub(" ", decode_words(value))
+    """Step 1: encoded-words decoded, then runs of blanks (SP, TAB, CR, LF) made one space, as
+    Dovecot 2.3 does it: from the first TAB, CR, LF or double blank on, so a space before a
+    fold (`a \\r\\n\\tb`) leaves two spaces where `a  b` and `a\\r\\n\\tb` leave one. Sorting
+    and threading must group subjects exactly as the reference server does."""
+    text = decode_words(value)
+    n = len(text)
+    i = 0
+    while i < n:
+        c = text[i]
+        if c in "\t\r\n" or (c == " " and i + 1 < n and text[i + 1] in " \t"):
+            break
+        i += 1
+    if i >= n:
+        return text
+    out = [text[:i], _BLANKS.sub(" ", text[i:])]
+    return "".join(out)
 
 
 def _skip_blanks(s: str, i: int) -> int:
@@ -90,7 +114,8 @@ def _blob_prefix(s: str) -> str | None:
 
 
 def base_subject(value: bytes | None) -> tuple[str, bool]:
-    """(base subject, is a reply or forward) of a Subject field value (None: no Subject)."""
+    """(base subject, is a reply or forward) of a Subject field value (None: no Subject); the
+    value with its folds, as field_value() gives it."""
     s = normalise(value) if value is not None else ""
     reply = False
     while True:
