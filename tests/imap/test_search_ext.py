@@ -168,3 +168,29 @@ def test_sort(srv) -> None:
     assert ok(done) and untagged[0] == b"* 1 EXPUNGE" and untagged[-1] == b"* SORT 2 3 4"
     w.close()
     other.close()
+
+
+def test_thread(srv) -> None:
+    w = connect(srv)
+    assert {"THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"} <= caps(w)
+    assert "THREAD=REFS" not in caps(w)
+    fill(w, "Threads", made.MESSAGES[:6])
+    # 1 <- 2 <- 3 by References; 4 "[fwd: Hello world]" joins by subject as a forward;
+    # 6 answers 5 by In-Reply-To
+    assert one(w, "THREAD REFERENCES UTF-8 ALL", b"* THREAD") == b"* THREAD (5 6)(1 (2 3)(4))"
+    assert one(w, "UID THREAD REFERENCES UTF-8 NOT 2", b"* THREAD") == b"* THREAD (5 6)(1 (3)(4))"
+    assert one(w, "THREAD ORDEREDSUBJECT UTF-8 ALL", b"* THREAD") == b"* THREAD (5 6)(1 (2)(3)(4))"
+    assert one(w, "THREAD REFERENCES UTF-8 KEYWORD nosuch", b"* THREAD") == b"* THREAD"
+    for bad in ("THREAD REFS UTF-8 ALL", "THREAD REFERENCES UTF-8", "THREAD (REFERENCES) UTF-8 ALL"):
+        assert b" BAD " in w.command(bad)[1], bad
+    assert b"NO [BADCHARSET" in w.command("THREAD REFERENCES KOI8-R ALL")[1]
+    # no EXPUNGE during THREAD by sequence number
+    other = connect(srv)
+    other.command("SELECT Threads")
+    assert ok(other.command("UID STORE 6 +FLAGS (\\Deleted)")[1]) and ok(other.command("UID EXPUNGE 6")[1])
+    untagged, done = w.command("THREAD REFERENCES UTF-8 ALL")
+    assert ok(done) and untagged == [b"* THREAD (5)(1 (2 3)(4))"]
+    untagged, done = w.command("UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert ok(done) and untagged == [b"* 6 EXPUNGE", b"* THREAD (5)(1 (2)(3)(4))"]
+    w.close()
+    other.close()

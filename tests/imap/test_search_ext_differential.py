@@ -58,6 +58,12 @@ SORT = [f"{uid}SORT ({crit}) UTF-8 {keys}" for uid in ("", "UID ")
     "SORT RETURN (SAVE) (SUBJECT) UTF-8 2:5", "UID FETCH $ (UID)", "SORT (SIZE) UTF-8 $",
 ]
 
+THREAD = [f"{uid}THREAD {alg} UTF-8 {keys}" for uid in ("", "UID ") for alg in ("ORDEREDSUBJECT", "REFERENCES")
+          for keys in ("ALL", "1:20", "NOT SEEN", "SUBJECT hello", "DELETED", "OR 2 12")] + [
+    "THREAD FOO UTF-8 ALL", "THREAD REFERENCES UTF-8",  # REFS and other charsets: Dovecot only
+    "SEARCH RETURN (SAVE) 1:8", "THREAD REFERENCES US-ASCII $",
+]
+
 _KEEP = re.compile(rb"^\* (SEARCH|ESEARCH|SORT|THREAD|\d+ FETCH)\b")
 
 
@@ -127,6 +133,11 @@ def test_searchres_agrees(pair) -> None:
 
 def test_sort_agrees(pair) -> None:
     diffs = differences(pair, SORT)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_thread_agrees(pair) -> None:
+    diffs = differences(pair, THREAD)
     assert not diffs, "\n".join(diffs)
 
 

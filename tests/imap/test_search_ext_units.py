@@ -130,3 +130,40 @@ def test_blanks_fold_as_dovecot_folds_them() -> None:
     assert normalise(field_value(b"Subject: a \r\n b\r\n")) == "a  b"
     for raw in (b"Subject: a\r\n\tb\r\n", b"Subject: a  b\r\n", b"Subject: a\tb\r\n", b"Subject: a\r\n b\n"):
         assert normalise(field_value(raw)) == "a b", raw
+
+
+def test_thread_references_and_orderedsubject() -> None:
+    """The RFC 5256 steps on made messages; the expected strings are Dovecot 2.3.19's answers."""
+    from mailsift.protocols.imap.thread import format_threads, thread
+
+    def m(subj: str, day: int, refs: str = "", mid: str = "") -> bytes:
+        h = f"Subject: {subj}\r\nDate: {day} Aug 2002 10:00:00 +0000\r\n"
+        h += f"References: {refs}\r\n" if refs else ""
+        h += f"Message-ID: {mid}\r\n" if mid else ""
+        return (h + "\r\nx\r\n").encode()
+
+    # a dummy's subject is its earliest child's, wherever the child hangs
+    views = _views([m("s1beta", 28, "<x1@t> <y1@t>"), m("s1alpha", 27, "<x1@t>"), m("s1alpha", 29),
+                    m("s2beta", 28, "<x2@t>"), m("s2alpha", 27, "<x2@t> <y2@t>"), m("s2alpha", 29),
+                    m("s3beta", 28, "<x3@t>"), m("s3alpha", 27, "<x3@t>"), m("s3alpha", 29)])
+    assert format_threads(thread(views, "REFERENCES")) == "((2)(1)(3))((5)(4)(6))((8)(7)(9))"
+    views = _views([m("ws a b", 1), m("ws a \r\n\tb", 2), m("ws a\r\n\tb", 3), m("ws a \r\n b", 4),
+                    m("ws a  b", 5), m("ws a\tb", 6), m("ws a\r\n b", 7)])
+    assert format_threads(thread(views, "ORDEREDSUBJECT")) == "(1 (3)(5)(6)(7))(2 4)"
+    # a reply chain, a loop, duplicate ids and a reply gathered by subject
+    views = _views([m("topic", 1, mid="<a@t>"), m("Re: topic", 2, "<a@t>", "<b@t>"),
+                    m("Re: topic", 3, "<a@t> <b@t>", "<c@t>"), m("Re: loop", 4, "<e@t>", "<d@t>"),
+                    m("loop", 5, "<d@t>", "<e@t>"), m("Re: topic", 6), m("dup", 7, mid="<f@t>"),
+                    m("dup", 8, mid="<f@t>")])
+    assert format_threads(thread(views, "REFERENCES")) == "(1 (2 3)(6))(5 4)((7)(8))"
+    assert format_threads(thread(views, "REFERENCES"), uid=True) == "(10 (20 30)(60))(50 40)((70)(80))"
+    assert format_threads([]) == ""
+
+
+def test_thread_of_a_deep_chain_is_iterative() -> None:
+    """5,000 replies each to the one before: no recursion limit, one thread."""
+    from mailsift.protocols.imap.thread import format_threads, thread
+    msgs = [f"Subject: c\r\nMessage-ID: <{i}@t>\r\n" .encode()
+            + (f"In-Reply-To: <{i - 1}@t>\r\n".encode() if i else b"") + b"\r\nx\r\n" for i in range(5000)]
+    text = format_threads(thread(_views(msgs), "REFERENCES"))
+    assert text == "(" + " ".join(str(i) for i in range(1, 5001)) + ")"

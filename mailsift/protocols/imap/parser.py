@@ -575,7 +575,7 @@ _NOARG = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE
           "IDLE", "NAMESPACE"}
 _ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
 _UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
-_UID_COMMANDS |= {"SORT"}  # RFC 5256
+_UID_COMMANDS |= {"SORT", "THREAD"}  # RFC 5256
 SYSTEM_FLAGS = {"\\ANSWERED": "\\Answered", "\\FLAGGED": "\\Flagged", "\\DELETED": "\\Deleted",
                 "\\SEEN": "\\Seen", "\\DRAFT": "\\Draft"}
 
@@ -856,6 +856,20 @@ def _a_sort(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]
     return {"criteria": tuple(criteria), "charset": charset, "key": key, "returns": returns}
 
 
+THREAD_ALGORITHMS = {"ORDEREDSUBJECT", "REFERENCES"}
+
+
+def _a_thread(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    # THREAD algorithm charset search-keys  (RFC 5256)
+    if not tokens:
+        raise ParseError("THREAD needs an algorithm, a charset and search keys", tag)
+    algorithm = _atom(tokens[0], tag, "a thread algorithm").upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ParseError(f"unknown thread algorithm {algorithm}", tag)
+    charset, key = _charset_and_keys(tokens[1:], tag)
+    return {"algorithm": algorithm, "charset": charset, "key": key}
+
+
 def _a_fetch(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
     _count(tokens, tag, 2, 3)
     seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
@@ -955,3 +969,4 @@ _ARGS.update({
     "ENABLE": _a_enable,
 })
 _ARGS["SORT"] = _a_sort
+_ARGS["THREAD"] = _a_thread

@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 
 import dataclasses
 
-from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod
+from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
@@ -69,7 +69,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
-SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT")
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
+                       "THREAD=REFERENCES")
 
 
 class LineTooLong(Exception):
@@ -1019,6 +1020,15 @@ class ImapSession:
                 self.untagged(line)
         self.tagged(cmd.tag, "OK", "Sort completed")
 
+    async def cmd_thread(self, cmd: Command) -> None:
+        """THREAD, UID THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES, in a worker thread."""
+        assert self.box is not None and self.sel is not None
+        found = await self.run_search(cmd.args["key"])
+        threads = await self.call(threadmod.thread, found, cmd.args["algorithm"], store_api.NoSuchMessage)
+        text = threadmod.format_threads(threads, cmd.uid)
+        self.untagged(f"THREAD {text}".rstrip())
+        self.tagged(cmd.tag, "OK", "Thread completed")
+
     async def cmd_fetch(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
         sel, box = self.sel, self.box
@@ -1297,6 +1307,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
     "SEARCH": (_SEL, ImapSession.cmd_search),
     "SORT": (_SEL, ImapSession.cmd_sort),
+    "THREAD": (_SEL, ImapSession.cmd_thread),
     "FETCH": (_SEL, ImapSession.cmd_fetch),
     "STORE": (_SEL, ImapSession.cmd_store),
     "COPY": (_SEL, ImapSession.cmd_copy),
