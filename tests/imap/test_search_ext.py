@@ -194,3 +194,24 @@ def test_thread(srv) -> None:
     assert ok(done) and untagged == [b"* 6 EXPUNGE", b"* THREAD (5)(1 (2)(3)(4))"]
     w.close()
     other.close()
+
+
+def test_within(srv) -> None:
+    """YOUNGER/OLDER against INTERNALDATE: APPENDs dated an hour and a year ago, one dated now."""
+    import datetime as dt
+    w = connect(srv)
+    assert "WITHIN" in caps(w)
+    w.command("DELETE Within")
+    assert ok(w.command("CREATE Within")[1])
+    now = dt.datetime.now(dt.timezone.utc)
+    for when in (now - dt.timedelta(days=365), now - dt.timedelta(hours=1), None):
+        data = made.MESSAGES[0]
+        date = f'"{format_datetime(when)}" ' if when else ""
+        assert ok(w.command(f"APPEND Within {date}".encode() + b"{%d+}\r\n" % len(data) + data)[1])
+    assert ok(w.command("SELECT Within")[1])
+    assert one(w, "SEARCH YOUNGER 600", b"* SEARCH") == b"* SEARCH 3"
+    assert one(w, "SEARCH YOUNGER 86400", b"* SEARCH") == b"* SEARCH 2 3"
+    assert one(w, "UID SEARCH OLDER 86400", b"* SEARCH") == b"* SEARCH 1"
+    assert one(w, "SEARCH RETURN (COUNT) OLDER 600", b"* ESEARCH").endswith(b"COUNT 2")
+    assert b" BAD " in w.command("SEARCH YOUNGER 0")[1]
+    w.close()

@@ -6,6 +6,7 @@ tagged status) must agree. Messages: the ones made for these extensions
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import tempfile
@@ -63,6 +64,15 @@ THREAD = [f"{uid}THREAD {alg} UTF-8 {keys}" for uid in ("", "UID ") for alg in (
     "THREAD FOO UTF-8 ALL", "THREAD REFERENCES UTF-8",  # REFS and other charsets: Dovecot only
     "SEARCH RETURN (SAVE) 1:8", "THREAD REFERENCES US-ASCII $",
 ]
+
+def within() -> list[str]:
+    """YOUNGER/OLDER split the made INTERNALDATEs (7-10 Mar 2020, on the hour) at 9 Mar 00:30Z."""
+    import time
+    split = int(time.time() - dt.datetime(2020, 3, 9, 0, 30, tzinfo=dt.timezone.utc).timestamp())
+    return [f"SEARCH YOUNGER {split}", f"SEARCH OLDER {split}", f"UID SEARCH NOT YOUNGER {split}",
+            f"SEARCH OR YOUNGER {split} SEEN", "SEARCH YOUNGER 100", "SEARCH OLDER 100",
+            f"SEARCH RETURN (COUNT) OLDER {split}", "SEARCH YOUNGER 0", "SEARCH OLDER x", "SEARCH YOUNGER"]
+
 
 _KEEP = re.compile(rb"^\* (SEARCH|ESEARCH|SORT|THREAD|\d+ FETCH)\b")
 
@@ -138,6 +148,11 @@ def test_sort_agrees(pair) -> None:
 
 def test_thread_agrees(pair) -> None:
     diffs = differences(pair, THREAD)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_within_agrees(pair) -> None:
+    diffs = differences(pair, within())
     assert not diffs, "\n".join(diffs)
 
 

@@ -167,3 +167,23 @@ def test_thread_of_a_deep_chain_is_iterative() -> None:
             + (f"In-Reply-To: <{i - 1}@t>\r\n".encode() if i else b"") + b"\r\nx\r\n" for i in range(5000)]
     text = format_threads(thread(_views(msgs), "REFERENCES"))
     assert text == "(" + " ".join(str(i) for i in range(1, 5001)) + ")"
+
+
+def test_within_younger_older() -> None:
+    import datetime as dt
+    from mailsift.protocols.imap.parser import parse_command
+    from mailsift.protocols.imap.search import MessageView, search
+    now = dt.datetime.now(dt.timezone.utc)
+    views = [MessageView(i, i, frozenset(), now - dt.timedelta(seconds=age), b"x")
+             for i, age in enumerate([30, 3000, 300000], 1)]
+
+    def run(query: bytes) -> list[int]:
+        return [m.seq for m in search(parse_command(b"t SEARCH " + query).args["key"], views)]
+
+    assert run(b"YOUNGER 600") == [1]
+    assert run(b"OLDER 600") == [2, 3]
+    assert run(b"YOUNGER 86400 OLDER 60") == [2]
+    assert run(b"NOT OLDER 1000000") == [1, 2, 3]
+    for bad in (b"YOUNGER 0", b"OLDER", b"YOUNGER -5"):
+        with pytest.raises(ParseError):
+            parse_command(b"t SEARCH " + bad)

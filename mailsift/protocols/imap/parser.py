@@ -516,6 +516,11 @@ class _SearchParser:
             return SearchKey(word, (self.number(),))
         if word == "MODSEQ":
             return SearchKey("MODSEQ", (self.number(),))
+        if word in ("YOUNGER", "OLDER"):  # WITHIN (RFC 5032): an interval in seconds
+            interval = self.number()
+            if interval == 0:
+                raise self.error(f"{word} needs an interval of at least one second")
+            return SearchKey(word, (interval,))
         if word == "NOT":
             return SearchKey("NOT", (self.key(),))
         if word == "OR":

@@ -15,6 +15,7 @@ import datetime as _dt
 import email.utils
 import quopri
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -262,6 +263,9 @@ _OPS: dict[str, Callable[..., bool]] = {
     "LARGER": lambda k, m, ls, lu: m.size > k.args[0],
     "SMALLER": lambda k, m, ls, lu: m.size < k.args[0],
     "MODSEQ": lambda k, m, ls, lu: m.modseq >= k.args[0],
+    # WITHIN (RFC 5032), as Dovecot: OLDER n is INTERNALDATE before now - n, YOUNGER n since then
+    "OLDER": lambda k, m, ls, lu: m.internaldate.timestamp() < time.time() - k.args[0],
+    "YOUNGER": lambda k, m, ls, lu: m.internaldate.timestamp() >= time.time() - k.args[0],
     "HEADER": _header,
     "BODY": lambda k, m, ls, lu: fold(k.args[0]) in m.body_text(),
     "TEXT": lambda k, m, ls, lu: fold(k.args[0]) in m.full_text(),
