@@ -215,3 +215,16 @@ def test_within(srv) -> None:
     assert one(w, "SEARCH RETURN (COUNT) OLDER 600", b"* ESEARCH").endswith(b"COUNT 2")
     assert b" BAD " in w.command("SEARCH YOUNGER 0")[1]
     w.close()
+
+
+def test_preview(srv) -> None:
+    w = connect(srv)
+    assert "PREVIEW" in caps(w)
+    fill(w, "Previews", made.MESSAGES[:2])
+    assert one(w, "FETCH 2 (PREVIEW)", b"* 2 FETCH") == \
+        b'* 2 FETCH (PREVIEW "a longer body a longer body a longer body")'
+    assert one(w, "UID FETCH 1 (PREVIEW (LAZY) FLAGS)", b"* 1 FETCH").startswith(b'* 1 FETCH (UID 1 PREVIEW "text" FLAGS (')
+    # a preview is no read: \Seen stays as it was
+    assert b"\\Seen" not in one(w, "FETCH 2 (PREVIEW FLAGS)", b"* 2 FETCH")
+    assert b" BAD " in w.command("FETCH 1 (PREVIEW (EAGER))")[1]
+    w.close()

@@ -187,3 +187,36 @@ def test_within_younger_older() -> None:
     for bad in (b"YOUNGER 0", b"OLDER", b"YOUNGER -5"):
         with pytest.raises(ParseError):
             parse_command(b"t SEARCH " + bad)
+
+
+def test_preview_snippet_rules() -> None:
+    """Dovecot 2.3's snippet rules (each checked against its answers in the differential run)."""
+    from mailsift.protocols.imap.preview import MAX_CHARS, snippet
+    assert snippet("\r\n  Hello\r\n\r\n  world  \r\n") == "Hello world"
+    assert snippet("> quoted\r\nreply\r\n>more\r\nend") == "reply end"
+    assert snippet("> only quoted\r\n> text") == "only quoted text"
+    assert snippet("a\u00a0 b") == "a\u00a0 b"                 # U+00A0 is no blank
+    words = " ".join(["abcd"] * 60)                             # 4 letters + a space each
+    assert snippet(words) == words[:MAX_CHARS].rstrip(" ") and len(snippet(words)) == 199
+    assert len(snippet("x" * 500)) == MAX_CHARS
+    # a blank after quoted text counts against the length and is not shown
+    assert snippet("> q\r\n" + "y" * 300) == "y" * (MAX_CHARS - 1)
+
+
+def test_preview_parts_and_decoding() -> None:
+    from mailsift.protocols.imap import mimetree
+    from mailsift.protocols.imap.preview import preview
+
+    def pv(raw: bytes) -> str:
+        return preview(mimetree.parse(mimetree.to_crlf(raw)))
+
+    assert pv(b"Subject: x\n\nplain body\n") == "plain body"
+    assert pv(b"MIME-Version: 1.0\nContent-Type: text/html; charset=iso-8859-1\n"
+              b"Content-Transfer-Encoding: quoted-printable\n\n<html><head><title>T</title><style>p {}</style>"
+              b"</head><body><!-- c -->Caf=E9 &amp; Bar&nbsp;&#153; & co<br>next</body></html>\n") == \
+        "T Caf\u00e9 & Bar\u00a0\u0099 co next"
+    assert pv(b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+              b"Content-Type: image/png\n\nxx\n--b\nContent-Type: text/plain\n\ntext\n--b--\n") == ""
+    assert pv(b"MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=b\n\n--b\n"
+              b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gdGhlcmU=\n--b--\n") == "hello there"
+    assert pv(b"Subject: x\n\n\xff\xfe 8-bit \xe9\n") == "\ufffd 8-bit \ufffd"

@@ -10,9 +10,11 @@ from mailsift.protocols.imap import mimetree, response
 from mailsift.protocols.imap.bodystructure import body_structure, encode_body
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
+from mailsift.protocols.imap.preview import preview
 from mailsift.protocols.imap.sections import partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
+_NEEDS_DATA |= {"PREVIEW"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 
 
@@ -126,4 +128,8 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
         top_only = not section.part and section.text in _HEADER_ONLY_TEXTS
         data = section_bytes(msg.top if top_only else msg.root, section)
         return response.literal(partial(data, a.partial))
+    if n == "PREVIEW":  # a literal also past 4 characters to escape, as Dovecot sends it
+        text = preview(msg.root).encode("utf-8")
+        escapes = text.count(b'"') + text.count(b"\\")
+        return response.literal(text) if escapes > 4 else response.string(text)
     raise ValueError(f"unknown fetch attribute {n}")

@@ -281,6 +281,7 @@ class FetchAtt:
 
 _SIMPLE_ATTS = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
                 "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+_SIMPLE_ATTS |= {"PREVIEW"}  # RFC 8970
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -359,6 +360,10 @@ def parse_fetch_atts(tok: Token, tag: bytes | None = None) -> list[FetchAtt]:
             raise ParseError("empty fetch attribute list", tag)
         out = []
         for t in tok:
+            if isinstance(t, list) and out and out[-1].name == "PREVIEW":  # PREVIEW (LAZY), RFC 8970
+                if [m.text.upper() if isinstance(m, Atom) else m for m in t] != ["LAZY"]:
+                    raise ParseError("PREVIEW takes only the LAZY modifier", tag)
+                continue
             if not isinstance(t, Atom):
                 raise ParseError("invalid fetch attribute", tag)
             out.append(parse_fetch_att(t.text, tag))

@@ -70,7 +70,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
-                       "THREAD=REFERENCES", "WITHIN")
+                       "THREAD=REFERENCES", "WITHIN", "PREVIEW")
 
 
 class LineTooLong(Exception):
