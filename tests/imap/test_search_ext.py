@@ -134,6 +134,13 @@ def test_searchres(srv) -> None:
     assert ok(done) and not [u for u in untagged if b"FETCH" in u]
     # `$` mixed with numbers is not a sequence set
     assert b" BAD " in w.command("FETCH 1,$ (UID)")[1]
+    # an empty folder: nothing saved, FETCH/STORE/COPY $ act on nothing and say OK
+    fill(w, "SavedEmpty", [])
+    untagged, done = w.command("SEARCH RETURN (SAVE) ALL")
+    assert ok(done) and untagged == []
+    for command in ("FETCH $ (FLAGS)", "STORE $ +FLAGS (\\Seen)", "COPY $ Saved", "SEARCH $"):
+        untagged, done = w.command(command)
+        assert ok(done) and not [u for u in untagged if b"FETCH" in u], (command, done)
     w.close()
     other.close()
 

@@ -966,11 +966,13 @@ class ImapSession:
         saved = self.saved[1] if self.saved is not None and self.saved[0] is sel else []
         uids = [u for u in saved if u in sel.state]
         args = dict(cmd.args)
+        by_uid = cmd.uid
         if isinstance(seqset, SavedResult):
             args["set"] = searchres.number_set(uids if cmd.uid else [sel.seq_of(u) for u in uids])
+            by_uid = by_uid or not uids  # nothing saved: no messages, not BAD in an empty folder
         if key is not None:
             args["key"] = searchres.bind_key(key, uids)
-        return dataclasses.replace(cmd, args=args)
+        return dataclasses.replace(cmd, args=args, uid=by_uid)
 
     async def cmd_search(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
