@@ -54,6 +54,14 @@ def one(w: Wire, command: str, prefix: bytes) -> bytes:
     return lines[0]
 
 
+def heard(w: Wire, seq: int) -> None:
+    """Wait until w's session knows message `seq` was expunged by another session (which may be
+    served by another worker process: its news takes a moment). SEARCH by sequence number never
+    reports the EXPUNGE, it only stops matching the message."""
+    from harness.procs import wait_for
+    wait_for(lambda: w.command(f"SEARCH {seq}")[0] == [b"* SEARCH"], 10, what="the expunge event")
+
+
 def caps(w: Wire) -> set[str]:
     return set(w.command("CAPABILITY")[0][0].decode().split()[2:])
 
@@ -78,6 +86,7 @@ def test_esearch(srv) -> None:
     other = connect(srv)
     other.command("SELECT Esearch")
     assert ok(other.command("STORE 1 +FLAGS (\\Deleted)")[1]) and ok(other.command("EXPUNGE")[1])
+    heard(w, 1)
     untagged, done = w.command("SEARCH RETURN (COUNT) ALL")
     assert ok(done) and not any(b"EXPUNGE" in u for u in untagged)
     gone = {1} | {i for i in range(1, len(made.MESSAGES) + 1) if "\\Deleted" in made.append_args(i)[0]}
@@ -169,6 +178,7 @@ def test_sort(srv) -> None:
     other = connect(srv)
     other.command("SELECT Sorted")
     assert ok(other.command("UID STORE 1 +FLAGS (\\Deleted)")[1]) and ok(other.command("UID EXPUNGE 1")[1])
+    heard(w, 1)
     untagged, done = w.command("SORT (SUBJECT) UTF-8 ALL")
     assert ok(done) and b"* SORT 2 3 4" in untagged and not any(b"EXPUNGE" in u for u in untagged)
     untagged, done = w.command("UID SORT (SUBJECT) UTF-8 ALL")
@@ -195,6 +205,7 @@ def test_thread(srv) -> None:
     other = connect(srv)
     other.command("SELECT Threads")
     assert ok(other.command("UID STORE 6 +FLAGS (\\Deleted)")[1]) and ok(other.command("UID EXPUNGE 6")[1])
+    heard(w, 6)
     untagged, done = w.command("THREAD REFERENCES UTF-8 ALL")
     assert ok(done) and untagged == [b"* THREAD (5)(1 (2 3)(4))"]
     untagged, done = w.command("UID THREAD ORDEREDSUBJECT UTF-8 ALL")

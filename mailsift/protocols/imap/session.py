@@ -1,7 +1,8 @@
 """The IMAP4rev1 session (RFC 3501) over asyncio streams and the store API.
 
 States: not authenticated -> authenticated -> selected -> logout. Extensions: LITERAL+, SASL-IR,
-IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE.
+IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE, and the
+search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW).
 
 - Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
   parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
