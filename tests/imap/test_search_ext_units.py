@@ -220,3 +220,32 @@ def test_preview_parts_and_decoding() -> None:
     assert pv(b"MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=b\n\n--b\n"
               b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gdGhlcmU=\n--b--\n") == "hello there"
     assert pv(b"Subject: x\n\n\xff\xfe 8-bit \xe9\n") == "\ufffd 8-bit \ufffd"
+
+
+def test_binary_sections() -> None:
+    from mailsift.protocols.imap import mimetree
+    from mailsift.protocols.imap.binary import UnknownCTE, decode_qp, section
+    assert decode_qp(b"Caf=E9 soft=\r\nbreak  \r\nlow=e9 =XY end=") == b"Caf\xe9 softbreak\r\nlow\xe9 =XY end"
+    raw = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\n"
+           b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\nX-After: 1\r\n\r\n"
+           b"Caf=E9\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"AAECAwBhYmM=\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"
+           b"begin 644 x\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n--b--\r\n")
+    root = mimetree.parse(raw)
+    assert section(root, (1,)) == (b"Caf\xe9", True)
+    assert section(root, (2,)) == (b"\x00\x01\x02\x03\x00abc", True)
+    assert section(root, (4,)) == (b"Subject: in\r\nContent-Transfer-Encoding: binary\r\n\r\nhi", True)
+    assert section(root, (4, 1)) == (b"hi", True)
+    assert section(root, (9,)) == (b"", False)
+    with pytest.raises(UnknownCTE):
+        section(root, (3,))
+    with pytest.raises(UnknownCTE):
+        section(root, ())  # the whole message holds the x-uuencode part
+    plain = mimetree.parse(b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n")
+    assert section(plain, ()) == (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: binary\r\n\r\nhello", True)
+    # without MIME-Version the encoding is undone all the same (as Dovecot does)
+    assert section(mimetree.parse(b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n"), (1,)) == (b"hi", True)
+    # deep nesting: no recursion limit
+    deep = b"MIME-Version: 1.0\r\n" + b"".join(b"Content-Type: message/rfc822\r\n\r\n" for _ in range(3000)) + b"x\r\n"
+    assert section(mimetree.parse(deep), ())[0].endswith(b"x\r\n")

@@ -6,7 +6,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Iterable
 
-from mailsift.protocols.imap import mimetree, response
+from mailsift.protocols.imap import binary, mimetree, response
 from mailsift.protocols.imap.bodystructure import body_structure, encode_body
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
@@ -14,7 +14,7 @@ from mailsift.protocols.imap.preview import preview
 from mailsift.protocols.imap.sections import partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
-_NEEDS_DATA |= {"PREVIEW"}
+_NEEDS_DATA |= {"PREVIEW", "BINARY[]", "BINARY.SIZE"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 
 
@@ -128,6 +128,12 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
         top_only = not section.part and section.text in _HEADER_ONLY_TEXTS
         data = section_bytes(msg.top if top_only else msg.root, section)
         return response.literal(partial(data, a.partial))
+    if n in ("BINARY[]", "BINARY.SIZE"):  # RFC 3516; binary.UnknownCTE: NO [UNKNOWN-CTE]
+        data, decoded = binary.section(msg.root, a.section.part if a.section else ())
+        if n == "BINARY.SIZE":
+            return b"%d" % len(data)
+        data = partial(data, a.partial)
+        return (b"~" if decoded or b"\0" in data else b"") + response.literal(data)
     if n == "PREVIEW":  # a literal also past 4 characters to escape, as Dovecot sends it
         text = preview(msg.root).encode("utf-8")
         escapes = text.count(b'"') + text.count(b"\\")

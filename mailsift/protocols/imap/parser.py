@@ -119,6 +119,9 @@ class _Tokenizer:
             return self.quoted()
         if c == 0x7B:  # {
             return self.literal()
+        if c == 0x7E and self.data[self.pos + 1:self.pos + 2] == b"{":  # ~{n}: literal8 (RFC 3516)
+            self.pos += 1
+            return self.literal()
         return self.atom()
 
     def quoted(self) -> String:
@@ -271,6 +274,9 @@ class FetchAtt:
         return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
     def response_name(self) -> str:
+        if self.name in ("BINARY[]", "BINARY.SIZE") and self.section is not None:  # RFC 3516
+            s = f"{self.name[:-2] if self.name == 'BINARY[]' else self.name}[{self.section.spec}]"
+            return s + (f"<{self.partial[0]}>" if self.partial is not None else "")
         if self.section is None:
             return self.name
         s = f"BODY[{self.section.spec}]"
@@ -332,10 +338,35 @@ def parse_section(spec: str, tag: bytes | None = None) -> Section:
     raise ParseError(f"invalid section {spec!r}", tag)
 
 
+_BINARY_ATT = re.compile(r"^BINARY(\.PEEK|\.SIZE)?\[((?:[1-9]\d*)(?:\.[1-9]\d*)*)?\](?:<(\d+)\.(\d+)>)?$", re.I)
+
+
+def _binary_att(m: re.Match[str], tag: bytes | None) -> FetchAtt:
+    """BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part] (RFC 3516)."""
+    kind = (m.group(1) or "").upper()
+    spec = m.group(2) or ""
+    part = tuple(int(p) for p in spec.split(".")) if spec else ()
+    if any(p > 0xFFFFFFFF for p in part):
+        raise ParseError("invalid section part", tag)
+    partial = None
+    if m.group(3) is not None:
+        if kind == ".SIZE":
+            raise ParseError("BINARY.SIZE takes no partial", tag)
+        start, length = int(m.group(3)), int(m.group(4))
+        if start > 0xFFFFFFFF or length == 0 or length > 0xFFFFFFFF:
+            raise ParseError("invalid partial", tag)
+        partial = (start, length)
+    return FetchAtt("BINARY.SIZE" if kind == ".SIZE" else "BINARY[]", section=Section(part=part, spec=spec),
+                    partial=partial, peek=kind != "")
+
+
 def parse_fetch_att(text: str, tag: bytes | None = None) -> FetchAtt:
     upper = text.upper()
     if upper in _SIMPLE_ATTS:
         return FetchAtt(upper)
+    bm = _BINARY_ATT.match(text)
+    if bm:
+        return _binary_att(bm, tag)
     m = _BODY_ATT.match(text)
     if not m:
         raise ParseError(f"unknown fetch attribute {text!r}", tag)

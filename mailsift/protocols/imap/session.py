@@ -2,7 +2,7 @@
 
 States: not authenticated -> authenticated -> selected -> logout. Extensions: LITERAL+, SASL-IR,
 IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE, and the
-search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW).
+search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW, BINARY).
 
 - Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
   parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
@@ -43,6 +43,7 @@ from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Limits, ParseError,
                                             literal_marker, parse_command, split_tag)
 from mailsift.protocols.imap.parser import SavedResult
+from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
@@ -71,7 +72,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
-                       "THREAD=REFERENCES", "WITHIN", "PREVIEW")
+                       "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY")
 
 
 class LineTooLong(Exception):
@@ -460,6 +461,8 @@ class ImapSession:
             self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
         except store_api.FolderNotEmpty as exc:
             self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
+        except binarymod.UnknownCTE:
+            self.tagged(cmd.tag, "NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
         except (InvalidName, store_api.InvalidFlag) as exc:
             self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
         except store_api.StoreError as exc:
