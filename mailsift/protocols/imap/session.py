@@ -24,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import dataclasses
 import datetime as _dt
 import functools
 import logging
@@ -32,8 +33,6 @@ import sqlite3
 import ssl
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
-
-import dataclasses
 
 from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
