@@ -249,3 +249,24 @@ def test_binary_sections() -> None:
     # deep nesting: no recursion limit
     deep = b"MIME-Version: 1.0\r\n" + b"".join(b"Content-Type: message/rfc822\r\n\r\n" for _ in range(3000)) + b"x\r\n"
     assert section(mimetree.parse(deep), ())[0].endswith(b"x\r\n")
+
+
+def test_session_needs_no_module_the_server_did_not_preload() -> None:
+    """The IMAP session is imported at the first connection, after `mailsift serve` dropped root
+    (daemon.drop_privileges preloads the standard modules it will need, as the Python
+    installation may not be readable by run_as). Every standard module the session and the
+    search-side modules import must be loaded by then: `import html` in preview.py broke the
+    run_as test of tests/foundation/test_daemon_core.py."""
+    import subprocess
+    import sys
+    code = (
+        "import importlib, sys\n"
+        "from mailsift.serve import server\n"
+        "import mailsift.serve.workers_main\n"
+        "for m in server.PRELOAD: importlib.import_module(m)\n"
+        "before = set(sys.modules)\n"
+        "import mailsift.protocols.imap.session\n"
+        "new = sorted(m for m in set(sys.modules) - before if not m.startswith('mailsift'))\n"
+        "print(' '.join(new))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [], out

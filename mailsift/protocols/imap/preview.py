@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import quopri
 import re
 
 from mailsift import charsets
 from mailsift.protocols.imap import mimetree
+from mailsift.protocols.imap.htmlentities import NAME_TO_CODEPOINT
 
 MAX_CHARS = 200          # Dovecot's snippet length (RFC 8970 allows up to 256)
 SCAN_BYTES = 64 * 1024   # of the part's body, before decoding
@@ -44,8 +44,9 @@ def html_text(text: str) -> str:
 
 
 def _entity(m: re.Match[str]) -> str:
-    """A named entity as HTML has it; a numeric one is that code point (&#153; is U+0099, not
-    windows-1252's trade mark sign); a bare `&` is dropped."""
+    """A named HTML 4 entity as HTML has it (an unknown name stays as written); a numeric one is
+    that code point (&#153; is U+0099, not windows-1252's trade mark sign); a bare `&` is
+    dropped."""
     ref = m.group(1)
     if not ref:
         return ""
@@ -55,7 +56,8 @@ def _entity(m: re.Match[str]) -> str:
             return chr(n) if 0 < n < 0x110000 else "\ufffd"
         except ValueError:
             return ""
-    return html.unescape(m.group(0))
+    cp = NAME_TO_CODEPOINT.get(ref[:-1])
+    return chr(cp) if cp is not None else m.group(0)
 
 
 _SPACE = " \t\n\r\v\f"
