@@ -7,13 +7,15 @@ import functools
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from mailsift.protocols.imap import mimetree, response
+from mailsift.protocols.imap import binary, mimetree, response
 from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
+from mailsift.protocols.imap.preview import preview
 from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
+_NEEDS_DATA |= {"PREVIEW", "BINARY[]", "BINARY.SIZE"}
 _HEADER_ONLY_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 # What a message whose file is gone answers for the attributes that need its bytes (when no
 # cache holds them): Dovecot's "NIL replies" (imap-fetch.c), RFC 2180 4.1.3.
@@ -238,4 +240,14 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
         top_only = not section.part and section.text in _HEADER_ONLY_TEXTS
         data = section_bytes(msg.top if top_only else msg.root, section)
         return response.literal(partial(data, a.partial))
+    if n in ("BINARY[]", "BINARY.SIZE"):  # RFC 3516; binary.UnknownCTE: NO [UNKNOWN-CTE]
+        data, decoded = binary.section(msg.root, a.section.part if a.section else ())
+        if n == "BINARY.SIZE":
+            return b"%d" % len(data)
+        data = partial(data, a.partial)
+        return (b"~" if decoded or b"\0" in data else b"") + response.literal(data)
+    if n == "PREVIEW":  # a literal also past 4 characters to escape, as Dovecot sends it
+        text = preview(msg.root).encode("utf-8")
+        escapes = text.count(b'"') + text.count(b"\\")
+        return response.literal(text) if escapes > 4 else response.string(text)
     raise ValueError(f"unknown fetch attribute {n}")

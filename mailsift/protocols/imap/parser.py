@@ -125,6 +125,9 @@ class _Tokenizer:
             return self.quoted()
         if c == 0x7B:  # {
             return self.literal()
+        if c == 0x7E and self.data[self.pos + 1:self.pos + 2] == b"{":  # ~{n}: literal8 (RFC 3516)
+            self.pos += 1
+            return self.literal()
         return self.atom()
 
     def quoted(self) -> String:
@@ -228,10 +231,19 @@ class SequenceSet:
         return any(lo is None or hi is None for lo, hi in self.ranges)
 
 
+@dataclass(frozen=True)
+class SavedResult(SequenceSet):
+    """`$` (SEARCHRES, RFC 5182): the UIDs the last SEARCH RETURN (SAVE) found. The session
+    binds it to those messages before the command runs; unbound it matches nothing."""
+    ranges: tuple[tuple[int | None, int | None], ...] = ()
+
+
 _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 
 
 def parse_sequence_set(text: str, tag: bytes | None = None) -> SequenceSet:
+    if text == "$":
+        return SavedResult()
     ranges: list[tuple[int | None, int | None]] = []
     if not text:
         raise ParseError("empty sequence set", tag)
@@ -276,6 +288,9 @@ class FetchAtt:
         return (self.section is not None and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
 
     def response_name(self) -> str:
+        if self.name in ("BINARY[]", "BINARY.SIZE") and self.section is not None:  # RFC 3516
+            s = f"{self.name[:-2] if self.name == 'BINARY[]' else self.name}[{self.section.spec}]"
+            return s + (f"<{self.partial[0]}>" if self.partial is not None else "")
         if self.section is None:
             return self.name
         s = f"BODY[{self.section.spec}]"
@@ -286,6 +301,7 @@ class FetchAtt:
 
 _SIMPLE_ATTS = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
                 "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
+_SIMPLE_ATTS |= {"PREVIEW"}  # RFC 8970
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -336,10 +352,35 @@ def parse_section(spec: str, tag: bytes | None = None) -> Section:
     raise ParseError(f"invalid section {spec!r}", tag)
 
 
+_BINARY_ATT = re.compile(r"^BINARY(\.PEEK|\.SIZE)?\[((?:[1-9]\d*)(?:\.[1-9]\d*)*)?\](?:<(\d+)\.(\d+)>)?$", re.I)
+
+
+def _binary_att(m: re.Match[str], tag: bytes | None) -> FetchAtt:
+    """BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part] (RFC 3516)."""
+    kind = (m.group(1) or "").upper()
+    spec = m.group(2) or ""
+    part = tuple(int(p) for p in spec.split(".")) if spec else ()
+    if any(p > 0xFFFFFFFF for p in part):
+        raise ParseError("invalid section part", tag)
+    partial = None
+    if m.group(3) is not None:
+        if kind == ".SIZE":
+            raise ParseError("BINARY.SIZE takes no partial", tag)
+        start, length = int(m.group(3)), int(m.group(4))
+        if start > 0xFFFFFFFF or length == 0 or length > 0xFFFFFFFF:
+            raise ParseError("invalid partial", tag)
+        partial = (start, length)
+    return FetchAtt("BINARY.SIZE" if kind == ".SIZE" else "BINARY[]", section=Section(part=part, spec=spec),
+                    partial=partial, peek=kind != "")
+
+
 def parse_fetch_att(text: str, tag: bytes | None = None) -> FetchAtt:
     upper = text.upper()
     if upper in _SIMPLE_ATTS:
         return FetchAtt(upper)
+    bm = _BINARY_ATT.match(text)
+    if bm:
+        return _binary_att(bm, tag)
     m = _BODY_ATT.match(text)
     if not m:
         raise ParseError(f"unknown fetch attribute {text!r}", tag)
@@ -364,6 +405,10 @@ def parse_fetch_atts(tok: Token, tag: bytes | None = None) -> list[FetchAtt]:
             raise ParseError("empty fetch attribute list", tag)
         out = []
         for t in tok:
+            if isinstance(t, list) and out and out[-1].name == "PREVIEW":  # PREVIEW (LAZY), RFC 8970
+                if [m.text.upper() if isinstance(m, Atom) else m for m in t] != ["LAZY"]:
+                    raise ParseError("PREVIEW takes only the LAZY modifier", tag)
+                continue
             if not isinstance(t, Atom):
                 raise ParseError("invalid fetch attribute", tag)
             out.append(parse_fetch_att(t.text, tag))
@@ -521,6 +566,11 @@ class _SearchParser:
             return SearchKey(word, (self.number(),))
         if word == "MODSEQ":
             return SearchKey("MODSEQ", (self.number(),))
+        if word in ("YOUNGER", "OLDER"):  # WITHIN (RFC 5032): an interval in seconds
+            interval = self.number()
+            if interval == 0:
+                raise self.error(f"{word} needs an interval of at least one second")
+            return SearchKey(word, (interval,))
         if word == "NOT":
             return SearchKey("NOT", (self.key(),))
         if word == "OR":
@@ -530,6 +580,8 @@ class _SearchParser:
             return SearchKey("UID", (parse_sequence_set(self.atom(), self.tag),))
         if _SEQ_CHARS.match(word):
             return SearchKey("SEQ", (parse_sequence_set(word, self.tag),))
+        if word == "$":  # SEARCHRES (RFC 5182)
+            return SearchKey("SEQ", (SavedResult(),))
         raise self.error(f"unknown search key {t.text!r}")
 
 
@@ -583,6 +635,7 @@ _NOARG = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE
           "IDLE", "NAMESPACE"}
 _ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
 _UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"}
+_UID_COMMANDS |= {"SORT", "THREAD"}  # RFC 5256
 SYSTEM_FLAGS = {"\\ANSWERED": "\\Answered", "\\FLAGGED": "\\Flagged", "\\DELETED": "\\Deleted",
                 "\\SEEN": "\\Seen", "\\DRAFT": "\\Draft"}
 
@@ -907,6 +960,61 @@ def _a_search(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, An
     return {"charset": charset, "key": key, "returns": returns}
 
 
+SORT_CRITERIA = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+
+
+def _return_options(tokens: list[Token], tag: bytes | None) -> tuple[tuple[str, ...] | None, list[Token]]:
+    """A leading `RETURN (options)` (ESEARCH, ESORT): (the options or None, the rest)."""
+    if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].text.upper() == "RETURN":
+        if not isinstance(tokens[1], list):
+            raise ParseError("RETURN options are a list", tag)
+        return tuple(_atom(t, tag, "a return option").upper() for t in tokens[1]), tokens[2:]
+    return None, tokens
+
+
+def _charset_and_keys(tokens: list[Token], tag: bytes | None) -> tuple[str, SearchKey]:
+    """SORT/THREAD: a charset (required) and search keys."""
+    if len(tokens) < 2:
+        raise ParseError("a charset and search keys are required", tag)
+    return parse_search([Atom("CHARSET")] + tokens, tag)
+
+
+def _a_sort(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    # SORT [RETURN (options)] (criteria) charset search-keys  (RFC 5256, RFC 5267)
+    returns, tokens = _return_options(tokens, tag)
+    if not tokens or not isinstance(tokens[0], list):
+        raise ParseError("SORT criteria are a list", tag)
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for t in tokens[0]:
+        word = _atom(t, tag, "a sort criterion").upper()
+        if word == "REVERSE" and not reverse:
+            reverse = True
+        elif word in SORT_CRITERIA:
+            criteria.append((word, reverse))
+            reverse = False
+        else:
+            raise ParseError(f"unknown sort criterion {word}", tag)
+    if reverse or not criteria:
+        raise ParseError("empty sort criteria" if not criteria else "sort criteria end with REVERSE", tag)
+    charset, key = _charset_and_keys(tokens[1:], tag)
+    return {"criteria": tuple(criteria), "charset": charset, "key": key, "returns": returns}
+
+
+THREAD_ALGORITHMS = {"ORDEREDSUBJECT", "REFERENCES"}
+
+
+def _a_thread(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
+    # THREAD algorithm charset search-keys  (RFC 5256)
+    if not tokens:
+        raise ParseError("THREAD needs an algorithm, a charset and search keys", tag)
+    algorithm = _atom(tokens[0], tag, "a thread algorithm").upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ParseError(f"unknown thread algorithm {algorithm}", tag)
+    charset, key = _charset_and_keys(tokens[1:], tag)
+    return {"algorithm": algorithm, "charset": charset, "key": key}
+
+
 def _a_fetch(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
     _count(tokens, tag, 2, 3)
     seq = parse_sequence_set(_atom(tokens[0], tag, "a sequence set"), tag)
@@ -1033,3 +1141,5 @@ _ARGS.update({
 })
 _ARGS.update({"GETQUOTA": _a_getquota, "GETQUOTAROOT": _a_mailbox, "SETQUOTA": _a_setquota})
 _ARGS["COMPRESS"] = _a_compress
+_ARGS["SORT"] = _a_sort
+_ARGS["THREAD"] = _a_thread

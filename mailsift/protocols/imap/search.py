@@ -15,6 +15,7 @@ import datetime as _dt
 import email.utils
 import quopri
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,7 +27,8 @@ from mailsift.protocols.imap.parser import SearchKey
 @dataclass
 class MessageView:
     """One message as SEARCH sees it. `data` (CRLF line ends) may be left None with a `loader`
-    that reads it on first need: flag, size, date and set keys never read the message."""
+    that reads it on first need: flag, size, date and set keys never read the message; SORT and
+    THREAD read only `header()`."""
     seq: int
     uid: int
     flags: frozenset[str]
@@ -36,7 +38,9 @@ class MessageView:
     modseq: int = 0
     known_size: int | None = None
     loader: Callable[[], bytes] | None = field(default=None, repr=False)
+    header_loader: Callable[[], mimetree.Part] | None = field(default=None, repr=False)
     _root: mimetree.Part | None = field(default=None, repr=False)
+    _top: mimetree.Part | None = field(default=None, repr=False)
     _body_text: str | None = field(default=None, repr=False)
     _header_text: str | None = field(default=None, repr=False)
     _full_text: str | None = field(default=None, repr=False)
@@ -56,6 +60,23 @@ class MessageView:
         if self._root is None:
             self._root = mimetree.parse(self.raw)
         return self._root
+
+    def header(self) -> mimetree.Part:
+        """The top-level header alone (SORT, THREAD): from the parsed message when there is one,
+        else from `header_loader` (the session's header cache), else by parsing the message."""
+        if self._root is not None:
+            return self._root
+        if self._top is None:
+            self._top = self.header_loader() if self.header_loader is not None else self.root
+        return self._top
+
+    def release(self) -> None:
+        """Forget what was loaded (bytes, parse, texts): a search over a big folder keeps only
+        the small views of what it found."""
+        if self.loader is not None:
+            self.data = None
+        self._root = self._top = None
+        self._body_text = self._header_text = self._full_text = None
 
     def header_values(self, name: str) -> list[str]:
         return [decode_words(v) for v in self.root.field_values(name)]
@@ -242,6 +263,9 @@ _OPS: dict[str, Callable[..., bool]] = {
     "LARGER": lambda k, m, ls, lu: m.size > k.args[0],
     "SMALLER": lambda k, m, ls, lu: m.size < k.args[0],
     "MODSEQ": lambda k, m, ls, lu: m.modseq >= k.args[0],
+    # WITHIN (RFC 5032), as Dovecot: OLDER n is INTERNALDATE before now - n, YOUNGER n since then
+    "OLDER": lambda k, m, ls, lu: m.internaldate.timestamp() < time.time() - k.args[0],
+    "YOUNGER": lambda k, m, ls, lu: m.internaldate.timestamp() >= time.time() - k.args[0],
     "HEADER": _header,
     "BODY": lambda k, m, ls, lu: fold(k.args[0]) in m.body_text(),
     "TEXT": lambda k, m, ls, lu: fold(k.args[0]) in m.full_text(),

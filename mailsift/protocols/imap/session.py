@@ -1,7 +1,8 @@
 """The IMAP4rev1 session (RFC 3501) over asyncio streams and the store API.
 
 States: not authenticated -> authenticated -> selected -> logout. Extensions: LITERAL+, SASL-IR,
-IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE.
+IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE, and the
+search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW, BINARY).
 
 - Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
   parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
@@ -23,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import dataclasses
 import datetime as _dt
 import functools
 import logging
@@ -32,7 +34,7 @@ import ssl
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
-from mailsift.protocols.imap import fetch as fetchmod
+from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap import listext, multiappend, statusitems
@@ -44,6 +46,8 @@ from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
                                             ParseError, literal_marker, parse_command, split_tag)
+from mailsift.protocols.imap.parser import SavedResult
+from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
@@ -74,6 +78,9 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
                       + multiappend.CAPABILITIES + imapquota.CAPABILITIES + qresync.CAPABILITIES)
+# the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
+SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
+                       "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY")
 
 
 class LineTooLong(Exception):
@@ -282,6 +289,7 @@ class ImapSession:
         self.sel: MailboxView | None = None
         self.condstore = False
         self.qresync = False                  # ENABLE QRESYNC (qresync.py)
+        self.saved: tuple[MailboxView, list[int]] | None = None  # SEARCHRES: (view, UIDs)
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
@@ -330,7 +338,7 @@ class ImapSession:
         return plaintext_allowed(self.secure, self.is_loopback, anywhere)
 
     def capabilities(self) -> str:
-        caps = list(BASE_CAPABILITIES)
+        caps = list(BASE_CAPABILITIES) + list(SEARCH_CAPABILITIES)
         caps += MAILBOX_EXTENSIONS
         if self.state != "notauth":
             caps += compress.CAPABILITIES
@@ -480,7 +488,9 @@ class ImapSession:
                 # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1), nor before
                 # COPY and MOVE by sequence number: their numbers are the ones the client saw
                 # when it sent them, so expunges learnt meanwhile wait until after the command
-                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE"))
+                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE",
+                                                                             "SORT", "THREAD"))
+            cmd = self.bind_saved(cmd)
             await method(self, cmd)
         except (ParseError, BadSequence) as exc:
             self.bad(cmd.tag, str(exc) or "Invalid arguments")
@@ -490,6 +500,8 @@ class ImapSession:
             self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
         except store_api.FolderNotEmpty as exc:
             self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
+        except binarymod.UnknownCTE:
+            self.tagged(cmd.tag, "NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
         except (InvalidName, store_api.InvalidFlag) as exc:
             self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
         except store_api.OverQuota as exc:
@@ -997,10 +1009,22 @@ class ImapSession:
         self.pending_events()
         self.tagged(cmd.tag, "OK", "Expunge completed")
 
-    async def cmd_search(self, cmd: Command) -> None:
+    def search_views(self) -> list[searchmod.MessageView]:
+        """The selected folder's messages as SEARCH (and SORT, THREAD) sees them; the bytes are
+        read on first need, in the thread that evaluates."""
         assert self.box is not None and self.sel is not None
         sel, box = self.sel, self.box
         folder = sel.folder
+        hcache, user = _header_cache(self.ctx), self.user or ""
+
+        def header(uid: int) -> Any:  # SORT and THREAD read headers through the header cache
+            hkey = (user, folder, sel.uidvalidity, uid)
+            top = hcache.get(hkey)
+            if top is None:
+                top = header_part(read_crlf(box, folder, uid))
+                hcache.put(hkey, top)
+            return top
+
         views = []
         for i, uid in enumerate(sel.uids):
             st = sel.state[uid]
@@ -1009,8 +1033,14 @@ class ImapSession:
             views.append(searchmod.MessageView(
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
-                loader=(lambda u=uid: read_crlf(box, folder, u))))
-        key = cmd.args["key"]
+                loader=(lambda u=uid: read_crlf(box, folder, u)), header_loader=(lambda u=uid: header(u))))
+        return views
+
+    async def run_search(self, key: Any) -> list[searchmod.MessageView]:
+        """The messages matching `key`, evaluated in a worker thread (off the event loop)."""
+        assert self.sel is not None
+        sel = self.sel
+        views = self.search_views()
 
         def run() -> list[searchmod.MessageView]:
             out = []
@@ -1020,15 +1050,86 @@ class ImapSession:
                         out.append(v)
                 except store_api.NoSuchMessage:
                     continue
+                finally:
+                    v.release()
             return out
 
-        found = await self.call(run)
-        numbers = " ".join(str(v.uid if cmd.uid else v.seq) for v in found)
-        text = f"SEARCH {numbers}".rstrip()
-        if _uses_modseq(key) and found:
-            text += f" (MODSEQ {max(v.modseq for v in found)})"
-        self.untagged(text)
+        return await self.call(run)
+
+    def bind_saved(self, cmd: Command) -> Command:
+        """SEARCHRES: `$` in the command's sequence set or search key bound to the messages the
+        last SEARCH RETURN (SAVE) in this selection found (none after another SELECT)."""
+        sel = self.sel
+        seqset, key = cmd.args.get("set"), cmd.args.get("key")
+        if sel is None or not (isinstance(seqset, SavedResult) or searchres.uses_saved(key)):
+            return cmd
+        saved = self.saved[1] if self.saved is not None and self.saved[0] is sel else []
+        uids = [u for u in saved if u in sel.state]
+        args = dict(cmd.args)
+        by_uid = cmd.uid
+        if isinstance(seqset, SavedResult):
+            args["set"] = searchres.number_set(uids if cmd.uid else [sel.seq_of(u) for u in uids])
+            by_uid = by_uid or not uids  # nothing saved: no messages, not BAD in an empty folder
+        if key is not None:
+            args["key"] = searchres.bind_key(key, uids)
+        return dataclasses.replace(cmd, args=args, uid=by_uid)
+
+    async def cmd_search(self, cmd: Command) -> None:
+        assert self.box is not None and self.sel is not None
+        key = cmd.args["key"]
+        returns = cmd.args.get("returns")
+        options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, [])  # a search that fails saves nothing (RFC 5182 2.1)
+        found = await self.run_search(key)
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, esearch.to_save(options, [v.uid for v in found]))
+        modseq = max(v.modseq for v in found) if _uses_modseq(key) and found else None
+        numbers = [v.uid if cmd.uid else v.seq for v in found]
+        if options is None:
+            text = "SEARCH " + " ".join(map(str, numbers))
+            if modseq is not None:
+                text += f" (MODSEQ {modseq})"
+            self.untagged(text.rstrip())
+        else:
+            line = esearch.response(cmd.tag, cmd.uid, options, numbers, modseq)
+            if line is not None:
+                self.untagged(line)
         self.tagged(cmd.tag, "OK", "Search completed")
+
+    async def cmd_sort(self, cmd: Command) -> None:
+        """SORT, UID SORT (RFC 5256, SORT=DISPLAY RFC 5957) and with RETURN, ESORT (RFC 5267)."""
+        assert self.box is not None and self.sel is not None
+        returns = cmd.args["returns"]
+        options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        if options is not None and "SAVE" in options:
+            self.saved = (self.sel, [])
+        key, sel = cmd.args["key"], self.sel
+        found = await self.run_search(key)
+        ordered = await self.call(sortmod.sort, found, cmd.args["criteria"], store_api.NoSuchMessage)
+        numbers = [v.uid if cmd.uid else v.seq for v in ordered]
+        modseq = max(v.modseq for v in ordered) if _uses_modseq(key) and ordered else None
+        if options is None:
+            text = "SORT " + " ".join(map(str, numbers))
+            if modseq is not None:
+                text += f" (MODSEQ {modseq})"
+            self.untagged(text.rstrip())
+        else:
+            if "SAVE" in options:
+                self.saved = (sel, esearch.to_save(options, [v.uid for v in ordered], ordered=True))
+            line = esearch.response(cmd.tag, cmd.uid, options, numbers, modseq, ordered=True)
+            if line is not None:
+                self.untagged(line)
+        self.tagged(cmd.tag, "OK", "Sort completed")
+
+    async def cmd_thread(self, cmd: Command) -> None:
+        """THREAD, UID THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES, in a worker thread."""
+        assert self.box is not None and self.sel is not None
+        found = await self.run_search(cmd.args["key"])
+        threads = await self.call(threadmod.thread, found, cmd.args["algorithm"], store_api.NoSuchMessage)
+        text = threadmod.format_threads(threads, cmd.uid)
+        self.untagged(f"THREAD {text}".rstrip())
+        self.tagged(cmd.tag, "OK", "Thread completed")
 
     async def cmd_fetch(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
@@ -1329,6 +1430,8 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "UNSELECT": (_SEL, ImapSession.cmd_unselect),
     "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
     "SEARCH": (_SEL, ImapSession.cmd_search),
+    "SORT": (_SEL, ImapSession.cmd_sort),
+    "THREAD": (_SEL, ImapSession.cmd_thread),
     "FETCH": (_SEL, ImapSession.cmd_fetch),
     "STORE": (_SEL, ImapSession.cmd_store),
     "COPY": (_SEL, ImapSession.cmd_copy),
