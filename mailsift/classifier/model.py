@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from mailsift.classifier.chargrams import CHAR_BYTES, CharGramLR, char_indices
+from mailsift.classifier.clues import select_clues
 from mailsift.classifier.features import feature_indices
 from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probability_to_score  # noqa: F401
 from mailsift.classifier.points import sigmoid as _sigmoid
@@ -451,20 +452,17 @@ def _label(label: str) -> int:
 
 
 def _clues(contrib: np.ndarray, names: Sequence[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
-    """The `limit` strongest spammy and hammy tokens, strongest first."""
+    """The `limit` strongest spammy and hammy tokens, strongest first (clues.select_clues:
+    the same rule as the numpy-free scorer's, ties broken by name)."""
     n = len(contrib)
     if n == 0:
         return ()
-    if n <= 2 * limit:
+    rounded = contrib.round(4)
+    if n <= 64:  # few tokens: sorting a list beats numpy's per-call overhead
         picks: list[int] = list(range(n))
-    elif n <= 64:  # few tokens: sorting a list beats numpy's per-call overhead (28: 9.1 -> 6.1 us; even at ~90)
-        values = contrib.tolist()
-        order = sorted(range(n), key=values.__getitem__)
-        picks = order[:limit] + order[-limit:]
-    else:  # one partition around both ends (two took 28 against 25 us for 65-1,500 tokens)
-        part = np.argpartition(contrib, (limit - 1, n - limit))
-        picks = np.concatenate((part[:limit], part[-limit:])).tolist()
-    weights = contrib[picks].round(4).tolist()
-    out = [(names[i], w) for i, w in zip(picks, weights) if w != 0.0]
-    out.sort(key=lambda c: -abs(c[1]))
-    return tuple(out)
+    else:  # one partition around both ends, then every tie at the two cut-offs
+        part = np.argpartition(rounded, (limit - 1, n - limit))
+        lo, hi = rounded[part[limit - 1]], rounded[part[n - limit]]
+        picks = np.flatnonzero((rounded <= lo) | (rounded >= hi)).tolist()
+    weights = rounded[picks].tolist()
+    return select_clues([(w, names[i]) for i, w in zip(picks, weights)], limit)

@@ -32,6 +32,7 @@ from typing import Any
 from zlib import crc32
 
 from mailsift.classifier import modelfile
+from mailsift.classifier.clues import select_clues
 from mailsift.classifier.modelcheck import (
     LEGACY_FORMAT,
     MODEL_FILE,
@@ -293,18 +294,7 @@ class Scorer:
 
 def _clues(contrib: list[float], names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
     """model._clues: the `limit` strongest spammy and hammy tokens, strongest first."""
-    n = len(contrib)
-    if n == 0:
-        return ()
-    if n <= 2 * limit:
-        picks: list[int] = list(range(n))
-    else:
-        order = sorted(range(n), key=contrib.__getitem__)
-        picks = order[:limit] + order[-limit:]
-    out = [(names[i], round(contrib[i] * 10000.0) / 10000.0) for i in picks]
-    out = [c for c in out if c[1] != 0.0]
-    out.sort(key=lambda c: -abs(c[1]))
-    return tuple(out)
+    return select_clues([(round(c * 10000.0) / 10000.0, names[i]) for i, c in enumerate(contrib)], limit)
 
 
 class _Racy(ModelError):
