@@ -33,7 +33,9 @@ class Limits:
     max_line: int = 64 * 1024          # one line of a command, without literals
     max_literal: int = 64 * 1024 * 1024  # one APPEND literal
     max_command: int = 64 * 1024 * 1024 + 256 * 1024  # a whole command with its literals
-    max_nonsync_literal: int = 4096 * 1024  # {n+} beyond this: BAD [TOOBIG] (swallowed unread)
+    # {n+} beyond this: BAD [TOOBIG] (swallowed unread). Clients that see LITERAL+ (mbsync)
+    # APPEND whole messages with it: 32 MiB passes what Postfix accepts by default (10 MB).
+    max_nonsync_literal: int = 32 * 1024 * 1024
     max_prelogin_literal: int = 8 * 1024  # one literal before login (a user name or password)
     max_prelogin_command: int = 64 * 1024  # a whole command with its literals before login
 
