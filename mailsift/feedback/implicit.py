@@ -155,6 +155,9 @@ class ImplicitTracker:
         if p is None:
             return
         into_junk, into_trash = ev.special_use == JUNK, ev.special_use == TRASH
+        if ev.via == "move" and ev.folder == ev.source_folder:
+            self.state.relocate(p.id, ev.folder, ev.uid)  # a move within one folder files nothing
+            return
         if p.label == "ham":
             if _kept(ev.special_use, ev.folder):
                 self.state.relocate(p.id, ev.folder, ev.uid)

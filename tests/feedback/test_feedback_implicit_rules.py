@@ -237,3 +237,16 @@ def test_a_newer_judgement_replaces_a_deferred_one(store, tmp_path: Path) -> Non
         assert b_lines == [("spam", "deferred"), ("ham", "deferred"), ("ham", "learned")]
     finally:
         fl.stop()
+
+
+def test_a_move_within_one_folder_files_nothing(store, tracked) -> None:
+    """MOVE into the selected mailbox (RFC 6851) gives the message a new UID in the same folder:
+    the user filed nothing, so the message waits as before, under its new UID."""
+    tracker, clock = tracked
+    box = store.mailbox(USER)
+    uid = box.deliver(message(1)).uid
+    [(_, moved)] = box.move("INBOX", [uid], "INBOX")
+    assert due(tracker) == {}                      # not "filed into INBOX" at once
+    box.store_flags("INBOX", [moved], {"\\Seen"}, "add")
+    clock.t += 2 * DAY + 60
+    assert due(tracker) == {("INBOX", moved): ("ham", "kept in INBOX 2d")}
