@@ -63,7 +63,7 @@ from mailsift.store import vanished
 from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.indexdb import IndexDB
-from mailsift.store.listing import ListingCache, MessageInfo, stamp_of, uid_range
+from mailsift.store.listing import ListingCache, MessageInfo, Stamp, stamp_of, uid_range
 from mailsift.store.locks import MailboxLock
 from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
@@ -894,6 +894,28 @@ class Mailbox:
         """The folder's messages (after picking up outside changes), ascending UID, optionally only
         uid_min <= uid <= uid_max. With `uidvalidity`, a folder of that name with another
         UIDVALIDITY (deleted and created again, or renamed over) raises NoSuchFolder too."""
+        return self._listing(folder, uid_min, uid_max, uidvalidity)[0]
+
+    def list_stamped(self, folder: str, uidvalidity: int | None = None) -> tuple[list[MessageInfo], Stamp]:
+        """The whole listing and the folder's stamp (UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) it is
+        current for: a later stamp_nowait() that differs means the folder changed since."""
+        return self._listing(folder, 1, None, uidvalidity)
+
+    def stamp_nowait(self, folder: str) -> Stamp | None:
+        """The folder's stamp as the index holds it, for an event loop's thread: one indexed
+        lookup, never a wait for a lock. None when another thread of this process holds the
+        mailbox or there is no such folder. (Another process's change is in the index before
+        its client is answered, while its change event may still be on its way here.)"""
+        if not self._lock.thread_lock.acquire(blocking=False):
+            return None
+        try:
+            row = self._frow_opt(normalize_folder(folder))
+        finally:
+            self._lock.thread_lock.release()
+        return None if row is None else stamp_of(row)
+
+    def _listing(self, folder: str, uid_min: int, uid_max: int | None,
+                 uidvalidity: int | None) -> tuple[list[MessageInfo], Stamp]:
         folder = normalize_folder(folder)
         whole = uid_min <= 1 and uid_max is None
         with self._op():
@@ -907,15 +929,15 @@ class Mailbox:
             hit = cache.get(ckey, stamp)
             if hit is not None:
                 if whole:
-                    return list(hit)
-                return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62)
+                    return list(hit), stamp
+                return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
             rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
             make, join = MessageInfo, _join_flags
             infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
             if whole:
                 cache.put(ckey, stamp, infos)
-                return list(infos)
-        return infos
+                return list(infos), stamp
+        return infos, stamp
 
     def uids(self, folder: str) -> list[int]:
         return [m.uid for m in self.list(folder)]

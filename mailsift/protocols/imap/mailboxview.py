@@ -54,6 +54,7 @@ class MailboxView:
     condstore: bool = False
     dirty: bool = False
     qresync: bool = False  # report expunges as `* VANISHED uids` (RFC 7162 3.2.10)
+    stamp: Any = None      # the folder's stamp the view was last listed at (store_api.Stamp)
     announced: dict[str, None] = field(default_factory=dict)  # keywords told, in the order told
     unannounced: set[str] = field(default_factory=set)         # keywords in the view, not yet told
 

@@ -181,11 +181,11 @@ def _cap(settings: Any, name: str, default: int) -> int:
     return int(getattr(settings, name, 0) or 0) or default
 
 
-def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None]:
-    """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor."""
+def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any]:
+    """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor, stamp."""
     info = box.folder(name)
-    infos, floor = _list_and_claim(box, info.name, info.uidvalidity, 0, readonly)
-    return info, infos, floor
+    infos, floor, stamp = _list_and_claim(box, info.name, info.uidvalidity, 0, readonly)
+    return info, infos, floor, stamp
 
 
 def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
@@ -211,14 +211,14 @@ class _WouldBlock(Exception):
 
 
 def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
-                    readonly: bool) -> tuple[list[Any], int | None]:
-    """One worker-thread hop: the folder's listing and, when it has UIDs above `known_max`,
-    the \\Recent floor claimed for them (None when nothing is new)."""
-    infos = box.list(folder, uidvalidity=uidvalidity)  # NoSuchFolder also when it was replaced
+                    readonly: bool) -> tuple[list[Any], int | None, Any]:
+    """One worker-thread hop: the folder's listing, when it has UIDs above `known_max` the
+    \\Recent floor claimed for them (None when nothing is new), and the folder's stamp."""
+    infos, stamp = box.list_stamped(folder, uidvalidity=uidvalidity)  # NoSuchFolder also when replaced
     top = infos[-1].uid if infos else 0
     if top <= known_max:
-        return infos, None
-    return infos, box.claim_recent(folder, uidvalidity, top, readonly)
+        return infos, None, stamp
+    return infos, box.claim_recent(folder, uidvalidity, top, readonly), stamp
 
 
 def _header_cache(ctx: Any) -> HeaderCache:
@@ -569,11 +569,20 @@ class ImapSession:
         """Tell the client what changed in the selected folder."""
         self.pending_events()
         sel = self.sel
-        if sel is None or not (sel.dirty or force or (allow_expunge and sel.ghosts)):
+        if sel is None:
+            return
+        if not (sel.dirty or force) and self.box is not None and _limiter(self.ctx) is not None:
+            # IMAP worker processes: a change another process made is in the index before its
+            # client is answered, but its event may still be on the way here; the folder's
+            # stamp tells (one indexed lookup), as Dovecot checks its index log at each command.
+            now = self.box.stamp_nowait(sel.folder)
+            if now is None or now != sel.stamp:
+                sel.dirty = True
+        if not (sel.dirty or force or (allow_expunge and sel.ghosts)):
             return
         assert self.box is not None
         try:
-            infos, floor = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity, sel.max_uid,
+            infos, floor, sel.stamp = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity, sel.max_uid,
                                            sel.readonly)
         except store_api.NoSuchFolder:
             # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
@@ -759,8 +768,9 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info, infos, floor = await self.call(_select_data, self.box, name, readonly)
+        info, infos, floor, stamp = await self.call(_select_data, self.box, name, readonly)
         view = MailboxView(info.name, readonly, info.uidvalidity)
+        view.stamp = stamp
         view.load(infos)
         if cmd.args.get("condstore"):
             self.condstore = True
