@@ -4,7 +4,8 @@ RFC 4616), STLS (RFC 2595), PIPELINING.
 The module has two halves, in the aiosmtpd manner:
 
 1. **Bytes alone** (no I/O): `LineSplitter`, `parse_command`, `ok`/`err`/`multiline`,
-   `to_crlf`, `dot_stuff`, `top_part`, `decode_plain`. Tested on bytes.
+   `dot_stuff`, `top_part` (`to_crlf` is the store's, `decode_plain` mailsift/protocols/sasl.py's,
+   shared with IMAP). Tested on bytes.
 2. **The session** (`Pop3Session`): the AUTHORIZATION -> TRANSACTION -> UPDATE state machine
    over asyncio streams and a `Maildrop` (a snapshot of the user's INBOX taken at login,
    built on the store API). `handle(reader, writer, ctx)` is what `mailsift serve` calls.
@@ -18,8 +19,6 @@ even a rebuilt index, so "leave mail on server" clients never fetch a message tw
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
 import re
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailsift.ops import metrics
+from mailsift.protocols.sasl import SaslError, decode_plain  # noqa: F401  (tests import them here)
+from mailsift.store.maildir import to_crlf
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 
 log = logging.getLogger("mailsift.pop3")
@@ -157,17 +158,6 @@ def multiline(lines: list[str]) -> bytes:
     return CRLF.join(out) + CRLF
 
 
-def to_crlf(data: bytes) -> bytes:
-    """The message as it goes on the wire before stuffing: every line ends in CRLF (bare LF
-    becomes CRLF, CRLF stays). The POP3 size of a message is the length of this (the
-    store keeps it as the message's CRLF size)."""
-    if b"\n" in data:
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        data = data.replace(b"\n", b"\r\n")
-    return data
-
-
 def crlf_size(data: bytes) -> int:
     """len(to_crlf(data)) without building it."""
     return len(data) + data.count(b"\n") - data.count(b"\r\n")
@@ -199,30 +189,6 @@ def top_part(crlf_data: bytes, body_lines: int) -> bytes:
             return crlf_data
         pos = nl + 2
     return crlf_data[:pos]
-
-
-class SaslError(Exception):
-    """The AUTH PLAIN response cannot be decoded; str(exc) is for the -ERR reply."""
-
-
-def decode_plain(response: str) -> tuple[str, str, str]:
-    """RFC 4616 PLAIN: base64 of authzid NUL authcid NUL passwd -> (authzid, authcid, passwd)."""
-    if response == "=":
-        raise SaslError("empty PLAIN response")
-    try:
-        raw = base64.b64decode(response.strip().encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise SaslError("invalid base64 in PLAIN response") from None
-    parts = raw.split(b"\0")
-    if len(parts) != 3:
-        raise SaslError("malformed PLAIN response")
-    try:
-        authzid, authcid, passwd = (p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
-        raise SaslError("invalid UTF-8 in PLAIN response") from None
-    if not authcid:
-        raise SaslError("malformed PLAIN response")
-    return authzid, authcid, passwd
 
 
 _UIDL_RE = re.compile(r"[\x21-\x7e]{1,70}\Z")

@@ -15,15 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailsift.store.maildir import to_crlf  # noqa: F401  (IMAP sizes and sections count CRLF)
+
 MAX_DEPTH = 50
 MAX_PARTS = 10_000  # parts of one message (all levels); Dovecot: max_total_mime_parts = 10000
-
-
-def to_crlf(data: bytes) -> bytes:
-    """Bare LF line ends become CRLF (IMAP sizes and sections count CRLF)."""
-    if b"\n" not in data:
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 @dataclass

@@ -21,8 +21,6 @@ search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHI
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import dataclasses
 import datetime as _dt
@@ -49,6 +47,7 @@ from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, Inval
 from mailsift.protocols.imap.parser import SavedResult
 from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
+from mailsift.protocols.sasl import decode_plain
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
@@ -241,19 +240,6 @@ def _executor(ctx: Any) -> concurrent.futures.ThreadPoolExecutor:
         pool = shared["imap.executor"] = concurrent.futures.ThreadPoolExecutor(
             max_workers=STORE_THREADS, thread_name_prefix="imap-store")
     return pool
-
-
-def decode_plain(b64: bytes) -> tuple[str, str, str]:
-    """SASL PLAIN (RFC 4616): base64 of authzid NUL authcid NUL passwd."""
-    try:
-        raw = base64.b64decode(b64, validate=True)
-        parts = raw.split(b"\0")
-        if len(parts) != 3:
-            raise ValueError("PLAIN needs three fields")
-        authzid, authcid, passwd = (p.decode("utf-8") for p in parts)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid SASL PLAIN response") from exc
-    return authzid, authcid, passwd
 
 
 def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
