@@ -156,6 +156,21 @@ def test_no_recent_after_enable_and_no_claim(srv):
     w2.close()
 
 
+def test_enable_while_selected(srv):
+    """ENABLE IMAP4rev2 with a mailbox selected: its \\Recent messages lose the flag at once."""
+    w1 = rev1(srv)
+    fresh(w1, "RevLate", 1)
+    untagged, done = w1.command("SELECT RevLate")
+    assert ok(done) and b"* 1 RECENT" in untagged
+    assert w1.command("FETCH 1 (FLAGS)")[0] == [b"* 1 FETCH (FLAGS (\\Recent))"]
+    untagged, done = w1.command("ENABLE IMAP4rev2")
+    assert ok(done) and untagged == [b"* ENABLED IMAP4rev2"]
+    assert w1.command("FETCH 1 (FLAGS)")[0] == [b"* 1 FETCH (FLAGS ())"]
+    untagged, done = w1.command("SEARCH ALL")
+    assert untagged == [f'* ESEARCH (TAG "{done.split()[0].decode()}") ALL 1'.encode()]
+    w1.close()
+
+
 def test_mailbox_names_utf8_after_enable(srv):
     w1, w2 = rev1(srv), rev2_session(srv)
     name = "Grüße"

@@ -742,6 +742,9 @@ class ImapSession:
                 enabled.append(cap)
             elif cap == rev2.ENABLE_NAME and not self.rev2:
                 self.rev2 = True
+                if self.sel is not None:  # from now on no \Recent there either
+                    self.sel.rev2 = True
+                    self.sel.recent.clear()
                 enabled.append(rev2.CAPABILITIES[0])
         self.untagged("ENABLED" + "".join(" " + c for c in enabled))
         self.tagged(cmd.tag, "OK", "Enabled")
