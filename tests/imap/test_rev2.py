@@ -232,6 +232,22 @@ def test_extensions_rev2_folds_in(srv):
     w2.close()
 
 
+def test_delete_with_children_haschildren(srv):
+    w1, w2 = rev1(srv), rev2_session(srv)
+    w1.command("DELETE RevPar.kid")
+    w1.command("DELETE RevPar")
+    assert ok(w1.command("CREATE RevPar.kid")[1])
+    _, done = w2.command("DELETE RevPar")
+    assert re.match(rb"^\S+ NO \[HASCHILDREN\] ", done), done
+    _, done = w1.command("DELETE RevPar")
+    assert re.match(rb"^\S+ NO \[CANNOT\] ", done), done
+    _, done = w2.command("DELETE INBOX")  # no children involved: as before
+    assert re.match(rb"^\S+ NO \[CANNOT\] ", done), done
+    assert ok(w2.command("DELETE RevPar.kid")[1]) and ok(w2.command("DELETE RevPar")[1])
+    w1.close()
+    w2.close()
+
+
 def test_rev1_session_unchanged(srv):
     """Without ENABLE the SELECT answer has its RFC 3501 form: FLAGS, PERMANENTFLAGS, EXISTS,
     RECENT, UNSEEN, UIDVALIDITY, UIDNEXT, and no LIST."""

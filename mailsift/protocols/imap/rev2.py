@@ -7,7 +7,8 @@ A session that never enables it is served exactly as an IMAP4rev1 one. After the
   so a IMAP4rev1 session of the same user still sees them recent);
 - mailbox names are UTF-8 on the wire both ways (RFC 9051 5.1), no modified UTF-7;
 - SELECT/EXAMINE send the `LIST` response naming the mailbox (RFC 9051 6.3.2) and no
-  `OK [UNSEEN n]`.
+  `OK [UNSEEN n]`;
+- DELETE of a folder with children answers `NO [HASCHILDREN]` (IMAP4rev1: `NO [CANNOT]`).
 Everything else RFC 9051 folds in (ESEARCH, SEARCHRES, LIST-EXTENDED, LIST-STATUS, BINARY,
 STATUS=SIZE and DELETED, UNSELECT, UIDPLUS, MOVE, ENABLE, IDLE, NAMESPACE, SPECIAL-USE, the
 `OK [CLOSED]` of a SELECT that closes another mailbox) the server offers to both.
@@ -23,6 +24,7 @@ from mailsift.store.api import FolderInfo
 CAPABILITIES = ("IMAP4rev2",)
 ENABLE_NAME = "IMAP4REV2"            # as the parser hands ENABLE's arguments (upper case)
 SEARCH_RETURNS = frozenset({"ALL"})  # a plain SEARCH answers as `SEARCH RETURN (ALL)`
+DELETE_CHILDREN_CODE = "HASCHILDREN"  # DELETE of a folder with children (RFC 9051 7.1)
 
 
 class InvalidUTF8Name(ValueError):

@@ -809,7 +809,13 @@ class ImapSession:
     async def cmd_delete(self, cmd: Command) -> None:
         assert self.box is not None
         name = cmd.args["mailbox"]
-        await self.call(self.box.delete_folder, name)
+        try:
+            await self.call(self.box.delete_folder, name)
+        except store_api.FolderNotEmpty as exc:
+            if not (self.rev2 and name != "INBOX"):
+                raise
+            self.tagged(cmd.tag, "NO", str(exc), rev2.DELETE_CHILDREN_CODE)
+            return
         self.tagged(cmd.tag, "OK", "Delete completed")
 
     async def cmd_rename(self, cmd: Command) -> None:
