@@ -274,3 +274,22 @@ def test_name_codec_units():
     for bad in (b"bad\xff", b"a\x01b", b"a\x7fb"):
         with pytest.raises(rev2.InvalidUTF8Name):
             rev2.decode_name(bad)
+
+
+def test_parse_command_utf8_names():
+    """The parser reads names as modified UTF-7 unless told the session is IMAP4rev2, and the
+    switch lasts one call."""
+    from mailsift.protocols.imap.parser import InvalidMailboxName, ParseError, parse_command
+    assert parse_command(b'a SELECT "a&-b"').args["mailbox"] == "a&b"
+    assert parse_command(b'a SELECT "a&-b"', utf8_names=True).args["mailbox"] == "a&-b"
+    assert parse_command(b"a CREATE Caf&AOk-").args["mailbox"] == "Caf\u00e9"
+    assert parse_command(b"a CREATE Caf&AOk-", utf8_names=True).args["mailbox"] == "Caf&AOk-"
+    assert parse_command("a RENAME \"Grüße\" \"x&y\"".encode(), utf8_names=True).args == {
+        "old": "Grüße", "new": "x&y"}
+    cmd = parse_command('a LIST "Grü" "&*"'.encode(), utf8_names=True)
+    assert cmd.args["reference"] == "Grü" and cmd.args["patterns"] == ("&*",)
+    assert parse_command(b'a SELECT "a&-b"').args["mailbox"] == "a&b"  # not left switched on
+    with pytest.raises(InvalidMailboxName):
+        parse_command(b'a SELECT "bad\xff"', utf8_names=True)
+    with pytest.raises(ParseError):
+        parse_command(b'a LIST "" "bad\xff"', utf8_names=True)
