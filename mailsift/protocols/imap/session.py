@@ -75,8 +75,8 @@ PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTUR
 SEPARATOR = "."
 SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-BASE_CAPABILITIES = ("IMAP4rev1", *rev2.CAPABILITIES, "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
-                     "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
+BASE_CAPABILITIES = ("IMAP4rev1", *rev2.CAPABILITIES, "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+                     "UNSELECT", "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
                       + multiappend.CAPABILITIES + imapquota.CAPABILITIES + qresync.CAPABILITIES)
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
