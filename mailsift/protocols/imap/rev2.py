@@ -18,8 +18,12 @@ Pure: the session asks these functions and keeps the one flag (`ImapSession.rev2
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailsift.protocols.imap import response
-from mailsift.store.api import FolderInfo
+
+if TYPE_CHECKING:  # the parser imports this module: keep the store out of its imports
+    from mailsift.store.api import FolderInfo
 
 CAPABILITIES = ("IMAP4rev2",)
 ENABLE_NAME = "IMAP4REV2"            # as the parser hands ENABLE's arguments (upper case)
