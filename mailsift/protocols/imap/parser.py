@@ -729,7 +729,7 @@ def _atom(tok: Token, tag: bytes | None, what: str) -> str:
     return tok.text
 
 
-# set while parse_command parses a IMAP4rev2 session's command: mailbox names are UTF-8 (rev2.py)
+# set while parse_command parses an IMAP4rev2 session's command: mailbox names are UTF-8 (rev2.py)
 _UTF8_NAMES: ContextVar[bool] = ContextVar("imap_utf8_names", default=False)
 
 

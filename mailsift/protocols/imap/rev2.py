@@ -4,7 +4,7 @@ A session that never enables it is served exactly as an IMAP4rev1 one. After the
 - SEARCH and UID SEARCH answer `* ESEARCH (TAG "t") [UID] ALL set` (RFC 9051 7.3.4), never
   `* SEARCH`;
 - no `* n RECENT` response and no `\\Recent` flag (the session claims no message as recent,
-  so a IMAP4rev1 session of the same user still sees them recent);
+  so an IMAP4rev1 session of the same user still sees them recent);
 - mailbox names are UTF-8 on the wire both ways (RFC 9051 5.1), no modified UTF-7;
 - SELECT/EXAMINE send the `LIST` response naming the mailbox (RFC 9051 6.3.2) and no
   `OK [UNSEEN n]`;
@@ -36,7 +36,7 @@ class InvalidUTF8Name(ValueError):
 
 
 def decode_name(raw: bytes) -> str:
-    """A mailbox name (or LIST pattern) as a IMAP4rev2 client sends it: UTF-8, taken as it is
+    """A mailbox name (or LIST pattern) as an IMAP4rev2 client sends it: UTF-8, taken as it is
     (`&` is an ordinary character, no modified UTF-7)."""
     try:
         name = raw.decode("utf-8")
@@ -48,7 +48,7 @@ def decode_name(raw: bytes) -> str:
 
 
 def encode_name(name: str) -> bytes:
-    """A mailbox name for a IMAP4rev2 client: an atom when it can be, else a quoted string,
+    """A mailbox name for an IMAP4rev2 client: an atom when it can be, else a quoted string,
     which may hold UTF-8 in IMAP4rev2 (RFC 9051 9, QUOTED-CHAR); a literal only for a name
     that cannot be quoted."""
     data = name.encode("utf-8")
@@ -60,7 +60,7 @@ def encode_name(name: str) -> bytes:
 
 
 def select_list_line(name: bytes, separator: str, attrs: list[str]) -> bytes:
-    """The `* LIST (attrs) "sep" name` a IMAP4rev2 SELECT/EXAMINE sends (RFC 9051 6.3.2)."""
+    """The `* LIST (attrs) "sep" name` an IMAP4rev2 SELECT/EXAMINE sends (RFC 9051 6.3.2)."""
     return b"* LIST (" + " ".join(attrs).encode() + b') "' + separator.encode() + b'" ' + name + b"\r\n"
 
 
