@@ -1,9 +1,10 @@
-r"""IMAP4rev1 (RFC 3501) for `mailsift serve`.
+r"""IMAP4rev1 (RFC 3501) and, after `ENABLE IMAP4rev2`, IMAP4rev2 (RFC 9051) for `mailsift serve`.
 
 Pure, byte-level pieces (tested on bytes alone):
     parser.py         command lines, literals, sequence sets, search keys, fetch attributes
     response.py       encoding of responses: atoms, quoted strings, literals, lists
     mutf7.py          modified UTF-7 mailbox names (RFC 3501 5.1.3)
+    rev2.py           what changes for a session that enabled IMAP4rev2 (RFC 9051)
     listpattern.py    LIST/LSUB patterns (`*`, `%`) matched in linear time
     mimetree.py       a message's MIME tree with exact byte ranges (shared by the next three)
     envelope.py       ENVELOPE

@@ -55,6 +55,7 @@ class MailboxView:
     dirty: bool = False
     qresync: bool = False  # report expunges as `* VANISHED uids` (RFC 7162 3.2.10)
     stamp: Any = None      # the folder's stamp the view was last listed at (store_api.Stamp)
+    rev2: bool = False     # IMAP4rev2 (rev2.py): no \Recent, no `* n RECENT`
     announced: dict[str, None] = field(default_factory=dict)  # keywords told, in the order told
     unannounced: set[str] = field(default_factory=set)         # keywords in the view, not yet told
 
@@ -234,10 +235,11 @@ class MailboxView:
                 state[m.uid] = m
                 if m.flags:
                     self._note_keywords(m.flags)
-            if recent_floor is not None:
+            if recent_floor is not None and not self.rev2:
                 self.recent.update(m.uid for m in new if m.uid > recent_floor)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
-            out.append(b"* %d RECENT\r\n" % len(self.recent))
+            if not self.rev2:
+                out.append(b"* %d RECENT\r\n" % len(self.recent))
         self.dirty = False
         if self.unannounced:
             out[:0] = self.keyword_news()

@@ -14,10 +14,11 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from mailsift.protocols.imap import mutf7
+from mailsift.protocols.imap import mutf7, rev2
 
 
 class ParseError(ValueError):
@@ -660,7 +661,9 @@ def mailbox_name(tok: Token, tag: bytes | None) -> str:
     else:
         raise ParseError("expected a mailbox name", tag)
     try:
-        name = mutf7.decode(raw)
+        name = rev2.decode_name(raw) if _UTF8_NAMES.get() else mutf7.decode(raw)
+    except rev2.InvalidUTF8Name as exc:
+        raise InvalidMailboxName(str(exc), tag) from None
     except mutf7.MUTF7Error:
         # RFC 6855-style clients send UTF-8 directly; accept it when it decodes.
         try:
@@ -688,7 +691,9 @@ def _pattern(tok: Token, tag: bytes | None) -> str:
     """A LIST pattern: like a mailbox name but keeping % and *."""
     raw = astring_bytes(tok, tag)
     try:
-        return mutf7.decode(raw)
+        return rev2.decode_name(raw) if _UTF8_NAMES.get() else mutf7.decode(raw)
+    except rev2.InvalidUTF8Name:
+        raise ParseError("invalid mailbox pattern", tag) from None
     except mutf7.MUTF7Error:
         try:
             return raw.decode("utf-8")
@@ -724,8 +729,21 @@ def _atom(tok: Token, tag: bytes | None, what: str) -> str:
     return tok.text
 
 
-def parse_command(data: bytes, limits: Limits = Limits()) -> Command:
-    """Parse one whole command (without the final CRLF, literals inlined)."""
+# set while parse_command parses an IMAP4rev2 session's command: mailbox names are UTF-8 (rev2.py)
+_UTF8_NAMES: ContextVar[bool] = ContextVar("imap_utf8_names", default=False)
+
+
+def parse_command(data: bytes, limits: Limits = Limits(), utf8_names: bool = False) -> Command:
+    """Parse one whole command (without the final CRLF, literals inlined); `utf8_names` for a
+    session that enabled IMAP4rev2 (mailbox names in UTF-8, no modified UTF-7)."""
+    token = _UTF8_NAMES.set(utf8_names)
+    try:
+        return _parse_command(data, limits)
+    finally:
+        _UTF8_NAMES.reset(token)
+
+
+def _parse_command(data: bytes, limits: Limits) -> Command:
     if len(data) > limits.max_command:
         raise ParseError("command too long")
     tag, rest = split_tag(data)

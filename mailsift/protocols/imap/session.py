@@ -39,6 +39,7 @@ from mailsift.protocols.imap import listext, multiappend, statusitems
 from mailsift.protocols.imap import quota as imapquota
 from mailsift.protocols.imap import compress
 from mailsift.protocols.imap import qresync
+from mailsift.protocols.imap import rev2
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
 from mailsift.protocols.imap.mimetree import to_crlf
@@ -73,8 +74,8 @@ PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTUR
 SEPARATOR = "."
 SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT",
-                     "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
+BASE_CAPABILITIES = ("IMAP4rev1", *rev2.CAPABILITIES, "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+                     "UNSELECT", "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE", "CONDSTORE")
 MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in its own module
                       + multiappend.CAPABILITIES + imapquota.CAPABILITIES + qresync.CAPABILITIES)
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
@@ -275,6 +276,7 @@ class ImapSession:
         self.sel: MailboxView | None = None
         self.condstore = False
         self.qresync = False                  # ENABLE QRESYNC (qresync.py)
+        self.rev2 = False                     # ENABLE IMAP4rev2 (rev2.py)
         self.saved: tuple[MailboxView, list[int]] | None = None  # SEARCHRES: (view, UIDs)
         self.bad_count = 0
         self.auth_failures = 0
@@ -449,7 +451,7 @@ class ImapSession:
 
     async def execute(self, data: bytes) -> None:
         try:
-            cmd = parse_command(data, self.limits)
+            cmd = parse_command(data, self.limits, utf8_names=self.rev2)
         except BadCharset as exc:
             self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
             return
@@ -568,8 +570,8 @@ class ImapSession:
             return
         assert self.box is not None
         try:
-            infos, floor, sel.stamp = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity, sel.max_uid,
-                                           sel.readonly)
+            infos, floor, sel.stamp = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity,
+                                                      sel.max_uid, sel.readonly or sel.rev2)
         except store_api.NoSuchFolder:
             # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
             # the client's UIDs mean nothing any more (Dovecot also ends the session)
@@ -733,6 +735,12 @@ class ImapSession:
             elif cap == "QRESYNC" and not self.qresync:
                 await qresync.enable(self)
                 enabled.append(cap)
+            elif cap == rev2.ENABLE_NAME and not self.rev2:
+                self.rev2 = True
+                if self.sel is not None:  # from now on no \Recent there either
+                    self.sel.rev2 = True
+                    self.sel.recent.clear()
+                enabled.append(rev2.CAPABILITIES[0])
         self.untagged("ENABLED" + "".join(" " + c for c in enabled))
         self.tagged(cmd.tag, "OK", "Enabled")
 
@@ -741,7 +749,7 @@ class ImapSession:
         self.tagged(cmd.tag, "OK", "Namespace completed")
 
     def mailbox_name(self, name: str) -> bytes:
-        return response.astring(mutf7.encode(name))
+        return rev2.encode_name(name) if self.rev2 else response.astring(mutf7.encode(name))
 
     async def cmd_select(self, cmd: Command) -> None:
         assert self.box is not None
@@ -754,7 +762,7 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info, infos, floor, stamp = await self.call(_select_data, self.box, name, readonly)
+        info, infos, floor, stamp = await self.call(_select_data, self.box, name, readonly or self.rev2)  # rev2: no claim
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.stamp = stamp
         view.load(infos)
@@ -762,12 +770,16 @@ class ImapSession:
             self.condstore = True
         view.condstore = self.condstore
         view.qresync = self.qresync
-        view.recent = {u for u in view.uids if u > floor} if floor is not None else set()
+        view.rev2 = self.rev2
+        view.recent = {u for u in view.uids if u > floor} if floor is not None and not self.rev2 else set()
         for line in view.flag_lines():  # FLAGS, PERMANENTFLAGS: the keywords this client knows
             self.send(line)
         self.untagged(f"{view.exists} EXISTS")
-        self.untagged(f"{len(view.recent)} RECENT")
-        unseen = view.first_unseen()
+        if self.rev2:  # RFC 9051 6.3.2: LIST instead of RECENT and UNSEEN
+            self.send(rev2.select_list_line(self.mailbox_name(info.name), SEPARATOR, rev2.folder_attrs(info)))
+        else:
+            self.untagged(f"{len(view.recent)} RECENT")
+        unseen = None if self.rev2 else view.first_unseen()
         if unseen is not None:
             self.untagged(f"OK [UNSEEN {unseen}] First unseen")
         self.untagged(f"OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
@@ -793,7 +805,13 @@ class ImapSession:
     async def cmd_delete(self, cmd: Command) -> None:
         assert self.box is not None
         name = cmd.args["mailbox"]
-        await self.call(self.box.delete_folder, name)
+        try:
+            await self.call(self.box.delete_folder, name)
+        except store_api.FolderNotEmpty as exc:
+            if not (self.rev2 and name != "INBOX"):
+                raise
+            self.tagged(cmd.tag, "NO", str(exc), rev2.DELETE_CHILDREN_CODE)
+            return
         self.tagged(cmd.tag, "OK", "Delete completed")
 
     async def cmd_rename(self, cmd: Command) -> None:
@@ -1075,6 +1093,8 @@ class ImapSession:
         key = cmd.args["key"]
         returns = cmd.args.get("returns")
         options = esearch.parse_returns(returns, cmd.tag) if returns is not None else None
+        if options is None and self.rev2:  # RFC 9051 6.4.4: ESEARCH, never `* SEARCH`
+            options = rev2.SEARCH_RETURNS
         if options is not None and "SAVE" in options:
             self.saved = (self.sel, [])  # a search that fails saves nothing (RFC 5182 2.1)
         found = await self.run_search(key)
