@@ -100,8 +100,6 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
             version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if version is None:
                 fresh = True
-            else:
-                _upgrade(conn)
     except sqlite3.DatabaseError as exc:
         log.error("index %s is unreadable (%s); rebuilding it from the Maildir", db, exc)
         try:
@@ -119,6 +117,12 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
         with conn:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    else:  # (outside the try: a busy or failed upgrade must not set a sound index aside)
+        try:
+            _upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
     return conn, fresh
 
 
@@ -137,7 +141,7 @@ def _upgrade(conn: sqlite3.Connection) -> None:
             conn.execute("ALTER TABLE messages ADD COLUMN save_date REAL")
             conn.execute("UPDATE messages SET save_date = internal_date")
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    log.info("index upgraded to schema %d (save dates from INTERNALDATE)", SCHEMA_VERSION)
+            log.info("index upgraded to schema %d (save dates from INTERNALDATE)", SCHEMA_VERSION)
 
 
 def file_id(index_file: str) -> tuple[int, int] | None:

@@ -99,3 +99,29 @@ def test_an_index_from_before_save_dates_is_upgraded_in_place(tmp_path: Path) ->
         assert new.save_date is not None and new.save_date >= t0 - 1
     finally:
         s.close()
+
+
+def test_a_busy_upgrade_fails_cleanly_and_sets_nothing_aside(tmp_path: Path) -> None:
+    """Another writer holding the index while it is to be upgraded: the open fails (the caller
+    answers 4xx) and the index is kept, not rebuilt with a new UIDVALIDITY; later it upgrades."""
+    s = Store(tmp_path / "mail", hostname="test.host")
+    box = s.mailbox(USER)
+    box.append(INBOX, MSG, internal_date=OLD)
+    uidvalidity = box.status(INBOX).uidvalidity
+    path = box.path
+    s.close()
+    make_schema1(path)
+    other = sqlite3.connect(path / idx.INDEX_NAME, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    s = Store(tmp_path / "mail", hostname="test.host", lock_timeout=0.2)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            s.mailbox(USER)
+        assert not list(path.glob("*.broken-*"))
+        other.execute("ROLLBACK")
+        other.close()
+        box = s.mailbox(USER)
+        assert box.status(INBOX).uidvalidity == uidvalidity
+        assert [m.save_date for m in box.list(INBOX)] == [OLD]
+    finally:
+        s.close()
