@@ -737,7 +737,7 @@ class Mailbox:
             with self._txn():
                 uid = frow["uidnext"]
                 modseq = frow["highestmodseq"] + 1
-                self._db.insert((frow["id"], uid, key, "new", key, "", "", when, size, modseq))
+                self._db.insert((frow["id"], uid, key, "new", key, "", "", when, size, modseq, time.time()))
                 self._db.set_counters(frow["id"], uid + 1, modseq)
                 if dedup_key is not None:
                     self._db.record_delivery(dedup_key, folder, uid, frow["uidvalidity"], time.time())
@@ -779,8 +779,8 @@ class Mailbox:
         tmp = md.write_tmp(fpath, key, lf, mtime=when)
         try:
             with self._op():
-                [(uid, modseq)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
-            return MessageInfo(uid, fl, when, size, modseq, key)
+                [(uid, modseq, saved)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
+            return MessageInfo(uid, fl, when, size, modseq, key, saved)
         finally:
             _discard(tmp)
 
@@ -804,39 +804,42 @@ class Mailbox:
                 items.append((key, md.write_tmp(fpath, key, lf, mtime=when), fl, when, size))
             with self._op():
                 done = self._commit_new(folder, items, via="append")
-            return [MessageInfo(uid, fl, when, size, modseq, key)
-                    for (uid, modseq), (key, _tmp, fl, when, size) in zip(done, items)]
+            return [MessageInfo(uid, fl, when, size, modseq, key, saved)
+                    for (uid, modseq, saved), (key, _tmp, fl, when, size) in zip(done, items)]
         finally:
             for item in items:
                 _discard(item[1])
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
-        """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync. -> [(uid, modseq)]"""
+        """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync; each is
+        saved now (its save date, RFC 8514). -> [(uid, modseq, save date)]"""
         frow = self._frow(folder)
         fid = frow["id"]
         fpath = self._fpath(folder)
         if via in ("append", "copy"):  # (MOVE never grows the usage: no check, nor for sync)
             self._check_quota(sum(item[4] for item in items))
         out = []
+        saved = time.time()
         with self._txn():
             uid, modseq = frow["uidnext"], frow["highestmodseq"]
             for key, _tmp, fl, when, size in items:
                 letters, keywords = _split_flags(fl)
                 modseq += 1
-                self._db.insert((fid, uid, key, "cur", md.file_name(key, fl), letters, keywords, when, size, modseq))
-                out.append((uid, modseq))
+                self._db.insert((fid, uid, key, "cur", md.file_name(key, fl), letters, keywords, when, size, modseq,
+                                 saved))
+                out.append((uid, modseq, saved))
                 uid += 1
             self._db.set_counters(fid, uid, modseq)
         self.store.listings.patch(
             (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
-            changed=[MessageInfo(u, fl, when, size, m, key)
-                     for (u, m), (key, _tmp, fl, when, size) in zip(out, items)])
+            changed=[MessageInfo(u, fl, when, size, m, key, sv)
+                     for (u, m, sv), (key, _tmp, fl, when, size) in zip(out, items)])
         with self._own_change(folder, fid):
             for key, tmp, fl, _when, _size in items:
                 os.rename(tmp, fpath / "cur" / md.file_name(key, fl))
             md.fsync_dir(fpath / "cur")
-        for i, ((uid, _m), item) in enumerate(zip(out, items)):
+        for i, ((uid, _m, _sv), item) in enumerate(zip(out, items)):
             src = sources[i] if sources else (None, None, None)
             self._event("new", folder, uid=uid, flags=item[2], via=via, source_folder=src[0],
                         source_special_use=src[1], source_uid=src[2])
@@ -933,7 +936,7 @@ class Mailbox:
                 return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
             rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
             make, join = MessageInfo, _join_flags
-            infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+            infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
             if whole:
                 cache.put(ckey, stamp, infos)
                 return list(infos), stamp
@@ -1032,11 +1035,11 @@ class Mailbox:
             self._sync_folder(folder)
             frow = self._frow(folder)
             fid, fpath = frow["id"], self._fpath(folder)
-            rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq",
-                                     wanted)
+            rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, "
+                                        "save_date", wanted)
             updates = []
             with self._own_change(folder, fid):
-                for uid, key, subdir, fname, sysflags, keywords, when, size, mseq in rows:
+                for uid, key, subdir, fname, sysflags, keywords, when, size, mseq, saved in rows:
                     if uid not in wanted:
                         continue
                     if unchanged_since is not None and mseq > unchanged_since:
@@ -1053,14 +1056,14 @@ class Mailbox:
                             os.rename(fpath / subdir / fname, fpath / new_sub / new_name)
                         except FileNotFoundError:
                             continue  # vanished meanwhile; the next sync expunges it
-                    updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key))
+                    updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key, saved))
             if updates:
                 with self._txn(durable=False):
                     modseq = frow["highestmodseq"]
-                    for uid, sub, name, letters, kws, before, after, when, size, key in updates:
+                    for uid, sub, name, letters, kws, before, after, when, size, key, saved in updates:
                         modseq += 1
                         self._db.update_flags(fid, uid, sub, name, letters, kws, modseq)
-                        changed.append(MessageInfo(uid, after, when, size, modseq, key))
+                        changed.append(MessageInfo(uid, after, when, size, modseq, key, saved))
                     self._db.set_modseq(fid, modseq)
                 before_stamp = stamp_of(frow)
                 self.store.listings.patch((self.user, fid), before_stamp,
@@ -1071,7 +1074,7 @@ class Mailbox:
         return changed
 
     def copy(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
-        """Copy messages (with flags, keywords and internal date) into `dst`. Returns
+        """Copy messages (with flags, keywords and internal date; saved now) into `dst`. Returns
         [(source uid, new uid)] in ascending source order (COPYUID). Missing UIDs are skipped."""
         src, dst = normalize_folder(src), normalize_folder(dst)
         wanted = set(uids)
@@ -1139,6 +1142,7 @@ class Mailbox:
                     moved.append((uid, newkey, fl, when, size, sysflags))
                 if moved:
                     md.fsync_dir(dpath / "cur")
+                    saved = time.time()  # a move is a new save in dst (RFC 8514)
                     with self._txn():
                         duid, dmod = dfrow["uidnext"], dfrow["highestmodseq"]
                         smod = sfrow["highestmodseq"]
@@ -1149,7 +1153,7 @@ class Mailbox:
                             smod += 1
                             self._db.delete(sfrow["id"], uid)
                             self._db.insert((dfrow["id"], duid, newkey, "cur", md.file_name(newkey, fl), letters, kws,
-                                             when, size, dmod))
+                                             when, size, dmod, saved))
                             pairs.append((uid, duid, fl))
                             duid += 1
                         self._db.set_counters(dfrow["id"], duid, dmod)

@@ -1,5 +1,5 @@
 """The per-user SQLite index: folders (UIDVALIDITY, UIDNEXT, special use, subscription) and
-messages (UID, file name, flags, keywords, internal date, size, modseq).
+messages (UID, file name, flags, keywords, internal date, size, modseq, save date).
 
 It lives beside the Maildir as `mailsift-index.sqlite3` (WAL, synchronous=FULL: a commit is
 on disk before the store answers). It is a cache of what the files say plus what only IMAP
@@ -18,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger("mailsift.store.index")
 
 INDEX_NAME = "mailsift-index.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: messages.save_date (RFC 8514 SAVEDATE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS messages (
     internal_date REAL NOT NULL,
     size INTEGER NOT NULL,
     modseq INTEGER NOT NULL DEFAULT 1,
+    save_date REAL,  -- when it was saved in this folder (delivery, APPEND, COPY, MOVE); NULL: unknown
     PRIMARY KEY (folder_id, uid)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_key ON messages (folder_id, key);
@@ -116,7 +117,31 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
         with conn:
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    else:  # (outside the try: a busy or failed upgrade must not set a sound index aside)
+        try:
+            _upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
     return conn, fresh
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring an index of an older schema up to SCHEMA_VERSION in place (one transaction; the
+    caller holds the mailbox lock). Version 1 lacked messages.save_date: its rows get their
+    INTERNALDATE as save date, the time the message reached the store unless APPEND gave
+    another (Dovecot also falls back to a date it has when it recorded no save date)."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    if "save_date" in cols:
+        return
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+        if "save_date" not in cols:  # (another process may have upgraded it meanwhile)
+            conn.execute("ALTER TABLE messages ADD COLUMN save_date REAL")
+            conn.execute("UPDATE messages SET save_date = internal_date")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            log.info("index upgraded to schema %d (save dates from INTERNALDATE)", SCHEMA_VERSION)
 
 
 def file_id(index_file: str) -> tuple[int, int] | None:

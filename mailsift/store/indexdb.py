@@ -1,6 +1,6 @@
 """IndexDB: every SQL statement of one mailbox's index (index.py opens the file and owns its
 schema). Folders (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, special use, directory mtimes),
-messages (UID, file, flags, keywords, internal date, size, modseq), subscriptions, the
+messages (UID, file, flags, keywords, internal date, size, modseq, save date), subscriptions, the
 \\Recent floor and the delivery records. It knows nothing of files, locks or events: the
 caller (api.Mailbox) holds the mailbox lock and opens a transaction with txn() around writes.
 """
@@ -17,10 +17,10 @@ from mailsift.store import index as idx
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 _FOLDER_COLS = "id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur"
 _INSERT_MESSAGE = ("INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
-                   "internal_date, size, modseq) VALUES (?,?,?,?,?,?,?,?,?,?)")
+                   "internal_date, size, modseq, save_date) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
-MessageRow = tuple[int, int, str, str, str, str, str, float, int, int]
-"""(folder_id, uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq)"""
+MessageRow = tuple[int, int, str, str, str, str, str, float, int, int, float]
+"""(folder_id, uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, save_date)"""
 
 
 class IndexDB:
@@ -160,10 +160,11 @@ class IndexDB:
         return self.conn.execute("SELECT uid, subdir, name FROM messages WHERE folder_id = ? "
                                  "AND instr(sysflags, 'T') > 0 ORDER BY uid", (fid,)).fetchall()
 
-    def listing_rows(self, fid: int, uid_min: int, uid_max: int) -> list[tuple[int, str, str, float, int, int, str]]:
-        """(uid, sysflags, keywords, internal_date, size, modseq, key), ascending UID."""
+    def listing_rows(self, fid: int, uid_min: int,
+                     uid_max: int) -> list[tuple[int, str, str, float, int, int, str, float | None]]:
+        """(uid, sysflags, keywords, internal_date, size, modseq, key, save_date), ascending UID."""
         return self.conn.execute(
-            "SELECT uid, sysflags, keywords, internal_date, size, modseq, key FROM messages "
+            "SELECT uid, sysflags, keywords, internal_date, size, modseq, key, save_date FROM messages "
             "WHERE folder_id = ? AND uid >= ? AND uid <= ? ORDER BY uid", (fid, uid_min, uid_max)).fetchall()
 
     def status(self, fid: int) -> tuple[int, int, int, int]:

@@ -14,8 +14,9 @@ from typing import Iterable, NamedTuple
 class MessageInfo(NamedTuple):
     """uid; flags (system flags and keywords); internal_date (epoch seconds); size (CRLF octets);
     modseq (CONDSTORE); key (the Maildir base name: unique in the folder, stable while the message
-    stays there, also across index rebuilds — usable as a POP3 UIDL). Immutable (a NamedTuple:
-    cheap to make by the hundred thousand)."""
+    stays there, also across index rebuilds — usable as a POP3 UIDL); save_date (epoch seconds
+    it was saved in this folder by delivery, APPEND, COPY or MOVE: RFC 8514; None: unknown).
+    Immutable (a NamedTuple: cheap to make by the hundred thousand)."""
 
     uid: int
     flags: frozenset[str]
@@ -23,6 +24,7 @@ class MessageInfo(NamedTuple):
     size: int
     modseq: int
     key: str
+    save_date: float | None = None
 
 
 Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change

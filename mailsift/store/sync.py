@@ -151,7 +151,8 @@ def sync_folder(db: IndexDB, fpath: Path, folder: str, frow: sqlite3.Row, mtimes
                     w = md.crlf_size(fh.read())
             letters = md.info_letters(md.flags_from_letters(md.parse_name(fname)[1] or ""))
             modseq += 1
-            db.insert((fid, uid_next, key, sub, fname, letters, "", st.st_mtime, w, modseq))
+            # saved when its file last changed directory (ctime: a rename into this folder counts)
+            db.insert((fid, uid_next, key, sub, fname, letters, "", st.st_mtime, w, modseq, st.st_ctime))
             new_uids.append((uid_next, letters))
             uid_next += 1
         db.set_synced(fid, mtimes, uid_next, modseq)

@@ -201,3 +201,33 @@ def test_capabilities_are_a_subset_of_dovecots(pair) -> None:
     from mailsift.protocols.imap.session import SEARCH_CAPABILITIES
     assert set(SEARCH_CAPABILITIES) <= a
     assert set(SEARCH_CAPABILITIES) <= b
+
+
+def savedate() -> list[str]:
+    """SAVEDATE (RFC 8514): the messages were APPENDed today (INTERNALDATEs in March 2020); a
+    COPY is saved today again and keeps its INTERNALDATE. (Run last: it leaves a folder.)"""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    day, nextday = (f"{d.day}-{d.strftime('%b')}-{d.year}" for d in (today, today + dt.timedelta(days=1)))
+    return [f"SEARCH SAVEDON {day}", f"SEARCH SAVEDSINCE {day}", f"SEARCH SAVEDBEFORE {day}",
+            f"UID SEARCH SAVEDBEFORE {nextday}", f"SEARCH SAVEDSINCE {nextday}", "SEARCH SAVEDON 8-Mar-2020",
+            "SEARCH SAVEDATESUPPORTED", "SEARCH NOT SAVEDATESUPPORTED", f"SEARCH OR SEEN SAVEDSINCE {nextday}",
+            f"SEARCH RETURN (COUNT MIN) SAVEDON {day}", "SEARCH SAVEDON 32-Foo-2020", "SEARCH SAVEDSINCE",
+            "FETCH 1:4 (SAVEDATE)", "UID FETCH 2 (SAVEDATE INTERNALDATE FLAGS)",
+            "CREATE SaveDst", "COPY 1:4 SaveDst", "EXAMINE SaveDst", f"SEARCH SAVEDON {day}", f"SEARCH ON {day}",
+            "FETCH 1:* (INTERNALDATE)", "SELECT INBOX"]
+
+
+_SAVEDATE_VALUE = re.compile(rb'SAVEDATE "\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}"')
+
+
+def test_savedate_agrees(pair) -> None:
+    """The same answers, save date values aside (each server saved at its own second, in its
+    own zone): there only the form of a date-time must agree."""
+    ours, theirs = pair
+    diffs = []
+    for command in savedate():
+        a, b = ([_SAVEDATE_VALUE.sub(b'SAVEDATE "date"', u) for u in lines] + [status]
+                for lines, status in (answer(ours, command), answer(theirs, command)))
+        if a != b:
+            diffs.append(f"{command}:\n  dovecot: {b!r:.400}\n  ours:    {a!r:.400}")
+    assert not diffs, "\n".join(diffs)

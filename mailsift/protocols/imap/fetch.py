@@ -82,6 +82,7 @@ class MessageData:
     size: int
     modseq: int = 0
     raw: bytes | None = None
+    save_date: float | None = None   # RFC 8514; None: unknown (FETCH SAVEDATE answers NIL)
     header_only: bool = False        # only top-level header sections are asked for
     # Expunged from the store while this session still sees it (it has not been told yet):
     # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
@@ -217,6 +218,8 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
         return flag_atoms(msg.flags, recent)
     if n == "INTERNALDATE":
         return internaldate(msg.internal_date)
+    if n == "SAVEDATE":
+        return internaldate(msg.save_date) if msg.save_date is not None else b"NIL"
     if n == "RFC822.SIZE":
         return b"%d" % msg.size
     if n == "MODSEQ":

@@ -40,6 +40,7 @@ class MessageState:
     internal_date: float
     size: int
     modseq: int
+    save_date: float | None = None
 
 
 @dataclass
@@ -70,7 +71,7 @@ class MailboxView:
     def update(self, uid: int, flags: frozenset[str], modseq: int) -> None:
         st = self.state.get(uid)
         if st is not None:
-            self.state[uid] = MessageState(uid, flags, st.internal_date, st.size, modseq)
+            self.state[uid] = MessageState(uid, flags, st.internal_date, st.size, modseq, st.save_date)
             self._note_keywords(flags)
 
     # -- keywords the client was told of ------------------------------------------------------

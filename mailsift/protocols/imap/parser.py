@@ -305,6 +305,7 @@ class FetchAtt:
 _SIMPLE_ATTS = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
                 "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
 _SIMPLE_ATTS |= {"PREVIEW"}  # RFC 8970
+_SIMPLE_ATTS |= {"SAVEDATE"}  # RFC 8514
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -467,7 +468,8 @@ def format_datetime(value: _dt.datetime) -> str:
 @dataclass(frozen=True)
 class SearchKey:
     """op is one of: ALL AND OR NOT SEQ UID FLAG UNFLAG KEYWORD UNKEYWORD NEW OLD RECENT
-    HEADER BODY TEXT BEFORE ON SINCE SENTBEFORE SENTON SENTSINCE LARGER SMALLER MODSEQ."""
+    HEADER BODY TEXT BEFORE ON SINCE SENTBEFORE SENTON SENTSINCE LARGER SMALLER MODSEQ OLDER
+    YOUNGER SAVEDBEFORE SAVEDON SAVEDSINCE SAVEDATESUPPORTED."""
     op: str
     args: tuple[Any, ...] = ()
 
@@ -479,6 +481,7 @@ _FLAG_KEYS = {"ANSWERED": ("FLAG", "\\Answered"), "DELETED": ("FLAG", "\\Deleted
               "UNFLAGGED": ("UNFLAG", "\\Flagged"), "UNSEEN": ("UNFLAG", "\\Seen")}
 _HEADER_KEYS = {"BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_DATE_KEYS |= {"SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"}  # RFC 8514
 _SEQ_CHARS = re.compile(r"^[\d*:,]+$")
 
 
@@ -549,7 +552,7 @@ class _SearchParser:
         if word in _FLAG_KEYS:
             op, flag = _FLAG_KEYS[word]
             return SearchKey(op, (flag,))
-        if word in ("NEW", "OLD", "RECENT"):
+        if word in ("NEW", "OLD", "RECENT", "SAVEDATESUPPORTED"):
             return SearchKey(word)
         if word == "UNRECENT":  # not in RFC 3501 but harmless
             return SearchKey("NOT", (SearchKey("RECENT"),))

@@ -34,6 +34,7 @@ class MessageView:
     flags: frozenset[str]
     internaldate: _dt.datetime
     data: bytes | None = None
+    savedate: _dt.datetime | None = None  # RFC 8514; None: unknown
     recent: bool = False
     modseq: int = 0
     known_size: int | None = None
@@ -202,6 +203,16 @@ def internal_day(msg: MessageView) -> _dt.date:
     return msg.internaldate.date()
 
 
+def from_epoch(epoch: float | None) -> _dt.datetime | None:
+    """A store date (epoch seconds, None: unknown) as SEARCH compares it (UTC, as FETCH shows it)."""
+    return None if epoch is None else _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
+
+
+def saved_day(msg: MessageView) -> _dt.date:
+    """The save date's day (RFC 8514), the INTERNALDATE's when the save date is unknown."""
+    return (msg.savedate or msg.internaldate).date()
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -275,4 +286,9 @@ _OPS: dict[str, Callable[..., bool]] = {
     "SENTBEFORE": _date_cmp(sent_date, lambda d, x: d < x),
     "SENTON": _date_cmp(sent_date, lambda d, x: d == x),
     "SENTSINCE": _date_cmp(sent_date, lambda d, x: d >= x),
+    # SAVEDATE (RFC 8514): every folder keeps save dates, so SAVEDATESUPPORTED matches all
+    "SAVEDBEFORE": _date_cmp(saved_day, lambda d, x: d < x),
+    "SAVEDON": _date_cmp(saved_day, lambda d, x: d == x),
+    "SAVEDSINCE": _date_cmp(saved_day, lambda d, x: d >= x),
+    "SAVEDATESUPPORTED": lambda k, m, ls, lu: True,
 }

@@ -80,7 +80,7 @@ MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in
                       + multiappend.CAPABILITIES + imapquota.CAPABILITIES + qresync.CAPABILITIES)
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
-                       "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY")
+                       "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY", "SAVEDATE")
 
 
 class LineTooLong(Exception):
@@ -1047,6 +1047,7 @@ class ImapSession:
             views.append(searchmod.MessageView(
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
+                savedate=searchmod.from_epoch(st.save_date),
                 loader=(lambda u=uid: read_crlf(box, folder, u)), header_loader=(lambda u=uid: header(u))))
         return views
 
@@ -1235,7 +1236,7 @@ class ImapSession:
     def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
         st = sel.state[uid]
         return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
-                                    expunged=uid in sel.ghosts)
+                                    expunged=uid in sel.ghosts, save_date=st.save_date)
 
     def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
         """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
