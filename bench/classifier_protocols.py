@@ -119,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             src, _, dst = route.partition(">")
             stream = [e for e in entries if CORPUS[dst] in str(e.path)]
             structural: set[int] = set()
+            body: set[int] = set()
             for e in (e for e in entries if CORPUS[src] in str(e.path)):
                 raw = e.path.read_bytes()
                 if any(x.startswith("body-only") for x in args.prior_edit):
                     idx, names = model.features(raw)
-                    structural.update(i for i, n in zip(idx.tolist(), names) if ":" in n)
+                    for i, name in zip(idx.tolist(), names):
+                        (structural if ":" in name else body).add(i)
                 model.learn(raw, e.label)
             model.mark_prior()
-            edit_prior(model, args.prior_edit, structural)
+            edit_prior(model, args.prior_edit, structural - body)  # a column a body word shares is kept
             fb = evaluate.Feedback.parse(mode)
         else:
             raise SystemExit(f"unknown protocol {proto!r}")
