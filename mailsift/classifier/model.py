@@ -352,7 +352,7 @@ class SpamModel:
         score is still wrong (retrain_steps). Returns the sum of the gradient factors: every
         step is along the same x, so unlearning takes them all back with one step."""
         s = self.settings
-        if s.retrain_steps <= 0 or len(idx) == 0:
+        if s.retrain_steps <= 0 or len(idx) == 0 or not self.ready():  # unsure anyway: learn as usual
             return self._lr_step(idx, y)
         z5 = math.log(P_AT_FIVE / (1.0 - P_AT_FIVE))
         target = z5 + s.retrain_points * math.log(10.0) / 2.5  # 2.5 points: a factor of 10 in the odds
