@@ -10,7 +10,14 @@ Each --proto is one of
     xs:SRC>DST:MODE              cross-site: train on corpus SRC (sa | cs), mark it as the prior
                                  (as `make model` does), stream corpus DST with feedback MODE
                                  (none | errors | implicit:N | full)
-(default: all of the above that docs/classifier.md's table reports). The stream is the shared
+(default: all of the above that docs/classifier.md's table reports). --prior-edit changes the
+prior after mark_prior, to measure ideas that were tried and dropped (docs/classifier.md):
+    lr-agree          word-LR weights whose sign disagrees with the token's NB log-ratio zeroed
+    lr-dfmax:F        word-LR weights of tokens in more than a share F of the corpora's messages zeroed
+    pseudo:C          C added to both classes' counts of every token the corpora taught
+    body-only         NB counts and word-LR weights of every `prefix:` token (headers, Received,
+                      URLs, HTML, MIME) zeroed: a prior of body words and bigrams only
+    body-only-nb      the same for the NB counts only The stream is the shared
 corpora deduplicated and ordered by Date (corpora/build_index.py), split by corpus for the
 cross-site runs. One line per protocol: 1-ROCA%, sm% at hm% <= 0.1, and what users saw over
 the whole stream and its first 2,500 messages; for `none`, ham filed to Junk and spam caught
@@ -26,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "corpora"))
@@ -34,7 +43,7 @@ from mailsift.classifier import evaluate, metrics  # noqa: E402
 from mailsift.classifier.api import new_model  # noqa: E402
 from mailsift.classifier.cmd_evaluate import parse_model_settings  # noqa: E402
 from mailsift.classifier.corpus import Entry, StreamStats, read_index  # noqa: E402
-from mailsift.classifier.model import probability_to_score  # noqa: E402
+from mailsift.classifier.model import SpamModel, probability_to_score  # noqa: E402
 
 DEFAULT = ["full:all", "implicit:all", "xs:sa>cs:none", "xs:cs>sa:none", "xs:sa>cs:errors", "xs:cs>sa:errors"]
 CORPUS = {"sa": "spamassassin", "cs": "csdmc"}
@@ -60,6 +69,32 @@ def summary(recs: list[metrics.Record], label: str, seconds: float) -> str:
             f"| first 2500: {users(first)} | {len(recs) / seconds:.0f} msgs/s")
 
 
+def edit_prior(model: SpamModel, edits: list[str], structural: set[int]) -> None:
+    """The --prior-edit experiments, on a model just marked as the prior."""
+    if not edits:
+        return
+    fc, a, n = model.feature_count, model.settings.alpha, model.n_features
+    for edit in edits:
+        name, _, arg = edit.partition(":")
+        if name == "lr-agree":
+            t = fc.sum(axis=1)
+            nb = np.log(fc[1] + a) - np.log(fc[0] + a) - np.log(t[1] + a * n) + np.log(t[0] + a * n)
+            model.lr_coef[np.sign(nb) != np.sign(model.lr_coef)] = 0.0
+        elif name == "lr-dfmax":
+            seen = model.class_count.sum() * model.settings.prior_weight  # counts were scaled
+            model.lr_coef[fc.sum(axis=0) > float(arg) * seen] = 0.0
+        elif name == "pseudo":
+            fc[:, (fc[0] > 0) | (fc[1] > 0)] += float(arg)
+        elif name in ("body-only", "body-only-nb"):
+            idx = np.fromiter(structural, dtype=np.int64)
+            fc[:, idx] = 0.0
+            if name == "body-only":
+                model.lr_coef[idx] = 0.0
+        else:
+            raise SystemExit(f"unknown --prior-edit {edit!r}")
+    model.refresh()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE")
@@ -67,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-noise", type=float, default=0.0)
     ap.add_argument("--required", type=float, default=5.0)
     ap.add_argument("--index", type=Path)
+    ap.add_argument("--prior-edit", action="append", default=[], metavar="EDIT")
     args = ap.parse_args(argv)
     settings = parse_model_settings(args.settings)
     entries = load_stream(args.index)
-    print(f"settings: {settings or 'defaults'}; label noise {args.label_noise:g}; {len(entries)} messages")
+    print(f"settings: {settings or 'defaults'}; prior edits: {args.prior_edit or 'none'}; "
+          f"label noise {args.label_noise:g}; {len(entries)} messages")
     for proto in args.proto or DEFAULT:
         kind, _, rest = proto.partition(":")
         model = new_model(**settings)
@@ -81,9 +118,17 @@ def main(argv: list[str] | None = None) -> int:
             route, _, mode = rest.partition(":")
             src, _, dst = route.partition(">")
             stream = [e for e in entries if CORPUS[dst] in str(e.path)]
+            structural: set[int] = set()
+            body: set[int] = set()
             for e in (e for e in entries if CORPUS[src] in str(e.path)):
-                model.learn(e.path.read_bytes(), e.label)
+                raw = e.path.read_bytes()
+                if any(x.startswith("body-only") for x in args.prior_edit):
+                    idx, names = model.features(raw)
+                    for i, name in zip(idx.tolist(), names):
+                        (structural if ":" in name else body).add(i)
+                model.learn(raw, e.label)
             model.mark_prior()
+            edit_prior(model, args.prior_edit, structural - body)  # a column a body word shares is kept
             fb = evaluate.Feedback.parse(mode)
         else:
             raise SystemExit(f"unknown protocol {proto!r}")

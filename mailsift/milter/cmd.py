@@ -62,6 +62,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
     dbpath = args.dbpath or config.classifier.dbpath
     required = config.classifier.required
+    # [classifier] max_bytes and unsure_points apply to the milter's verdicts as to `classify`'s.
+    classifier = config.classifier
 
     # Before any thread starts: they inherit the CPUs (and the signal mask below).
     try:
@@ -149,12 +151,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if settings.score_workers > 0:
         # The workers load and watch the model; this process never imports the classifier.
         from mailsift.milter.pool import PooledScanner
-        pool = PooledScanner(MessageScanner(clamd, models, required=required), dbpath,
+        pool = PooledScanner(MessageScanner(clamd, models, required=required, max_bytes=classifier.max_bytes,
+                                            unsure_points=classifier.unsure_points), dbpath,
                              settings.score_workers, settings.reload_interval)
         scanner = pool
     else:
         models.start()
-        scanner = MessageScanner(clamd, models, required=required)
+        scanner = MessageScanner(clamd, models, required=required, max_bytes=classifier.max_bytes,
+                                 unsure_points=classifier.unsure_points)
         model, reason = models.current()
         if model is None:
             log.warning("no usable model in %s (%s): mail is tagged X-Spam-Status: Unknown", dbpath, reason)

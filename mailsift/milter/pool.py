@@ -24,7 +24,8 @@ log = logging.getLogger("mailsift.milter.pool")
 _worker_scanner: MessageScanner | None = None
 
 
-def _init_worker(dbpath: str, interval: float, required: float) -> None:
+def _init_worker(dbpath: str, interval: float, required: float, max_bytes: int | None = None,
+                 unsure_points: float | None = None) -> None:
     global _worker_scanner
     import signal
 
@@ -33,7 +34,8 @@ def _init_worker(dbpath: str, interval: float, required: float) -> None:
     from mailsift.milter.reload import ModelHolder
 
     holder = ModelHolder(dbpath, interval=interval).start()
-    _worker_scanner = MessageScanner(None, holder, required=required)
+    _worker_scanner = MessageScanner(None, holder, required=required, max_bytes=max_bytes,
+                                     unsure_points=unsure_points)
 
 
 def _score(raw: bytes, partial: bool) -> Verdict:
@@ -62,7 +64,8 @@ class PooledScanner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(self.dbpath, self.interval, self.local.required))
+                                   initargs=(self.dbpath, self.interval, self.local.required,
+                                             self.local.max_bytes, self.local.unsure_points))
 
     def virus_async(self, raw: bytes, partial: bool) -> Callable[[], tuple[VirusResult, str | None]]:
         return self.local.virus_async(raw, partial)

@@ -107,3 +107,34 @@ def test_char_member_learns_only_the_site(corpora: Path, tmp_path: Path) -> None
     save_model(model, tmp_path / "db")
     loaded = load_model(tmp_path / "db")
     assert loaded.spamminess(spam[11]) == pytest.approx(model.spamminess(spam[11]), rel=1e-6)
+
+
+
+def test_a_correction_is_learned_until_the_whole_model_agrees(corpora: Path) -> None:
+    """A newsletter the model junks is moved out of Junk: with retrain_steps the word LR takes
+    further steps until the fused score is right by retrain_points, not one step only, and
+    unlearning the message takes all of them back. (A small LR step size, so that one step
+    leaves the message wrong.)"""
+    import copy
+    import math
+
+    base = new_model(lr_rate=2.0, retrain_steps=0, replay=0)
+    for h, s in zip(_files(corpora, "spamassassin/easy_ham", 220), _files(corpora, "spamassassin/spam_2", 220)):
+        base.learn(h, "ham")
+        base.learn(s, "spam")
+    junked = sorted((-base.verdict(r).score, r) for r in _files(corpora, "spamassassin/hard_ham", 60))
+    assert -junked[0][0] >= 10.0, "no hard_ham newsletter scored as spam"
+    raw = junked[0][1]
+
+    one = copy.deepcopy(base)
+    g_one = one.learn(raw, "ham")
+    more = copy.deepcopy(base)
+    more.settings = more.with_settings(retrain_steps=5)
+    g_more = more.learn(raw, "ham")
+    assert g_more < g_one < 0  # more steps towards ham, their factors summed
+    assert more.spamminess(raw) < one.spamminess(raw)
+    idx, _ = more.features(raw)
+    assert math.isclose(float(more.lr_coef[idx].sum() - base.lr_coef[idx].sum()) / math.sqrt(len(idx)),
+                        2.0 * g_more, rel_tol=1e-9)
+    more.unlearn(raw, "ham", g_more)
+    assert np.allclose(more.lr_coef, base.lr_coef, atol=1e-9)
