@@ -101,6 +101,12 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
             if version is None:
                 fresh = True
     except sqlite3.DatabaseError as exc:
+        if _busy(exc):  # a sound index another process holds: this open fails, the caller retries
+            try:
+                conn.close()  # type: ignore[possibly-undefined]
+            except Exception:
+                pass
+            raise
         log.error("index %s is unreadable (%s); rebuilding it from the Maildir", db, exc)
         try:
             conn.close()  # type: ignore[possibly-undefined]
@@ -124,6 +130,16 @@ def connect(path: Path, timeout: float = 30.0, rebuild: bool = False) -> tuple[s
             conn.close()
             raise
     return conn, fresh
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: the index is held, not broken (setting it aside would give
+    every folder a new UIDVALIDITY)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
