@@ -1,9 +1,11 @@
 """What `[classifier] share` costs the milter, and how fast a Junk move reaches another host.
 
 One redis-server (append-only, fsync always, as docs/scaling.md asks), one `mailsift serve`
-store with share on (the trainer), and two `mailsift milter` (no clamd, log level WARNING), each
-with its own copy of the same model: one with share off (the default), one with share on (it
-follows the published versions, "the other host"). This script speaks the MTA's side of the
+store with share on (the trainer), and two `mailsift milter` (no clamd, log level WARNING): one
+with share off (the default) reading the store's own model directory, as on a single host where
+the milter loads what the store's learner saves, and one with share on and its own copy of the
+model (it follows the published versions, "the other host"). A Junk move makes both reload a
+model once: share is charged only for what it adds. This script speaks the MTA's side of the
 milter protocol (tests/milter/milter_wire.py), one client, `--per-connection` messages per
 connection, alternating between the two milters round by round, while a user's Junk move is
 made on the store every `--move-every` seconds (a spam from spam_2), so the share-on milter installs new model
@@ -164,7 +166,7 @@ def main() -> None:
     redis = RedisServer(wd / "redis", persist=True).start()
     daemons: list[Daemon] = []
     try:
-        for name in ("store", "off", "on"):
+        for name in ("store", "on"):
             shutil.copytree(wd / "template", wd / f"model-{name}")
         store = Store(wd, wd / "model-store", redis.url, args.save_interval)
         daemons.append(store.daemon)
@@ -175,7 +177,8 @@ def main() -> None:
                            + (f'[classifier]\nshare = "{redis.url}"\n' if name == "on" else ""))
             sock = wd / f"{name}.sock"
             d = Daemon([MAILSIFT, "milter", "--config", str(cfg), "--socket", f"unix:{sock}",
-                        "--dbpath", str(wd / f"model-{name}"), "--log-level", "WARNING"], wd / f"{name}.log").start()
+                        "--dbpath", str(wd / ("model-store" if name == "off" else f"model-{name}")),
+                        "--log-level", "WARNING"], wd / f"{name}.log").start()
             daemons.append(d)
             milters[name] = (d, sock)
             wait_for(lambda: unix_ready(sock), 60, what="mailsift milter")
