@@ -110,65 +110,58 @@ class Users:
                      "created REAL NOT NULL, changed REAL NOT NULL)")
         return conn
 
-    def set_implicit_feedback(self, name: str, on: bool) -> None:
-        """Opt a user in (the default) or out of implicit feedback (docs/feedback.md)."""
+    # Per-user settings are columns added after the table was made: ALTER TABLE on first write,
+    # and a database from before a column reads as "not set".
+    _COLUMNS = {"implicit_feedback": "INTEGER NOT NULL DEFAULT 1", "quota_mb": "INTEGER"}
+
+    def _set_column(self, name: str, column: str, value: object) -> None:
         canon = self.canonical(name)
         with self._lock:
             conn = self._connect(create=True)
             try:
                 cols = {r[1] for r in conn.execute("PRAGMA table_info(users)")}
-                if "implicit_feedback" not in cols:
-                    conn.execute("ALTER TABLE users ADD COLUMN implicit_feedback INTEGER NOT NULL DEFAULT 1")
-                if conn.execute("UPDATE users SET implicit_feedback=? WHERE name=?", (int(on), canon)).rowcount == 0:
+                if column not in cols:
+                    conn.execute(f"ALTER TABLE users ADD COLUMN {column} {self._COLUMNS[column]}")
+                if conn.execute(f"UPDATE users SET {column}=? WHERE name=?", (value, canon)).rowcount == 0:
                     raise NoSuchUser(f"no user {canon}")
             finally:
                 conn.close()
 
-    def implicit_feedback(self, name: str) -> bool:
-        """May what this user keeps teach the model? (True unless they opted out.)"""
+    def _column(self, name: str, column: str) -> object:
+        """The user's value of `column`; None for an unknown or invalid user, or a database from
+        before the column."""
         try:
             canon = self.canonical(name)
             conn = self._connect()
         except (ValueError, FileNotFoundError):
-            return True
+            return None
         try:
-            row = conn.execute("SELECT implicit_feedback FROM users WHERE name=?", (canon,)).fetchone()
-        except sqlite3.OperationalError:  # a database from before the column: nobody opted out
-            return True
+            row = conn.execute(f"SELECT {column} FROM users WHERE name=?", (canon,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
         finally:
             conn.close()
-        return row is None or bool(row[0])
+        return None if row is None else row[0]
+
+    def set_implicit_feedback(self, name: str, on: bool) -> None:
+        """Opt a user in (the default) or out of implicit feedback (docs/feedback.md)."""
+        self._set_column(name, "implicit_feedback", int(on))
+
+    def implicit_feedback(self, name: str) -> bool:
+        """May what this user keeps teach the model? (True unless they opted out.)"""
+        value = self._column(name, "implicit_feedback")
+        return value is None or bool(value)
 
     def set_quota_mb(self, name: str, mb: int | None) -> None:
         """This user's storage limit in MiB (0 = none), or None for `[store] quota_mb`."""
         if mb is not None and not 0 <= mb <= MAX_QUOTA_MB:
             raise UserError(f"quota must be 0 (no limit) to {MAX_QUOTA_MB} MiB")
-        canon = self.canonical(name)
-        with self._lock:
-            conn = self._connect(create=True)
-            try:
-                cols = {r[1] for r in conn.execute("PRAGMA table_info(users)")}
-                if "quota_mb" not in cols:
-                    conn.execute("ALTER TABLE users ADD COLUMN quota_mb INTEGER")
-                if conn.execute("UPDATE users SET quota_mb=? WHERE name=?", (mb, canon)).rowcount == 0:
-                    raise NoSuchUser(f"no user {canon}")
-            finally:
-                conn.close()
+        self._set_column(name, "quota_mb", mb)
 
     def quota_mb(self, name: str) -> int | None:
         """This user's own storage limit in MiB (0 = none), or None: the default applies."""
-        try:
-            canon = self.canonical(name)
-            conn = self._connect()
-        except (ValueError, FileNotFoundError):
-            return None
-        try:
-            row = conn.execute("SELECT quota_mb FROM users WHERE name=?", (canon,)).fetchone()
-        except sqlite3.OperationalError:  # a database from before the column: the default
-            return None
-        finally:
-            conn.close()
-        return None if row is None or row[0] is None else int(row[0])
+        value = self._column(name, "quota_mb")
+        return None if value is None else int(value)  # type: ignore[call-overload]
 
     def share_with(self, gid: int) -> None:
         """Let the server's group read the database (mode 0640); only its owner may change it."""
