@@ -824,43 +824,26 @@ class ImapSession:
         await self.call(self.box.set_subscribed, cmd.args["mailbox"], cmd.name == "SUBSCRIBE")
         self.tagged(cmd.tag, "OK", f"{cmd.name.title()} completed")
 
-    async def cmd_list(self, cmd: Command) -> None:
+    async def cmd_lsub(self, cmd: Command) -> None:
+        """LSUB (LIST in all its forms is cmd_list_extended, listext.py)."""
         assert self.box is not None
         reference, patterns = cmd.args["reference"], cmd.args["patterns"]
-        selection, returns = cmd.args["selection"], cmd.args["returns"]
-        lsub = cmd.name == "LSUB"
-        if len(patterns) == 1 and patterns[0] == "" and not lsub:
-            self.untagged(b'LIST (\\Noselect) "." ""')
-            self.tagged(cmd.tag, "OK", "List completed")
-            return
         folders = await self.call(self.box.folders)
         subscribed = set(await self.call(self.box.subscriptions))
         matchers = [list_matcher(reference, p) for p in patterns]
-        only_subscribed = lsub or "SUBSCRIBED" in selection
-        only_special = "SPECIAL-USE" in selection
-        show_special = not lsub  # RFC 6154: special-use attributes in every LIST
-        show_subscribed = "SUBSCRIBED" in returns or "SUBSCRIBED" in selection
         names = {f.name for f in folders}
         for f in folders:
-            if not any(m(f.name) for m in matchers):
+            if f.name not in subscribed or not any(m(f.name) for m in matchers):
                 continue
-            if only_subscribed and f.name not in subscribed:
-                continue
-            if only_special and not f.special_use:
-                continue
-            attrs = ["\\HasChildren" if f.has_children else "\\HasNoChildren"]
-            if show_special and f.special_use:
-                attrs.append(f.special_use)
-            if show_subscribed and f.name in subscribed:
-                attrs.append("\\Subscribed")
-            self.untagged(f"{cmd.name} ({' '.join(attrs)}) \"{SEPARATOR}\" ".encode() + self.mailbox_name(f.name))
-        if lsub:  # subscriptions to folders that no longer exist
-            for name in sorted(subscribed - names):
-                if any(m(name) for m in matchers):
-                    self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
-            for name in lsub_parents(subscribed, lambda n: any(m(n) for m in matchers), SEPARATOR):
+            attrs = "\\HasChildren" if f.has_children else "\\HasNoChildren"
+            self.untagged(f"LSUB ({attrs}) \"{SEPARATOR}\" ".encode() + self.mailbox_name(f.name))
+        # subscriptions to folders that no longer exist, and unsubscribed parents (RFC 3501 6.3.9)
+        for name in sorted(subscribed - names):
+            if any(m(name) for m in matchers):
                 self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
-        self.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+        for name in lsub_parents(subscribed, lambda n: any(m(n) for m in matchers), SEPARATOR):
+            self.untagged(f"LSUB (\\Noselect) \"{SEPARATOR}\" ".encode() + self.mailbox_name(name))
+        self.tagged(cmd.tag, "OK", "LSUB completed")
 
     async def cmd_status(self, cmd: Command) -> None:
         assert self.box is not None
@@ -869,7 +852,7 @@ class ImapSession:
         self.tagged(cmd.tag, "OK", "Status completed")
 
     async def cmd_list_extended(self, cmd: Command) -> None:
-        """LIST in all its forms (listext.py); LSUB stays with cmd_list."""
+        """LIST in all its forms (listext.py); LSUB is cmd_lsub."""
         assert self.box is not None
         patterns = cmd.args["patterns"]
         if len(patterns) == 1 and patterns[0] == "":
@@ -1438,7 +1421,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awa
     "SUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
     "UNSUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
     "LIST": (_AUTH, ImapSession.cmd_list_extended),
-    "LSUB": (_AUTH, ImapSession.cmd_list),
+    "LSUB": (_AUTH, ImapSession.cmd_lsub),
     "STATUS": (_AUTH, ImapSession.cmd_status),
     "APPEND": (_AUTH, ImapSession.cmd_append),
     "IDLE": (_AUTH, ImapSession.cmd_idle),
