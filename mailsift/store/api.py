@@ -26,9 +26,10 @@ Contract
 - Every method is thread-safe and blocking (file I/O and fsync): from asyncio call them through
   `asyncio.to_thread` (or loop.run_in_executor) except cheap lookups if you accept a short stall.
 - Changes are published as events.Event after they are committed (see events.py).
-- Errors: NoSuchFolder, FolderExists, FolderNotEmpty (children), NoSuchMessage, InvalidName, InvalidFlag
-  are the caller's mistakes (all StoreError or ValueError). Anything else (OSError, sqlite3.Error) is
-  our fault: answer a temporary failure (4xx / NO [UNAVAILABLE]); nothing is half-done on disk.
+- Errors: NoSuchFolder, FolderExists, FolderNotEmpty (DELETE of INBOX or of a parent without a
+  folder), NoSuchMessage, InvalidName, InvalidFlag are the caller's mistakes (all StoreError or
+  ValueError). Anything else (OSError, sqlite3.Error) is our fault: answer a temporary failure
+  (4xx / NO [UNAVAILABLE]); nothing is half-done on disk.
 - Changes made by other programs (mutt, Dovecot) are picked up when a folder is next read: new files get
   the next UIDs, vanished files are expunged, renamed files change flags (published with via="sync").
   Several processes may share a mail root (`mailsift serve` and its IMAP workers): each user's
@@ -104,7 +105,8 @@ class FolderExists(StoreError):
 
 
 class FolderNotEmpty(StoreError):
-    """DELETE of a folder that has children, or of INBOX."""
+    """DELETE of INBOX, or of a name that has inferiors but no folder of its own (IMAP's
+    \\Noselect parent: RFC 3501 6.3.4)."""
 
 
 class OverQuota(StoreError):
@@ -532,16 +534,21 @@ class Mailbox:
         return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
-        """Delete a folder and its messages. INBOX and folders with children cannot be deleted
-        (FolderNotEmpty)."""
+        """Delete a folder and its messages (RFC 3501 / RFC 9051 6.3.4). Its inferiors stay: a
+        folder with children leaves its name behind as a parent without a folder of its own
+        (IMAP LIST: \\Noselect), as a missing parent of Maildir++ always was. Refused with
+        FolderNotEmpty: INBOX, and a name that is only such a parent (\\Noselect with
+        inferiors); NoSuchFolder: a name that is neither a folder nor a parent."""
         name = normalize_folder(name)
         if name == INBOX:
             raise FolderNotEmpty("INBOX cannot be deleted")
         with self._op():
             self._sync_folder_list()
-            frow = self._frow(name)
-            if any(n.startswith(name + SEPARATOR) for n in self._folder_names()):
-                raise FolderNotEmpty(f"folder {name} has children")
+            frow = self._frow_opt(name)
+            if frow is None:
+                if self._db.has_children(name, SEPARATOR):
+                    raise FolderNotEmpty(f"{name} has inferior hierarchical names and no folder of its own")
+                raise NoSuchFolder(f"no folder {name}")
             special = frow["special_use"]
             doomed = self.path / f"mailsift-deleted-{md.new_key()}"
             os.rename(self._fpath(name), doomed)

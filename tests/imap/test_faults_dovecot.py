@@ -1,7 +1,7 @@
 """Issue 14's three conformance faults, differentially: the same commands to `mailsift serve`
 and to a private Dovecot 2.3; status, response codes and the untagged responses that matter must
 agree (an atom with `[` in SELECT and LIST, LSUB's `\\Noselect` parents, MOVE into the selected
-mailbox)."""
+mailbox, DELETE of a folder with children)."""
 
 from __future__ import annotations
 
@@ -111,3 +111,47 @@ def test_move_into_the_selected_mailbox(pair) -> None:
         their = [re.sub(rb"\[COPYUID \d+ ", b"[COPYUID v ", u).split(b"]")[0] for u in b_u
                  if not u.endswith(b" RECENT")]
         assert strip == their, (command, a_u, b_u)
+
+
+def list_attrs(untagged: list[bytes]) -> dict[bytes, set[bytes]]:
+    out = {}
+    for u in untagged:
+        m = re.match(rb'^\* LIST \(([^)]*)\) "\." (.*)$', u)
+        assert m, u
+        out[m.group(2)] = set(m.group(1).split())
+    return out
+
+
+def test_delete_a_folder_with_children(pair) -> None:
+    """RFC 3501 6.3.4: the folder and its messages go, its inferiors stay, the name becomes
+    \\Noselect; DELETE of that \\Noselect name is an error (Dovecot: `NO [NONEXISTENT]`, ours:
+    `NO [CANNOT]`, in IMAP4rev2 `[HASCHILDREN]`: only NO is compared). Dovecot 2.3.19 (Maildir++)
+    lists the deleted name as `(\\HasChildren)` without `\\Noselect` although it cannot be selected
+    (its list index is not updated): there we follow the RFC, the rest of LIST must agree."""
+    ours, theirs = pair
+    m = b"Subject: parent mail\r\n\r\nhello\r\n"
+    for w in (ours, theirs):
+        for name in ("Dparent", "Dparent.kid"):
+            assert b" OK " in w.command(f"CREATE {name}")[1]
+        for name in ("Dparent", "Dparent.kid"):
+            _, done = w.command(f"APPEND {name} ".encode() + b"{%d+}\r\n" % len(m) + m)
+            assert b" OK " in done, done
+    steps = [(b"DELETE Dparent", b"OK"), (b'LIST "" Dparent*', b"OK"), (b"SELECT Dparent", b"NO"),
+             (b"STATUS Dparent (MESSAGES)", b"NO"), (b"DELETE Dparent", b"NO"),
+             (b"STATUS Dparent.kid (MESSAGES)", b"OK"), (b"CREATE Dparent", b"OK"),
+             (b"STATUS Dparent (MESSAGES)", b"OK"), (b'LIST "" Dparent*', b"OK"),
+             (b"DELETE Dparent.kid", b"OK"), (b"DELETE Dparent", b"OK"), (b'LIST "" Dparent*', b"OK"),
+             (b"DELETE Dparent", b"NO")]
+    for i, (command, want) in enumerate(steps):
+        (a_u, a_d), (b_u, b_d) = both(pair, command)
+        assert status(a_d).split()[0] == status(b_d).split()[0] == want, (command, a_d, b_d)
+        if command.startswith(b"LIST"):
+            a_l, b_l = list_attrs(a_u), list_attrs(b_u)
+            noselect = a_l.get(b"Dparent", set()) & {b"\\Noselect"}
+            assert noselect == ({b"\\Noselect"} if i == 1 else set()), (command, a_u)
+            assert {k: v - noselect for k, v in a_l.items()} == {k: v - noselect for k, v in b_l.items()}, \
+                (command, a_u, b_u)
+        elif command.startswith(b"STATUS"):
+            assert a_u == b_u, (command, a_u, b_u)
+    (a_u, _), _ = both(pair, b'LIST "" Dparent*')
+    assert a_u == []

@@ -137,6 +137,37 @@ def test_copy_move_expunge_and_their_events(store: Store) -> None:
         box.read("Trash", 1)
 
 
+def test_delete_folder_with_children_leaves_a_noselect_parent(store: Store) -> None:
+    """RFC 3501 6.3.4 / RFC 9051 6.3.4: DELETE of a folder with inferior names removes the
+    folder and its messages, never the inferiors; the name stays as a \\Noselect parent (no
+    folder of its own), and DELETE of that parent is refused (FolderNotEmpty)."""
+    box = store.mailbox("alice@example.test")
+    box.create_folder("Proj.kid")
+    box.append("Proj", msg(1))
+    box.append("Proj.kid", msg(2))
+    uv = box.folder("Proj").uidvalidity
+    box.set_subscribed("Proj")
+    box.delete_folder("Proj")
+    assert not (box.path / ".Proj").exists() and (box.path / ".Proj.kid" / "maildirfolder").exists()
+    names = {f.name for f in box.folders()}
+    assert "Proj" not in names and "Proj.kid" in names
+    assert [m.uid for m in box.list("Proj.kid")] == [1]
+    with pytest.raises(NoSuchFolder):
+        box.list("Proj")
+    with pytest.raises(FolderNotEmpty, match="inferior"):
+        box.delete_folder("Proj")                       # \\Noselect with children
+    assert "Proj" in box.subscriptions()                # DELETE does not unsubscribe (RFC 3501)
+    # a new folder of that name is a new mailbox: empty, a new UIDVALIDITY
+    box.create_folder("Proj")
+    assert box.list("Proj") == [] and box.folder("Proj").uidvalidity > uv
+    box.delete_folder("Proj.kid")
+    box.delete_folder("Proj")
+    with pytest.raises(NoSuchFolder):
+        box.delete_folder("Proj")                       # nothing left of the name
+    with pytest.raises(FolderNotEmpty):
+        box.delete_folder("INBOX")
+
+
 def test_folder_create_rename_delete_hierarchy(store: Store) -> None:
     box = store.mailbox("alice@example.test")
     box.create_folder("Lists.python")
@@ -154,8 +185,6 @@ def test_folder_create_rename_delete_hierarchy(store: Store) -> None:
     assert renamed.uidvalidity == uv
     info = box.get("Archive.Lists.python", uid)
     assert info.internal_date == 1_000_000_000.0 and info.flags == {"\\Seen"}
-    with pytest.raises(FolderNotEmpty):
-        box.delete_folder("Archive.Lists")
     box.delete_folder("Archive.Lists.python")
     assert not (box.path / ".Archive.Lists.python").exists()
     with pytest.raises(FolderNotEmpty):
