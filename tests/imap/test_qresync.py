@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from imap.conftest import ImapServer
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap.parser import ParseError, parse_command
 from mailsift.protocols.imap.qresync import narrow
+from mailsift.store import vanished
 from mailsift.store.api import INBOX, Store
 
 USER, PW = "resync@example.test", "resync-pw"
@@ -50,6 +52,62 @@ def test_tombstones_tell_what_was_expunged_after_a_modseq(tmp_path: Path) -> Non
     assert box.expunged_since(INBOX, uv, m0) == [(1, 4)]
     assert box.expunged_since(INBOX, uv, m1) == [(1, 1), (4, 4)]
     assert box.expunged_since(INBOX, uv, box.folder(INBOX).highestmodseq) == []
+    s.close()
+
+
+def test_tombstones_are_bounded_and_answers_stay_correct(tmp_path: Path) -> None:
+    """More expunges than vanished.KEEP: the index keeps at most KEEP tombstones per folder; a
+    MODSEQ the kept ones cover gets the exact answer, an older one every UID gone (RFC 7162
+    allows naming more), never fewer than were expunged after it."""
+    keep = vanished.KEEP
+    s = Store(tmp_path / "m", hostname="test.host")
+    box = s.mailbox(USER)
+    box.track_expunges()
+    box.create_folder("Big")
+    cur = box.path / ".Big" / "cur"
+    total = keep + 300
+    for i in range(total):                  # outside files: the sync adopts them as UIDs 1..total
+        (cur / f"{1_700_000_000 + i}.M{i}P1Q1.test.host:2,").write_bytes(b"Subject: %d\r\n\r\nx\r\n" % i)
+    assert [m.uid for m in box.list("Big")] == list(range(1, total + 1))
+    uv = box.folder("Big").uidvalidity
+    gone: list[int] = []
+    history = [(box.folder("Big").highestmodseq, 0)]   # (MODSEQ, how many of `gone` were gone then)
+
+    def expunge(uids: list[int]) -> None:
+        box.store_flags("Big", uids, ["\\Deleted"])
+        assert box.expunge("Big", uids) == uids
+        gone.extend(uids)
+        history.append((box.folder("Big").highestmodseq, len(gone)))
+
+    expunge(list(range(1, 101)))                        # one expunge of 100
+    for lo in range(101, keep + 101, 1000):             # ten of 1,000
+        expunge(list(range(lo, lo + 1000)))
+    for uid in range(keep + 101, keep + 201):           # a hundred of one
+        expunge([uid])
+    for p in cur.glob(f"{1_700_000_000 + keep + 200}.*"):   # and one found by a sync
+        p.unlink()
+    box.list("Big")
+    gone.append(keep + 201)
+    history.append((box.folder("Big").highestmodseq, len(gone)))
+
+    db = sqlite3.connect(box.path / "mailsift-index.sqlite3")
+    fid = db.execute("SELECT id FROM folders WHERE name = 'Big'").fetchone()[0]
+    kept = db.execute("SELECT count(*), min(modseq) FROM vanished WHERE folder_id = ?", (fid,)).fetchone()
+    row = db.execute("SELECT modseq FROM vanished_since WHERE folder_id = ?", (fid,)).fetchone()
+    floor = row[0] if row else 0                        # (no row: every expunge is kept)
+    db.close()
+    assert kept[0] <= keep and kept[1] > floor, (kept, floor)
+    exact_from = 0
+    for modseq, n in history:
+        got = {u for lo, hi in box.expunged_since("Big", uv, modseq) for u in range(lo, hi + 1)}
+        assert set(gone[n:]) <= got <= set(gone), modseq
+        if modseq >= floor:
+            assert got == set(gone[n:]), modseq
+            exact_from = exact_from or n
+        else:
+            assert got == set(gone), modseq             # every gap below UIDNEXT
+    # the last 100 single expunges and the sync's are answered exactly, the first ones are not
+    assert 0 < exact_from <= len(gone) - 101
     s.close()
 
 
