@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
 import ssl
-import tempfile
 import zlib
 from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
 from harness.procs import free_port
-from imap.conftest import ImapServer
+from imap import dovecot_pair
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap.compress import DeflateReader, DeflateWriter
 from mailsift.tls import client_context, make_self_signed
@@ -142,25 +139,16 @@ protocol imap {
 
 @pytest.fixture(scope="module")
 def servers(mailsift_bin: str):
-    workdir = Path(tempfile.mkdtemp(prefix="imap-compress-"))
-    (workdir / "mailsift").mkdir()
-    cert, key = workdir / "localhost.crt", workdir / "localhost.key"
-    make_self_signed("localhost", cert, key)
     imaps_port = free_port()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW},
-                      {"tls_cert": str(cert), "tls_key": str(key), "imaps": f"127.0.0.1:{imaps_port}"})
-    ours.imaps_port, ours.cafile = imaps_port, cert
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False, extra_conf=DOVECOT_ZLIB)
-    try:
-        ours.start()
-        dc.start()
+
+    def tls(workdir: Path) -> dict[str, str]:
+        cert, key = workdir / "localhost.crt", workdir / "localhost.key"
+        make_self_signed("localhost", cert, key)
+        return {"tls_cert": str(cert), "tls_key": str(key), "imaps": f"127.0.0.1:{imaps_port}"}
+
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-compress-", tls, dovecot_conf=DOVECOT_ZLIB) as (ours, dc):
+        ours.imaps_port, ours.cafile = imaps_port, ours.workdir.parent / "localhost.crt"
         yield ours, dc
-    finally:
-        ours.stop()
-        dc.stop()
-        log = ours.log()
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert "Traceback" not in log, log[-3000:]
 
 
 def status_word(done: bytes) -> bytes:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from harness.dovecot import DovecotInstance
+from imap import dovecot_pair
 from imap import dovecot_reference as ref
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap import mimetree, search
-from mailsift.protocols.imap.parser import format_datetime, parse_command
+from mailsift.protocols.imap.parser import parse_command
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +34,7 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory, files: list[Path]):
     try:
         wire = Wire(dc.host, dc.imap_port)
         wire.login(USER, PASSWORD)
-        for i, f in enumerate(files, 1):
-            data = f.read_bytes()
-            flags, date = ref.append_args(i)
-            _, done = wire.command(f'APPEND INBOX ({flags}) "{format_datetime(date)}" '.encode()
-                                   + b"{%d+}\r\n" % len(data) + data)
-            assert b" OK " in done, done
+        dovecot_pair.append_messages(wire, (f.read_bytes() for f in files), ref.append_args)
         _, done = wire.command("SELECT INBOX")
         assert b" OK " in done
         yield wire

@@ -6,15 +6,10 @@ mailbox, DELETE of a folder with children)."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
-from imap.conftest import ImapServer
-from imap.wire import Wire
+from imap import dovecot_pair
 
 pytestmark = pytest.mark.integration
 
@@ -24,25 +19,9 @@ ODD = b"!#$&'+,-.0123456789:;<=>?@^_`|[}"
 
 @pytest.fixture(scope="module")
 def pair(mailsift_bin: str):
-    workdir = Path(tempfile.mkdtemp(prefix="imap-fdiff-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            wires.append(w)
-        yield wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-fdiff-") as peers, \
+            dovecot_pair.sessions(peers, USER, PW) as wires:
+        yield wires
 
 
 def status(done: bytes) -> bytes:

@@ -5,15 +5,11 @@ LIST response it follows); the order of the LIST responses is free (RFC 5258 sec
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.dovecot import DovecotInstance
-from imap.conftest import ImapServer
+from imap import dovecot_pair
 from imap.wire import Wire, parse_values
 
 pytestmark = pytest.mark.integration
@@ -44,34 +40,21 @@ COMMANDS = [
 ]
 
 
+def fill(w: Wire) -> None:
+    for c in SETUP:
+        _, done = w.command(c)
+        assert b" OK " in done, (c, done)
+    for i, (folder, flags) in enumerate(MESSAGES):
+        data = f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode()
+        _, done = w.command(f"APPEND {folder} ({flags}) ".encode() + b"{%d+}\r\n" % len(data) + data)
+        assert b" OK " in done, done
+
+
 @pytest.fixture(scope="module")
 def pair(mailsift_bin: str):
-    workdir = Path(tempfile.mkdtemp(prefix="imap-listdiff-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            for c in SETUP:
-                _, done = w.command(c)
-                assert b" OK " in done, (c, done)
-            for i, (folder, flags) in enumerate(MESSAGES):
-                data = f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode()
-                _, done = w.command(f"APPEND {folder} ({flags}) ".encode() + b"{%d+}\r\n" % len(data) + data)
-                assert b" OK " in done, done
-            wires.append(w)
-        yield wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-listdiff-") as peers, \
+            dovecot_pair.sessions(peers, USER, PW, setup=fill) as wires:
+        yield wires
 
 
 def _text(v: Any) -> Any:

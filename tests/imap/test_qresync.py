@@ -7,16 +7,13 @@ ENABLE QRESYNC. Responses are compared by UID sets and flags (MODSEQ values are 
 from __future__ import annotations
 
 import re
-import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.dovecot import DovecotInstance
-from imap.conftest import ImapServer
+from imap import dovecot_pair
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap.parser import ParseError, parse_command
 from mailsift.protocols.imap.qresync import narrow
@@ -141,20 +138,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def servers(mailsift_bin: str):
-    workdir = Path(tempfile.mkdtemp(prefix="imap-qresync-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    try:
-        ours.start()
-        dc.start()
-        yield ours, dc
-    finally:
-        ours.stop()
-        dc.stop()
-        log = ours.log()
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert "Traceback" not in log, log[-3000:]
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-qresync-") as peers:
+        yield peers
 
 
 def summary(untagged: list[bytes], done: bytes) -> list[Any]:

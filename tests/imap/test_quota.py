@@ -8,15 +8,12 @@ set with `mailsift user set --quota-mb` on a running server."""
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
+from imap import dovecot_pair
 from imap.conftest import ImapServer
 from imap.wire import Wire, parse_values
 from mailsift.protocols.imap.parser import ParseError, parse_command
@@ -56,28 +53,10 @@ def test_quota_grammar() -> None:
 
 @pytest.fixture(scope="module")
 def pair(mailsift_bin: str):
-    workdir = Path(tempfile.mkdtemp(prefix="imap-quota-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW, FREE: FREE_PW, LATE: LATE_PW},
-                        {"quota_mb": 1})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False, extra_conf=DOVECOT_QUOTA)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            wires.append(w)
-        yield ours, wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        log = ours.log()
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert "Traceback" not in log, log[-3000:]
+    with dovecot_pair.servers(mailsift_bin, {USER: PW, FREE: FREE_PW, LATE: LATE_PW}, "imap-quota-",
+                              {"quota_mb": 1}, dovecot_users={USER: PW}, dovecot_conf=DOVECOT_QUOTA) as peers, \
+            dovecot_pair.sessions(peers, USER, PW) as (ours, theirs):
+        yield peers[0], ours, theirs
 
 
 def answer(w: Wire, command: bytes | str) -> tuple[list[bytes], bytes]:

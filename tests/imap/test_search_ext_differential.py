@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
+from imap import dovecot_pair
 from imap import dovecot_reference as ref
 from imap import search_ext_messages as made
-from imap.conftest import ImapServer
 from imap.wire import Wire
-from mailsift.protocols.imap.parser import format_datetime
 
 pytestmark = pytest.mark.integration
 
@@ -97,35 +93,18 @@ _KEEP = re.compile(rb"^\* (SEARCH|ESEARCH|SORT|THREAD|\d+ FETCH)\b")
 def pair(mailsift_bin: str, data_dir: Path, corpora: Path):
     files = [f.read_bytes() for f in ref.sample_messages(data_dir, corpora, PER_FOLDER, seed=5182)]
     messages = made.MESSAGES + files
-    workdir = Path(tempfile.mkdtemp(prefix="imap-xdiff-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            for i, data in enumerate(messages, 1):
-                flags, date = made.append_args(i)
-                _, done = w.command(f'APPEND INBOX ({flags}) "{format_datetime(date)}" '.encode()
-                                    + b"{%d+}\r\n" % len(data) + data)
-                assert b" OK " in done, (done, ours.log()[-6000:])
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-xdiff-") as peers:
+
+        def fill(w: Wire) -> None:
+            try:
+                dovecot_pair.append_messages(w, messages, made.append_args)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{peers[0].log()[-6000:]}") from None
             _, done = w.command("SELECT INBOX")
             assert b" OK " in done, done
-            wires.append(w)
-        yield wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        log = ours.log()
-        shutil.rmtree(workdir, ignore_errors=True)
-        at = log.find("Traceback")
-        assert at < 0, log[max(0, at - 500):at + 4000]
+
+        with dovecot_pair.sessions(peers, USER, PW, setup=fill) as wires:
+            yield wires
 
 
 def answer(w: Wire, command: str) -> tuple[list[bytes], bytes]:

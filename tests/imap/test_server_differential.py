@@ -4,18 +4,14 @@ BODY, ENVELOPE, BODY[section] bytes, partials, RFC822.SIZE, FLAGS, SEARCH result
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
+from imap import dovecot_pair
 from imap import dovecot_reference as ref
-from imap.conftest import ImapServer
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap import mimetree
-from mailsift.protocols.imap.parser import format_datetime
 
 pytestmark = pytest.mark.integration
 
@@ -26,33 +22,15 @@ PER_FOLDER = 8
 @pytest.fixture(scope="module")
 def pair(mailsift_bin: str, data_dir: Path, corpora: Path):
     files = ref.sample_messages(data_dir, corpora, PER_FOLDER, seed=4242)
-    workdir = Path(tempfile.mkdtemp(prefix="imap-sdiff-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            for i, f in enumerate(files, 1):
-                data = f.read_bytes()
-                flags, date = ref.append_args(i)
-                _, done = w.command(f'APPEND INBOX ({flags}) "{format_datetime(date)}" '.encode()
-                                    + b"{%d+}\r\n" % len(data) + data)
-                assert b" OK " in done, done
-            _, done = w.command("SELECT INBOX")
-            assert b" OK " in done, done
-            wires.append(w)
-        yield files, wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    def fill(w: Wire) -> None:
+        dovecot_pair.append_messages(w, (f.read_bytes() for f in files), ref.append_args)
+        _, done = w.command("SELECT INBOX")
+        assert b" OK " in done, done
+
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-sdiff-") as peers, \
+            dovecot_pair.sessions(peers, USER, PW, setup=fill) as (ours, theirs):
+        yield files, ours, theirs
 
 
 def test_fetch_responses_agree(pair) -> None:

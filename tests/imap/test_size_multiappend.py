@@ -6,17 +6,14 @@ message with its flags and date, or none of them."""
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.dovecot import DovecotInstance
+from imap import dovecot_pair
 from imap import dovecot_reference as ref
-from imap.conftest import ImapServer
 from imap.wire import Wire, fetch_items, parse_values
-from mailsift.protocols.imap.parser import ParseError, format_datetime, parse_command, parse_datetime
+from mailsift.protocols.imap.parser import ParseError, parse_command, parse_datetime
 
 USER, PW = "multi@example.test", "multi-pw"
 
@@ -51,32 +48,13 @@ def test_append_many_is_all_or_none(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def pair(mailsift_bin: str, data_dir: Path, corpora: Path):
     files = ref.sample_messages(data_dir, corpora, 4, seed=8438)
-    workdir = Path(tempfile.mkdtemp(prefix="imap-sizediff-"))
-    (workdir / "mailsift").mkdir()
-    ours = ImapServer(mailsift_bin, workdir / "mailsift", {USER: PW})
-    dc = DovecotInstance(workdir / "dovecot", {USER: PW}, pop3=False, lmtp=False)
-    wires: list[Wire] = []
-    try:
-        ours.start()
-        dc.start()
-        for host, port in ((ours.host, ours.imap_port), (dc.host, dc.imap_port)):
-            w = Wire(host, port)
-            w.login(USER, PW)
-            for i, f in enumerate(files, 1):
-                data = f.read_bytes()
-                flags, date = ref.append_args(i)
-                _, done = w.command(f'APPEND INBOX ({flags}) "{format_datetime(date)}" '.encode()
-                                    + b"{%d+}\r\n" % len(data) + data)
-                assert b" OK " in done, done
-            wires.append(w)
-        yield files, wires[0], wires[1]
-    finally:
-        for w in wires:
-            w.close()
-        ours.stop()
-        dc.stop()
-        assert "Traceback" not in ours.log(), ours.log()[-3000:]
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    def fill(w: Wire) -> None:
+        dovecot_pair.append_messages(w, (f.read_bytes() for f in files), ref.append_args)
+
+    with dovecot_pair.servers(mailsift_bin, {USER: PW}, "imap-sizediff-") as peers, \
+            dovecot_pair.sessions(peers, USER, PW, setup=fill) as (ours, theirs):
+        yield files, ours, theirs
 
 
 def status(w: Wire, folder: str, items: str) -> dict[str, int]:
