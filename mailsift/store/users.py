@@ -127,20 +127,26 @@ class Users:
             finally:
                 conn.close()
 
-    def _column(self, name: str, column: str) -> object:
-        """The user's value of `column`; None for an unknown or invalid user, or a database from
-        before the column."""
+    def _user_row(self, name: str, columns: str) -> tuple | None:
+        """The user's row of `columns` (read-only); None for an unknown or invalid name, or no
+        database yet."""
         try:
             canon = self.canonical(name)
             conn = self._connect()
         except (ValueError, FileNotFoundError):
             return None
         try:
-            row = conn.execute(f"SELECT {column} FROM users WHERE name=?", (canon,)).fetchone()
-        except sqlite3.OperationalError:
-            return None
+            return conn.execute(f"SELECT {columns} FROM users WHERE name=?", (canon,)).fetchone()
         finally:
             conn.close()
+
+    def _column(self, name: str, column: str) -> object:
+        """The user's value of `column`; None for an unknown or invalid user, or a database from
+        before the column (or one that cannot be read)."""
+        try:
+            row = self._user_row(name, column)
+        except sqlite3.OperationalError:
+            return None
         return None if row is None else row[0]
 
     def set_implicit_feedback(self, name: str, on: bool) -> None:
@@ -229,30 +235,14 @@ class Users:
 
     def exists(self, name: str) -> bool:
         """Is this a known user? (For LMTP RCPT and the Postfix lookup; invalid names are not.)"""
-        try:
-            canon = self.canonical(name)
-            conn = self._connect()
-        except (ValueError, FileNotFoundError):
-            return False
-        try:
-            return conn.execute("SELECT 1 FROM users WHERE name=?", (canon,)).fetchone() is not None
-        finally:
-            conn.close()
+        return self._user_row(name, "1") is not None
 
     def password_hash(self, name: str) -> str | None:
         """The stored hash of `name` (None for an unknown or invalid name). It is new after every
         password change, so the auth cache (store/authgate.py) binds its entries to it."""
         if not isinstance(name, str) or len(name) > 320:
             return None
-        try:
-            canon = self.canonical(name)
-            conn = self._connect()
-        except (ValueError, FileNotFoundError):
-            return None
-        try:
-            row = conn.execute("SELECT hash FROM users WHERE name=?", (canon,)).fetchone()
-        finally:
-            conn.close()
+        row = self._user_row(name, "hash")
         return row[0] if row else None
 
     def check(self, password: str, stored: str | None) -> bool:

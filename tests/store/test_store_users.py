@@ -45,6 +45,28 @@ def test_users_api(tmp_path: Path) -> None:
     assert (tmp_path / "users.db").stat().st_mode & 0o077 == 0
 
 
+def test_reads_of_one_user(tmp_path: Path) -> None:
+    """exists, password_hash and the per-user columns read through one helper: the canonical
+    name, a read-only connection; no database, an invalid or unknown name and a database from
+    before the columns answer "no such user" / "not set", never an error."""
+    import sqlite3
+    u = Users(tmp_path / "users.db", default_domain="example.test")
+    assert not u.exists("alice") and u.password_hash("alice") is None          # no database yet
+    assert u.quota_mb("alice") is None and u.implicit_feedback("alice")
+    u.add("alice", "pw")
+    assert u.exists("ALICE@Example.Test") and u.exists("alice")
+    assert u.password_hash("alice").startswith("$scrypt$") and u.password_hash("bob") is None
+    for bad in ("../x", "a\x00b", "x" * 400):
+        assert not u.exists(bad) and u.password_hash(bad) is None and u.quota_mb(bad) is None
+    # a database from before the per-user columns
+    assert u.quota_mb("alice") is None and u.implicit_feedback("alice")
+    with sqlite3.connect(tmp_path / "users.db") as db:
+        assert {r[1] for r in db.execute("PRAGMA table_info(users)")} == {"name", "hash", "created", "changed"}
+    u.set_quota_mb("alice", 7)
+    u.set_implicit_feedback("alice", False)
+    assert u.quota_mb("alice") == 7 and not u.implicit_feedback("alice") and u.quota_mb("bob") is None
+
+
 @pytest.mark.parametrize("name,password", [("", ""), ("a\x00@b.c", "x"), ("x" * 5000, "y"), ("alice@example.test",
                                             "p" * 5000), (None, "x"), ("alice@example.test", None)])
 def test_verify_never_raises(tmp_path: Path, name, password) -> None:
