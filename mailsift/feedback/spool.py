@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from mailsift.store.maildir import fsync_dir
+
 log = logging.getLogger("mailsift.feedback")
 
 FEEDBACK_DIR = "feedback"
@@ -48,14 +50,6 @@ class Judgement:
 
 # Not a current judgement: `mailsift retrain` must not learn what the learner did not.
 NOT_CURRENT = frozenset({"deferred", "overruled"})
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -100,7 +94,7 @@ class Spool:
                 except OSError:
                     pass
                 raise
-        _fsync_dir(self.spool)
+        fsync_dir(self.spool)
         lines = "".join(json.dumps(j.__dict__, sort_keys=True) + "\n" for j, _ in items).encode()
         fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -136,7 +130,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.journal)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         log.info("feedback spool trimmed to %d messages", len(keep))
 
     # -- reading ------------------------------------------------------------------------------
