@@ -56,6 +56,16 @@ def test_learning_in_workers_is_learning_here(tmp_path: Path, corpora: Path) -> 
     for a in ("feature_count", "class_count", "lr_coef"):
         assert np.array_equal(getattr(one, a), getattr(two, a)), a
     assert np.array_equal(one.chars.coef, two.chars.coef)
+    # all the rest the model file holds too: rehearsal buffers, AdaGrad sums, intercepts, RNGs
+    from mailsift.classifier.persist import _encode
+
+    (head1, arrays1, _), (head2, arrays2, _) = _encode(one), _encode(two)
+    for head in (head1, head2):
+        del head["model_id"], head["changed_at"]
+    assert head1 == head2
+    assert arrays1.keys() == arrays2.keys()
+    for name in arrays1:
+        assert arrays1[name].dtype == arrays2[name].dtype and np.array_equal(arrays1[name], arrays2[name]), name
     assert one.rows == two.rows and len(one.rows) == 300  # type: ignore[attr-defined]
     assert (one.n_ham_, one.n_spam_) == (150, 150)
 
