@@ -86,7 +86,7 @@ def bulk(tmp_path_factory: pytest.TempPathFactory, corpora: Path, mailsift_bin: 
         p = run(mailsift_bin, "learn", f"--{label}", "--jobs", "2", "--dbpath", str(db), str(dirs[label]))
         assert f"Learned 300 message(s) as {label}" in p.stdout.decode()
     tests = [str(p) for p in _paths(corpora, "spamassassin/easy_ham_2", 50) + _paths(corpora, "spamassassin/spam", 50)]
-    return {"db": db, "tests": tests}
+    return {"db": db, "tests": tests, "dirs": dirs}
 
 
 def test_one_learn_run_writes_the_model_once(bulk: dict[str, object]) -> None:
@@ -97,6 +97,34 @@ def test_one_learn_run_writes_the_model_once(bulk: dict[str, object]) -> None:
     versions = sorted(os.listdir(db / "versions"))
     assert len(versions) == 2, versions
     assert [json.loads((db / "versions" / v / "version.json").read_text())["generation"] for v in versions] == [1, 2]
+
+
+def test_learn_with_workers_writes_the_model_one_process_writes(bulk: dict[str, object], mailsift_bin: str,
+                                                                tmp_path: Path) -> None:
+    """`mailsift learn --jobs 2` (the fixture's runs) and `--jobs 1` over the same folders save
+    the same model: every section of model.bin and every header field but the file's id and
+    the time of the last change."""
+    from mailsift.classifier import modelfile
+
+    dirs = bulk["dirs"]
+    assert isinstance(dirs, dict)
+    db = tmp_path / "serial"
+    for label in ("spam", "ham"):
+        run(mailsift_bin, "learn", f"--{label}", "--jobs", "1", "--dbpath", str(db), str(dirs[label]))
+
+    def contents(d: object) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+        data = (Path(str(d)) / "model.bin").read_bytes()
+        head = modelfile.read_header(data, len(data))
+        arrays = modelfile.arrays(data, head)
+        for name in ("model_id", "changed_at", "sections"):
+            del head[name]
+        return head, arrays
+
+    (head2, arrays2), (head1, arrays1) = contents(bulk["db"]), contents(db)
+    assert head1 == head2
+    assert arrays1.keys() == arrays2.keys()
+    for name in arrays1:
+        assert arrays1[name].dtype == arrays2[name].dtype and np.array_equal(arrays1[name], arrays2[name]), name
 
 
 def test_bulk_classify_gives_the_one_message_verdicts(bulk: dict[str, object], mailsift_bin: str) -> None:
