@@ -49,3 +49,16 @@ def feature_indices(tokens: list[str], bits: int) -> tuple[np.ndarray, TokenName
     hashes &= (1 << bits) - 1
     idx, first = np.unique(hashes, return_index=True)
     return idx, TokenNames(uniq, first)
+
+
+def sorted_unique(columns: np.ndarray) -> np.ndarray:
+    """np.unique(columns), by sorting. numpy 2.3+ finds the unique values of a plain np.unique
+    call by hashing, which is several times slower here: measured on 2,000,000 feature columns
+    (the weights a long learn run marks stale) 3.0 s against 0.29 s, on 1,500 (one learned
+    message) 296 us against 93 us."""
+    ordered = np.sort(columns)
+    keep = np.empty(len(ordered), dtype=bool)
+    if len(keep):
+        keep[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]

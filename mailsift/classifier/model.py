@@ -42,7 +42,7 @@ import numpy as np
 
 from mailsift.classifier.chargrams import CHAR_BYTES, CharGramLR, char_indices
 from mailsift.classifier.clues import select_clues
-from mailsift.classifier.features import feature_indices
+from mailsift.classifier.features import feature_indices, sorted_unique
 from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probability_to_score  # noqa: F401
 from mailsift.classifier.points import sigmoid as _sigmoid
 from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
@@ -188,7 +188,7 @@ class SpamModel:
         if self.weights is None:
             self.refresh()
             return
-        idx = np.unique(np.concatenate(dirty))
+        idx = sorted_unique(np.concatenate(dirty))
         s = self.settings
         logs = np.log(self.feature_count[:, idx] + s.alpha)
         ratio = logs[1] - logs[0]

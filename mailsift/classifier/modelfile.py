@@ -29,6 +29,9 @@ MAGIC = b"MSIFTMDL"
 FILE_FORMAT = 3
 _PREFIX = struct.Struct("<8sII")
 MAX_HEADER = 1 << 20
+# zlib level of compressed sections. Measured on the model after 2,000 messages of the shared
+# stream: level 6 4.93 MB in 0.36 s of CPU, level 4 4.96 MB in 0.16 s, level 1 5.09 MB in 0.11 s.
+LEVEL = 4
 
 
 class FormatError(ValueError):
@@ -57,8 +60,8 @@ def write(fh: BinaryIO, header: dict[str, Any], sections: dict[str, Any], compre
             # Byte-shuffled (the i-th bytes of all items together) when that compresses a
             # sample better: counts and rehearsal columns do, LR weights do not.
             sample = packed[:8192]
-            shuffle = len(zlib.compress(_shuffled(sample), 6)) < len(zlib.compress(sample.tobytes(), 6))
-            blob = zlib.compress(_shuffled(packed) if shuffle else packed.tobytes(), 6)
+            shuffle = len(zlib.compress(_shuffled(sample), LEVEL)) < len(zlib.compress(sample.tobytes(), LEVEL))
+            blob = zlib.compress(_shuffled(packed) if shuffle else packed.tobytes(), LEVEL)
         return blob, {"dtype": a.dtype.str, "count": int(a.size), "codec": codec, "nbytes": len(blob),
                       "raw_nbytes": len(raw), "shuffle": shuffle}
 

@@ -56,6 +56,16 @@ def test_learning_in_workers_is_learning_here(tmp_path: Path, corpora: Path) -> 
     for a in ("feature_count", "class_count", "lr_coef"):
         assert np.array_equal(getattr(one, a), getattr(two, a)), a
     assert np.array_equal(one.chars.coef, two.chars.coef)
+    # all the rest the model file holds too: rehearsal buffers, AdaGrad sums, intercepts, RNGs
+    from mailsift.classifier.persist import _encode
+
+    (head1, arrays1, _), (head2, arrays2, _) = _encode(one), _encode(two)
+    for head in (head1, head2):
+        del head["model_id"], head["changed_at"]
+    assert head1 == head2
+    assert arrays1.keys() == arrays2.keys()
+    for name in arrays1:
+        assert arrays1[name].dtype == arrays2[name].dtype and np.array_equal(arrays1[name], arrays2[name]), name
     assert one.rows == two.rows and len(one.rows) == 300  # type: ignore[attr-defined]
     assert (one.n_ham_, one.n_spam_) == (150, 150)
 
@@ -76,7 +86,7 @@ def bulk(tmp_path_factory: pytest.TempPathFactory, corpora: Path, mailsift_bin: 
         p = run(mailsift_bin, "learn", f"--{label}", "--jobs", "2", "--dbpath", str(db), str(dirs[label]))
         assert f"Learned 300 message(s) as {label}" in p.stdout.decode()
     tests = [str(p) for p in _paths(corpora, "spamassassin/easy_ham_2", 50) + _paths(corpora, "spamassassin/spam", 50)]
-    return {"db": db, "tests": tests}
+    return {"db": db, "tests": tests, "dirs": dirs}
 
 
 def test_one_learn_run_writes_the_model_once(bulk: dict[str, object]) -> None:
@@ -87,6 +97,34 @@ def test_one_learn_run_writes_the_model_once(bulk: dict[str, object]) -> None:
     versions = sorted(os.listdir(db / "versions"))
     assert len(versions) == 2, versions
     assert [json.loads((db / "versions" / v / "version.json").read_text())["generation"] for v in versions] == [1, 2]
+
+
+def test_learn_with_workers_writes_the_model_one_process_writes(bulk: dict[str, object], mailsift_bin: str,
+                                                                tmp_path: Path) -> None:
+    """`mailsift learn --jobs 2` (the fixture's runs) and `--jobs 1` over the same folders save
+    the same model: every section of model.bin and every header field but the file's id and
+    the time of the last change."""
+    from mailsift.classifier import modelfile
+
+    dirs = bulk["dirs"]
+    assert isinstance(dirs, dict)
+    db = tmp_path / "serial"
+    for label in ("spam", "ham"):
+        run(mailsift_bin, "learn", f"--{label}", "--jobs", "1", "--dbpath", str(db), str(dirs[label]))
+
+    def contents(d: object) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+        data = (Path(str(d)) / "model.bin").read_bytes()
+        head = modelfile.read_header(data, len(data))
+        arrays = modelfile.arrays(data, head)
+        for name in ("model_id", "changed_at", "sections"):
+            del head[name]
+        return head, arrays
+
+    (head2, arrays2), (head1, arrays1) = contents(bulk["db"]), contents(db)
+    assert head1 == head2
+    assert arrays1.keys() == arrays2.keys()
+    for name in arrays1:
+        assert arrays1[name].dtype == arrays2[name].dtype and np.array_equal(arrays1[name], arrays2[name]), name
 
 
 def test_bulk_classify_gives_the_one_message_verdicts(bulk: dict[str, object], mailsift_bin: str) -> None:

@@ -92,6 +92,30 @@ def test_saved_and_loaded_model_learns_on_as_before(tmp_path: Path, trained: Spa
     assert np.array_equal(loaded.chars.coef, original.chars.coef)
 
 
+def test_whole_counts_are_stored_as_small_integers(tmp_path: Path, trained: SpamModel) -> None:
+    """Counts of learned messages are whole numbers: stored as the smallest unsigned integers
+    that hold them, read back as the same float64s. A prior's scaled counts stay float64."""
+    import copy
+
+    from mailsift.classifier import modelfile
+
+    def stored(d: Path) -> dict[str, str]:
+        data = (d / MODEL_FILE).read_bytes()
+        head = modelfile.read_header(data, len(data))
+        return {k: head["sections"][k]["dtype"] for k in ("ham", "spam")}
+
+    save_model(trained, tmp_path / "whole")
+    assert stored(tmp_path / "whole") == {"ham": "|u1", "spam": "|u1"}  # 240 messages a class
+    loaded = load_model(tmp_path / "whole")
+    assert loaded.feature_count.dtype == np.float64
+    assert np.array_equal(loaded.feature_count, trained.feature_count)
+    prior = copy.deepcopy(trained)
+    prior.mark_prior()  # counts times prior_weight: fractions
+    save_model(prior, tmp_path / "prior")
+    assert stored(tmp_path / "prior") == {"ham": "<f8", "spam": "<f8"}
+    assert np.array_equal(load_model(tmp_path / "prior").feature_count, prior.feature_count)
+
+
 def test_old_model_is_converted_on_first_use(tmp_path: Path, trained: SpamModel,
                                              mail: dict[str, list[bytes]]) -> None:
     d = tmp_path / "model"
