@@ -115,7 +115,5 @@ async def cmd_compress(session: Any, cmd: Any) -> None:
         return
     session.tagged(cmd.tag, "OK", "DEFLATE active")
     await session.flush()
-    pending = bytes(session.inp.buf)
-    session.inp.buf.clear()
-    session.inp.reader = DeflateReader(session.inp.reader, pending)
+    session.inp.inflate()
     session.writer = DeflateWriter(session.writer)

@@ -44,7 +44,8 @@ from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
 from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
-                                            ParseError, literal_marker, parse_command, split_tag)
+                                            ParseError, parse_command)
+from mailsift.protocols.imap.wire import Closed, CommandTooBig, LineTooLong, WireReader
 from mailsift.protocols.imap.parser import SavedResult
 from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
@@ -62,7 +63,6 @@ MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is 
 MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
 MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for many users)
 MAX_CONNECTIONS_PER_USER = 20
-READ_CHUNK = 65536
 WRITE_HIGH_WATER = 256 * 1024
 OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transport within a command
 STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
@@ -81,77 +81,6 @@ MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
                        "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY", "SAVEDATE")
-
-
-class LineTooLong(Exception):
-    pass
-
-
-class Closed(Exception):
-    """The client went away."""
-
-
-class Input:
-    """Lines and exact byte counts from a StreamReader with our own bounded buffer."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-        self.buf = bytearray()
-        self.deadline: float | None = None  # loop time no read may pass (before login)
-
-    async def _fill(self, timeout: float | None) -> None:
-        when = asyncio.get_running_loop().time() + (IDLE_TIMEOUT if timeout is None else timeout)
-        async with asyncio.timeout_at(when if self.deadline is None else min(when, self.deadline)):
-            data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise Closed()
-        self.buf += data
-
-    async def line(self, max_len: int, timeout: float | None = None) -> bytes:
-        """One line without its CRLF (or LF). Raises LineTooLong (after discarding it)."""
-        discarding = False
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                if discarding:
-                    del self.buf[:i + 1]
-                    raise LineTooLong()
-                line = bytes(self.buf[:i])
-                del self.buf[:i + 1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > max_len:
-                    raise LineTooLong()
-                return line
-            if len(self.buf) > max_len:
-                discarding = True
-                self.buf.clear()
-            await self._fill(timeout)
-
-    async def exactly(self, n: int, timeout: float | None = None) -> bytes:
-        while len(self.buf) < n:
-            await self._fill(timeout)
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def discard(self, n: int, timeout: float | None = None) -> None:
-        while n > 0:
-            if not self.buf:
-                await self._fill(timeout)
-            k = min(n, len(self.buf))
-            del self.buf[:k]
-            n -= k
-
-    def clear(self) -> None:
-        self.buf.clear()
-
-
-class CommandTooBig(Exception):
-    def __init__(self, tag: bytes | None, fatal: bool) -> None:
-        super().__init__("command too big")
-        self.tag = tag
-        self.fatal = fatal
 
 
 def _peer_address(ctx: Any) -> str:
@@ -257,7 +186,6 @@ class ImapSession:
         self.reader = reader
         self.writer = writer
         self.ctx = ctx
-        self.inp = Input(reader)
         self.settings = getattr(ctx, "settings", None)
         self.tls: ssl.SSLContext | None = getattr(ctx, "tls", None)
         self.secure = bool(getattr(ctx, "implicit_tls", False))
@@ -265,6 +193,7 @@ class ImapSession:
         self.address = _peer_address(ctx)
         self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
         self.limits = Limits()
+        self.inp = WireReader(reader, self.limits, IDLE_TIMEOUT)
         self.state = "notauth"
         self.user: str | None = None
         self.box: store_api.Mailbox | None = None
@@ -411,33 +340,11 @@ class ImapSession:
             self.user = None
 
     async def read_command(self) -> bytes:
-        line = await self.inp.line(self.limits.max_line)
-        pieces = [line]
-        total = len(line)
-        while True:
-            marker = literal_marker(line)
-            if marker is None:
-                return b"".join(pieces)
-            n, nonsync = marker
-            prelogin = self.state == "notauth"  # only small literals: nobody has logged in
-            max_literal = (self.limits.max_prelogin_literal if prelogin else
-                           self.limits.max_nonsync_literal if nonsync else self.limits.max_literal)
-            max_command = self.limits.max_prelogin_command if prelogin else self.limits.max_command
-            if n > max_literal or total + n > max_command:
-                tag, _ = split_tag(pieces[0])
-                if nonsync:
-                    if prelogin or n > 2 * self.limits.max_command:
-                        raise CommandTooBig(tag, fatal=True)
-                    await self.inp.discard(n)
-                    await self.inp.line(self.limits.max_line)  # the rest of the command
-                raise CommandTooBig(tag, fatal=False)
-            if not nonsync:
-                self.send(response.continuation("Ready for literal data"))
-                await self.flush()
-            data = await self.inp.exactly(n)
-            line = await self.inp.line(self.limits.max_line)
-            pieces += [b"\r\n", data, line]
-            total += n + len(line)
+        return await self.inp.command(self.state == "notauth", self.literal_ready)
+
+    async def literal_ready(self) -> None:
+        self.send(response.continuation("Ready for literal data"))
+        await self.flush()
 
     def bad(self, tag: bytes | None, text: str, code: str | None = None) -> None:
         self.bad_count += 1
@@ -611,11 +518,7 @@ class ImapSession:
             return
         self.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
         await self.flush()
-        # Nothing the client sent in the clear after STARTTLS may count as sent over TLS.
-        self.inp.clear()
-        buffered = getattr(self.reader, "_buffer", None)
-        if isinstance(buffered, bytearray):
-            buffered.clear()
+        self.inp.forget_buffered()  # nothing sent in the clear may count as sent over TLS
         await self.writer.start_tls(self.tls)
         self.secure = True
 
