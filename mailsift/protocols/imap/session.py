@@ -549,7 +549,7 @@ class ImapSession:
             self.send(b"+ \r\n")
             await self.flush()
             try:
-                initial = await self.inp.line(self.limits.max_line)
+                initial = await self.inp.line()
             except LineTooLong:  # the client's fault, not ours: BAD, and the session goes on
                 self.bad(cmd.tag, "Authentication response too long")
                 return
@@ -828,7 +828,7 @@ class ImapSession:
         # forced: a change another process made just before may not have reached us as an event
         await self.refresh(allow_expunge=True, force=True)
         await self.flush()
-        line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line(self.limits.max_line))
+        line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line())
         try:
             while True:
                 self.wake.clear()
