@@ -29,11 +29,11 @@ import logging
 import re
 import sqlite3
 import ssl
-from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
-from mailsift.protocols.imap.headercache import HeaderCache, header_part
+from mailsift.protocols.imap.headercache import HeaderCache
+from mailsift.protocols.imap.loader import MessageLoader, WouldBlock
 from mailsift.protocols.imap import mutf7, response, search as searchmod
 from mailsift.protocols.imap import listext, multiappend, statusitems
 from mailsift.protocols.imap import quota as imapquota
@@ -42,7 +42,6 @@ from mailsift.protocols.imap import qresync
 from mailsift.protocols.imap import rev2
 from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
 from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
-from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
                                             ParseError, parse_command)
 from mailsift.protocols.imap.wire import Closed, CommandTooBig, LineTooLong, WireReader
@@ -68,9 +67,7 @@ OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transpo
 STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
                                 # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
-INLINE_READ_BYTES = 256 * 1024  # a FETCH batch reading at most this much is read in the loop's thread
 MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
-PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 SEPARATOR = "."
 SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -133,10 +130,6 @@ def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
 def _folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
     """The distinct keywords of a folder (worker thread)."""
     return keywords_of(box.list(folder))
-
-
-class _WouldBlock(Exception):
-    """An inline load met a busy mailbox lock (or a file just renamed): use a worker thread."""
 
 
 def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
@@ -210,9 +203,7 @@ class ImapSession:
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
-        # keyed (folder, UIDVALIDITY, UID): a folder deleted and created again, or renamed
-        # over, reuses its name and UIDs for other messages
-        self.parsed: OrderedDict[tuple[str, int, int], fetchmod.MessageData] = OrderedDict()
+        self.loader: MessageLoader | None = None  # message bytes and their caches (loader.py)
         self.out: list[bytes] = []            # responses not yet written (see send)
         self.out_size = 0
 
@@ -618,6 +609,7 @@ class ImapSession:
             return
         counts[canonical] = counts.get(canonical, 0) + 1
         self.user = canonical
+        self.loader = MessageLoader(self.box, canonical, _header_cache(self.ctx))
         self.subscription = self.ctx.store.subscribe(self.store_event, user=canonical)
         self.state = "auth"
         self.inp.deadline = None
@@ -913,17 +905,9 @@ class ImapSession:
         """The selected folder's messages as SEARCH (and SORT, THREAD) sees them; the bytes are
         read on first need, in the thread that evaluates."""
         assert self.box is not None and self.sel is not None
-        sel, box = self.sel, self.box
-        folder = sel.folder
-        hcache, user = _header_cache(self.ctx), self.user or ""
-
-        def header(uid: int) -> Any:  # SORT and THREAD read headers through the header cache
-            hkey = (user, folder, sel.uidvalidity, uid)
-            top = hcache.get(hkey)
-            if top is None:
-                top = header_part(read_crlf(box, folder, uid))
-                hcache.put(hkey, top)
-            return top
+        sel, loader = self.sel, self.loader
+        assert loader is not None
+        folder, uidvalidity = sel.folder, sel.uidvalidity
 
         views = []
         for i, uid in enumerate(sel.uids):
@@ -934,7 +918,8 @@ class ImapSession:
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
                 savedate=searchmod.from_epoch(st.save_date),
-                loader=(lambda u=uid: read_crlf(box, folder, u)), header_loader=(lambda u=uid: header(u))))
+                loader=functools.partial(loader.read, folder, uid),
+                header_loader=functools.partial(loader.header, folder, uidvalidity, uid)))
         return views
 
     async def run_search(self, key: Any) -> list[searchmod.MessageView]:
@@ -1074,15 +1059,9 @@ class ImapSession:
         tree = need_data and fetchmod.needs_tree(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
-            if not need_data:
-                datas = [self._data_of(sel, uid) for _s, uid in batch]
-            elif self._inline_ok(sel, batch, headers_only):
-                try:
-                    datas = self._load_batch(sel, batch, need_data, headers_only, inline=True)
-                except _WouldBlock:
-                    datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
-            else:
-                datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
+            datas = [self._data_of(sel, uid) for _s, uid in batch]
+            if need_data:
+                datas = await self.load(sel, datas, headers_only)
             if tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
                 await self.call(fetchmod.prepare, datas, atts)
             out = []
@@ -1119,82 +1098,25 @@ class ImapSession:
                 out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
         self.send(b"".join(out))
 
+    async def load(self, sel: MailboxView, datas: list[fetchmod.MessageData],
+                   headers_only: bool) -> list[fetchmod.MessageData]:
+        """The bytes (or headers) of a FETCH batch, through the loader: in the loop's thread
+        when the batch is cheap (loader.cheap), else in a worker thread."""
+        loader = self.loader
+        assert loader is not None
+        folder, uidvalidity = sel.folder, sel.uidvalidity
+        wanted = [(d.uid, d.size) for d in datas if not d.expunged]
+        if loader.cheap(folder, uidvalidity, wanted, headers_only):
+            try:
+                return loader.load(folder, uidvalidity, datas, headers_only, inline=True)
+            except WouldBlock:
+                pass
+        return await self.call(loader.load, folder, uidvalidity, datas, headers_only)
+
     def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
         st = sel.state[uid]
         return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
                                     expunged=uid in sel.ghosts, save_date=st.save_date)
-
-    def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
-        """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
-        files to read (cached headers and parsed messages cost nothing). perf: a thread hand-off
-        (futex wake-ups, GIL hand-over, context switches) cost more than reading a few KB from
-        the page cache; 4 of the load benchmark's 12 store calls per round are such FETCHes."""
-        hcache = _header_cache(self.ctx) if headers_only else None
-        total = 0
-        for _seq, uid in batch:
-            st = sel.state.get(uid)
-            if st is None or uid in sel.ghosts or (sel.folder, sel.uidvalidity, uid) in self.parsed:
-                continue
-            if hcache is not None and hcache.peek((self.user or "", sel.folder, sel.uidvalidity, uid)):
-                continue
-            total += st.size
-            if total > INLINE_READ_BYTES:
-                return False
-        return True
-
-    def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
-                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData]:
-        """In a worker thread (or, inline, in the loop's: then _WouldBlock instead of waiting for
-        a lock): the messages' bytes (parsed ones are cached per session). With headers_only
-        (every attribute is a top-level header section), headers come from the process-wide
-        header cache when they are there, without reading the file. A message whose file is
-        gone (expunged elsewhere, this client not told yet) keeps what the caches hold and is
-        marked `expunged` (fetch.py answers the rest with NIL replies)."""
-        assert self.box is not None
-        out: list[fetchmod.MessageData] = []
-        hcache = _header_cache(self.ctx) if headers_only else None
-        for _seq, uid in batch:
-            data = self._data_of(sel, uid)
-            key = (sel.folder, sel.uidvalidity, uid)
-            cached = self.parsed.get(key)
-            if cached is not None:
-                cached.flags, cached.modseq = data.flags, data.modseq
-                self.parsed.move_to_end(key)
-                out.append(cached)
-                continue
-            hkey = (self.user or "", sel.folder, sel.uidvalidity, uid)
-            if hcache is not None:
-                top = hcache.get(hkey)
-                if top is not None:
-                    data._top = top  # raw stays None: not kept in self.parsed
-                    data.header_only = True
-                    out.append(data)
-                    continue
-            if data.expunged:  # a ghost: its file is gone
-                data._top = _header_cache(self.ctx).get(hkey)
-                out.append(data)
-                continue
-            try:
-                if inline:
-                    raw = self.box.read_nowait(sel.folder, uid, crlf=False)
-                    if raw is None:
-                        raise _WouldBlock()
-                    data.raw = to_crlf(raw)
-                else:
-                    data.raw = read_crlf(self.box, sel.folder, uid)
-            except store_api.NoSuchMessage:  # expunged by another session since the refresh
-                data.expunged = True
-                data._top = _header_cache(self.ctx).get(hkey)
-                out.append(data)
-                continue
-            if hcache is not None:
-                data._top = header_part(data.raw)  # (answers this FETCH too: parsed once)
-                hcache.put(hkey, data._top)
-            self.parsed[key] = data
-            while len(self.parsed) > PARSED_CACHE:
-                self.parsed.popitem(last=False)
-            out.append(data)
-        return out
 
     async def cmd_store(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
@@ -1274,13 +1196,6 @@ class ImapSession:
         else:
             await self.refresh(allow_expunge=cmd.uid)
             self.tagged(cmd.tag, "OK", "Copy completed", code)
-
-
-def read_crlf(box: store_api.Mailbox, folder: str, uid: int) -> bytes:
-    """The message with CRLF line ends: the store's bytes as written (LF) converted here with
-    bytes.replace, a few times cheaper than the store's regular expression (same result)."""
-    from mailsift.protocols.imap.mimetree import to_crlf
-    return to_crlf(box.read(folder, uid, crlf=False))
 
 
 def _uses_modseq(key: Any) -> bool:
