@@ -4,15 +4,18 @@ States: not authenticated -> authenticated -> selected -> logout. Extensions: LI
 IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE, and the
 search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW, BINARY).
 
-- Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
-  parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
+- Commands are read whole by wire.py (literals inlined, sizes bounded by parser.Limits) and
+  run by dispatch.py through the routes in COMMANDS; syntax errors answer BAD and the session
+  goes on (until MAX_BAD_COMMANDS). The session's context is typed (context.py); message bytes
+  come through its loader (loader.py).
 - Store calls block, so they run in worker threads. The store is the truth: changes made by
   other sessions, LMTP deliveries and outside programs reach this session as store events,
   which mark the selected folder dirty; the view (mailboxview.py) is refreshed from a fresh
   listing at command boundaries and during IDLE, never reporting EXPUNGE during FETCH, STORE or
   SEARCH.
 - Our faults (OSError, sqlite3.Error, anything unexpected) answer `NO [UNAVAILABLE]`; the
-  caller's mistakes answer NO with a response code; nothing answers with a traceback.
+  caller's mistakes answer NO with a response code; nothing answers with a traceback
+  (dispatch.py).
 - Logins: plaintext only on TLS, from loopback or when configured (store/auth.py), throttled per
   address and user, the same words whatever failed. Connections per address and per user are
   capped; idle sessions are logged out after IDLE_TIMEOUT.
@@ -21,51 +24,40 @@ search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHI
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime as _dt
 import functools
 import logging
-import re
-import sqlite3
 import ssl
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
-from mailsift.protocols.imap.headercache import HeaderCache
-from mailsift.protocols.imap.loader import MessageLoader, WouldBlock
-from mailsift.protocols.imap import mutf7, response, search as searchmod
-from mailsift.protocols.imap import listext, multiappend, statusitems
-from mailsift.protocols.imap import quota as imapquota
-from mailsift.protocols.imap import compress
-from mailsift.protocols.imap import qresync
-from mailsift.protocols.imap import rev2
-from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
-from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
-from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
-                                            ParseError, parse_command)
-from mailsift.protocols.imap.wire import Closed, CommandTooBig, LineTooLong, WireReader
-from mailsift.protocols.imap.parser import SavedResult
-from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
+from mailsift.protocols.imap import compress, dispatch, esearch, fetch as fetchmod, listext, multiappend, mutf7
+from mailsift.protocols.imap import qresync, response, rev2, search as searchmod, searchres, sort as sortmod
+from mailsift.protocols.imap import statusitems, thread as threadmod
+from mailsift.protocols.imap import quota as imapquota
+from mailsift.protocols.imap.context import ImapContext
+from mailsift.protocols.imap.dispatch import ANY, AUTH, NOT_AUTHENTICATED, SEL, Route
+from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
+from mailsift.protocols.imap.loader import MessageLoader, WouldBlock
+from mailsift.protocols.imap.mailboxview import MailboxView
+from mailsift.protocols.imap.parser import Command, FetchAtt, Limits, SavedResult
+from mailsift.protocols.imap.wire import Closed, CommandTooBig, LineTooLong, WireReader
 from mailsift.protocols.sasl import decode_plain
+from mailsift.serve.context import SessionContext
 from mailsift.store import api as store_api
-from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
+from mailsift.store.auth import Authenticator, plaintext_allowed
 from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
-from mailsift.store.names import InvalidName
 
 log = logging.getLogger("mailsift.imap")
 
 IDLE_TIMEOUT = 30 * 60          # seconds without a command before autologout (RFC 3501: >= 30 min)
-LOGIN_TIMEOUT = 120.0           # seconds from connecting to logging in ([store] login_timeout)
 MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is closed
 MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
 MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for many users)
 MAX_CONNECTIONS_PER_USER = 20
 WRITE_HIGH_WATER = 256 * 1024
 OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transport within a command
-STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
-                                # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
 MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
 SEPARATOR = "."
@@ -78,33 +70,6 @@ MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
                        "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY", "SAVEDATE")
-
-
-def _peer_address(ctx: Any) -> str:
-    peer = getattr(ctx, "peer", None)
-    if isinstance(peer, (tuple, list)) and peer:
-        return str(peer[0])
-    return str(peer) if peer else "local"
-
-
-def _counters(ctx: Any, name: str) -> dict[str, int]:
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    return shared.setdefault(name, {})
-
-
-_fallback_shared: dict[str, Any] = {}
-
-
-def _limiter(ctx: Any) -> Any:
-    """The connection counter shared by all IMAP worker processes (serve/workers.WorkerLink), or None."""
-    shared = getattr(ctx, "shared", None)
-    return shared.get("imap.limiter") if isinstance(shared, dict) else None
-
-
-def _cap(settings: Any, name: str, default: int) -> int:
-    return int(getattr(settings, name, 0) or 0) or default
 
 
 def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any]:
@@ -143,28 +108,6 @@ def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known
     return infos, box.claim_recent(folder, uidvalidity, top, readonly), stamp
 
 
-def _header_cache(ctx: Any) -> HeaderCache:
-    """The header cache shared by every IMAP session of the process (see headercache.py)."""
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    cache = shared.get("imap.headers")
-    if cache is None:
-        cache = shared.setdefault("imap.headers", HeaderCache())
-    return cache
-
-
-def _executor(ctx: Any) -> concurrent.futures.ThreadPoolExecutor:
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    pool = shared.get("imap.executor")
-    if pool is None:
-        pool = shared["imap.executor"] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=STORE_THREADS, thread_name_prefix="imap-store")
-    return pool
-
-
 def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
     """LIST reference + pattern with `*` (anything) and `%` (anything but the separator);
     a leading INBOX matches in any case."""
@@ -175,16 +118,16 @@ def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
 
 
 class ImapSession:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.ctx = ctx
-        self.settings = getattr(ctx, "settings", None)
-        self.tls: ssl.SSLContext | None = getattr(ctx, "tls", None)
-        self.secure = bool(getattr(ctx, "implicit_tls", False))
-        self.is_loopback = bool(getattr(ctx, "is_loopback", False))
-        self.address = _peer_address(ctx)
-        self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
+        self.writer: asyncio.StreamWriter | compress.DeflateWriter = writer
+        self.ctx = ImapContext.of(ctx)
+        self.services = self.ctx.services
+        self.settings = self.ctx.settings
+        self.tls = self.ctx.tls
+        self.secure = self.ctx.implicit_tls
+        self.is_loopback = self.ctx.is_loopback
+        self.address = self.ctx.address
+        self.auth = Authenticator(self.ctx.users, self.ctx.gate)
         self.limits = Limits()
         self.inp = WireReader(reader, self.limits, IDLE_TIMEOUT)
         self.state = "notauth"
@@ -242,8 +185,7 @@ class ImapSession:
 
     # -- capabilities ------------------------------------------------------------------------
     def plaintext_ok(self) -> bool:
-        anywhere = bool(getattr(self.settings, "allow_plaintext_anywhere", False))
-        return plaintext_allowed(self.secure, self.is_loopback, anywhere)
+        return plaintext_allowed(self.secure, self.is_loopback, self.settings.allow_plaintext_anywhere)
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES) + list(SEARCH_CAPABILITIES)
@@ -261,13 +203,13 @@ class ImapSession:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
-        addr_counts = _counters(self.ctx, "imap.by_address")
+        addr_counts = self.services.by_address
         addr_counts[self.address] = addr_counts.get(self.address, 0) + 1
-        limiter = _limiter(self.ctx)
+        limiter = self.services.limiter
         counted = False
         try:
             if not self.is_loopback:
-                cap = _cap(self.settings, "imap_max_per_address", MAX_CONNECTIONS_PER_ADDRESS)
+                cap = self.settings.imap_max_per_address or MAX_CONNECTIONS_PER_ADDRESS
                 if limiter is not None:  # IMAP worker processes: the main process counts for all
                     counted = await limiter.acquire("address", self.address, cap)
                     over = not counted
@@ -278,7 +220,7 @@ class ImapSession:
                     await self.flush()
                     return
             # [store] login_timeout, not restarted by traffic: no unauthenticated trickle holds on
-            self.inp.deadline = self.loop.time() + float(getattr(self.settings, "login_timeout", LOGIN_TIMEOUT))
+            self.inp.deadline = self.loop.time() + float(self.settings.login_timeout)
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] {SERVER_NAME} IMAP ready")
             await self.flush()
             while not self.closing:
@@ -298,7 +240,7 @@ class ImapSession:
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
-                await self.execute(data)
+                await dispatch.execute(self, data, COMMANDS)
                 await self.flush()
             await self.flush()
         except (Closed, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -321,11 +263,11 @@ class ImapSession:
             self.subscription = None
         self.events.clear()
         if self.user is not None:
-            users = _counters(self.ctx, "imap.by_user")
+            users = self.services.by_user
             users[self.user] = users.get(self.user, 1) - 1
             if users[self.user] <= 0:
                 users.pop(self.user, None)
-            limiter = _limiter(self.ctx)
+            limiter = self.services.limiter
             if limiter is not None:
                 limiter.release("user", self.user)
             self.user = None
@@ -347,64 +289,15 @@ class ImapSession:
             self.untagged("BYE Too many invalid commands")
             self.closing = True
 
-    async def execute(self, data: bytes) -> None:
-        try:
-            cmd = parse_command(data, self.limits, utf8_names=self.rev2)
-        except BadCharset as exc:
-            self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-            return
-        except InvalidMailboxName as exc:
-            self.tagged(exc.tag or b"*", "NO", "Mailbox name is not valid mUTF-7")
-            return
-        except ParseError as exc:
-            self.bad(exc.tag, f"Error in IMAP command: {exc}")
-            return
-        handler = _HANDLERS.get(cmd.name)
-        if handler is None:
-            self.bad(cmd.tag, "Unknown command")
-            return
-        states, method = handler
-        if self.state not in states:
-            where = {"notauth": "not authenticated", "auth": "authenticated", "selected": "selected"}[self.state]
-            self.bad(cmd.tag, f"{cmd.name} is not valid in the {where} state")
-            return
-        self.bad_count = 0
-        try:
-            if self.sel is not None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"):
-                # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1), nor before
-                # COPY and MOVE by sequence number: their numbers are the ones the client saw
-                # when it sent them, so expunges learnt meanwhile wait until after the command
-                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE",
-                                                                             "SORT", "THREAD"))
-            cmd = self.bind_saved(cmd)
-            await method(self, cmd)
-        except (ParseError, BadSequence) as exc:
-            self.bad(cmd.tag, str(exc) or "Invalid arguments")
-        except store_api.NoSuchFolder:
-            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "NONEXISTENT")
-        except store_api.FolderExists:
-            self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
-        except store_api.FolderNotEmpty as exc:
-            self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
-        except binarymod.UnknownCTE:
-            self.tagged(cmd.tag, "NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
-        except (InvalidName, store_api.InvalidFlag) as exc:
-            self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
-        except store_api.OverQuota as exc:
-            self.tagged(cmd.tag, "NO", str(exc), "OVERQUOTA")
-        except store_api.StoreError as exc:
-            self.tagged(cmd.tag, "NO", str(exc) or "Refused", "CANNOT")
-        except (Closed, ConnectionError, ssl.SSLError):
-            raise
-        except (OSError, sqlite3.Error, Exception):  # noqa: BLE001 - our fault: temporary failure
-            log.exception("imap %s failed for %s", cmd.name, self.user or self.address)
-            self.tagged(cmd.tag, "NO", "Internal error, try again later", "UNAVAILABLE")
+    @property
+    def selected(self) -> bool:
+        return self.sel is not None
 
     # -- store access ---------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """A blocking store call in a worker thread of the IMAP sessions' own small pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_executor(self.ctx), functools.partial(fn, *args, **kw))
+        return await loop.run_in_executor(self.services.executor, functools.partial(fn, *args, **kw))
 
     def store_event(self, ev: Any) -> None:
         """Called by the store in the thread that made a change: hand it to our loop."""
@@ -457,7 +350,7 @@ class ImapSession:
         sel = self.sel
         if sel is None:
             return
-        if not (sel.dirty or force) and self.box is not None and _limiter(self.ctx) is not None:
+        if not (sel.dirty or force) and self.box is not None and self.services.limiter is not None:
             # IMAP worker processes: a change another process made is in the index before its
             # client is answered, but its event may still be on the way here; the folder's
             # stamp tells (one indexed lookup), as Dovecot checks its index log at each command.
@@ -510,6 +403,7 @@ class ImapSession:
         self.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
         await self.flush()
         self.inp.forget_buffered()  # nothing sent in the clear may count as sent over TLS
+        assert isinstance(self.writer, asyncio.StreamWriter)  # (COMPRESS only after login)
         await self.writer.start_tls(self.tls)
         self.secure = True
 
@@ -567,7 +461,7 @@ class ImapSession:
 
     def login_failed(self, tag: bytes) -> None:
         self.auth_failures += 1
-        metrics.login(getattr(self.ctx, "protocol", ""), False)
+        metrics.login(self.ctx.protocol, False)
         self.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.untagged("BYE Too many authentication failures")
@@ -583,15 +477,14 @@ class ImapSession:
         if not good:
             self.login_failed(tag)
             return
-        metrics.login(getattr(self.ctx, "protocol", ""), True)
-        users = getattr(self.ctx, "users", None)
+        metrics.login(self.ctx.protocol, True)
         try:
-            canonical = str(users.canonical(user)) if users is not None else user.lower()
+            canonical = str(self.ctx.users.canonical(user))
         except (AttributeError, ValueError):
             canonical = user.strip().lower()
-        counts = _counters(self.ctx, "imap.by_user")
-        cap = _cap(self.settings, "imap_max_per_user", MAX_CONNECTIONS_PER_USER)
-        limiter = _limiter(self.ctx)
+        counts = self.services.by_user
+        cap = self.settings.imap_max_per_user or MAX_CONNECTIONS_PER_USER
+        limiter = self.services.limiter
         if limiter is not None:  # IMAP worker processes: the main process counts for all
             if not await limiter.acquire("user", canonical, cap):
                 self.tagged(tag, "NO", "Too many connections for this user", "LIMIT")
@@ -609,7 +502,7 @@ class ImapSession:
             return
         counts[canonical] = counts.get(canonical, 0) + 1
         self.user = canonical
-        self.loader = MessageLoader(self.box, canonical, _header_cache(self.ctx))
+        self.loader = MessageLoader(self.box, canonical, self.services.headers)
         self.subscription = self.ctx.store.subscribe(self.store_event, user=canonical)
         self.state = "auth"
         self.inp.deadline = None
@@ -1218,48 +1111,46 @@ def _compress(numbers: list[int], sort: bool = True) -> str:
     return ",".join(out)
 
 
-_ANY = ("notauth", "auth", "selected")
-_AUTH = ("auth", "selected")
-_SEL = ("selected",)
-_HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awaitable[None]]]] = {
-    "CAPABILITY": (_ANY, ImapSession.cmd_capability),
-    "NOOP": (_ANY, ImapSession.cmd_noop),
-    "LOGOUT": (_ANY, ImapSession.cmd_logout),
-    "ID": (_ANY, ImapSession.cmd_id),
-    "STARTTLS": (("notauth",), ImapSession.cmd_starttls),
-    "LOGIN": (("notauth",), ImapSession.cmd_login),
-    "AUTHENTICATE": (("notauth",), ImapSession.cmd_authenticate),
-    "ENABLE": (_AUTH, ImapSession.cmd_enable),
-    "NAMESPACE": (_AUTH, ImapSession.cmd_namespace),
-    "SELECT": (_AUTH, ImapSession.cmd_select),
-    "EXAMINE": (_AUTH, ImapSession.cmd_select),
-    "CREATE": (_AUTH, ImapSession.cmd_create),
-    "DELETE": (_AUTH, ImapSession.cmd_delete),
-    "RENAME": (_AUTH, ImapSession.cmd_rename),
-    "SUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
-    "UNSUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
-    "LIST": (_AUTH, ImapSession.cmd_list_extended),
-    "LSUB": (_AUTH, ImapSession.cmd_lsub),
-    "STATUS": (_AUTH, ImapSession.cmd_status),
-    "APPEND": (_AUTH, ImapSession.cmd_append),
-    "IDLE": (_AUTH, ImapSession.cmd_idle),
-    "CHECK": (_SEL, ImapSession.cmd_check),
-    "CLOSE": (_SEL, ImapSession.cmd_close),
-    "UNSELECT": (_SEL, ImapSession.cmd_unselect),
-    "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
-    "SEARCH": (_SEL, ImapSession.cmd_search),
-    "SORT": (_SEL, ImapSession.cmd_sort),
-    "THREAD": (_SEL, ImapSession.cmd_thread),
-    "FETCH": (_SEL, ImapSession.cmd_fetch),
-    "STORE": (_SEL, ImapSession.cmd_store),
-    "COPY": (_SEL, ImapSession.cmd_copy),
-    "MOVE": (_SEL, ImapSession.cmd_copy),
+COMMANDS: dict[str, Route[ImapSession]] = {
+    "CAPABILITY": Route(ANY, ImapSession.cmd_capability),
+    "NOOP": Route(ANY, ImapSession.cmd_noop),
+    "LOGOUT": Route(ANY, ImapSession.cmd_logout),
+    "ID": Route(ANY, ImapSession.cmd_id),
+    "STARTTLS": Route((NOT_AUTHENTICATED,), ImapSession.cmd_starttls),
+    "LOGIN": Route((NOT_AUTHENTICATED,), ImapSession.cmd_login),
+    "AUTHENTICATE": Route((NOT_AUTHENTICATED,), ImapSession.cmd_authenticate),
+    "ENABLE": Route(AUTH, ImapSession.cmd_enable),
+    "NAMESPACE": Route(AUTH, ImapSession.cmd_namespace),
+    "SELECT": Route(AUTH, ImapSession.cmd_select),
+    "EXAMINE": Route(AUTH, ImapSession.cmd_select),
+    "CREATE": Route(AUTH, ImapSession.cmd_create),
+    "DELETE": Route(AUTH, ImapSession.cmd_delete),
+    "RENAME": Route(AUTH, ImapSession.cmd_rename),
+    "SUBSCRIBE": Route(AUTH, ImapSession.cmd_subscribe),
+    "UNSUBSCRIBE": Route(AUTH, ImapSession.cmd_subscribe),
+    "LIST": Route(AUTH, ImapSession.cmd_list_extended),
+    "LSUB": Route(AUTH, ImapSession.cmd_lsub),
+    "STATUS": Route(AUTH, ImapSession.cmd_status),
+    "APPEND": Route(AUTH, ImapSession.cmd_append),
+    "IDLE": Route(AUTH, ImapSession.cmd_idle),
+    "CHECK": Route(SEL, ImapSession.cmd_check),
+    "CLOSE": Route(SEL, ImapSession.cmd_close),
+    "UNSELECT": Route(SEL, ImapSession.cmd_unselect),
+    "EXPUNGE": Route(SEL, ImapSession.cmd_expunge),
+    "SEARCH": Route(SEL, ImapSession.cmd_search),
+    "SORT": Route(SEL, ImapSession.cmd_sort),
+    "THREAD": Route(SEL, ImapSession.cmd_thread),
+    "FETCH": Route(SEL, ImapSession.cmd_fetch),
+    "STORE": Route(SEL, ImapSession.cmd_store),
+    "COPY": Route(SEL, ImapSession.cmd_copy),
+    "MOVE": Route(SEL, ImapSession.cmd_copy),
+    "GETQUOTA": Route(AUTH, imapquota.cmd_getquota),
+    "GETQUOTAROOT": Route(AUTH, imapquota.cmd_getquotaroot),
+    "SETQUOTA": Route(AUTH, imapquota.cmd_setquota),
+    "COMPRESS": Route(AUTH, compress.cmd_compress),
 }
-_HANDLERS.update({"GETQUOTA": (_AUTH, imapquota.cmd_getquota), "GETQUOTAROOT": (_AUTH, imapquota.cmd_getquotaroot),
-                  "SETQUOTA": (_AUTH, imapquota.cmd_setquota)})
-_HANDLERS["COMPRESS"] = (_AUTH, compress.cmd_compress)
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
     """What `mailsift serve` calls for each imap/imaps connection."""
     await ImapSession(reader, writer, ctx).run()
