@@ -3,10 +3,10 @@ RFC 4616), STLS (RFC 2595), PIPELINING.
 
 The module has two halves, in the aiosmtpd manner:
 
-1. **Bytes alone** (no I/O): `parse_command`, `ok`/`err`/`multiline`,
-   `dot_stuff`, `top_part` (`to_crlf` is the store's, `decode_plain` mailsift/protocols/sasl.py's,
-   shared with IMAP; lines are read by mailsift/protocols/linereader.py, shared with LMTP and
-   IMAP). Tested on bytes.
+1. **Bytes alone** (no I/O): `parse_command`, `ok`/`err`/`multiline`, `dot_stuff`,
+   `top_part` (`to_crlf` is the store's, `decode_plain` mailsift/protocols/sasl.py's, shared
+   with IMAP; lines are read by mailsift/protocols/linereader.py, shared with LMTP and IMAP).
+   Tested on bytes.
 2. **The session** (`Pop3Session`): the AUTHORIZATION -> TRANSACTION -> UPDATE state machine
    over asyncio streams and a `Maildrop` (a snapshot of the user's INBOX taken at login,
    built on the store API). `handle(reader, writer, ctx)` is what `mailsift serve` calls.
@@ -105,11 +105,6 @@ def multiline(lines: list[str]) -> bytes:
         out.append(b"." + data if data.startswith(b".") else data)
     out.append(b".")
     return CRLF.join(out) + CRLF
-
-
-def crlf_size(data: bytes) -> int:
-    """len(to_crlf(data)) without building it."""
-    return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
 def dot_stuff(crlf_data: bytes) -> bytes:

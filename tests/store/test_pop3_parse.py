@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from mailsift.protocols.linereader import TOO_LONG, LineSplitter
 from mailsift.protocols.pop3 import (
-    MAX_LINE, CommandError, SaslError, crlf_size, decode_plain, dot_stuff, err,
+    MAX_LINE, CommandError, SaslError, decode_plain, dot_stuff, err,
     multiline, ok, parse_command, parse_number, to_crlf, top_part, valid_uidl,
 )
+from mailsift.store.maildir import crlf_size
 
 
 def unstuff(wire: bytes) -> bytes:
