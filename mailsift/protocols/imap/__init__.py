@@ -30,9 +30,12 @@ The connection:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailsift.serve.context import SessionContext
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
     from mailsift.protocols.imap.session import handle as session_handle
     await session_handle(reader, writer, ctx)
