@@ -21,6 +21,7 @@ The connection:
     context.py        the session's typed context and the services its process shares
     dispatch.py       a command to its handler by state; failures to tagged replies
     loader.py         message bytes from the store for FETCH, SEARCH, SORT, THREAD, and their caches
+    storecalls.py     the session's compound store calls, one worker-thread hop each
     headercache.py    the process-wide cache of top-level headers
     session.py        the states and the base protocol's handlers over the store API
 

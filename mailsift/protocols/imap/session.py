@@ -34,7 +34,7 @@ from typing import Any, Callable
 from mailsift.ops import metrics
 from mailsift.protocols.imap import compress, dispatch, esearch, fetch as fetchmod, listext, multiappend, mutf7
 from mailsift.protocols.imap import qresync, response, rev2, search as searchmod, searchres, sort as sortmod
-from mailsift.protocols.imap import statusitems, thread as threadmod
+from mailsift.protocols.imap import statusitems, storecalls, thread as threadmod
 from mailsift.protocols.imap import quota as imapquota
 from mailsift.protocols.imap.context import ImapContext
 from mailsift.protocols.imap.dispatch import ANY, AUTH, NOT_AUTHENTICATED, SEL, Route
@@ -47,7 +47,7 @@ from mailsift.protocols.sasl import decode_plain
 from mailsift.serve.context import SessionContext
 from mailsift.store import api as store_api
 from mailsift.store.auth import Authenticator, plaintext_allowed
-from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
+from mailsift.store.listing import MAX_KEYWORDS, too_many_keywords
 
 log = logging.getLogger("mailsift.imap")
 
@@ -70,42 +70,6 @@ MAILBOX_EXTENSIONS = (listext.CAPABILITIES + statusitems.CAPABILITIES  # each in
 # the search-side extensions (esearch.py, searchres.py, sort.py, thread.py, ...), each once it works
 SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT",
                        "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY", "SAVEDATE")
-
-
-def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any]:
-    """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor, stamp."""
-    info = box.folder(name)
-    infos, floor, stamp = _list_and_claim(box, info.name, info.uidvalidity, 0, readonly)
-    return info, infos, floor, stamp
-
-
-def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
-            when: float | None) -> tuple[Any, Any] | None:
-    """APPEND in one worker-thread hop: None when the folder does not exist, (None, None) for an
-    empty message, else (the new message, the folder's info)."""
-    folder = box.find_folder(name)
-    if folder is None:
-        return None
-    if not message:
-        return None, None
-    info = box.append(folder, message, flags, when)
-    return info, box.folder(folder)
-
-
-def _folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
-    """The distinct keywords of a folder (worker thread)."""
-    return keywords_of(box.list(folder))
-
-
-def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
-                    readonly: bool) -> tuple[list[Any], int | None, Any]:
-    """One worker-thread hop: the folder's listing, when it has UIDs above `known_max` the
-    \\Recent floor claimed for them (None when nothing is new), and the folder's stamp."""
-    infos, stamp = box.list_stamped(folder, uidvalidity=uidvalidity)  # NoSuchFolder also when replaced
-    top = infos[-1].uid if infos else 0
-    if top <= known_max:
-        return infos, None, stamp
-    return infos, box.claim_recent(folder, uidvalidity, top, readonly), stamp
 
 
 def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
@@ -361,7 +325,7 @@ class ImapSession:
             return
         assert self.box is not None
         try:
-            infos, floor, sel.stamp = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity,
+            infos, floor, sel.stamp = await self.call(storecalls.list_and_claim, self.box, sel.folder, sel.uidvalidity,
                                                       sel.max_uid, sel.readonly or sel.rev2)
         except store_api.NoSuchFolder:
             # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
@@ -550,7 +514,8 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info, infos, floor, stamp = await self.call(_select_data, self.box, name, readonly or self.rev2)  # rev2: no claim
+        info, infos, floor, stamp = await self.call(storecalls.select_data, self.box, name,
+                                                    readonly or self.rev2)  # rev2: no claim
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.stamp = stamp
         view.load(infos)
@@ -681,10 +646,10 @@ class ImapSession:
         when = date.timestamp() if date is not None else None
         if any(not f.startswith("\\") for f in cmd.args["flags"]):
             folder = await self.call(self.box.find_folder, name)
-            if folder is not None and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, folder),
-                                                           cmd.args["flags"]):
+            have = await self.call(storecalls.folder_keywords, self.box, folder) if folder is not None else None
+            if have is not None and self.keyword_refusal(cmd, have, cmd.args["flags"]):
                 return
-        found = await self.call(_append, self.box, name, message, cmd.args["flags"], when)
+        found = await self.call(storecalls.append, self.box, name, message, cmd.args["flags"], when)
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
             return
@@ -1071,7 +1036,7 @@ class ImapSession:
             self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
             return
         adding = {f for u in uids for f in sel.state[u].flags if not f.startswith("\\")}
-        if adding and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, dest), adding):
+        if adding and self.keyword_refusal(cmd, await self.call(storecalls.folder_keywords, self.box, dest), adding):
             return
         pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
         dinfo = await self.call(self.box.folder, dest)
