@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from mailsift.ops import metrics
+from mailsift.protocols.linereader import LineReader, TooLong
 from mailsift.store.api import INBOX, JUNK, QUARANTINE, STANDARD_FOLDERS, Delivered, Mailbox, Store, StoreError
 from mailsift.store.api import OverQuota
 from mailsift.serve.context import SessionContext
@@ -117,40 +118,12 @@ def detail_folder(box: Mailbox, detail: str | None) -> str | None:
     return name
 
 
-class _Input:
-    """Buffered reading of command lines and DATA from a StreamReader."""
+class _Input(LineReader):
+    """Command lines (protocols/linereader.py: lines with their CRLF, at most MAX_LINE bytes, each
+    wait bounded by [store] lmtp_timeout) and dot-stuffed DATA from a StreamReader."""
 
     def __init__(self, reader: asyncio.StreamReader, timeout: float) -> None:
-        self.reader = reader
-        self.timeout = timeout
-        self.buf = bytearray()
-        self.eof = False
-
-    async def _fill(self) -> bool:
-        chunk = await asyncio.wait_for(self.reader.read(CHUNK), self.timeout)
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
-
-    def buffered(self) -> bool:
-        return b"\n" in self.buf
-
-    async def line(self) -> bytes | None:
-        """The next line (with its LF); b"" marks an over-long line (discarded); None at EOF."""
-        too_long = False
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line = bytes(self.buf[:i + 1])
-                del self.buf[:i + 1]
-                return b"" if too_long or len(line) > MAX_LINE else line
-            if len(self.buf) > MAX_LINE:
-                too_long = True
-                self.buf.clear()
-            if not await self._fill():
-                return None
+        super().__init__(reader, MAX_LINE, timeout, chunk=CHUNK)
 
     async def data(self, limit: int) -> tuple[bytes | None, bool]:
         """Read dot-stuffed DATA up to CRLF.CRLF. -> (unstuffed message, too_big); (None, _) at EOF.
@@ -160,7 +133,7 @@ class _Input:
         pos = 0
         while True:
             body += self.buf
-            self.buf.clear()
+            self.clear()
             i = body.find(b"\r\n.\r\n", max(0, pos - 4))
             if i >= 0:
                 self.buf[:0] = body[i + 5:]
@@ -172,7 +145,7 @@ class _Input:
                 too_big = True
                 del body[:-5]
             pos = len(body)
-            if not await self._fill():
+            if not await self.fill():
                 return None, too_big
 
 
@@ -248,7 +221,7 @@ class LMTPSession:
                 line = await self.inp.line()
                 if line is None:
                     return
-                if line == b"":
+                if isinstance(line, TooLong):
                     await self.bad("500 5.5.2 line too long")
                     continue
                 try:

@@ -3,9 +3,10 @@ RFC 4616), STLS (RFC 2595), PIPELINING.
 
 The module has two halves, in the aiosmtpd manner:
 
-1. **Bytes alone** (no I/O): `LineSplitter`, `parse_command`, `ok`/`err`/`multiline`,
-   `dot_stuff`, `top_part` (`to_crlf` is the store's, `decode_plain` mailsift/protocols/sasl.py's,
-   shared with IMAP). Tested on bytes.
+1. **Bytes alone** (no I/O): `parse_command`, `ok`/`err`/`multiline`, `dot_stuff`,
+   `top_part` (`to_crlf` is the store's, `decode_plain` mailsift/protocols/sasl.py's, shared
+   with IMAP; lines are read by mailsift/protocols/linereader.py, shared with LMTP and IMAP).
+   Tested on bytes.
 2. **The session** (`Pop3Session`): the AUTHORIZATION -> TRANSACTION -> UPDATE state machine
    over asyncio streams and a `Maildrop` (a snapshot of the user's INBOX taken at login,
    built on the store API). `handle(reader, writer, ctx)` is what `mailsift serve` calls.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailsift.ops import metrics
+from mailsift.protocols.linereader import TOO_LONG, LineReader
 from mailsift.protocols.sasl import SaslError, decode_plain  # noqa: F401  (tests import them here)
 from mailsift.store.maildir import to_crlf
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
@@ -38,59 +40,6 @@ log = logging.getLogger("mailsift.pop3")
 MAX_LINE = 1024
 
 CRLF = b"\r\n"
-
-
-class TooLong:
-    """Marker returned by LineSplitter for a line that exceeded the limit (already discarded)."""
-
-    def __repr__(self) -> str:
-        return "TOO_LONG"
-
-
-TOO_LONG = TooLong()
-
-
-class LineSplitter:
-    """Splits a byte stream into lines ending in LF (CRLF or bare LF). A line longer than
-    `max_line` is thrown away as it arrives (memory stays bounded) and reported once as
-    TOO_LONG when its end is seen."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buf = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def has_line(self) -> bool:
-        return b"\n" in self._buf
-
-    def clear(self) -> None:
-        """Forget everything buffered (after STLS: nothing sent in the clear may survive)."""
-        self._buf.clear()
-        self._discarding = False
-
-    def next_line(self) -> bytes | TooLong | None:
-        i = self._buf.find(b"\n")
-        if self._discarding:
-            if i < 0:
-                self._buf.clear()
-                return None
-            del self._buf[: i + 1]
-            self._discarding = False
-            return TOO_LONG
-        if i < 0:
-            if len(self._buf) > self.max_line:
-                self._buf.clear()
-                self._discarding = True
-            return None
-        if i + 1 > self.max_line:
-            del self._buf[: i + 1]
-            return TOO_LONG
-        line = bytes(self._buf[: i + 1])
-        del self._buf[: i + 1]
-        return line
 
 
 class CommandError(Exception):
@@ -156,11 +105,6 @@ def multiline(lines: list[str]) -> bytes:
         out.append(b"." + data if data.startswith(b".") else data)
     out.append(b".")
     return CRLF.join(out) + CRLF
-
-
-def crlf_size(data: bytes) -> int:
-    """len(to_crlf(data)) without building it."""
-    return len(data) + data.count(b"\n") - data.count(b"\r\n")
 
 
 def dot_stuff(crlf_data: bytes) -> bytes:
@@ -355,7 +299,7 @@ class Pop3Session:
         self.address = _peer_address(ctx)
         self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
         self._open_maildrop = open_maildrop or open_store_maildrop
-        self.splitter = LineSplitter()
+        self.inp = LineReader(reader, MAX_LINE, IDLE_TIMEOUT, chunk=READ_CHUNK)
         self.state = "AUTHORIZATION"
         self.user: str | None = None          # from USER, waiting for PASS
         self.mailbox: str | None = None       # canonical name, held in _in_use
@@ -381,21 +325,17 @@ class Pop3Session:
         self.write(ok(GREETING))
         try:
             while not self.closing:
-                line = self.splitter.next_line()
-                if line is None:
+                if not self.inp.buffered():
                     await self.flush()
-                    preauth = self.state == "AUTHORIZATION"
-                    when = asyncio.get_running_loop().time() + IDLE_TIMEOUT
-                    try:
-                        async with asyncio.timeout_at(min(when, self.login_deadline) if preauth else when):
-                            data = await self.reader.read(READ_CHUNK)
-                    except TimeoutError:
-                        self.write(err("autologout: no login in time" if preauth else "autologout: idle for too long"))
-                        break
-                    if not data:
-                        break
-                    self.splitter.feed(data)
-                    continue
+                preauth = self.state == "AUTHORIZATION"
+                self.inp.deadline = self.login_deadline if preauth else None
+                try:
+                    line = await self.inp.line()
+                except TimeoutError:
+                    self.write(err("autologout: no login in time" if preauth else "autologout: idle for too long"))
+                    break
+                if line is None:
+                    break
                 if line is TOO_LONG:
                     self.sasl_pending = False
                     self.bad("line too long")
@@ -523,7 +463,7 @@ class Pop3Session:
             return
         self.write(ok("Begin TLS negotiation"))
         # Nothing the client sent in the clear after STLS may be read as if it came over TLS.
-        self.splitter.clear()
+        self.inp.clear()
         buffered = getattr(self.reader, "_buffer", None)
         if isinstance(buffered, bytearray):
             buffered.clear()

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailsift.protocols.linereader import TOO_LONG, LineSplitter
 from mailsift.protocols.pop3 import (
-    TOO_LONG, CommandError, LineSplitter, SaslError, crlf_size, decode_plain, dot_stuff, err,
+    MAX_LINE, CommandError, SaslError, decode_plain, dot_stuff, err,
     multiline, ok, parse_command, parse_number, to_crlf, top_part, valid_uidl,
 )
+from mailsift.store.maildir import crlf_size
 
 
 def unstuff(wire: bytes) -> bytes:
@@ -27,7 +29,7 @@ def unstuff(wire: bytes) -> bytes:
 # -- line splitting ------------------------------------------------------------------------
 
 def test_splitter_crlf_and_bare_lf_and_partial() -> None:
-    s = LineSplitter()
+    s = LineSplitter(MAX_LINE)
     s.feed(b"USER a\r\nPASS b\nST")
     assert s.next_line() == b"USER a\r\n"
     assert s.next_line() == b"PASS b\n"
@@ -52,7 +54,7 @@ def test_splitter_overlong_line_reported_once_and_stream_recovers() -> None:
 
 
 def test_splitter_clear_drops_pipelined_plaintext() -> None:
-    s = LineSplitter()
+    s = LineSplitter(MAX_LINE)
     s.feed(b"STLS\r\nUSER evil\r\n")
     assert s.next_line() == b"STLS\r\n"
     s.clear()

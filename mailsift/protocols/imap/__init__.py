@@ -14,16 +14,29 @@ Pure, byte-level pieces (tested on bytes alone):
     fetch.py          one FETCH response from a message's bytes and store data
     mailboxview.py    a session's view of its selected folder (sequence numbers, \Recent, news)
 
-The session (session.py) runs the protocol over asyncio streams and the store API;
+The connection:
+    wire.py           whole commands off the wire, literals inlined, within parser.Limits
+                      (lines through mailsift/protocols/linereader.py, shared with LMTP, POP3)
+    compress.py       COMPRESS=DEFLATE stream wrappers
+    context.py        the session's typed context and the services its process shares
+    dispatch.py       a command to its handler by state; failures to tagged replies
+    loader.py         message bytes from the store for FETCH, SEARCH, SORT, THREAD, and their caches
+    storecalls.py     the session's compound store calls, one worker-thread hop each
+    headercache.py    the process-wide cache of top-level headers
+    session.py        the states and the base protocol's handlers over the store API
+
 `handle` is what `mailsift serve` calls for the imap and imaps listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailsift.serve.context import SessionContext
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
     from mailsift.protocols.imap.session import handle as session_handle
     await session_handle(reader, writer, ctx)

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # (no import at run time: session.py imports this module)
+    from mailsift.protocols.imap.session import ImapSession
+    from mailsift.protocols.imap.parser import Command
 
 CAPABILITIES = ("COMPRESS=DEFLATE",)
 LEVEL = 6       # zlib's default: most of the gain for IMAP's text at a fraction of level 9's CPU
@@ -104,7 +108,7 @@ class DeflateWriter:
         await self.raw.wait_closed()
 
 
-async def cmd_compress(session: Any, cmd: Any) -> None:
+async def cmd_compress(session: ImapSession, cmd: Command) -> None:
     """COMPRESS DEFLATE: answered uncompressed, then both directions compressed. Any bytes the
     client sent after the command are already compressed data."""
     if cmd.args["mechanism"] != "DEFLATE":
@@ -115,7 +119,5 @@ async def cmd_compress(session: Any, cmd: Any) -> None:
         return
     session.tagged(cmd.tag, "OK", "DEFLATE active")
     await session.flush()
-    pending = bytes(session.inp.buf)
-    session.inp.buf.clear()
-    session.inp.reader = DeflateReader(session.inp.reader, pending)
+    session.inp.inflate()
     session.writer = DeflateWriter(session.writer)

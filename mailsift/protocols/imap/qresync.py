@@ -12,10 +12,14 @@ The handlers take the session as their first argument, like its own cmd_* method
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap.parser import SequenceSet
+
+if TYPE_CHECKING:  # (no import at run time: session.py imports this module)
+    from mailsift.protocols.imap.mailboxview import MailboxView
+    from mailsift.protocols.imap.session import ImapSession
 
 CAPABILITIES = ("QRESYNC",)
 
@@ -50,20 +54,22 @@ def narrow(ranges: list[tuple[int, int]], wanted: SequenceSet | None, largest: i
     return out
 
 
-async def enable(session: Any) -> None:
+async def enable(session: ImapSession) -> None:
     """ENABLE QRESYNC: CONDSTORE too (RFC 7162 3.2.3); tombstones from now on."""
+    assert session.box is not None
     await session.call(session.box.track_expunges)
     session.qresync = session.condstore = True
     if session.sel is not None:
         session.sel.condstore = session.sel.qresync = True
 
 
-async def after_select(session: Any, view: Any, params: tuple[Any, ...]) -> None:
+async def after_select(session: ImapSession, view: MailboxView, params: tuple[Any, ...]) -> None:
     """VANISHED (EARLIER) and FETCH for what changed since the client's MODSEQ (3.2.5); with
     known UIDs, both only for those (as Dovecot answers)."""
     uidvalidity, modseq, known, _match = params
     if uidvalidity != view.uidvalidity:
         return  # the client's cache is void: it resynchronises in full
+    assert session.box is not None
     gone = await session.call(session.box.expunged_since, view.folder, uidvalidity, modseq)
     gone = narrow(gone, known, max(view.max_uid, gone[-1][1] if gone else 0))
     if gone:
@@ -79,9 +85,10 @@ async def after_select(session: Any, view: Any, params: tuple[Any, ...]) -> None
     session.send(b"".join(out))
 
 
-async def fetch_vanished(session: Any, changedsince: int, wanted: SequenceSet) -> None:
+async def fetch_vanished(session: ImapSession, changedsince: int, wanted: SequenceSet) -> None:
     """UID FETCH ... (CHANGEDSINCE n VANISHED): the UIDs of the set expunged since n (3.2.6)."""
     sel = session.sel
+    assert sel is not None and session.box is not None
     gone = await session.call(session.box.expunged_since, sel.folder, sel.uidvalidity, changedsince)
     gone = narrow(gone, wanted, max(sel.max_uid, gone[-1][1] if gone else 0))
     if gone:

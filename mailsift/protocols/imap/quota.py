@@ -9,11 +9,15 @@ The handlers take the session as their first argument, like its own cmd_* method
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mailsift.protocols.imap import response
 from mailsift.store import quota as store_quota
 from mailsift.store.names import normalize_folder
+
+if TYPE_CHECKING:  # (no import at run time: session.py imports this module)
+    from mailsift.protocols.imap.session import ImapSession
+    from mailsift.protocols.imap.parser import Command
 
 CAPABILITIES = ("QUOTA", "QUOTA=RES-STORAGE")
 ROOT = store_quota.ROOT
@@ -23,9 +27,10 @@ def quota_line(used: int, limit: int) -> bytes:
     return b"QUOTA " + response.astring(ROOT) + b" (STORAGE %d %d)" % (store_quota.kib(used), limit // 1024)
 
 
-async def cmd_getquotaroot(session: Any, cmd: Any) -> None:
+async def cmd_getquotaroot(session: ImapSession, cmd: Command) -> None:
     """Any valid name, existing or not, is under the user's one root (as Dovecot answers)."""
     box = session.box
+    assert box is not None
     name = cmd.args["mailbox"]
     normalize_folder(name)  # InvalidName: NO
     used, _n, limit = await session.call(box.quota)
@@ -37,7 +42,8 @@ async def cmd_getquotaroot(session: Any, cmd: Any) -> None:
     session.tagged(cmd.tag, "OK", "Getquotaroot completed")
 
 
-async def cmd_getquota(session: Any, cmd: Any) -> None:
+async def cmd_getquota(session: ImapSession, cmd: Command) -> None:
+    assert session.box is not None
     used, _n, limit = await session.call(session.box.quota)
     if cmd.args["root"] != ROOT or limit is None:
         session.tagged(cmd.tag, "NO", "No such quota root", "NONEXISTENT")
@@ -46,5 +52,5 @@ async def cmd_getquota(session: Any, cmd: Any) -> None:
     session.tagged(cmd.tag, "OK", "Getquota completed")
 
 
-async def cmd_setquota(session: Any, cmd: Any) -> None:
+async def cmd_setquota(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "NO", "Quotas are set by the administrator", "NOPERM")

@@ -4,15 +4,18 @@ States: not authenticated -> authenticated -> selected -> logout. Extensions: LI
 IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE, UNSELECT, CHILDREN, CONDSTORE, and the
 search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHIN, PREVIEW, BINARY).
 
-- Commands are read whole (literals inlined, sizes bounded by parser.Limits) and parsed by
-  parser.parse_command; syntax errors answer BAD and the session goes on (until MAX_BAD_COMMANDS).
+- Commands are read whole by wire.py (literals inlined, sizes bounded by parser.Limits) and
+  run by dispatch.py through the routes in COMMANDS; syntax errors answer BAD and the session
+  goes on (until MAX_BAD_COMMANDS). The session's context is typed (context.py); message bytes
+  come through its loader (loader.py).
 - Store calls block, so they run in worker threads. The store is the truth: changes made by
   other sessions, LMTP deliveries and outside programs reach this session as store events,
   which mark the selected folder dirty; the view (mailboxview.py) is refreshed from a fresh
   listing at command boundaries and during IDLE, never reporting EXPUNGE during FETCH, STORE or
   SEARCH.
 - Our faults (OSError, sqlite3.Error, anything unexpected) answer `NO [UNAVAILABLE]`; the
-  caller's mistakes answer NO with a response code; nothing answers with a traceback.
+  caller's mistakes answer NO with a response code; nothing answers with a traceback
+  (dispatch.py).
 - Logins: plaintext only on TLS, from loopback or when configured (store/auth.py), throttled per
   address and user, the same words whatever failed. Connections per address and per user are
   capped; idle sessions are logged out after IDLE_TIMEOUT.
@@ -21,56 +24,42 @@ search-side ones in SEARCH_CAPABILITIES (ESEARCH, SEARCHRES, SORT, THREAD, WITHI
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime as _dt
 import functools
 import logging
-import re
-import sqlite3
 import ssl
-from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
-from mailsift.protocols.imap import esearch, fetch as fetchmod, searchres, sort as sortmod, thread as threadmod
-from mailsift.protocols.imap.headercache import HeaderCache, header_part
-from mailsift.protocols.imap import mutf7, response, search as searchmod
-from mailsift.protocols.imap import listext, multiappend, statusitems
-from mailsift.protocols.imap import quota as imapquota
-from mailsift.protocols.imap import compress
-from mailsift.protocols.imap import qresync
-from mailsift.protocols.imap import rev2
-from mailsift.protocols.imap.mailboxview import BadSequence, MailboxView
-from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
-from mailsift.protocols.imap.mimetree import to_crlf
-from mailsift.protocols.imap.parser import (BadCharset, Command, FetchAtt, InvalidMailboxName, Limits,
-                                            ParseError, literal_marker, parse_command, split_tag)
-from mailsift.protocols.imap.parser import SavedResult
-from mailsift.protocols.imap import binary as binarymod
 from mailsift.ops import metrics
+from mailsift.protocols.imap import compress, dispatch, esearch, fetch as fetchmod, listext, multiappend, mutf7
+from mailsift.protocols.imap import qresync, response, rev2, search as searchmod, searchres, sort as sortmod
+from mailsift.protocols.imap import statusitems, storecalls, thread as threadmod
+from mailsift.protocols.imap import quota as imapquota
+from mailsift.protocols.imap.context import ImapContext
+from mailsift.protocols.imap.dispatch import ANY, AUTH, NOT_AUTHENTICATED, SEL, Route
+from mailsift.protocols.imap.listpattern import compile_pattern, lsub_parents
+from mailsift.protocols.imap.loader import MessageLoader, WouldBlock
+from mailsift.protocols.imap.mailboxview import MailboxView
+from mailsift.protocols.imap.parser import Command, FetchAtt, Limits, SavedResult
+from mailsift.protocols.imap.wire import Closed, CommandTooBig, LineTooLong, WireReader
 from mailsift.protocols.sasl import decode_plain
+from mailsift.serve.context import SessionContext
 from mailsift.store import api as store_api
-from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
-from mailsift.store.listing import MAX_KEYWORDS, keywords_of, too_many_keywords
-from mailsift.store.names import InvalidName
+from mailsift.store.auth import Authenticator, plaintext_allowed
+from mailsift.store.listing import MAX_KEYWORDS, too_many_keywords
 
 log = logging.getLogger("mailsift.imap")
 
 IDLE_TIMEOUT = 30 * 60          # seconds without a command before autologout (RFC 3501: >= 30 min)
-LOGIN_TIMEOUT = 120.0           # seconds from connecting to logging in ([store] login_timeout)
 MAX_BAD_COMMANDS = 20           # BAD answers in a row before the connection is closed
 MAX_AUTH_FAILURES = 3           # per connection; the throttle spans connections
 MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for many users)
 MAX_CONNECTIONS_PER_USER = 20
-READ_CHUNK = 65536
 WRITE_HIGH_WATER = 256 * 1024
 OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transport within a command
-STORE_THREADS = 4               # worker threads for store calls, shared by all IMAP sessions (measured:
-                                # more threads only fight over the GIL, fewer leave fsync waits idle)
 FETCH_BATCH = 64                # messages read per worker-thread hop
-INLINE_READ_BYTES = 256 * 1024  # a FETCH batch reading at most this much is read in the loop's thread
 MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
-PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 SEPARATOR = "."
 SERVER_NAME = "mailsift"
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -83,166 +72,6 @@ SEARCH_CAPABILITIES = ("ESEARCH", "SEARCHRES", "SORT", "SORT=DISPLAY", "ESORT", 
                        "THREAD=REFERENCES", "WITHIN", "PREVIEW", "BINARY", "SAVEDATE")
 
 
-class LineTooLong(Exception):
-    pass
-
-
-class Closed(Exception):
-    """The client went away."""
-
-
-class Input:
-    """Lines and exact byte counts from a StreamReader with our own bounded buffer."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-        self.buf = bytearray()
-        self.deadline: float | None = None  # loop time no read may pass (before login)
-
-    async def _fill(self, timeout: float | None) -> None:
-        when = asyncio.get_running_loop().time() + (IDLE_TIMEOUT if timeout is None else timeout)
-        async with asyncio.timeout_at(when if self.deadline is None else min(when, self.deadline)):
-            data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise Closed()
-        self.buf += data
-
-    async def line(self, max_len: int, timeout: float | None = None) -> bytes:
-        """One line without its CRLF (or LF). Raises LineTooLong (after discarding it)."""
-        discarding = False
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                if discarding:
-                    del self.buf[:i + 1]
-                    raise LineTooLong()
-                line = bytes(self.buf[:i])
-                del self.buf[:i + 1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > max_len:
-                    raise LineTooLong()
-                return line
-            if len(self.buf) > max_len:
-                discarding = True
-                self.buf.clear()
-            await self._fill(timeout)
-
-    async def exactly(self, n: int, timeout: float | None = None) -> bytes:
-        while len(self.buf) < n:
-            await self._fill(timeout)
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def discard(self, n: int, timeout: float | None = None) -> None:
-        while n > 0:
-            if not self.buf:
-                await self._fill(timeout)
-            k = min(n, len(self.buf))
-            del self.buf[:k]
-            n -= k
-
-    def clear(self) -> None:
-        self.buf.clear()
-
-
-class CommandTooBig(Exception):
-    def __init__(self, tag: bytes | None, fatal: bool) -> None:
-        super().__init__("command too big")
-        self.tag = tag
-        self.fatal = fatal
-
-
-def _peer_address(ctx: Any) -> str:
-    peer = getattr(ctx, "peer", None)
-    if isinstance(peer, (tuple, list)) and peer:
-        return str(peer[0])
-    return str(peer) if peer else "local"
-
-
-def _counters(ctx: Any, name: str) -> dict[str, int]:
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    return shared.setdefault(name, {})
-
-
-_fallback_shared: dict[str, Any] = {}
-
-
-def _limiter(ctx: Any) -> Any:
-    """The connection counter shared by all IMAP worker processes (serve/workers.WorkerLink), or None."""
-    shared = getattr(ctx, "shared", None)
-    return shared.get("imap.limiter") if isinstance(shared, dict) else None
-
-
-def _cap(settings: Any, name: str, default: int) -> int:
-    return int(getattr(settings, name, 0) or 0) or default
-
-
-def _select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any]:
-    """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor, stamp."""
-    info = box.folder(name)
-    infos, floor, stamp = _list_and_claim(box, info.name, info.uidvalidity, 0, readonly)
-    return info, infos, floor, stamp
-
-
-def _append(box: store_api.Mailbox, name: str, message: bytes, flags: Any,
-            when: float | None) -> tuple[Any, Any] | None:
-    """APPEND in one worker-thread hop: None when the folder does not exist, (None, None) for an
-    empty message, else (the new message, the folder's info)."""
-    folder = box.find_folder(name)
-    if folder is None:
-        return None
-    if not message:
-        return None, None
-    info = box.append(folder, message, flags, when)
-    return info, box.folder(folder)
-
-
-def _folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
-    """The distinct keywords of a folder (worker thread)."""
-    return keywords_of(box.list(folder))
-
-
-class _WouldBlock(Exception):
-    """An inline load met a busy mailbox lock (or a file just renamed): use a worker thread."""
-
-
-def _list_and_claim(box: store_api.Mailbox, folder: str, uidvalidity: int, known_max: int,
-                    readonly: bool) -> tuple[list[Any], int | None, Any]:
-    """One worker-thread hop: the folder's listing, when it has UIDs above `known_max` the
-    \\Recent floor claimed for them (None when nothing is new), and the folder's stamp."""
-    infos, stamp = box.list_stamped(folder, uidvalidity=uidvalidity)  # NoSuchFolder also when replaced
-    top = infos[-1].uid if infos else 0
-    if top <= known_max:
-        return infos, None, stamp
-    return infos, box.claim_recent(folder, uidvalidity, top, readonly), stamp
-
-
-def _header_cache(ctx: Any) -> HeaderCache:
-    """The header cache shared by every IMAP session of the process (see headercache.py)."""
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    cache = shared.get("imap.headers")
-    if cache is None:
-        cache = shared.setdefault("imap.headers", HeaderCache())
-    return cache
-
-
-def _executor(ctx: Any) -> concurrent.futures.ThreadPoolExecutor:
-    shared = getattr(ctx, "shared", None)
-    if not isinstance(shared, dict):
-        shared = _fallback_shared
-    pool = shared.get("imap.executor")
-    if pool is None:
-        pool = shared["imap.executor"] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=STORE_THREADS, thread_name_prefix="imap-store")
-    return pool
-
-
 def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
     """LIST reference + pattern with `*` (anything) and `%` (anything but the separator);
     a leading INBOX matches in any case."""
@@ -253,18 +82,18 @@ def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
 
 
 class ImapSession:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.ctx = ctx
-        self.inp = Input(reader)
-        self.settings = getattr(ctx, "settings", None)
-        self.tls: ssl.SSLContext | None = getattr(ctx, "tls", None)
-        self.secure = bool(getattr(ctx, "implicit_tls", False))
-        self.is_loopback = bool(getattr(ctx, "is_loopback", False))
-        self.address = _peer_address(ctx)
-        self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
+        self.writer: asyncio.StreamWriter | compress.DeflateWriter = writer
+        self.ctx = ImapContext.of(ctx)
+        self.services = self.ctx.services
+        self.settings = self.ctx.settings
+        self.tls = self.ctx.tls
+        self.secure = self.ctx.implicit_tls
+        self.is_loopback = self.ctx.is_loopback
+        self.address = self.ctx.address
+        self.auth = Authenticator(self.ctx.users, self.ctx.gate)
         self.limits = Limits()
+        self.inp = WireReader(reader, self.limits, IDLE_TIMEOUT)
         self.state = "notauth"
         self.user: str | None = None
         self.box: store_api.Mailbox | None = None
@@ -281,9 +110,7 @@ class ImapSession:
         self.bad_count = 0
         self.auth_failures = 0
         self.closing = False
-        # keyed (folder, UIDVALIDITY, UID): a folder deleted and created again, or renamed
-        # over, reuses its name and UIDs for other messages
-        self.parsed: OrderedDict[tuple[str, int, int], fetchmod.MessageData] = OrderedDict()
+        self.loader: MessageLoader | None = None  # message bytes and their caches (loader.py)
         self.out: list[bytes] = []            # responses not yet written (see send)
         self.out_size = 0
 
@@ -322,8 +149,7 @@ class ImapSession:
 
     # -- capabilities ------------------------------------------------------------------------
     def plaintext_ok(self) -> bool:
-        anywhere = bool(getattr(self.settings, "allow_plaintext_anywhere", False))
-        return plaintext_allowed(self.secure, self.is_loopback, anywhere)
+        return plaintext_allowed(self.secure, self.is_loopback, self.settings.allow_plaintext_anywhere)
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES) + list(SEARCH_CAPABILITIES)
@@ -341,13 +167,13 @@ class ImapSession:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
-        addr_counts = _counters(self.ctx, "imap.by_address")
+        addr_counts = self.services.by_address
         addr_counts[self.address] = addr_counts.get(self.address, 0) + 1
-        limiter = _limiter(self.ctx)
+        limiter = self.services.limiter
         counted = False
         try:
             if not self.is_loopback:
-                cap = _cap(self.settings, "imap_max_per_address", MAX_CONNECTIONS_PER_ADDRESS)
+                cap = self.settings.imap_max_per_address or MAX_CONNECTIONS_PER_ADDRESS
                 if limiter is not None:  # IMAP worker processes: the main process counts for all
                     counted = await limiter.acquire("address", self.address, cap)
                     over = not counted
@@ -358,7 +184,7 @@ class ImapSession:
                     await self.flush()
                     return
             # [store] login_timeout, not restarted by traffic: no unauthenticated trickle holds on
-            self.inp.deadline = self.loop.time() + float(getattr(self.settings, "login_timeout", LOGIN_TIMEOUT))
+            self.inp.deadline = self.loop.time() + float(self.settings.login_timeout)
             self.untagged(f"OK [CAPABILITY {self.capabilities()}] {SERVER_NAME} IMAP ready")
             await self.flush()
             while not self.closing:
@@ -378,7 +204,7 @@ class ImapSession:
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
-                await self.execute(data)
+                await dispatch.execute(self, data, COMMANDS)
                 await self.flush()
             await self.flush()
         except (Closed, ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -401,43 +227,21 @@ class ImapSession:
             self.subscription = None
         self.events.clear()
         if self.user is not None:
-            users = _counters(self.ctx, "imap.by_user")
+            users = self.services.by_user
             users[self.user] = users.get(self.user, 1) - 1
             if users[self.user] <= 0:
                 users.pop(self.user, None)
-            limiter = _limiter(self.ctx)
+            limiter = self.services.limiter
             if limiter is not None:
                 limiter.release("user", self.user)
             self.user = None
 
     async def read_command(self) -> bytes:
-        line = await self.inp.line(self.limits.max_line)
-        pieces = [line]
-        total = len(line)
-        while True:
-            marker = literal_marker(line)
-            if marker is None:
-                return b"".join(pieces)
-            n, nonsync = marker
-            prelogin = self.state == "notauth"  # only small literals: nobody has logged in
-            max_literal = (self.limits.max_prelogin_literal if prelogin else
-                           self.limits.max_nonsync_literal if nonsync else self.limits.max_literal)
-            max_command = self.limits.max_prelogin_command if prelogin else self.limits.max_command
-            if n > max_literal or total + n > max_command:
-                tag, _ = split_tag(pieces[0])
-                if nonsync:
-                    if prelogin or n > 2 * self.limits.max_command:
-                        raise CommandTooBig(tag, fatal=True)
-                    await self.inp.discard(n)
-                    await self.inp.line(self.limits.max_line)  # the rest of the command
-                raise CommandTooBig(tag, fatal=False)
-            if not nonsync:
-                self.send(response.continuation("Ready for literal data"))
-                await self.flush()
-            data = await self.inp.exactly(n)
-            line = await self.inp.line(self.limits.max_line)
-            pieces += [b"\r\n", data, line]
-            total += n + len(line)
+        return await self.inp.command(self.state == "notauth", self.literal_ready)
+
+    async def literal_ready(self) -> None:
+        self.send(response.continuation("Ready for literal data"))
+        await self.flush()
 
     def bad(self, tag: bytes | None, text: str, code: str | None = None) -> None:
         self.bad_count += 1
@@ -449,64 +253,15 @@ class ImapSession:
             self.untagged("BYE Too many invalid commands")
             self.closing = True
 
-    async def execute(self, data: bytes) -> None:
-        try:
-            cmd = parse_command(data, self.limits, utf8_names=self.rev2)
-        except BadCharset as exc:
-            self.tagged(exc.tag or b"*", "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-            return
-        except InvalidMailboxName as exc:
-            self.tagged(exc.tag or b"*", "NO", "Mailbox name is not valid mUTF-7")
-            return
-        except ParseError as exc:
-            self.bad(exc.tag, f"Error in IMAP command: {exc}")
-            return
-        handler = _HANDLERS.get(cmd.name)
-        if handler is None:
-            self.bad(cmd.tag, "Unknown command")
-            return
-        states, method = handler
-        if self.state not in states:
-            where = {"notauth": "not authenticated", "auth": "authenticated", "selected": "selected"}[self.state]
-            self.bad(cmd.tag, f"{cmd.name} is not valid in the {where} state")
-            return
-        self.bad_count = 0
-        try:
-            if self.sel is not None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT", "IDLE"):
-                # news first; no EXPUNGE during FETCH, STORE, SEARCH (RFC 3501 7.4.1), nor before
-                # COPY and MOVE by sequence number: their numbers are the ones the client saw
-                # when it sent them, so expunges learnt meanwhile wait until after the command
-                await self.refresh(allow_expunge=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE",
-                                                                             "SORT", "THREAD"))
-            cmd = self.bind_saved(cmd)
-            await method(self, cmd)
-        except (ParseError, BadSequence) as exc:
-            self.bad(cmd.tag, str(exc) or "Invalid arguments")
-        except store_api.NoSuchFolder:
-            self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "NONEXISTENT")
-        except store_api.FolderExists:
-            self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
-        except store_api.FolderNotEmpty as exc:
-            self.tagged(cmd.tag, "NO", str(exc) or "Mailbox has children", "CANNOT")
-        except binarymod.UnknownCTE:
-            self.tagged(cmd.tag, "NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
-        except (InvalidName, store_api.InvalidFlag) as exc:
-            self.tagged(cmd.tag, "NO", f"Invalid name: {exc}" if isinstance(exc, InvalidName) else str(exc), "CANNOT")
-        except store_api.OverQuota as exc:
-            self.tagged(cmd.tag, "NO", str(exc), "OVERQUOTA")
-        except store_api.StoreError as exc:
-            self.tagged(cmd.tag, "NO", str(exc) or "Refused", "CANNOT")
-        except (Closed, ConnectionError, ssl.SSLError):
-            raise
-        except (OSError, sqlite3.Error, Exception):  # noqa: BLE001 - our fault: temporary failure
-            log.exception("imap %s failed for %s", cmd.name, self.user or self.address)
-            self.tagged(cmd.tag, "NO", "Internal error, try again later", "UNAVAILABLE")
+    @property
+    def selected(self) -> bool:
+        return self.sel is not None
 
     # -- store access ---------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """A blocking store call in a worker thread of the IMAP sessions' own small pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_executor(self.ctx), functools.partial(fn, *args, **kw))
+        return await loop.run_in_executor(self.services.executor, functools.partial(fn, *args, **kw))
 
     def store_event(self, ev: Any) -> None:
         """Called by the store in the thread that made a change: hand it to our loop."""
@@ -559,7 +314,7 @@ class ImapSession:
         sel = self.sel
         if sel is None:
             return
-        if not (sel.dirty or force) and self.box is not None and _limiter(self.ctx) is not None:
+        if not (sel.dirty or force) and self.box is not None and self.services.limiter is not None:
             # IMAP worker processes: a change another process made is in the index before its
             # client is answered, but its event may still be on the way here; the folder's
             # stamp tells (one indexed lookup), as Dovecot checks its index log at each command.
@@ -570,7 +325,7 @@ class ImapSession:
             return
         assert self.box is not None
         try:
-            infos, floor, sel.stamp = await self.call(_list_and_claim, self.box, sel.folder, sel.uidvalidity,
+            infos, floor, sel.stamp = await self.call(storecalls.list_and_claim, self.box, sel.folder, sel.uidvalidity,
                                                       sel.max_uid, sel.readonly or sel.rev2)
         except store_api.NoSuchFolder:
             # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
@@ -611,11 +366,8 @@ class ImapSession:
             return
         self.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
         await self.flush()
-        # Nothing the client sent in the clear after STARTTLS may count as sent over TLS.
-        self.inp.clear()
-        buffered = getattr(self.reader, "_buffer", None)
-        if isinstance(buffered, bytearray):
-            buffered.clear()
+        self.inp.forget_buffered()  # nothing sent in the clear may count as sent over TLS
+        assert isinstance(self.writer, asyncio.StreamWriter)  # (COMPRESS only after login)
         await self.writer.start_tls(self.tls)
         self.secure = True
 
@@ -646,7 +398,7 @@ class ImapSession:
             self.send(b"+ \r\n")
             await self.flush()
             try:
-                initial = await self.inp.line(self.limits.max_line)
+                initial = await self.inp.line()
             except LineTooLong:  # the client's fault, not ours: BAD, and the session goes on
                 self.bad(cmd.tag, "Authentication response too long")
                 return
@@ -673,7 +425,7 @@ class ImapSession:
 
     def login_failed(self, tag: bytes) -> None:
         self.auth_failures += 1
-        metrics.login(getattr(self.ctx, "protocol", ""), False)
+        metrics.login(self.ctx.protocol, False)
         self.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.untagged("BYE Too many authentication failures")
@@ -689,15 +441,14 @@ class ImapSession:
         if not good:
             self.login_failed(tag)
             return
-        metrics.login(getattr(self.ctx, "protocol", ""), True)
-        users = getattr(self.ctx, "users", None)
+        metrics.login(self.ctx.protocol, True)
         try:
-            canonical = str(users.canonical(user)) if users is not None else user.lower()
+            canonical = str(self.ctx.users.canonical(user))
         except (AttributeError, ValueError):
             canonical = user.strip().lower()
-        counts = _counters(self.ctx, "imap.by_user")
-        cap = _cap(self.settings, "imap_max_per_user", MAX_CONNECTIONS_PER_USER)
-        limiter = _limiter(self.ctx)
+        counts = self.services.by_user
+        cap = self.settings.imap_max_per_user or MAX_CONNECTIONS_PER_USER
+        limiter = self.services.limiter
         if limiter is not None:  # IMAP worker processes: the main process counts for all
             if not await limiter.acquire("user", canonical, cap):
                 self.tagged(tag, "NO", "Too many connections for this user", "LIMIT")
@@ -715,6 +466,7 @@ class ImapSession:
             return
         counts[canonical] = counts.get(canonical, 0) + 1
         self.user = canonical
+        self.loader = MessageLoader(self.box, canonical, self.services.headers)
         self.subscription = self.ctx.store.subscribe(self.store_event, user=canonical)
         self.state = "auth"
         self.inp.deadline = None
@@ -762,7 +514,8 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info, infos, floor, stamp = await self.call(_select_data, self.box, name, readonly or self.rev2)  # rev2: no claim
+        info, infos, floor, stamp = await self.call(storecalls.select_data, self.box, name,
+                                                    readonly or self.rev2)  # rev2: no claim
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.stamp = stamp
         view.load(infos)
@@ -893,10 +646,10 @@ class ImapSession:
         when = date.timestamp() if date is not None else None
         if any(not f.startswith("\\") for f in cmd.args["flags"]):
             folder = await self.call(self.box.find_folder, name)
-            if folder is not None and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, folder),
-                                                           cmd.args["flags"]):
+            have = await self.call(storecalls.folder_keywords, self.box, folder) if folder is not None else None
+            if have is not None and self.keyword_refusal(cmd, have, cmd.args["flags"]):
                 return
-        found = await self.call(_append, self.box, name, message, cmd.args["flags"], when)
+        found = await self.call(storecalls.append, self.box, name, message, cmd.args["flags"], when)
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
             return
@@ -925,7 +678,7 @@ class ImapSession:
         # forced: a change another process made just before may not have reached us as an event
         await self.refresh(allow_expunge=True, force=True)
         await self.flush()
-        line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line(self.limits.max_line))
+        line_task: asyncio.Task[bytes] = asyncio.ensure_future(self.inp.line())
         try:
             while True:
                 self.wake.clear()
@@ -1010,17 +763,9 @@ class ImapSession:
         """The selected folder's messages as SEARCH (and SORT, THREAD) sees them; the bytes are
         read on first need, in the thread that evaluates."""
         assert self.box is not None and self.sel is not None
-        sel, box = self.sel, self.box
-        folder = sel.folder
-        hcache, user = _header_cache(self.ctx), self.user or ""
-
-        def header(uid: int) -> Any:  # SORT and THREAD read headers through the header cache
-            hkey = (user, folder, sel.uidvalidity, uid)
-            top = hcache.get(hkey)
-            if top is None:
-                top = header_part(read_crlf(box, folder, uid))
-                hcache.put(hkey, top)
-            return top
+        sel, loader = self.sel, self.loader
+        assert loader is not None
+        folder, uidvalidity = sel.folder, sel.uidvalidity
 
         views = []
         for i, uid in enumerate(sel.uids):
@@ -1031,7 +776,8 @@ class ImapSession:
                 i + 1, uid, st.flags, _dt.datetime.fromtimestamp(st.internal_date, _dt.timezone.utc),
                 recent=uid in sel.recent, modseq=st.modseq, known_size=st.size,
                 savedate=searchmod.from_epoch(st.save_date),
-                loader=(lambda u=uid: read_crlf(box, folder, u)), header_loader=(lambda u=uid: header(u))))
+                loader=functools.partial(loader.read, folder, uid),
+                header_loader=functools.partial(loader.header, folder, uidvalidity, uid)))
         return views
 
     async def run_search(self, key: Any) -> list[searchmod.MessageView]:
@@ -1171,15 +917,9 @@ class ImapSession:
         tree = need_data and fetchmod.needs_tree(atts)
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
-            if not need_data:
-                datas = [self._data_of(sel, uid) for _s, uid in batch]
-            elif self._inline_ok(sel, batch, headers_only):
-                try:
-                    datas = self._load_batch(sel, batch, need_data, headers_only, inline=True)
-                except _WouldBlock:
-                    datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
-            else:
-                datas = await self.call(self._load_batch, sel, batch, need_data, headers_only)
+            datas = [self._data_of(sel, uid) for _s, uid in batch]
+            if need_data:
+                datas = await self.load(sel, datas, headers_only)
             if tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
                 await self.call(fetchmod.prepare, datas, atts)
             out = []
@@ -1216,82 +956,25 @@ class ImapSession:
                 out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
         self.send(b"".join(out))
 
+    async def load(self, sel: MailboxView, datas: list[fetchmod.MessageData],
+                   headers_only: bool) -> list[fetchmod.MessageData]:
+        """The bytes (or headers) of a FETCH batch, through the loader: in the loop's thread
+        when the batch is cheap (loader.cheap), else in a worker thread."""
+        loader = self.loader
+        assert loader is not None
+        folder, uidvalidity = sel.folder, sel.uidvalidity
+        wanted = [(d.uid, d.size) for d in datas if not d.expunged]
+        if loader.cheap(folder, uidvalidity, wanted, headers_only):
+            try:
+                return loader.load(folder, uidvalidity, datas, headers_only, inline=True)
+            except WouldBlock:
+                pass
+        return await self.call(loader.load, folder, uidvalidity, datas, headers_only)
+
     def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
         st = sel.state[uid]
         return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
                                     expunged=uid in sel.ghosts, save_date=st.save_date)
-
-    def _inline_ok(self, sel: MailboxView, batch: list[tuple[int, int]], headers_only: bool) -> bool:
-        """Whether this batch may be loaded in the loop's thread: at most INLINE_READ_BYTES of
-        files to read (cached headers and parsed messages cost nothing). perf: a thread hand-off
-        (futex wake-ups, GIL hand-over, context switches) cost more than reading a few KB from
-        the page cache; 4 of the load benchmark's 12 store calls per round are such FETCHes."""
-        hcache = _header_cache(self.ctx) if headers_only else None
-        total = 0
-        for _seq, uid in batch:
-            st = sel.state.get(uid)
-            if st is None or uid in sel.ghosts or (sel.folder, sel.uidvalidity, uid) in self.parsed:
-                continue
-            if hcache is not None and hcache.peek((self.user or "", sel.folder, sel.uidvalidity, uid)):
-                continue
-            total += st.size
-            if total > INLINE_READ_BYTES:
-                return False
-        return True
-
-    def _load_batch(self, sel: MailboxView, batch: list[tuple[int, int]], need_data: bool,
-                    headers_only: bool = False, inline: bool = False) -> list[fetchmod.MessageData]:
-        """In a worker thread (or, inline, in the loop's: then _WouldBlock instead of waiting for
-        a lock): the messages' bytes (parsed ones are cached per session). With headers_only
-        (every attribute is a top-level header section), headers come from the process-wide
-        header cache when they are there, without reading the file. A message whose file is
-        gone (expunged elsewhere, this client not told yet) keeps what the caches hold and is
-        marked `expunged` (fetch.py answers the rest with NIL replies)."""
-        assert self.box is not None
-        out: list[fetchmod.MessageData] = []
-        hcache = _header_cache(self.ctx) if headers_only else None
-        for _seq, uid in batch:
-            data = self._data_of(sel, uid)
-            key = (sel.folder, sel.uidvalidity, uid)
-            cached = self.parsed.get(key)
-            if cached is not None:
-                cached.flags, cached.modseq = data.flags, data.modseq
-                self.parsed.move_to_end(key)
-                out.append(cached)
-                continue
-            hkey = (self.user or "", sel.folder, sel.uidvalidity, uid)
-            if hcache is not None:
-                top = hcache.get(hkey)
-                if top is not None:
-                    data._top = top  # raw stays None: not kept in self.parsed
-                    data.header_only = True
-                    out.append(data)
-                    continue
-            if data.expunged:  # a ghost: its file is gone
-                data._top = _header_cache(self.ctx).get(hkey)
-                out.append(data)
-                continue
-            try:
-                if inline:
-                    raw = self.box.read_nowait(sel.folder, uid, crlf=False)
-                    if raw is None:
-                        raise _WouldBlock()
-                    data.raw = to_crlf(raw)
-                else:
-                    data.raw = read_crlf(self.box, sel.folder, uid)
-            except store_api.NoSuchMessage:  # expunged by another session since the refresh
-                data.expunged = True
-                data._top = _header_cache(self.ctx).get(hkey)
-                out.append(data)
-                continue
-            if hcache is not None:
-                data._top = header_part(data.raw)  # (answers this FETCH too: parsed once)
-                hcache.put(hkey, data._top)
-            self.parsed[key] = data
-            while len(self.parsed) > PARSED_CACHE:
-                self.parsed.popitem(last=False)
-            out.append(data)
-        return out
 
     async def cmd_store(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
@@ -1353,7 +1036,7 @@ class ImapSession:
             self.tagged(cmd.tag, "OK", f"No messages {'moved' if is_move else 'copied'}")
             return
         adding = {f for u in uids for f in sel.state[u].flags if not f.startswith("\\")}
-        if adding and self.keyword_refusal(cmd, await self.call(_folder_keywords, self.box, dest), adding):
+        if adding and self.keyword_refusal(cmd, await self.call(storecalls.folder_keywords, self.box, dest), adding):
             return
         pairs = await self.call(self.box.move if is_move else self.box.copy, sel.folder, uids, dest)
         dinfo = await self.call(self.box.folder, dest)
@@ -1371,13 +1054,6 @@ class ImapSession:
         else:
             await self.refresh(allow_expunge=cmd.uid)
             self.tagged(cmd.tag, "OK", "Copy completed", code)
-
-
-def read_crlf(box: store_api.Mailbox, folder: str, uid: int) -> bytes:
-    """The message with CRLF line ends: the store's bytes as written (LF) converted here with
-    bytes.replace, a few times cheaper than the store's regular expression (same result)."""
-    from mailsift.protocols.imap.mimetree import to_crlf
-    return to_crlf(box.read(folder, uid, crlf=False))
 
 
 def _uses_modseq(key: Any) -> bool:
@@ -1400,48 +1076,46 @@ def _compress(numbers: list[int], sort: bool = True) -> str:
     return ",".join(out)
 
 
-_ANY = ("notauth", "auth", "selected")
-_AUTH = ("auth", "selected")
-_SEL = ("selected",)
-_HANDLERS: dict[str, tuple[tuple[str, ...], Callable[[ImapSession, Command], Awaitable[None]]]] = {
-    "CAPABILITY": (_ANY, ImapSession.cmd_capability),
-    "NOOP": (_ANY, ImapSession.cmd_noop),
-    "LOGOUT": (_ANY, ImapSession.cmd_logout),
-    "ID": (_ANY, ImapSession.cmd_id),
-    "STARTTLS": (("notauth",), ImapSession.cmd_starttls),
-    "LOGIN": (("notauth",), ImapSession.cmd_login),
-    "AUTHENTICATE": (("notauth",), ImapSession.cmd_authenticate),
-    "ENABLE": (_AUTH, ImapSession.cmd_enable),
-    "NAMESPACE": (_AUTH, ImapSession.cmd_namespace),
-    "SELECT": (_AUTH, ImapSession.cmd_select),
-    "EXAMINE": (_AUTH, ImapSession.cmd_select),
-    "CREATE": (_AUTH, ImapSession.cmd_create),
-    "DELETE": (_AUTH, ImapSession.cmd_delete),
-    "RENAME": (_AUTH, ImapSession.cmd_rename),
-    "SUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
-    "UNSUBSCRIBE": (_AUTH, ImapSession.cmd_subscribe),
-    "LIST": (_AUTH, ImapSession.cmd_list_extended),
-    "LSUB": (_AUTH, ImapSession.cmd_lsub),
-    "STATUS": (_AUTH, ImapSession.cmd_status),
-    "APPEND": (_AUTH, ImapSession.cmd_append),
-    "IDLE": (_AUTH, ImapSession.cmd_idle),
-    "CHECK": (_SEL, ImapSession.cmd_check),
-    "CLOSE": (_SEL, ImapSession.cmd_close),
-    "UNSELECT": (_SEL, ImapSession.cmd_unselect),
-    "EXPUNGE": (_SEL, ImapSession.cmd_expunge),
-    "SEARCH": (_SEL, ImapSession.cmd_search),
-    "SORT": (_SEL, ImapSession.cmd_sort),
-    "THREAD": (_SEL, ImapSession.cmd_thread),
-    "FETCH": (_SEL, ImapSession.cmd_fetch),
-    "STORE": (_SEL, ImapSession.cmd_store),
-    "COPY": (_SEL, ImapSession.cmd_copy),
-    "MOVE": (_SEL, ImapSession.cmd_copy),
+COMMANDS: dict[str, Route[ImapSession]] = {
+    "CAPABILITY": Route(ANY, ImapSession.cmd_capability),
+    "NOOP": Route(ANY, ImapSession.cmd_noop),
+    "LOGOUT": Route(ANY, ImapSession.cmd_logout),
+    "ID": Route(ANY, ImapSession.cmd_id),
+    "STARTTLS": Route((NOT_AUTHENTICATED,), ImapSession.cmd_starttls),
+    "LOGIN": Route((NOT_AUTHENTICATED,), ImapSession.cmd_login),
+    "AUTHENTICATE": Route((NOT_AUTHENTICATED,), ImapSession.cmd_authenticate),
+    "ENABLE": Route(AUTH, ImapSession.cmd_enable),
+    "NAMESPACE": Route(AUTH, ImapSession.cmd_namespace),
+    "SELECT": Route(AUTH, ImapSession.cmd_select),
+    "EXAMINE": Route(AUTH, ImapSession.cmd_select),
+    "CREATE": Route(AUTH, ImapSession.cmd_create),
+    "DELETE": Route(AUTH, ImapSession.cmd_delete),
+    "RENAME": Route(AUTH, ImapSession.cmd_rename),
+    "SUBSCRIBE": Route(AUTH, ImapSession.cmd_subscribe),
+    "UNSUBSCRIBE": Route(AUTH, ImapSession.cmd_subscribe),
+    "LIST": Route(AUTH, ImapSession.cmd_list_extended),
+    "LSUB": Route(AUTH, ImapSession.cmd_lsub),
+    "STATUS": Route(AUTH, ImapSession.cmd_status),
+    "APPEND": Route(AUTH, ImapSession.cmd_append),
+    "IDLE": Route(AUTH, ImapSession.cmd_idle),
+    "CHECK": Route(SEL, ImapSession.cmd_check),
+    "CLOSE": Route(SEL, ImapSession.cmd_close),
+    "UNSELECT": Route(SEL, ImapSession.cmd_unselect),
+    "EXPUNGE": Route(SEL, ImapSession.cmd_expunge),
+    "SEARCH": Route(SEL, ImapSession.cmd_search),
+    "SORT": Route(SEL, ImapSession.cmd_sort),
+    "THREAD": Route(SEL, ImapSession.cmd_thread),
+    "FETCH": Route(SEL, ImapSession.cmd_fetch),
+    "STORE": Route(SEL, ImapSession.cmd_store),
+    "COPY": Route(SEL, ImapSession.cmd_copy),
+    "MOVE": Route(SEL, ImapSession.cmd_copy),
+    "GETQUOTA": Route(AUTH, imapquota.cmd_getquota),
+    "GETQUOTAROOT": Route(AUTH, imapquota.cmd_getquotaroot),
+    "SETQUOTA": Route(AUTH, imapquota.cmd_setquota),
+    "COMPRESS": Route(AUTH, compress.cmd_compress),
 }
-_HANDLERS.update({"GETQUOTA": (_AUTH, imapquota.cmd_getquota), "GETQUOTAROOT": (_AUTH, imapquota.cmd_getquotaroot),
-                  "SETQUOTA": (_AUTH, imapquota.cmd_setquota)})
-_HANDLERS["COMPRESS"] = (_AUTH, compress.cmd_compress)
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
     """What `mailsift serve` calls for each imap/imaps connection."""
     await ImapSession(reader, writer, ctx).run()
