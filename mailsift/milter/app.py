@@ -21,6 +21,7 @@ import Milter
 from mailsift.milter.scan import Scanner, scan
 from mailsift.milter.settings import MilterSettings
 from mailsift.ops import metrics
+from mailsift.store.maildir import to_crlf
 from mailsift.verdict import (VERDICT_HEADER_PREFIXES, Verdict, VirusResult, is_verdict_header, untrusted_name,
                               verdict_headers)
 
@@ -60,10 +61,6 @@ def _guarded(func: Callable[..., int]) -> Callable[..., int]:
 
 _VERDICT_PREFIXES = tuple(p.encode("ascii") for p in VERDICT_HEADER_PREFIXES)
 _LOG_UNSAFE = re.compile(r"[\x00-\x20\x7f]+")
-
-
-def _crlf(value: bytes) -> bytes:
-    return value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class MailsiftMilter(Milter.Base):
@@ -197,7 +194,7 @@ class MailsiftMilter(Milter.Base):
             self.kept += n
 
     def raw_message(self) -> bytes:
-        head = b"".join(n + b": " + _crlf(v) + b"\r\n" for n, v in self.headers)
+        head = b"".join(n + b": " + to_crlf(v) + b"\r\n" for n, v in self.headers)
         raw = head + b"\r\n" + b"".join(self.chunks)
         return raw[: self.runtime.settings.max_scan_size]
 
