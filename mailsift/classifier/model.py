@@ -87,8 +87,8 @@ class ModelSettings:
     # lead the other's by at most self_train_balance, and there are at most
     # self_train_per_label of them per message the site taught (none without feedback: it ran
     # away there). Measured in docs/classifier.md ("The feedback people give").
-    self_train: float = 0.0
-    self_train_spam: float = 0.0
+    self_train: float = 0.01
+    self_train_spam: float = 1e-4
     self_train_words: float = 0.0
     self_train_balance: int = 20
     self_train_per_label: int = 20

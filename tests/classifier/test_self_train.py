@@ -52,7 +52,7 @@ def _sure_ham(model, corpora: Path) -> list[bytes]:  # noqa: ANN001
 
 def test_off_and_until_the_model_decides(prior, corpora: Path) -> None:  # noqa: ANN001
     ham = _sure_ham(prior, corpora)[0]
-    assert not new_model().self_trains()  # off by default
+    assert new_model().self_trains()  # on by default
     m = _with(prior, self_train=0.0, self_train_spam=0.0)
     assert not m.self_trains() and m.self_learn(ham, m.spamminess(ham)) is None
     assert m.chars.learned == 0 and m.chars.pseudo == [0, 0]
