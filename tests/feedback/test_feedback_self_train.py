@@ -4,6 +4,8 @@ in the batch of the next real judgement, and never without one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from mailsift.classifier.api import load_model
@@ -51,6 +53,9 @@ def test_deliveries_are_pseudo_labelled_with_the_next_judgement(
     with LearnRecord(good_model) as rec:
         assert rec.get(message_digest(spam[0]))[0] == "spam"  # type: ignore[index]
         assert all(rec.get(message_digest(raw)) is None for raw in ham + spam[1:])
+    dump = subprocess.run([sys.executable, "-m", "mailsift", "learn", "--dump", "--dbpath", str(good_model)],
+                          capture_output=True, text=True, check=True, timeout=120).stdout
+    assert f"self-training: on, {expected[0]} ham and {expected[1]} spam pseudo-labels learned so far" in dump
 
 
 def test_off_learns_no_pseudo_labels(store, good_model: Path, fresh_messages: dict[str, list[bytes]]) -> None:
