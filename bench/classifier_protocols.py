@@ -2,7 +2,7 @@
 """Tune the model under the protocols users live in, in one process (mailsift only).
 
     .venv/bin/python bench/classifier_protocols.py [--set KEY=VALUE ...] [--proto P ...]
-        [--label-noise P] [--index INDEX]
+        [--label-noise P] [--index INDEX] [--seed S] [--self-train-every N]
 
 Each --proto is one of
     full:all                     TREC immediate full feedback over the whole stream, empty model
@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE")
     ap.add_argument("--proto", action="append", default=[])
     ap.add_argument("--label-noise", type=float, default=0.0)
+    ap.add_argument("--self-train-every", type=int, default=0, metavar="N",
+                    help="a self-training model (--set self_train=...) also learns what was scored "
+                         "every N messages, not only before each message taught")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed the rehearsal's random generators with this before the stream (0: as a "
+                         "model seeds them); runs with a few seeds show what is noise")
     ap.add_argument("--required", type=float, default=5.0)
     ap.add_argument("--index", type=Path)
     ap.add_argument("--prior-edit", action="append", default=[], metavar="EDIT")
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_model_settings(args.settings)
     entries = load_stream(args.index)
     print(f"settings: {settings or 'defaults'}; prior edits: {args.prior_edit or 'none'}; "
+          f"self-train every {args.self_train_every or 'taught message'}; seed {args.seed}; "
           f"label noise {args.label_noise:g}; {len(entries)} messages")
     for proto in args.proto or DEFAULT:
         kind, _, rest = proto.partition(":")
@@ -132,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             fb = evaluate.Feedback.parse(mode)
         else:
             raise SystemExit(f"unknown protocol {proto!r}")
+        if args.seed:
+            model._replay_rng = np.random.default_rng(args.seed)  # noqa: SLF001
+            model.chars.rng = np.random.default_rng(args.seed)
         t = time.monotonic()
-        recs = evaluate.run_feedback(stream, model, fb, required=args.required, label_noise=args.label_noise)
+        recs = evaluate.run_feedback(stream, model, fb, required=args.required, label_noise=args.label_noise,
+                                     self_train_every=args.self_train_every)
         print(summary(recs, proto, time.monotonic() - t), flush=True)
         if proto.endswith(":none"):
             hams = [probability_to_score(r.score) for r in recs if r.truth == "ham"]

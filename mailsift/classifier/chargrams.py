@@ -64,6 +64,7 @@ class CharGramLR:
         self.g2 = np.zeros(1 << bits, dtype=np.float32)
         self.intercept = 0.0
         self.learned = 0
+        self.pseudo = [0, 0]  # self-training's ham and spam pseudo-labels learned (model.self_learn)
         self.replay: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
         self.replay_next = [0, 0]
         self.rng = np.random.default_rng(0)
@@ -73,6 +74,7 @@ class CharGramLR:
         self.g2[:] = 0.0
         self.intercept = 0.0
         self.learned = 0
+        self.pseudo = [0, 0]
         self.replay = ([], [])
         self.replay_next = [0, 0]
 

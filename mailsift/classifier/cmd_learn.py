@@ -141,6 +141,9 @@ def _dump(dbpath: str) -> int:
               f"this site taught {model.local_learned()}")
     print("first-day guard: " + (f"on, required +{guard:g} until this site has taught "
                                  f"{model.settings.guard_until} messages" if guard else "off"))
+    pseudo = model.chars.pseudo
+    print("self-training: " + (f"on, {pseudo[0]} ham and {pseudo[1]} spam pseudo-labels learned so far"
+                               if model.self_trains() else "off"))
     meta = read_sidecar(dbpath)  # after load_model: a model of the old format is converted by now
     print(f"model file: {os.path.getsize(Path(dbpath) / MODEL_FILE)} bytes, format {meta.get('format_version')}")
     if (Path(dbpath) / RECORD_FILE).exists():

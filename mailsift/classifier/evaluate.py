@@ -162,19 +162,40 @@ def misfiled(rec: Record) -> bool:
     return rec.judge == "spam" if rec.truth == "ham" else rec.judge != "spam"
 
 
+# Self-training (mailsift.feedback.learner): what LMTP delivered since the feedback learner's
+# last batch (at most this many, the newest) is learned with the model's pseudo-labels in its
+# next batch of real judgements, before them.
+SELF_TRAIN_KEPT = 1000
+
+
 def run_feedback(entries: Sequence[Entry], model: Scorer, feedback: Feedback, out: TextIO | None = None,
                  required: float = 5.0, progress: Progress | None = None,
-                 label_noise: float = 0.0, seed: int = 0) -> list[Record]:
+                 label_noise: float = 0.0, seed: int = 0, self_train_every: int = 0) -> list[Record]:
     """Score each message, write it out, then learn what `feedback` says a user would teach.
 
     label_noise: the fraction of learned labels flipped (seeded), as when one recipient calls
-    a newsletter spam that another keeps; records keep the true label."""
+    a newsletter spam that another keeps; records keep the true label. A model that
+    self-trains (SpamModel.self_trains) learns the messages scored since the last one taught
+    with its pseudo-labels before each taught one, as the store's feedback learner does, and
+    with self_train_every N also every N messages without waiting for one (a learner that
+    saved the model for deliveries alone; measured, not built)."""
     rng = random.Random(seed)
     pending: deque[tuple[int, Entry]] = deque()
     records: list[Record] = []
     n = len(entries)
 
+    self_trains = bool(getattr(model, "self_trains", lambda: False)())
+    delivered: deque[Entry] = deque(maxlen=SELF_TRAIN_KEPT)
+
+    def self_train(skip: Entry | None = None) -> None:
+        while delivered:  # the feedback learner's batch: the deliveries since, pseudo-labelled first
+            e = delivered.popleft()
+            if e is not skip:  # a message with a real label is never pseudo-labelled
+                other = _read(e)
+                model.self_learn(other, float(model.spamminess(other)))  # type: ignore[attr-defined]
+
     def teach(entry: Entry, raw: bytes | None = None) -> None:
+        self_train(entry)
         label = entry.label
         if label_noise and rng.random() < label_noise:
             label = "ham" if label == "spam" else "spam"
@@ -187,6 +208,10 @@ def run_feedback(entries: Sequence[Entry], model: Scorer, feedback: Feedback, ou
         raw = _read(entry)
         rec = classify_one(model, entry, raw, required)
         records.append(rec)
+        if self_trains:
+            delivered.append(entry)
+            if self_train_every and i % self_train_every == 0:
+                self_train()
         if out is not None:
             out.write(format_record(rec))
             out.flush()

@@ -79,6 +79,19 @@ class ModelSettings:
     # (CS->SA errors 0.80% / 6.75% -> 0.68% / 6.01%, then 0.80% / 6.92%); docs/classifier.md.
     retrain_steps: int = 0
     retrain_points: float = 2.0
+    # Self-training: a scored message the fused model is this sure of (p <= self_train: ham,
+    # p >= 1 - self_train_spam: spam; 0: none of that class) is learned with that pseudo-label
+    # by the character member only (self_train_words: also by the word LR, its step scaled so;
+    # measured worse), never by the NB counts nor into the learn record, and not counted as
+    # taught (the guard and readiness see real labels only). Bounded: a class's pseudo-labels
+    # lead the other's by at most self_train_balance, and there are at most
+    # self_train_per_label of them per message the site taught (none without feedback: it ran
+    # away there). Measured in docs/classifier.md ("The feedback people give").
+    self_train: float = 0.01
+    self_train_spam: float = 1e-4
+    self_train_words: float = 0.0
+    self_train_balance: int = 20
+    self_train_per_label: int = 20
     max_bytes: int = MAX_BYTES  # of a message read for tokens
 
     def validate(self) -> None:
@@ -86,6 +99,9 @@ class ModelSettings:
             raise ValueError("hash_bits and char_bits must be between 10 and 24")
         if self.alpha <= 0:
             raise ValueError("alpha must be positive")
+        if not (0 <= self.self_train < 0.5 and 0 <= self.self_train_spam < 0.5 and self.self_train_words >= 0
+                and self.self_train_balance >= 0 and self.self_train_per_label >= 0):
+            raise ValueError("self_train and self_train_spam must be in [0, 0.5); the other self_train_* not negative")
 
 
 class SpamModel:
@@ -135,6 +151,8 @@ class SpamModel:
         self.__dict__.update(state)
         if "chars" not in state:
             self.chars = CharGramLR(self.settings.char_bits, self.settings.char_rate)
+        if not hasattr(self.chars, "pseudo"):
+            self.chars.pseudo = [0, 0]
         if "prior_counts" not in state:
             self.prior_counts = np.zeros(2, dtype=np.float64)
         self._nb = None
@@ -321,6 +339,43 @@ class SpamModel:
         return Verdict(p, score, required, unsure, clues, partial=partial, note=note)
 
     # -- learning -------------------------------------------------------------------------
+    def self_trains(self) -> bool:
+        """Whether self_learn can learn anything (self-training is on)."""
+        return self.settings.self_train > 0 or self.settings.self_train_spam > 0
+
+    def self_train_label(self, p: float) -> str | None:
+        """The pseudo-label self-training gives a message scored p, or None."""
+        s = self.settings
+        if not self.ready():
+            return None
+        if p <= s.self_train:
+            return "ham"
+        return "spam" if s.self_train_spam > 0 and p >= 1.0 - s.self_train_spam else None
+
+    def self_learn(self, raw: bytes, p: float) -> str | None:
+        """Self-training: learn `raw`, scored p, with its pseudo-label (self_train_label) within
+        the bounds (ModelSettings). Returns the label learned, or None."""
+        label = self.self_train_label(p)
+        if label is None:
+            return None
+        s, y, counts = self.settings, _label(label), self.chars.pseudo
+        if s.self_train_balance and counts[y] - counts[1 - y] >= s.self_train_balance:
+            return None
+        if s.self_train_per_label and sum(counts) >= s.self_train_per_label * self.local_learned():
+            return None
+        counts[y] += 1
+        cidx = self.char_features(raw)
+        if cidx is not None:
+            self.chars.learn(cidx, y)
+        if s.self_train_words > 0:
+            idx, _ = self.features(raw)
+            if len(idx):
+                x = 1.0 / math.sqrt(len(idx))
+                g = y - _sigmoid(float(self.lr_coef[idx].sum()) * x + self.lr_intercept)
+                self.lr_coef[idx] += s.self_train_words * s.lr_rate * g * x
+                self._set_weights(idx)
+        return label
+
     def _lr_learn(self, idx: np.ndarray, y: int, cidx: np.ndarray | None) -> float:
         """The word LR's steps for one learned message: one step, then more while the fused
         score is still wrong (retrain_steps). Returns the sum of the gradient factors: every

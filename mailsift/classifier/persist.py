@@ -163,7 +163,8 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         "replay_next": list(model._replay_next),  # noqa: SLF001
         "replay_rng": model._replay_rng.bit_generator.state,  # noqa: SLF001
         "chars": {"bits": chars.bits, "rate": chars.rate, "intercept": float(chars.intercept),
-                  "learned": int(chars.learned), "replay_next": list(chars.replay_next),
+                  "learned": int(chars.learned), "pseudo": [int(x) for x in chars.pseudo],
+                  "replay_next": list(chars.replay_next),
                   "rng": chars.rng.bit_generator.state},
         "tokenizer_version": TOKENIZER_VERSION,
     }
@@ -244,6 +245,7 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
         chars.g2[ckeys] = arr["char_g2"]
         chars.intercept = float(c["intercept"])
         chars.learned = int(c["learned"])
+        chars.pseudo = [int(x) for x in c.get("pseudo", (0, 0))]
         chars.replay_next = [int(x) for x in c["replay_next"]]
         chars.rng.bit_generator.state = c["rng"]
         for name, lists, cast in (("replay", model._replay, np.int32), ("char_replay", chars.replay, None)):  # noqa: SLF001
@@ -494,7 +496,8 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
     nz = np.flatnonzero((fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0))
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
-            "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned}
+            "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned,
+            "chars_pseudo": list(model.chars.pseudo)}
     chars = model.chars
     cnz = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
 
@@ -535,6 +538,7 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
                 model.chars.g2[cidx] = z["chars_g2"]
                 model.chars.intercept = float(meta.get("chars_intercept", 0.0))
                 model.chars.learned = int(meta.get("chars_learned", 0))
+                model.chars.pseudo = [int(x) for x in meta.get("chars_pseudo", (0, 0))]
             model.lr_intercept = float(meta["lr_intercept"])
             model.changed_at = float(meta.get("changed_at", 0.0))
             rows = list(zip(z["digests"].tolist(), z["labels"].tolist(), z["steps"].tolist()))

@@ -33,6 +33,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -64,10 +65,12 @@ class FeedbackLearner:
                  spool_max_messages: int = 20000, max_batch: int = 1000, *,
                  max_per_user_day: int = 0, confirm_after: float | None = None,
                  opted_out: Callable[[str], bool] = lambda user: False, clock: Clock = time.time,
-                 sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5, share: bool = False) -> None:
+                 sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5, share: bool = False,
+                 self_train: bool = False) -> None:
         """confirm_after (seconds): learn from what users keep (implicit.py); None = off.
         max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds.
-        share: each learned judgement also goes to the share outbox (mailsift/share/)."""
+        share: each learned judgement also goes to the share outbox (mailsift/share/).
+        self_train: what LMTP delivered is learned with the model's pseudo-labels (_self_train)."""
         self.store = store
         self.dbpath = Path(dbpath)
         self.save_interval = save_interval
@@ -107,6 +110,10 @@ class FeedbackLearner:
         self._loc_lock = threading.Lock()
         self._watched: set[tuple[str, str, int]] = set()
         self._moved: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+        from mailsift.classifier.evaluate import SELF_TRAIN_KEPT  # what evaluate models
+
+        self.self_train = self_train
+        self._delivered: deque[tuple[str, str, int]] = deque(maxlen=SELF_TRAIN_KEPT)
         # Counters (read them after wait_idle()):
         self.learned = 0   # new to the model, including moved ones
         self.moved = 0     # had the other label
@@ -115,6 +122,7 @@ class FeedbackLearner:
         self.failed = 0    # the model could not be loaded or saved (kept in the spool)
         self.saves = 0     # model files written
         self.deferred = 0  # over a user's daily cap: kept for a later day
+        self.self_trained = 0  # deliveries learned with a pseudo-label
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> "FeedbackLearner":
@@ -178,6 +186,9 @@ class FeedbackLearner:
                     dst = (ev.user, ev.folder, ev.uid)
                     self._moved[src] = dst
                     self._watched.add(dst)
+        if self.self_train and ev.kind == "new" and ev.via == "deliver" and ev.uid is not None:
+            with self._loc_lock:
+                self._delivered.append((ev.user, ev.folder, ev.uid))
         action = action_for(ev)
         if action is not None:
             self._enqueue(action)
@@ -406,6 +417,11 @@ class FeedbackLearner:
                         state.delete_deferred([action.deferred_id])
                 if outcome in ("learned", "moved"):
                     items.append((f"{action.user}/{action.folder}/{action.uid}", raw, action.label))
+            if items and self.self_train:
+                try:
+                    self._self_train(learner, set(latest))
+                except Exception:  # noqa: BLE001 - never at the cost of the users' judgements
+                    log.exception("feedback: self-training on delivered mail failed")
             stats = learner.learn_labelled(items)
             if learner.dirty:
                 learner.save()
@@ -415,6 +431,38 @@ class FeedbackLearner:
         self.moved += stats.moved
         self.skipped += sum(j.outcome in ("skipped", "overruled") for j in judgements)
         return judgements
+
+    def _self_train(self, learner: Any, skip: set[str]) -> None:
+        """Self-training (ModelSettings.self_train, measured in docs/classifier.md): before a batch
+        of real judgements, the messages delivered since the last one (the newest SELF_TRAIN_KEPT)
+        are scored by the model and learned with its pseudo-label where it is sure, within its
+        bounds; never one with a real label (in this batch or the learn record). Here and not in
+        the milter: its CPU per message stays as it is, and the model is saved only when users
+        teach it something anyway."""
+        from mailsift.classifier.record import message_digest
+        from mailsift.store.api import NoSuchFolder, NoSuchMessage
+
+        with self._loc_lock:
+            delivered = list(self._delivered)
+            self._delivered.clear()
+        model, n = learner.model, 0
+        if not model.self_trains():
+            return
+        for user, folder, uid in delivered:
+            try:
+                raw = self.store.mailbox(user, create=False).read(folder, uid, crlf=False)
+            except (NoSuchMessage, NoSuchFolder):
+                continue  # moved or deleted since: its move is judged as such
+            digest = message_digest(raw)
+            if digest in skip or learner.record.get(digest) is not None:
+                continue
+            skip.add(digest)  # one message delivered to several users counts once
+            if model.self_learn(raw, model.spamminess(raw)) is not None:
+                n += 1
+        if n:
+            learner.dirty = True
+            self.self_trained += n
+            log.info("feedback: %d delivered message(s) learned with the model's own pseudo-labels", n)
 
     def _defer(self, action: LearnAction, digest: str, raw: bytes, now: float, day: int) -> bool:
         """Keep a judgement over the user's cap for a later day. True when it is new (journal it)."""
@@ -482,4 +530,5 @@ def start_learner(store: Any, settings: FeedbackSettings, classifier_dbpath: str
                            settings.spool_max_messages, max_per_user_day=settings.max_learn_per_user_day,
                            confirm_after=settings.confirm_after_seconds() if settings.implicit else None,
                            opted_out=opted_out, clock=clock, sweep_interval=sweep_interval,
-                           keep_versions=keep_versions, share=share).start()
+                           keep_versions=keep_versions, share=share,
+                           self_train=settings.self_train and not share).start()

@@ -42,6 +42,10 @@ class FeedbackSettings:
     # APPENDs and implicit confirmations together); the excess is deferred to later days, not
     # dropped. 0 = no cap.
     max_learn_per_user_day: int = 1000
+    # Self-training: with each batch of judgements, the mail delivered since is learned with the
+    # model's own pseudo-labels where it is sure (its character member only, bounded; the model's
+    # self_train settings; docs/classifier.md). Not with [classifier] share.
+    self_train: bool = True
 
     def validate(self) -> None:
         if not 0 <= self.save_interval <= 50:
