@@ -1,13 +1,15 @@
-"""The bound on the model's certainty (ModelSettings.z_bound, issue 12; off by default, measured
-and not kept: docs/classifier.md): each part of the fused log-odds, the words' (NB + word LR)
-and the characters', bounded softly, in the model and in the numpy-free scorer alike, on real
-mail from the shared corpora."""
+"""Settings measured for long, noisy streams (issue 12; measured and not kept: by default the
+model scores and learns as before; docs/classifier.md), on real mail from the shared corpora:
+the bound on the model's certainty (z_bound: each part of the fused log-odds, the words' and
+the characters', bounded softly, in the model and in the numpy-free scorer alike) and the
+character member's rehearsal (char_replay)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mailsift.classifier.api import load_model, new_model, save_model
@@ -87,3 +89,31 @@ def test_the_scorer_applies_the_models_bound(tmp_path: Path, mail: dict[str, lis
 def test_a_bound_outside_its_range_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="z_bound"):
         new_model(z_bound=bad)
+
+
+def test_the_character_members_rehearsal_keeps_what_char_replay_says(tmp_path: Path,
+                                                                       mail: dict[str, list[bytes]]) -> None:
+    """ModelSettings.char_replay (measured at 1000, not kept: docs/classifier.md): the recent
+    messages per class the character member rehearses, kept across a save and a load."""
+    assert new_model().chars.replay_size == 300
+    model = new_model(char_replay=7)
+    for h, s in zip(mail["ham"][:20], mail["spam"][:20]):
+        model.learn(h, "ham")
+        model.learn(s, "spam")
+    assert [len(x) for x in model.chars.replay] == [7, 7]
+    last = model.char_features(mail["spam"][19])
+    assert any(np.array_equal(last, kept) for kept in model.chars.replay[1])  # the newest is kept
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.settings.char_replay == 7 and loaded.chars.replay_size == 7
+    assert [len(x) for x in loaded.chars.replay] == [7, 7]
+    loaded.learn(mail["ham"][30], "ham")
+    assert [len(x) for x in loaded.chars.replay] == [7, 7]
+    none = new_model(char_replay=0)  # no rehearsal at all
+    for h, s in zip(mail["ham"][:3], mail["spam"][:3]):
+        none.learn(h, "ham")
+        none.learn(s, "spam")
+    assert none.chars.replay == ([], []) and none.chars.learned == 6
+    for bad in (-1, 10001):
+        with pytest.raises(ValueError, match="char_replay"):
+            new_model(char_replay=bad)
