@@ -6,6 +6,7 @@
 
 Each --proto is one of
     full:all                     TREC immediate full feedback over the whole stream, empty model
+    rev:all                      the same over the stream in reverse order (the drift the other way)
     implicit:all                 implicit:1000 feedback over the whole stream, empty model
     xs:SRC>DST:MODE              cross-site: train on corpus SRC (sa | cs), mark it as the prior
                                  (as `make model` does), stream corpus DST with feedback MODE
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if kind in ("full", "implicit", "errors"):
             stream = entries
             fb = evaluate.Feedback.parse("implicit:1000" if kind == "implicit" else kind)
+        elif kind == "rev":
+            stream, fb = entries[::-1], evaluate.Feedback("full")
         elif kind == "xs":
             route, _, mode = rest.partition(":")
             src, _, dst = route.partition(">")

@@ -249,6 +249,14 @@ def user_protocols(entries: list[Entry], out: Path, modes: list[str]) -> None:
               f"mailsift {ms_f.sm_at_hm01_pct:.2f}, bogofilter {bf_f.sm_at_hm01_pct:.2f}; "
               f"mailsift {len(stream) / ms_t:.0f} msgs/s")
         print("   " + side_by_side(ms_rec, bf_rec))
+        if not train:  # an empty model: from where it decides (metrics.decides_from)
+            from mailsift.classifier.metrics import decides_from, windows
+
+            first = decides_from(ms_rec)
+            if first is not None:
+                w = windows(ms_rec[first - 1:], len(ms_rec))[-1]
+                print(f"   mailsift decides from message {first}; from there ham>Junk "
+                      f"{w.pct(w.ham_to_junk, w.n_ham).strip()}%, spam>INBOX {w.pct(w.spam_to_inbox, w.n_spam).strip()}%")
 
 
 def main(argv: list[str] | None = None) -> int:

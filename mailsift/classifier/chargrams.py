@@ -55,11 +55,13 @@ def char_indices(raw: bytes, bits: int, limit: int = CHAR_BYTES) -> np.ndarray:
 class CharGramLR:
     """Logistic regression over char_indices, per-feature AdaGrad steps."""
 
-    REPLAY = 300  # recent messages kept per class for rehearsal
+    REPLAY = 300  # recent messages kept per class for rehearsal (ModelSettings.char_replay)
+    replay_size = REPLAY  # a member pickled before the setting existed
 
-    def __init__(self, bits: int, rate: float) -> None:
+    def __init__(self, bits: int, rate: float, replay: int = REPLAY) -> None:
         self.bits = bits
         self.rate = rate
+        self.replay_size = replay
         self.coef = np.zeros(1 << bits, dtype=np.float32)
         self.g2 = np.zeros(1 << bits, dtype=np.float32)
         self.intercept = 0.0
@@ -88,11 +90,11 @@ class CharGramLR:
         other = self.replay[1 - y]
         if other:
             self.step(other[int(self.rng.integers(len(other)))], 1 - y, count=False)
-        own = self.replay[y]
-        if len(own) < self.REPLAY:
+        own, size = self.replay[y], self.replay_size
+        if len(own) < size:
             own.append(idx)
-        else:
-            own[self.replay_next[y] % self.REPLAY] = idx
+        elif size > 0:
+            own[self.replay_next[y] % size] = idx
             self.replay_next[y] += 1
 
     def z(self, idx: np.ndarray) -> float:

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.online is not None:
         print(f"feedback        {args.feedback}" + (f", start {args.start}" if args.start else ", empty model")
               + (f", label noise {args.label_noise:g}" if args.label_noise else ""))
+        print(metrics.decides_line(records))
         print("\n".join(metrics.window_lines(records, args.window)))
     if args.worst:
         ham, spam = evaluate.worst(records, args.worst)

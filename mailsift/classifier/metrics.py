@@ -196,9 +196,10 @@ class Window:
     def pct(part: int, whole: int) -> str:
         return f"{100.0 * part / whole:6.2f}" if whole else "     -"
 
-    def line(self) -> str:
+    def line(self, label: str | None = None) -> str:
         n = self.n_spam + self.n_ham
-        return (f"{self.start:>7}-{self.end:<7} {self.n_ham:>6} {self.n_spam:>6}  "
+        head = f"{self.start:>7}-{self.end:<7}" if label is None else f"{label:<15}"
+        return (f"{head} {self.n_ham:>6} {self.n_spam:>6}  "
                 f"{self.pct(self.ham_to_junk, self.n_ham)}  {self.pct(self.spam_to_inbox, self.n_spam)}  "
                 f"{self.pct(self.unsure, n)}")
 
@@ -222,8 +223,34 @@ def windows(records: Sequence[Record], size: int = 2500) -> list[Window]:
     return out
 
 
+def decides_from(records: Sequence[Record]) -> int | None:
+    """The position (1-based) of the first message judged spam or ham, None if none was.
+
+    mailsift's model judges every message `unsure` until it has learned 200 ham and 200 spam
+    and only near the threshold after, so this is where it starts deciding: what a new site
+    sees from there is the row `from N-END` of window_lines."""
+    return next((i for i, r in enumerate(records, 1) if r.judge in LABELS), None)
+
+
 def window_lines(records: Sequence[Record], size: int = 2500) -> list[str]:
+    """The windows; when the filter decided nothing at first (an empty model learning), the
+    stream from the first message it decided (`from N-END`); the whole stream (`all`), last."""
     ws = windows(records, size)
     lines = [WINDOW_HEADER] + [w.line() for w in ws[:-1]]
+    first = decides_from(records)
+    if first is not None and first > 1:
+        w = windows(records[first - 1:], len(records))[-1]
+        lines.append(w.line(f"from {first}-{len(records)}"))
     lines.append("all " + ws[-1].line()[4:])
     return lines
+
+
+def decides_line(records: Sequence[Record]) -> str:
+    """`decides from` for the report: where the filter stopped being unsure for want of training."""
+    first = decides_from(records)
+    if first is None:
+        return "decides from    never: every message unsure (the model learned fewer than 200 ham or 200 spam)"
+    if first == 1:
+        return "decides from    message 1"
+    return (f"decides from    message {first} (the first judged spam or ham: an empty model is unsure until "
+            "it has learned 200 ham and 200 spam)")

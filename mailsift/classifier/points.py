@@ -32,3 +32,14 @@ def sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+# Each part of the fused log-odds (the words': NB + word LR; the characters') may be bounded
+# softly (ModelSettings.z_bound; a model file without the setting scores with this: off).
+Z_BOUND = 0.0
+
+
+def bounded(z: float, bound: float) -> float:
+    """A member's log-odds bounded softly: bound * tanh(z / bound), about z while |z| is well
+    below the bound, never beyond it (bound 0: z as it is)."""
+    return bound * math.tanh(z / bound) if bound else z

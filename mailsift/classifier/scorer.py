@@ -7,8 +7,9 @@ buckets of the message's columns (one byte per seen column), their float32 weigh
 character member's weights. Everything it computes is what SpamModel.verdict computes, in the
 same order, from the same data the model file holds (the settings in its header: hash bits,
 alpha, fusion weights, guard...), so a verdict here is the full model's verdict:
-    z = sum(w[j] / sqrt(k)) + nb_weight / sqrt(k) * (NB constant + prior) + lr_intercept
-        + char_weight * (sum(coef[c]) / sqrt(m) + char_intercept)
+    words = sum(w[j] / sqrt(k)) + nb_weight / sqrt(k) * (NB constant + prior) + lr_intercept
+    chars = char_weight * (sum(coef[c]) / sqrt(m) + char_intercept)
+    z = B tanh(words / B) + B tanh(chars / B)        (B = z_bound; 0: words + chars)
 numpy's pairwise summation is reproduced (float32 for the character member, whose weights
 numpy sums in float32), so probabilities agree with SpamModel's to the last bit in practice
 (tests/classifier/test_model_format.py checks 1e-12 over the shared corpora).
@@ -40,7 +41,7 @@ from mailsift.classifier.modelcheck import (
     check_pickle_owner,
     read_sidecar,
 )
-from mailsift.classifier.points import MIN_LEARNED, probability_to_score, sigmoid
+from mailsift.classifier.points import MIN_LEARNED, Z_BOUND, bounded, probability_to_score, sigmoid
 from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize
 from mailsift.verdict import Verdict
 
@@ -168,6 +169,7 @@ class Scorer:
             self.unsure_points = float(s["unsure_points"])
             self.guard_points = float(s["guard_points"])
             self.guard_until = int(s["guard_until"])
+            self.z_bound = float(s.get("z_bound", Z_BOUND))
             self.class_count = [float(x) for x in head["class_count"]]
             self.prior_counts = [float(x) for x in head["prior_counts"]]
             self.totals = [float(x) for x in head["totals"]]
@@ -266,7 +268,11 @@ class Scorer:
     def spamminess(self, raw: bytes) -> float:
         idx, _ = feature_indices(tokenize(raw, self.max_bytes), self.hash_bits)
         contrib, const = self._contributions(idx)
-        return sigmoid(pairwise_sum(contrib) + const + self._char_z(raw))
+        return sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)))
+
+    def _z(self, words: float, chars: float) -> float:
+        """SpamModel._z: the words' and the characters' parts, each bounded."""
+        return bounded(words, self.z_bound) + bounded(chars, self.z_bound)
 
     def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None,
                 unsure_points: float | None = None) -> Verdict:
@@ -276,7 +282,7 @@ class Scorer:
             partial = len(raw) > limit
             idx, names = feature_indices(tokenize(raw, limit), self.hash_bits)
             contrib, const = self._contributions(idx)
-            p = sigmoid(pairwise_sum(contrib) + const + self._char_z(raw))
+            p = sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)))
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")

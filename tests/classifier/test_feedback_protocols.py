@@ -11,7 +11,7 @@ import pytest
 
 from mailsift.classifier.corpus import Entry, read_index, write_index
 from mailsift.classifier.evaluate import Feedback, misfiled, run_feedback
-from mailsift.classifier.metrics import Record, windows
+from mailsift.classifier.metrics import Record, decides_from, decides_line, window_lines, windows
 from mailsift.verdict import Verdict
 
 
@@ -124,6 +124,26 @@ def test_windows_count_what_users_see() -> None:
     assert (whole.ham_to_junk, whole.spam_to_inbox, whole.unsure) == (1, 2, 2)
 
 
+def test_the_report_says_from_which_message_the_model_decides() -> None:
+    # an empty model: unsure for its first three messages, then deciding (one unsure near the threshold)
+    judged = [("spam", "unsure"), ("ham", "unsure"), ("spam", "unsure"), ("ham", "spam"), ("spam", "spam"),
+              ("ham", "unsure"), ("ham", "ham"), ("spam", "ham")]
+    recs = [Record(str(i), t, 0.5, j) for i, (t, j) in enumerate(judged)]
+    assert decides_from(recs) == 4
+    assert decides_line(recs).startswith("decides from    message 4 ")
+    lines = window_lines(recs, 4)
+    assert lines[-1].startswith("all   1-8 ")
+    row = lines[-2].split()  # from the first decided message on: 3 ham (1 to Junk), 2 spam (1 left), 1 unsure
+    assert row == ["from", "4-8", "3", "2", "33.33", "50.00", "20.00"], lines
+    # a model that decides from the first message has no such row; one that never decides says so
+    decided = [Record("a", "ham", 0.1, "ham"), Record("b", "spam", 0.9, "unsure")]
+    assert decides_line(decided) == "decides from    message 1"
+    assert not any(ln.startswith("from") for ln in window_lines(decided))
+    never = [Record("a", "ham", 0.1, "unsure"), Record("b", "spam", 0.9, "unsure")]
+    assert decides_from(never) is None and decides_line(never).startswith("decides from    never")
+    assert not any(ln.startswith("from") for ln in window_lines(never))
+
+
 @pytest.fixture(scope="module")
 def xsite(corpora: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A default-style model trained on 150 ham + 150 spam of SpamAssassin's corpus (then
@@ -155,6 +175,7 @@ def test_evaluate_from_a_start_model_with_errors_feedback(mailsift_bin: str, xsi
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "feedback        errors, start " + str(db) in p.stdout
+    assert re.search(r"^decides from    message \d+", p.stdout, re.M), p.stdout
     rows = [ln for ln in p.stdout.splitlines() if re.match(r"^\s*\d+-\d+", ln)]
     assert len(rows) == 3  # 1-50, 51-100, 101-120
     whole = p.stdout.splitlines()[-1]
