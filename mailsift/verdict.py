@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 from mailsift import __version__
 from mailsift.untrusted import (UNTRUSTED_SUFFIX, VERDICT_HEADER_PREFIXES,  # noqa: F401 - re-exported
                                 is_verdict_header, untrusted_name)
 
-VirusState = Literal["clean", "infected", "unscanned"]
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from typing import Literal
+
+    VirusState = Literal["clean", "infected", "unscanned"]
+
 
 # SpamAssassin's Bayes rule names and the probability bands they cover (lower bound).
 _BAYES_BANDS: tuple[tuple[float, str], ...] = (

@@ -25,9 +25,11 @@ import re
 import sys
 from argparse import ArgumentParser, Namespace
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
 if TYPE_CHECKING:
+    from typing import Any
+
     from mailsift.classifier.settings import ClassifierSettings
     from mailsift.config import Config
     from mailsift.verdict import Verdict
