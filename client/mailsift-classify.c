@@ -27,6 +27,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -103,6 +104,7 @@ static void restore_stdin(const char *data, size_t len) {
 static void exec_mailsift(char **opts, int nopts, char **files, int nfiles, const char *stdin_data,
                           size_t stdin_len) {
     fflush(stdout);
+    signal(SIGPIPE, SIG_DFL);  /* as this process found it */
     if (stdin_data != NULL)
         restore_stdin(stdin_data, stdin_len);
     char **argv = calloc((size_t)(nopts + nfiles + 4), sizeof *argv);
@@ -293,6 +295,10 @@ static int read_settings(const char *path, Settings *s) {
         char *v = value_text(eq + 1);
         if (v == NULL)
             return -1;
+        if ((strcmp(key, "socket") == 0 && s->have_socket) || (strcmp(key, "required") == 0 && s->have_required) ||
+            (strcmp(key, "unsure_points") == 0 && s->have_unsure) ||
+            (strcmp(key, "max_bytes") == 0 && s->have_max_bytes))
+            return -1;  /* a key twice: not TOML (mailsift classify says so) */
         if (strcmp(key, "socket") == 0) {
             size_t n = strlen(v);
             if (n < 2 || (v[0] != '"' && v[0] != '\'') || v[n - 1] != v[0] || (v[0] == '"' && memchr(v, '\\', n)))
@@ -672,6 +678,7 @@ static void put_annotated(const char *raw, size_t n, const Reply *r) {
 int main(int argc, char **argv) {
     g_argc = argc;
     g_argv = argv;
+    signal(SIGPIPE, SIG_IGN);  /* a reader that went away: exit 0, as mailsift classify does */
     const char *config = NULL, *required_arg = NULL;
     int passthrough = 0, nfiles = 0, nopts = 0;
     char **files = calloc((size_t)argc + 1, sizeof *files);
@@ -757,7 +764,7 @@ int main(int argc, char **argv) {
             printf("%s\t%s\t%.6f\t%.1f\n", files[i], reply.label, reply.probability, reply.score);
         free(msg.data);
     }
-    if (fflush(stdout) != 0)
-        return EXIT_ERROR;
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return errno == EPIPE ? 0 : EXIT_ERROR;
     return combine(codes, nfiles);
 }

@@ -5,6 +5,7 @@ classify` (no socket, options it does not handle, an unreadable file) without lo
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -126,3 +127,19 @@ def test_c_client_hands_over_midway(mailsift_bin: str, workdir: Path, trained_db
     py = run([mailsift_bin, "classify", "--config", str(alone), *files])
     assert c[0] == py[0] == 3 and c[1] == py[1] and c[1].count(b"\n") == 3
     assert b"missing.eml" in c[2]
+    # a reader that went away (`| head -0`): exit 0, as mailsift classify
+    for argv in ([c_bin, "--config", str(client), *ham], [mailsift_bin, "classify", "--config", str(client), *ham]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            p = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, timeout=120)
+        finally:
+            os.close(w)
+        assert p.returncode == 0, (argv[0], p.returncode, p.stderr)
+    # a config that is not TOML (its socket twice, both answering): mailsift classify refuses
+    # it, and so does the client (it hands it over rather than read it its own way)
+    bad = workdir / "bad.toml"
+    bad.write_text(client.read_text() + f'socket = "{route_milter}"\n')
+    c = run([c_bin, "--config", str(bad), ham[0]])
+    py = run([mailsift_bin, "classify", "--config", str(bad), ham[0]])
+    assert c[0] == py[0] == 3 and c[1] == py[1] == b"" and c[2] == py[2] and b"bad.toml" in c[2]
