@@ -21,7 +21,8 @@
  * handed over in a child `mailsift classify` and the exit statuses combined as it combines them.
  *
  * `mailsift classify` is looked up beside this program (/proc/self/exe's directory), unless
- * built with -DMAILSIFT_BIN='"/path/to/mailsift"'.
+ * built with -DMAILSIFT_BIN='"/path/to/mailsift"'. If it cannot be run, a message this read for
+ * -p is written back unchanged (exit 3), as `mailsift classify -p` does without a model.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -51,6 +52,12 @@ enum { EXIT_SPAM = 0, EXIT_HAM = 1, EXIT_UNSURE = 2, EXIT_ERROR = 3 };
 
 static int g_argc;
 static char **g_argv;
+/* -p: the message to write back unchanged if `mailsift classify` cannot be run (never lose
+   mail, as `mailsift classify -p` passes it through when it has no model) */
+static int g_passthrough;
+static const char *g_pass_file;   /* its file ("-": stdin), while unread */
+static const char *g_pass_data;   /* or its bytes, once read */
+static size_t g_pass_len;
 
 /* ---- handing over to `mailsift classify` ---------------------------------------------------- */
 
@@ -73,8 +80,29 @@ static const char *mailsift_bin(void) {
 #endif
 }
 
+typedef struct {
+    char *data;
+    size_t len;
+} Buf;
+
+static int read_file(const char *name, Buf *out);
+
+/* mailsift classify cannot be run: say so, and with -p write the message back unchanged. */
+static void give_up(const char *why, const char *what) {
+    fprintf(stderr, "mailsift-classify: cannot run %s: %s\n", what, why);
+    if (g_passthrough) {
+        Buf msg = {NULL, 0};
+        if (g_pass_data != NULL)
+            fwrite(g_pass_data, 1, g_pass_len, stdout);
+        else if (g_pass_file != NULL && read_file(g_pass_file, &msg) == 0)
+            fwrite(msg.data, 1, msg.len, stdout);
+        fflush(stdout);
+    }
+    _exit(EXIT_ERROR);
+}
+
 /* Put `data` (stdin's message, read already) back on fd 0 as a memory file. */
-static void restore_stdin(const char *data, size_t len) {
+static int restore_stdin(const char *data, size_t len) {
     int fd = memfd_create("mailsift-classify-stdin", 0);
     if (fd < 0) {
         char tmpl[] = "/tmp/mailsift-classify-XXXXXX";
@@ -83,7 +111,7 @@ static void restore_stdin(const char *data, size_t len) {
             unlink(tmpl);
     }
     if (fd < 0)
-        return;
+        return -1;
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, data + off, len - off);
@@ -91,13 +119,13 @@ static void restore_stdin(const char *data, size_t len) {
             if (errno == EINTR)
                 continue;
             close(fd);
-            return;
+            return -1;
         }
         off += (size_t)w;
     }
-    lseek(fd, 0, SEEK_SET);
-    dup2(fd, 0);
+    int r = lseek(fd, 0, SEEK_SET) == 0 && dup2(fd, 0) == 0 ? 0 : -1;
     close(fd);
+    return r;
 }
 
 /* exec `mailsift classify OPTIONS... FILES...`: opts are the options as given, files[0..n). */
@@ -105,11 +133,11 @@ static void exec_mailsift(char **opts, int nopts, char **files, int nfiles, cons
                           size_t stdin_len) {
     fflush(stdout);
     signal(SIGPIPE, SIG_DFL);  /* as this process found it */
-    if (stdin_data != NULL)
-        restore_stdin(stdin_data, stdin_len);
+    if (stdin_data != NULL && restore_stdin(stdin_data, stdin_len) < 0)
+        give_up(strerror(errno), "mailsift classify (passing the message on)");
     char **argv = calloc((size_t)(nopts + nfiles + 4), sizeof *argv);
     if (argv == NULL)
-        _exit(EXIT_ERROR);
+        give_up(strerror(errno), "mailsift classify");
     int k = 0;
     argv[k++] = "mailsift";
     argv[k++] = "classify";
@@ -125,8 +153,7 @@ static void exec_mailsift(char **opts, int nopts, char **files, int nfiles, cons
         execv(bin, argv);
     else
         execvp(bin, argv);
-    fprintf(stderr, "mailsift-classify: cannot run %s: %s\n", bin, strerror(errno));
-    _exit(EXIT_ERROR);
+    give_up(strerror(errno), bin);
 }
 
 /* The whole command line, handed over unchanged. */
@@ -135,11 +162,6 @@ static void exec_all(const char *stdin_data, size_t stdin_len) {
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
-
-typedef struct {
-    char *data;
-    size_t len;
-} Buf;
 
 static int read_fd(int fd, Buf *out) {
     size_t cap = 65536, len = 0;
@@ -714,6 +736,8 @@ int main(int argc, char **argv) {
     }
     if (nfiles == 0)
         files[nfiles++] = "-";
+    g_passthrough = passthrough && nfiles == 1;
+    g_pass_file = files[0];
     if (config == NULL || (passthrough && nfiles != 1))
         exec_all(NULL, 0);
     Settings s;
@@ -740,7 +764,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nfiles; i++) {
         Buf msg = {NULL, 0};
         int from_stdin = strcmp(files[i], "-") == 0;
-        int ok = read_file(files[i], &msg) == 0 && ask(&s, &msg, &reply) == 0;
+        int ok = read_file(files[i], &msg) == 0;
+        if (ok) {
+            g_pass_data = msg.data;
+            g_pass_len = msg.len;
+            ok = ask(&s, &msg, &reply) == 0;
+        }
         if (!ok) {
             /* mailsift classify from this message on (it prints why a file cannot be read) */
             const char *data = from_stdin && msg.data != NULL ? msg.data : NULL;

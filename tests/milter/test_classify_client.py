@@ -104,6 +104,10 @@ def test_c_client_hands_over_to_mailsift_classify(mailsift_bin: str, workdir: Pa
         py = run([mailsift_bin, "classify", *flags, "--config", str(alone)], stdin=raw)
         assert c[0] == py[0] == 0 and c[1] == py[1], c[2]
     assert raw.split(b"\n\n", 1)[1] in c[1]  # -p: the whole message came back
+    # no `mailsift classify` to hand it to (a broken install): -p still gives the message back
+    lost = build(workdir / "mailsift-classify-lost", "/nonexistent/mailsift")
+    c = run([lost, "-p", "--config", str(cfg)], stdin=raw)
+    assert c[0] == 3 and c[1] == raw and b"cannot run /nonexistent/mailsift" in c[2]
     # options it leaves to mailsift classify, and no --config at all
     files = [str(p) for p in messages()[:5]]
     for argv in (["--dbpath", str(trained_dbpath), *files], ["--config", str(alone), *files]):
