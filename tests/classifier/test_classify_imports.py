@@ -13,9 +13,10 @@ SAMPLES = ROOT / "tests" / "data" / "classifier" / "samples"
 
 # Not needed to score one message: numpy and scikit-learn (the bulk path's), the whole config
 # module (only [classifier] is read), logging (left unconfigured), typing and pathlib (only
-# annotations and path joins used them).
+# annotations and path joins used them), dataclasses and inspect (the Verdict's records and the
+# settings dataclass: without --config classify reads classifier/defaults.py).
 NOT_IMPORTED = {"numpy", "sklearn", "joblib", "mailsift.config", "mailsift.classifier.model", "logging",
-                "typing", "pathlib"}
+                "typing", "pathlib", "dataclasses", "inspect", "mailsift.classifier.settings"}
 
 
 def imported_by(argv: list[str]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
