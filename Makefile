@@ -35,7 +35,12 @@ $(VENV)/.stamp: requirements.lock setup.cfg pyproject.toml deploy/build-libmilte
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-venv: apt $(VENV)/.stamp
+# mailsift-classify: `mailsift classify` through the classify socket, in C (spamc's part;
+# docs/classifier.md), beside the venv's `mailsift`, which it hands what it does not handle.
+$(VENV)/bin/mailsift-classify: client/mailsift-classify.c | $(VENV)/.stamp
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+venv: apt $(VENV)/.stamp $(VENV)/bin/mailsift-classify
 
 # The default model: trained from ../shared/corpora when models/ has none.
 model: venv

@@ -24,11 +24,13 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from mailsift import __version__
 
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
 if TYPE_CHECKING:
+    from typing import Any
+
     from mailsift.config import Config
 
 

@@ -20,14 +20,64 @@ It is also the only module that reads them back: `read_headers(raw)` is what LMT
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
 
 from mailsift import __version__
 from mailsift.untrusted import (UNTRUSTED_SUFFIX, VERDICT_HEADER_PREFIXES,  # noqa: F401 - re-exported
                                 is_verdict_header, untrusted_name)
 
-VirusState = Literal["clean", "infected", "unscanned"]
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    VirusState = Literal["clean", "infected", "unscanned"]
+
+
+class _Record:
+    """What @dataclass(frozen=True) gave the records below (equality and hash by field, repr,
+    immutability, pickling) and a replace(), without importing dataclasses: importing it (and
+    inspect, ast, dis with it) was a tenth of a one-message `mailsift classify`, which builds a
+    Verdict. Subclasses list their fields in __slots__, in order, and set them in __init__
+    through _set."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined, no-any-return]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, self._values()
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with `changes` (what dataclasses.replace did)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(unknown)[0]!r}")
+        values.update(changes)
+        return self.__class__(**values)
+
 
 # SpamAssassin's Bayes rule names and the probability bands they cover (lower bound).
 _BAYES_BANDS: tuple[tuple[float, str], ...] = (
@@ -44,17 +94,20 @@ _BAYES_BANDS: tuple[tuple[float, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class VirusResult:
+class VirusResult(_Record):
+    __slots__ = ("state", "name", "reason", "scanner", "partial")
     state: VirusState
-    name: str | None = None  # the signature, when infected
-    reason: str | None = None  # why, when unscanned
-    scanner: str = "clamd"
-    partial: bool = False  # only the first max_scan_size bytes were scanned
+    name: str | None  # the signature, when infected
+    reason: str | None  # why, when unscanned
+    scanner: str
+    partial: bool  # only the first max_scan_size bytes were scanned
+
+    def __init__(self, state: VirusState, name: str | None = None, reason: str | None = None,
+                 scanner: str = "clamd", partial: bool = False) -> None:
+        self._set(state=state, name=name, reason=reason, scanner=scanner, partial=partial)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(_Record):
     """The spam side of a scan (and, optionally, its virus side).
 
     probability: the model's spam probability, or None when no model could score.
@@ -63,15 +116,22 @@ class Verdict:
     clues: strongest (token, weight) pairs; weight > 0 pushes towards spam.
     """
 
+    __slots__ = ("probability", "score", "required", "unsure", "clues", "virus", "partial", "reason", "note")
     probability: float | None
     score: float
-    required: float = 5.0
-    unsure: bool = False
-    clues: tuple[tuple[str, float], ...] = ()
-    virus: VirusResult | None = None
-    partial: bool = False  # only part of the message was scored
-    reason: str | None = None  # why there is no probability
-    note: str | None = None  # an operating note for the report (the first-day guard)
+    required: float
+    unsure: bool
+    clues: tuple[tuple[str, float], ...]
+    virus: VirusResult | None
+    partial: bool  # only part of the message was scored
+    reason: str | None  # why there is no probability
+    note: str | None  # an operating note for the report (the first-day guard)
+
+    def __init__(self, probability: float | None, score: float, required: float = 5.0, unsure: bool = False,
+                 clues: tuple[tuple[str, float], ...] = (), virus: VirusResult | None = None,
+                 partial: bool = False, reason: str | None = None, note: str | None = None) -> None:
+        self._set(probability=probability, score=score, required=required, unsure=unsure, clues=clues,
+                  virus=virus, partial=partial, reason=reason, note=note)
 
     @property
     def is_spam(self) -> bool:
@@ -90,11 +150,14 @@ class Verdict:
                        virus, self.partial, self.reason, self.note)
 
 
-@dataclass(frozen=True)
-class HeaderSet:
+class HeaderSet(_Record):
     """Headers to add, in order."""
 
-    headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    __slots__ = ("headers",)
+    headers: tuple[tuple[str, str], ...]
+
+    def __init__(self, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._set(headers=headers)
 
     def as_bytes(self) -> bytes:
         return b"".join(f"{k}: {v}\r\n".encode("utf-8") for k, v in self.headers)
@@ -201,8 +264,7 @@ _SCORE_RE = re.compile(r"\bscore=(-?\d+(?:\.\d+)?)")
 _FOLD_RE = re.compile(rb"\r?\n[ \t]+")
 
 
-@dataclass(frozen=True)
-class HeaderVerdict:
+class HeaderVerdict(_Record):
     """What a message's verdict headers say, as verdict_headers() wrote them.
 
     spam: X-Spam-Flag: YES. score: from X-Spam-Status (None for Unknown or none). unsure,
@@ -210,14 +272,21 @@ class HeaderVerdict:
     state (None when there is none), with its signature `virus_name` or its `virus_reason`,
     and `virus_partial` for "(partial scan)"."""
 
-    spam: bool = False
-    score: float | None = None
-    unsure: bool = False
-    partial_score: bool = False
-    virus: VirusState | None = None
-    virus_name: str | None = None
-    virus_reason: str | None = None
-    virus_partial: bool = False
+    __slots__ = ("spam", "score", "unsure", "partial_score", "virus", "virus_name", "virus_reason", "virus_partial")
+    spam: bool
+    score: float | None
+    unsure: bool
+    partial_score: bool
+    virus: VirusState | None
+    virus_name: str | None
+    virus_reason: str | None
+    virus_partial: bool
+
+    def __init__(self, spam: bool = False, score: float | None = None, unsure: bool = False,
+                 partial_score: bool = False, virus: VirusState | None = None, virus_name: str | None = None,
+                 virus_reason: str | None = None, virus_partial: bool = False) -> None:
+        self._set(spam=spam, score=score, unsure=unsure, partial_score=partial_score, virus=virus,
+                  virus_name=virus_name, virus_reason=virus_reason, virus_partial=virus_partial)
 
     @property
     def infected(self) -> bool:

@@ -25,9 +25,11 @@ import re
 import sys
 from argparse import ArgumentParser, Namespace
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
 if TYPE_CHECKING:
+    from typing import Any
+
     from mailsift.classifier.settings import ClassifierSettings
     from mailsift.config import Config
     from mailsift.verdict import Verdict
@@ -181,7 +183,25 @@ def classify_one(classifier: Any, raw: bytes, settings: ClassifierSettings) -> V
                               unsure_points=settings.unsure_points)
 
 
+class _BuiltIn:
+    """The [classifier] values `classify` reads, without --config: the built-in ones (and
+    --dbpath, --required), without the settings dataclass (importing dataclasses was a tenth of
+    a one-message classify)."""
+
+    __slots__ = ("dbpath", "required", "unsure_points", "max_bytes")
+
+    def __init__(self, dbpath: str | None, required: float | None) -> None:
+        from mailsift.classifier import defaults
+
+        self.dbpath = defaults.DBPATH if dbpath is None else dbpath
+        self.required = defaults.REQUIRED if required is None else required
+        self.unsure_points = defaults.UNSURE_POINTS
+        self.max_bytes = defaults.MAX_BYTES
+
+
 def _settings(args: Namespace, config: Config) -> ClassifierSettings:
+    if args.config is None and args.clamd is None:  # config is cli.DefaultConfig: nothing to read
+        return _BuiltIn(args.dbpath, args.required)  # type: ignore[return-value]
     import dataclasses
 
     given = {k: v for k, v in (("dbpath", args.dbpath), ("required", args.required)) if v is not None}

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 # 3: modelfile.py (a JSON header and raw arrays of the columns seen, no pickle);
 # 2: a joblib pickle of SpamModel (model.joblib), converted to 3 on first load.
@@ -35,7 +38,7 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def check_pickle_owner(path: Path, st: os.stat_result, pickle: bool = True) -> None:
+def check_pickle_owner(path: str | Path, st: os.stat_result, pickle: bool = True) -> None:
     """Refuse a model another user could have written (unpickling a legacy one runs its code as
     us; any model decides where our mail goes): it must belong to root or to this process's
     user and be writable by no group or other."""
@@ -54,12 +57,14 @@ def check_pickle_owner(path: Path, st: os.stat_result, pickle: bool = True) -> N
 
 def read_sidecar(dbpath: str | Path, legacy: bool = False) -> dict[str, Any]:
     """The sidecar; ModelError unless it is of FORMAT_VERSION (or, with legacy, LEGACY_FORMAT)."""
-    d = Path(dbpath)
-    path = d / SIDECAR_FILE
-    if not (d / MODEL_FILE).exists() and not (d / LEGACY_MODEL_FILE).exists() and not path.exists():
+    # os.path, not pathlib: a one-message `classify` would import pathlib for this alone
+    d = os.fspath(dbpath)
+    path = os.path.join(d, SIDECAR_FILE)
+    if not any(os.path.exists(os.path.join(d, name)) for name in (MODEL_FILE, LEGACY_MODEL_FILE, SIDECAR_FILE)):
         raise ModelError(f"no model in {d}: train one with `mailsift learn --spam/--ham ... --dbpath {d}`")
     try:
-        meta = json.loads(path.read_text())
+        with open(path, encoding="utf-8") as fh:
+            meta = json.loads(fh.read())
     except FileNotFoundError:
         raise ModelError(f"model in {d} has no sidecar {SIDECAR_FILE}: refusing it") from None
     except (OSError, ValueError) as exc:

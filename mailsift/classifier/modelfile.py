@@ -23,7 +23,10 @@ import json
 import struct
 import sys
 import zlib
-from typing import Any, BinaryIO
+
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 MAGIC = b"MSIFTMDL"
 FILE_FORMAT = 3

@@ -28,8 +28,6 @@ import sys
 import time
 from array import array
 from operator import add as _add
-from pathlib import Path
-from typing import Any
 from zlib import crc32
 
 from mailsift.classifier import modelfile
@@ -44,6 +42,11 @@ from mailsift.classifier.modelcheck import (
 from mailsift.classifier.points import MIN_LEARNED, Z_BOUND, bounded, probability_to_score, sigmoid
 from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize
 from mailsift.verdict import Verdict
+
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 _BYTE = [bytes([i]) for i in range(256)]
 _F32 = struct.Struct("<f")
@@ -130,7 +133,7 @@ def char_indices(raw: bytes, bits: int, limit: int) -> list[int]:
 class Scorer:
     """The verdicts of the model in one model.bin, read in place (see the module docstring)."""
 
-    def __init__(self, path: Path, sidecar: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, sidecar: dict[str, Any]) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -310,14 +313,14 @@ class _Racy(ModelError):
 def load_scorer(dbpath: str | Path, retries: int = 3) -> Scorer | None:
     """The scorer of the model in `dbpath`; None when it is of the old format (load it with
     persist.load_model, which converts it). Raises ModelError as load_model does."""
-    d = Path(dbpath)
+    d = os.fspath(dbpath)  # not pathlib: a one-message `classify` would import it for this alone
     last: ModelError | None = None
     for attempt in range(retries):
         meta = read_sidecar(d, legacy=True)
         if meta.get("format_version") == LEGACY_FORMAT:
             return None
         try:
-            scorer = Scorer(d / MODEL_FILE, meta)
+            scorer = Scorer(os.path.join(d, MODEL_FILE), meta)
         except _Racy as exc:
             last = ModelError(str(exc))
             time.sleep(0.05 * (attempt + 1))

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailsift.classifier import defaults
+
 
 @dataclass(frozen=True)
 class ClassifierSettings:
     # The model directory (`--dbpath`); relative paths are relative to the working directory.
-    dbpath: str = "models"
+    dbpath: str = defaults.DBPATH
     # SpamAssassin-style score at and above which a message is spam. The score is
     # 5 + 2.5 * log10(odds / 9) for spam probability p: 5.0 means p >= 0.9, 7.5 p >= 0.99.
-    required: float = 5.0
+    required: float = defaults.REQUIRED
     # A score within this many points of `required` is "unsure" (neither spam nor ham).
     # 1.0 around the default 5.0 is p between about 0.78 and 0.96.
-    unsure_points: float = 1.0
+    unsure_points: float = defaults.UNSURE_POINTS
     # Only the first max_bytes of a message are read for tokens (the verdict says "partial").
-    max_bytes: int = 262144
+    max_bytes: int = defaults.MAX_BYTES
     # Saved models kept under DBPATH/versions/ for `mailsift model list/rollback`; 0 = none.
     keep_versions: int = 5
     # Several hosts, one model (mailsift/share/): "redis://HOST:PORT/N" (also rediss://, unix://);

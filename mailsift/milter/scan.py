@@ -12,7 +12,6 @@ infected one stays infected.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any, Callable, NamedTuple, Protocol
@@ -101,7 +100,7 @@ class MessageScanner:
             verdict = model.verdict(raw, required=self.required, max_bytes=self.max_bytes,
                                     unsure_points=self.unsure_points)
         if partial and not verdict.partial:
-            verdict = dataclasses.replace(verdict, partial=True)
+            verdict = verdict.replace(partial=True)
         return verdict
 
     def virus(self, raw: bytes, partial: bool) -> tuple[VirusResult | None, str | None]:
@@ -129,7 +128,7 @@ class MessageScanner:
             if partial:
                 if result.state == "clean":  # clamd saw only the start: not a clean bill
                     result = VirusResult("unscanned", reason=OVERSIZE_REASON, scanner=result.scanner)
-                result = dataclasses.replace(result, partial=True)
+                result = result.replace(partial=True)
             return result, None
         return finish
 
