@@ -43,7 +43,8 @@ PUBLISH_EVERY = 2.0
 
 class ShareAgent:
     def __init__(self, url: str, dbpath: str | Path, *, trainer: bool, keep_versions: int = 5,
-                 lease_seconds: float = 15.0, interval: float = INTERVAL, install_in_child: bool = False) -> None:
+                 lease_seconds: float = 15.0, interval: float = INTERVAL, install_in_child: bool = False,
+                 install_cpus: frozenset[int] | None = None) -> None:
         self.url = url
         self.dbpath = Path(dbpath)
         self.trainer = trainer
@@ -51,6 +52,7 @@ class ShareAgent:
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.install_in_child = install_in_child  # the milter: keep its process to reloading
+        self.install_cpus = install_cpus  # ... and the child off the CPUs it keeps for itself
         self.outbox = Outbox(self.dbpath)
         self.me = ""
         self.holding = False
@@ -203,7 +205,7 @@ class ShareAgent:
 
     def _install(self, data: bytes) -> FileId | None:
         if self.install_in_child:  # the classifier is not imported into this process
-            return install_in_child(self.dbpath, data, self.keep_versions)
+            return install_in_child(self.dbpath, data, self.keep_versions, cpus=self.install_cpus)
         return install(self.dbpath, data, self.keep_versions)
 
     def train(self) -> bool:
@@ -264,12 +266,15 @@ def _safe_url(url: str) -> str:
     return url
 
 
-def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool) -> ShareAgent | None:
-    """The agent for [classifier] `settings` (None when share is off)."""
+def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool,
+                install_cpus: frozenset[int] | None = None) -> ShareAgent | None:
+    """The agent for [classifier] `settings` (None when share is off). A follower (the milter)
+    installs each version in a child process, on `install_cpus` when given."""
     if not settings.share:
         return None
     return ShareAgent(settings.share, dbpath, trainer=trainer, keep_versions=settings.keep_versions,
-                      lease_seconds=settings.share_lease_seconds, install_in_child=not trainer).start()
+                      lease_seconds=settings.share_lease_seconds, install_in_child=not trainer,
+                      install_cpus=install_cpus).start()
 
 
 def send_outbox(url: str, dbpath: str | Path, timeout: float = 3.0) -> tuple[int, int]:
