@@ -169,6 +169,54 @@ def test_mailsift_learn_shares_or_keeps_its_events(mailsift_bin: str, redis_serv
         ch.close()
 
 
+def test_mailsift_learn_forget_is_shared_like_learn(mailsift_bin: str, redis_server: RedisServer, tmp_path: Path,
+                                                    template: Path, corpora: Path) -> None:
+    from mailsift.classifier.persist import load_model
+    from mailsift.classifier.record import LearnRecord, message_digest
+    from mailsift.share.agent import ShareAgent
+    from mailsift.share.channel import Channel
+
+    host, trainer_db = copy(template, tmp_path / "host"), copy(template, tmp_path / "trainer")
+    message = sorted((corpora / "spamassassin/easy_ham_2").iterdir())[0]
+    digest = message_digest(message.read_bytes())
+    spam_before = load_model(trainer_db).n_spam_
+    config = tmp_path / "host.toml"
+    config.write_text(f'[classifier]\ndbpath = "{host}"\nshare = "{redis_server.url}"\n')
+
+    def on_trainer() -> str | None:
+        with LearnRecord(trainer_db) as record:
+            known = record.get(digest)
+        return known[0] if known else None
+
+    def learn(*args: str) -> bytes:
+        proc = subprocess.run([mailsift_bin, "learn", "--config", str(config), *args, str(message)],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert b"shared 1 learn event(s)\n" in proc.stdout, proc.stdout
+        return proc.stdout
+
+    def published_spam() -> int | None:
+        pub = ch.published()
+        return pub.meta.get("n_spam") if pub is not None else None
+
+    trainer = ShareAgent(redis_server.url, trainer_db, trainer=True, lease_seconds=3).start()
+    ch = Channel(redis_server.url)
+    try:
+        learn("--spam")
+        wait_for(lambda: on_trainer() == "spam", 30, what="the trainer learning the shared spam")
+        assert load_model(trainer_db).n_spam_ == spam_before + 1
+        wait_for(lambda: published_spam() == spam_before + 1, 30, what="a version with the spam published")
+
+        assert b"Forgot 1 message(s)" in learn("--forget")
+        wait_for(lambda: on_trainer() is None, 30, what="the trainer forgetting the message")
+        assert load_model(trainer_db).n_spam_ == spam_before
+        wait_for(lambda: published_spam() == spam_before, 30, what="a version without it published")
+        assert trainer.applied == 2
+    finally:
+        ch.close()
+        trainer.stop(5)
+
+
 @pytest.mark.parametrize("url", ["http://h/0", "redis://h:notaport/0", "redis://h/x", "unix://?db=1"])
 def test_a_bad_share_url_is_a_config_error(tmp_path: Path, url: str) -> None:
     from mailsift.config import ConfigError, load_config
