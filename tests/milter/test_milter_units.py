@@ -563,6 +563,16 @@ def test_cpus_setting_chooses_one_cpu_unless_told_otherwise() -> None:
             parse_cpus(bad)
 
 
+def test_spare_cpus_are_those_the_milter_keeps_off() -> None:
+    from mailsift.milter.affinity import spare_cpus
+
+    four = frozenset({0, 1, 2, 3})
+    assert spare_cpus(four, frozenset({3})) == {0, 1, 2}  # the share installer's CPUs
+    assert spare_cpus(four, frozenset({2, 3})) == {0, 1}
+    assert spare_cpus(four, None) is None  # not pinned: the installer runs anywhere
+    assert spare_cpus(frozenset({1}), frozenset({1})) is None  # nothing spare: it shares the CPU
+
+
 def test_cpus_setting_is_checked_when_the_config_is_read(tmp_path) -> None:
     from mailsift.config import ConfigError, load_config
 
