@@ -144,6 +144,9 @@ class Store:
         m = re.search(rb"\r?\n\r?\n", raw)
         head, rest = (raw[:m.start() + 1], raw[m.start() + 1:]) if m else (raw, b"")
         raw = re.sub(rb"(?im)^X-(?:Spam|Virus)-[^\n]*\n(?:[ \t][^\n]*\n)*", b"", head) + rest
+        # smtplib dot-stuffs bytes as they are: with bare LF line ends the LMTP server (CRLF, as Postfix
+        # sends) would keep a ".." line stuffed, and the store would learn another message
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         with self.lock:
             with smtplib.LMTP("127.0.0.1", self.lmtp_port) as lmtp:
                 lmtp.sendmail("sender@outside.test", [USER], raw)
