@@ -290,7 +290,7 @@ def main() -> None:
         if took:
             print(f"median {statistics.median(took):.1f} s, max {max(took):.1f} s over {len(took)} moves")
         errors = [line for line in log_on.splitlines() if "ERROR" in line]
-        print(f"share-on milter log: {len(errors)} errors")
+        print(f"share-on milter log: {len(errors)} errors" + "".join(f"\n  {line}" for line in errors[:5]))
     finally:
         for d in daemons:
             d.stop()
