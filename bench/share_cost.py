@@ -10,7 +10,8 @@ milter protocol (tests/milter/milter_wire.py), one client, `--per-connection` me
 connection, alternating between the two milters round by round, while a user's Junk move is
 made on the store every `--move-every` seconds (a spam from spam_2), so the share-on milter installs new model
 versions during its rounds. It prints each milter's messages/s and CPU per message
-(/proc/PID/stat), then the time from `--moves` Junk moves (IMAP MOVE of a fresh ham) to the
+(/proc/PID/stat), the versions the share-on milter installed meanwhile and the CPU of its
+installer children (a process per version, run off the milter's CPU), then the time from `--moves` Junk moves (IMAP MOVE of a fresh ham) to the
 share-on milter's verdict on a near-duplicate turning spam (each once the versions before it
 have settled), with the store's default
 `[feedback] save_interval` unless `--save-interval` is given.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import imaplib
+import os
 import re
 import shutil
 import smtplib
@@ -63,6 +65,21 @@ def near_verdict(sock: Path, raw: bytes, n: int) -> str:
     finally:
         mta.close()
     return dict(added).get("X-Spam-Status", "")
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of `pid`'s children it has waited for (the share agent's installers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def installed_version(model: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads((model / "share" / "state.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def settled(redis_url: str, model: Path, quiet: float, store_model: Path, moved: list[bytes]) -> None:
@@ -127,6 +144,9 @@ class Store:
         m = re.search(rb"\r?\n\r?\n", raw)
         head, rest = (raw[:m.start() + 1], raw[m.start() + 1:]) if m else (raw, b"")
         raw = re.sub(rb"(?im)^X-(?:Spam|Virus)-[^\n]*\n(?:[ \t][^\n]*\n)*", b"", head) + rest
+        # smtplib dot-stuffs bytes as they are: with bare LF line ends the LMTP server (CRLF, as Postfix
+        # sends) would keep a ".." line stuffed, and the store would learn another message
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         with self.lock:
             with smtplib.LMTP("127.0.0.1", self.lmtp_port) as lmtp:
                 lmtp.sendmail("sender@outside.test", [USER], raw)
@@ -218,8 +238,12 @@ def main() -> None:
 
         moving = threading.Thread(target=mover, daemon=True)
         moving.start()
+        on_pid = milters["on"][0].pid
+        kids0, version0 = children_cpu(on_pid), installed_version(wd / "model-on")
         rates: dict[str, list[float]] = {"off": [], "on": []}
         cpu: dict[str, list[float]] = {"off": [], "on": []}
+        print("load average at the start of the rounds: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+              + f" ({os.cpu_count()} CPUs)")
         print(f"milter messages/s, share off vs on: {messages} messages of {len(body)} body bytes per round, "
               f"{per} per connection, one client, no clamd; a Junk move on the store every {args.move_every:g} s")
         for r in range(args.rounds):
@@ -235,6 +259,8 @@ def main() -> None:
                 print(f"  round {r + 1}: share {name:>3}: {messages / dt:6.0f} msgs/s, {us:4.0f} us CPU/msg")
         stop.set()
         moving.join()
+        kids, installs = children_cpu(on_pid) - kids0, installed_version(wd / "model-on") - version0
+        print("load average at the end of the rounds: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
         off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
         # each round's on/off pair ran back to back: their ratio is less moved by the host's drift
         ratios = [b / a for a, b in zip(rates["off"], rates["on"])]
@@ -242,6 +268,8 @@ def main() -> None:
         print(f"median: off {off:.0f} msgs/s ({statistics.median(cpu['off']):.0f} us/msg), on {on:.0f} msgs/s "
               f"({statistics.median(cpu['on']):.0f} us/msg): {(on - off) / off * 100:+.1f} %; median of the rounds' "
               f"on/off ratios {statistics.median(ratios):.3f}; {len(moved)} Junk moves during the rounds")
+        print(f"share-on milter: {installs} version(s) installed during the rounds, its installer children "
+              f"{kids:.2f} s CPU (not in its figures above: they run off the milter's CPU)")
 
         print(f"Junk move on the store -> spam verdict on the share-on milter ([feedback] save_interval "
               f"{args.save_interval if args.save_interval is not None else 'default'}):")
@@ -262,7 +290,7 @@ def main() -> None:
         if took:
             print(f"median {statistics.median(took):.1f} s, max {max(took):.1f} s over {len(took)} moves")
         errors = [line for line in log_on.splitlines() if "ERROR" in line]
-        print(f"share-on milter log: {len(errors)} errors")
+        print(f"share-on milter log: {len(errors)} errors" + "".join(f"\n  {line}" for line in errors[:5]))
     finally:
         for d in daemons:
             d.stop()

@@ -41,6 +41,8 @@ from mailsift.classifier.versions import DEFAULT_KEEP, record_version
 
 LOCK_FILE = ".learn.lock"
 BATCH = 256
+# The label of a forgotten message in the share outbox (learned ones carry "spam" or "ham").
+FORGET = "forget"
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Learner:
                  keep_versions: int = DEFAULT_KEEP, outbox: Any = None) -> None:
         """source: what each save() is recorded as in the model history (None: not recorded,
         for scratch directories); keep_versions: how many versions the history keeps; outbox:
-        a mailsift.share.outbox.Outbox that each learned message also goes to (share on)."""
+        a mailsift.share.outbox.Outbox that each learned or forgotten message also goes to (share
+        on)."""
         self.dbpath = Path(dbpath)
         check_model_dir(self.dbpath)  # before anything is opened in another user's directory
         self.source = source
@@ -211,6 +214,8 @@ class Learner:
                 else:
                     self.model.unlearn(raw, known[0], known[1])
                     self.record.delete(digest)
+                    if self.outbox is not None:
+                        self.outbox.add(digest, FORGET, raw, self.source or "learn")
                     stats.forgotten += 1
                     self.dirty = True
             if progress is not None:

@@ -47,10 +47,11 @@ def run(args: Namespace, config: Config) -> int:
     if not 0.0 <= args.holdout < 1.0:
         print("mailsift retrain: --holdout must be at least 0 and below 1", file=sys.stderr)
         return 1
+    share = config.classifier.share if not args.dry_run else ""
     try:
-        report = retrain(dbpath, args.ham, args.spam, "maildir" if args.maildir else None, args.holdout,
-                         args.force, args.dry_run, config.classifier.required,
-                         config.classifier.keep_versions)
+        report = _retrain_shared(args, config, dbpath, share) if share else \
+            retrain(dbpath, args.ham, args.spam, "maildir" if args.maildir else None, args.holdout,
+                    args.force, args.dry_run, config.classifier.required, config.classifier.keep_versions)
     except (RetrainError, ModelError) as exc:
         print(f"mailsift retrain: {exc}", file=sys.stderr)
         return 1
@@ -66,6 +67,33 @@ def run(args: Namespace, config: Config) -> int:
     if args.report:
         return _write_report(report, args.report, dbpath)
     return 0
+
+
+def _retrain_shared(args: Namespace, config: Config, dbpath: str, share: str) -> RetrainReport:
+    """[classifier] share on: retrain as the trainer, holding its lease (the serve that holds it lets
+    it go meanwhile), from the newest published version, and publish a swapped-in model as the
+    next version. RetrainError when the lease cannot be had or kept, or Redis is away."""
+    from mailsift.feedback.retrain import RetrainError, retrain
+    from mailsift.resp import RespError
+    from mailsift.share.channel import ChecksumError
+    from mailsift.share.lease import LeaseUnavailable, OneOffTrainer
+
+    c = config.classifier
+    try:
+        with OneOffTrainer(share, dbpath, c.share_lease_seconds, c.keep_versions) as trainer:
+            trainer.follow()
+            report = retrain(dbpath, args.ham, args.spam, "maildir" if args.maildir else None, args.holdout,
+                             args.force, False, c.required, c.keep_versions)
+            if report.decision == "swapped":
+                try:
+                    version = trainer.publish()
+                except (LeaseUnavailable, RespError) as exc:
+                    raise RetrainError(f"share: {exc}; the retrained model is live in {dbpath} but not "
+                                       "published (the next published version replaces it)") from None
+                report.reason += f"; published as version {version}"
+    except (LeaseUnavailable, RespError, ChecksumError) as exc:
+        raise RetrainError(f"share: {exc}") from None
+    return report
 
 
 def _write_report(report: RetrainReport, directory: str, dbpath: str) -> int:

@@ -50,6 +50,14 @@ def choose_cpus(spec: str, allowed: frozenset[int], score_workers: int = 0) -> f
     return wanted
 
 
+def spare_cpus(allowed: frozenset[int], kept: frozenset[int] | None) -> frozenset[int] | None:
+    """The CPUs the milter was allowed but keeps off (for its occasional helper processes, such as
+    the share agent's model installer); None when it keeps them all."""
+    if kept is None:
+        return None
+    return (allowed - kept) or None
+
+
 def apply_cpus(spec: str, score_workers: int = 0) -> frozenset[int] | None:
     """Confine this thread, and every thread and process it starts afterwards, to the CPUs
     `spec` chooses. Call it before any thread starts. Returns the CPUs, or None when left."""

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     import Milter
     import milter
 
-    from mailsift.milter.affinity import apply_cpus
+    from mailsift.milter.affinity import apply_cpus, spare_cpus
     from mailsift.milter.app import Runtime, make_factory
     from mailsift.milter.libmilter import worker_pool_linked
     from mailsift.milter.reload import ModelHolder
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     classifier = config.classifier
 
     # Before any thread starts: they inherit the CPUs (and the signal mask below).
+    allowed = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
     try:
         cpus = apply_cpus(settings.cpus, settings.score_workers)
     except (ValueError, OSError) as exc:
@@ -143,8 +144,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         _close_classify_socket(route_sock)
         return 3
 
-    # [classifier] share: newer published models are installed into dbpath (the watcher reloads them).
-    share = start_agent(config.classifier, dbpath, trainer=False)
+    # [classifier] share: newer published models are installed into dbpath (the watcher reloads them)
+    # by a child process, on the CPUs this process keeps off: an install costs its CPU no more
+    # than the reload (bench/share_cost.py).
+    share = start_agent(config.classifier, dbpath, trainer=False, install_cpus=spare_cpus(allowed, cpus))
 
     route = None
     pool = None

@@ -1,8 +1,10 @@
 """The model the milter scores with, swapped for a new one within seconds of an atomic rename.
 
-libmilter owns SIGHUP, so a watcher thread polls the model file's identity (inode, mtime,
-size) every `interval` seconds and loads a new file in the background; connections keep
-scoring with the old model until the new one is ready, then the reference is swapped.
+libmilter owns SIGHUP, so a watcher thread polls the identity (inode, mtime, size) of the model
+file and its sidecar every `interval` seconds and loads a new pair in the background;
+connections keep scoring with the old model until the new one is ready, then the reference is
+swapped. A writer renames the model file, then the sidecar: a load between the two (refused: they
+do not match) is tried again once the sidecar has changed too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 log = logging.getLogger("mailsift.milter.reload")
 
-FileId = tuple[int, int, int, int]
+FileId = tuple[int, ...]
 
 
 def _file_id(path: Path) -> FileId | None:
@@ -46,6 +48,15 @@ class ModelHolder:
         from mailsift.classifier.api import MODEL_FILE
         return self.dbpath / MODEL_FILE
 
+    def _pair_id(self, path: Path) -> FileId | None:
+        """The model file's identity and its sidecar's (None without a model file)."""
+        from mailsift.classifier.api import SIDECAR_FILE
+
+        fid = _file_id(path)
+        if fid is None:
+            return None
+        return fid + (_file_id(self.dbpath / SIDECAR_FILE) or ())
+
     def _load(self, path: Path) -> Any:
         if self._loader is not None:
             return self._loader(path)
@@ -63,7 +74,7 @@ class ModelHolder:
         except ImportError as exc:  # the classifier is not installed: run without a model
             self._state = (None, f"classifier unavailable: {exc}")
             return False
-        fid = _file_id(path)
+        fid = self._pair_id(path)
         if fid == self._loaded_id:
             return False
         with self._lock:
@@ -77,7 +88,7 @@ class ModelHolder:
             try:
                 model = self._load(path)
             except Exception as exc:  # ModelError or worse: keep what we have
-                self._loaded_id = fid  # do not retry a broken file every second
+                self._loaded_id = fid  # do not retry a broken pair every second
                 if self._state[0] is None:
                     self._state = (None, "model unreadable")
                 log.error("cannot load model %s: %s; %s", path, exc,

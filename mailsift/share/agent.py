@@ -6,10 +6,10 @@ Every `interval` seconds it
      renews it every third of its TTL, so a long step never lets it lapse);
   3. installs a published version newer than the one installed here (snapshot.install: the
      milter's model watcher reloads it; the model history records it with source `share`);
-  4. (the lease holder) learns the stream's events after what the published model has learned,
-     with sa-learn semantics (an event already learned is a no-op), and publishes the model as
-     the next version when it changed here: by those events, or by a `mailsift learn`, a
-     feedback save or a rollback on this host.
+  4. (the lease holder) learns or forgets, in order, the stream's events after what the
+     published model has learned, with sa-learn semantics (an event already learned is a
+     no-op), and publishes the model as the next version when it changed here: by those
+     events, or by a `mailsift learn`, a feedback save or a rollback on this host.
 With Redis away the agent keeps the model it has, the learners keep queueing into the outbox,
 and it retries every `interval` (logging once). A trainer that cannot renew stops training; the
 lease expires after `lease_seconds` and another candidate takes it.
@@ -17,6 +17,7 @@ lease expires after `lease_seconds` and another candidate takes it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -43,7 +44,8 @@ PUBLISH_EVERY = 2.0
 
 class ShareAgent:
     def __init__(self, url: str, dbpath: str | Path, *, trainer: bool, keep_versions: int = 5,
-                 lease_seconds: float = 15.0, interval: float = INTERVAL, install_in_child: bool = False) -> None:
+                 lease_seconds: float = 15.0, interval: float = INTERVAL, install_in_child: bool = False,
+                 install_cpus: frozenset[int] | None = None) -> None:
         self.url = url
         self.dbpath = Path(dbpath)
         self.trainer = trainer
@@ -51,6 +53,7 @@ class ShareAgent:
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.install_in_child = install_in_child  # the milter: keep its process to reloading
+        self.install_cpus = install_cpus  # ... and the child off the CPUs it keeps for itself
         self.outbox = Outbox(self.dbpath)
         self.me = ""
         self.holding = False
@@ -203,24 +206,32 @@ class ShareAgent:
 
     def _install(self, data: bytes) -> FileId | None:
         if self.install_in_child:  # the classifier is not imported into this process
-            return install_in_child(self.dbpath, data, self.keep_versions)
+            return install_in_child(self.dbpath, data, self.keep_versions, cpus=self.install_cpus)
         return install(self.dbpath, data, self.keep_versions)
 
     def train(self) -> bool:
-        from mailsift.classifier.learn import Learner
+        from mailsift.classifier.learn import FORGET, Learner
 
         ch = self._channel
         if self.cursor is None:
             self.cursor = ch.applied()
         events = ch.events_after(self.cursor, APPLY_BATCH)
-        usable = [e for e in events if e.label in ("spam", "ham") and e.raw]
+        usable = [e for e in events if e.label in ("spam", "ham", FORGET) and e.raw]
         if usable:
+            learned = skipped = forgotten = 0
             with Learner(self.dbpath, source="share", keep_versions=self.keep_versions) as learner:
-                stats = learner.learn_labelled([(f"share:{e.host}:{e.id}", e.raw, e.label) for e in usable])
+                # in stream order: a message learned, then forgotten, then learned again ends learned
+                for forget, run in itertools.groupby(usable, key=lambda e: e.label == FORGET):
+                    named = [(f"share:{e.host}:{e.id}", e) for e in run]
+                    if forget:
+                        forgotten += learner.forget_many((name, e.raw) for name, e in named).forgotten
+                    else:
+                        stats = learner.learn_labelled([(name, e.raw, e.label) for name, e in named])
+                        learned, skipped = learned + stats.learned, skipped + stats.skipped
                 learner.save()
-            self.applied += stats.learned
-            log.info("share: learned %d of %d event(s) (%d already known)", stats.learned, len(usable),
-                     stats.skipped)
+            self.applied += learned + forgotten
+            log.info("share: learned %d and forgot %d of %d event(s) (%d already known)", learned, forgotten,
+                     len(usable), skipped)
         if events:
             self.cursor = events[-1].stream_id
         state = read_state(self.dbpath)
@@ -264,12 +275,15 @@ def _safe_url(url: str) -> str:
     return url
 
 
-def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool) -> ShareAgent | None:
-    """The agent for [classifier] `settings` (None when share is off)."""
+def start_agent(settings: Any, dbpath: str | Path, *, trainer: bool,
+                install_cpus: frozenset[int] | None = None) -> ShareAgent | None:
+    """The agent for [classifier] `settings` (None when share is off). A follower (the milter)
+    installs each version in a child process, on `install_cpus` when given."""
     if not settings.share:
         return None
     return ShareAgent(settings.share, dbpath, trainer=trainer, keep_versions=settings.keep_versions,
-                      lease_seconds=settings.share_lease_seconds, install_in_child=not trainer).start()
+                      lease_seconds=settings.share_lease_seconds, install_in_child=not trainer,
+                      install_cpus=install_cpus).start()
 
 
 def send_outbox(url: str, dbpath: str | Path, timeout: float = 3.0) -> tuple[int, int]:

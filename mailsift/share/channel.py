@@ -3,6 +3,9 @@
     mailsift:share:events       stream of learn events: id, digest, label, source, host, raw
     mailsift:share:seen:ID      an event id Redis has taken (7 days): the append is idempotent
     mailsift:share:lease        the trainer's id, with a TTL the trainer renews
+    mailsift:share:lease-wanted the id of a one-off trainer (`mailsift retrain`) waiting for the
+                                lease, with a TTL it renews: the holder lets the lease go, and
+                                no other trainer takes it meanwhile
     mailsift:share:model        hash: version, sha256, meta (JSON), data (the model's bytes),
                                 applied (the last stream id the published model has learned)
 
@@ -23,6 +26,7 @@ from mailsift.share.outbox import Event
 PREFIX = "mailsift:share:"
 EVENTS = PREFIX + "events"
 LEASE = PREFIX + "lease"
+WANTED = PREFIX + "lease-wanted"
 MODEL = PREFIX + "model"
 SEEN_SECONDS = 7 * 86400
 
@@ -34,7 +38,7 @@ end
 return false
 """
 
-_LEASE = """
+_CLAIM = """
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -46,6 +50,14 @@ if cur == ARGV[1] then
 end
 return 0
 """
+
+_LEASE = """
+local wanted = redis.call('GET', KEYS[2])
+if wanted and wanted ~= ARGV[1] then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 0
+end
+""" + _CLAIM
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -140,8 +152,17 @@ class Channel:
 
     # -- the lease ------------------------------------------------------------------------------
     def hold_lease(self, me: str, ttl: float) -> bool:
-        """Take the lease when it is free, renew it when it is ours; True while we hold it."""
-        return bool(self._eval(_LEASE, [LEASE], [me, max(1, int(ttl * 1000))]))
+        """Take the lease when it is free, renew it when it is ours; True while we hold it. While
+        another trainer wants it (want_lease), let it go instead and return False."""
+        return bool(self._eval(_LEASE, [LEASE, WANTED], [me, max(1, int(ttl * 1000))]))
+
+    def want_lease(self, me: str, ttl: float) -> bool:
+        """Ask the lease's holder to let it go to `me` (for `ttl` s, renewed by calling again);
+        False when another trainer is waiting for it already."""
+        return bool(self._eval(_CLAIM, [WANTED], [me, max(1, int(ttl * 1000))]))
+
+    def unwant_lease(self, me: str) -> None:
+        self._eval(_RELEASE, [WANTED], [me])
 
     def release_lease(self, me: str) -> None:
         self._eval(_RELEASE, [LEASE], [me])

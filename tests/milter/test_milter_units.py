@@ -476,6 +476,31 @@ def test_model_holder_reloads_on_atomic_rename_and_survives_a_broken_file(tmp_pa
         holder.stop()
 
 
+def test_model_holder_loads_a_model_caught_between_its_two_renames(tmp_path: Path, trained_dbpath: Path,
+                                                                  corpora: Path) -> None:
+    """A writer (save_model: the share installer, a learner) renames the model file, then its
+    sidecar. A check between the two refuses the pair; the next one, once the sidecar is renamed
+    too, loads the new model (not only when the model file changes again)."""
+    import shutil
+
+    from mailsift.classifier.api import MODEL_FILE, SIDECAR_FILE, load_model, save_model
+
+    d = shutil.copytree(trained_dbpath, tmp_path / "models")
+    holder = ModelHolder(d)
+    assert holder.check() and holder.current()[0].n_spam_ == load_model(d).n_spam_
+    before = holder.current()[0].n_spam_
+    newer = load_model(d)
+    newer.learn(sorted((corpora / "spamassassin/spam_2").iterdir())[0].read_bytes(), "spam")
+    save_model(newer, tmp_path / "next")
+    shutil.copy(tmp_path / "next" / MODEL_FILE, d / "model.new")
+    (d / "model.new").rename(d / MODEL_FILE)  # the writer is between its two renames here
+    assert not holder.check()  # refused: the model file does not match the old sidecar
+    assert holder.current()[0].n_spam_ == before
+    (tmp_path / "next" / SIDECAR_FILE).rename(d / SIDECAR_FILE)
+    assert holder.check()
+    assert holder.current()[0].n_spam_ == before + 1
+
+
 def test_message_scanner_without_a_model(tmp_path: Path) -> None:
     holder = ModelHolder(tmp_path)
     holder.check()
@@ -561,6 +586,16 @@ def test_cpus_setting_chooses_one_cpu_unless_told_otherwise() -> None:
     for bad in ("", "one", "1-3", "-1", "1,,2"):
         with pytest.raises(ValueError, match="expected auto, all or CPU numbers"):
             parse_cpus(bad)
+
+
+def test_spare_cpus_are_those_the_milter_keeps_off() -> None:
+    from mailsift.milter.affinity import spare_cpus
+
+    four = frozenset({0, 1, 2, 3})
+    assert spare_cpus(four, frozenset({3})) == {0, 1, 2}  # the share installer's CPUs
+    assert spare_cpus(four, frozenset({2, 3})) == {0, 1}
+    assert spare_cpus(four, None) is None  # not pinned: the installer runs anywhere
+    assert spare_cpus(frozenset({1}), frozenset({1})) is None  # nothing spare: it shares the CPU
 
 
 def test_cpus_setting_is_checked_when_the_config_is_read(tmp_path) -> None:

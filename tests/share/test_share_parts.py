@@ -169,6 +169,115 @@ def test_mailsift_learn_shares_or_keeps_its_events(mailsift_bin: str, redis_serv
         ch.close()
 
 
+def test_mailsift_learn_forget_is_shared_like_learn(mailsift_bin: str, redis_server: RedisServer, tmp_path: Path,
+                                                    template: Path, corpora: Path) -> None:
+    from mailsift.classifier.persist import load_model
+    from mailsift.classifier.record import LearnRecord, message_digest
+    from mailsift.share.agent import ShareAgent
+    from mailsift.share.channel import Channel
+
+    host, trainer_db = copy(template, tmp_path / "host"), copy(template, tmp_path / "trainer")
+    message = sorted((corpora / "spamassassin/easy_ham_2").iterdir())[0]
+    digest = message_digest(message.read_bytes())
+    spam_before = load_model(trainer_db).n_spam_
+    config = tmp_path / "host.toml"
+    config.write_text(f'[classifier]\ndbpath = "{host}"\nshare = "{redis_server.url}"\n')
+
+    def on_trainer() -> str | None:
+        with LearnRecord(trainer_db) as record:
+            known = record.get(digest)
+        return known[0] if known else None
+
+    def learn(*args: str) -> bytes:
+        proc = subprocess.run([mailsift_bin, "learn", "--config", str(config), *args, str(message)],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert b"shared 1 learn event(s)\n" in proc.stdout, proc.stdout
+        return proc.stdout
+
+    def published_spam() -> int | None:
+        pub = ch.published()
+        return pub.meta.get("n_spam") if pub is not None else None
+
+    trainer = ShareAgent(redis_server.url, trainer_db, trainer=True, lease_seconds=3).start()
+    ch = Channel(redis_server.url)
+    try:
+        learn("--spam")
+        wait_for(lambda: on_trainer() == "spam", 30, what="the trainer learning the shared spam")
+        assert load_model(trainer_db).n_spam_ == spam_before + 1
+        wait_for(lambda: published_spam() == spam_before + 1, 30, what="a version with the spam published")
+
+        assert b"Forgot 1 message(s)" in learn("--forget")
+        wait_for(lambda: on_trainer() is None, 30, what="the trainer forgetting the message")
+        assert load_model(trainer_db).n_spam_ == spam_before
+        wait_for(lambda: published_spam() == spam_before, 30, what="a version without it published")
+        assert trainer.applied == 2
+    finally:
+        ch.close()
+        trainer.stop(5)
+
+
+def test_mailsift_retrain_takes_the_trainers_lease_and_publishes(mailsift_bin: str, redis_server: RedisServer,
+                                                                 tmp_path: Path, template: Path,
+                                                                 corpora: Path) -> None:
+    from mailsift.classifier.persist import load_model
+    from mailsift.share.agent import ShareAgent
+    from mailsift.share.channel import Channel
+    from mailsift.share.snapshot import read_state
+
+    host, trainer_db = copy(template, tmp_path / "host"), copy(template, tmp_path / "trainer")
+    folders = {}
+    for label, src in (("ham", "easy_ham_2"), ("spam", "spam_2")):
+        folders[label] = tmp_path / label
+        folders[label].mkdir()
+        for p in sorted((corpora / "spamassassin" / src).iterdir())[:25]:
+            shutil.copy(p, folders[label])
+    config = tmp_path / "host.toml"
+    config.write_text(f'[classifier]\ndbpath = "{host}"\nshare = "{redis_server.url}"\n'
+                      "share_lease_seconds = 3\n")
+    serve = ShareAgent(redis_server.url, trainer_db, trainer=True, lease_seconds=3).start()
+    ch = Channel(redis_server.url)
+    try:
+        wait_for(lambda: ch.lease_holder() == serve.me and ch.published_version() == 1, 30,
+                 what="the serve's agent holding the lease and publishing version 1")
+        proc = subprocess.run([mailsift_bin, "retrain", "--config", str(config), "--ham", str(folders["ham"]),
+                               "--spam", str(folders["spam"]), "--force", "--holdout", "0"],
+                              capture_output=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert b"published as version 2" in proc.stdout, proc.stdout
+        # Only the lease holder can publish (the publish script checks it): retrain held it.
+        pub = ch.published()
+        assert pub is not None and pub.version == 2 and pub.meta["trainer"] != serve.me
+        assert (pub.meta["n_ham"], pub.meta["n_spam"]) == (25, 25)  # the retrained model, not the template's
+        assert read_state(host).version == 2 and load_model(host).n_ham_ == 25
+        # The serve's agent takes the lease back and installs the retrained version.
+        wait_for(lambda: ch.lease_holder() == serve.me, 30, what="the lease going back to the serve's agent")
+        wait_for(lambda: read_state(trainer_db).version == 2, 30, what="the serve installing version 2")
+        assert load_model(trainer_db).n_ham_ == 25
+    finally:
+        ch.close()
+        serve.stop(5)
+
+
+def test_mailsift_retrain_with_share_fails_cleanly_without_redis(mailsift_bin: str, tmp_path: Path,
+                                                                 template: Path, corpora: Path) -> None:
+    from mailsift.classifier.persist import load_model
+
+    host = copy(template, tmp_path / "host")
+    ham = tmp_path / "ham"
+    ham.mkdir()
+    for p in sorted((corpora / "spamassassin/easy_ham_2").iterdir())[:5]:
+        shutil.copy(p, ham)
+    config = tmp_path / "host.toml"
+    config.write_text(f'[classifier]\ndbpath = "{host}"\nshare = "redis://127.0.0.1:{free_port()}/0"\n')
+    before = (host / "model.bin").read_bytes()
+    proc = subprocess.run([mailsift_bin, "retrain", "--config", str(config), "--ham", str(ham), "--force",
+                           "--holdout", "0"], capture_output=True, timeout=120)
+    assert proc.returncode == 1
+    assert b"mailsift retrain: share: redis: cannot connect to redis" in proc.stderr, proc.stderr
+    assert (host / "model.bin").read_bytes() == before and load_model(host).n_ham_ == N_TRAIN
+
+
 @pytest.mark.parametrize("url", ["http://h/0", "redis://h:notaport/0", "redis://h/x", "unix://?db=1"])
 def test_a_bad_share_url_is_a_config_error(tmp_path: Path, url: str) -> None:
     from mailsift.config import ConfigError, load_config
