@@ -139,7 +139,9 @@ class _Input(LineReader):
                 self.buf[:0] = body[i + 5:]
                 if too_big or i > limit:
                     return b"", True
-                msg = bytes(body[:i + 2]).replace(b"\r\n..", b"\r\n.")
+                # A line's leading dot is dropped after a bare LF too (as Dovecot's dot stream
+                # does); only CRLF.CRLF ends the data.
+                msg = bytes(body[:i + 2]).replace(b"\n..", b"\n.")
                 return msg[2:], False
             if len(body) > limit + 2 + 5:
                 too_big = True

@@ -62,6 +62,15 @@ def test_data_unstuffs_and_keeps_what_follows() -> None:
     assert data == b".a\r\nb\r\n..\r\n" and not big and rest == b"QUIT\r\n"
 
 
+def test_data_unstuffs_lines_after_a_bare_lf() -> None:
+    """A client that sends bare LF line ends still dot-stuffs its lines (swaks, scripts): the
+    stored message must not keep the extra dot (Dovecot's dot stream drops it too)."""
+    (data, big), rest = run_input([b"..a\nb\n..c\n...\r\n.\r\nQUIT\r\n"])
+    assert data == b".a\nb\n.c\n..\r\n" and not big and rest == b"QUIT\r\n"
+    (data, _), _ = run_input([b"x\n.\ny\r\n.\r\n"])  # a lone dot after a bare LF does not end it
+    assert data == b"x\n.\ny\r\n"
+
+
 def test_data_terminator_split_across_reads() -> None:
     for cut in range(1, 12):
         raw = b"x\r\ny\r\n.\r\nNOOP\r\n"
