@@ -924,6 +924,42 @@ class Mailbox:
             self._lock.thread_lock.release()
         return None if row is None else stamp_of(row)
 
+    def stamp(self, folder: str) -> Stamp:
+        """The folder's stamp as the index holds it (no sync). Raises NoSuchFolder."""
+        with self._op():
+            return stamp_of(self._frow(normalize_folder(folder)))
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the mailbox lock across several calls (re-entrant: the calls inside take it
+        again), so that nothing else changes the mailbox in between: e.g. the stamps before and
+        after one change tell whether that change was the only one."""
+        with self._op():
+            yield
+
+    def unchanged_nowait(self, folder: str, stamp: Stamp | None) -> bool:
+        """For an event loop's thread, never waiting for a lock: True when `stamp` is the
+        folder's stamp and its directories are as last synced, i.e. a list() now would find
+        nothing new (no change through the index, none by another program). False when
+        unsure: another thread of this process holds the mailbox, the index file is due its
+        replacement check, or there is no such folder. (perf: a NOOP answered without a
+        thread hand-off.)"""
+        if stamp is None or not self._lock.thread_lock.acquire(blocking=False):
+            return False
+        try:
+            now = time.monotonic()
+            if now >= self._index_next_check:
+                if idx.file_id(self._index_file) != self._index_id:
+                    return False  # replaced: _op reopens it
+                self._index_next_check = now + INDEX_CHECK_INTERVAL
+            name = normalize_folder(folder)
+            row = self._frow_opt(name)
+            if row is None or stamp_of(row) != stamp:
+                return False
+            return self._mtimes.get(row["id"]) == self._mt(name)
+        finally:
+            self._lock.thread_lock.release()
+
     def _listing(self, folder: str, uid_min: int, uid_max: int | None,
                  uidvalidity: int | None) -> tuple[list[MessageInfo], Stamp]:
         folder = normalize_folder(folder)

@@ -74,6 +74,15 @@ class MailboxView:
             self.state[uid] = MessageState(uid, flags, st.internal_date, st.size, modseq, st.save_date)
             self._note_keywords(flags)
 
+    def advance(self, before: Any, after: Any, bumps: int) -> None:
+        """After this session's own change, already applied to the view: the folder's stamp was
+        `before` just ahead of it and `after` just behind it (taken with the mailbox lock held),
+        and the change raised HIGHESTMODSEQ by `bumps`. When the view was current at `before`
+        and nothing but that change happened, the view is current at `after`: the next command
+        needs no fresh listing (perf: a STORE or EXPUNGE cost the next command a thread hop)."""
+        if before == self.stamp and after == (before[0], before[1] + bumps, before[2]):
+            self.stamp = after
+
     # -- keywords the client was told of ------------------------------------------------------
     def _note_keywords(self, flags: Iterable[str]) -> None:
         announced = self.announced

@@ -308,31 +308,48 @@ class ImapSession:
         elif ev.kind == "flags" and st is not None and st.flags != ev.flags:
             sel.dirty = True
 
-    async def refresh(self, allow_expunge: bool, force: bool = False, with_uid: bool = True) -> None:
-        """Tell the client what changed in the selected folder."""
+    async def refresh(self, allow_expunge: bool, force: bool = False, with_uid: bool = True,
+                      listing: storecalls.Listing | None = None) -> None:
+        """Tell the client what changed in the selected folder. `listing`: list_and_claim's
+        answer, fetched already (in the same hop as an APPEND)."""
         self.pending_events()
         sel = self.sel
         if sel is None:
             return
-        if not (sel.dirty or force) and self.box is not None and self.services.limiter is not None:
-            # IMAP worker processes: a change another process made is in the index before its
-            # client is answered, but its event may still be on the way here; the folder's
-            # stamp tells (one indexed lookup), as Dovecot checks its index log at each command.
-            now = self.box.stamp_nowait(sel.folder)
-            if now is None or now != sel.stamp:
-                sel.dirty = True
-        if not (sel.dirty or force or (allow_expunge and sel.ghosts)):
-            return
-        assert self.box is not None
-        try:
-            infos, floor, sel.stamp = await self.call(storecalls.list_and_claim, self.box, sel.folder, sel.uidvalidity,
-                                                      sel.max_uid, sel.readonly or sel.rev2)
-        except store_api.NoSuchFolder:
+        if listing is None:
+            box = self.box
+            if force and box is not None and not sel.dirty and not (allow_expunge and sel.ghosts) \
+                    and box.unchanged_nowait(sel.folder, sel.stamp):
+                # (NOOP, CHECK, IDLE) neither the index nor the folder's directories changed
+                # since the view's listing: a fresh one would be the same (perf: no hop)
+                force, unforced = False, True
+            else:
+                unforced = False
+            if not (sel.dirty or force) and box is not None and self.services.limiter is not None:
+                # IMAP worker processes: a change another process made is in the index before its
+                # client is answered, but its event may still be on the way here; the folder's
+                # stamp tells (one indexed lookup), as Dovecot checks its index log at each command.
+                now = box.stamp_nowait(sel.folder)
+                if now is None or now != sel.stamp:
+                    sel.dirty = True
+            if not (sel.dirty or force or (allow_expunge and sel.ghosts)):
+                if unforced and sel.unannounced:  # (as apply() would have sent them)
+                    for line in sel.keyword_news():
+                        self.send(line)
+                return
+            assert box is not None
+            try:
+                listing = await self.call(storecalls.list_and_claim, box, sel.folder, sel.uidvalidity,
+                                          sel.max_uid, sel.readonly or sel.rev2)
+            except store_api.NoSuchFolder:
+                listing = None
+        if listing is None:
             # deleted, renamed, or replaced by another folder of that name (a new UIDVALIDITY):
             # the client's UIDs mean nothing any more (Dovecot also ends the session)
             self.untagged("BYE [CLOSED] The selected mailbox was deleted, renamed or replaced")
             self.closing = True
             return
+        infos, floor, sel.stamp = listing
         for line in sel.apply(infos, allow_expunge, floor, with_uid=with_uid):
             self.send(line)
 
@@ -649,15 +666,17 @@ class ImapSession:
             have = await self.call(storecalls.folder_keywords, self.box, folder) if folder is not None else None
             if have is not None and self.keyword_refusal(cmd, have, cmd.args["flags"]):
                 return
-        found = await self.call(storecalls.append, self.box, name, message, cmd.args["flags"], when)
+        sel = self.sel
+        selected = (sel.folder, sel.uidvalidity, sel.max_uid, sel.readonly or sel.rev2) if sel is not None else None
+        found = await self.call(storecalls.append, self.box, name, message, cmd.args["flags"], when, selected)
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
             return
-        info, finfo = found
+        info, finfo, listing = found
         if info is None:
             self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
             return
-        await self.refresh(allow_expunge=True)
+        await self.refresh(allow_expunge=True, listing=listing if sel is not None and self.sel is sel else None)
         self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
 
     async def cmd_multiappend(self, cmd: Command) -> None:
@@ -749,13 +768,11 @@ class ImapSession:
         assert self.box is not None and self.sel is not None
         if self.readonly_refusal(cmd):
             return
-        if cmd.uid:
-            targets = [uid for _s, uid in self.sel.resolve(cmd.args["set"], True)]
-            done = await self.call(self.box.expunge, self.sel.folder, targets)
-        else:
-            done = await self.call(self.box.expunge, self.sel.folder)
+        targets = [uid for _s, uid in self.sel.resolve(cmd.args["set"], True)] if cmd.uid else None
+        done, before, after = await self.call(storecalls.expunge, self.box, self.sel.folder, targets)
         for line in self.sel.remove(done):
             self.send(line)
+        self.sel.advance(before, after, 1 if done else 0)
         self.pending_events()
         self.tagged(cmd.tag, "OK", "Expunge completed")
 
@@ -989,10 +1006,11 @@ class ImapSession:
             return
         if unchangedsince is not None:
             self.condstore = sel.condstore = True
-        changed = await self.call(self.box.store_flags, sel.folder, [u for _s, u in targets],
-                                  cmd.args["flags"], mode, unchangedsince)
+        changed, before, after = await self.call(storecalls.store_flags, self.box, sel.folder,
+                                                 [u for _s, u in targets], cmd.args["flags"], mode, unchangedsince)
         for info in changed:
             sel.update(info.uid, info.flags, info.modseq)
+        sel.advance(before, after, len(changed))
         for line in sel.keyword_news():  # a new keyword: FLAGS before the FETCH naming it
             self.send(line)
         modified = []
