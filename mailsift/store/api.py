@@ -919,15 +919,19 @@ class Mailbox:
         if not self._lock.thread_lock.acquire(blocking=False):
             return None
         try:
-            row = self._frow_opt(normalize_folder(folder))
+            row = self._db.folder_stamp(normalize_folder(folder))
         finally:
             self._lock.thread_lock.release()
-        return None if row is None else stamp_of(row)
+        return None if row is None else (row[1], row[2], row[3])
 
     def stamp(self, folder: str) -> Stamp:
         """The folder's stamp as the index holds it (no sync). Raises NoSuchFolder."""
+        name = normalize_folder(folder)
         with self._op():
-            return stamp_of(self._frow(normalize_folder(folder)))
+            row = self._db.folder_stamp(name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name}")
+        return row[1], row[2], row[3]
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -953,10 +957,10 @@ class Mailbox:
                     return False  # replaced: _op reopens it
                 self._index_next_check = now + INDEX_CHECK_INTERVAL
             name = normalize_folder(folder)
-            row = self._frow_opt(name)
-            if row is None or stamp_of(row) != stamp:
+            row = self._db.folder_stamp(name)
+            if row is None or (row[1], row[2], row[3]) != stamp:
                 return False
-            return self._mtimes.get(row["id"]) == self._mt(name)
+            return self._mtimes.get(row[0]) == self._mt(name)
         finally:
             self._lock.thread_lock.release()
 

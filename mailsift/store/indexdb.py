@@ -64,6 +64,13 @@ class IndexDB:
         cur.row_factory = sqlite3.Row
         return cur.fetchone()
 
+    def folder_stamp(self, name: str) -> tuple[int, int, int, int] | None:
+        """(id, uidvalidity, highestmodseq, uidnext) of the folder, or None: a plain tuple
+        (perf: the per-command stamp check in IMAP workers; a sqlite3.Row cost more than the
+        lookup)."""
+        return self.conn.execute("SELECT id, uidvalidity, highestmodseq, uidnext FROM folders WHERE name = ?",
+                                 (name,)).fetchone()
+
     def folder_rows(self) -> list[sqlite3.Row]:
         cur = self.conn.execute("SELECT id, name, uidvalidity, uidnext, highestmodseq, special_use FROM folders")
         cur.row_factory = sqlite3.Row
