@@ -689,7 +689,7 @@ class ImapSession:
             self.tagged(cmd.tag, "NO", exc.text, exc.code)
             return
         await self.refresh(allow_expunge=True)
-        uids = _compress([i.uid for i in infos], sort=False)
+        uids = esearch.sequence_set([i.uid for i in infos], ordered=True)
         self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {uidvalidity} {uids}")
 
     async def cmd_idle(self, cmd: Command) -> None:
@@ -1034,7 +1034,7 @@ class ImapSession:
                 self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
         self.pending_events()
         if modified:
-            self.tagged(cmd.tag, "OK", "Conditional store failed", "MODIFIED " + _compress(modified))
+            self.tagged(cmd.tag, "OK", "Conditional store failed", "MODIFIED " + esearch.sequence_set(modified))
         else:
             self.tagged(cmd.tag, "OK", "Store completed")
 
@@ -1060,8 +1060,8 @@ class ImapSession:
         dinfo = await self.call(self.box.folder, dest)
         code = None
         if pairs:
-            code = f"COPYUID {dinfo.uidvalidity} {_compress([p[0] for p in pairs], sort=False)} " \
-                   f"{_compress([p[1] for p in pairs], sort=False)}"
+            code = f"COPYUID {dinfo.uidvalidity} {esearch.sequence_set([p[0] for p in pairs], ordered=True)} " \
+                   f"{esearch.sequence_set([p[1] for p in pairs], ordered=True)}"
         if is_move:
             if code:
                 self.untagged(f"OK [{code}] Moved")
@@ -1078,20 +1078,6 @@ def _uses_modseq(key: Any) -> bool:
     if key.op == "MODSEQ":
         return True
     return any(_uses_modseq(a) for a in key.args if hasattr(a, "op"))
-
-
-def _compress(numbers: list[int], sort: bool = True) -> str:
-    """1,2,3,5 -> 1:3,5 (UIDPLUS keeps the source/destination order, so sort=False for those)."""
-    nums = sorted(numbers) if sort else list(numbers)
-    out: list[str] = []
-    i = 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        out.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 COMMANDS: dict[str, Route[ImapSession]] = {
