@@ -47,6 +47,7 @@ from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probabili
 from mailsift.classifier.points import Z_BOUND, bounded
 from mailsift.classifier.points import sigmoid as _sigmoid
 from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
+from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
 
@@ -344,16 +345,10 @@ class SpamModel:
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
-        score = round(probability_to_score(p), 3)
         guard = self.guard()
-        note = None
-        if guard:
-            required += guard
-            note = (f"first day: required raised by {guard:g} until this site has taught "
-                    f"{self.settings.guard_until} messages ({self.local_learned()} so far)")
-        band = self.settings.unsure_points if unsure_points is None else unsure_points
-        unsure = not self.ready() or abs(score - required) < band
-        return Verdict(p, score, required, unsure, clues, partial=partial, note=note)
+        return judge(p, clues, required, partial=partial, ready=self.ready(),
+                     band=self.settings.unsure_points if unsure_points is None else unsure_points,
+                     guard=guard, guard_until=self.settings.guard_until, learned=self.local_learned() if guard else 0)
 
     # -- learning -------------------------------------------------------------------------
     def self_trains(self) -> bool:

@@ -39,8 +39,9 @@ from mailsift.classifier.modelcheck import (
     check_pickle_owner,
     read_sidecar,
 )
-from mailsift.classifier.points import MIN_LEARNED, Z_BOUND, bounded, probability_to_score, sigmoid
+from mailsift.classifier.points import MIN_LEARNED, Z_BOUND, bounded, sigmoid
 from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize
+from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
 TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
@@ -289,16 +290,10 @@ class Scorer:
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
-        score = round(probability_to_score(p), 3)
         guard = self.guard()
-        note = None
-        if guard:
-            required += guard
-            note = (f"first day: required raised by {guard:g} until this site has taught "
-                    f"{self.guard_until} messages ({self.local_learned()} so far)")
-        band = self.unsure_points if unsure_points is None else unsure_points
-        unsure = not self.ready() or abs(score - required) < band
-        return Verdict(p, score, required, unsure, clues, partial=partial, note=note)
+        return judge(p, clues, required, partial=partial, ready=self.ready(),
+                     band=self.unsure_points if unsure_points is None else unsure_points,
+                     guard=guard, guard_until=self.guard_until, learned=self.local_learned() if guard else 0)
 
 
 def _clues(contrib: list[float], names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:
