@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
+from corpus_files import corpus_files
 from mailsift.classifier.api import (
     MIN_LEARNED,
     MODEL_FILE,
@@ -26,18 +27,13 @@ from mailsift.classifier.persist import FORMAT_VERSION, export_state, import_sta
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "classifier" / "samples"
 
 
-def _files(corpora: Path, folder: str, n: int, skip: int = 0) -> list[bytes]:
-    paths = sorted(p for p in (corpora / folder).iterdir() if p.is_file())[skip:skip + n]
-    return [p.read_bytes() for p in paths]
-
-
 @pytest.fixture(scope="module")
 def mail(corpora: Path) -> dict[str, list[bytes]]:
     return {
-        "ham": _files(corpora, "spamassassin/easy_ham", 260),
-        "spam": _files(corpora, "spamassassin/spam_2", 260),
-        "ham_test": _files(corpora, "spamassassin/easy_ham_2", 150),
-        "spam_test": _files(corpora, "spamassassin/spam", 150),
+        "ham": corpus_files(corpora, "spamassassin/easy_ham", 260),
+        "spam": corpus_files(corpora, "spamassassin/spam_2", 260),
+        "ham_test": corpus_files(corpora, "spamassassin/easy_ham_2", 150),
+        "spam_test": corpus_files(corpora, "spamassassin/spam", 150),
     }
 
 

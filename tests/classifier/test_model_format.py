@@ -12,24 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus_files import corpus_files
 from mailsift.classifier.api import new_model
 from mailsift.classifier.model import SpamModel
 from mailsift.classifier.persist import (LEGACY_BACKUP, LEGACY_MODEL_FILE, MODEL_FILE, SIDECAR_FILE, _versions,
                                          load_model, save_model)
 
 
-def _files(corpora: Path, folder: str, n: int, skip: int = 0) -> list[bytes]:
-    paths = sorted(p for p in (corpora / folder).iterdir() if p.is_file())[skip:skip + n]
-    return [p.read_bytes() for p in paths]
-
-
 @pytest.fixture(scope="module")
 def mail(corpora: Path) -> dict[str, list[bytes]]:
     return {
-        "ham": _files(corpora, "spamassassin/easy_ham", 240),
-        "spam": _files(corpora, "spamassassin/spam_2", 240),
-        "test": _files(corpora, "spamassassin/easy_ham_2", 120) + _files(corpora, "spamassassin/spam", 120)
-        + _files(corpora, "csdmc2010/ham", 60) + _files(corpora, "csdmc2010/spam", 60),
+        "ham": corpus_files(corpora, "spamassassin/easy_ham", 240),
+        "spam": corpus_files(corpora, "spamassassin/spam_2", 240),
+        "test": corpus_files(corpora, "spamassassin/easy_ham_2", 120) + corpus_files(corpora, "spamassassin/spam", 120)
+        + corpus_files(corpora, "csdmc2010/ham", 60) + corpus_files(corpora, "csdmc2010/spam", 60),
     }
 
 

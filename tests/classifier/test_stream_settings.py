@@ -12,22 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus_files import corpus_files
 from mailsift.classifier.api import load_model, new_model, save_model
 from mailsift.classifier.model import SpamModel
 from mailsift.classifier.points import Z_BOUND, sigmoid
 
 
-def _files(corpora: Path, folder: str, n: int, skip: int = 0) -> list[bytes]:
-    paths = sorted(p for p in (corpora / folder).iterdir() if p.is_file())[skip:skip + n]
-    return [p.read_bytes() for p in paths]
-
-
 @pytest.fixture(scope="module")
 def mail(corpora: Path) -> dict[str, list[bytes]]:
     return {
-        "ham": _files(corpora, "spamassassin/easy_ham", 220),
-        "spam": _files(corpora, "spamassassin/spam_2", 220),
-        "test": _files(corpora, "spamassassin/easy_ham_2", 60) + _files(corpora, "spamassassin/spam", 60),
+        "ham": corpus_files(corpora, "spamassassin/easy_ham", 220),
+        "spam": corpus_files(corpora, "spamassassin/spam_2", 220),
+        "test": corpus_files(corpora, "spamassassin/easy_ham_2", 60) + corpus_files(corpora, "spamassassin/spam", 60),
     }
 
 
