@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
+from mailsift import aioloop
 from mailsift.config import Config, override
 from mailsift.ops import metrics
 
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace, config: Config) -> int:
         greylister = Greylister(settings, store)
     log.info("greylisting with %s: delay %ds, retry window %ds, max age %ds, auto_allow %d",
              settings.db, settings.delay, settings.retry_window, settings.max_age, settings.auto_allow)
-    return asyncio.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout,
+    return aioloop.run(serve(greylister, listen, settings.socket_mode, settings.idle_timeout,
                              settings.user, settings.max_connections, settings.socket_group))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from typing import Any, Callable
 
+from mailsift import aioloop
 from mailsift.config import Config, override
 from mailsift.ops import metrics
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 3
     metrics.start_or_exit(config.metrics, "store", config.feedback.model_dir(config.classifier.dbpath))
     try:
-        return asyncio.run(serve(settings, on_start=_feedback_starter(config, settings.users)))
+        return aioloop.run(serve(settings, on_start=_feedback_starter(config, settings.users)))
     except ServeError as exc:
         logging.getLogger("mailsift.serve").error("%s", exc)
         print(f"mailsift serve: {exc}", file=sys.stderr)

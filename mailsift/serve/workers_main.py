@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from mailsift import daemon
+from mailsift import aioloop, daemon
 from mailsift.ops import metrics
 from mailsift.serve.server import IMPLICIT_TLS, PROTOCOLS, Server, drop_privileges, load_handler
 from mailsift.store.settings import StoreSettings
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cert, key = args.tls_fds.split(",")
             settings = dataclasses.replace(settings, tls_cert=f"/proc/self/fd/{int(cert)}",
                                            tls_key=f"/proc/self/fd/{int(key)}")
-        return asyncio.run(worker_serve(settings, args.link, args.conns, args.index))
+        return aioloop.run(worker_serve(settings, args.link, args.conns, args.index))
     except Exception:
         log.exception("imap worker %d failed", args.index)
         return 1
