@@ -109,6 +109,9 @@ class ModelHolder:
                 log.exception("model watcher failed")
 
     def start(self) -> "ModelHolder":
+        from mailsift.heap import map_large_allocations
+
+        map_large_allocations()  # each reload frees a model's arrays: give them back (mailsift/heap.py)
         self.check()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
         self._thread.start()
