@@ -254,11 +254,18 @@ class ShareAgent:
         assert self.cursor is not None
         meta.update(trainer=self.me, published_at=time.time())
         self._published_at = time.monotonic()
-        if ch.publish(self.me, version, data, meta, self.cursor):
+        if ch.publish(self.me, version, data, meta, self.cursor, base=state.version):
             write_state(self.dbpath, LocalState(version, fid))
             self.published += 1
             log.info("share: published model version %d (%d bytes, %s ham, %s spam)", version, len(data),
                      meta.get("n_ham"), meta.get("n_spam"))
+        elif ch.published_version() > state.version:
+            # The lease went to another trainer and came back while this one was busy (waiting
+            # for the learn lock): it published a version this model lacks. Install it and learn
+            # the stream's events after it, rather than publish over it.
+            log.warning("share: not published: version %d was published meanwhile; installing it first",
+                        ch.published_version())
+            self.cursor = None
         else:
             log.warning("share: not published: the lease moved on")
             self.holding = False

@@ -68,6 +68,7 @@ _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local cur = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
 if tonumber(ARGV[2]) <= cur then return -1 end
+if ARGV[7] ~= '' and cur > tonumber(ARGV[7]) then return -2 end
 redis.call('HSET', KEYS[2], 'version', ARGV[2], 'sha256', ARGV[3], 'meta', ARGV[4], 'data', ARGV[5],
            'applied', ARGV[6])
 if ARGV[6] ~= '0-0' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[6]) end
@@ -195,9 +196,14 @@ class Channel:
         v = self.c.command("HGET", MODEL, "applied")
         return v.decode() if v is not None else "0-0"
 
-    def publish(self, me: str, version: int, data: bytes, meta: dict[str, Any], applied: str) -> bool:
-        """Publish `data` as `version` if we still hold the lease and it is newer; True when done."""
+    def publish(self, me: str, version: int, data: bytes, meta: dict[str, Any], applied: str,
+                base: int | None = None) -> bool:
+        """Publish `data` as `version` if we still hold the lease and it is newer; True when done.
+        `base`: the published version this model was built on (installed, then learned on); a
+        newer one published since (by a trainer that held the lease while this one had lost it)
+        refuses the publication, which would drop what that version learned."""
         sha = hashlib.sha256(data).hexdigest()
         got = self._eval(_PUBLISH, [LEASE, MODEL, EVENTS],
-                         [me, version, sha, json.dumps(meta, sort_keys=True), data, applied])
+                         [me, version, sha, json.dumps(meta, sort_keys=True), data, applied,
+                          "" if base is None else base])
         return int(got) == 1  # type: ignore[call-overload]

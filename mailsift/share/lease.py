@@ -128,10 +128,11 @@ class OneOffTrainer:
 
         ch = self._channel
         data, meta, fid = snapshot(self.dbpath)
-        version = max(ch.published_version(), read_state(self.dbpath).version) + 1
+        base = read_state(self.dbpath).version  # what follow() installed before the retrain
+        version = max(ch.published_version(), base) + 1
         meta.update(trainer=self.me, published_at=time.time())
         # the stream's events after what the last version learned stay for the next trainer
-        if self._lost or not ch.publish(self.me, version, data, meta, ch.applied()):
+        if self._lost or not ch.publish(self.me, version, data, meta, ch.applied(), base=base):
             raise LeaseUnavailable("the trainer's lease was lost before the model could be published")
         write_state(self.dbpath, LocalState(version, fid))
         self.published = version

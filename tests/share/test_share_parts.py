@@ -289,3 +289,55 @@ def test_a_bad_share_url_is_a_config_error(tmp_path: Path, url: str) -> None:
     cfg.write_text('[classifier]\nshare = "redis://10.0.0.5:6380/3"\nshare_lease_seconds = 0.5\n')
     with pytest.raises(ConfigError, match="share_lease_seconds"):
         load_config(cfg)
+
+
+def test_a_trainer_never_publishes_over_a_version_published_while_it_was_busy(
+        redis_server: RedisServer, tmp_path: Path, template: Path, corpora: Path, fresh: list[bytes]) -> None:
+    """The serve's trainer loses the lease and gets it back while one step is busy (its learn
+    waits for the model directory's lock): meanwhile `mailsift retrain` on another host took the
+    lease and published a version. The trainer's model lacks that version: publishing it as the
+    next one would throw the retrain away. It installs that version and learns on from there."""
+    from mailsift.classifier.learn import Learner
+    from mailsift.share.agent import ShareAgent
+    from mailsift.share.channel import Channel
+    from mailsift.share.lease import OneOffTrainer
+    from mailsift.share.outbox import Event
+
+    serve_db, other_db = copy(template, tmp_path / "serve"), copy(template, tmp_path / "other")
+    extra = [p.read_bytes() for p in sorted((corpora / "spamassassin/easy_ham_2").iterdir())[10:30]]
+    ch = Channel(redis_server.url)
+    agent = ShareAgent(redis_server.url, serve_db, trainer=True, lease_seconds=3)
+    agent.me = "serve-trainer"
+    agent._channel = Channel(redis_server.url)  # the agent's threads are not started: the test steps it
+    try:
+        assert ch.hold_lease(agent.me, 30)
+        agent._lease_held = True
+        agent.step()
+        assert ch.published_version() == 1
+        base_ham = ch.published().meta["n_ham"]  # type: ignore[union-attr]
+
+        ch.append(Event("e1", "e" * 64, "ham", "feedback", fresh[0], 0.0))
+        agent.send()
+        agent.follow()  # the step is under way: nothing new to install ...
+        # ... and while its learn waits, the lease goes to a one-off retrain elsewhere and back.
+        ch.release_lease(agent.me)
+        with OneOffTrainer(redis_server.url, other_db, 3, 5, wait=10) as other:
+            other.follow()
+            with Learner(other_db, source=None) as learner:
+                learner.learn_labelled([(f"x{i}", raw, "ham") for i, raw in enumerate(extra)])
+                learner.save()
+            assert other.publish() == 2
+        assert ch.hold_lease(agent.me, 30)
+        agent._published_at = 0.0  # its last publication long enough ago (PUBLISH_EVERY)
+        agent.train()  # learns e1 on top of version 1 and tries to publish it
+        assert ch.published_version() == 2, "published over the retrained version"
+
+        def caught_up() -> bool:
+            agent.step()
+            return ch.published_version() >= 3
+        wait_for(caught_up, 20, what="the trainer publishing on top of version 2")
+        pub = ch.published()
+        assert pub is not None and pub.meta["n_ham"] == base_ham + len(extra) + 1
+    finally:
+        agent._channel.close()
+        ch.close()
