@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -15,6 +16,20 @@ CORPORA = SHARED / "corpora"
 DATA = Path(__file__).resolve().parent / "data"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if TYPE_CHECKING:
+    from harness.redis import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator["RedisServer"]:
+    """A private redis-server on a free port for this test, stopped by PID after it (the policy
+    tests have their own, in their workdir)."""
+    from harness.redis import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

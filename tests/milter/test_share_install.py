@@ -9,10 +9,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from corpus_files import learned_model_dir
 from harness.procs import Daemon, child_pids, unix_ready, wait_for
 from harness.redis import RedisServer
 from milter_wire import MtaSide, message_commands, packet, parse_replies
@@ -56,25 +56,9 @@ def installers(milter_pid: int) -> dict[int, tuple[frozenset[int], int]]:
     return seen
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, corpora: Path) -> Path:
-    from mailsift.classifier.learn import Learner
-
-    d = tmp_path_factory.mktemp("share-install") / "models"
-    ham = sorted((corpora / "spamassassin/easy_ham").iterdir())[:N_TRAIN]
-    spam = sorted((corpora / "spamassassin/spam").iterdir())[:N_TRAIN]
-    with Learner(d, source=None) as learner:
-        learner.learn_labelled([(str(p), p.read_bytes(), "ham") for p in ham]
-                               + [(str(p), p.read_bytes(), "spam") for p in spam])
-        learner.save()
-    return d
+    return learned_model_dir(tmp_path_factory.mktemp("share-install") / "models", corpora, N_TRAIN)
 
 
 def test_the_installer_child_keeps_off_the_milters_cpu(tmp_path: Path, template: Path, redis_server: RedisServer,

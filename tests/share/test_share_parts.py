@@ -7,10 +7,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from corpus_files import learned_model_dir
 from harness.procs import free_port, wait_for
 from harness.redis import RedisServer
 
@@ -19,25 +19,9 @@ pytestmark = [pytest.mark.integration]
 N_TRAIN = 60
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, corpora: Path) -> Path:
-    from mailsift.classifier.learn import Learner
-
-    d = tmp_path_factory.mktemp("share-parts") / "models"
-    ham = sorted((corpora / "spamassassin/easy_ham").iterdir())[:N_TRAIN]
-    spam = sorted((corpora / "spamassassin/spam").iterdir())[:N_TRAIN]
-    with Learner(d, source=None) as learner:
-        learner.learn_labelled([(str(p), p.read_bytes(), "ham") for p in ham]
-                               + [(str(p), p.read_bytes(), "spam") for p in spam])
-        learner.save()
-    return d
+    return learned_model_dir(tmp_path_factory.mktemp("share-parts") / "models", corpora, N_TRAIN)
 
 
 @pytest.fixture
