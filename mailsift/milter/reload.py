@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from mailsift.heap import map_large_allocations
+
 log = logging.getLogger("mailsift.milter.reload")
 
 FileId = tuple[int, ...]
@@ -109,8 +111,6 @@ class ModelHolder:
                 log.exception("model watcher failed")
 
     def start(self) -> "ModelHolder":
-        from mailsift.heap import map_large_allocations
-
         map_large_allocations()  # each reload frees a model's arrays: give them back (mailsift/heap.py)
         self.check()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
