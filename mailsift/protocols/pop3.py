@@ -25,11 +25,13 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from mailsift.ops import metrics
 from mailsift.protocols.linereader import TOO_LONG, LineReader
 from mailsift.protocols.sasl import SaslError, decode_plain  # noqa: F401  (tests import them here)
+from mailsift.serve.context import SessionContext
+from mailsift.store.api import Mailbox, MessageInfo
 from mailsift.store.maildir import to_crlf
 from mailsift.store.auth import Authenticator, plaintext_allowed, throttle_for
 
@@ -195,15 +197,13 @@ class MessageGone(Exception):
     """The message was removed (by IMAP, mutt, ...) after the snapshot was taken."""
 
 
-def _in_use(ctx: Any) -> set[str]:
+IN_USE_KEY = "pop3.in_use"  # in SessionContext.shared
+
+
+def _in_use(ctx: SessionContext) -> set[str]:
     """Mailboxes with an open POP3 session in this server (`mailsift serve` is one process)."""
-    shared = getattr(ctx, "shared", None)
-    if isinstance(shared, dict):
-        return shared.setdefault("pop3.in_use", set())
-    return _fallback_in_use
-
-
-_fallback_in_use: set[str] = set()
+    in_use: set[str] = ctx.shared.setdefault(IN_USE_KEY, set())
+    return in_use
 
 
 def uidl_for(key: str) -> str:
@@ -214,12 +214,14 @@ def uidl_for(key: str) -> str:
     return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def canonical_user(ctx: Any, user: str) -> str:
-    users = getattr(ctx, "users", None)
+def canonical_user(ctx: SessionContext, user: str) -> str:
     try:
-        return str(users.canonical(user))  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
+        return ctx.users.canonical(user)
+    except ValueError:
         return user.strip().lower()
+
+
+OpenMaildrop = Callable[[SessionContext, str], Awaitable[Maildrop]]
 
 
 class StoreMaildrop(Maildrop):
@@ -227,7 +229,7 @@ class StoreMaildrop(Maildrop):
 
     FOLDER = "INBOX"
 
-    def __init__(self, box: Any, infos: list[Any]) -> None:
+    def __init__(self, box: Mailbox, infos: list[MessageInfo]) -> None:
         self.box = box
         self.messages = [DropMessage(ref=m.uid, uidl=uidl_for(m.key), size=m.size) for m in infos]
         self._retrieved: set[int] = set()
@@ -268,8 +270,8 @@ class StoreMaildrop(Maildrop):
             await asyncio.to_thread(self.box.store_flags, self.FOLDER, uids, {"\\Seen"}, "add")
 
 
-async def open_store_maildrop(ctx: Any, user: str) -> Maildrop:
-    def load() -> tuple[Any, list[Any]]:
+async def open_store_maildrop(ctx: SessionContext, user: str) -> Maildrop:
+    def load() -> tuple[Mailbox, list[MessageInfo]]:
         box = ctx.store.mailbox(user)
         return box, box.list(StoreMaildrop.FOLDER)
 
@@ -277,8 +279,8 @@ async def open_store_maildrop(ctx: Any, user: str) -> Maildrop:
     return StoreMaildrop(box, infos)
 
 
-def _peer_address(ctx: Any) -> str:
-    peer = getattr(ctx, "peer", None)
+def _peer_address(ctx: SessionContext) -> str:
+    peer = ctx.peer
     if isinstance(peer, (tuple, list)) and peer:
         return str(peer[0])
     return str(peer) if peer else "unknown"
@@ -287,17 +289,17 @@ def _peer_address(ctx: Any) -> str:
 class Pop3Session:
     """One POP3 connection. States: AUTHORIZATION, TRANSACTION, then closed."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any,
-                 open_maildrop: Any = None) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext,
+                 open_maildrop: OpenMaildrop | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.ctx = ctx
-        self.settings = getattr(ctx, "settings", None)
-        self.tls: ssl.SSLContext | None = getattr(ctx, "tls", None)
-        self.secure = bool(getattr(ctx, "implicit_tls", False))
-        self.is_loopback = bool(getattr(ctx, "is_loopback", False))
+        self.settings = ctx.settings
+        self.tls: ssl.SSLContext | None = ctx.tls
+        self.secure = ctx.implicit_tls
+        self.is_loopback = ctx.is_loopback
         self.address = _peer_address(ctx)
-        self.auth = Authenticator(getattr(ctx, "users"), throttle_for(ctx))
+        self.auth = Authenticator(ctx.users, throttle_for(ctx))
         self._open_maildrop = open_maildrop or open_store_maildrop
         self.inp = LineReader(reader, MAX_LINE, IDLE_TIMEOUT, chunk=READ_CHUNK)
         self.state = "AUTHORIZATION"
@@ -321,7 +323,7 @@ class Pop3Session:
 
     async def run(self) -> None:
         self.login_deadline = asyncio.get_running_loop().time() + float(
-            getattr(self.settings, "login_timeout", LOGIN_TIMEOUT))
+            self.settings.login_timeout)
         self.write(ok(GREETING))
         try:
             while not self.closing:
@@ -408,7 +410,7 @@ class Pop3Session:
 
     # -- capabilities ------------------------------------------------------------------------
     def plaintext_ok(self) -> bool:
-        anywhere = bool(getattr(self.settings, "allow_plaintext_anywhere", False))
+        anywhere = self.settings.allow_plaintext_anywhere
         return plaintext_allowed(self.secure, self.is_loopback, anywhere)
 
     def capabilities(self) -> list[str]:
@@ -532,7 +534,7 @@ class Pop3Session:
 
     def login_failed(self) -> None:
         self.auth_failures += 1
-        metrics.login(getattr(self.ctx, "protocol", ""), False)
+        metrics.login(self.ctx.protocol, False)
         if self.auth_failures >= MAX_AUTH_FAILURES:
             self.write(err("authentication failed; closing", "AUTH"))
             self.closing = True
@@ -549,7 +551,7 @@ class Pop3Session:
         if not good:
             self.login_failed()
             return
-        metrics.login(getattr(self.ctx, "protocol", ""), True)
+        metrics.login(self.ctx.protocol, True)
         mailbox = canonical_user(self.ctx, user)
         in_use = _in_use(self.ctx)
         if mailbox in in_use:
@@ -692,6 +694,6 @@ _TRANS_COMMANDS = {
 }
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: Any) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: SessionContext) -> None:
     """The `mailsift serve` entry point for the pop3 and pop3s listeners."""
     await Pop3Session(reader, writer, ctx).run()
