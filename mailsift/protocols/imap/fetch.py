@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Container, Iterable, Mapping
 
 from mailsift.protocols.imap import binary, mimetree, response
 from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
 from mailsift.protocols.imap.preview import preview
-from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
+from mailsift.protocols.imap.sections import _memo_key, fields_literal, partial, section_bytes
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _NEEDS_DATA |= {"PREVIEW", "BINARY[]", "BINARY.SIZE"}
@@ -73,22 +72,32 @@ def prepare(datas: Iterable["MessageData | None"], atts: Iterable[FetchAtt]) -> 
             encoded_structure(root, kind == "BODYSTRUCTURE")
 
 
-@dataclass
 class MessageData:
-    """What FETCH needs of one message; `raw` (CRLF) only when an attribute needs the bytes."""
-    uid: int
-    flags: frozenset[str]
-    internal_date: float
-    size: int
-    modseq: int = 0
-    raw: bytes | None = None
-    save_date: float | None = None   # RFC 8514; None: unknown (FETCH SAVEDATE answers NIL)
-    header_only: bool = False        # only top-level header sections are asked for
-    # Expunged from the store while this session still sees it (it has not been told yet):
-    # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
-    expunged: bool = False
-    _root: mimetree.Part | None = None
-    _top: mimetree.Part | None = None
+    """What FETCH needs of one message; `raw` (CRLF) only when an attribute needs the bytes.
+    (A plain class with slots, not a dataclass: one is made per message of every FETCH.)"""
+    __slots__ = ("uid", "flags", "internal_date", "size", "modseq", "raw", "save_date", "header_only",
+                 "expunged", "_root", "_top")
+
+    def __init__(self, uid: int, flags: frozenset[str], internal_date: float, size: int, modseq: int = 0,
+                 raw: bytes | None = None, save_date: float | None = None, header_only: bool = False,
+                 expunged: bool = False, _root: mimetree.Part | None = None,
+                 _top: mimetree.Part | None = None) -> None:
+        self.uid = uid
+        self.flags = flags
+        self.internal_date = internal_date
+        self.size = size
+        self.modseq = modseq
+        self.raw = raw
+        self.save_date = save_date      # RFC 8514; None: unknown (FETCH SAVEDATE answers NIL)
+        self.header_only = header_only  # only top-level header sections are asked for
+        # Expunged from the store while this session still sees it (it has not been told yet):
+        # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
+        self.expunged = expunged
+        self._root = _root
+        self._top = _top
+
+    def __repr__(self) -> str:
+        return f"MessageData(uid={self.uid}, flags={set(self.flags)}, size={self.size}, expunged={self.expunged})"
 
     @property
     def root(self) -> mimetree.Part:
@@ -104,6 +113,18 @@ class MessageData:
         if self._top is None:
             self._top = mimetree.parse_top(self.raw or b"")
         return self._top
+
+
+def datas_of(state: Mapping[int, Any], ghosts: Container[int], batch: Iterable[tuple[int, int]]) -> list[MessageData]:
+    """The MessageData of (seq, uid) pairs from a view's state (MessageInfo or MessageState) and
+    ghosts (expunged elsewhere, not yet reported)."""
+    make = MessageData
+    out = []
+    for _seq, uid in batch:
+        st = state[uid]
+        out.append(make(uid, st.flags, st.internal_date, st.size, st.modseq, None, st.save_date, False,
+                        uid in ghosts))
+    return out
 
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
@@ -128,66 +149,123 @@ def internaldate(epoch: float) -> bytes:
     return b'"' + format_datetime(when).encode("ascii") + b'"'
 
 
-Getter = Callable[[MessageData, bool], bytes]
-Plan = list[tuple[bytes, Getter]]
+Getter = Callable[[MessageData, bool], "bytes | int"]
+Liner = Callable[[int, MessageData, bool], bytes]
+
+
+class Plan:
+    """What one FETCH command answers for each message, worked out once per distinct attribute
+    list (perf: response names, duplicates and the dispatch on each attribute were redone for
+    every message of a listing, the questions below for every command).
+
+    `line(seq, msg, recent)` is the whole `* seq FETCH (...)` line: one bytes formatting of the
+    attributes' values (UID, RFC822.SIZE and MODSEQ as numbers, the rest as response bytes)."""
+    __slots__ = ("need_data", "headers_only", "tree", "line")
+
+    def __init__(self, atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> None:
+        atts = list(atts)
+        if with_uid and not any(a.name == "UID" for a in atts):
+            atts = [FetchAtt("UID")] + atts
+        if with_modseq and not any(a.name == "MODSEQ" for a in atts):
+            atts = atts + [FetchAtt("MODSEQ")]
+        self.need_data = needs_data(atts)
+        self.headers_only = self.need_data and header_only(atts)
+        self.tree = self.need_data and needs_tree(atts)
+        pieces: list[bytes] = []
+        getters: list[Getter] = []
+        names_done: set[str] = set()
+        for a in atts:
+            key = a.response_name()
+            if key in names_done:
+                continue
+            names_done.add(key)
+            spec = b"(%d)" if a.name == "MODSEQ" else b"%d" if a.name in ("UID", "RFC822.SIZE") else b"%b"
+            pieces.append(key.encode("ascii", "replace").replace(b"%", b"%%") + b" " + spec)
+            getters.append(_getter(a))
+        self.line = _liner(b"* %d FETCH (" + b" ".join(pieces) + b")\r\n", getters)
+
+
+def _liner(fmt: bytes, getters: list[Getter]) -> Liner:
+    if len(getters) == 1:
+        g0, = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r))
+    if len(getters) == 2:
+        g0, g1 = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r), g1(m, r))
+    if len(getters) == 3:
+        g0, g1, g2 = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r), g1(m, r), g2(m, r))
+    return lambda seq, m, r: fmt % (seq, *[g(m, r) for g in getters])
+
+
+_PLANS: dict[tuple[tuple[FetchAtt, ...], bool, bool], Plan] = {}
+_MAX_PLANS = 64             # distinct FETCH attribute lists kept per process (clients use a few)
+_MAX_PLAN_SPEC = 1024       # longer section specs are not kept (a plan's size is bounded)
 
 
 def plan(atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> Plan:
-    """What one FETCH command answers for each message: (`NAME `, value getter) per attribute,
-    worked out once per command (perf: response names, duplicates and the dispatch on the
-    attribute were redone for every message of a listing)."""
-    atts = list(atts)
-    if with_uid and not any(a.name == "UID" for a in atts):
-        atts = [FetchAtt("UID")] + atts
-    if with_modseq and not any(a.name == "MODSEQ" for a in atts):
-        atts = atts + [FetchAtt("MODSEQ")]
-    out: Plan = []
-    names_done: set[str] = set()
-    for a in atts:
-        key = a.response_name()
-        if key in names_done:
-            continue
-        names_done.add(key)
-        out.append((key.encode("ascii", "replace") + b" ", _getter(a)))
-    return out
+    """The Plan of a FETCH command, from a small process-wide cache (clients repeat the same
+    attribute lists: a listing, a body, FLAGS)."""
+    key = (tuple(atts), with_uid, with_modseq)
+    found = _PLANS.get(key)
+    if found is None:
+        found = Plan(key[0], with_uid, with_modseq)
+        if sum(len(a.section.spec) for a in key[0] if a.section is not None) <= _MAX_PLAN_SPEC:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = found
+    return found
 
 
-def render(msg: MessageData, items: Plan, recent: bool = False) -> bytes:
-    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    return b"(" + b" ".join([name + get(msg, recent) for name, get in items]) + b")"
+_LINE_HEAD = len(b"* 0 FETCH ")
 
 
 def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
                 with_uid: bool = False, with_modseq: bool = False) -> bytes:
     """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    return render(msg, plan(atts, with_uid, with_modseq), recent)
+    return plan(atts, with_uid, with_modseq).line(0, msg, recent)[_LINE_HEAD:-2]
 
 
 def _getter(a: FetchAtt) -> Getter:
     n = a.name
     if n == "UID":
-        return lambda m, _r: b"%d" % m.uid
+        return lambda m, _r: m.uid
     if n == "FLAGS":
         return lambda m, r: flag_atoms(m.flags, r)
     if n == "RFC822.SIZE":
-        return lambda m, _r: b"%d" % m.size
+        return lambda m, _r: m.size
     if n == "MODSEQ":
-        return lambda m, _r: b"(%d)" % m.modseq
+        return lambda m, _r: m.modseq
     section = a.section
     if n == "BODY[]" and section is not None and not section.part and a.partial is None \
-            and section.text in _HEADER_ONLY_TEXTS:
-        memo_key = _memo_key(section.text, section.fields) if section.text != "HEADER" else None
+            and section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        key = _memo_key(section.text, section.fields)
+        keep = section.text == "HEADER.FIELDS"
 
-        def header_section(m: MessageData, r: bool) -> bytes:
+        def header_fields(m: MessageData, r: bool) -> bytes:
+            top = m._root
+            if top is None:
+                top = m._top
+                if top is None:
+                    if m.expunged and m.raw is None:
+                        return _value(m, a, r)
+                    top = m.top
+            memo = top._memo  # answered before for this header (sections.py)
+            if memo is not None:
+                hit = memo.get(key)
+                if hit is not None:
+                    return hit
+            return fields_literal(top, key, keep)
+        return header_fields
+    if n == "BODY[]" and section is not None and not section.part and section.text is None:
+        window = a.partial
+
+        def whole(m: MessageData, r: bool) -> bytes:  # the bytes as they are, no parse
             if m.expunged and m.raw is None:
                 return _value(m, a, r)
-            top = m.top
-            memo = top._memo  # HEADER.FIELDS answered before for this header (sections.py)
-            data = memo.get(memo_key) if memo is not None and memo_key is not None else None
-            if data is None:
-                data = section_bytes(top, section)
-            return b"{%d}\r\n" % len(data) + data
-        return header_section
+            raw = m.raw or b""
+            return b"{%d}\r\n%b" % (len(raw), raw) if window is None else response.literal(partial(raw, window))
+        return whole
     return lambda m, r: _value(m, a, r)
 
 

@@ -9,9 +9,9 @@ messages with CRLF line ends from the store and keeps what FETCH asks for again:
   header sections only (a client listing a folder), for SORT and THREAD, and for messages
   expunged elsewhere that the session still shows (it has not been told yet).
 
-Reads block, so `load` runs in a worker thread, except for batches `cheap` says are small enough
-to read in the event loop's thread (`inline=True`: a busy mailbox lock raises WouldBlock instead
-of waiting, and the caller retries in a worker thread).
+Reads block, so `load` runs in a worker thread, except for batches small enough to read in the
+event loop's thread (`inline=True`: a bigger batch or a busy mailbox lock raises WouldBlock
+instead of waiting, and the caller retries in a worker thread).
 
 The session builds each message's `fetch.MessageData` from its view (flags, sizes, whether it is
 expunged); the loader adds the bytes or the header, or marks a message whose file is gone as
@@ -21,7 +21,6 @@ expunged (fetch.py answers what needs its bytes with NIL replies).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable
 
 from mailsift.protocols.imap.fetch import MessageData
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
@@ -56,73 +55,75 @@ class MessageLoader:
             self.headers.put(hkey, top)
         return top
 
-    def cheap(self, folder: str, uidvalidity: int, wanted: Iterable[tuple[int, int]], headers_only: bool) -> bool:
-        """Whether loading these (uid, size) may run in the loop's thread: at most
-        INLINE_READ_BYTES of files to read (cached headers and parsed messages cost nothing).
-        perf: a thread hand-off (futex wake-ups, GIL hand-over, context switches) cost more than
-        reading a few KB from the page cache; 4 of the load benchmark's 12 store calls per round
-        are such FETCHes."""
-        hcache = self.headers if headers_only else None
-        user = self.user
-        total = 0
-        for uid, size in wanted:
-            if (folder, uidvalidity, uid) in self.parsed:
-                continue
-            if hcache is not None and hcache.peek((user, folder, uidvalidity, uid)):
-                continue
-            total += size
-            if total > INLINE_READ_BYTES:
-                return False
-        return True
-
     def load(self, folder: str, uidvalidity: int, datas: list[MessageData], headers_only: bool = False,
              inline: bool = False) -> list[MessageData]:
         """The messages' bytes added to `datas` (parsed ones come from this session's cache, with
         the flags and modseq of `datas`). With headers_only (every attribute is a top-level
         header section), headers come from the header cache when they are there, without
         reading the file. A message whose file is gone keeps what the caches hold and is marked
-        `expunged`. Inline (in the loop's thread) raises WouldBlock instead of waiting."""
+        `expunged`.
+
+        Inline (in the event loop's thread) raises WouldBlock, before reading anything, when
+        the batch has more than INLINE_READ_BYTES of files to read (cached headers and parsed
+        messages cost nothing), and when a mailbox lock is busy, instead of waiting: then call
+        it again in a worker thread. perf: a thread hand-off (futex wake-ups, GIL hand-over,
+        context switches) cost more than reading a few KB from the page cache."""
+        user, parsed = self.user, self.parsed
+        tops: list[Part | None] | None = None
+        if headers_only:  # one hold of the cache's lock for the batch
+            tops = self.headers.get_many([(user, folder, uidvalidity, d.uid) for d in datas])
+        if inline:
+            total = 0
+            for i, data in enumerate(datas):
+                if data.expunged or (tops is not None and tops[i] is not None) \
+                        or (parsed and (folder, uidvalidity, data.uid) in parsed):
+                    continue
+                total += data.size
+                if total > INLINE_READ_BYTES:
+                    raise WouldBlock()
         out: list[MessageData] = []
-        hcache = self.headers if headers_only else None
-        for data in datas:
-            uid = data.uid
-            key = (folder, uidvalidity, uid)
-            cached = self.parsed.get(key)
-            if cached is not None:
-                cached.flags, cached.modseq = data.flags, data.modseq
-                self.parsed.move_to_end(key)
-                out.append(cached)
-                continue
-            hkey = (self.user, folder, uidvalidity, uid)
-            if hcache is not None:
-                top = hcache.get(hkey)
+        for i, data in enumerate(datas):
+            if tops is not None:
+                top = tops[i]
                 if top is not None:
                     data._top = top  # raw stays None: not kept in self.parsed
                     data.header_only = True
                     out.append(data)
                     continue
-            if data.expunged:  # a ghost: its file is gone
+            uid = data.uid
+            key = (folder, uidvalidity, uid)
+            hkey = (user, folder, uidvalidity, uid)
+            cached = parsed.get(key) if parsed else None
+            if cached is not None:
+                parsed.move_to_end(key)
+                if not headers_only:
+                    cached.flags, cached.modseq = data.flags, data.modseq
+                    out.append(cached)
+                    continue
+                data.raw = cached.raw  # its header into the header cache, as if read now
+            elif data.expunged:  # a ghost: its file is gone
                 data._top = self.headers.get(hkey)
                 out.append(data)
                 continue
-            try:
-                if inline:
-                    raw = self.box.read_nowait(folder, uid)
-                    if raw is None:
-                        raise WouldBlock()
-                    data.raw = raw
-                else:
-                    data.raw = self.read(folder, uid)
-            except store_api.NoSuchMessage:  # expunged by another session since the refresh
-                data.expunged = True
-                data._top = self.headers.get(hkey)
-                out.append(data)
-                continue
-            if hcache is not None:
-                data._top = header_part(data.raw)  # (answers this FETCH too: parsed once)
-                hcache.put(hkey, data._top)
-            self.parsed[key] = data
-            while len(self.parsed) > PARSED_CACHE:
-                self.parsed.popitem(last=False)
+            else:
+                try:
+                    if inline:
+                        raw = self.box.read_nowait(folder, uid)
+                        if raw is None:
+                            raise WouldBlock()
+                        data.raw = raw
+                    else:
+                        data.raw = self.read(folder, uid)
+                except store_api.NoSuchMessage:  # expunged by another session since the refresh
+                    data.expunged = True
+                    data._top = self.headers.get(hkey)
+                    out.append(data)
+                    continue
+                parsed[key] = data
+                while len(parsed) > PARSED_CACHE:
+                    parsed.popitem(last=False)
+            if headers_only:
+                data._top = header_part(data.raw or b"")  # (answers this FETCH too: parsed once)
+                self.headers.put(hkey, data._top)
             out.append(data)
         return out

@@ -75,25 +75,31 @@ def _section(root: Part, section: Section) -> bytes | None:
     if section.text == "TEXT":
         return msg.body
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        key = _memo_key(section.text, section.fields)
-        wanted = key[1]
-        memo = msg._memo
-        if memo is not None:
-            hit = memo.get(key)
-            if hit is not None:
-                return hit
-        keep = section.text == "HEADER.FIELDS"
-        lines = [f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep]
-        out = b"".join(lines)
-        # Dovecot ends the list with a blank line, unless its last line lacks a line end
-        out = out if out and not out.endswith(b"\n") else out + b"\r\n"
-        if len(out) <= MEMO_BYTES:
-            if memo is None:
-                memo = msg._memo = {}
-            if len(memo) < MEMO_ENTRIES:
-                memo[key] = out
-        return out
+        lit = fields_literal(msg, _memo_key(section.text, section.fields), section.text == "HEADER.FIELDS")
+        return lit[lit.index(b"\n") + 1:]
     return None
+
+
+def fields_literal(msg: Part, key: tuple[str, frozenset[str]], keep: bool) -> bytes:
+    """BODY[HEADER.FIELDS (...)] (keep) or BODY[HEADER.FIELDS.NOT (...)] of a message's header
+    as an IMAP literal (`{n}` CRLF and the lines), `key` from _memo_key; small answers are
+    memoised on the part, in the form FETCH sends them."""
+    memo = msg._memo
+    if memo is not None:
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+    wanted = key[1]
+    out = b"".join([f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep])
+    # Dovecot ends the list with a blank line, unless its last line lacks a line end
+    out = out if out and not out.endswith(b"\n") else out + b"\r\n"
+    lit = b"{%d}\r\n%b" % (len(out), out)
+    if len(out) <= MEMO_BYTES:
+        if memo is None:
+            memo = msg._memo = {}
+        if len(memo) < MEMO_ENTRIES:
+            memo[key] = lit
+    return lit
 
 
 def partial(data: bytes, window: tuple[int, int] | None) -> bytes:
