@@ -97,7 +97,7 @@ class MessageLoader:
             if cached is not None:
                 parsed.move_to_end(key)
                 if not headers_only:
-                    cached.flags, cached.modseq = data.flags, data.modseq
+                    cached.info = data.info  # the view's flags and modseq
                     out.append(cached)
                     continue
                 data.raw = cached.raw  # its header into the header cache, as if read now
