@@ -90,7 +90,7 @@ class MessageData:
     mailboxview.MessageState or an Info: uid, flags, internal_date, size, modseq, save_date), read
     through; the loader swaps it on a copy it keeps. perf: a slotted class made without copying
     fields, one per message of every FETCH (a dataclass of 11 fields cost a listing 20%)."""
-    __slots__ = ("_root", "_top", "expunged", "header_only", "info", "raw")
+    __slots__ = ("_root", "_top", "answers", "expunged", "header_only", "info", "raw")
 
     uid = property(attrgetter("info.uid"))
     flags = property(attrgetter("info.flags"))
@@ -110,6 +110,8 @@ class MessageData:
         self.expunged = expunged
         self._root: mimetree.Part | None = None
         self._top: mimetree.Part | None = None
+        # the answers to its Plan's `questions`, in order, from the answer cache (loader.py)
+        self.answers: tuple[bytes, ...] | None = None
 
     def __repr__(self) -> str:
         return f"MessageData({self.info!r}, expunged={self.expunged}, raw={self.raw is not None})"
@@ -139,7 +141,7 @@ def datas_of(state: Mapping[int, Any], ghosts: Container[int], batch: Iterable[t
         d = new(cls)
         d.info = state[uid]
         d.expunged = uid in ghosts
-        d.raw = d._root = d._top = None
+        d.raw = d._root = d._top = d.answers = None
         d.header_only = False
         out.append(d)
     return out
@@ -178,7 +180,7 @@ class Plan:
 
     `line(seq, msg, recent)` is the whole `* seq FETCH (...)` line: one bytes formatting of the
     attributes' values (UID, RFC822.SIZE and MODSEQ as numbers, the rest as response bytes)."""
-    __slots__ = ("need_data", "headers_only", "tree", "line")
+    __slots__ = ("headers_only", "line", "need_data", "questions", "tree")
 
     def __init__(self, atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> None:
         atts = list(atts)
@@ -192,6 +194,8 @@ class Plan:
         pieces: list[bytes] = []
         getters: list[Getter] = []
         names_done: set[str] = set()
+        questions: list[tuple[tuple[str, frozenset[str]], bool]] = []
+        answerable = self.headers_only
         for a in atts:
             key = a.response_name()
             if key in names_done:
@@ -199,7 +203,17 @@ class Plan:
             names_done.add(key)
             spec = b"(%d)" if a.name == "MODSEQ" else b"%d" if a.name in ("UID", "RFC822.SIZE") else b"%b"
             pieces.append(key.encode("ascii", "replace").replace(b"%", b"%%") + b" " + spec)
-            getters.append(_getter(a))
+            if _is_fields(a):
+                assert a.section is not None
+                question = (_memo_key(a.section.text or "", a.section.fields), a.section.text == "HEADER.FIELDS")
+                getters.append(_fields_getter(a, question[0], question[1], len(questions)))
+                questions.append(question)
+            else:
+                getters.append(_getter(a))
+                answerable = answerable and a.name not in _NEEDS_DATA
+        # (memo key, keep) of each HEADER.FIELDS[.NOT] asked, when nothing else needs the message:
+        # then a message whose answers are all in the answer cache needs no header (loader.py)
+        self.questions = tuple(questions) if answerable and questions else ()
         self.line = _liner(b"* %d FETCH (" + b" ".join(pieces) + b")\r\n", getters)
 
 
@@ -244,6 +258,35 @@ def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False
     return plan(atts, with_uid, with_modseq).line(0, msg, recent)[_LINE_HEAD:-2]
 
 
+def _is_fields(a: FetchAtt) -> bool:
+    """BODY[HEADER.FIELDS (...)] or its NOT form of the top-level header, whole."""
+    return a.name == "BODY[]" and a.section is not None and not a.section.part and a.partial is None \
+        and a.section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT")
+
+
+def _fields_getter(a: FetchAtt, key: tuple[str, frozenset[str]], keep: bool, index: int) -> Getter:
+    """The getter of a HEADER.FIELDS[.NOT] attribute, the `index`th question of its plan: from
+    the answer cache's answers when the loader found them, else from the (cached) header."""
+    def header_fields(m: MessageData, r: bool) -> bytes:
+        answers = m.answers
+        if answers is not None:
+            return answers[index]
+        top = m._root
+        if top is None:
+            top = m._top
+            if top is None:
+                if m.expunged and m.raw is None:
+                    return _value(m, a, r)
+                top = m.top
+        memo = top._memo  # answered before for this header (sections.py)
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+        return fields_literal(top, key, keep)
+    return header_fields
+
+
 def _getter(a: FetchAtt) -> Getter:
     n = a.name
     if n == "UID":
@@ -255,26 +298,6 @@ def _getter(a: FetchAtt) -> Getter:
     if n == "MODSEQ":
         return lambda m, _r: m.info.modseq
     section = a.section
-    if n == "BODY[]" and section is not None and not section.part and a.partial is None \
-            and section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        key = _memo_key(section.text, section.fields)
-        keep = section.text == "HEADER.FIELDS"
-
-        def header_fields(m: MessageData, r: bool) -> bytes:
-            top = m._root
-            if top is None:
-                top = m._top
-                if top is None:
-                    if m.expunged and m.raw is None:
-                        return _value(m, a, r)
-                    top = m.top
-            memo = top._memo  # answered before for this header (sections.py)
-            if memo is not None:
-                hit = memo.get(key)
-                if hit is not None:
-                    return hit
-            return fields_literal(top, key, keep)
-        return header_fields
     if n == "BODY[]" and section is not None and not section.part and section.text is None:
         window = a.partial
 

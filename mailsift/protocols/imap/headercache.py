@@ -8,6 +8,8 @@ The key (user, folder, UIDVALIDITY, UID) names immutable content: a message's by
 under its UID (Maildir files are only renamed), a renamed folder keeps UIDVALIDITY and UIDs, and a
 folder recreated or reindexed gets a new, larger UIDVALIDITY. Only the header bytes are kept
 (parsed fields), bounded in total bytes; least recently used entries go first. Thread-safe.
+Beside it, `answers` keeps just the HEADER.FIELDS answers of listings, for far more messages in
+far less memory (answercache.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from mailsift.protocols.imap.answercache import AnswerCache
 from mailsift.protocols.imap.mimetree import Part, parse_top
 from mailsift.protocols.imap.sections import MEMO_BYTES, MEMO_ENTRIES
 
-MAX_BYTES = 16 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
+MAX_BYTES = 12 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
+ANSWER_BYTES = 4 * 1024 * 1024   # and of the answers kept beside them (answercache.py)
 MAX_HEADER = 64 * 1024           # bigger headers are not cached
 
 Key = tuple[str, str, int, int]
@@ -43,8 +47,9 @@ def _cost(part: Part) -> int:
 
 
 class HeaderCache:
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, answer_bytes: int = ANSWER_BYTES) -> None:
         self.max_bytes = max_bytes
+        self.answers = AnswerCache(answer_bytes)
         self._items: OrderedDict[Key, Part] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()

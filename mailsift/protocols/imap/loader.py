@@ -7,7 +7,9 @@ messages with CRLF line ends from the store and keeps what FETCH asks for again:
   again, or renamed over, reuses its name and UIDs for other messages;
 - top-level headers in the process-wide `HeaderCache` (headercache.py), for FETCHes that want
   header sections only (a client listing a folder), for SORT and THREAD, and for messages
-  expunged elsewhere that the session still shows (it has not been told yet).
+  expunged elsewhere that the session still shows (it has not been told yet);
+- beside them, per folder, the HEADER.FIELDS answers of listings (answercache.py): a listing
+  whose answers are all kept reads no header and no file.
 
 Reads block, so `load` runs in a worker thread, except for batches small enough to read in the
 event loop's thread (`inline=True`: a bigger batch or a busy mailbox lock raises WouldBlock
@@ -25,10 +27,13 @@ from collections import OrderedDict
 from mailsift.protocols.imap.fetch import MessageData
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap.mimetree import Part
+from mailsift.protocols.imap.sections import fields_literal
 from mailsift.store import api as store_api
 
 PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 INLINE_READ_BYTES = 256 * 1024  # a batch reading at most this much may be read in the loop's thread
+
+Questions = tuple[tuple[tuple[str, frozenset[str]], bool], ...]  # fetch.Plan.questions
 
 
 class WouldBlock(Exception):
@@ -56,11 +61,14 @@ class MessageLoader:
         return top
 
     def load(self, folder: str, uidvalidity: int, datas: list[MessageData], headers_only: bool = False,
-             inline: bool = False) -> list[MessageData]:
+             inline: bool = False, questions: Questions = ()) -> list[MessageData]:
         """The messages' bytes added to `datas` (parsed ones come from this session's cache, with
         the flags and modseq of `datas`). With headers_only (every attribute is a top-level
         header section), headers come from the header cache when they are there, without
-        reading the file. A message whose file is gone keeps what the caches hold and is marked
+        reading the file. With `questions` (fetch.Plan.questions: the FETCH asks nothing but
+        UID, FLAGS and such, and HEADER.FIELDS[.NOT] lists), a message whose answers the answer
+        cache holds gets them as `answers` and needs no header at all; the answers of the others
+        are put there. A message whose file is gone keeps what the caches hold and is marked
         `expunged`.
 
         Inline (in the event loop's thread) raises WouldBlock, before reading anything, when
@@ -69,6 +77,10 @@ class MessageLoader:
         it again in a worker thread. perf: a thread hand-off (futex wake-ups, GIL hand-over,
         context switches) cost more than reading a few KB from the page cache."""
         user, parsed = self.user, self.parsed
+        if questions:
+            datas, answered = self._answered(folder, uidvalidity, datas, questions), datas
+            if not datas:
+                return answered
         tops: list[Part | None] | None = None
         if headers_only:  # one hold of the cache's lock for the batch
             tops = self.headers.get_many([(user, folder, uidvalidity, d.uid) for d in datas])
@@ -126,4 +138,42 @@ class MessageLoader:
                 data._top = header_part(data.raw or b"")  # (answers this FETCH too: parsed once)
                 self.headers.put(hkey, data._top)
             out.append(data)
+        if questions:
+            self._keep_answers(folder, uidvalidity, out, questions)
+            return answered  # (the same objects, in order)
         return out
+
+    def _answered(self, folder: str, uidvalidity: int, datas: list[MessageData],
+                  questions: Questions) -> list[MessageData]:
+        """Give each message whose every answer is in the answer cache its `answers`; the rest."""
+        maps = self.headers.answers.maps(self.user, folder, uidvalidity, [q for q, _keep in questions])
+        if any(m is None for m in maps):
+            return datas
+        rest = []
+        if len(maps) == 1:
+            found = maps[0]
+            assert found is not None
+            for data in datas:
+                answer = found.get(data.uid)
+                if answer is None:
+                    rest.append(data)
+                else:
+                    data.answers = (answer,)
+            return rest
+        for data in datas:
+            answers = tuple(m.get(data.uid) for m in maps if m is not None)
+            if None in answers:
+                rest.append(data)
+            else:
+                data.answers = answers  # type: ignore[assignment]
+        return rest
+
+    def _keep_answers(self, folder: str, uidvalidity: int, datas: list[MessageData], questions: Questions) -> None:
+        """Put the answers of messages loaded with their header in the answer cache (memoised on
+        the header: the FETCH that follows takes them from there)."""
+        answers = self.headers.answers
+        for key, keep in questions:
+            found = [(d.uid, fields_literal(d.top, key, keep)) for d in datas
+                     if d._top is not None or d._root is not None or d.raw is not None]
+            if found:
+                answers.put(self.user, folder, uidvalidity, key, found)

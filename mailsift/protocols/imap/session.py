@@ -935,7 +935,7 @@ class ImapSession:
             batch = targets[start:start + FETCH_BATCH]
             datas = fetchmod.datas_of(sel.state, sel.ghosts, batch)
             if need_data:
-                datas = await self.load(sel, datas, plan.headers_only)
+                datas = await self.load(sel, datas, plan)
             if plan.tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
                 await self.call(fetchmod.prepare, datas, atts)
             if not expunged:
@@ -971,17 +971,17 @@ class ImapSession:
         self.send(b"".join(out))
 
     async def load(self, sel: MailboxView, datas: list[fetchmod.MessageData],
-                   headers_only: bool) -> list[fetchmod.MessageData]:
+                   plan: fetchmod.Plan) -> list[fetchmod.MessageData]:
         """The bytes (or headers) of a FETCH batch, through the loader: in the loop's thread
         when the batch is cheap (else the loader raises WouldBlock), else in a worker thread."""
         loader = self.loader
         assert loader is not None
         folder, uidvalidity = sel.folder, sel.uidvalidity
         try:
-            return loader.load(folder, uidvalidity, datas, headers_only, inline=True)
+            return loader.load(folder, uidvalidity, datas, plan.headers_only, True, plan.questions)
         except WouldBlock:
             pass
-        return await self.call(loader.load, folder, uidvalidity, datas, headers_only)
+        return await self.call(loader.load, folder, uidvalidity, datas, plan.headers_only, False, plan.questions)
 
     async def cmd_store(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
