@@ -127,12 +127,33 @@ def test_a_listing_from_the_answer_cache_reads_nothing_and_answers_as_the_header
     assert seen == [line.replace(b"FLAGS ()", b"FLAGS (\\Seen $Junk)") for line in first]
 
 
+def test_an_envelope_listing_from_the_answer_cache_reads_nothing_and_answers_as_the_message(box, monkeypatch) -> None:
+    cache = HeaderCache()
+    loader = MessageLoader(box, USER, cache)
+    spec = "UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE"
+    whole = []
+    for info in box.list("INBOX"):  # the general path, from the whole message's MIME tree
+        data = fetchmod.MessageData(info.uid, frozenset(), info.internal_date, info.size, info.modseq,
+                                    raw=box.read("INBOX", info.uid))
+        data.root  # noqa: B018  (parsed: ENVELOPE from the tree)
+        whole.append(fetchmod.plan(list(parse_command(f"t FETCH 1 ({spec})".encode()).args["atts"]))
+                     .line(len(whole) + 1, data, False))
+    assert listing(loader, box, spec) == whole
+    assert len(cache.answers) == 20
+    cache._items.clear()
+    monkeypatch.setattr(box, "read_nowait", lambda *a, **k: pytest.fail("read a file"))
+    monkeypatch.setattr(box, "read", lambda *a, **k: pytest.fail("read a file"))
+    assert listing(loader, box, spec) == whole
+
+
 def test_a_plan_that_needs_more_than_field_answers_asks_none() -> None:
     def questions(spec: str) -> tuple:
         return fetchmod.plan(list(parse_command(f"t FETCH 1 ({spec})".encode()).args["atts"])).questions
     assert len(questions(LISTING)) == 1
     assert len(questions(LISTING + " BODY.PEEK[HEADER.FIELDS.NOT (DATE)] INTERNALDATE MODSEQ")) == 2
-    for spec in (LISTING + " RFC822.HEADER", LISTING + " ENVELOPE", LISTING + " BODY.PEEK[HEADER]",
+    assert len(questions("FLAGS INTERNALDATE RFC822.SIZE ENVELOPE")) == 1  # FETCH ALL
+    assert len(questions(LISTING + " ENVELOPE")) == 2
+    for spec in (LISTING + " RFC822.HEADER", LISTING + " BODY", LISTING + " BODY.PEEK[HEADER]",
                  "BODY.PEEK[HEADER.FIELDS (SUBJECT)]<0.10>", LISTING + " BODY.PEEK[1]", "UID FLAGS"):
         assert questions(spec) == (), spec
 
@@ -188,6 +209,8 @@ def test_no_stale_answer_after_another_worker_expunges_appends_and_sets_flags(sr
     want = [(i + 1, u, set(), f"first {i + 1}") for i, u in enumerate(uids)]
     assert lines(a) == want and lines(a) == want  # the second from A's worker's answer cache
     assert lines(b) == want
+    for w in (a, b):
+        w.command("FETCH 1:* (UID ENVELOPE)")
     # B (the other worker) expunges the last message and appends another: it takes number 4
     _, done = b.command("STORE 4 +FLAGS.SILENT (\\Deleted)")
     assert ok(done)
@@ -201,6 +224,11 @@ def test_no_stale_answer_after_another_worker_expunges_appends_and_sets_flags(sr
     want = [(1, uids[0], set(), "first 1"), (2, uids[1], {"\\Seen", "$Label"}, "first 2"),
             (3, uids[2], set(), "first 3"), (4, new, set(), "second 4")]
     assert lines(a) == want and lines(b) == want
+    for w in (a, b):  # ENVELOPE too comes from the answer cache in a listing
+        untagged, done = w.command("FETCH 1:* (UID ENVELOPE)")
+        assert ok(done)
+        assert [(fetch_items(u)["UID"], fetch_items(u)["ENVELOPE"][1]) for u in untagged] == \
+            [(x[1], x[3].encode()) for x in want]
     # a folder deleted and created again: the same UIDs, a new UIDVALIDITY, new answers
     a.command("CLOSE")
     b.command("CLOSE")

@@ -184,3 +184,21 @@ def test_a_header_cache_entry_of_an_expunged_uid_is_not_served_for_a_new_folder(
     got = loader.load("Work", new_validity, fetchmod.datas_of(after, set(), [(1, u) for u in after]), True)
     assert b"message 2\r\n" in got[0]._top.data
 
+
+
+def test_envelope_from_the_header_alone_is_the_envelope_of_the_whole_message(corpora) -> None:
+    """ENVELOPE is answered from the header cache (and the answer cache): it must be the same
+    bytes as from the message's MIME tree, for real mail and the odd samples."""
+    from mailsift.protocols.imap import response
+    from mailsift.protocols.imap.envelope import envelope
+    from mailsift.protocols.imap.headercache import header_part
+    from mailsift.protocols.imap.mimetree import parse, to_crlf
+    data = Path(__file__).resolve().parent.parent / "data"
+    files = sorted((data / "imap_edges").glob("*.eml")) + sorted((data / "imap").glob("*.eml"))
+    for sub in sorted(d for d in corpora.glob("*/*") if d.is_dir()):
+        files += sorted(p for p in sub.iterdir() if p.is_file())[::10]
+    assert len(files) > 500
+    for f in files:
+        raw = to_crlf(f.read_bytes())
+        assert response.encode(envelope(header_part(raw))) == response.encode(envelope(parse(raw))), f
+

@@ -1,6 +1,6 @@
-"""Per folder, the answers to the BODY[HEADER.FIELDS (...)] questions clients ask of its
-messages, as FETCH sends them (Dovecot keeps the header fields clients asked for in its
-dovecot.index.cache and never reads the file again).
+"""Per folder, the answers to the BODY[HEADER.FIELDS (...)] questions (and ENVELOPE) clients
+ask of its messages, as FETCH sends them (Dovecot keeps the header fields clients asked for in
+its dovecot.index.cache and never reads the file again).
 
 A client listing a folder asks the same question (`BODY.PEEK[HEADER.FIELDS (FROM SUBJECT
 DATE)]`) of every message, again and again. The header cache (headercache.py) keeps whole
@@ -31,8 +31,9 @@ MAX_ANSWER = 2048             # bigger answers are not kept (a listing's are ~10
 ENTRY_COST = 120              # per answer beyond its bytes: dict slot, int key, bytes object
 MAP_COST = 800                # per (folder, question): the key, the dict, the bookkeeping
 
-Question = tuple[str, frozenset[str]]   # sections._memo_key: (HEADER.FIELDS[.NOT], field names)
-MapKey = tuple[str, str, int, Question]
+# sections._memo_key (HEADER.FIELDS[.NOT], the field names), or (ENVELOPE, the empty set)
+QuestionKey = tuple[str, frozenset[str]]
+MapKey = tuple[str, str, int, QuestionKey]
 Answers = dict[int, bytes]
 
 
@@ -44,7 +45,7 @@ class AnswerCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def maps(self, user: str, folder: str, uidvalidity: int, questions: list[Question]) -> list[Answers | None]:
+    def maps(self, user: str, folder: str, uidvalidity: int, questions: list[QuestionKey]) -> list[Answers | None]:
         """Each question's answers kept for the folder, {UID: answer}, or None (nothing kept);
         to read only (perf: one hold of the lock for a listing's batch, then plain lookups)."""
         out: list[Answers | None] = []
@@ -57,7 +58,7 @@ class AnswerCache:
                 out.append(found)
         return out
 
-    def put(self, user: str, folder: str, uidvalidity: int, question: Question,
+    def put(self, user: str, folder: str, uidvalidity: int, question: QuestionKey,
             answers: list[tuple[int, bytes]]) -> None:
         """Keep these (UID, answer) pairs for the folder's question, within the bound."""
         key = (user, folder, uidvalidity, question)

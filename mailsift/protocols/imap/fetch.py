@@ -33,9 +33,11 @@ def needs_data(atts: Iterable[FetchAtt]) -> bool:
 
 def header_only(atts: Iterable[FetchAtt]) -> bool:
     """True when every attribute is answered from the top-level header alone (a client listing a
-    folder): the session may read just the header of a big message."""
+    folder): the session may read just the header of a big message. ENVELOPE is: it reads
+    nothing but top-level fields (the same bytes from the header alone as from the whole
+    message: test_fetch_plan.py checks it on the corpora)."""
     for a in atts:
-        if a.name in ("RFC822.HEADER",):
+        if a.name in ("RFC822.HEADER", "ENVELOPE"):
             continue
         if a.name == "BODY[]":
             if a.section is None or a.section.part or a.section.text not in _HEADER_ONLY_TEXTS:
@@ -46,7 +48,7 @@ def header_only(atts: Iterable[FetchAtt]) -> bool:
     return True
 
 
-_TREE_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.TEXT"}
+_TREE_ATTS = {"BODY", "BODYSTRUCTURE", "RFC822.TEXT"}
 
 
 def needs_tree(atts: Iterable[FetchAtt]) -> bool:
@@ -194,7 +196,7 @@ class Plan:
         pieces: list[bytes] = []
         getters: list[Getter] = []
         names_done: set[str] = set()
-        questions: list[tuple[tuple[str, frozenset[str]], bool]] = []
+        questions: list[Question] = []
         answerable = self.headers_only
         for a in atts:
             key = a.response_name()
@@ -205,14 +207,18 @@ class Plan:
             pieces.append(key.encode("ascii", "replace").replace(b"%", b"%%") + b" " + spec)
             if _is_fields(a):
                 assert a.section is not None
-                question = (_memo_key(a.section.text or "", a.section.fields), a.section.text == "HEADER.FIELDS")
-                getters.append(_fields_getter(a, question[0], question[1], len(questions)))
-                questions.append(question)
+                key, keep = _memo_key(a.section.text or "", a.section.fields), a.section.text == "HEADER.FIELDS"
+                getters.append(_fields_getter(a, key, keep, len(questions)))
+                questions.append((key, functools.partial(_fields_answer, key=key, keep=keep)))
+            elif a.name == "ENVELOPE":
+                getters.append(_answer_getter(a, len(questions)))
+                questions.append((_ENVELOPE_KEY, envelope_answer))
             else:
                 getters.append(_getter(a))
                 answerable = answerable and a.name not in _NEEDS_DATA
-        # (memo key, keep) of each HEADER.FIELDS[.NOT] asked, when nothing else needs the message:
-        # then a message whose answers are all in the answer cache needs no header (loader.py)
+        # (key, answer from the header) of each HEADER.FIELDS[.NOT] list and ENVELOPE asked, when
+        # nothing else needs the message: a message whose answers are all in the answer cache
+        # then needs no header (loader.py)
         self.questions = tuple(questions) if answerable and questions else ()
         self.line = _liner(b"* %d FETCH (" + b" ".join(pieces) + b")\r\n", getters)
 
@@ -256,6 +262,30 @@ def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False
                 with_uid: bool = False, with_modseq: bool = False) -> bytes:
     """The parenthesized FETCH data for one message (without `* n FETCH `)."""
     return plan(atts, with_uid, with_modseq).line(0, msg, recent)[_LINE_HEAD:-2]
+
+
+# What the answer cache keeps, per attribute: (key, the answer from a message's top-level header)
+Question = tuple[tuple[str, frozenset[str]], Callable[[mimetree.Part], bytes]]
+_ENVELOPE_KEY: tuple[str, frozenset[str]] = ("ENVELOPE", frozenset())
+
+
+def envelope_answer(top: mimetree.Part) -> bytes:
+    """ENVELOPE as sent, from the top-level header (or the whole tree)."""
+    return response.encode(envelope(top))
+
+
+def _fields_answer(top: mimetree.Part, key: tuple[str, frozenset[str]], keep: bool) -> bytes:
+    return fields_literal(top, key, keep)
+
+
+def _answer_getter(a: FetchAtt, index: int) -> Getter:
+    """The getter of an attribute the answer cache may hold, the `index`th question of its plan."""
+    def answered(m: MessageData, r: bool) -> bytes:
+        answers = m.answers
+        if answers is not None:
+            return answers[index]
+        return _value(m, a, r)
+    return answered
 
 
 def _is_fields(a: FetchAtt) -> bool:
@@ -344,7 +374,7 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     if n == "MODSEQ":
         return b"(%d)" % msg.modseq
     if n == "ENVELOPE":
-        return response.encode(envelope(msg.root))
+        return envelope_answer(msg.top)
     if n == "BODYSTRUCTURE":
         return encoded_structure(msg.root, True)
     if n == "BODY":

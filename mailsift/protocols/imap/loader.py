@@ -24,16 +24,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from mailsift.protocols.imap.fetch import MessageData
+from mailsift.protocols.imap.fetch import MessageData, Question
 from mailsift.protocols.imap.headercache import HeaderCache, header_part
 from mailsift.protocols.imap.mimetree import Part
-from mailsift.protocols.imap.sections import fields_literal
 from mailsift.store import api as store_api
 
 PARSED_CACHE = 8                # parsed messages kept per session (BODYSTRUCTURE then BODY[n])
 INLINE_READ_BYTES = 256 * 1024  # a batch reading at most this much may be read in the loop's thread
 
-Questions = tuple[tuple[tuple[str, frozenset[str]], bool], ...]  # fetch.Plan.questions
+Questions = tuple[Question, ...]  # fetch.Plan.questions
 
 
 class WouldBlock(Exception):
@@ -66,7 +65,7 @@ class MessageLoader:
         the flags and modseq of `datas`). With headers_only (every attribute is a top-level
         header section), headers come from the header cache when they are there, without
         reading the file. With `questions` (fetch.Plan.questions: the FETCH asks nothing but
-        UID, FLAGS and such, and HEADER.FIELDS[.NOT] lists), a message whose answers the answer
+        UID, FLAGS and such, HEADER.FIELDS[.NOT] lists and ENVELOPE), a message whose answers the answer
         cache holds gets them as `answers` and needs no header at all; the answers of the others
         are put there. A message whose file is gone keeps what the caches hold and is marked
         `expunged`.
@@ -146,7 +145,7 @@ class MessageLoader:
     def _answered(self, folder: str, uidvalidity: int, datas: list[MessageData],
                   questions: Questions) -> list[MessageData]:
         """Give each message whose every answer is in the answer cache its `answers`; the rest."""
-        maps = self.headers.answers.maps(self.user, folder, uidvalidity, [q for q, _keep in questions])
+        maps = self.headers.answers.maps(self.user, folder, uidvalidity, [q for q, _answer in questions])
         if any(m is None for m in maps):
             return datas
         rest = []
@@ -172,8 +171,8 @@ class MessageLoader:
         """Put the answers of messages loaded with their header in the answer cache (memoised on
         the header: the FETCH that follows takes them from there)."""
         answers = self.headers.answers
-        for key, keep in questions:
-            found = [(d.uid, fields_literal(d.top, key, keep)) for d in datas
+        for key, answer in questions:
+            found = [(d.uid, answer(d.top)) for d in datas
                      if d._top is not None or d._root is not None or d.raw is not None]
             if found:
                 answers.put(self.user, folder, uidvalidity, key, found)
