@@ -202,3 +202,13 @@ def test_envelope_from_the_header_alone_is_the_envelope_of_the_whole_message(cor
         raw = to_crlf(f.read_bytes())
         assert response.encode(envelope(header_part(raw))) == response.encode(envelope(parse(raw))), f
 
+
+def test_internaldate_is_the_parser_s_format_of_the_utc_time() -> None:
+    import datetime as dt
+    import random
+
+    from mailsift.protocols.imap.parser import format_datetime
+    rnd = random.Random(7)
+    for epoch in [0, 1.5, 951782400.0, 1.7e9 + 0.9999996, 4102444800.25] + [rnd.uniform(0, 4.2e9) for _ in range(5000)]:
+        want = b'"' + format_datetime(dt.datetime.fromtimestamp(epoch, dt.timezone.utc)).encode() + b'"'
+        assert fetchmod.internaldate(epoch) == want, epoch

@@ -10,7 +10,7 @@ from typing import Any, Callable, Container, Iterable, Mapping, NamedTuple
 from mailsift.protocols.imap import binary, mimetree, response
 from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
-from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
+from mailsift.protocols.imap.parser import FetchAtt, Section
 from mailsift.protocols.imap.preview import preview
 from mailsift.protocols.imap.sections import _memo_key, fields_literal, partial, section_bytes
 
@@ -166,9 +166,15 @@ def _flag_atoms(flags: Iterable[str], recent: bool) -> bytes:
 _flag_atoms_of = functools.lru_cache(maxsize=4096)(_flag_atoms)
 
 
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
 def internaldate(epoch: float) -> bytes:
+    """`"dd-Mon-yyyy hh:mm:ss +0000"` (parser.format_datetime of the UTC time, in one bytes
+    formatting: perf, FETCH ALL and FAST name it for every message)."""
     when = _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
-    return b'"' + format_datetime(when).encode("ascii") + b'"'
+    return b'"%02d-%b-%04d %02d:%02d:%02d +0000"' % (when.day, _MONTHS[when.month - 1], when.year, when.hour,
+                                                     when.minute, when.second)
 
 
 Getter = Callable[[MessageData, bool], "bytes | int"]
