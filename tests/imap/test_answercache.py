@@ -22,7 +22,7 @@ from imap.conftest import ImapServer
 from imap.test_workers import ALICE, ALICE_PW, pair_in_two_workers, worker_pids
 from imap.wire import Wire, fetch_items
 from mailsift.protocols.imap import fetch as fetchmod
-from mailsift.protocols.imap.answercache import ENTRY_COST, MAP_COST, AnswerCache
+from mailsift.protocols.imap.answercache import ENTRY_COST, MAP_COST, NAME_COST, AnswerCache
 from mailsift.protocols.imap.headercache import HeaderCache
 from mailsift.protocols.imap.loader import MessageLoader
 from mailsift.protocols.imap.parser import parse_command
@@ -59,9 +59,32 @@ def test_the_answer_cache_stays_within_its_bound_in_estimate_and_in_traced_memor
     assert used < 1.6 * bound, f"{used / bound:.2f} x the bound"
 
 
+def test_questions_of_many_field_names_are_charged_for_them() -> None:
+    """A client names the fields: one FETCH line may list thousands. Maps of such questions must
+    stay within the bound in traced memory too."""
+    bound = 1024 * 1024
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cache = AnswerCache(bound)
+        for n in range(300):
+            names = tuple(f"X-Field-Name-{n}-{i:05d}" for i in range(2000))
+            cache.put("u", "INBOX", 1, _memo_key("HEADER.FIELDS", names), [(1, answer(1))])
+        gc.collect()
+        used, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cache._bytes <= bound and len(cache._maps) < 20
+    assert used < 1.6 * bound, f"{used / bound:.2f} x the bound"
+    # and a plan of a long field list asks the answer cache nothing at all
+    names = " ".join(f"X-{i:05d}" for i in range(200))
+    assert fetchmod.plan(list(parse_command(f"t FETCH 1 (BODY.PEEK[HEADER.FIELDS ({names})])".encode())
+                              .args["atts"])).questions == ()
+
+
 def test_the_least_recently_used_folder_goes_first_and_a_huge_one_keeps_what_fits() -> None:
     one = len(answer(1)) + ENTRY_COST
-    cache = AnswerCache(3 * (MAP_COST + 10 * one))
+    cache = AnswerCache(3 * (MAP_COST + sum(len(name) + NAME_COST for name in Q[1]) + 10 * one))
     for name in ("A", "B", "C"):
         cache.put("u", name, 1, Q, [(uid, answer(uid)) for uid in range(10)])
     assert cache.maps("u", "A", 1, [Q])[0] is not None  # A used: B is now the oldest

@@ -15,6 +15,7 @@ from mailsift.protocols.imap import fetch as fetchmod
 from mailsift.protocols.imap import loader as loadermod
 from mailsift.protocols.imap.headercache import HeaderCache
 from mailsift.protocols.imap.loader import MessageLoader, WouldBlock
+from mailsift.protocols.imap.mimetree import to_crlf
 from mailsift.protocols.imap.parser import parse_command
 from mailsift.store.api import Store
 
@@ -212,3 +213,33 @@ def test_internaldate_is_the_parser_s_format_of_the_utc_time() -> None:
     for epoch in [0, 1.5, 951782400.0, 1.7e9 + 0.9999996, 4102444800.25] + [rnd.uniform(0, 4.2e9) for _ in range(5000)]:
         want = b'"' + format_datetime(dt.datetime.fromtimestamp(epoch, dt.timezone.utc)).encode() + b'"'
         assert fetchmod.internaldate(epoch) == want, epoch
+
+
+def test_long_field_lists_are_neither_interned_nor_memoised_on_cached_headers() -> None:
+    """A client names the fields of HEADER.FIELDS: one line may list thousands (~100 KB as a
+    key). Memoised on cached headers, or interned, such keys were counted by no bound."""
+    import gc
+    import tracemalloc
+
+    from mailsift.protocols.imap import sections
+    from mailsift.protocols.imap.headercache import HeaderCache, _cost, header_part
+    from mailsift.protocols.imap.parser import Section
+    raw = to_crlf(message(1))
+    bound = 2 * 1024 * 1024
+    sections._KEYS.clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cache = HeaderCache(max_bytes=bound)
+        for uid in range(bound // _cost(header_part(raw)) + 50):
+            part = header_part(raw)
+            cache.put(("u", "INBOX", 1, uid), part)
+            names = ("Subject", *(f"X-Unheard-Of-Field-{uid}-{i:04d}" for i in range(2000)))
+            answer = sections.section_bytes(part, Section((), "HEADER.FIELDS", names, "x"))
+            assert answer == b"Subject: message 1\r\n\r\n"
+        gc.collect()
+        used, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used < 1.6 * bound, f"{used / bound:.2f} x the bound"
+    assert not sections._KEYS

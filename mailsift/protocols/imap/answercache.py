@@ -30,6 +30,7 @@ MAX_BYTES = 8 * 1024 * 1024   # (estimated) memory of the kept answers, whole pr
 MAX_ANSWER = 2048             # bigger answers are not kept (a listing's are ~100-300 bytes)
 ENTRY_COST = 120              # per answer beyond its bytes: dict slot, int key, bytes object
 MAP_COST = 800                # per (folder, question): the key, the dict, the bookkeeping
+NAME_COST = 90                # and per field name of the question (its string, its set slot)
 
 # sections._memo_key (HEADER.FIELDS[.NOT], the field names), or (ENVELOPE, the empty set)
 QuestionKey = tuple[str, frozenset[str]]
@@ -65,11 +66,13 @@ class AnswerCache:
         with self._lock:
             found = self._maps.get(key)
             if found is None:
-                if not self._make_room(MAP_COST, key):
+                # (a client names the fields: a list of thousands must not cost as little as three)
+                cost = MAP_COST + sum(len(name) + NAME_COST for name in question[1])
+                if not self._make_room(cost, key):
                     return
                 found = self._maps[key] = {}
-                self._sizes[key] = MAP_COST
-                self._bytes += MAP_COST
+                self._sizes[key] = cost
+                self._bytes += cost
             else:
                 self._maps.move_to_end(key)
             added = 0

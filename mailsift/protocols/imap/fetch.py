@@ -12,7 +12,7 @@ from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
 from mailsift.protocols.imap.parser import FetchAtt, Section
 from mailsift.protocols.imap.preview import preview
-from mailsift.protocols.imap.sections import _memo_key, fields_literal, partial, section_bytes
+from mailsift.protocols.imap.sections import _memo_key, fields_literal, partial, section_bytes, small_list
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _NEEDS_DATA |= {"PREVIEW", "BINARY[]", "BINARY.SIZE"}
@@ -225,7 +225,8 @@ class Plan:
         # (key, answer from the header) of each HEADER.FIELDS[.NOT] list and ENVELOPE asked, when
         # nothing else needs the message: a message whose answers are all in the answer cache
         # then needs no header (loader.py)
-        self.questions = tuple(questions) if answerable and questions else ()
+        small = all(small_list(key[1]) for key, _answer in questions)
+        self.questions = tuple(questions) if answerable and questions and small else ()
         self.line = _liner(b"* %d FETCH (" + b" ".join(pieces) + b")\r\n", getters)
 
 
