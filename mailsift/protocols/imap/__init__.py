@@ -11,7 +11,7 @@ Pure, byte-level pieces (tested on bytes alone):
     bodystructure.py  BODY and BODYSTRUCTURE
     sections.py       BODY[section]<partial>, RFC822.SIZE
     search.py         evaluating SEARCH keys over one message
-    fetch.py          one FETCH response from a message's bytes and store data
+    fetch.py          FETCH response lines from messages' bytes and store data (a plan per command)
     mailboxview.py    a session's view of its selected folder (sequence numbers, \Recent, news)
 
 The connection:
@@ -23,6 +23,7 @@ The connection:
     loader.py         message bytes from the store for FETCH, SEARCH, SORT, THREAD, and their caches
     storecalls.py     the session's compound store calls, one worker-thread hop each
     headercache.py    the process-wide cache of top-level headers
+    answercache.py    beside it, per folder, the HEADER.FIELDS answers of listings
     session.py        the states and the base protocol's handlers over the store API
 
 `handle` is what `mailsift serve` calls for the imap and imaps listeners.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from operator import attrgetter
+from typing import Any, Callable, Container, Iterable, Mapping, NamedTuple
 
 from mailsift.protocols.imap import binary, mimetree, response
 from mailsift.protocols.imap.bodystructure import encoded_structure
 from mailsift.protocols.imap.envelope import envelope
-from mailsift.protocols.imap.parser import FetchAtt, Section, format_datetime
+from mailsift.protocols.imap.parser import FetchAtt, Section
 from mailsift.protocols.imap.preview import preview
-from mailsift.protocols.imap.sections import _memo_key, partial, section_bytes
+from mailsift.protocols.imap.sections import _memo_key, fields_literal, partial, section_bytes, small_list
 
 _NEEDS_DATA = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BODY[]"}
 _NEEDS_DATA |= {"PREVIEW", "BINARY[]", "BINARY.SIZE"}
@@ -33,9 +33,11 @@ def needs_data(atts: Iterable[FetchAtt]) -> bool:
 
 def header_only(atts: Iterable[FetchAtt]) -> bool:
     """True when every attribute is answered from the top-level header alone (a client listing a
-    folder): the session may read just the header of a big message."""
+    folder): the session may read just the header of a big message. ENVELOPE is: it reads
+    nothing but top-level fields (the same bytes from the header alone as from the whole
+    message: test_fetch_plan.py checks it on the corpora)."""
     for a in atts:
-        if a.name in ("RFC822.HEADER",):
+        if a.name in ("RFC822.HEADER", "ENVELOPE"):
             continue
         if a.name == "BODY[]":
             if a.section is None or a.section.part or a.section.text not in _HEADER_ONLY_TEXTS:
@@ -46,7 +48,7 @@ def header_only(atts: Iterable[FetchAtt]) -> bool:
     return True
 
 
-_TREE_ATTS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.TEXT"}
+_TREE_ATTS = {"BODY", "BODYSTRUCTURE", "RFC822.TEXT"}
 
 
 def needs_tree(atts: Iterable[FetchAtt]) -> bool:
@@ -73,22 +75,48 @@ def prepare(datas: Iterable["MessageData | None"], atts: Iterable[FetchAtt]) -> 
             encoded_structure(root, kind == "BODYSTRUCTURE")
 
 
-@dataclass
-class MessageData:
-    """What FETCH needs of one message; `raw` (CRLF) only when an attribute needs the bytes."""
+class Info(NamedTuple):
+    """A message's data from the view, for a MessageData made without one."""
     uid: int
     flags: frozenset[str]
     internal_date: float
     size: int
-    modseq: int = 0
-    raw: bytes | None = None
-    save_date: float | None = None   # RFC 8514; None: unknown (FETCH SAVEDATE answers NIL)
-    header_only: bool = False        # only top-level header sections are asked for
-    # Expunged from the store while this session still sees it (it has not been told yet):
-    # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
-    expunged: bool = False
-    _root: mimetree.Part | None = None
-    _top: mimetree.Part | None = None
+    modseq: int
+    save_date: float | None
+
+
+class MessageData:
+    """What FETCH needs of one message; `raw` (CRLF) only when an attribute needs the bytes.
+
+    `info` is the view's state of the message as it is (a store.listing.MessageInfo, a
+    mailboxview.MessageState or an Info: uid, flags, internal_date, size, modseq, save_date), read
+    through; the loader swaps it on a copy it keeps. perf: a slotted class made without copying
+    fields, one per message of every FETCH (a dataclass of 11 fields cost a listing 20%)."""
+    __slots__ = ("_root", "_top", "answers", "expunged", "header_only", "info", "raw")
+
+    uid = property(attrgetter("info.uid"))
+    flags = property(attrgetter("info.flags"))
+    internal_date = property(attrgetter("info.internal_date"))
+    size = property(attrgetter("info.size"))
+    modseq = property(attrgetter("info.modseq"))
+    save_date = property(attrgetter("info.save_date"))  # RFC 8514; None: unknown (SAVEDATE NIL)
+
+    def __init__(self, uid: int, flags: frozenset[str], internal_date: float, size: int, modseq: int = 0,
+                 raw: bytes | None = None, save_date: float | None = None, header_only: bool = False,
+                 expunged: bool = False) -> None:
+        self.info = Info(uid, flags, internal_date, size, modseq, save_date)
+        self.raw = raw
+        self.header_only = header_only  # only top-level header sections are asked for
+        # Expunged from the store while this session still sees it (it has not been told yet):
+        # served from the view and what the caches hold; `raw` and `_top` None mean no bytes left.
+        self.expunged = expunged
+        self._root: mimetree.Part | None = None
+        self._top: mimetree.Part | None = None
+        # the answers to its Plan's `questions`, in order, from the answer cache (loader.py)
+        self.answers: tuple[bytes, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"MessageData({self.info!r}, expunged={self.expunged}, raw={self.raw is not None})"
 
     @property
     def root(self) -> mimetree.Part:
@@ -104,6 +132,21 @@ class MessageData:
         if self._top is None:
             self._top = mimetree.parse_top(self.raw or b"")
         return self._top
+
+
+def datas_of(state: Mapping[int, Any], ghosts: Container[int], batch: Iterable[tuple[int, int]]) -> list[MessageData]:
+    """The MessageData of (seq, uid) pairs from a view's state (MessageInfo or MessageState) and
+    ghosts (expunged elsewhere, not yet reported)."""
+    new, cls = object.__new__, MessageData
+    out = []
+    for _seq, uid in batch:
+        d = new(cls)
+        d.info = state[uid]
+        d.expunged = uid in ghosts
+        d.raw = d._root = d._top = d.answers = None
+        d.header_only = False
+        out.append(d)
+    return out
 
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> bytes:
@@ -123,71 +166,184 @@ def _flag_atoms(flags: Iterable[str], recent: bool) -> bytes:
 _flag_atoms_of = functools.lru_cache(maxsize=4096)(_flag_atoms)
 
 
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
 def internaldate(epoch: float) -> bytes:
+    """`"dd-Mon-yyyy hh:mm:ss +0000"` (parser.format_datetime of the UTC time, in one bytes
+    formatting: perf, FETCH ALL and FAST name it for every message)."""
     when = _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
-    return b'"' + format_datetime(when).encode("ascii") + b'"'
+    return b'"%02d-%b-%04d %02d:%02d:%02d +0000"' % (when.day, _MONTHS[when.month - 1], when.year, when.hour,
+                                                     when.minute, when.second)
 
 
-Getter = Callable[[MessageData, bool], bytes]
-Plan = list[tuple[bytes, Getter]]
+Getter = Callable[[MessageData, bool], "bytes | int"]
+Liner = Callable[[int, MessageData, bool], bytes]
+
+
+class Plan:
+    """What one FETCH command answers for each message, worked out once per distinct attribute
+    list (perf: response names, duplicates and the dispatch on each attribute were redone for
+    every message of a listing, the questions below for every command).
+
+    `line(seq, msg, recent)` is the whole `* seq FETCH (...)` line: one bytes formatting of the
+    attributes' values (UID, RFC822.SIZE and MODSEQ as numbers, the rest as response bytes)."""
+    __slots__ = ("headers_only", "line", "need_data", "questions", "tree")
+
+    def __init__(self, atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> None:
+        atts = list(atts)
+        if with_uid and not any(a.name == "UID" for a in atts):
+            atts = [FetchAtt("UID")] + atts
+        if with_modseq and not any(a.name == "MODSEQ" for a in atts):
+            atts = atts + [FetchAtt("MODSEQ")]
+        self.need_data = needs_data(atts)
+        self.headers_only = self.need_data and header_only(atts)
+        self.tree = self.need_data and needs_tree(atts)
+        pieces: list[bytes] = []
+        getters: list[Getter] = []
+        names_done: set[str] = set()
+        questions: list[Question] = []
+        answerable = self.headers_only
+        for a in atts:
+            key = a.response_name()
+            if key in names_done:
+                continue
+            names_done.add(key)
+            spec = b"(%d)" if a.name == "MODSEQ" else b"%d" if a.name in ("UID", "RFC822.SIZE") else b"%b"
+            pieces.append(key.encode("ascii", "replace").replace(b"%", b"%%") + b" " + spec)
+            if _is_fields(a):
+                assert a.section is not None
+                key, keep = _memo_key(a.section.text or "", a.section.fields), a.section.text == "HEADER.FIELDS"
+                getters.append(_fields_getter(a, key, keep, len(questions)))
+                questions.append((key, functools.partial(_fields_answer, key=key, keep=keep)))
+            elif a.name == "ENVELOPE":
+                getters.append(_answer_getter(a, len(questions)))
+                questions.append((_ENVELOPE_KEY, envelope_answer))
+            else:
+                getters.append(_getter(a))
+                answerable = answerable and a.name not in _NEEDS_DATA
+        # (key, answer from the header) of each HEADER.FIELDS[.NOT] list and ENVELOPE asked, when
+        # nothing else needs the message: a message whose answers are all in the answer cache
+        # then needs no header (loader.py)
+        small = all(small_list(key[1]) for key, _answer in questions)
+        self.questions = tuple(questions) if answerable and questions and small else ()
+        self.line = _liner(b"* %d FETCH (" + b" ".join(pieces) + b")\r\n", getters)
+
+
+def _liner(fmt: bytes, getters: list[Getter]) -> Liner:
+    if len(getters) == 1:
+        g0, = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r))
+    if len(getters) == 2:
+        g0, g1 = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r), g1(m, r))
+    if len(getters) == 3:
+        g0, g1, g2 = getters
+        return lambda seq, m, r: fmt % (seq, g0(m, r), g1(m, r), g2(m, r))
+    return lambda seq, m, r: fmt % (seq, *[g(m, r) for g in getters])
+
+
+_PLANS: dict[tuple[tuple[FetchAtt, ...], bool, bool], Plan] = {}
+_MAX_PLANS = 64             # distinct FETCH attribute lists kept per process (clients use a few)
+_MAX_PLAN_SPEC = 1024       # longer section specs are not kept (a plan's size is bounded)
 
 
 def plan(atts: Iterable[FetchAtt], with_uid: bool = False, with_modseq: bool = False) -> Plan:
-    """What one FETCH command answers for each message: (`NAME `, value getter) per attribute,
-    worked out once per command (perf: response names, duplicates and the dispatch on the
-    attribute were redone for every message of a listing)."""
-    atts = list(atts)
-    if with_uid and not any(a.name == "UID" for a in atts):
-        atts = [FetchAtt("UID")] + atts
-    if with_modseq and not any(a.name == "MODSEQ" for a in atts):
-        atts = atts + [FetchAtt("MODSEQ")]
-    out: Plan = []
-    names_done: set[str] = set()
-    for a in atts:
-        key = a.response_name()
-        if key in names_done:
-            continue
-        names_done.add(key)
-        out.append((key.encode("ascii", "replace") + b" ", _getter(a)))
-    return out
+    """The Plan of a FETCH command, from a small process-wide cache (clients repeat the same
+    attribute lists: a listing, a body, FLAGS)."""
+    key = (tuple(atts), with_uid, with_modseq)
+    found = _PLANS.get(key)
+    if found is None:
+        found = Plan(key[0], with_uid, with_modseq)
+        if sum(len(a.section.spec) for a in key[0] if a.section is not None) <= _MAX_PLAN_SPEC:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = found
+    return found
 
 
-def render(msg: MessageData, items: Plan, recent: bool = False) -> bytes:
-    """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    return b"(" + b" ".join([name + get(msg, recent) for name, get in items]) + b")"
+_LINE_HEAD = len(b"* 0 FETCH ")
 
 
 def fetch_items(msg: MessageData, atts: Iterable[FetchAtt], recent: bool = False,
                 with_uid: bool = False, with_modseq: bool = False) -> bytes:
     """The parenthesized FETCH data for one message (without `* n FETCH `)."""
-    return render(msg, plan(atts, with_uid, with_modseq), recent)
+    return plan(atts, with_uid, with_modseq).line(0, msg, recent)[_LINE_HEAD:-2]
+
+
+# What the answer cache keeps, per attribute: (key, the answer from a message's top-level header)
+Question = tuple[tuple[str, frozenset[str]], Callable[[mimetree.Part], bytes]]
+_ENVELOPE_KEY: tuple[str, frozenset[str]] = ("ENVELOPE", frozenset())
+
+
+def envelope_answer(top: mimetree.Part) -> bytes:
+    """ENVELOPE as sent, from the top-level header (or the whole tree)."""
+    return response.encode(envelope(top))
+
+
+def _fields_answer(top: mimetree.Part, key: tuple[str, frozenset[str]], keep: bool) -> bytes:
+    return fields_literal(top, key, keep)
+
+
+def _answer_getter(a: FetchAtt, index: int) -> Getter:
+    """The getter of an attribute the answer cache may hold, the `index`th question of its plan."""
+    def answered(m: MessageData, r: bool) -> bytes:
+        answers = m.answers
+        if answers is not None:
+            return answers[index]
+        return _value(m, a, r)
+    return answered
+
+
+def _is_fields(a: FetchAtt) -> bool:
+    """BODY[HEADER.FIELDS (...)] or its NOT form of the top-level header, whole."""
+    return a.name == "BODY[]" and a.section is not None and not a.section.part and a.partial is None \
+        and a.section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT")
+
+
+def _fields_getter(a: FetchAtt, key: tuple[str, frozenset[str]], keep: bool, index: int) -> Getter:
+    """The getter of a HEADER.FIELDS[.NOT] attribute, the `index`th question of its plan: from
+    the answer cache's answers when the loader found them, else from the (cached) header."""
+    def header_fields(m: MessageData, r: bool) -> bytes:
+        answers = m.answers
+        if answers is not None:
+            return answers[index]
+        top = m._root
+        if top is None:
+            top = m._top
+            if top is None:
+                if m.expunged and m.raw is None:
+                    return _value(m, a, r)
+                top = m.top
+        memo = top._memo  # answered before for this header (sections.py)
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+        return fields_literal(top, key, keep)
+    return header_fields
 
 
 def _getter(a: FetchAtt) -> Getter:
     n = a.name
     if n == "UID":
-        return lambda m, _r: b"%d" % m.uid
+        return lambda m, _r: m.info.uid
     if n == "FLAGS":
-        return lambda m, r: flag_atoms(m.flags, r)
+        return lambda m, r: flag_atoms(m.info.flags, r)
     if n == "RFC822.SIZE":
-        return lambda m, _r: b"%d" % m.size
+        return lambda m, _r: m.info.size
     if n == "MODSEQ":
-        return lambda m, _r: b"(%d)" % m.modseq
+        return lambda m, _r: m.info.modseq
     section = a.section
-    if n == "BODY[]" and section is not None and not section.part and a.partial is None \
-            and section.text in _HEADER_ONLY_TEXTS:
-        memo_key = _memo_key(section.text, section.fields) if section.text != "HEADER" else None
+    if n == "BODY[]" and section is not None and not section.part and section.text is None:
+        window = a.partial
 
-        def header_section(m: MessageData, r: bool) -> bytes:
+        def whole(m: MessageData, r: bool) -> bytes:  # the bytes as they are, no parse
             if m.expunged and m.raw is None:
                 return _value(m, a, r)
-            top = m.top
-            memo = top._memo  # HEADER.FIELDS answered before for this header (sections.py)
-            data = memo.get(memo_key) if memo is not None and memo_key is not None else None
-            if data is None:
-                data = section_bytes(top, section)
-            return b"{%d}\r\n" % len(data) + data
-        return header_section
+            raw = m.raw or b""
+            return b"{%d}\r\n%b" % (len(raw), raw) if window is None else response.literal(partial(raw, window))
+        return whole
     return lambda m, r: _value(m, a, r)
 
 
@@ -225,7 +381,7 @@ def _value(msg: MessageData, a: FetchAtt, recent: bool) -> bytes:
     if n == "MODSEQ":
         return b"(%d)" % msg.modseq
     if n == "ENVELOPE":
-        return response.encode(envelope(msg.root))
+        return envelope_answer(msg.top)
     if n == "BODYSTRUCTURE":
         return encoded_structure(msg.root, True)
     if n == "BODY":

@@ -8,6 +8,8 @@ The key (user, folder, UIDVALIDITY, UID) names immutable content: a message's by
 under its UID (Maildir files are only renamed), a renamed folder keeps UIDVALIDITY and UIDs, and a
 folder recreated or reindexed gets a new, larger UIDVALIDITY. Only the header bytes are kept
 (parsed fields), bounded in total bytes; least recently used entries go first. Thread-safe.
+Beside it, `answers` keeps just the HEADER.FIELDS answers of listings, for far more messages in
+far less memory (answercache.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from mailsift.protocols.imap.answercache import AnswerCache
 from mailsift.protocols.imap.mimetree import Part, parse_top
 from mailsift.protocols.imap.sections import MEMO_BYTES, MEMO_ENTRIES
 
-MAX_BYTES = 16 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
+MAX_BYTES = 12 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
+ANSWER_BYTES = 4 * 1024 * 1024   # and of the answers kept beside them (answercache.py)
 MAX_HEADER = 64 * 1024           # bigger headers are not cached
 
 Key = tuple[str, str, int, int]
@@ -35,15 +39,17 @@ def header_part(raw_crlf: bytes) -> Part:
 def _cost(part: Part) -> int:
     """Rough memory of an entry: the header, its fields' copies, the objects around them, and
     room for what sessions attach to it later: the lower-cased field names and up to
-    MEMO_ENTRIES memoised HEADER.FIELDS answers (each a subset of the header's lines)."""
+    MEMO_ENTRIES memoised HEADER.FIELDS answers (each a subset of the header's lines, as a
+    literal: `{n}` CRLF first)."""
     n = len(part.data)
-    memo = 360 + MEMO_ENTRIES * (min(MEMO_BYTES, n + 2) + 100)
+    memo = 360 + MEMO_ENTRIES * (min(MEMO_BYTES, n + 2) + 110)
     return 2 * n + 180 * len(part.fields) + 400 + memo
 
 
 class HeaderCache:
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, answer_bytes: int = ANSWER_BYTES) -> None:
         self.max_bytes = max_bytes
+        self.answers = AnswerCache(answer_bytes)
         self._items: OrderedDict[Key, Part] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -54,6 +60,18 @@ class HeaderCache:
             if part is not None:
                 self._items.move_to_end(key)
             return part
+
+    def get_many(self, keys: list[Key]) -> list[Part | None]:
+        """get() of each key, under one hold of the lock (perf: a listing asks for 50)."""
+        items = self._items
+        out: list[Part | None] = []
+        with self._lock:
+            for key in keys:
+                part = items.get(key)
+                if part is not None:
+                    items.move_to_end(key)
+                out.append(part)
+        return out
 
     def peek(self, key: Key) -> bool:
         """Whether the key is cached, without the lock or an LRU bump (a dict lookup is atomic):

@@ -12,15 +12,26 @@ MEMO_BYTES = 1024    # only small ones (headercache._cost reserves room for them
 # question cost ~0.5 KB each and broke the header cache's memory bound (issue-6 edge tests).
 _KEYS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
 _MAX_KEYS = 256
+# Only lists of at most this many names and characters are kept (interned, memoised, asked of
+# the answer cache): a client names the fields, and one FETCH line may name thousands, each such
+# key ~100 KB that no cache counts. Clients list ~10-15 (Thunderbird 14 names, 120 characters).
+MEMO_KEY_NAMES = 24
+MEMO_KEY_CHARS = 384
+
+
+def small_list(fields: tuple[str, ...] | list[str] | frozenset[str]) -> bool:
+    return len(fields) <= MEMO_KEY_NAMES and sum(map(len, fields)) <= MEMO_KEY_CHARS
 
 
 def _memo_key(text: str, fields: tuple[str, ...] | list[str]) -> tuple[str, frozenset[str]]:
     raw = (text, tuple(fields))
     key = _KEYS.get(raw)
     if key is None:
-        if len(_KEYS) >= _MAX_KEYS:
-            _KEYS.clear()
-        key = _KEYS[raw] = (text, frozenset(f.lower() for f in fields))
+        key = (text, frozenset(f.lower() for f in fields))
+        if small_list(raw[1]):
+            if len(_KEYS) >= _MAX_KEYS:
+                _KEYS.clear()
+            _KEYS[raw] = key
     return key
 
 
@@ -75,25 +86,31 @@ def _section(root: Part, section: Section) -> bytes | None:
     if section.text == "TEXT":
         return msg.body
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-        key = _memo_key(section.text, section.fields)
-        wanted = key[1]
-        memo = msg._memo
-        if memo is not None:
-            hit = memo.get(key)
-            if hit is not None:
-                return hit
-        keep = section.text == "HEADER.FIELDS"
-        lines = [f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep]
-        out = b"".join(lines)
-        # Dovecot ends the list with a blank line, unless its last line lacks a line end
-        out = out if out and not out.endswith(b"\n") else out + b"\r\n"
-        if len(out) <= MEMO_BYTES:
-            if memo is None:
-                memo = msg._memo = {}
-            if len(memo) < MEMO_ENTRIES:
-                memo[key] = out
-        return out
+        lit = fields_literal(msg, _memo_key(section.text, section.fields), section.text == "HEADER.FIELDS")
+        return lit[lit.index(b"\n") + 1:]
     return None
+
+
+def fields_literal(msg: Part, key: tuple[str, frozenset[str]], keep: bool) -> bytes:
+    """BODY[HEADER.FIELDS (...)] (keep) or BODY[HEADER.FIELDS.NOT (...)] of a message's header
+    as an IMAP literal (`{n}` CRLF and the lines), `key` from _memo_key; small answers are
+    memoised on the part, in the form FETCH sends them."""
+    memo = msg._memo
+    if memo is not None:
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+    wanted = key[1]
+    out = b"".join([f[1] for low, f in zip(msg.lower_names(), msg.fields) if (low in wanted) == keep])
+    # Dovecot ends the list with a blank line, unless its last line lacks a line end
+    out = out if out and not out.endswith(b"\n") else out + b"\r\n"
+    lit = b"{%d}\r\n%b" % (len(out), out)
+    if len(out) <= MEMO_BYTES and small_list(wanted):
+        if memo is None:
+            memo = msg._memo = {}
+        if len(memo) < MEMO_ENTRIES:
+            memo[key] = lit
+    return lit
 
 
 def partial(data: bytes, window: tuple[int, int] | None) -> bytes:

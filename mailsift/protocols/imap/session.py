@@ -929,21 +929,18 @@ class ImapSession:
                     atts.append(FetchAtt("FLAGS"))
         for line in sel.keyword_news():  # a keyword new to this client: FLAGS before any FETCH
             self.send(line)
-        headers_only = need_data and fetchmod.header_only(atts)
-        items = fetchmod.plan(atts, cmd.uid, with_modseq)
-        tree = need_data and fetchmod.needs_tree(atts)
+        plan = fetchmod.plan(atts, cmd.uid, with_modseq)
+        line, recent = plan.line, sel.recent
         for start in range(0, len(targets), FETCH_BATCH):
             batch = targets[start:start + FETCH_BATCH]
-            datas = [self._data_of(sel, uid) for _s, uid in batch]
+            datas = fetchmod.datas_of(sel.state, sel.ghosts, batch)
             if need_data:
-                datas = await self.load(sel, datas, headers_only)
-            if tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
+                datas = await self.load(sel, datas, plan)
+            if plan.tree:  # MIME trees and BODYSTRUCTURE are built off the event loop
                 await self.call(fetchmod.prepare, datas, atts)
-            out = []
-            for (seq, uid), data in zip(batch, datas):
-                expunged = expunged or data.expunged
-                out.append(b"* %d FETCH " % seq + fetchmod.render(data, items, uid in sel.recent) + b"\r\n")
-            self.send(b"".join(out))  # one write per batch
+            if not expunged:
+                expunged = any(d.expunged for d in datas)
+            self.send(b"".join([line(seq, data, uid in recent) for (seq, uid), data in zip(batch, datas)]))
             await self.maybe_flush()
         self.fetch_done(cmd.tag, expunged)
 
@@ -974,24 +971,17 @@ class ImapSession:
         self.send(b"".join(out))
 
     async def load(self, sel: MailboxView, datas: list[fetchmod.MessageData],
-                   headers_only: bool) -> list[fetchmod.MessageData]:
+                   plan: fetchmod.Plan) -> list[fetchmod.MessageData]:
         """The bytes (or headers) of a FETCH batch, through the loader: in the loop's thread
-        when the batch is cheap (loader.cheap), else in a worker thread."""
+        when the batch is cheap (else the loader raises WouldBlock), else in a worker thread."""
         loader = self.loader
         assert loader is not None
         folder, uidvalidity = sel.folder, sel.uidvalidity
-        wanted = [(d.uid, d.size) for d in datas if not d.expunged]
-        if loader.cheap(folder, uidvalidity, wanted, headers_only):
-            try:
-                return loader.load(folder, uidvalidity, datas, headers_only, inline=True)
-            except WouldBlock:
-                pass
-        return await self.call(loader.load, folder, uidvalidity, datas, headers_only)
-
-    def _data_of(self, sel: MailboxView, uid: int) -> fetchmod.MessageData:
-        st = sel.state[uid]
-        return fetchmod.MessageData(uid, st.flags, st.internal_date, st.size, st.modseq,
-                                    expunged=uid in sel.ghosts, save_date=st.save_date)
+        try:
+            return loader.load(folder, uidvalidity, datas, plan.headers_only, True, plan.questions)
+        except WouldBlock:
+            pass
+        return await self.call(loader.load, folder, uidvalidity, datas, plan.headers_only, False, plan.questions)
 
     async def cmd_store(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
