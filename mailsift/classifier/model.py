@@ -26,8 +26,9 @@ an online logistic regression over the character 4-grams of the message's first 
 A model that starts from public corpora (the default model, `mark_prior`) has those corpora's
 NB counts scaled down so the site's own mail soon outweighs them, its character member empty
 (raw bytes carry the corpora's collecting sites), and a first-day guard: `required` raised by
-guard_points until the site has taught guard_until messages. docs/classifier.md has each
-choice's measured effect.
+guard_points until the site has taught guard_until messages. An empty model decides from
+ready_from ham and spam, under the same guard until it holds 200 of each (readiness.py).
+docs/classifier.md has each choice's measured effect.
 """
 
 from __future__ import annotations
