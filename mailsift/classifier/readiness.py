@@ -34,6 +34,9 @@ class Readiness:
     note: str | None
 
 
+DECIDES = Readiness(True, 0.0, None)  # past both: the common case, built once
+
+
 def assess(class_count: Sequence[float], prior_counts: Sequence[float], *, guard_points: float,
            guard_until: int, ready_from: int) -> Readiness:
     """The readiness of a model holding `class_count` (ham, spam) learned, of which
@@ -47,7 +50,7 @@ def assess(class_count: Sequence[float], prior_counts: Sequence[float], *, guard
     left = 1.0 - min(ham, spam) / MIN_LEARNED
     guard = round(guard_points * left, 2) if left > 0 else 0.0
     if not guard:
-        return Readiness(True, 0.0, None)
+        return DECIDES
     return Readiness(True, guard, f"learning: required raised by {guard:g} until the model has learned "
                                   f"{MIN_LEARNED} ham and {MIN_LEARNED} spam ({ham} ham, {spam} spam so far)")
 
@@ -60,6 +63,6 @@ def _prior(class_count: Sequence[float], prior_counts: Sequence[float], guard_po
     left = 1.0 - learned / guard_until if guard_until > 0 else 0.0
     guard = round(guard_points * left, 2) if left > 0 else 0.0
     if not guard:
-        return Readiness(True, 0.0, None)
+        return DECIDES
     return Readiness(True, guard, f"first day: required raised by {guard:g} until this site has taught "
                                   f"{guard_until} messages ({learned} so far)")

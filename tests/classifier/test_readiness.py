@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from corpus_files import corpus_files
 from mailsift.classifier.api import new_model, save_model
 from mailsift.classifier.corpus import Entry
 from mailsift.classifier.evaluate import Feedback, run_feedback
@@ -20,8 +21,6 @@ from mailsift.classifier.metrics import decides_from
 from mailsift.classifier.readiness import MIN_LEARNED, READY_FROM
 from mailsift.classifier.scorer import load_scorer
 from mailsift.verdict import verdict_headers
-
-from corpus_files import corpus_files
 
 
 @pytest.fixture(scope="module")
