@@ -314,7 +314,7 @@ class SpamModel:
     def readiness(self) -> Readiness:
         """Whether the model decides, how cautiously, and why (readiness.py)."""
         s = self.settings
-        return assess(self.class_count, self.prior_counts, guard_points=s.guard_points,
+        return assess(self.class_count.tolist(), self.prior_counts.tolist(), guard_points=s.guard_points,
                       guard_until=s.guard_until, ready_from=s.ready_from)
 
     def ready(self) -> bool:

@@ -41,13 +41,16 @@ def assess(class_count: Sequence[float], prior_counts: Sequence[float], *, guard
            guard_until: int, ready_from: int) -> Readiness:
     """The readiness of a model holding `class_count` (ham, spam) learned, of which
     `prior_counts` came from public corpora (mark_prior; zeros for a model without)."""
-    ham, spam = (int(round(x)) for x in class_count[:2])
-    if min(ham, spam) < ready_from:
+    ham, spam = int(round(class_count[0])), int(round(class_count[1]))
+    least = ham if ham < spam else spam
+    if least < ready_from:
         return Readiness(False, 0.0, f"learning: unsure until the model has learned {ready_from} ham and "
                                      f"{ready_from} spam ({ham} ham, {spam} spam so far)")
     if prior_counts[0] + prior_counts[1] > 0:
         return _prior(class_count, prior_counts, guard_points, guard_until)
-    left = 1.0 - min(ham, spam) / MIN_LEARNED
+    if least >= MIN_LEARNED:
+        return DECIDES
+    left = 1.0 - least / MIN_LEARNED
     guard = round(guard_points * left, 2) if left > 0 else 0.0
     if not guard:
         return DECIDES
