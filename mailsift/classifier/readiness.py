@@ -2,16 +2,16 @@
 numpy-free scorer (scorer.py), from the class counts alone (no state of its own in the file).
 
 A model is unsure until it has learned `ready_from` ham and `ready_from` spam (50 by
-default). From there an empty one decides, with the site's `required` raised by `guard_points` (the
-first-day guard's mechanism) shrinking in proportion as the smaller class grows, to nothing
-once it holds MIN_LEARNED (200) of each. A model that started from public corpora (the default
-model, `mark_prior`) decides from the first message under the first-day guard instead:
+default). From there an empty one decides, with the site's `required` raised by
+`guard_points` (the first-day guard's mechanism) shrinking in proportion as the smaller class
+grows, to nothing once it holds MIN_LEARNED (200) of each. A model that started from public
+corpora (the default model, `mark_prior`) decides under the first-day guard instead:
 `required` raised until the site has taught `guard_until` messages of its own.
 
 Why 50 and a guard rather than 200 and none (issue 12; figures in docs/classifier.md): with
 implicit feedback ham is learned only when the store confirms it, N messages late, so on a
-30%-ham stream an empty model unsure until 200 ham decided only from about message 2,440;
-from 50 ham under the guard it decides from about 1,770 with no more ham filed to Junk.
+30%-ham stream with implicit:1000 an empty model unsure until 200 ham decided only from about
+message 2,440; from 50 under the guard it decides from about 1,770, filing no more ham to Junk.
 """
 
 from __future__ import annotations
