@@ -16,22 +16,37 @@ message 2,440; from 50 under the guard it decides from about 1,770, filing no mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from mailsift.classifier.points import MIN_LEARNED
+
+TYPE_CHECKING = False  # typing's, without importing typing: a one-message `classify` never needs it
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 READY_FROM = 50  # of each class: from here an empty model decides, cautiously
 
 
-@dataclass(frozen=True)
 class Readiness:
     """Whether the model decides, the points its caution adds to `required`, and why (a note
-    for the X-Spam-Report and `mailsift learn --dump`; None when the model is past both)."""
+    for the X-Spam-Report and `mailsift learn --dump`; None when the model is past both).
+    A plain class, not a dataclass: a one-message `classify` imports no dataclasses."""
 
-    ready: bool
-    guard: float
-    note: str | None
+    __slots__ = ("ready", "guard", "note")
+
+    def __init__(self, ready: bool, guard: float, note: str | None) -> None:
+        self.ready = ready
+        self.guard = guard
+        self.note = note
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Readiness):
+            return NotImplemented
+        return (self.ready, self.guard, self.note) == (other.ready, other.guard, other.note)
+
+    def __hash__(self) -> int:
+        return hash((self.ready, self.guard, self.note))
+
+    def __repr__(self) -> str:
+        return f"Readiness(ready={self.ready}, guard={self.guard}, note={self.note!r})"
 
 
 DECIDES = Readiness(True, 0.0, None)  # past both: the common case, built once
