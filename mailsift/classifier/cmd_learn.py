@@ -134,13 +134,12 @@ def _dump(dbpath: str) -> int:
     print(f"spam: {model.n_spam_}")
     print(f"tokens: {model.n_tokens()}")
     print(f"last change: {changed.isoformat(timespec='seconds') if changed else 'never'}")
-    print(f"ready: {'yes' if model.ready() else 'no (needs 200 ham and 200 spam)'}")
-    guard = model.guard()
+    readiness = model.readiness()
+    print("ready: " + ("yes" if readiness.ready else f"no, {readiness.note}"))
     if model.prior_counts.sum() > 0:
         print(f"prior: {int(model.prior_counts[0])} ham, {int(model.prior_counts[1])} spam from public corpora; "
               f"this site taught {model.local_learned()}")
-    print("first-day guard: " + (f"on, required +{guard:g} until this site has taught "
-                                 f"{model.settings.guard_until} messages" if guard else "off"))
+    print("guard: " + (f"on, {readiness.note}" if readiness.guard else "off"))
     pseudo = model.chars.pseudo
     print("self-training: " + (f"on, {pseudo[0]} ham and {pseudo[1]} spam pseudo-labels learned so far"
                                if model.self_trains() else "off"))

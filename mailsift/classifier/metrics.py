@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from mailsift.classifier.readiness import MIN_LEARNED, READY_FROM
+
 SPAM = "spam"
 HAM = "ham"
 UNSURE = "unsure"
@@ -226,9 +228,9 @@ def windows(records: Sequence[Record], size: int = 2500) -> list[Window]:
 def decides_from(records: Sequence[Record]) -> int | None:
     """The position (1-based) of the first message judged spam or ham, None if none was.
 
-    mailsift's model judges every message `unsure` until it has learned 200 ham and 200 spam
-    and only near the threshold after, so this is where it starts deciding: what a new site
-    sees from there is the row `from N-END` of window_lines."""
+    An empty mailsift model judges every message `unsure` until it has learned READY_FROM ham
+    and READY_FROM spam (readiness.py) and only near the threshold after, so this is where it
+    starts deciding: what a new site sees from there is the row `from N-END` of window_lines."""
     return next((i for i, r in enumerate(records, 1) if r.judge in LABELS), None)
 
 
@@ -249,8 +251,9 @@ def decides_line(records: Sequence[Record]) -> str:
     """`decides from` for the report: where the filter stopped being unsure for want of training."""
     first = decides_from(records)
     if first is None:
-        return "decides from    never: every message unsure (the model learned fewer than 200 ham or 200 spam)"
+        return (f"decides from    never: every message unsure (the model learned fewer than {READY_FROM} ham "
+                f"or {READY_FROM} spam)")
     if first == 1:
         return "decides from    message 1"
     return (f"decides from    message {first} (the first judged spam or ham: an empty model is unsure until "
-            "it has learned 200 ham and 200 spam)")
+            f"it has learned {READY_FROM} ham and {READY_FROM} spam, cautious until {MIN_LEARNED} of each)")

@@ -26,8 +26,9 @@ an online logistic regression over the character 4-grams of the message's first 
 A model that starts from public corpora (the default model, `mark_prior`) has those corpora's
 NB counts scaled down so the site's own mail soon outweighs them, its character member empty
 (raw bytes carry the corpora's collecting sites), and a first-day guard: `required` raised by
-guard_points until the site has taught guard_until messages. docs/classifier.md has each
-choice's measured effect.
+guard_points until the site has taught guard_until messages. An empty model decides from
+ready_from ham and spam, under the same guard until it holds 200 of each (readiness.py).
+docs/classifier.md has each choice's measured effect.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from mailsift.classifier.points import Z_BOUND, bounded
 from mailsift.classifier.points import sigmoid as _sigmoid
 from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
 from mailsift.classifier.judge import judge
+from mailsift.classifier.readiness import READY_FROM, Readiness, assess
 from mailsift.verdict import Verdict
 
 
@@ -74,6 +76,11 @@ class ModelSettings:
     # `required` raised by guard_points until the site itself has taught guard_until messages.
     guard_points: float = 5.0
     guard_until: int = 400
+    # An empty model decides once it has learned this many of each class, with `required`
+    # raised by guard_points shrinking to nothing at MIN_LEARNED (200) of each (readiness.py;
+    # measured in docs/classifier.md: from 200 it decided only from message ~2,440 of a 30%-ham
+    # stream with implicit:1000 feedback, from 50 under the guard from ~1,770).
+    ready_from: int = READY_FROM
     prior_weight: float = 0.2  # the corpora's NB counts are scaled by this when marked prior
     nb_clip: float = 3.0  # bound on one token's NB log-ratio (0: none)
     unsure_points: float = 1.0  # |score - required| below this is "unsure"
@@ -114,6 +121,8 @@ class ModelSettings:
             raise ValueError("self_train and self_train_spam must be in [0, 0.5); the other self_train_* not negative")
         if not 0 <= self.char_replay <= 10000:
             raise ValueError("char_replay must be between 0 and 10000")
+        if not 1 <= self.ready_from <= MIN_LEARNED:
+            raise ValueError(f"ready_from must be between 1 and {MIN_LEARNED}")
         if not (self.z_bound == 0 or 1.0 <= self.z_bound <= 100.0):
             raise ValueError("z_bound must be 0 (off) or between 1 and 100")
 
@@ -302,8 +311,14 @@ class SpamModel:
         b = self.settings.z_bound
         return bounded(words, b) + bounded(chars, b)
 
+    def readiness(self) -> Readiness:
+        """Whether the model decides, how cautiously, and why (readiness.py)."""
+        s = self.settings
+        return assess(self.class_count.tolist(), self.prior_counts.tolist(), guard_points=s.guard_points,
+                      guard_until=s.guard_until, ready_from=s.ready_from)
+
     def ready(self) -> bool:
-        return self.n_ham_ >= MIN_LEARNED and self.n_spam_ >= MIN_LEARNED
+        return self.readiness().ready
 
     # -- the first day ----------------------------------------------------------------------
     def mark_prior(self) -> None:
@@ -323,19 +338,15 @@ class SpamModel:
         return max(0, int(round(float((self.class_count - self.prior_counts).sum()))))
 
     def guard(self) -> float:
-        """Points added to `required` now: guard_points on a default model's first day, less
-        in proportion as the site teaches it, none once it has taught guard_until messages
-        (or for a model that never had a prior)."""
-        until = self.settings.guard_until
-        if self.prior_counts.sum() <= 0 or until <= 0:
-            return 0.0
-        left = 1.0 - self.local_learned() / until
-        return round(self.settings.guard_points * left, 2) if left > 0 else 0.0
+        """Points added to `required` now: guard_points on a default model's first day, or on
+        an empty model's once it decides, less as it learns (readiness.py)."""
+        return self.readiness().guard
 
     def verdict(self, raw: bytes, required: float = 5.0, max_bytes: int | None = None,
                 unsure_points: float | None = None) -> Verdict:
         """The Verdict for one message; never raises on bad input. `required` is the site's
-        threshold; on a default model's first day the guard raises it (the Verdict says so)."""
+        threshold; on a default model's first day, or while an empty model learns, the guard
+        raises it (the Verdict says so)."""
         limit = max_bytes if max_bytes is not None else self.settings.max_bytes
         try:
             partial = len(raw) > limit
@@ -345,10 +356,9 @@ class SpamModel:
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
-        guard = self.guard()
-        return judge(p, clues, required, partial=partial, ready=self.ready(),
+        return judge(p, clues, required, partial=partial,
                      band=self.settings.unsure_points if unsure_points is None else unsure_points,
-                     guard=guard, guard_until=self.settings.guard_until, learned=self.local_learned() if guard else 0)
+                     readiness=self.readiness())
 
     # -- learning -------------------------------------------------------------------------
     def self_trains(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 LABELS = ("ham", "spam")
-MIN_LEARNED = 200  # of each class before the model decides anything
+MIN_LEARNED = 200  # of each class: from here an empty model decides without caution (readiness.py)
 
 # The probability at which a message scores exactly 5.0 (the default `required`). Missing a
 # spam costs a reader a delete; losing a ham to the Junk folder costs far more, so the

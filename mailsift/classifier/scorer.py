@@ -39,7 +39,8 @@ from mailsift.classifier.modelcheck import (
     check_pickle_owner,
     read_sidecar,
 )
-from mailsift.classifier.points import MIN_LEARNED, Z_BOUND, bounded, sigmoid
+from mailsift.classifier.points import Z_BOUND, bounded, sigmoid
+from mailsift.classifier.readiness import READY_FROM, Readiness, assess
 from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize
 from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
@@ -173,6 +174,7 @@ class Scorer:
             self.unsure_points = float(s["unsure_points"])
             self.guard_points = float(s["guard_points"])
             self.guard_until = int(s["guard_until"])
+            self.ready_from = int(s.get("ready_from", READY_FROM))
             self.z_bound = float(s.get("z_bound", Z_BOUND))
             self.class_count = [float(x) for x in head["class_count"]]
             self.prior_counts = [float(x) for x in head["prior_counts"]]
@@ -204,19 +206,19 @@ class Scorer:
     def n_spam_(self) -> int:
         return int(round(self.class_count[1]))
 
+    def readiness(self) -> Readiness:
+        return assess(self.class_count, self.prior_counts, guard_points=self.guard_points,
+                      guard_until=self.guard_until, ready_from=self.ready_from)
+
     def ready(self) -> bool:
-        return self.n_ham_ >= MIN_LEARNED and self.n_spam_ >= MIN_LEARNED
+        return self.readiness().ready
 
     def local_learned(self) -> int:
         cc, pc = self.class_count, self.prior_counts
         return max(0, int(round((cc[0] - pc[0]) + (cc[1] - pc[1]))))
 
     def guard(self) -> float:
-        until = self.guard_until
-        if self.prior_counts[0] + self.prior_counts[1] <= 0 or until <= 0:
-            return 0.0
-        left = 1.0 - self.local_learned() / until
-        return round(self.guard_points * left, 2) if left > 0 else 0.0
+        return self.readiness().guard
 
     # -- scoring --------------------------------------------------------------------------
     def _word_weights(self, idx: list[int]) -> list[float]:
@@ -290,10 +292,9 @@ class Scorer:
             clues = _clues(contrib, names)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
-        guard = self.guard()
-        return judge(p, clues, required, partial=partial, ready=self.ready(),
+        return judge(p, clues, required, partial=partial,
                      band=self.unsure_points if unsure_points is None else unsure_points,
-                     guard=guard, guard_until=self.guard_until, learned=self.local_learned() if guard else 0)
+                     readiness=self.readiness())
 
 
 def _clues(contrib: list[float], names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:

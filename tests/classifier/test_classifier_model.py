@@ -13,7 +13,6 @@ from sklearn.metrics import roc_auc_score
 
 from corpus_files import corpus_files
 from mailsift.classifier.api import (
-    MIN_LEARNED,
     MODEL_FILE,
     SIDECAR_FILE,
     ModelError,
@@ -95,19 +94,6 @@ def test_unlearn_restores_counts(mail: dict[str, list[bytes]]) -> None:
         model.unlearn(mail["spam"][0], "spam")
     with pytest.raises(ValueError):
         model.learn(mail["spam"][0], "eggs")
-
-
-def test_unsure_until_200_of_each(mail: dict[str, list[bytes]]) -> None:
-    model = new_model()
-    for r in mail["spam"][:MIN_LEARNED]:
-        model.learn(r, "spam")
-    for r in mail["ham"][:MIN_LEARNED - 1]:
-        model.learn(r, "ham")
-    v = model.verdict(mail["spam_test"][0])
-    assert v.unsure and v.label == "unsure" and v.probability is not None
-    assert 0.0 <= model.spamminess(mail["spam_test"][0]) <= 1.0
-    model.learn(mail["ham"][MIN_LEARNED - 1], "ham")
-    assert model.ready()
 
 
 def test_trained_model_separates_unseen_mail(trained, mail: dict[str, list[bytes]]) -> None:  # noqa: ANN001
