@@ -672,12 +672,12 @@ class ImapSession:
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
             return
-        info, finfo, listing = found
+        info, uidvalidity, listing = found
         if info is None:
             self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
             return
         await self.refresh(allow_expunge=True, listing=listing if sel is not None and self.sel is sel else None)
-        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
+        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {uidvalidity} {info.uid}")
 
     async def cmd_multiappend(self, cmd: Command) -> None:
         """RFC 3502: all the messages in one transaction, or none (multiappend.py)."""

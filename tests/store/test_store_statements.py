@@ -1,0 +1,65 @@
+"""SQL statements per store call of the IMAP session cycle (perf, docs/store.md "Durability and
+the performance shortcuts"): each call reads the folder's row once under its lock hold, commits
+in one transaction and switches the connection's `synchronous` setting only when a transaction
+wants the other one. Counted with SQLite's trace callback on a real index; the calls' results
+are checked too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailsift.protocols.imap import storecalls
+from mailsift.store.api import Store
+
+USER = "stmts@example.test"
+
+
+@pytest.fixture
+def box(tmp_path: Path):
+    store = Store(tmp_path / "mail")
+    box = store.mailbox(USER)
+    for i in range(5):
+        box.deliver(f"Subject: {i}\n\nbody {i}\n".encode())
+    yield box
+    store.close()
+
+
+def test_the_session_cycle_reads_and_writes_the_index_sparingly(box) -> None:
+    seen: list[str] = []
+    box._db.conn.set_trace_callback(seen.append)
+
+    def counted(fn, *args):
+        seen.clear()
+        out = fn(*args)
+        return out, len(seen)
+
+    storecalls.select_data(box, "INBOX", False)  # the first one claims \Recent and fills the cache
+    counts = {}
+    for r in range(2):  # (the second round after the first's APPEND and EXPUNGE)
+        (info, infos, floor, stamp), counts["SELECT"] = counted(storecalls.select_data, box, "INBOX", False)
+        assert [m.uid for m in infos] == [1, 2, 3, 4, 5] and info.uidnext == 6 + r and floor == 5 + r
+        (changed, before, after), counts["STORE"] = counted(storecalls.store_flags, box, "INBOX", [2],
+                                                            ["\\Seen"], "add", None)
+        assert after == (before[0], before[1] + len(changed), before[2])
+        (new, uidvalidity, listing), counts["APPEND"] = counted(
+            storecalls.append, box, "INBOX", b"Subject: new\r\n\r\nnew\r\n", [], None,
+            ("INBOX", info.uidvalidity, 5, False))
+        assert new.uid == 6 + r and listing[0][-1].uid == new.uid and listing[1] == 5 + r
+        assert getattr(uidvalidity, "uidvalidity", uidvalidity) == info.uidvalidity
+        (changed, before, after), counts["STORE deleted"] = counted(storecalls.store_flags, box, "INBOX", [new.uid],
+                                                                    ["\\Deleted"], "add", None)
+        assert [m.uid for m in changed] == [new.uid] and after == (before[0], before[1] + 1, before[2])
+        (gone, before, after), counts["EXPUNGE"] = counted(storecalls.expunge, box, "INBOX", None)
+        assert gone == [new.uid] and after == (before[0], before[1] + 1, before[2])
+    # folder row, subscription, children, \Recent floor
+    assert counts["SELECT"] <= 4, counts
+    # folder row, the message's row, BEGIN, two UPDATEs, COMMIT
+    assert counts["STORE"] <= 6 and counts["STORE deleted"] <= 6, counts
+    # folder row, the rows flagged \Deleted, BEGIN, DELETE, UPDATE, the tombstone check, COMMIT
+    assert counts["EXPUNGE"] <= 7, counts
+    # the folder lookup, its check before writing, the commit (row, PRAGMA, BEGIN, INSERT,
+    # UPDATE, COMMIT), the listing's row and the \Recent claim (floor, PRAGMA, BEGIN, INSERT, COMMIT)
+    assert counts["APPEND"] <= 14, counts
+    assert sum(counts.values()) <= 37, counts
