@@ -432,9 +432,10 @@ class Mailbox:
         return md.dir_mtime(d + "/new"), md.dir_mtime(d + "/cur")  # type: ignore[arg-type]
 
     @contextmanager
-    def _own_change(self, name: str, fid: int) -> Iterator[None]:
-        """Around our own file changes: if the folder was in sync before, it still is after."""
-        before = self._mt(name)
+    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[None]:
+        """Around our own file changes: if the folder was in sync before, it still is after.
+        `synced`: the caller synced it under this lock hold just before (perf: no stat()s)."""
+        before = self._mtimes.get(fid) if synced else self._mt(name)
         try:
             yield
         finally:
@@ -641,13 +642,16 @@ class Mailbox:
             for n in [normalize_folder(name)] if name else self._folder_names():
                 self._sync_folder(n, force)
 
-    def _sync_folder(self, name: str, force: bool = False, frow: sqlite3.Row | None = None) -> sqlite3.Row:
+    def _sync_folder(self, name: str, force: bool = False, frow: sqlite3.Row | None = None,
+                     mt: tuple[int, int] | None = None) -> sqlite3.Row:
         """Pick up outside changes to one folder (lock held); -> its row as it is now (perf: the
-        callers need not read it again). `frow`: its row, read under this lock hold already."""
+        callers need not read it again). `frow`: its row, read under this lock hold already;
+        `mt`: the mtimes of its new/ and cur/, just read (_mt)."""
         if frow is None:
             frow = self._frow(name)
         fid = frow["id"]
-        mt = self._mt(name)
+        if mt is None:
+            mt = self._mt(name)
         if not force and self._mtimes.get(fid) == mt:
             return frow
         # (an expunge found by the sync leaves the stamp as it was: drop the cached listing)
@@ -795,7 +799,8 @@ class Mailbox:
         """append(), and from the same lock hold as its commit: the folder's UIDVALIDITY, and for
         an IMAP view of this folder (`view`: its UIDVALIDITY, highest UID, read-only) the
         answer of list_and_claim() (None when the folder has another UIDVALIDITY) (perf: one
-        lock hold and no re-reading of the folder's row for the session's refresh)."""
+        lock hold, no re-reading of the folder's row for the session's refresh, and the view's
+        \\Recent claim made in the APPEND's own transaction)."""
         folder = normalize_folder(folder)
         fl = normalize_flags(flags)
         lf = md.to_lf(data)
@@ -809,13 +814,27 @@ class Mailbox:
         try:
             with self._op():
                 frow = self._frow(folder)
+                fid, uidvalidity = frow["id"], frow["uidvalidity"]
+                floors: list[int] = []
+
+                def claim(top: int) -> None:  # list_and_claim's \Recent claim, in the commit
+                    floor = self._db.recent_floor(fid, uidvalidity)
+                    assert view is not None
+                    if not view[2] and top > floor:
+                        self._db.set_recent_floor(fid, uidvalidity, top)
+                    floors.append(floor)
+
+                mine = view is not None and view[0] == uidvalidity
                 [(uid, modseq, saved)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append",
-                                                          frow=frow)
+                                                          frow=frow, in_txn=claim if mine else None)
                 listing = None
-                if view is not None and view[0] == frow["uidvalidity"]:
+                if mine:
+                    assert view is not None
                     frow = self._sync_folder(folder)
                     infos, stamp = self._listing_locked(frow)
-                    listing = infos, self._claim_locked(frow, infos, view[1], view[2]), stamp
+                    if infos and infos[-1].uid > uid:  # the sync found files another program left
+                        self._claim_locked(frow, infos, uid, view[2])
+                    listing = infos, floors[0], stamp
             return MessageInfo(uid, fl, when, size, modseq, key, saved), frow["uidvalidity"], listing
         finally:
             _discard(tmp)
@@ -848,10 +867,12 @@ class Mailbox:
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None,
-                    frow: sqlite3.Row | None = None) -> list[tuple[int, int, float]]:
+                    frow: sqlite3.Row | None = None,
+                    in_txn: Callable[[int], None] | None = None) -> list[tuple[int, int, float]]:
         """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync; each is
         saved now (its save date, RFC 8514). `frow`: the folder's row, read under this lock
-        hold. -> [(uid, modseq, save date)]"""
+        hold; `in_txn(the last new UID)` is called in the commit's transaction.
+        -> [(uid, modseq, save date)]"""
         if frow is None:
             frow = self._frow(folder)
         fid = frow["id"]
@@ -870,6 +891,8 @@ class Mailbox:
                 out.append((uid, modseq, saved))
                 uid += 1
             self._db.set_counters(fid, uid, modseq)
+            if in_txn is not None:
+                in_txn(uid - 1)
         self.store.listings.patch(
             (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key, sv)
@@ -1058,8 +1081,9 @@ class Mailbox:
         name = normalize_folder(name)
         with self._op():
             frow = self._frow_opt(name)
-            if frow is not None and min(self._mt(name)) >= 0:  # (else the slow way below)
-                frow = self._sync_folder(name, frow=frow)
+            mt = self._mt(name) if frow is not None else (-1, -1)
+            if min(mt) >= 0:  # (else the slow way below)
+                frow = self._sync_folder(name, frow=frow, mt=mt)
                 info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
                                   uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
                                   subscribed=self._db.is_subscribed(name),
@@ -1180,7 +1204,7 @@ class Mailbox:
         rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, "
                                     "save_date", wanted)
         updates = []
-        with self._own_change(folder, fid):
+        with self._own_change(folder, fid, synced=True):
             for uid, key, subdir, fname, sysflags, keywords, when, size, mseq, saved in rows:
                 if uid not in wanted:
                     continue
@@ -1340,7 +1364,7 @@ class Mailbox:
         stamp = stamp_of(frow)
         if not doomed:
             return [], before_sync, stamp
-        with self._own_change(folder, fid):
+        with self._own_change(folder, fid, synced=True):
             for _uid, subdir, name in doomed:
                 try:
                     os.unlink(f"{fdir}/{subdir}/{name}")
