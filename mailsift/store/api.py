@@ -90,6 +90,11 @@ DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [
 # Seconds between checks that another process replaced (rebuilt) the index file; a process
 # still on the old file meets its corruption errors first, which reopen it at once.
 INDEX_CHECK_INTERVAL = 1.0
+# The *_nowait calls (an event loop's thread) take at most this many UIDs; more go to a thread.
+NOWAIT_MAX_UIDS = 16
+# ... and leave the WAL checkpoint to the other calls: after this many commits without one, the
+# next call goes to a thread (whose commit checkpoints when due), so the WAL stays bounded.
+NOWAIT_MAX_UNCHECKED = 256
 
 
 class StoreError(Exception):
@@ -286,6 +291,7 @@ class Mailbox:
         self._index_file = str(path / idx.INDEX_NAME)
         self._index_id: tuple[int, int] | None = None
         self._index_next_check = 0.0  # time.monotonic() of the next check for a replaced index
+        self._on_loop = False  # a _nowait call holds the lock (in an event loop's thread)
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -354,8 +360,9 @@ class Mailbox:
             pass
 
     def _txn(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
-        """A write transaction on the index (IndexDB.txn)."""
-        return self._db.txn(durable)
+        """A write transaction on the index (IndexDB.txn); on an event loop's thread (_nowait)
+        without the WAL checkpoint."""
+        return self._db.txn(durable, checkpoint=not self._on_loop)
 
     def _flush_events(self) -> None:
         with self._lock.thread_lock:
@@ -383,6 +390,42 @@ class Mailbox:
                         self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
                     raise
         finally:
+            self._flush_events()
+
+    def _nowait(self, folder: str, step: Callable[[str, sqlite3.Row], _T]) -> _T | None:
+        """Run `step(folder, its row)` at once, with the mailbox lock held, in the caller's
+        thread (an event loop's: perf, no worker-thread hop), when that means no wait: None,
+        with nothing done, when another thread of this process or another process holds the
+        mailbox, the index file is due its replacement check and was replaced, the folder is
+        unknown, its directories changed since its last sync (a sync may read the whole folder:
+        a thread does it) or the WAL is due a checkpoint. Events and corruption as _op()."""
+        folder = normalize_folder(folder)
+        if not self._lock.acquire_nowait():
+            return None
+        try:
+            now = time.monotonic()
+            if now >= self._index_next_check:
+                if idx.file_id(self._index_file) != self._index_id:
+                    return None  # replaced: _op reopens it
+                self._index_next_check = now + INDEX_CHECK_INTERVAL
+            db = self._db
+            if db.unchecked >= NOWAIT_MAX_UNCHECKED:
+                return None
+            frow = self._frow_opt(folder)
+            if frow is None or self._mtimes.get(frow["id"]) != self._mt(folder):
+                return None
+            self._on_loop = True
+            try:
+                return step(folder, frow)
+            except sqlite3.DatabaseError as exc:
+                if self._db is db and idx.is_corruption(exc):
+                    log.error("%s: index corrupt (%s)", self.user, exc)
+                    self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
+                raise
+            finally:
+                self._on_loop = False
+        finally:
+            self._lock.release()
             self._flush_events()
 
     def _event(self, kind: str, folder: str, **kw: object) -> None:
@@ -1073,6 +1116,29 @@ class Mailbox:
                 self._db.set_recent_floor(fid, uidvalidity, top)
         return floor
 
+    def select_nowait(self, name: str, readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp] | None:
+        """select() for an event loop's thread, never waiting for a lock (_nowait): None, with
+        nothing done, when it would wait or sync, or when the folder's listing is not in
+        memory (reading a large folder takes long: a thread does it); then call select() in a
+        worker thread. (perf: saves a thread hand-off per SELECT of a folder in use.)"""
+
+        def step(folder: str, frow: sqlite3.Row) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp] | None:
+            if self.store.listings.get((self.user, frow["id"]), stamp_of(frow)) is None:
+                return None
+            return self._select_locked(folder, frow, readonly)
+
+        return self._nowait(name, step)
+
+    def _select_locked(self, name: str, frow: sqlite3.Row,
+                       readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
+        """select() with the lock held and the folder (row `frow`) in sync."""
+        info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
+                          uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
+                          subscribed=self._db.is_subscribed(name),
+                          has_children=self._db.has_children(name, SEPARATOR))
+        infos, stamp = self._listing_locked(frow)
+        return info, infos, self._claim_locked(frow, infos, 0, readonly), stamp
+
     def select(self, name: str, readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
         """IMAP SELECT/EXAMINE in one lock hold (perf: a folder(), a list() and a claim_recent()
         read the folder's row six times): the folder's info, its listing, the \\Recent floor
@@ -1083,13 +1149,7 @@ class Mailbox:
             frow = self._frow_opt(name)
             mt = self._mt(name) if frow is not None else (-1, -1)
             if min(mt) >= 0:  # (else the slow way below)
-                frow = self._sync_folder(name, frow=frow, mt=mt)
-                info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
-                                  uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
-                                  subscribed=self._db.is_subscribed(name),
-                                  has_children=self._db.has_children(name, SEPARATOR))
-                infos, stamp = self._listing_locked(frow)
-                return info, infos, self._claim_locked(frow, infos, 0, readonly), stamp
+                return self._select_locked(name, self._sync_folder(name, frow=frow, mt=mt), readonly)
         info = self.folder(name)
         infos, floor, stamp = self.list_and_claim(info.name, info.uidvalidity, 0, readonly)
         return info, infos, floor, stamp
@@ -1194,6 +1254,21 @@ class Mailbox:
             first = self._frow(folder)
             frow = self._sync_folder(folder, frow=first)
             return self._store_flags_locked(folder, frow, stamp_of(first), wanted, fl, mode, unchanged_since)
+
+    def store_flags_nowait(self, folder: str, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = "add",
+                           unchanged_since: int | None = None) -> tuple[list[MessageInfo], Stamp, Stamp] | None:
+        """store_flags_stamped() for an event loop's thread, never waiting for a lock (_nowait):
+        None, with nothing done, when it would wait or sync, or for more than NOWAIT_MAX_UIDS
+        messages; then call store_flags_stamped() in a worker thread. A flag change is a
+        rename and a commit without fsync. (perf: saves a thread hand-off per small STORE.)"""
+        fl = normalize_flags(flags)
+        if mode not in ("add", "remove", "replace"):
+            raise StoreError(f"bad mode {mode}")
+        wanted = set(uids)
+        if len(wanted) > NOWAIT_MAX_UIDS:
+            return None
+        return self._nowait(folder, lambda name, frow: self._store_flags_locked(
+            name, frow, stamp_of(frow), wanted, fl, mode, unchanged_since))
 
     def _store_flags_locked(self, folder: str, frow: sqlite3.Row, before_sync: Stamp, wanted: set[int],
                             fl: frozenset[str], mode: FlagMode,

@@ -31,12 +31,13 @@ class IndexDB:
         missing or broken and must be repopulated from the files (index.connect)."""
         self.conn, self.rebuilt = idx.connect(path, timeout, rebuild=rebuild)
         self._durable = True  # PRAGMA synchronous=FULL (index.connect), else NORMAL
+        self.unchecked = 0    # commits made with checkpoint=False since the last other one
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
-    def txn(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def txn(self, durable: bool = True, checkpoint: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction. durable=False (flag changes and expunges only) commits without
         fsyncing the WAL (SQLite synchronous=NORMAL): an application crash loses nothing, a power
         loss or OS crash can lose the last such commits not followed by a durable one. Their
@@ -45,7 +46,10 @@ class IndexDB:
         (perf: saves one fsync per STORE/EXPUNGE; see docs/imap.md.) The connection keeps the
         setting of its last transaction and switches only when the next one wants the other
         (perf: two PRAGMA statements fewer per STORE or EXPUNGE); every write is made in a
-        transaction, so no write runs with the wrong one."""
+        transaction, so no write runs with the wrong one.
+        checkpoint=False: this commit never runs SQLite's automatic WAL checkpoint (two fsyncs),
+        for a commit made on an event loop's thread; the next commit with checkpoint=True runs
+        it when it is due (`unchecked` counts the commits since)."""
         db = self.conn
         if durable != self._durable:
             db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
@@ -56,7 +60,16 @@ class IndexDB:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        if checkpoint:
+            db.execute("COMMIT")
+            self.unchecked = 0
+            return
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            db.execute("COMMIT")
+        finally:
+            db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT}")
+        self.unchecked += 1
 
     # ------------------------------------------------------------------ folders
     def folder(self, name: str) -> sqlite3.Row | None:

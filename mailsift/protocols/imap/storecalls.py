@@ -1,5 +1,8 @@
 """The IMAP session's compound store calls, each made in one worker-thread hop (a hop costs more
-than the calls: a SELECT is a folder lookup, a listing and a \\Recent claim in one).
+than the calls: a SELECT is a folder lookup, a listing and a \\Recent claim in one). The
+*_nowait ones run on the event loop's thread when that means no wait (Mailbox._nowait: the
+mailbox is free, the folder in sync, the work small) and answer None otherwise; the session
+then makes the hop: `storecalls.x_nowait(...) or await self.call(storecalls.x, ...)`.
 
 Only store_api.Mailbox calls here; message bytes are read through loader.py.
 """
@@ -18,6 +21,11 @@ Selected = tuple[str, int, int, bool]           # (folder, UIDVALIDITY, highest 
 def select_data(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any]:
     """SELECT/EXAMINE in one worker-thread hop: folder info, listing, \\Recent floor, stamp."""
     return box.select(name, readonly)
+
+
+def select_nowait(box: store_api.Mailbox, name: str, readonly: bool) -> tuple[Any, list[Any], int | None, Any] | None:
+    """select_data without a hop, or None (then select_data in a worker thread)."""
+    return box.select_nowait(name, readonly)
 
 
 def append(box: store_api.Mailbox, name: str, message: bytes, flags: Any, when: float | None,
@@ -43,6 +51,12 @@ def store_flags(box: store_api.Mailbox, folder: str, uids: list[int], flags: Any
     before and after, with the mailbox lock held throughout (MailboxView.advance: whether the
     change was the only one since the client's view)."""
     return box.store_flags_stamped(folder, uids, flags, mode, unchanged_since)
+
+
+def store_flags_nowait(box: store_api.Mailbox, folder: str, uids: list[int], flags: Any, mode: Any,
+                       unchanged_since: int | None) -> tuple[list[Any], Stamp, Stamp] | None:
+    """store_flags without a hop, or None (then store_flags in a worker thread)."""
+    return box.store_flags_nowait(folder, uids, flags, mode, unchanged_since)
 
 
 def expunge(box: store_api.Mailbox, folder: str, uids: list[int] | None) -> tuple[list[int], Stamp, Stamp]:
