@@ -754,7 +754,8 @@ class Mailbox:
 
         self._once_more_if_corrupt(target)
         fpath = self._fpath(folder)
-        tmp = md.write_tmp(fpath, key, lf, mtime=when)  # the slow part, outside the lock
+        # the slow part, outside the lock (the file's own mtime is now, unless a date was given)
+        tmp = md.write_tmp(fpath, key, lf, mtime=internal_date)
         try:
             md.fsync_dir(fpath / "tmp")
             return self._once_more_if_corrupt(
@@ -850,12 +851,15 @@ class Mailbox:
         size = md.crlf_size(lf)
         key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), size)
         when = internal_date if internal_date is not None else time.time()
-        with self._op():
-            self._frow(folder)
         fpath = self._fpath(folder)
-        tmp = md.write_tmp(fpath, key, lf, mtime=when)
-        try:
+        try:  # (the file's own mtime is now, unless a date was given)
+            tmp = md.write_tmp(fpath, key, lf, mtime=internal_date)
+        except FileNotFoundError:  # no tmp/: NoSuchFolder if there is no such folder
             with self._op():
+                self._frow(folder)
+            raise
+        try:
+            with self._op():  # (perf: no lock hold of its own for the check that the folder exists)
                 frow = self._frow(folder)
                 fid, uidvalidity = frow["id"], frow["uidvalidity"]
                 floors: list[int] = []
