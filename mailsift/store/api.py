@@ -1108,13 +1108,15 @@ class Mailbox:
             return infos, self._claim_locked(frow, infos, known_max, readonly), stamp
 
     def _claim_locked(self, frow: sqlite3.Row, infos: list[MessageInfo], known_max: int,
-                      readonly: bool) -> int | None:
-        """list_and_claim's \\Recent claim for the listing `infos` of the folder of `frow`."""
+                      readonly: bool, floor: int | None = None) -> int | None:
+        """list_and_claim's \\Recent claim for the listing `infos` of the folder of `frow`
+        (`floor`: its \\Recent floor, read under this lock hold already)."""
         top = infos[-1].uid if infos else 0
         if top <= known_max:
             return None
         fid, uidvalidity = frow["id"], frow["uidvalidity"]
-        floor = self._db.recent_floor(fid, uidvalidity)
+        if floor is None:
+            floor = self._db.recent_floor(fid, uidvalidity)
         if not readonly and top > floor:
             with self._txn(durable=False):
                 self._db.set_recent_floor(fid, uidvalidity, top)
@@ -1136,12 +1138,12 @@ class Mailbox:
     def _select_locked(self, name: str, frow: sqlite3.Row,
                        readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
         """select() with the lock held and the folder (row `frow`) in sync."""
+        subscribed, children, floor = self._db.select_extras(name, SEPARATOR, frow["id"], frow["uidvalidity"])
         info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
                           uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
-                          subscribed=self._db.is_subscribed(name),
-                          has_children=self._db.has_children(name, SEPARATOR))
+                          subscribed=bool(subscribed), has_children=bool(children))
         infos, stamp = self._listing_locked(frow)
-        return info, infos, self._claim_locked(frow, infos, 0, readonly), stamp
+        return info, infos, self._claim_locked(frow, infos, 0, readonly, floor), stamp
 
     def select(self, name: str, readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
         """IMAP SELECT/EXAMINE in one lock hold (perf: a folder(), a list() and a claim_recent()

@@ -102,6 +102,16 @@ class IndexDB:
         return self.conn.execute("SELECT 1 FROM folders WHERE substr(name, 1, ?) = ? LIMIT 1",
                                  (len(prefix), prefix)).fetchone() is not None
 
+    def select_extras(self, name: str, separator: str, fid: int, uidvalidity: int) -> tuple[int, int, int]:
+        """(subscribed, has children, \\Recent floor) of a folder in one statement (perf: SELECT
+        asked is_subscribed(), has_children() and recent_floor() one after the other)."""
+        prefix = name + separator
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE name = ?), "
+            "EXISTS (SELECT 1 FROM folders WHERE substr(name, 1, ?) = ?), "
+            "coalesce((SELECT floor FROM recent WHERE folder_id = ? AND uidvalidity = ?), 0)",
+            (name, len(prefix), prefix, fid, uidvalidity)).fetchone()
+
     def special_folder(self, special_use: str) -> str | None:
         row = self.conn.execute("SELECT name FROM folders WHERE special_use = ? ORDER BY id LIMIT 1",
                                 (special_use,)).fetchone()

@@ -127,3 +127,27 @@ def test_the_loop_never_checkpoints_the_wal_and_the_wal_stays_bounded(world, mon
     box.store_flags("INBOX", [1], ["\\Flagged"], "remove")  # a thread's commit: checkpoints
     assert os.stat(db).st_mtime_ns != main_file.st_mtime_ns
     assert box.store_flags_nowait("INBOX", [1], ["\\Flagged"], "add") is not None
+
+
+def test_select_reports_what_folder_and_claim_recent_report(world) -> None:
+    _store, box, _d = world
+    box.create_folder("Lists.Python")
+    box.set_subscribed("Lists", False)
+    box.set_subscribed("Lists.Python", True)
+    for name, readonly in (("Lists", False), ("Lists.Python", True), ("INBOX", True)):
+        folder = box.folder(name)
+        floor_before = box.claim_recent(name, folder.uidvalidity, 0, readonly=True)
+        for select in (box.select, box.select_nowait):
+            got = select(name, readonly)
+            if got is None:  # (select_nowait: the listing not in memory yet)
+                got = box.select(name, readonly)
+            info, infos, floor, _stamp = got
+            assert info == folder, name
+            assert floor == (floor_before if infos else None), name
+    assert box.folder("Lists").has_children and not box.folder("Lists").subscribed
+    assert box.folder("Lists.Python").subscribed and not box.folder("Lists.Python").has_children
+    # a claim by another UIDVALIDITY of the same folder counts for nothing
+    inbox = box.folder("INBOX")
+    box.claim_recent("INBOX", inbox.uidvalidity + 1, 1000)
+    box.claim_recent("INBOX", inbox.uidvalidity, 0)
+    assert box.select("INBOX", True)[2] == box.claim_recent("INBOX", inbox.uidvalidity, 0, readonly=True) == 0
