@@ -475,14 +475,17 @@ class Mailbox:
         return md.dir_mtime(d + "/new"), md.dir_mtime(d + "/cur")  # type: ignore[arg-type]
 
     @contextmanager
-    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[None]:
+    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[list[bool]]:
         """Around our own file changes: if the folder was in sync before, it still is after.
-        `synced`: the caller synced it under this lock hold just before (perf: no stat()s)."""
+        `synced`: the caller synced it under this lock hold just before (perf: no stat()s
+        before, and none after unless the caller appended to the list it is given, i.e.
+        changed a file)."""
         before = self._mtimes.get(fid) if synced else self._mt(name)
+        touched: list[bool] = []
         try:
-            yield
+            yield touched
         finally:
-            if self._mtimes.get(fid) == before:
+            if (touched or not synced) and self._mtimes.get(fid) == before:
                 self._mtimes[fid] = self._mt(name)
 
     # ------------------------------------------------------------------ folders
@@ -1285,7 +1288,7 @@ class Mailbox:
         rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, "
                                     "save_date", wanted)
         updates = []
-        with self._own_change(folder, fid, synced=True):
+        with self._own_change(folder, fid, synced=True) as touched:
             for uid, key, subdir, fname, sysflags, keywords, when, size, mseq, saved in rows:
                 if uid not in wanted:
                     continue
@@ -1303,6 +1306,7 @@ class Mailbox:
                         os.rename(f"{fdir}/{subdir}/{fname}", f"{fdir}/{new_sub}/{new_name}")
                     except FileNotFoundError:
                         continue  # vanished meanwhile; the next sync expunges it
+                    touched.append(True)
                 updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key, saved))
         stamp = stamp_of(frow)
         if not updates:
@@ -1445,12 +1449,13 @@ class Mailbox:
         stamp = stamp_of(frow)
         if not doomed:
             return [], before_sync, stamp
-        with self._own_change(folder, fid, synced=True):
+        with self._own_change(folder, fid, synced=True) as touched:
             for _uid, subdir, name in doomed:
                 try:
                     os.unlink(f"{fdir}/{subdir}/{name}")
                 except FileNotFoundError:
-                    pass
+                    continue
+                touched.append(True)
         gone = [r[0] for r in doomed]
         modseq = stamp[1] + 1
         with self._txn(durable=False):

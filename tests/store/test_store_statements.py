@@ -6,6 +6,7 @@ are checked too."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,24 @@ def test_the_session_cycle_reads_and_writes_the_index_sparingly(box) -> None:
     # floor and INSERT, COMMIT) and the listing's row
     assert counts["APPEND"] <= 10, counts
     assert sum(counts.values()) <= 32, counts
+
+
+def test_a_store_that_changes_no_file_stats_no_directory_after_it(box, monkeypatch) -> None:
+    """A STORE reads new/ and cur/ mtimes once for its sync; only when it renamed a file does it
+    read them again (so that its own change does not look like another program's)."""
+    from mailsift.store import maildir
+
+    calls: list[str] = []
+    real = maildir.dir_mtime
+    monkeypatch.setattr(maildir, "dir_mtime", lambda p: calls.append(str(p)) or real(p))
+    box.store_flags("INBOX", [1], ["\\Seen"], "add")
+    assert len(calls) == 4  # the sync, and again after the rename
+    calls.clear()
+    for flags in (["\\Seen"], ["$Label"]):  # nothing new; a keyword only (no rename)
+        assert len(box.store_flags("INBOX", [1], flags, "add")) == (flags == ["$Label"])
+        assert len(calls) == 2, calls
+        calls.clear()
+    # and the folder is still seen as in sync: an outside change after it is picked up
+    time.sleep(0.01)
+    (box.path / "new" / "1700000000.outside.host").write_bytes(b"Subject: outside\n\nhi\n")
+    assert len(box.list("INBOX")) == 6
