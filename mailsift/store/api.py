@@ -90,6 +90,11 @@ DEFAULT_MAX_OPEN = 100  # mailboxes kept open while idle (Store(max_open=...); [
 # Seconds between checks that another process replaced (rebuilt) the index file; a process
 # still on the old file meets its corruption errors first, which reopen it at once.
 INDEX_CHECK_INTERVAL = 1.0
+# The *_nowait calls (an event loop's thread) take at most this many UIDs; more go to a thread.
+NOWAIT_MAX_UIDS = 16
+# ... and leave the WAL checkpoint to the other calls: after this many commits without one, the
+# next call goes to a thread (whose commit checkpoints when due), so the WAL stays bounded.
+NOWAIT_MAX_UNCHECKED = 256
 
 
 class StoreError(Exception):
@@ -286,6 +291,7 @@ class Mailbox:
         self._index_file = str(path / idx.INDEX_NAME)
         self._index_id: tuple[int, int] | None = None
         self._index_next_check = 0.0  # time.monotonic() of the next check for a replaced index
+        self._on_loop = False  # a _nowait call holds the lock (in an event loop's thread)
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -354,8 +360,9 @@ class Mailbox:
             pass
 
     def _txn(self, durable: bool = True) -> ContextManager[sqlite3.Connection]:
-        """A write transaction on the index (IndexDB.txn)."""
-        return self._db.txn(durable)
+        """A write transaction on the index (IndexDB.txn); on an event loop's thread (_nowait)
+        without the WAL checkpoint."""
+        return self._db.txn(durable, checkpoint=not self._on_loop)
 
     def _flush_events(self) -> None:
         with self._lock.thread_lock:
@@ -385,6 +392,42 @@ class Mailbox:
         finally:
             self._flush_events()
 
+    def _nowait(self, folder: str, step: Callable[[str, sqlite3.Row], _T]) -> _T | None:
+        """Run `step(folder, its row)` at once, with the mailbox lock held, in the caller's
+        thread (an event loop's: perf, no worker-thread hop), when that means no wait: None,
+        with nothing done, when another thread of this process or another process holds the
+        mailbox, the index file is due its replacement check and was replaced, the folder is
+        unknown, its directories changed since its last sync (a sync may read the whole folder:
+        a thread does it) or the WAL is due a checkpoint. Events and corruption as _op()."""
+        folder = normalize_folder(folder)
+        if not self._lock.acquire_nowait():
+            return None
+        try:
+            now = time.monotonic()
+            if now >= self._index_next_check:
+                if idx.file_id(self._index_file) != self._index_id:
+                    return None  # replaced: _op reopens it
+                self._index_next_check = now + INDEX_CHECK_INTERVAL
+            db = self._db
+            if db.unchecked >= NOWAIT_MAX_UNCHECKED:
+                return None
+            frow = self._frow_opt(folder)
+            if frow is None or self._mtimes.get(frow["id"]) != self._mt(folder):
+                return None
+            self._on_loop = True
+            try:
+                return step(folder, frow)
+            except sqlite3.DatabaseError as exc:
+                if self._db is db and idx.is_corruption(exc):
+                    log.error("%s: index corrupt (%s)", self.user, exc)
+                    self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
+                raise
+            finally:
+                self._on_loop = False
+        finally:
+            self._lock.release()
+            self._flush_events()
+
     def _event(self, kind: str, folder: str, **kw: object) -> None:
         frow = self._frow_opt(folder)
         special = kw.pop("special_use", None)
@@ -393,6 +436,14 @@ class Mailbox:
             special_use=frow["special_use"] if frow else special,  # type: ignore[arg-type]
             uidvalidity=frow["uidvalidity"] if frow else 0,
             modseq=frow["highestmodseq"] if frow else 0, **kw))  # type: ignore[arg-type]
+
+    def _event_at(self, kind: str, folder: str, frow: sqlite3.Row, modseq: int, **kw: object) -> None:
+        """_event() for a change just committed to the folder of row `frow` (read under the same
+        lock hold) that left its HIGHESTMODSEQ at `modseq` (perf: no lookup of the row per event)."""
+        self._pending.append(Event(
+            user=self.user, kind=kind, folder=folder,  # type: ignore[arg-type]
+            special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
+            modseq=modseq, **kw))  # type: ignore[arg-type]
 
     def _frow_opt(self, name: str) -> sqlite3.Row | None:
         return self._db.folder(name)
@@ -424,13 +475,17 @@ class Mailbox:
         return md.dir_mtime(d + "/new"), md.dir_mtime(d + "/cur")  # type: ignore[arg-type]
 
     @contextmanager
-    def _own_change(self, name: str, fid: int) -> Iterator[None]:
-        """Around our own file changes: if the folder was in sync before, it still is after."""
-        before = self._mt(name)
+    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[list[bool]]:
+        """Around our own file changes: if the folder was in sync before, it still is after.
+        `synced`: the caller synced it under this lock hold just before (perf: no stat()s
+        before, and none after unless the caller appended to the list it is given, i.e.
+        changed a file)."""
+        before = self._mtimes.get(fid) if synced else self._mt(name)
+        touched: list[bool] = []
         try:
-            yield
+            yield touched
         finally:
-            if self._mtimes.get(fid) == before:
+            if (touched or not synced) and self._mtimes.get(fid) == before:
                 self._mtimes[fid] = self._mt(name)
 
     # ------------------------------------------------------------------ folders
@@ -633,12 +688,18 @@ class Mailbox:
             for n in [normalize_folder(name)] if name else self._folder_names():
                 self._sync_folder(n, force)
 
-    def _sync_folder(self, name: str, force: bool = False) -> None:
-        frow = self._frow(name)
+    def _sync_folder(self, name: str, force: bool = False, frow: sqlite3.Row | None = None,
+                     mt: tuple[int, int] | None = None) -> sqlite3.Row:
+        """Pick up outside changes to one folder (lock held); -> its row as it is now (perf: the
+        callers need not read it again). `frow`: its row, read under this lock hold already;
+        `mt`: the mtimes of its new/ and cur/, just read (_mt)."""
+        if frow is None:
+            frow = self._frow(name)
         fid = frow["id"]
-        mt = self._mt(name)
+        if mt is None:
+            mt = self._mt(name)
         if not force and self._mtimes.get(fid) == mt:
-            return
+            return frow
         # (an expunge found by the sync leaves the stamp as it was: drop the cached listing)
         found = sync.sync_folder(self._db, self._fpath(name), name, frow, mt,
                                  before_change=lambda: self.store.listings.drop((self.user, fid)))
@@ -652,10 +713,12 @@ class Mailbox:
                                 removed=before - after, via="sync")
             for uid, letters in found.added:
                 self._event("new", name, uid=uid, flags=_join_flags(letters, ""), via="sync")
+            frow = self._frow(name)
         elif self._mtimes.get(fid) != mt:
             with self._txn():
                 self._db.set_synced(fid, mt)
         self._mtimes[fid] = mt
+        return frow
 
     # ------------------------------------------------------------------ adding messages
     def _ensure_target(self, folder: str) -> sqlite3.Row:
@@ -694,7 +757,8 @@ class Mailbox:
 
         self._once_more_if_corrupt(target)
         fpath = self._fpath(folder)
-        tmp = md.write_tmp(fpath, key, lf, mtime=when)  # the slow part, outside the lock
+        # the slow part, outside the lock (the file's own mtime is now, unless a date was given)
+        tmp = md.write_tmp(fpath, key, lf, mtime=internal_date)
         try:
             md.fsync_dir(fpath / "tmp")
             return self._once_more_if_corrupt(
@@ -774,20 +838,54 @@ class Mailbox:
                internal_date: float | None = None) -> MessageInfo:
         """IMAP APPEND: store `data` in an existing folder with these flags and internal date
         (default now). Returns the new message (its uid is the APPENDUID)."""
+        return self.append_listed(folder, data, flags, internal_date)[0]
+
+    def append_listed(self, folder: str, data: bytes, flags: Iterable[str] = (), internal_date: float | None = None,
+                      view: tuple[int, int, bool] | None = None
+                      ) -> tuple[MessageInfo, int, tuple[list[MessageInfo], int | None, Stamp] | None]:
+        """append(), and from the same lock hold as its commit: the folder's UIDVALIDITY, and for
+        an IMAP view of this folder (`view`: its UIDVALIDITY, highest UID, read-only) the
+        answer of list_and_claim() (None when the folder has another UIDVALIDITY) (perf: one
+        lock hold, no re-reading of the folder's row for the session's refresh, and the view's
+        \\Recent claim made in the APPEND's own transaction)."""
         folder = normalize_folder(folder)
         fl = normalize_flags(flags)
         lf = md.to_lf(data)
         size = md.crlf_size(lf)
         key = md.key_with_sizes(md.new_key(self.store.hostname), len(lf), size)
         when = internal_date if internal_date is not None else time.time()
-        with self._op():
-            self._frow(folder)
         fpath = self._fpath(folder)
-        tmp = md.write_tmp(fpath, key, lf, mtime=when)
-        try:
+        try:  # (the file's own mtime is now, unless a date was given)
+            tmp = md.write_tmp(fpath, key, lf, mtime=internal_date)
+        except FileNotFoundError:  # no tmp/: NoSuchFolder if there is no such folder
             with self._op():
-                [(uid, modseq, saved)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append")
-            return MessageInfo(uid, fl, when, size, modseq, key, saved)
+                self._frow(folder)
+            raise
+        try:
+            with self._op():  # (perf: no lock hold of its own for the check that the folder exists)
+                frow = self._frow(folder)
+                fid, uidvalidity = frow["id"], frow["uidvalidity"]
+                floors: list[int] = []
+
+                def claim(top: int) -> None:  # list_and_claim's \Recent claim, in the commit
+                    floor = self._db.recent_floor(fid, uidvalidity)
+                    assert view is not None
+                    if not view[2] and top > floor:
+                        self._db.set_recent_floor(fid, uidvalidity, top)
+                    floors.append(floor)
+
+                mine = view is not None and view[0] == uidvalidity
+                [(uid, modseq, saved)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append",
+                                                          frow=frow, in_txn=claim if mine else None)
+                listing = None
+                if mine:
+                    assert view is not None
+                    frow = self._sync_folder(folder)
+                    infos, stamp = self._listing_locked(frow)
+                    if infos and infos[-1].uid > uid:  # the sync found files another program left
+                        self._claim_locked(frow, infos, uid, view[2])
+                    listing = infos, floors[0], stamp
+            return MessageInfo(uid, fl, when, size, modseq, key, saved), frow["uidvalidity"], listing
         finally:
             _discard(tmp)
 
@@ -818,10 +916,15 @@ class Mailbox:
                 _discard(item[1])
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
-                    via: str, sources: list[tuple[str, str | None, int]] | None = None) -> list[tuple[int, int]]:
+                    via: str, sources: list[tuple[str, str | None, int]] | None = None,
+                    frow: sqlite3.Row | None = None,
+                    in_txn: Callable[[int], None] | None = None) -> list[tuple[int, int, float]]:
         """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync; each is
-        saved now (its save date, RFC 8514). -> [(uid, modseq, save date)]"""
-        frow = self._frow(folder)
+        saved now (its save date, RFC 8514). `frow`: the folder's row, read under this lock
+        hold; `in_txn(the last new UID)` is called in the commit's transaction.
+        -> [(uid, modseq, save date)]"""
+        if frow is None:
+            frow = self._frow(folder)
         fid = frow["id"]
         fpath = self._fpath(folder)
         if via in ("append", "copy"):  # (MOVE never grows the usage: no check, nor for sync)
@@ -838,6 +941,8 @@ class Mailbox:
                 out.append((uid, modseq, saved))
                 uid += 1
             self._db.set_counters(fid, uid, modseq)
+            if in_txn is not None:
+                in_txn(uid - 1)
         self.store.listings.patch(
             (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key, sv)
@@ -848,8 +953,8 @@ class Mailbox:
             md.fsync_dir(fpath / "cur")
         for i, ((uid, _m, _sv), item) in enumerate(zip(out, items)):
             src = sources[i] if sources else (None, None, None)
-            self._event("new", folder, uid=uid, flags=item[2], via=via, source_folder=src[0],
-                        source_special_use=src[1], source_uid=src[2])
+            self._event_at("new", folder, frow, modseq, uid=uid, flags=item[2], via=via, source_folder=src[0],
+                           source_special_use=src[1], source_uid=src[2])
         return out
 
     # ------------------------------------------------------------------ quota
@@ -967,27 +1072,96 @@ class Mailbox:
     def _listing(self, folder: str, uid_min: int, uid_max: int | None,
                  uidvalidity: int | None) -> tuple[list[MessageInfo], Stamp]:
         folder = normalize_folder(folder)
-        whole = uid_min <= 1 and uid_max is None
         with self._op():
-            self._frow(folder)  # NoSuchFolder
-            self._sync_folder(folder)
-            frow = self._frow(folder)
+            frow = self._sync_folder(folder)  # (NoSuchFolder)
             if uidvalidity is not None and frow["uidvalidity"] != uidvalidity:
                 raise NoSuchFolder(folder)
-            fid, stamp = frow["id"], stamp_of(frow)
-            cache, ckey = self.store.listings, (self.user, fid)
-            hit = cache.get(ckey, stamp)
-            if hit is not None:
-                if whole:
-                    return list(hit), stamp
-                return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
-            rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
-            make, join = MessageInfo, _join_flags
-            infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+            return self._listing_locked(frow, uid_min, uid_max)
+
+    def _listing_locked(self, frow: sqlite3.Row, uid_min: int = 1,
+                        uid_max: int | None = None) -> tuple[list[MessageInfo], Stamp]:
+        """The listing of the folder of row `frow` (lock held, the folder in sync)."""
+        whole = uid_min <= 1 and uid_max is None
+        fid, stamp = frow["id"], stamp_of(frow)
+        cache, ckey = self.store.listings, (self.user, fid)
+        hit = cache.get(ckey, stamp)
+        if hit is not None:
             if whole:
-                cache.put(ckey, stamp, infos)
-                return list(infos), stamp
+                return list(hit), stamp
+            return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
+        rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
+        make, join = MessageInfo, _join_flags
+        infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        if whole:
+            cache.put(ckey, stamp, infos)
+            return list(infos), stamp
         return infos, stamp
+
+    def list_and_claim(self, folder: str, uidvalidity: int, known_max: int,
+                       readonly: bool) -> tuple[list[MessageInfo], int | None, Stamp]:
+        """An IMAP view's refresh in one lock hold: the whole listing, when it has UIDs above
+        `known_max` the \\Recent floor claimed for them (claim_recent; None when nothing is
+        new), and the folder's stamp. NoSuchFolder also when the folder has another UIDVALIDITY."""
+        folder = normalize_folder(folder)
+        with self._op():
+            frow = self._sync_folder(folder)
+            if frow["uidvalidity"] != uidvalidity:
+                raise NoSuchFolder(folder)
+            infos, stamp = self._listing_locked(frow)
+            return infos, self._claim_locked(frow, infos, known_max, readonly), stamp
+
+    def _claim_locked(self, frow: sqlite3.Row, infos: list[MessageInfo], known_max: int,
+                      readonly: bool, floor: int | None = None) -> int | None:
+        """list_and_claim's \\Recent claim for the listing `infos` of the folder of `frow`
+        (`floor`: its \\Recent floor, read under this lock hold already)."""
+        top = infos[-1].uid if infos else 0
+        if top <= known_max:
+            return None
+        fid, uidvalidity = frow["id"], frow["uidvalidity"]
+        if floor is None:
+            floor = self._db.recent_floor(fid, uidvalidity)
+        if not readonly and top > floor:
+            with self._txn(durable=False):
+                self._db.set_recent_floor(fid, uidvalidity, top)
+        return floor
+
+    def select_nowait(self, name: str, readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp] | None:
+        """select() for an event loop's thread, never waiting for a lock (_nowait): None, with
+        nothing done, when it would wait or sync, or when the folder's listing is not in
+        memory (reading a large folder takes long: a thread does it); then call select() in a
+        worker thread. (perf: saves a thread hand-off per SELECT of a folder in use.)"""
+
+        def step(folder: str, frow: sqlite3.Row) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp] | None:
+            if self.store.listings.get((self.user, frow["id"]), stamp_of(frow)) is None:
+                return None
+            return self._select_locked(folder, frow, readonly)
+
+        return self._nowait(name, step)
+
+    def _select_locked(self, name: str, frow: sqlite3.Row,
+                       readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
+        """select() with the lock held and the folder (row `frow`) in sync."""
+        subscribed, children, floor = self._db.select_extras(name, SEPARATOR, frow["id"], frow["uidvalidity"])
+        info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
+                          uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
+                          subscribed=bool(subscribed), has_children=bool(children))
+        infos, stamp = self._listing_locked(frow)
+        return info, infos, self._claim_locked(frow, infos, 0, readonly, floor), stamp
+
+    def select(self, name: str, readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
+        """IMAP SELECT/EXAMINE in one lock hold (perf: a folder(), a list() and a claim_recent()
+        read the folder's row six times): the folder's info, its listing, the \\Recent floor
+        claimed for it (read only when `readonly`: see claim_recent) and its stamp. Raises
+        NoSuchFolder."""
+        name = normalize_folder(name)
+        with self._op():
+            frow = self._frow_opt(name)
+            mt = self._mt(name) if frow is not None else (-1, -1)
+            if min(mt) >= 0:  # (else the slow way below)
+                return self._select_locked(name, self._sync_folder(name, frow=frow, mt=mt), readonly)
+        info = self.folder(name)
+        infos, floor, stamp = self.list_and_claim(info.name, info.uidvalidity, 0, readonly)
+        return info, infos, floor, stamp
 
     def uids(self, folder: str) -> list[int]:
         return [m.uid for m in self.list(folder)]
@@ -1072,53 +1246,86 @@ class Mailbox:
         """Add, remove or replace flags on these messages (missing UIDs are skipped). Returns the
         messages whose flags changed, with their new flags. With unchanged_since (CONDSTORE), messages
         whose modseq is greater are left alone."""
+        return self.store_flags_stamped(folder, uids, flags, mode, unchanged_since)[0]
+
+    def store_flags_stamped(self, folder: str, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = "add",
+                            unchanged_since: int | None = None) -> tuple[list[MessageInfo], Stamp, Stamp]:
+        """store_flags(), and the folder's stamps just before it (before any outside change its
+        sync found) and just after, taken under the one lock hold: when `after` is `before`
+        with HIGHESTMODSEQ raised by the number of messages changed, nothing else happened in
+        between (the IMAP view's advance())."""
         folder = normalize_folder(folder)
         fl = normalize_flags(flags)
         if mode not in ("add", "remove", "replace"):
             raise StoreError(f"bad mode {mode}")
         wanted = set(uids)
-        changed: list[MessageInfo] = []
         with self._op():
-            self._sync_folder(folder)
-            frow = self._frow(folder)
-            fid, fpath = frow["id"], self._fpath(folder)
-            rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, "
-                                        "save_date", wanted)
-            updates = []
-            with self._own_change(folder, fid):
-                for uid, key, subdir, fname, sysflags, keywords, when, size, mseq, saved in rows:
-                    if uid not in wanted:
-                        continue
-                    if unchanged_since is not None and mseq > unchanged_since:
-                        continue
-                    before = _join_flags(sysflags, keywords)
-                    after = before | fl if mode == "add" else before - fl if mode == "remove" else fl
-                    if after == before:
-                        continue
-                    letters, kws = _split_flags(after)
-                    new_sub, new_name = subdir, fname
-                    if letters != sysflags or subdir == "new":
-                        new_sub, new_name = "cur", md.file_name(key, after)
-                        try:
-                            os.rename(fpath / subdir / fname, fpath / new_sub / new_name)
-                        except FileNotFoundError:
-                            continue  # vanished meanwhile; the next sync expunges it
-                    updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key, saved))
-            if updates:
-                with self._txn(durable=False):
-                    modseq = frow["highestmodseq"]
-                    for uid, sub, name, letters, kws, before, after, when, size, key, saved in updates:
-                        modseq += 1
-                        self._db.update_flags(fid, uid, sub, name, letters, kws, modseq)
-                        changed.append(MessageInfo(uid, after, when, size, modseq, key, saved))
-                    self._db.set_modseq(fid, modseq)
-                before_stamp = stamp_of(frow)
-                self.store.listings.patch((self.user, fid), before_stamp,
-                                          (before_stamp[0], modseq, before_stamp[2]), changed=changed)
-                for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
-                    self._event("flags", folder, uid=uid, flags=after, added=after - before,
-                                removed=before - after, via="store")
-        return changed
+            first = self._frow(folder)
+            frow = self._sync_folder(folder, frow=first)
+            return self._store_flags_locked(folder, frow, stamp_of(first), wanted, fl, mode, unchanged_since)
+
+    def store_flags_nowait(self, folder: str, uids: Iterable[int], flags: Iterable[str], mode: FlagMode = "add",
+                           unchanged_since: int | None = None) -> tuple[list[MessageInfo], Stamp, Stamp] | None:
+        """store_flags_stamped() for an event loop's thread, never waiting for a lock (_nowait):
+        None, with nothing done, when it would wait or sync, or for more than NOWAIT_MAX_UIDS
+        messages; then call store_flags_stamped() in a worker thread. A flag change is a
+        rename and a commit without fsync. (perf: saves a thread hand-off per small STORE.)"""
+        fl = normalize_flags(flags)
+        if mode not in ("add", "remove", "replace"):
+            raise StoreError(f"bad mode {mode}")
+        wanted = set(uids)
+        if len(wanted) > NOWAIT_MAX_UIDS:
+            return None
+        return self._nowait(folder, lambda name, frow: self._store_flags_locked(
+            name, frow, stamp_of(frow), wanted, fl, mode, unchanged_since))
+
+    def _store_flags_locked(self, folder: str, frow: sqlite3.Row, before_sync: Stamp, wanted: set[int],
+                            fl: frozenset[str], mode: FlagMode,
+                            unchanged_since: int | None) -> tuple[list[MessageInfo], Stamp, Stamp]:
+        """store_flags_stamped() with the lock held and the folder (row `frow`) in sync."""
+        changed: list[MessageInfo] = []
+        fid, fdir = frow["id"], self._fdir(folder)
+        rows = self._db.rows_by_uid(fid, "uid, key, subdir, name, sysflags, keywords, internal_date, size, modseq, "
+                                    "save_date", wanted)
+        updates = []
+        with self._own_change(folder, fid, synced=True) as touched:
+            for uid, key, subdir, fname, sysflags, keywords, when, size, mseq, saved in rows:
+                if uid not in wanted:
+                    continue
+                if unchanged_since is not None and mseq > unchanged_since:
+                    continue
+                before = _join_flags(sysflags, keywords)
+                after = before | fl if mode == "add" else before - fl if mode == "remove" else fl
+                if after == before:
+                    continue
+                letters, kws = _split_flags(after)
+                new_sub, new_name = subdir, fname
+                if letters != sysflags or subdir == "new":
+                    new_sub, new_name = "cur", md.file_name(key, after)
+                    try:
+                        os.rename(f"{fdir}/{subdir}/{fname}", f"{fdir}/{new_sub}/{new_name}")
+                    except FileNotFoundError:
+                        continue  # vanished meanwhile; the next sync expunges it
+                    touched.append(True)
+                updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key, saved))
+        stamp = stamp_of(frow)
+        if not updates:
+            return changed, before_sync, stamp
+        modseq = frow["highestmodseq"]
+        rows_out = []
+        for uid, sub, name, letters, kws, before, after, when, size, key, saved in updates:
+            modseq += 1
+            rows_out.append((sub, name, letters, kws, modseq, fid, uid))
+            changed.append(MessageInfo(uid, after, when, size, modseq, key, saved))
+        with self._txn(durable=False):
+            self._db.update_flags_many(rows_out)
+            self._db.set_modseq(fid, modseq)
+        after_stamp = (stamp[0], modseq, stamp[2])
+        self.store.listings.patch((self.user, fid), stamp, after_stamp, changed=changed)
+        for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
+            self._event_at("flags", folder, frow, modseq, uid=uid, flags=after, added=after - before,
+                           removed=before - after, via="store")
+        return changed, before_sync, after_stamp
 
     def copy(self, src: str, uids: Iterable[int], dst: str) -> list[tuple[int, int]]:
         """Copy messages (with flags, keywords and internal date; saved now) into `dst`. Returns
@@ -1219,35 +1426,47 @@ class Mailbox:
     def expunge(self, folder: str, uids: Iterable[int] | None = None) -> list[int]:
         """Remove the messages flagged \\Deleted (only those among `uids` when given: UID EXPUNGE).
         Returns the expunged UIDs, ascending."""
+        return self.expunge_stamped(folder, uids)[0]
+
+    def expunge_stamped(self, folder: str, uids: Iterable[int] | None = None) -> tuple[list[int], Stamp, Stamp]:
+        """expunge(), and the folder's stamps just before and after it, as store_flags_stamped()
+        (an expunge raises HIGHESTMODSEQ by one)."""
         folder = normalize_folder(folder)
         wanted = set(uids) if uids is not None else None
         with self._op():
-            self._sync_folder(folder)
-            frow = self._frow(folder)
-            fid, fpath = frow["id"], self._fpath(folder)
-            if wanted is None:
-                doomed = self._db.deleted_rows(fid)
-            else:
-                doomed = self._db.rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
-            if not doomed:
-                return []
-            with self._own_change(folder, fid):
-                for _uid, subdir, name in doomed:
-                    try:
-                        os.unlink(fpath / subdir / name)
-                    except FileNotFoundError:
-                        pass
-            with self._txn(durable=False):
-                self._db.delete_many(fid, [r[0] for r in doomed])
-                self._db.bump_modseq(fid)
-                vanished.prune(self._db.conn, fid)
-            before_stamp = stamp_of(frow)
-            self.store.listings.patch((self.user, fid), before_stamp,
-                                      (before_stamp[0], before_stamp[1] + 1, before_stamp[2]),
-                                      removed=[r[0] for r in doomed])
-            for uid, _s, _n in doomed:
-                self._event("expunge", folder, uid=uid, via="expunge")
-        return [r[0] for r in doomed]
+            first = self._frow(folder)
+            frow = self._sync_folder(folder, frow=first)
+            return self._expunge_locked(folder, frow, stamp_of(first), wanted)
+
+    def _expunge_locked(self, folder: str, frow: sqlite3.Row, before_sync: Stamp,
+                        wanted: set[int] | None) -> tuple[list[int], Stamp, Stamp]:
+        """expunge_stamped() with the lock held and the folder (row `frow`) in sync."""
+        fid, fdir = frow["id"], self._fdir(folder)
+        if wanted is None:
+            doomed = self._db.deleted_rows(fid)
+        else:
+            doomed = self._db.rows_by_uid(fid, "uid, subdir, name", wanted, " AND instr(sysflags, 'T') > 0")
+        stamp = stamp_of(frow)
+        if not doomed:
+            return [], before_sync, stamp
+        with self._own_change(folder, fid, synced=True) as touched:
+            for _uid, subdir, name in doomed:
+                try:
+                    os.unlink(f"{fdir}/{subdir}/{name}")
+                except FileNotFoundError:
+                    continue
+                touched.append(True)
+        gone = [r[0] for r in doomed]
+        modseq = stamp[1] + 1
+        with self._txn(durable=False):
+            self._db.delete_many(fid, gone)
+            self._db.set_modseq(fid, modseq)
+            vanished.prune(self._db.conn, fid)
+        after = (stamp[0], modseq, stamp[2])
+        self.store.listings.patch((self.user, fid), stamp, after, removed=gone)
+        for uid in gone:
+            self._event_at("expunge", folder, frow, modseq, uid=uid, via="expunge")
+        return gone, before_sync, after
 
     def prune_deliveries(self, days: float = DEDUP_DAYS) -> None:
         """Forget delivery digests older than `days` (the server calls this now and then)."""

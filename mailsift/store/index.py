@@ -19,6 +19,7 @@ log = logging.getLogger("mailsift.store.index")
 
 INDEX_NAME = "mailsift-index.sqlite3"
 SCHEMA_VERSION = 2  # 2: messages.save_date (RFC 8514 SAVEDATE)
+WAL_AUTOCHECKPOINT = 1000  # WAL pages after which a commit checkpoints (SQLite's default)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -186,6 +187,7 @@ def _open(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
     conn = sqlite3.connect(db, timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.executescript(_SCHEMA)
     try:

@@ -40,6 +40,23 @@ class MailboxLock:
         self._depth += 1
         return True
 
+    def acquire_nowait(self) -> bool:
+        """acquire() only if that means no wait: False (nothing held) when another thread of
+        this process or another process holds the lock."""
+        if not self.thread_lock.acquire(blocking=False):
+            return False
+        if self._depth == 0:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.thread_lock.release()
+                return False
+            except BaseException:
+                self.thread_lock.release()
+                raise
+        self._depth += 1
+        return True
+
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0:

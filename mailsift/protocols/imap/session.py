@@ -531,8 +531,8 @@ class ImapSession:
             self.state = "auth"
             self.untagged("OK [CLOSED] Previous mailbox closed")
         name = cmd.args["mailbox"]
-        info, infos, floor, stamp = await self.call(storecalls.select_data, self.box, name,
-                                                    readonly or self.rev2)  # rev2: no claim
+        info, infos, floor, stamp = storecalls.select_nowait(self.box, name, readonly or self.rev2) \
+            or await self.call(storecalls.select_data, self.box, name, readonly or self.rev2)  # rev2: no claim
         view = MailboxView(info.name, readonly, info.uidvalidity)
         view.stamp = stamp
         view.load(infos)
@@ -672,12 +672,12 @@ class ImapSession:
         if found is None:
             self.tagged(cmd.tag, "NO", "Mailbox doesn't exist", "TRYCREATE")
             return
-        info, finfo, listing = found
+        info, uidvalidity, listing = found
         if info is None:
             self.tagged(cmd.tag, "NO", "Empty message", "CANNOT")
             return
         await self.refresh(allow_expunge=True, listing=listing if sel is not None and self.sel is sel else None)
-        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {finfo.uidvalidity} {info.uid}")
+        self.tagged(cmd.tag, "OK", "Append completed", f"APPENDUID {uidvalidity} {info.uid}")
 
     async def cmd_multiappend(self, cmd: Command) -> None:
         """RFC 3502: all the messages in one transaction, or none (multiappend.py)."""
@@ -996,8 +996,11 @@ class ImapSession:
             return
         if unchangedsince is not None:
             self.condstore = sel.condstore = True
-        changed, before, after = await self.call(storecalls.store_flags, self.box, sel.folder,
-                                                 [u for _s, u in targets], cmd.args["flags"], mode, unchangedsince)
+        uids = [u for _s, u in targets]
+        changed, before, after = \
+            storecalls.store_flags_nowait(self.box, sel.folder, uids, cmd.args["flags"], mode, unchangedsince) \
+            or await self.call(storecalls.store_flags, self.box, sel.folder, uids, cmd.args["flags"], mode,
+                               unchangedsince)
         for info in changed:
             sel.update(info.uid, info.flags, info.modseq)
         sel.advance(before, after, len(changed))
