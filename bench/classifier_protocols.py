@@ -92,7 +92,7 @@ def long_stream(entries: list[Entry], spec: str, seed: int) -> tuple[list[Entry]
         share = float(arg or 0.03)
         rng = np.random.default_rng(seed)
         again = [entries[i] for i in rng.permutation(len(entries))]
-        flip = set(rng.choice(len(again), size=int(round(share * len(again))), replace=False).tolist())
+        flip = set(rng.choice(len(again), size=round(share * len(again)), replace=False).tolist())
         other = {"ham": "spam", "spam": "ham"}
         second = [Entry(other[e.label], e.path) if i in flip else e for i, e in enumerate(again)]
         return entries + second, {len(entries) + i for i in flip}
