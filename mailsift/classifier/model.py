@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,11 +105,23 @@ class ModelSettings:
     self_train_balance: int = 20
     self_train_per_label: int = 20
     max_bytes: int = MAX_BYTES  # of a message read for tokens
-    # Off: each part of z, the words' (NB + word LR) and the characters', bounded softly at
-    # z_bound (z_bound * tanh(z / z_bound)). At 16: full 0.0329 -> 0.0326, with 2% label noise
-    # 0.324 -> 0.277, but a small model's ranking of unseen mail worse (AUC 0.973 -> 0.966)
-    # and the first-day guard's operating point moved; docs/classifier.md.
-    z_bound: float = Z_BOUND
+    # Each part of z, the words' (NB + word LR) and the characters', bounded softly at z_bound
+    # (points.bounded: as it is up to 3/4 of the bound, then a tanh the rest of the way), so
+    # no message is beyond doubt and one part's certainty does not bury the other's doubt; p
+    # stays below sigmoid(2 z_bound) (1 - 3.8e-11 at 12). Measured (docs/classifier.md, "Long,
+    # noisy streams"), unbounded -> 12: the stream twice with 2% of the second pass's labels
+    # flipped (long:twice:0.02) 1.288 -> 1.205, 2% label noise 0.324 -> 0.246, full 0.0329
+    # either way, reversed 0.0478 -> 0.0485. A model file without the setting scores unbounded
+    # (points.Z_BOUND; from_saved).
+    z_bound: float = 12.0
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> "ModelSettings":
+        """The settings a model file or backup holds: keys this version does not know dropped,
+        and a file written before z_bound existed scoring as it did then (points.Z_BOUND,
+        unbounded), as the numpy-free scorer scores it."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"z_bound": Z_BOUND, **{k: v for k, v in saved.items() if k in known}})
 
     def validate(self) -> None:
         if not 10 <= self.hash_bits <= 24 or not 10 <= self.char_bits <= 24:
@@ -178,6 +190,8 @@ class SpamModel:
             self.chars.pseudo = [0, 0]
         if "prior_counts" not in state:
             self.prior_counts = np.zeros(2, dtype=np.float64)
+        if "z_bound" not in vars(self.settings):  # pickled before the bound existed: unbounded, as then
+            self.settings = replace(self.settings, z_bound=Z_BOUND)
         self._nb = None
         self.weights = None  # recomputed by refresh()
 

@@ -24,7 +24,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +221,7 @@ def word_keys(buckets: np.ndarray, low: np.ndarray) -> np.ndarray:
 def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> SpamModel:
     """The SpamModel a file written by _encode holds; ModelError when it does not fit together."""
     try:
-        known = {f.name for f in fields(ModelSettings)}
-        settings = ModelSettings(**{k: v for k, v in head["settings"].items() if k in known})
+        settings = ModelSettings.from_saved(head["settings"])
         model = SpamModel(settings)
         n = model.n_features
         keys = word_keys(arr["word_buckets"], arr["word_low"])
@@ -522,8 +521,7 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             meta = json.loads(str(z["meta"]))
             if meta.get("kind") != "mailsift-backup" or meta.get("format_version") != FORMAT_VERSION:
                 raise ModelError(f"{path} is not a mailsift backup of format {FORMAT_VERSION}")
-            known = {f.name for f in fields(ModelSettings)}
-            settings = ModelSettings(**{k: v for k, v in meta["settings"].items() if k in known})
+            settings = ModelSettings.from_saved(meta["settings"])
             model = SpamModel(settings)
             idx = z["index"]
             model.feature_count[0, idx] = z["ham"]

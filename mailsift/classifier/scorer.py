@@ -9,7 +9,7 @@ same order, from the same data the model file holds (the settings in its header:
 alpha, fusion weights, guard...), so a verdict here is the full model's verdict:
     words = sum(w[j] / sqrt(k)) + nb_weight / sqrt(k) * (NB constant + prior) + lr_intercept
     chars = char_weight * (sum(coef[c]) / sqrt(m) + char_intercept)
-    z = B tanh(words / B) + B tanh(chars / B)        (B = z_bound; 0: words + chars)
+    z = bounded(words, B) + bounded(chars, B)     (points.bounded, B = z_bound; 0: words + chars)
 numpy's pairwise summation is reproduced (float32 for the character member, whose weights
 numpy sums in float32), so probabilities agree with SpamModel's to the last bit in practice
 (tests/classifier/test_model_format.py checks 1e-12 over the shared corpora).
