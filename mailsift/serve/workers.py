@@ -4,7 +4,8 @@ One Python process runs one thread of Python at a time (the GIL); with 20 busy I
 the serve process was CPU-bound on one core (docs/imap.md). With `[store] imap_workers` > 0 the
 main process binds the imap/imaps listeners as before, accepts their connections and hands
 each one (SCM_RIGHTS over a socketpair) to the ready worker with the fewest open connections;
-the workers are started as `python -m mailsift.serve.workers_main`. (Workers accepting on a shared
+the workers are started as `python -P -m mailsift.serve.workers_main` (-P: with the main
+process's import path, without the current directory). (Workers accepting on a shared
 socket, or on SO_REUSEPORT sockets, split a burst of 20 connections 20/0, 19/1 or 15/5:
 measured; one worker saturated while the other idled.) LMTP, POP3, the Postfix lookup and the
 feedback learner stay in the main process.
@@ -247,7 +248,9 @@ class WorkerPool:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         conns_parent, conns_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [child.fileno(), conns_child.fileno()]
-        argv = [sys.executable, "-m", "mailsift.serve.workers_main", "--index", str(w.index),
+        # -P: the worker imports mailsift from where the main process did, never from a
+        # `mailsift` directory in the current one (`-m` would put that first on sys.path)
+        argv = [sys.executable, "-P", "-m", "mailsift.serve.workers_main", "--index", str(w.index),
                 "--link", str(child.fileno()), "--conns", str(conns_child.fileno()),
                 "--log-level", logging.getLevelName(self.log_level)]
         tls_fds = self._tls_fds()
