@@ -1,8 +1,8 @@
-"""IMAP: mailsift against Dovecot (Debian's dovecot-imapd, a private instance) in one run.
+"""IMAP: mailsift against Dovecot (Debian's dovecot-imapd, a private instance) in one run, in rounds.
 
-    .venv/bin/python bench/imap_load.py [--clients 20] [--messages 200] [--seconds 15]
+    .venv/bin/python bench/imap_load.py [--clients 20] [--messages 200] [--seconds 15] [--rounds 3]
                                         [--mixes session,relogin] [--big 100000] [--idle 100]
-                                        [--workers N] [--no-auth-cache]
+                                        [--servers mailsift,dovecot] [--workers N] [--no-auth-cache]
 
 Both servers check real password hashes: mailsift its scrypt users database (with its auth
 cache, `[store] auth_cache_size`, unless --no-auth-cache), Dovecot a passwd-file of
@@ -13,14 +13,20 @@ as a careful admin runs it.
    (SpamAssassin easy_ham, read in place from ../shared/corpora), for S seconds per mix:
    - session: one login, then in a loop: SELECT INBOX; FETCH 1:50 headers (UID FLAGS
      BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]); three FETCH BODY.PEEK[] of random messages;
-     STORE +FLAGS (\\Seen) on one; APPEND a message; STORE +FLAGS.SILENT (\\Deleted) on it
-     and EXPUNGE.
+     STORE +FLAGS (\\Seen) on one; APPEND a message; NOOP (to learn its number); STORE
+     +FLAGS.SILENT (\\Deleted) on it and EXPUNGE: 10 commands a cycle.
    - relogin: as phones do, every cycle a new connection: LOGIN; SELECT INBOX; FETCH 1:50
      headers; one FETCH BODY.PEEK[]; STORE +FLAGS (\\Seen) on one; LOGOUT.
    Every command is one operation; the figure is operations per second over all clients. A
    command answered with anything but OK is a protocol error: counted and printed, and the
    client goes on with its next cycle. Both servers get identical Maildir++ copies and the same
    client code (asyncio, raw IMAP).
+   Rounds: both servers are started once; each mix then runs R rounds (--rounds), a round being
+   one load on each server back to back, mailsift first in odd rounds and Dovecot first in even
+   ones. Each round prints both figures and their ratio; the summary gives the medians over the
+   rounds, the ratio being the median of the rounds' ratios (a pair run back to back is less
+   moved by other work on the host than figures minutes apart). `--servers mailsift` (or
+   `dovecot`) runs one side alone (no ratio), for A/B work on one server.
 2. Big mailbox (--big 0 skips it): a B-message INBOX (1 KB messages written straight into Maildir cur/, as another
    MDA would leave them); after one warm-up session (each server builds its index), a fresh
    session times SELECT and `UID FETCH 1:* (FLAGS)`.
@@ -29,9 +35,11 @@ as a careful admin runs it.
    process and its IMAP workers; Dovecot: all its processes).
 CPU: user+system seconds of every server process (process group, with the children they have
 reaped) while all load clients are running, as cores and as ms per operation; and this
-script's own CPU (the client, on the same 2 cores).
+script's own CPU (the client, on the same 2 cores). CPU per operation moves less than
+operations/s when other work shares the machine: compare that across runs.
 
-The machine is shared with other work (2 cores): figures are noisy, run once, read as measured.
+The machine is shared with other work (2 cores): figures are noisy; read the per-round figures
+beside the medians.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -367,11 +376,22 @@ async def idle_memory(server: object, port: int, users: list[str], n: int) -> fl
     return (after - before) / n
 
 
+SERVERS = ("mailsift", "dovecot")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--messages", type=int, default=200)
-    ap.add_argument("--seconds", type=float, default=15.0, help="per mix")
+    ap.add_argument("--seconds", type=float, default=15.0, help="per mix, per server, per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="load rounds per mix, the servers alternating (the first swapped each round)")
+    ap.add_argument("--servers", default=",".join(SERVERS),
+                    help=f"comma-separated, of {', '.join(SERVERS)} (one alone: no ratio, for A/B work)")
     ap.add_argument("--mixes", default=",".join(MIXES), help=f"comma-separated, of {', '.join(MIXES)}")
     ap.add_argument("--big", type=int, default=100_000, help="messages in the big mailbox (0: skip)")
     ap.add_argument("--idle", type=int, default=100, help="idle connections for the memory figure (0: skip)")
@@ -382,6 +402,11 @@ def main() -> int:
     mixes = [m for m in args.mixes.split(",") if m]
     if not mixes or any(m not in MIXES for m in mixes):
         ap.error(f"--mixes: choose from {', '.join(MIXES)}")
+    names = [s for s in SERVERS if s in args.servers.split(",")]
+    if not names or any(s not in SERVERS for s in args.servers.split(",") if s):
+        ap.error(f"--servers: choose from {', '.join(SERVERS)}")
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
     MailsiftServer.workers = args.workers
     MailsiftServer.auth_cache = not args.no_auth_cache
 
@@ -392,73 +417,97 @@ def main() -> int:
     msgs = corpus_messages(args.messages)
     extra = msgs[0]
     print(f"setup: {len(users)} users x {len(msgs)} messages (easy_ham), big mailbox {args.big} x 1 KB, "
-          f"mixes {', '.join(mixes)}, {args.seconds:.0f} s each; mailsift auth cache "
-          f"{'off' if args.no_auth_cache else 'on'} ...", flush=True)
+          f"mixes {', '.join(mixes)}, {args.seconds:.0f} s each, {args.rounds} round(s) of {', '.join(names)}; "
+          f"mailsift auth cache {'off' if args.no_auth_cache else 'on'} ...", flush=True)
     seed = base / "seed"
     for u in users:
         write_maildir(seed / DOMAIN / u.split("@")[0], msgs, seen_every=3)
     filler = b"From: bulk@example.test\r\nSubject: bulk\r\n\r\n" + b"x" * 1000 + b"\r\n"
     if args.big:
         write_maildir(seed / DOMAIN / "big", [filler] * args.big, seen_every=2)
-    results: dict[str, dict[str, float]] = {}
-    errors: dict[str, dict[str, list[str]]] = {}
+    # per server: single figures (idle_kb, warm, select, fetch, fetched) and, per mix, one entry
+    # per round (ops, cpu, sys, client_cpu, errors)
+    results: dict[str, dict[str, float]] = {n: {} for n in names}
+    rounds: dict[str, dict[str, list[dict[str, float]]]] = {n: {m: [] for m in mixes} for n in names}
+    errors: dict[str, dict[str, list[str]]] = {n: {m: [] for m in mixes} for n in names}
+    servers: dict[str, MailsiftServer | DovecotServer] = {}
     try:
-        for name, cls in (("mailsift", MailsiftServer), ("dovecot", DovecotServer)):
+        for name in names:  # both started once, before any load
             root = base / f"{name}-mail"
             shutil.copytree(seed, root)
             workdir = base / name
             workdir.mkdir()
-            server = cls(workdir, root, users + [big_user])
-            if name == "dovecot":
+            server = (MailsiftServer if name == "mailsift" else DovecotServer)(workdir, root, users + [big_user])
+            if isinstance(server, DovecotServer):
                 server.dc.mail_root = root  # copied above; the harness chowns it for Dovecot
             server.start()
-            try:
-                r: dict[str, float] = {}
-                errors[name] = {}
-                asyncio.run(load(server.port, users, 2.0, "session", extra))  # warm-up, untimed
-                if args.idle:
-                    r["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
-                    print(f"{name}: {r['idle_kb']:.0f} KB per idle connection", flush=True)
-                for mix in mixes:
+            servers[name] = server
+        for name, server in servers.items():
+            asyncio.run(load(server.port, users, 2.0, "session", extra))  # warm-up, untimed
+            if args.idle:
+                results[name]["idle_kb"] = asyncio.run(idle_memory(server, server.port, users, args.idle))
+                print(f"{name}: {results[name]['idle_kb']:.0f} KB per idle connection", flush=True)
+        for mix in mixes:
+            for rnd in range(args.rounds):
+                for name in (names if rnd % 2 == 0 else names[::-1]):
+                    server = servers[name]
                     ops, cpu, sys_cpu, client_cpu, errs = asyncio.run(
                         load(server.port, users, args.seconds, mix, extra, server.pids))
-                    r.update({f"{mix}.ops": ops, f"{mix}.cpu": cpu, f"{mix}.sys": sys_cpu,
-                              f"{mix}.client_cpu": client_cpu, f"{mix}.errors": len(errs)})
-                    errors[name][mix] = errs
-                    print(f"{name}: {mix}: {ops:.0f} operations/s (server CPU {cpu:.2f} cores, this client "
-                          f"{client_cpu:.2f} cores), {len(errs)} protocol errors", flush=True)
-                if args.big:
-                    warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
-                    r.update(warm=warm, select=sel, fetch=fetch, fetched=n)
-                    print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
-                          f"{fetch:.3f}s ({n} responses)", flush=True)
-                results[name] = r
-            finally:
-                server.stop()
+                    rounds[name][mix].append({"ops": ops, "cpu": cpu, "sys": sys_cpu, "client_cpu": client_cpu,
+                                              "errors": len(errs)})
+                    errors[name][mix] += errs
+                    print(f"round {rnd + 1}: {name}: {mix}: {ops:.0f} operations/s (server CPU {cpu:.2f} cores, "
+                          f"{1000 * cpu / ops:.2f} ms per operation, this client {client_cpu:.2f} cores), "
+                          f"{len(errs)} protocol errors", flush=True)
+                if len(names) == 2:
+                    m, d = rounds["mailsift"][mix][-1], rounds["dovecot"][mix][-1]
+                    print(f"round {rnd + 1}: {mix}: ratio {m['ops'] / d['ops']:.2f}", flush=True)
+        for name, server in servers.items():
+            if args.big:
+                warm, sel, fetch, n = asyncio.run(big_mailbox(server.port, big_user))
+                results[name].update(warm=warm, select=sel, fetch=fetch, fetched=n)
+                print(f"{name}: first login+select {warm:.2f}s, SELECT {sel:.3f}s, UID FETCH 1:* (FLAGS) "
+                      f"{fetch:.3f}s ({n} responses)", flush=True)
     finally:
+        for server in servers.values():
+            server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
-    m, d = results["mailsift"], results["dovecot"]
+    def med(name: str, mix: str, key: str) -> float:
+        return median([r[key] for r in rounds[name][mix]])
+
+    def ms_per_op(name: str, mix: str) -> float:
+        return median([1000 * r["cpu"] / r["ops"] for r in rounds[name][mix]])
+
     print()
-    print(f"{'':38}{'mailsift':>12}{'dovecot':>12}")
+    print(f"medians of {args.rounds} round(s)")
+    print(f"{'':38}" + "".join(f"{n:>12}" for n in names))
     for mix in mixes:
-        k = f"{mix}."
-        print(f"{mix + ': operations/s':38}{m[k + 'ops']:12.0f}{d[k + 'ops']:12.0f}   "
-              f"ratio {m[k + 'ops'] / d[k + 'ops']:.2f} (goal >= 1.0)")
-        print(f"{mix + ': server CPU, cores':38}{m[k + 'cpu']:12.2f}{d[k + 'cpu']:12.2f}   "
-              f"(bench client: {m[k + 'client_cpu']:.2f} / {d[k + 'client_cpu']:.2f} cores)")
-        print(f"{mix + ': of which kernel, cores':38}{m[k + 'sys']:12.2f}{d[k + 'sys']:12.2f}")
-        print(f"{mix + ': server CPU ms per operation':38}{1000 * m[k + 'cpu'] / m[k + 'ops']:12.2f}"
-              f"{1000 * d[k + 'cpu'] / d[k + 'ops']:12.2f}")
-        print(f"{mix + ': protocol errors':38}{m[k + 'errors']:12.0f}{d[k + 'errors']:12.0f}")
+        def row(label: str, fmt: str, value: Callable[[str], float], note: str = "") -> None:
+            print(f"{mix + ': ' + label:38}" + "".join(format(value(n), fmt).rjust(12) for n in names) + note)
+
+        ratio = ""
+        if len(names) == 2:
+            # each round's pair ran back to back: their ratio is less moved by the host's drift
+            ratios = [m["ops"] / d["ops"] for m, d in zip(rounds["mailsift"][mix], rounds["dovecot"][mix])]
+            ratio = (f"   ratio {median(ratios):.2f} (goal >= 1.0; median of the rounds' ratios: "
+                     + " ".join(f"{r:.2f}" for r in ratios) + ")")
+        row("operations/s", ".0f", lambda n: med(n, mix, "ops"), ratio)
+        row("server CPU, cores", ".2f", lambda n: med(n, mix, "cpu"),
+            "   (bench client: " + " / ".join(f"{med(n, mix, 'client_cpu'):.2f}" for n in names) + " cores)")
+        row("of which kernel, cores", ".2f", lambda n: med(n, mix, "sys"))
+        row("server CPU ms per operation", ".2f", lambda n: ms_per_op(n, mix))
+        row("protocol errors", ".0f", lambda n: sum(r["errors"] for r in rounds[n][mix]), "   (all rounds)")
     if args.big:
-        print(f"{'big: first LOGIN+SELECT (indexing)':38}{m['warm']:12.2f}{d['warm']:12.2f}")
-        print(f"{'big: SELECT s':38}{m['select']:12.3f}{d['select']:12.3f}   (goal <= 1 s, {args.big} messages)")
-        print(f"{'big: UID FETCH 1:* (FLAGS) s':38}{m['fetch']:12.3f}{d['fetch']:12.3f}   (goal <= 2 s, "
-              f"{int(m['fetched'])} / {int(d['fetched'])} responses)")
+        r = results
+        print(f"{'big: first LOGIN+SELECT (indexing)':38}" + "".join(f"{r[n]['warm']:12.2f}" for n in names))
+        print(f"{'big: SELECT s':38}" + "".join(f"{r[n]['select']:12.3f}" for n in names)
+              + f"   (goal <= 1 s, {args.big} messages)")
+        print(f"{'big: UID FETCH 1:* (FLAGS) s':38}" + "".join(f"{r[n]['fetch']:12.3f}" for n in names)
+              + "   (goal <= 2 s, " + " / ".join(str(int(r[n]['fetched'])) for n in names) + " responses)")
     if args.idle:
-        print(f"{'memory per idle connection KB':38}{m['idle_kb']:12.0f}{d['idle_kb']:12.0f}   "
-              f"({args.idle} connections)")
+        print(f"{'memory per idle connection KB':38}" + "".join(f"{results[n]['idle_kb']:12.0f}" for n in names)
+              + f"   ({args.idle} connections)")
     for name in errors:
         for mix, errs in errors[name].items():
             for e in sorted(set(errs))[:5]:

@@ -96,6 +96,7 @@ class LineReader:
         self.chunk = chunk
         self.splitter = LineSplitter(max_line, strip_eol)
         self.deadline: float | None = None  # loop time no wait may pass; None: only idle_timeout
+        self._expired = False                # the bound of the wait in progress has passed
 
     @property
     def buf(self) -> bytearray:
@@ -112,13 +113,34 @@ class LineReader:
     async def fill(self, timeout: float | None = None) -> bool:
         """Read what the client sent next into the buffer; False at the end of the stream.
         Raises TimeoutError past `timeout` (default `idle_timeout`) or the deadline."""
-        when = asyncio.get_running_loop().time() + (self.idle_timeout if timeout is None else timeout)
-        async with asyncio.timeout_at(when if self.deadline is None else min(when, self.deadline)):
+        loop = asyncio.get_running_loop()
+        when = loop.time() + (self.idle_timeout if timeout is None else timeout)
+        if self.deadline is not None and self.deadline < when:
+            when = self.deadline
+        task = asyncio.current_task()
+        assert task is not None
+        # (perf: a bare timer, as asyncio.timeout_at sets, without its Python context object:
+        # an IMAP session waits here once per command)
+        timer = loop.call_at(when, self._expire, task)
+        cancelling = task.cancelling()
+        try:
             data = await self.source.read(self.chunk)
+        except asyncio.CancelledError:
+            # as asyncio.timeout: a TimeoutError when the timer's cancel alone ended the wait
+            if self._expired and task.uncancel() <= cancelling:
+                raise TimeoutError() from None
+            raise
+        finally:
+            timer.cancel()
+            self._expired = False
         if not data:
             return False
         self.splitter.feed(data)
         return True
+
+    def _expire(self, task: asyncio.Task[object]) -> None:
+        self._expired = True
+        task.cancel()
 
     async def line(self, timeout: float | None = None) -> bytes | TooLong | None:
         """The next line, TOO_LONG for an over-long one (discarded), None at the end of the stream."""

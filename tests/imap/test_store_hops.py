@@ -19,7 +19,6 @@ what it is handed; once as the main process runs it and once as an IMAP worker p
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import os
 import re
@@ -34,6 +33,7 @@ import pytest
 from mailsift.protocols.imap import session
 from mailsift.protocols.imap.context import SERVICES_KEY, ImapServices
 from mailsift.protocols.imap.headercache import HeaderCache
+from mailsift.protocols.imap.storethreads import StoreThreads
 from mailsift.serve.context import SessionContext
 from mailsift.store.api import Store
 from mailsift.store.settings import StoreSettings
@@ -47,17 +47,17 @@ def message(i: int) -> bytes:
             f"\r\nbody {i}\r\n").encode()
 
 
-class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+class CountingExecutor(StoreThreads):
     """The sessions' store threads, counting the calls handed to them."""
 
     def __init__(self) -> None:
-        super().__init__(max_workers=2, thread_name_prefix="hops")
+        super().__init__(2, "hops")
         self.handed: list[str] = []
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    async def call(self, fn: Any, *args: Any) -> Any:
         inner = fn.func if isinstance(fn, functools.partial) else fn
         self.handed.append(getattr(inner, "__name__", repr(inner)))
-        return super().submit(fn, *args, **kwargs)
+        return await super().call(fn, *args)
 
 
 class CountingLimiter:
@@ -89,7 +89,7 @@ def world(request):
         box.deliver(message(i))
     executor = CountingExecutor()
     limiter = CountingLimiter() if request.param == "worker process" else None
-    shared: dict[str, Any] = {SERVICES_KEY: ImapServices(executor=executor, headers=HeaderCache(), limiter=limiter)}
+    shared: dict[str, Any] = {SERVICES_KEY: ImapServices(threads=executor, headers=HeaderCache(), limiter=limiter)}
     yield store, users, shared, executor, d
     executor.shutdown()
     store.close()

@@ -98,3 +98,26 @@ def test_the_idle_timeout_bounds_each_wait() -> None:
         return loop.time() - start
     took = asyncio.run(main())
     assert 0.25 <= took < 2.0, took
+
+
+def test_a_timeout_leaves_the_task_usable_and_a_cancel_stays_a_cancel() -> None:
+    """The bound on a wait cancels only the wait: after a TimeoutError the task awaits on
+    normally, and a cancel from outside (the server stopping) is a CancelledError, not a
+    timeout."""
+    async def main() -> None:
+        reader = _reader_with(eof=False)
+        inp = LineReader(reader, 64, idle_timeout=0.2)
+        with pytest.raises(TimeoutError):
+            await inp.line()
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0.3)                 # not cancelled by a leftover of the timeout
+        reader.feed_data(b"NOOP\r\n")
+        assert await inp.line() == b"NOOP\r\n"
+
+        waiting = asyncio.ensure_future(LineReader(_reader_with(eof=False), 64, idle_timeout=5.0).line())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    asyncio.run(main())

@@ -4,20 +4,21 @@ session of the process shares (`ImapServices`).
 `mailsift serve` hands each session a `serve.context.SessionContext`; `ImapContext.of` takes
 what IMAP needs from it once, so the session reads attributes, never string keys:
 - `ImapServices`, one per process (kept in the server's `shared` dict under one key): the
-  worker threads for blocking store calls, the header cache (headercache.py), the connection
-  counts per address and per user, and in IMAP worker processes the connection limiter that
-  counts for all of them (serve/workers.WorkerLink, put in `shared` by serve/workers_main.py);
+  worker threads for blocking store calls (storethreads.py), the header cache
+  (headercache.py), the connection counts per address and per user, and in IMAP worker
+  processes the connection limiter that counts for all of them (serve/workers.WorkerLink, put
+  in `shared` by serve/workers_main.py);
 - the login gate (store/auth.py) and the connection's facts: peer address, loopback, TLS.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailsift.protocols.imap.headercache import HeaderCache
+from mailsift.protocols.imap.storethreads import StoreThreads
 from mailsift.serve.context import SessionContext
 from mailsift.store.api import Store
 from mailsift.store.auth import throttle_for
@@ -42,7 +43,7 @@ class ConnectionLimiter(Protocol):
 @dataclass
 class ImapServices:
     """Shared by every IMAP session of one process."""
-    executor: concurrent.futures.ThreadPoolExecutor
+    threads: StoreThreads
     headers: HeaderCache
     limiter: ConnectionLimiter | None = None   # None: this process counts alone
     by_address: dict[str, int] = field(default_factory=dict)
@@ -54,9 +55,8 @@ class ImapServices:
         found = ctx.shared.get(SERVICES_KEY)
         if isinstance(found, cls):
             return found
-        made = cls(executor=concurrent.futures.ThreadPoolExecutor(max_workers=STORE_THREADS,
-                                                                  thread_name_prefix="imap-store"),
-                   headers=HeaderCache(), limiter=ctx.shared.get(LIMITER_KEY))
+        made = cls(threads=StoreThreads(STORE_THREADS, "imap-store"), headers=HeaderCache(),
+                   limiter=ctx.shared.get(LIMITER_KEY))
         ctx.shared[SERVICES_KEY] = made
         return made
 

@@ -73,6 +73,11 @@ _ATOM_STOP = set(b'(){ "\\') | _CTL | {0x20}
 # the only atoms in which `[` opens a section that may hold spaces and parentheses; anywhere
 # else `[` is an ordinary atom character (RFC 3501 9: a mailbox name may hold it)
 _SECTION_ATTS = {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
+# an optional leading backslash (a flag), then atom bytes up to a stop byte or `[`
+_ATOM_RUN = re.compile(rb'\\?[^\x00-\x20\x7f(){"\\\[]*')
+_ATOM_REST = re.compile(rb'[^\x00-\x20\x7f(){"\\]*')  # atom bytes, `[` and `]` among them
+_FLAT_SECTION = re.compile(rb'\[[^\x00-\x1f\x7f\[\]]*\]')  # `[...]` without brackets or CTLs inside
+_TOKEN_OPENERS = frozenset(b'("{~')  # what token() reads other than an atom
 
 
 class _Tokenizer:
@@ -99,22 +104,29 @@ class _Tokenizer:
     def tokens(self, closing: int | None = None) -> list[Token]:
         """Space-separated tokens up to the end (or up to a closing paren)."""
         out: list[Token] = []
+        data = self.data
+        end = len(data)
         first = True
         while True:
-            c = self.peek()
-            if c is None:
+            pos = self.pos
+            if pos >= end:
                 if closing is not None:
                     raise self.error("unbalanced parentheses")
                 return out
-            if closing is not None and c == closing:
-                self.pos += 1
+            c = data[pos]
+            if c == closing:
+                self.pos = pos + 1
                 return out
             if not first and not (self.adjacent_lists and c == 0x28 and isinstance(out[-1], list)):
-                self.expect_space()
-                c = self.peek()
-                if c is None or c == 0x20 or (closing is not None and c == closing):
+                if c != 0x20:
+                    raise self.error("expected a space")
+                pos += 1
+                self.pos = pos
+                if pos >= end or data[pos] == 0x20 or data[pos] == closing:
                     raise self.error("unexpected space")
-            out.append(self.token())
+                c = data[pos]
+            # (perf: the common atom is read here, without token()'s dispatch)
+            out.append(self.token() if c in _TOKEN_OPENERS else self.atom())
             first = False
 
     def token(self) -> Token:
@@ -164,6 +176,25 @@ class _Tokenizer:
         return String(self.data[start:start + n], literal=True)
 
     def atom(self) -> Atom:
+        data, start = self.data, self.pos
+        # (perf: an atom without `[` is one regex match, not a loop over its bytes)
+        run = _ATOM_RUN.match(data, start)
+        assert run is not None  # (the pattern matches the empty string)
+        end = run.end()
+        if end < len(data) and data[end] == 0x5B:  # `[`
+            if data[start:end].upper() in _SECTION_ATTS:  # BODY[...]: a section
+                section = _FLAT_SECTION.match(data, end)
+                if section is None:  # nested brackets, or none closing: the loop below
+                    return self._atom_with_brackets()
+                end = section.end()
+            # past the first `[`, `[` and `]` are ordinary atom bytes (see _atom_with_brackets)
+            run = _ATOM_REST.match(data, end)
+            assert run is not None
+            end = run.end()
+        self.pos = end
+        return self._atom_of(start, end)
+
+    def _atom_with_brackets(self) -> Atom:
         start = self.pos
         depth = 0
         if self.peek() == 0x5C:  # a flag: \Seen
@@ -181,12 +212,15 @@ class _Tokenizer:
             self.pos += 1
         if depth:
             raise self.error("unbalanced [")
-        if self.pos == start or self.data[start:self.pos] == b"\\":
-            if self.pos != start:
+        return self._atom_of(start, self.pos)
+
+    def _atom_of(self, start: int, end: int) -> Atom:
+        if end == start or self.data[start:end] == b"\\":
+            if end != start:
                 raise self.error("empty flag name")
             raise self.error(f"unexpected character {chr(self.data[start])!r}")
         try:
-            return Atom(self.data[start:self.pos].decode("ascii"))
+            return Atom(self.data[start:end].decode("ascii"))
         except UnicodeDecodeError:
             raise self.error("8-bit character in atom") from None
 
@@ -245,6 +279,11 @@ _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 
 
 def parse_sequence_set(text: str, tag: bytes | None = None) -> SequenceSet:
+    if text.isdigit() and text.isascii():  # (perf: one number, the commonest set)
+        v = int(text)
+        if v == 0 or v > 0xFFFFFFFF:
+            raise ParseError(f"invalid number {text} in sequence set", tag)
+        return SequenceSet(((v, v),))
     if text == "$":
         return SavedResult()
     ranges: list[tuple[int | None, int | None]] = []
@@ -378,7 +417,23 @@ def _binary_att(m: re.Match[str], tag: bytes | None) -> FetchAtt:
                     partial=partial, peek=kind != "")
 
 
+_FETCH_ATT_CACHE: dict[str, FetchAtt] = {}  # text -> its FetchAtt (frozen, so shared)
+_FETCH_ATT_CACHE_SIZE = 512
+
+
 def parse_fetch_att(text: str, tag: bytes | None = None) -> FetchAtt:
+    # (perf: a client asks for the same few attributes again and again; a section such as
+    # BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)] costs regexes and a tokenizer to parse)
+    att = _FETCH_ATT_CACHE.get(text)
+    if att is None:
+        att = _parse_fetch_att(text, tag)  # a ParseError is raised, never cached
+        if len(_FETCH_ATT_CACHE) >= _FETCH_ATT_CACHE_SIZE:
+            _FETCH_ATT_CACHE.clear()
+        _FETCH_ATT_CACHE[text] = att
+    return att
+
+
+def _parse_fetch_att(text: str, tag: bytes | None) -> FetchAtt:
     upper = text.upper()
     if upper in _SIMPLE_ATTS:
         return FetchAtt(upper)
@@ -636,7 +691,8 @@ class Command:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-_TAG_RE = re.compile(rb"^[\x21-\x7e]+$")
+# printable ASCII but (){%*"\+ (and, as `$` allowed it, one final LF)
+_TAG_RE = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\+]+\n?')
 _NOARG = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "EXPUNGE", "UNSELECT",
           "IDLE", "NAMESPACE"}
 _ONE_MAILBOX = {"CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"}
@@ -650,7 +706,7 @@ def split_tag(data: bytes) -> tuple[bytes | None, bytes]:
     """The tag and the rest; tag None when the line has none we can echo."""
     sp = data.find(b" ")
     head = data if sp < 0 else data[:sp]
-    if head and _TAG_RE.match(head) and not any(c in head for c in b'(){%*"\\+'):
+    if _TAG_RE.fullmatch(head):
         return head, data[sp + 1:] if sp >= 0 else b""
     return None, data
 
@@ -1067,6 +1123,9 @@ def _numeric(tok: Token, tag: bytes | None) -> int:
     raise ParseError("expected a number", tag)
 
 
+_STORE_ITEM = re.compile(r"^([+-]?)FLAGS(\.SILENT)?$")
+
+
 def _a_store(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any]:
     if len(tokens) < 3:
         raise ParseError("STORE needs a sequence set, an item and flags", tag)
@@ -1081,7 +1140,7 @@ def _a_store(tokens: list[Token], tag: bytes | None, uid: bool) -> dict[str, Any
         unchangedsince = _numeric(mods[1], tag)
         rest = rest[1:]
     item = _atom(rest[0], tag, "a store item").upper()
-    m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", item)
+    m = _STORE_ITEM.match(item)
     if not m:
         raise ParseError(f"invalid STORE item {item}", tag)
     flag_toks = rest[1:]

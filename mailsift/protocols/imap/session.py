@@ -260,8 +260,7 @@ class ImapSession:
     # -- store access ---------------------------------------------------------------------------
     async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """A blocking store call in a worker thread of the IMAP sessions' own small pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.services.executor, functools.partial(fn, *args, **kw))
+        return await self.services.threads.call(functools.partial(fn, *args, **kw) if kw else fn, *args)
 
     def store_event(self, ev: Any) -> None:
         """Called by the store in the thread that made a change: hand it to our loop."""
