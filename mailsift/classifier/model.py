@@ -46,7 +46,8 @@ from mailsift.classifier.features import feature_indices, sorted_unique
 from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probability_to_score  # noqa: F401
 from mailsift.classifier.points import Z_BOUND, bounded
 from mailsift.classifier.points import sigmoid as _sigmoid
-from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, tokenize
+from mailsift.classifier.reputation import Reputation, sender_keys
+from mailsift.classifier.tokenize import MAX_BYTES, NO_SENDER, TOKENIZER_VERSION, tokenize_sender
 from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
@@ -103,6 +104,12 @@ class ModelSettings:
     # 0.324 -> 0.277, but a small model's ranking of unseen mail worse (AUC 0.973 -> 0.966)
     # and the first-day guard's operating point moved; docs/classifier.md.
     z_bound: float = Z_BOUND
+    # Sender reputation (reputation.py): a sender the site taught about shifts z towards its
+    # history by up to sender_weight, weight * (spam - ham) / (ham + spam + sender_prior);
+    # at most sender_capacity senders' keys are kept (0 weight: off).
+    sender_weight: float = 0.0
+    sender_prior: float = 1.0
+    sender_capacity: int = 50000
 
     def validate(self) -> None:
         if not 10 <= self.hash_bits <= 24 or not 10 <= self.char_bits <= 24:
@@ -116,6 +123,8 @@ class ModelSettings:
             raise ValueError("char_replay must be between 0 and 10000")
         if not (self.z_bound == 0 or 1.0 <= self.z_bound <= 100.0):
             raise ValueError("z_bound must be 0 (off) or between 1 and 100")
+        if not (0 <= self.sender_weight <= 50 and self.sender_prior > 0 and 1 <= self.sender_capacity <= 10**7):
+            raise ValueError("sender_weight must be in [0, 50], sender_prior positive, sender_capacity in [1, 10^7]")
 
 
 class SpamModel:
@@ -146,6 +155,7 @@ class SpamModel:
         self.weights: np.ndarray | None = np.zeros(n, dtype=np.float32)
         self.chars = CharGramLR(self.settings.char_bits, self.settings.char_rate, self.settings.char_replay)
         self.prior_counts = np.zeros(2, dtype=np.float64)  # class counts taught by the corpora
+        self.reputation = Reputation(self.settings.sender_capacity)  # what the site taught per sender
 
     @property
     def nb(self) -> Any:
@@ -169,6 +179,8 @@ class SpamModel:
             self.chars.pseudo = [0, 0]
         if "prior_counts" not in state:
             self.prior_counts = np.zeros(2, dtype=np.float64)
+        if "reputation" not in state:
+            self.reputation = Reputation(self.settings.sender_capacity)
         self._nb = None
         self.weights = None  # recomputed by refresh()
 
@@ -237,9 +249,30 @@ class SpamModel:
         cached = self.__dict__.get("_last")
         if cached is not None and cached[0] is raw and cached[1] == limit:
             return cached[2]
-        result = feature_indices(tokenize(raw, limit), self.settings.hash_bits)
-        self._last = (raw, limit, result)
+        tokens, sender = tokenize_sender(raw, limit)
+        result = feature_indices(tokens, self.settings.hash_bits)
+        self._last = (raw, limit, result, sender)
         return result
+
+    def sender_keys(self, raw: bytes) -> tuple[int | None, ...]:
+        """The reputation keys of `raw`'s sender (reputation.sender_keys), from the features' pass."""
+        cached = self.__dict__.get("_last_keys")
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        last = self.__dict__.get("_last")
+        if last is None or last[0] is not raw:  # the verdict's pass, whatever its byte limit
+            self.features(raw)
+            last = self._last
+        keys = sender_keys(last[3] if last[0] is raw else NO_SENDER)
+        self._last_keys = (raw, keys)
+        return keys
+
+    def sender_shift(self, raw: bytes) -> float:
+        """The sender reputation's share of z (0 while the table is empty or the member off)."""
+        s = self.settings
+        if not s.sender_weight or not len(self.reputation):
+            return 0.0
+        return self.reputation.shift(self.sender_keys(raw), s.sender_weight, s.sender_prior)[0]
 
     def char_features(self, raw: bytes) -> np.ndarray | None:
         """The character 4-gram member's columns of `raw` (None when the member is off)."""
@@ -256,6 +289,7 @@ class SpamModel:
         state = self.__dict__.copy()
         state.pop("_last", None)
         state.pop("_last_chars", None)
+        state.pop("_last_keys", None)
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
         state.pop("_dirty", None)
@@ -295,7 +329,7 @@ class SpamModel:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
         idx, _ = self.features(raw)
         contrib, const = self._contributions(idx)
-        return _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)))
+        return _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + self.sender_shift(raw))
 
     def _z(self, words: float, chars: float) -> float:
         """The fused log-odds of the words' part and the characters' part, each bounded."""
@@ -316,6 +350,7 @@ class SpamModel:
             self.feature_count *= w
         self.prior_counts = self.class_count.copy()
         self.chars.reset()
+        self.reputation.clear()  # the senders of the corpora are not this site's
         self.refresh()
 
     def local_learned(self) -> int:
@@ -341,8 +376,11 @@ class SpamModel:
             partial = len(raw) > limit
             idx, names = self.features(raw, limit)
             contrib, const = self._contributions(idx)
-            p = _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)))
+            shift = self.sender_shift(raw)
+            p = _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + shift)
             clues = _clues(contrib, names)
+            if shift:
+                clues = (("sender:history", round(shift, 4)), *clues)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
         guard = self.guard()
@@ -459,9 +497,12 @@ class SpamModel:
             own[self._replay_next[y] % size] = stored
             self._replay_next[y] += 1
 
-    def learn_features(self, idx: np.ndarray, label: str, cidx: np.ndarray | None = None) -> float:
+    def learn_features(self, idx: np.ndarray, label: str, cidx: np.ndarray | None = None,
+                       sender: tuple[int | None, ...] | None = None) -> float:
         y = _label(label)
         g = self._lr_learn(idx, y, cidx)
+        if sender is not None:
+            self.reputation.learn(sender, y)
         if cidx is not None:
             self.chars.learn(cidx, y)
         self._replay_step(idx, y)
@@ -473,10 +514,12 @@ class SpamModel:
         return g
 
     def unlearn_features(self, idx: np.ndarray, label: str, step: float | None = None,
-                         cidx: np.ndarray | None = None) -> None:
+                         cidx: np.ndarray | None = None, sender: tuple[int | None, ...] | None = None) -> None:
         y = _label(label)
         if self.class_count[y] < 1:
             raise ValueError(f"no {label} learned: nothing to unlearn")
+        if sender is not None:
+            self.reputation.unlearn(sender, y)
         if cidx is not None:
             self.chars.step(cidx, y, sign=-1.0)
         fc = self.feature_count
@@ -493,15 +536,16 @@ class SpamModel:
     def learn(self, raw: bytes, label: str) -> float:
         """Learn one message as "spam" or "ham". Returns the LR step (for exact unlearning)."""
         idx, _ = self.features(raw)
-        return self.learn_features(idx, label, self.char_features(raw))
+        return self.learn_features(idx, label, self.char_features(raw), self.sender_keys(raw))
 
     def unlearn(self, raw: bytes, label: str, step: float | None = None) -> None:
         """Remove one previously learned message's counts (and undo its LR step)."""
         idx, _ = self.features(raw)
-        self.unlearn_features(idx, label, step, self.char_features(raw))
+        self.unlearn_features(idx, label, step, self.char_features(raw), self.sender_keys(raw))
 
     def learn_batch(self, items: list[tuple[np.ndarray, str]],
-                    chars: list[np.ndarray | None] | None = None) -> list[float]:
+                    chars: list[np.ndarray | None] | None = None,
+                    senders: Sequence[tuple[int | None, ...] | None] | None = None) -> list[float]:
         """Learn many messages: LR steps one by one, then the NB counts of the batch.
 
         The counts are MultinomialNB.partial_fit's (feature_count_ += X^T Y, class_count_ +=
@@ -518,6 +562,8 @@ class SpamModel:
             steps.append(self._lr_learn(idx, y, cidx))
             if cidx is not None:
                 self.chars.learn(cidx, y)
+            if senders is not None and senders[k] is not None:
+                self.reputation.learn(senders[k], y)  # type: ignore[arg-type]
             self._replay_step(idx, y)
         y = np.array([_label(label) for _, label in items])
         row_y = np.repeat(y, [len(i) for i, _ in items])
