@@ -106,8 +106,10 @@ class ModelSettings:
     z_bound: float = Z_BOUND
     # Sender reputation (reputation.py): a sender the site taught about shifts z towards its
     # history by up to sender_weight, weight * (spam - ham) / (ham + spam + sender_prior);
-    # at most sender_capacity senders' keys are kept (0 weight: off).
-    sender_weight: float = 0.0
+    # at most sender_capacity senders' keys are kept (0 weight: off). Measured at 8, CS->SA
+    # errors over seeds 0-2: ham to Junk 0.70% -> 0.66%, spam to the inbox 6.01% -> 5.84%;
+    # full 0.0329 -> 0.0324, with 2% label noise 0.324 -> 0.223 (docs/classifier.md).
+    sender_weight: float = 8.0
     sender_prior: float = 1.0
     sender_capacity: int = 50000
 
@@ -256,15 +258,16 @@ class SpamModel:
 
     def sender_keys(self, raw: bytes) -> tuple[int | None, ...]:
         """The reputation keys of `raw`'s sender (reputation.sender_keys), from the features' pass."""
-        cached = self.__dict__.get("_last_keys")
-        if cached is not None and cached[0] is raw:
-            return cached[1]
         last = self.__dict__.get("_last")
-        if last is None or last[0] is not raw:  # the verdict's pass, whatever its byte limit
+        if last is None or last[0] is not raw:  # else the verdict's pass, whatever its byte limit
             self.features(raw)
             last = self._last
-        keys = sender_keys(last[3] if last[0] is raw else NO_SENDER)
-        self._last_keys = (raw, keys)
+        sender = last[3] if last[0] is raw else NO_SENDER
+        cached = self.__dict__.get("_last_keys")
+        if cached is not None and cached[0] == sender:
+            return cached[1]
+        keys = sender_keys(sender)
+        self._last_keys = (sender, keys)
         return keys
 
     def sender_shift(self, raw: bytes) -> float:

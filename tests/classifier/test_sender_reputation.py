@@ -221,3 +221,20 @@ def test_the_scorer_gives_the_models_verdicts(trained, newsletter: list[bytes], 
         assert abs(a.probability - b.probability) < 1e-12 and a.clues == b.clues and a.label == b.label
         shifted += any(name == "sender:history" for name, _ in b.clues)
     assert shifted >= len(newsletter) - 2
+
+
+def test_a_domain_passes_on_good_history_only(trained, newsletter: list[bytes]) -> None:  # noqa: ANN001
+    """Another address of a domain the site kept mail from, through the same relay, starts with
+    half its good history; spam from one address of a domain does not taint the others."""
+    m = _with(trained)
+    m.learn(newsletter[0], "ham")
+    colleague = ("From: <offers@news.example.com>", NEWS[1], NEWS[2])
+    other = _as_sent_by(newsletter[1], colleague, 1)
+    assert m.sender_shift(other) == pytest.approx(-0.5 * WEIGHT / 2)
+    spammer = _as_sent_by(newsletter[2], ("From: <x9@bulk.example.org>", "relay.bulk.example.org", "192.0.2.77"), 2)
+    m.learn(spammer, "spam")
+    m.learn(_as_sent_by(newsletter[3], ("From: <x10@bulk.example.org>", "relay.bulk.example.org", "192.0.2.77"), 3), "spam")
+    third = _as_sent_by(newsletter[4], ("From: <help@bulk.example.org>", "relay.bulk.example.org", "192.0.2.77"), 4)
+    assert m.sender_shift(third) == 0.0
+    assert m.sender_shift(_as_sent_by(newsletter[5], ("From: <x9@bulk.example.org>", "relay.bulk.example.org",
+                                                      "192.0.2.77"), 5)) == pytest.approx(WEIGHT / 2)
