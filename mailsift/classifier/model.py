@@ -52,6 +52,9 @@ from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
 
+KEYS_CACHED = 4096  # senders whose reputation keys a model keeps computed
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     hash_bits: int = 20  # 2^20 hashed features: 16 MB of NB counts + 8 MB of LR weights
@@ -263,11 +266,14 @@ class SpamModel:
             self.features(raw)
             last = self._last
         sender = last[3] if last[0] is raw else NO_SENDER
-        cached = self.__dict__.get("_last_keys")
-        if cached is not None and cached[0] == sender:
-            return cached[1]
-        keys = sender_keys(sender)
-        self._last_keys = (sender, keys)
+        cache = self.__dict__.get("_keys_cache")
+        if cache is None:
+            cache = self._keys_cache = {}
+        keys = cache.get(sender)
+        if keys is None:  # three BLAKE2b hashes (7 us); senders repeat: lists, newsletters, people
+            if len(cache) >= KEYS_CACHED:
+                cache.clear()
+            keys = cache[sender] = sender_keys(sender)
         return keys
 
     def sender_shift(self, raw: bytes) -> float:
@@ -292,7 +298,7 @@ class SpamModel:
         state = self.__dict__.copy()
         state.pop("_last", None)
         state.pop("_last_chars", None)
-        state.pop("_last_keys", None)
+        state.pop("_keys_cache", None)
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
         state.pop("_dirty", None)
