@@ -47,7 +47,7 @@ from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probabili
 from mailsift.classifier.points import Z_BOUND, bounded
 from mailsift.classifier.points import sigmoid as _sigmoid
 from mailsift.classifier.reputation import Reputation, sender_keys
-from mailsift.classifier.tokenize import MAX_BYTES, NO_SENDER, TOKENIZER_VERSION, tokenize_sender
+from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, Sender, tokenize_sender
 from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
@@ -250,22 +250,25 @@ class SpamModel:
         """Feature indices and their token names. The last message's features are cached
         (by identity of the bytes object), so verdict() + spamminess() + learn() on the same
         message, as the online protocol does, tokenize it once."""
+        return self._analysed(raw, max_bytes)[2]
+
+    def _analysed(self, raw: bytes, max_bytes: int | None = None) -> tuple[Any, ...]:
+        """(raw, byte limit, features, Sender) of `raw`: one tuple, so that threads scoring at
+        once each read their own message's (the cache holds the last message's)."""
         limit = self.settings.max_bytes if max_bytes is None else max_bytes
         cached = self.__dict__.get("_last")
         if cached is not None and cached[0] is raw and cached[1] == limit:
-            return cached[2]
+            return cached
         tokens, sender = tokenize_sender(raw, limit)
-        result = feature_indices(tokens, self.settings.hash_bits)
-        self._last = (raw, limit, result, sender)
-        return result
+        cached = (raw, limit, feature_indices(tokens, self.settings.hash_bits), sender)
+        self._last = cached
+        return cached
 
-    def sender_keys(self, raw: bytes) -> tuple[int | None, ...]:
-        """The reputation keys of `raw`'s sender (reputation.sender_keys), from the features' pass."""
-        last = self.__dict__.get("_last")
-        if last is None or last[0] is not raw:  # else the verdict's pass, whatever its byte limit
-            self.features(raw)
-            last = self._last
-        sender = last[3] if last[0] is raw else NO_SENDER
+    def sender_keys(self, raw: bytes, sender: Sender | None = None) -> tuple[int | None, ...]:
+        """The reputation keys of `raw`'s sender (reputation.sender_keys), read in the
+        features' pass unless given."""
+        if sender is None:
+            sender = self._analysed(raw)[3]
         cache = self.__dict__.get("_keys_cache")
         if cache is None:
             cache = self._keys_cache = {}
@@ -276,12 +279,12 @@ class SpamModel:
             keys = cache[sender] = sender_keys(sender)
         return keys
 
-    def sender_shift(self, raw: bytes) -> float:
+    def sender_shift(self, raw: bytes, sender: Sender | None = None) -> float:
         """The sender reputation's share of z (0 while the table is empty or the member off)."""
         s = self.settings
         if not s.sender_weight or not len(self.reputation):
             return 0.0
-        return self.reputation.shift(self.sender_keys(raw), s.sender_weight, s.sender_prior)[0]
+        return self.reputation.shift(self.sender_keys(raw, sender), s.sender_weight, s.sender_prior)[0]
 
     def char_features(self, raw: bytes) -> np.ndarray | None:
         """The character 4-gram member's columns of `raw` (None when the member is off)."""
@@ -336,9 +339,9 @@ class SpamModel:
 
     def spamminess(self, raw: bytes) -> float:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
-        idx, _ = self.features(raw)
+        _, _, (idx, _), sender = self._analysed(raw)
         contrib, const = self._contributions(idx)
-        return _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + self.sender_shift(raw))
+        return _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + self.sender_shift(raw, sender))
 
     def _z(self, words: float, chars: float) -> float:
         """The fused log-odds of the words' part and the characters' part, each bounded."""
@@ -383,9 +386,9 @@ class SpamModel:
         limit = max_bytes if max_bytes is not None else self.settings.max_bytes
         try:
             partial = len(raw) > limit
-            idx, names = self.features(raw, limit)
+            _, _, (idx, names), sender = self._analysed(raw, limit)
             contrib, const = self._contributions(idx)
-            shift = self.sender_shift(raw)
+            shift = self.sender_shift(raw, sender)
             p = _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + shift)
             clues = _clues(contrib, names)
             if shift:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -238,3 +239,28 @@ def test_a_domain_passes_on_good_history_only(trained, newsletter: list[bytes]) 
     assert m.sender_shift(third) == 0.0
     assert m.sender_shift(_as_sent_by(newsletter[5], ("From: <x9@bulk.example.org>", "relay.bulk.example.org",
                                                       "192.0.2.77"), 5)) == pytest.approx(WEIGHT / 2)
+
+
+def test_threads_scoring_at_once_each_get_their_senders_shift(trained, newsletter: list[bytes],
+                                                               corpora: Path) -> None:  # noqa: ANN001
+    """The milter scores from several threads with one model: each verdict uses its own
+    message's sender, never the one another thread just tokenised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = _with(trained)
+    for raw in newsletter[:3]:
+        m.learn(raw, "ham")
+    others = _files(corpora, "spamassassin/spam", 40, skip=100)
+    for raw in others[:20]:
+        m.learn(raw, "spam")
+    sample = [*newsletter[3:23], *others[20:]] * 3
+    expected = [m.verdict(bytes(bytearray(raw))).probability for raw in sample]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave within a verdict, as under load
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda raw: m.verdict(bytes(bytearray(raw))).probability, sample))
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == expected
+    assert sum(m.sender_shift(raw) < 0 for raw in newsletter[3:23]) == 20
