@@ -118,6 +118,7 @@ class Learner:
         stats = stats or LearnStats()
         batch: list[tuple[np.ndarray, str]] = []
         chars: list[np.ndarray | None] = []
+        senders: list[tuple[int | None, ...]] = []
         digests: list[str] = []
         pending: set[str] = set()
         for name, label, raw, prepared in self._prepared(messages, jobs):
@@ -130,28 +131,29 @@ class Learner:
                 if digest in pending or (known is not None and known[0] == label):
                     stats.skipped += 1
                 else:
-                    idx, cidx = features()
+                    idx, cidx, sender = features()
                     if known is not None:  # learned with the other label: move it
-                        self.model.unlearn_features(idx, known[0], known[1], cidx)
+                        self.model.unlearn_features(idx, known[0], known[1], cidx, sender)
                         stats.moved += 1
                     batch.append((idx, label))
                     if self.outbox is not None and raw is not None:
                         self.outbox.add(digest, label, raw, self.source or "learn")
                     chars.append(cidx)
+                    senders.append(sender)
                     digests.append(digest)
                     pending.add(digest)
                     stats.learned += 1
             if len(batch) >= BATCH:
-                self._flush(batch, digests, chars)
+                self._flush(batch, digests, chars, senders)
             if progress is not None:
                 progress(stats)  # type: ignore[operator]
-        self._flush(batch, digests, chars)
+        self._flush(batch, digests, chars, senders)
         return stats
 
     def _prepared(self, messages: Iterable[tuple[str, bytes | None, str]], jobs: int
                   ) -> Iterator[tuple[str, str, bytes | None, tuple[str, Callable[[], Features]] | None]]:
         """(name, label, raw, (digest, features) or None when unreadable), in order; features()
-        gives the message's (word columns, 4-gram columns). With workers, raw is kept only for
+        gives the message's (word columns, 4-gram columns, sender reputation keys). With workers, raw is kept only for
         the share outbox (None otherwise: the bytes stay in the workers)."""
         if jobs <= 1:
             model = self.model
@@ -188,15 +190,16 @@ class Learner:
             _WORKER_MODEL = None
 
     def _flush(self, batch: list[tuple[np.ndarray, str]], digests: list[str],
-               chars: list[np.ndarray | None]) -> None:
+               chars: list[np.ndarray | None], senders: list[tuple[int | None, ...]]) -> None:
         if not batch:
             return
-        steps = self.model.learn_batch(batch, chars)
+        steps = self.model.learn_batch(batch, chars, senders)
         for digest, (_, label), step in zip(digests, batch, steps):
             self.record.put(digest, label, step)
         batch.clear()
         digests.clear()
         chars.clear()
+        senders.clear()
         self.dirty = True
 
     def forget_many(self, messages: Iterable[tuple[str, bytes | None]], stats: LearnStats | None = None,
@@ -238,13 +241,13 @@ class Learner:
         self.dirty = False
 
 
-Features = tuple[np.ndarray, "np.ndarray | None"]
+Features = tuple[np.ndarray, "np.ndarray | None", "tuple[int | None, ...]"]
 _WORKER_MODEL: SpamModel | None = None
 
 
 def _features(model: SpamModel, raw: bytes) -> Features:
     idx, _ = model.features(raw)
-    return idx, model.char_features(raw)
+    return idx, model.char_features(raw), model.sender_keys(raw)
 
 
 def _given(features: Features) -> Features:

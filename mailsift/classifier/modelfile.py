@@ -139,7 +139,7 @@ def read_header(buf: Any, size: int) -> dict[str, Any]:
     return head
 
 
-_CODES = {"<u4": "I", "<f4": "f", "<i4": "i", "<f8": "d", "<u2": "H", "|u1": "B"}
+_CODES = {"<u4": "I", "<f4": "f", "<i4": "i", "<f8": "d", "<u2": "H", "|u1": "B", "<u8": "Q"}
 
 
 def view(buf: Any, head: dict[str, Any], name: str) -> memoryview:

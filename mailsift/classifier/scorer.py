@@ -41,7 +41,8 @@ from mailsift.classifier.modelcheck import (
 )
 from mailsift.classifier.points import Z_BOUND, bounded, sigmoid
 from mailsift.classifier.readiness import READY_FROM, Readiness, assess
-from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize
+from mailsift.classifier.reputation import sender_keys, shift_of
+from mailsift.classifier.tokenize import TOKENIZER_VERSION, tokenize_sender
 from mailsift.classifier.judge import judge
 from mailsift.verdict import Verdict
 
@@ -176,6 +177,14 @@ class Scorer:
             self.guard_until = int(s["guard_until"])
             self.ready_from = int(s.get("ready_from", READY_FROM))
             self.z_bound = float(s.get("z_bound", Z_BOUND))
+            self.sender_weight = float(s.get("sender_weight", 0.0))
+            self.sender_prior = float(s.get("sender_prior", 1.0))
+            self._rep = None
+            if "rep_keys" in head["sections"]:
+                rep = tuple(modelfile.view(self._mm, head, n) for n in ("rep_keys", "rep_ham", "rep_spam"))
+                if not len(rep[0]) == len(rep[1]) == len(rep[2]):
+                    raise modelfile.FormatError("reputation sections differ in length")
+                self._rep = rep if len(rep[0]) else None
             self.class_count = [float(x) for x in head["class_count"]]
             self.prior_counts = [float(x) for x in head["prior_counts"]]
             self.totals = [float(x) for x in head["totals"]]
@@ -271,10 +280,24 @@ class Scorer:
                 values.append(coef[lo] if lo < len(keys) and keys[lo] == c else 0.0)
         return self.char_weight * (pairwise_sum(values, single=True) / math.sqrt(len(cidx)) + self.char_intercept)
 
+    def _rep_counts(self, key: int) -> tuple[int, int] | None:
+        from bisect import bisect_left
+
+        keys, ham, spam = self._rep  # type: ignore[misc]
+        i = bisect_left(keys, key)
+        return (ham[i], spam[i]) if i < len(keys) and keys[i] == key else None
+
+    def sender_shift(self, sender: tuple[str, str, str]) -> float:
+        """SpamModel.sender_shift: the sender reputation's share of z."""
+        if self._rep is None or not self.sender_weight:
+            return 0.0
+        return shift_of(self._rep_counts, sender_keys(sender), self.sender_weight, self.sender_prior)[0]
+
     def spamminess(self, raw: bytes) -> float:
-        idx, _ = feature_indices(tokenize(raw, self.max_bytes), self.hash_bits)
+        tokens, sender = tokenize_sender(raw, self.max_bytes)
+        idx, _ = feature_indices(tokens, self.hash_bits)
         contrib, const = self._contributions(idx)
-        return sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)))
+        return sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)) + self.sender_shift(sender))
 
     def _z(self, words: float, chars: float) -> float:
         """SpamModel._z: the words' and the characters' parts, each bounded."""
@@ -286,10 +309,14 @@ class Scorer:
         limit = max_bytes if max_bytes is not None else self.max_bytes
         try:
             partial = len(raw) > limit
-            idx, names = feature_indices(tokenize(raw, limit), self.hash_bits)
+            tokens, sender = tokenize_sender(raw, limit)
+            idx, names = feature_indices(tokens, self.hash_bits)
             contrib, const = self._contributions(idx)
-            p = sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)))
+            shift = self.sender_shift(sender)
+            p = sigmoid(self._z(pairwise_sum(contrib) + const, self._char_z(raw)) + shift)
             clues = _clues(contrib, names)
+            if shift:
+                clues = (("sender:history", round(shift, 4)), *clues)
         except Exception as exc:  # noqa: BLE001 - our fault: no verdict, never a crash
             return Verdict(None, 0.0, required, reason=f"classifier error: {type(exc).__name__}")
         return judge(p, clues, required, partial=partial,

@@ -608,19 +608,72 @@ def _text_part(body: bytes, cte: str, ctype: str, site: _Site, out: list[str],
 
 def tokenize(raw: bytes, max_bytes: int = MAX_BYTES) -> list[str]:
     """The tokens of one raw message (with repeats). Never raises; bounded work."""
+    return tokenize_sender(raw, max_bytes)[0]
+
+
+# Who sent a message, as reputation.py keys it: (From address, List-Id, sender-side relay),
+# each "" when the message has none.
+Sender = tuple[str, str, str]
+NO_SENDER: Sender = ("", "", "")
+_ANGLE_ADDR_RE = re.compile(r"<\s*([^<>@\s]{0,128}@[^<>\s]{1,255}?)\s*>")
+_LIST_ID_RE = re.compile(r"<([^<>\s]{1,200})>")
+
+
+def tokenize_sender(raw: bytes, max_bytes: int = MAX_BYTES) -> tuple[list[str], Sender]:
+    """tokenize(), and who sent the message (Sender), read in the same pass."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raw = str(raw).encode("utf-8", "replace")
     raw = bytes(raw[:max_bytes])
     out: list[str] = []
+    sender = NO_SENDER
     try:
         m = _BLANK_LINE_RE.search(raw)
         head, body = (raw[: m.start() + 1], raw[m.end():]) if m else (raw, b"")
         site = _Site()
         first = _header_tokens(parse_headers(head), site, out)
+        sender = _sender(first, out)
         _mime_tokens(first, body, site, out, 0, _Walk())
     except Exception:  # noqa: BLE001 - never raise: fall back to plain words
         out.append("parse:failed")
         _words(raw[:MAX_PART_CHARS].decode("latin-1").lower(), "", out)
     if len(raw) >= max_bytes:
         out.append("size:truncated")
-    return out[:MAX_TOKENS]
+    return out[:MAX_TOKENS], sender
+
+
+def _sender(first: dict[str, str], out: list[str]) -> Sender:
+    """The From address (the one in angle brackets, else the first), the List-Id's id, and the
+    relay of the first sender-side Received hop as the site's MX saw it: its reverse-DNS
+    registrable domain, else its IP /16, else its HELO's domain. `out` holds the Received
+    tokens first (_header_tokens reads those before any other header)."""
+    addr = ""
+    value = first.get("from", "")[:MAX_HEADER_CHARS]
+    if "@" in value:
+        m = _ANGLE_ADDR_RE.search(value)
+        if m:
+            addr = m.group(1).lower()
+        else:
+            found = _ADDR_IN_HEADER_RE.search(value)
+            addr = f"{found.group(1)}@{found.group(2)}".lower() if found else ""
+        addr = addr.strip(".")
+    list_id = ""
+    value = first.get("list-id", "")[:500]
+    if value:
+        m = _LIST_ID_RE.search(value)
+        list_id = (m.group(1) if m else value.strip()[:200]).lower()
+    relay = ""
+    if out and out[0] == "rcvd:boundary":  # the first sender-side hop's tokens follow it
+        helo = ip = ""
+        for token in out[1:12]:
+            if token.startswith("rcvd:rdns:") and token != "rcvd:rdns:unknown":
+                relay = "rdns:" + token[10:]
+                break
+            if token.startswith("rcvd:helo:"):
+                if helo:
+                    break  # the next hop
+                helo = token[10:]
+            elif token.startswith("rcvd:ip:") and not ip:
+                ip = token[8:]
+        if not relay:
+            relay = "ip:" + ip if ip else ("helo:" + helo if helo not in ("", "ip", "bare") else "")
+    return addr, list_id, relay
