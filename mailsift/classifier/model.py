@@ -112,7 +112,8 @@ class ModelSettings:
     # Each part of z, the words' (NB + word LR) and the characters', bounded softly at z_bound
     # (points.bounded: as it is up to 3/4 of the bound, then a tanh the rest of the way), so
     # no message is beyond doubt and one part's certainty does not bury the other's doubt; p
-    # stays below sigmoid(2 z_bound) (1 - 3.8e-11 at 12). Measured (docs/classifier.md, "Long,
+    # stays below sigmoid(2 z_bound + sender_weight) (the sender history's shift is evidence of
+    # its own, bounded by its weight). Measured (docs/classifier.md, "Long,
     # noisy streams"), unbounded -> 12: the stream twice with 2% of the second pass's labels
     # flipped (long:twice:0.02) 1.288 -> 1.205, 2% label noise 0.324 -> 0.246, full 0.0329
     # either way, reversed 0.0478 -> 0.0485. A model file without the setting scores unbounded

@@ -46,7 +46,8 @@ def test_no_message_is_beyond_doubt_however_often_it_was_taught(
     model, news = trained
     bound = model.settings.z_bound
     assert bound > 0, "the bound is on by default"
-    limit = 2.0 * bound  # words' part + characters' part, each below the bound
+    # words' part + characters' part, each below the bound, and the sender history's shift
+    limit = 2.0 * bound + model.settings.sender_weight
     unbounded = SpamModel(model.with_settings(z_bound=0.0))
     unbounded.__dict__.update({k: v for k, v in model.__dict__.items() if k != "settings"})
     sure = 0.0
