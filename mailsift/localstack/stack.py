@@ -327,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         down(run)
         return 1
     t0 = time.monotonic()
-    for subject, where in demo(run, ports):
+    try:
+        landed = demo(run, ports)
+    except Exception as exc:  # a daemon died or refused: say where to look, leave nothing running
+        print(f"make run: the sample mail did not go through ({type(exc).__name__}: {exc}); "
+              f"the daemons' logs are in {run / 'log'}/ and {run / 'postfix' / 'log'}/", file=sys.stderr)
+        down(run)
+        return 1
+    for subject, where in landed:
         print(f"  {subject:<40} -> {where}")
     print(f"(sample mail delivered in {time.monotonic() - t0:.1f} s)")
     print(f"""

@@ -82,3 +82,49 @@ def test_pipeline_comes_up_delivers_and_stops(corpora: Path, mailsift_bin: str) 
     assert down.returncode == 0
     assert not left  # every pidfile removed
     assert not [name for name, pid in pids.items() if _alive(pid)]  # and every process gone
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the daemons `up` started in this process are its children until
+    reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.integration
+def test_a_failed_sample_run_leaves_nothing_running(corpora: Path, mailsift_bin: str,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """When the sample mail does not go through (here: Postfix refuses it, as it did when the
+    milter died at start), `up` says so, names the logs, and stops every daemon it started."""
+    import smtplib
+
+    from mailsift.localstack import stack
+
+    work = make_workdir("mailsift-run-")
+    run, db = work / "run", work / "model"
+    try:
+        for label, folder in (("--spam", "spamassassin/spam"), ("--ham", "spamassassin/easy_ham")):
+            files = sorted((corpora / folder).iterdir())[:60]
+            subprocess.run([mailsift_bin, "learn", label, "--no-progress", "--dbpath", str(db),
+                            *map(str, files)], check=True, capture_output=True, timeout=300)
+        started: dict[str, int] = {}
+
+        def refused(run_dir: Path, ports: object) -> list[tuple[str, str]]:
+            started.update(_pids(run_dir))
+            raise smtplib.SMTPSenderRefused(451, b"4.7.1 Service unavailable - try again later", "s@x.test")
+
+        monkeypatch.setattr(stack, "demo", refused)
+        assert stack.main(["up", "--run-dir", str(run), "--dbpath", str(db), "--free-ports"]) == 1
+        err = capsys.readouterr().err
+        assert "the sample mail did not go through" in err and str(run / "log") in err
+        assert {"postfix", "clamd", "milter", "serve", "policy"} <= set(started)
+        assert not [name for name, pid in started.items() if _running(pid)]
+        assert not list((run / "pids").glob("*.pid"))
+    finally:
+        subprocess.run([sys.executable, "-m", "mailsift.localstack", "down", "--run-dir", str(run)],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
