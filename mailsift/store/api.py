@@ -369,6 +369,18 @@ class Mailbox:
             events, self._pending = self._pending, []
         self.store.events.publish(events)
 
+    def _index_current(self) -> bool:
+        """False when another process replaced the index file. Checked with a stat at most every
+        INDEX_CHECK_INTERVAL (a stat costs more than the operations it guards); a replaced index
+        is checked again next time, until it is reopened."""
+        now = time.monotonic()
+        if now < self._index_next_check:
+            return True
+        if idx.file_id(self._index_file) != self._index_id:
+            return False
+        self._index_next_check = now + INDEX_CHECK_INTERVAL
+        return True
+
     @contextmanager
     def _op(self) -> Iterator[None]:
         """Hold the mailbox lock; publish the events collected once it is released. An index
@@ -376,11 +388,8 @@ class Mailbox:
         operation that found it still fails, and its caller answers 4xx or retries)."""
         try:
             with self._lock:
-                now = time.monotonic()
-                if now >= self._index_next_check:  # (a stat costs more than the operations it guards)
-                    self._index_next_check = now + INDEX_CHECK_INTERVAL
-                    if idx.file_id(self._index_file) != self._index_id:
-                        self._reopen_index(rebuild=False)
+                if not self._index_current():
+                    self._reopen_index(rebuild=False)
                 db = self._db
                 try:
                     yield
@@ -403,11 +412,8 @@ class Mailbox:
         if not self._lock.acquire_nowait():
             return None
         try:
-            now = time.monotonic()
-            if now >= self._index_next_check:
-                if idx.file_id(self._index_file) != self._index_id:
-                    return None  # replaced: _op reopens it
-                self._index_next_check = now + INDEX_CHECK_INTERVAL
+            if not self._index_current():
+                return None  # replaced: _op reopens it
             db = self._db
             if db.unchecked >= NOWAIT_MAX_UNCHECKED:
                 return None
@@ -1056,11 +1062,8 @@ class Mailbox:
         if stamp is None or not self._lock.thread_lock.acquire(blocking=False):
             return False
         try:
-            now = time.monotonic()
-            if now >= self._index_next_check:
-                if idx.file_id(self._index_file) != self._index_id:
-                    return False  # replaced: _op reopens it
-                self._index_next_check = now + INDEX_CHECK_INTERVAL
+            if not self._index_current():
+                return False  # replaced: _op reopens it
             name = normalize_folder(folder)
             row = self._db.folder_stamp(name)
             if row is None or (row[1], row[2], row[3]) != stamp:
