@@ -622,8 +622,13 @@ class Mailbox:
             self._event("folder-deleted", name, via="delete", special_use=special)
 
     def rename_folder(self, old: str, new: str) -> None:
-        """Rename a folder and its children (keeping UIDVALIDITY and UIDs). Renaming INBOX moves all
-        its messages into a new folder `new` and leaves INBOX empty (RFC 3501)."""
+        """Rename a folder and its inferiors (keeping UIDVALIDITY and UIDs; RFC 3501 / RFC 9051
+        6.3.5). `old` may also be a parent without a folder of its own (IMAP LIST: \\Noselect,
+        e.g. a deleted folder with children, or a level only its inferiors make): its inferiors
+        are renamed and `new` is such a parent in turn (its subscription goes along). All or
+        nothing: FolderExists when `new` or any renamed inferior's new name is a folder already.
+        Renaming INBOX moves all its messages into a new folder `new` and leaves INBOX empty
+        (RFC 3501). Raises NoSuchFolder (neither a folder nor a parent), InvalidName."""
         old, new = normalize_folder(old), normalize_folder(new)
         if new == INBOX:
             raise FolderExists("INBOX exists")
@@ -635,12 +640,18 @@ class Mailbox:
             return
         with self._op():
             self._sync_folder_list()
-            self._frow(old)
-            if self._frow_opt(new) is not None:
+            moving = [n for n in self._folder_names() if n == old or n.startswith(old + SEPARATOR)]
+            if not moving:
+                raise NoSuchFolder(f"no folder {old}")
+            if new == old or self._frow_opt(new) is not None:
                 raise FolderExists(f"folder {new} exists")
             if new.startswith(old + SEPARATOR):
                 raise StoreError("cannot rename a folder into itself")
-            moving = [n for n in self._folder_names() if n == old or n.startswith(old + SEPARATOR)]
+            parent_only = self._frow_opt(old) is None
+            renames = [(n, normalize_folder(new + n[len(old):])) for n in moving]  # (each name's length)
+            for src, dst in renames:
+                if self._frow_opt(dst) is not None or self._fpath(dst).exists():
+                    raise FolderExists(f"folder {dst} exists")
             parents = new.split(SEPARATOR)[:-1]
             for i in range(1, len(parents) + 1):
                 parent = SEPARATOR.join(parents[:i])
@@ -649,10 +660,6 @@ class Mailbox:
                     with self._txn():
                         self._new_folder_row(parent, _default_special_use(parent))
                     self._event("folder-created", parent, via="rename")
-            renames = [(n, new + n[len(old):]) for n in moving]
-            for src, dst in renames:
-                if self._fpath(dst).exists():
-                    raise FolderExists(f"folder {dst} exists on disk")
             done = []
             try:
                 for src, dst in renames:
@@ -666,6 +673,9 @@ class Mailbox:
             with self._txn():
                 for src, dst in renames:
                     self._db.rename_folder(src, dst)
+                if parent_only and self._db.is_subscribed(old):  # (a folder's goes with its row)
+                    self._db.unsubscribe(old)
+                    self._db.subscribe(new)
             for src, dst in renames:
                 self._event("folder-renamed", dst, via="rename", old_name=src)
 
