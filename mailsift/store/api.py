@@ -571,8 +571,11 @@ class Mailbox:
             return self._db.special_folder(special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
-        """Create a folder (and any missing parents). special_use defaults from the name
-        (Junk, Sent, Drafts, Trash). Raises FolderExists, InvalidName."""
+        """Create a folder. Its missing superiors are not made folders: they are parents without
+        a folder of their own (IMAP LIST: \\Noselect), as in Maildir++ and Dovecot, and a parent
+        left by DELETE stays one (CREATE of the parent's own name makes it a new folder).
+        special_use defaults from the name (Junk, Sent, Drafts, Trash). Raises FolderExists,
+        InvalidName."""
         name = normalize_folder(name)
         if special_use is not None and special_use not in SPECIAL_USES:
             raise StoreError(f"unknown special use {special_use}")
@@ -580,18 +583,11 @@ class Mailbox:
             self._sync_folder_list()
             if self._frow_opt(name) is not None:
                 raise FolderExists(f"folder {name} exists")
-            parts = name.split(SEPARATOR)
-            wanted = [SEPARATOR.join(parts[:i]) for i in range(1, len(parts) + 1)]
             with self._txn():
-                created = []
-                for n in wanted:
-                    if self._frow_opt(n) is None:
-                        md.ensure_maildir(self._fpath(n), folder=True)
-                        md.fsync_dir(self.path)
-                        self._new_folder_row(n, special_use if n == name else _default_special_use(n))
-                        created.append(n)
-            for n in created:
-                self._event("folder-created", n, via="create")
+                md.ensure_maildir(self._fpath(name), folder=True)
+                md.fsync_dir(self.path)
+                self._new_folder_row(name, special_use if special_use is not None else _default_special_use(name))
+            self._event("folder-created", name, via="create")
         return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
@@ -625,7 +621,8 @@ class Mailbox:
         """Rename a folder and its inferiors (keeping UIDVALIDITY and UIDs; RFC 3501 / RFC 9051
         6.3.5). `old` may also be a parent without a folder of its own (IMAP LIST: \\Noselect,
         e.g. a deleted folder with children, or a level only its inferiors make): its inferiors
-        are renamed and `new` is such a parent in turn (its subscription goes along). All or
+        are renamed and `new` is such a parent in turn (its subscription goes along). Missing
+        superiors of `new` are left parents only, as create_folder leaves them. All or
         nothing: FolderExists when `new` or any renamed inferior's new name is a folder already.
         Renaming INBOX moves all its messages into a new folder `new` and leaves INBOX empty
         (RFC 3501). Raises NoSuchFolder (neither a folder nor a parent), InvalidName."""
@@ -652,14 +649,6 @@ class Mailbox:
             for src, dst in renames:
                 if self._frow_opt(dst) is not None or self._fpath(dst).exists():
                     raise FolderExists(f"folder {dst} exists")
-            parents = new.split(SEPARATOR)[:-1]
-            for i in range(1, len(parents) + 1):
-                parent = SEPARATOR.join(parents[:i])
-                if self._frow_opt(parent) is None:
-                    md.ensure_maildir(self._fpath(parent), folder=True)
-                    with self._txn():
-                        self._new_folder_row(parent, _default_special_use(parent))
-                    self._event("folder-created", parent, via="rename")
             done = []
             try:
                 for src, dst in renames:

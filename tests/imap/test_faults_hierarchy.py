@@ -39,16 +39,22 @@ def listed(untagged: list[bytes]) -> dict[bytes, set[bytes]]:
     return out
 
 
-def run(pair, steps: list[tuple[str, str]]) -> None:
+def run(pair, steps: list[tuple[str, str]], deleted: frozenset[bytes] = frozenset()) -> None:
     """Each (command, expected status) on both servers: the status, LIST's names and attributes
-    and STATUS's answer must agree."""
+    and STATUS's answer must agree. `deleted`: names DELETE left as parents, which Dovecot 2.3.19
+    lists without `\\Noselect` though they cannot be selected (its list index is not updated;
+    test_faults_dovecot.py): ours must say `\\Noselect` there, the rest must agree."""
     ours, theirs = pair
     for command, want in steps:
         a_u, a_d = ours.command(command)
         b_u, b_d = theirs.command(command)
         assert status(a_d) == status(b_d) == want.encode(), (command, a_d, b_d)
         if command.startswith("LIST"):
-            assert listed(a_u) == listed(b_u), (command, a_u, b_u)
+            a_l, b_l = listed(a_u), listed(b_u)
+            for name in deleted & a_l.keys():
+                assert b"\\Noselect" in a_l[name], (command, a_u)
+                a_l[name].discard(b"\\Noselect")
+            assert a_l == b_l, (command, a_u, b_u)
         elif command.startswith("STATUS"):
             assert a_u == b_u, (command, a_u, b_u)
 
@@ -72,3 +78,20 @@ def test_rename_a_deleted_parent(pair) -> None:
                ("STATUS Rp.b.c (MESSAGES)", "NO"), ("RENAME Rp Rq", "NO"), ("RENAME Rz Rz.inner", "NO"),
                ("SELECT Rz.b.c", "OK"), ("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])", "OK"), ("UNSELECT", "OK")])
     assert ours.command("STATUS Rz.b.c (UIDVALIDITY)")[0] == [before[0].replace(b"Rp.b.c", b"Rz.b.c")]
+
+
+def test_create_leaves_missing_superiors_noselect(pair) -> None:
+    """CREATE a.b.c makes a.b.c alone: a and a.b are \\Noselect parents (Dovecot's Maildir++),
+    and a parent left by DELETE is never revived by creating under it."""
+    run(pair, [("CREATE Na.b.c", "OK"), ('LIST "" Na*', "OK"), ("SELECT Na", "NO"), ("SELECT Na.b", "NO"),
+               ("STATUS Na.b (MESSAGES)", "NO"), ("CREATE Na.b.c", "NO"),
+               ("CREATE Da", "OK"), ("CREATE Da.x", "OK"), ("DELETE Da", "OK"), ("CREATE Da.b.c", "OK"),
+               ('LIST "" Da*', "OK"), ("SELECT Da", "NO"), ("STATUS Da (MESSAGES)", "NO"),
+               ("SELECT Da.b", "NO")], deleted=frozenset({b"Da"}))
+    run(pair, [("CREATE Da", "OK"), ("STATUS Da (MESSAGES)", "OK"), ('LIST "" Da*', "OK")])
+    append(pair, "Na.b.c")
+    # a rename makes no folder of the new name's missing superiors either, and onto a parent
+    # that only its inferiors make is allowed (the name was not a folder)
+    run(pair, [("RENAME Na.b.c Nm.x.y", "OK"), ('LIST "" N*', "OK"), ("SELECT Nm.x", "NO"),
+               ("STATUS Nm.x.y (MESSAGES)", "OK"), ("CREATE Ny", "OK"), ("RENAME Ny Nm", "OK"),
+               ('LIST "" N*', "OK"), ("STATUS Nm (MESSAGES)", "OK")])

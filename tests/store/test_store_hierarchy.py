@@ -106,3 +106,28 @@ def test_rename_of_a_parent_is_all_or_nothing_and_stays_in_the_root(store: Store
     assert tree(store.root) == before
     assert {"p.one", "p.two", "q", "q.two"} <= names(box)
     assert not any(e.startswith("escape") for e in os.listdir(store.root))
+
+
+def test_create_makes_no_superior_a_folder_and_never_revives_one(store: Store) -> None:
+    box = store.mailbox(USER)
+    box.create_folder("a.b.c")
+    assert "a.b.c" in names(box) and not {"a", "a.b"} & names(box)
+    assert not (box.path / ".a").exists() and not (box.path / ".a.b").exists()
+    with pytest.raises(NoSuchFolder):
+        box.list("a.b")
+    with pytest.raises(FolderExists):
+        box.create_folder("a.b.c")
+    box.create_folder("d")
+    box.create_folder("d.x")
+    box.delete_folder("d")                          # d: a parent only
+    box.create_folder("d.b.c")
+    assert "d" not in names(box) and not (box.path / ".d").exists()
+    with pytest.raises(NoSuchFolder):
+        box.list("d")
+    uv = box.create_folder("d").uidvalidity         # its own name makes it a folder again
+    assert box.list("d") == [] and box.folder("d").uidvalidity == uv
+    box.rename_folder("a.b.c", "m.n.o")             # no folder for m, m.n either
+    assert "m.n.o" in names(box) and not {"m", "m.n"} & names(box)
+    box.create_folder("y")
+    box.rename_folder("y", "m")                     # m was only a parent: it becomes the folder
+    assert {"m", "m.n.o"} <= names(box)
