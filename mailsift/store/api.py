@@ -1192,6 +1192,20 @@ class Mailbox:
             raise NoSuchMessage(f"no message {uid} in {folder}")
         return f"{self._fdir(folder)}/{row[0]}/{row[1]}"
 
+    def file_paths(self, folder: str, uids: Iterable[int]) -> dict[int, str]:
+        """Where the files of these messages are now, in one lookup, for a reader of many (POP3
+        reads a whole maildrop). A hint only: a message whose flags change is renamed and one
+        expunged is gone, so a reader that meets FileNotFoundError calls read(), which looks
+        the message up again. A path never names another message (Maildir names are unique
+        and never reused). Raises NoSuchFolder."""
+        folder = normalize_folder(folder)
+        wanted = set(uids)
+        with self._lock.thread_lock:  # read-only: no need to hold off other processes
+            fid = self._frow(folder)["id"]
+            fdir = self._fdir(folder)
+            return {uid: f"{fdir}/{subdir}/{name}"
+                    for uid, subdir, name in self._db.rows_by_uid(fid, "uid, subdir, name", wanted)}
+
     def read(self, folder: str, uid: int, crlf: bool = True) -> bytes:
         """The message's bytes (CRLF line ends unless crlf=False). Raises NoSuchMessage."""
         folder = normalize_folder(folder)
