@@ -6,6 +6,8 @@ the messages it reads from the store."""
 from __future__ import annotations
 
 import gc
+import os
+import re
 import shutil
 import tempfile
 import tracemalloc
@@ -187,3 +189,68 @@ def test_memory_stays_near_the_bound_under_a_scan_with_sorts() -> None:
         tracemalloc.stop()
     assert cache._bytes <= bound and len(cache) < 8000
     assert used < 1.6 * bound, used
+
+
+# ------------------------------------------------- the same through `mailsift serve`, over IMAP
+
+def read_bytes(pid: int) -> int:
+    """Bytes the process has read through read-like system calls (files, sockets, the index)."""
+    m = re.search(r"^rchar: (\d+)$", Path(f"/proc/{pid}/io").read_text(), re.MULTILINE)
+    assert m
+    return int(m.group(1))
+
+
+def outside_delivery(folder_dir: Path, messages: list[bytes]) -> None:
+    """Files dropped into the folder's new/ as another MDA would (the server syncs them)."""
+    for i, data in enumerate(messages):
+        tmp = folder_dir / "tmp" / f"1700000000.M{i}P1Q1.scan.test"
+        tmp.write_bytes(data)
+        os.rename(tmp, folder_dir / "new" / tmp.name)
+
+
+@pytest.mark.integration
+def test_sort_after_a_big_listing_reads_no_message_again_over_imap(mailsift_bin: str) -> None:
+    """`mailsift serve` (IMAP in its main process): SORT of a folder of 200 messages of 40 KB,
+    a FETCH of the headers of 6,000 messages of another folder (more than the 12 MB cache
+    holds), SORT again: the second SORT reads none of the 8 MB again (the process's read
+    bytes, /proc/PID/io)."""
+    from imap.conftest import ImapServer
+    from imap.wire import Wire
+
+    user, password = "scan@example.test", "scan-pw"
+    work = Path(tempfile.mkdtemp(prefix="mailsift-scan-imap-"))
+    srv = ImapServer(mailsift_bin, work, {user: password}, {"imap_workers": 0})
+    try:
+        srv.start()
+        w = Wire(srv.host, srv.imap_port)
+        w.login(user, password)
+        for folder in (SORTED, LISTED):
+            assert b" OK " in w.command(f"CREATE {folder}")[1]
+        home = srv.mail_root / "example.test" / "scan"
+        filler = b"\n".join(b"body line %05d of a long message" % j for j in range(1200)) + b"\n"
+        outside_delivery(home / f".{SORTED}", [message(SORTED, i) + filler for i in range(200)])
+        outside_delivery(home / f".{LISTED}", [message(LISTED, i) for i in range(6000)])
+        pid = srv.daemon.pid
+
+        def sort_cost() -> int:
+            _, done = w.command(f"SELECT {SORTED}")
+            assert b" OK " in done, done
+            before = read_bytes(pid)
+            untagged, done = w.command("SORT (SUBJECT) UTF-8 ALL")
+            assert b" OK " in done and len(untagged[0].split()) == 202, (untagged, done)
+            return read_bytes(pid) - before
+
+        first = sort_cost()
+        assert first > 200 * len(filler) * 0.9       # the messages were read (the measure works)
+        _, done = w.command(f"SELECT {LISTED}")
+        assert b" OK " in done, done
+        untagged, done = w.command("FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+        assert b" OK " in done and len(untagged) >= 6000, done
+        again = sort_cost()
+        assert again < first / 20, (first, again)
+        w.close()
+    finally:
+        srv.stop()
+        log = srv.log()
+        shutil.rmtree(work, ignore_errors=True)
+    assert "Traceback" not in log, log[-5000:]
