@@ -571,8 +571,11 @@ class Mailbox:
             return self._db.special_folder(special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> FolderInfo:
-        """Create a folder (and any missing parents). special_use defaults from the name
-        (Junk, Sent, Drafts, Trash). Raises FolderExists, InvalidName."""
+        """Create a folder. Its missing superiors are not made folders: they are parents without
+        a folder of their own (IMAP LIST: \\Noselect), as in Maildir++ and Dovecot, and a parent
+        left by DELETE stays one (CREATE of the parent's own name makes it a new folder).
+        special_use defaults from the name (Junk, Sent, Drafts, Trash). Raises FolderExists,
+        InvalidName."""
         name = normalize_folder(name)
         if special_use is not None and special_use not in SPECIAL_USES:
             raise StoreError(f"unknown special use {special_use}")
@@ -580,18 +583,11 @@ class Mailbox:
             self._sync_folder_list()
             if self._frow_opt(name) is not None:
                 raise FolderExists(f"folder {name} exists")
-            parts = name.split(SEPARATOR)
-            wanted = [SEPARATOR.join(parts[:i]) for i in range(1, len(parts) + 1)]
             with self._txn():
-                created = []
-                for n in wanted:
-                    if self._frow_opt(n) is None:
-                        md.ensure_maildir(self._fpath(n), folder=True)
-                        md.fsync_dir(self.path)
-                        self._new_folder_row(n, special_use if n == name else _default_special_use(n))
-                        created.append(n)
-            for n in created:
-                self._event("folder-created", n, via="create")
+                md.ensure_maildir(self._fpath(name), folder=True)
+                md.fsync_dir(self.path)
+                self._new_folder_row(name, special_use if special_use is not None else _default_special_use(name))
+            self._event("folder-created", name, via="create")
         return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
@@ -622,8 +618,14 @@ class Mailbox:
             self._event("folder-deleted", name, via="delete", special_use=special)
 
     def rename_folder(self, old: str, new: str) -> None:
-        """Rename a folder and its children (keeping UIDVALIDITY and UIDs). Renaming INBOX moves all
-        its messages into a new folder `new` and leaves INBOX empty (RFC 3501)."""
+        """Rename a folder and its inferiors (keeping UIDVALIDITY and UIDs; RFC 3501 / RFC 9051
+        6.3.5). `old` may also be a parent without a folder of its own (IMAP LIST: \\Noselect,
+        e.g. a deleted folder with children, or a level only its inferiors make): its inferiors
+        are renamed and `new` is such a parent in turn (its subscription goes along). Missing
+        superiors of `new` are left parents only, as create_folder leaves them. All or
+        nothing: FolderExists when `new` or any renamed inferior's new name is a folder already.
+        Renaming INBOX moves all its messages into a new folder `new` and leaves INBOX empty
+        (RFC 3501). Raises NoSuchFolder (neither a folder nor a parent), InvalidName."""
         old, new = normalize_folder(old), normalize_folder(new)
         if new == INBOX:
             raise FolderExists("INBOX exists")
@@ -635,24 +637,18 @@ class Mailbox:
             return
         with self._op():
             self._sync_folder_list()
-            self._frow(old)
-            if self._frow_opt(new) is not None:
+            moving = [n for n in self._folder_names() if n == old or n.startswith(old + SEPARATOR)]
+            if not moving:
+                raise NoSuchFolder(f"no folder {old}")
+            if new == old or self._frow_opt(new) is not None:
                 raise FolderExists(f"folder {new} exists")
             if new.startswith(old + SEPARATOR):
                 raise StoreError("cannot rename a folder into itself")
-            moving = [n for n in self._folder_names() if n == old or n.startswith(old + SEPARATOR)]
-            parents = new.split(SEPARATOR)[:-1]
-            for i in range(1, len(parents) + 1):
-                parent = SEPARATOR.join(parents[:i])
-                if self._frow_opt(parent) is None:
-                    md.ensure_maildir(self._fpath(parent), folder=True)
-                    with self._txn():
-                        self._new_folder_row(parent, _default_special_use(parent))
-                    self._event("folder-created", parent, via="rename")
-            renames = [(n, new + n[len(old):]) for n in moving]
+            parent_only = self._frow_opt(old) is None
+            renames = [(n, normalize_folder(new + n[len(old):])) for n in moving]  # (each name's length)
             for src, dst in renames:
-                if self._fpath(dst).exists():
-                    raise FolderExists(f"folder {dst} exists on disk")
+                if self._frow_opt(dst) is not None or self._fpath(dst).exists():
+                    raise FolderExists(f"folder {dst} exists")
             done = []
             try:
                 for src, dst in renames:
@@ -666,6 +662,9 @@ class Mailbox:
             with self._txn():
                 for src, dst in renames:
                     self._db.rename_folder(src, dst)
+                if parent_only and self._db.is_subscribed(old):  # (a folder's goes with its row)
+                    self._db.unsubscribe(old)
+                    self._db.subscribe(new)
             for src, dst in renames:
                 self._event("folder-renamed", dst, via="rename", old_name=src)
 
@@ -1192,6 +1191,20 @@ class Mailbox:
             self._frow(folder)  # NoSuchFolder
             raise NoSuchMessage(f"no message {uid} in {folder}")
         return f"{self._fdir(folder)}/{row[0]}/{row[1]}"
+
+    def file_paths(self, folder: str, uids: Iterable[int]) -> dict[int, str]:
+        """Where the files of these messages are now, in one lookup, for a reader of many (POP3
+        reads a whole maildrop). A hint only: a message whose flags change is renamed and one
+        expunged is gone, so a reader that meets FileNotFoundError calls read(), which looks
+        the message up again. A path never names another message (Maildir names are unique
+        and never reused). Raises NoSuchFolder."""
+        folder = normalize_folder(folder)
+        wanted = set(uids)
+        with self._lock.thread_lock:  # read-only: no need to hold off other processes
+            fid = self._frow(folder)["id"]
+            fdir = self._fdir(folder)
+            return {uid: f"{fdir}/{subdir}/{name}"
+                    for uid, subdir, name in self._db.rows_by_uid(fid, "uid, subdir, name", wanted)}
 
     def read(self, folder: str, uid: int, crlf: bool = True) -> bytes:
         """The message's bytes (CRLF line ends unless crlf=False). Raises NoSuchMessage."""

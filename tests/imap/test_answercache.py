@@ -141,7 +141,7 @@ def test_a_listing_from_the_answer_cache_reads_nothing_and_answers_as_the_header
     first = listing(loader, box, spec)
     assert len(first) == 20 and b"Subject: m20" in first[-1]
     assert len(cache.answers) == 40  # two questions x 20 messages
-    cache._items.clear()  # the whole headers gone (evicted): the answers must do
+    cache.clear()  # the whole headers gone (evicted): the answers must do
     monkeypatch.setattr(box, "read_nowait", lambda *a, **k: pytest.fail("read a file"))
     monkeypatch.setattr(box, "read", lambda *a, **k: pytest.fail("read a file"))
     assert listing(loader, box, spec) == first
@@ -163,7 +163,7 @@ def test_an_envelope_listing_from_the_answer_cache_reads_nothing_and_answers_as_
                      .line(len(whole) + 1, data, False))
     assert listing(loader, box, spec) == whole
     assert len(cache.answers) == 20
-    cache._items.clear()
+    cache.clear()
     monkeypatch.setattr(box, "read_nowait", lambda *a, **k: pytest.fail("read a file"))
     monkeypatch.setattr(box, "read", lambda *a, **k: pytest.fail("read a file"))
     assert listing(loader, box, spec) == whole

@@ -105,7 +105,7 @@ def test_rename_inbox_moves_its_messages_and_leaves_it_empty(srv) -> None:
 
 def test_delete_refusals_and_a_selected_folder_deleted_by_another_session(srv) -> None:
     a, b = connect(srv), connect(srv)
-    for name in ("Parent.child", "Doomed"):
+    for name in ("Parent", "Parent.child", "Doomed"):
         a.command(f"CREATE {name}")
     _, done = a.command("DELETE Parent")
     assert ok(done), done                                # a folder with children: deleted (RFC 3501 6.3.4)

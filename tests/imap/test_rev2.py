@@ -236,6 +236,7 @@ def test_delete_with_children_haschildren(srv):
     w1, w2 = rev1(srv), rev2_session(srv)
     w1.command("DELETE RevPar.kid")
     w1.command("DELETE RevPar")
+    assert ok(w1.command("CREATE RevPar")[1])
     assert ok(w1.command("CREATE RevPar.kid")[1])
     assert ok(w2.command("DELETE RevPar")[1])  # a folder with children may go; the name is \Noselect
     _, done = w2.command("DELETE RevPar")      # \Noselect with children: refused (RFC 9051 6.3.4)

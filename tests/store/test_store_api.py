@@ -142,6 +142,7 @@ def test_delete_folder_with_children_leaves_a_noselect_parent(store: Store) -> N
     folder and its messages, never the inferiors; the name stays as a \\Noselect parent (no
     folder of its own), and DELETE of that parent is refused (FolderNotEmpty)."""
     box = store.mailbox("alice@example.test")
+    box.create_folder("Proj")
     box.create_folder("Proj.kid")
     box.append("Proj", msg(1))
     box.append("Proj.kid", msg(2))
@@ -170,6 +171,7 @@ def test_delete_folder_with_children_leaves_a_noselect_parent(store: Store) -> N
 
 def test_folder_create_rename_delete_hierarchy(store: Store) -> None:
     box = store.mailbox("alice@example.test")
+    box.create_folder("Lists")
     box.create_folder("Lists.python")
     assert {"Lists", "Lists.python"} <= {f.name for f in box.folders()}
     assert box.folder("Lists").has_children

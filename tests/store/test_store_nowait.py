@@ -131,6 +131,7 @@ def test_the_loop_never_checkpoints_the_wal_and_the_wal_stays_bounded(world, mon
 
 def test_select_reports_what_folder_and_claim_recent_report(world) -> None:
     _store, box, _d = world
+    box.create_folder("Lists")
     box.create_folder("Lists.Python")
     box.set_subscribed("Lists", False)
     box.set_subscribed("Lists.Python", True)

@@ -50,6 +50,7 @@ def test_the_counter_follows_every_kind_of_change(store: Store) -> None:
     assert counted(box) == ((500, 1), (500, 1))         # counted once, when first asked
     box.deliver(body(1000))
     box.append(INBOX, body(300), ["\\Seen"])
+    box.create_folder("Work")
     box.create_folder("Work.Old")
     box.append_many("Work", [(body(200), [], None), (body(201), [], None)])
     box.copy(INBOX, [1, 2], "Work")

@@ -7,9 +7,16 @@ largest CPU item of the load benchmark). Dovecot keeps the same in its dovecot.i
 The key (user, folder, UIDVALIDITY, UID) names immutable content: a message's bytes never change
 under its UID (Maildir files are only renamed), a renamed folder keeps UIDVALIDITY and UIDs, and a
 folder recreated or reindexed gets a new, larger UIDVALIDITY. Only the header bytes are kept
-(parsed fields), bounded in total bytes; least recently used entries go first. Thread-safe.
-Beside it, `answers` keeps just the HEADER.FIELDS answers of listings, for far more messages in
-far less memory (answercache.py).
+(parsed fields), bounded in total bytes. Thread-safe. Beside it, `answers` keeps just the
+HEADER.FIELDS answers of listings, for far more messages in far less memory (answercache.py).
+
+Scan-resistant (a segmented LRU): a header enters on probation; it is protected once it is
+asked for again, or at once when SORT or THREAD loaded it (clients sort the same folder again
+at every change and page). Protected headers take at most PROTECTED_SHARE of the bound (past it
+the least recently used go back on probation), and eviction takes the least recently used
+header on probation first, a protected one only when none is left on probation. So one big
+listing (a FETCH of the headers of 50,000 messages, each read once) churns the probation
+segment alone and the headers SORT and THREAD use stay.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from mailsift.protocols.imap.sections import MEMO_BYTES, MEMO_ENTRIES
 MAX_BYTES = 12 * 1024 * 1024     # (estimated) memory of the cached headers, whole process
 ANSWER_BYTES = 4 * 1024 * 1024   # and of the answers kept beside them (answercache.py)
 MAX_HEADER = 64 * 1024           # bigger headers are not cached
+PROTECTED_SHARE = 0.8            # of max_bytes, at most, for protected headers
 
 Key = tuple[str, str, int, int]
 
@@ -49,48 +57,86 @@ def _cost(part: Part) -> int:
 class HeaderCache:
     def __init__(self, max_bytes: int = MAX_BYTES, answer_bytes: int = ANSWER_BYTES) -> None:
         self.max_bytes = max_bytes
+        self.protected_max = round(max_bytes * PROTECTED_SHARE)
         self.answers = AnswerCache(answer_bytes)
-        self._items: OrderedDict[Key, Part] = OrderedDict()
-        self._bytes = 0
+        self._probation: OrderedDict[Key, Part] = OrderedDict()
+        self._protected: OrderedDict[Key, Part] = OrderedDict()
+        self._bytes = 0             # both segments
+        self._protected_bytes = 0
         self._lock = threading.Lock()
+
+    def _hit(self, key: Key) -> Part | None:
+        """The entry, made the most recently used of the protected segment (lock held)."""
+        part = self._protected.get(key)
+        if part is not None:
+            self._protected.move_to_end(key)
+            return part
+        part = self._probation.pop(key, None)
+        if part is not None:
+            self._protect(key, part, _cost(part))
+        return part
+
+    def _protect(self, key: Key, part: Part, size: int) -> None:
+        """Into the protected segment; its least recently used beyond its share go back on
+        probation, as the most recently used there (lock held; the total is unchanged)."""
+        protected = self._protected
+        protected[key] = part
+        self._protected_bytes += size
+        while self._protected_bytes > self.protected_max and len(protected) > 1:
+            k, p = protected.popitem(last=False)
+            self._protected_bytes -= _cost(p)
+            self._probation[k] = p
 
     def get(self, key: Key) -> Part | None:
         with self._lock:
-            part = self._items.get(key)
-            if part is not None:
-                self._items.move_to_end(key)
-            return part
+            return self._hit(key)
 
     def get_many(self, keys: list[Key]) -> list[Part | None]:
         """get() of each key, under one hold of the lock (perf: a listing asks for 50)."""
-        items = self._items
-        out: list[Part | None] = []
+        hit = self._hit
         with self._lock:
-            for key in keys:
-                part = items.get(key)
-                if part is not None:
-                    items.move_to_end(key)
-                out.append(part)
-        return out
+            return [hit(key) for key in keys]
 
     def peek(self, key: Key) -> bool:
         """Whether the key is cached, without the lock or an LRU bump (a dict lookup is atomic):
         for guesses such as whether a FETCH may run inline."""
-        return key in self._items
+        return key in self._protected or key in self._probation
 
-    def put(self, key: Key, part: Part) -> None:
+    def put(self, key: Key, part: Part, protect: bool = False) -> None:
+        """Cache a header, on probation, or protected at once with `protect` (SORT, THREAD)."""
         if len(part.data) > MAX_HEADER:
             return
         size = _cost(part)
         with self._lock:
-            old = self._items.pop(key, None)
+            old = self._probation.pop(key, None)
+            if old is None:
+                old = self._protected.pop(key, None)
+                if old is not None:
+                    self._protected_bytes -= _cost(old)
+                    protect = True  # (it stays protected)
             if old is not None:
                 self._bytes -= _cost(old)
-            self._items[key] = part
             self._bytes += size
-            while self._bytes > self.max_bytes and self._items:
-                _k, gone = self._items.popitem(last=False)
+            if protect:
+                self._protect(key, part, size)
+            else:
+                self._probation[key] = part
+            while self._bytes > self.max_bytes:
+                if self._probation:
+                    _k, gone = self._probation.popitem(last=False)
+                elif self._protected:
+                    _k, gone = self._protected.popitem(last=False)
+                    self._protected_bytes -= _cost(gone)
+                else:
+                    break
                 self._bytes -= _cost(gone)
 
+    def clear(self) -> None:
+        """Forget every header (not the answers beside them)."""
+        with self._lock:
+            self._probation.clear()
+            self._protected.clear()
+            self._bytes = self._protected_bytes = 0
+
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._probation) + len(self._protected)

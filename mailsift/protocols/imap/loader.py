@@ -51,12 +51,13 @@ class MessageLoader:
         return self.box.read(folder, uid)
 
     def header(self, folder: str, uidvalidity: int, uid: int) -> Part:
-        """The message's top-level header, through the header cache (worker thread)."""
+        """The message's top-level header, through the header cache (worker thread): for SORT
+        and THREAD, whose headers the cache protects from listings (headercache.py)."""
         hkey = (self.user, folder, uidvalidity, uid)
         top = self.headers.get(hkey)
         if top is None:
             top = header_part(self.read(folder, uid))
-            self.headers.put(hkey, top)
+            self.headers.put(hkey, top, protect=True)
         return top
 
     def load(self, folder: str, uidvalidity: int, datas: list[MessageData], headers_only: bool = False,
