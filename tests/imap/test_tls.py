@@ -138,8 +138,13 @@ def test_a_replacement_worker_serves_tls_with_the_key_read_at_start(tls_srv) -> 
         s.logout()
         return ok
 
-    before = workers()
-    assert before, "the server runs IMAP workers"
+    from mailsift.serve.workers import worker_count
+    from mailsift.store.settings import StoreSettings
+
+    expected = worker_count(StoreSettings())
+    assert expected, "this machine gives the server IMAP workers"
+    # the fixture waits for the listeners; the workers may still be starting (seen under load)
+    before = wait_for(lambda: w if len(w := workers()) == expected else [], 30, what="IMAP workers")
     assert tls_logins()
     key = Path(str(tls_srv.cafile).replace(".crt", ".key"))
     key.rename(key.with_suffix(".gone"))  # nothing can read it from the disk any more
