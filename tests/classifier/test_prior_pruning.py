@@ -10,6 +10,7 @@ import numpy as np
 
 from mailsift.classifier.api import load_model, new_model, save_model
 from mailsift.classifier.features import feature_indices
+from mailsift.classifier.model import SpamModel
 from mailsift.classifier.scorer import load_scorer
 from mailsift.classifier.tokenize import tokenize
 
@@ -31,7 +32,7 @@ def _column(token: str) -> int:
     return int(feature_indices([token], 20)[0][0])
 
 
-def _prior(**settings: object):  # noqa: ANN202
+def _prior(**settings: object) -> SpamModel:
     model = new_model(**settings)
     for h, s in zip(HAM, SPAM):
         model.learn(h, "ham")
@@ -49,14 +50,14 @@ def test_mark_prior_drops_tokens_of_fewer_than_min_df_messages() -> None:
     for col in (rare, twice):  # in 1 and 2 messages: gone from counts, LR and rehearsal
         assert model.feature_count[:, col].tolist() == [0.0, 0.0] and model.lr_coef[col] == 0.0
         assert model.weights[col] == 0.0
-        assert not any(col in stored for own in model._replay for stored in own)  # noqa: SLF001
+        assert not any(col in stored for own in model._replay for stored in own)
     assert model.feature_count[1, common] == 8 * model.settings.prior_weight and model.lr_coef[common] > 0
-    assert any(common in stored for stored in model._replay[1])  # noqa: SLF001
+    assert any(common in stored for stored in model._replay[1])
     # the tokenizer still reads the token (the site may teach it); the prior gives it no weight
     with_rare = _mail("hello", "a note quuxvendor")
-    idx, names = model.features(with_rare)
+    idx, _ = model.features(with_rare)
     assert "quuxvendor" in tokenize(with_rare)
-    contrib, _ = model._contributions(idx)  # noqa: SLF001
+    contrib, _ = model._contributions(idx)
     assert contrib[list(idx).index(rare)] == 0.0
 
 
@@ -93,7 +94,7 @@ def test_prior_min_df_is_validated() -> None:
         new_model(prior_pseudo=-1.0)
 
 
-def _ratio(model, token: str) -> float:  # noqa: ANN001
+def _ratio(model: SpamModel, token: str) -> float:
     col, a = _column(token), model.settings.alpha
     return float(np.log(model.feature_count[1, col] + a) - np.log(model.feature_count[0, col] + a))
 
