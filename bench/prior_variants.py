@@ -35,7 +35,7 @@ from mailsift.classifier.model import SpamModel
 from mailsift.classifier.points import bounded, probability_to_score, sigmoid
 from mailsift.classifier.tokenize import tokenize_sender
 
-Message = tuple[str, str, np.ndarray]  # corpus, label, feature columns
+Message = tuple[str, str, np.ndarray, list[str]]  # corpus, label, feature columns, a token of each
 N = 1 << 20
 
 
@@ -46,14 +46,14 @@ def stream() -> list[Message]:
 
     out = []
     for e in build_index.shared_stream(stats=StreamStats()):
-        idx, _ = feature_indices(tokenize_sender(e.path.read_bytes(), 262144)[0], 20)
-        out.append(("cs" if "csdmc" in str(e.path) else "sa", e.label, idx.astype(np.int64)))
+        idx, names = feature_indices(tokenize_sender(e.path.read_bytes(), 262144)[0], 20)
+        out.append(("cs" if "csdmc" in str(e.path) else "sa", e.label, idx.astype(np.int64), list(names)))
     return out
 
 
 def train(msgs: list[Message], keep: np.ndarray | None = None, mark: bool = True, **settings: object) -> SpamModel:
     m = new_model(**settings)
-    for _, label, idx in msgs:
+    for _, label, idx, _ in msgs:
         m.learn_features(idx if keep is None else idx[keep[idx]], label)
     if mark:
         m.mark_prior()
@@ -90,9 +90,18 @@ def no_nb(m: SpamModel) -> None:
 def in_both_halves(msgs: list[Message]) -> np.ndarray:
     """Columns seen in both time halves of the corpus (the 2-fold stability test)."""
     seen = np.zeros((2, N), dtype=bool)
-    for i, (_, _, idx) in enumerate(msgs):
+    for i, (_, _, idx, _) in enumerate(msgs):
         seen[int(2 * i >= len(msgs)), idx] = True
     return seen[0] & seen[1]
+
+
+def structural(msgs: list[Message]) -> np.ndarray:
+    """Columns only prefixed tokens (`prefix:...`) hashed to, none of the body's words."""
+    pre, body = np.zeros(N, dtype=bool), np.zeros(N, dtype=bool)
+    for _, _, idx, names in msgs:
+        for j, token in zip(idx.tolist(), names):
+            (pre if ":" in token else body)[j] = True
+    return pre & ~body
 
 
 def prior(name: str, msgs: list[Message]) -> SpamModel:
@@ -103,6 +112,11 @@ def prior(name: str, msgs: list[Message]) -> SpamModel:
         "NB temperature 0.5": nb_temperature(0.5), "NB temperature 0.25": nb_temperature(0.25)}
     if name == "before":
         return train(msgs, prior_min_df=0)
+    if name == "min_df 3, totals without the dropped":  # their counts out of the class totals too
+        m = train(msgs)
+        m.prior_mass[:] = 0.0
+        m.refresh()
+        return m
     if name.startswith("min_df "):
         return train(msgs, prior_min_df=int(name.split()[1]))
     if name == "both halves, retrained":
@@ -110,6 +124,15 @@ def prior(name: str, msgs: list[Message]) -> SpamModel:
     if name == "both halves, dropped":
         m = train(msgs, mark=False, prior_min_df=0)
         m._drop_columns(~in_both_halves(msgs))
+        m.mark_prior()
+        return m
+    if name == "structure only":  # only tokens with a prefix (headers, URLs, HTML, MIME): no body words
+        return train(msgs, keep=structural(msgs))
+    if name.startswith("LR intercept "):  # the prior's word LR learned with an intercept, kept or not
+        rate, kept = name.split()[2], name.endswith("kept")
+        m = train(msgs, mark=False, intercept_rate=float(rate))
+        if not kept:
+            m.lr_intercept = 0.0
         m.mark_prior()
         return m
     if name.startswith("prior_"):  # settings, as --set gives them
@@ -121,17 +144,19 @@ def prior(name: str, msgs: list[Message]) -> SpamModel:
     return m
 
 
-VARIANTS = ["before", "min_df 2", "min_df 3", "min_df 5", "min_df 8", "both halves, retrained",
+VARIANTS = ["before", "min_df 2", "min_df 3", "min_df 5", "min_df 8", "min_df 3, totals without the dropped",
+            "both halves, retrained",
             "both halves, dropped", "prior_nb_clip=2", "prior_nb_clip=1", "prior_pseudo=1", "prior_pseudo=5",
             "NB temperature 0.75", "NB temperature 0.5", "NB temperature 0.25", "no NB", "lr x0.5",
-            "lr x1.5", "lr x2", "equal totals"]
+            "lr x1.5", "lr x2", "equal totals", "structure only",
+            "LR intercept 0.05 kept", "LR intercept 0.05 dropped", "LR intercept 0.5 kept", "LR intercept 0.5 dropped"]
 
 
 def figures(m: SpamModel, msgs: list[Message]) -> str:
-    z = np.array([float(c.sum()) + k for c, k in (m._contributions(idx) for _, _, idx in msgs)])
+    z = np.array([float(c.sum()) + k for c, k in (m._contributions(idx) for _, _, idx, _ in msgs)])
     p = [sigmoid(bounded(x, m.settings.z_bound)) for x in z]
     score = np.array([probability_to_score(x) for x in p])
-    spam = np.array([label == "spam" for _, label, _ in msgs])
+    spam = np.array([label == "spam" for _, label, _, _ in msgs])
     roca = metrics.figures([metrics.Record(str(i), msgs[i][1], p[i], "-") for i in range(len(msgs))]).roca_pct
     ham, caught = score[~spam], score[spam]
     at = "; ".join(f"{100 * np.mean(ham >= t):.2f} / {100 * np.mean(caught >= t):.1f}" for t in (11, 12.5))

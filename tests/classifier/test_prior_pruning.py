@@ -1,16 +1,19 @@
 """The prior keeps only what the corpora taught in several messages (ModelSettings.prior_min_df):
 mark_prior drops a token the corpora held in fewer messages from the NB counts, the word LR and
-the rehearsal buffers, and the saved model scores the same through the numpy-free scorer."""
+the rehearsal buffers, keeps its counts in the class totals (every other token scores as before),
+and the saved model scores the same through the numpy-free scorer and a backup."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mailsift.classifier.api import load_model, new_model, save_model
 from mailsift.classifier.features import feature_indices
 from mailsift.classifier.model import SpamModel
+from mailsift.classifier.persist import export_state, import_state
 from mailsift.classifier.scorer import load_scorer
 from mailsift.classifier.tokenize import tokenize
 
@@ -86,8 +89,6 @@ def test_a_dropped_token_is_learned_again_from_the_site(tmp_path: Path) -> None:
 
 
 def test_prior_min_df_is_validated() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="prior_min_df must not be negative"):
         new_model(prior_min_df=-1)
     with pytest.raises(ValueError, match="prior_nb_clip and prior_pseudo must not be negative"):
@@ -124,3 +125,33 @@ def test_prior_pseudo_adds_messages_to_both_classes_of_the_priors_tokens() -> No
     never = _column("neverseenword")
     assert soft.feature_count[:, never].tolist() == [0.0, 0.0]  # only the corpora's tokens
     assert soft.feature_count[:, _column("quuxvendor")].tolist() == [0.0, 0.0]  # dropped first (prior_min_df)
+
+
+def test_the_tokens_kept_score_as_before_and_the_totals_hold_the_dropped_ones(tmp_path: Path) -> None:
+    pruned, whole = _prior(), _prior(prior_min_df=0)
+    w, fc = pruned.settings.prior_weight, pruned.feature_count
+    totals = fc.sum(axis=1) * w
+    rare = fc[:, (fc[0] + fc[1]) < 3].sum(axis=1) * w  # zorblatt and its bigram twice in ham, quuxvendor's once in spam
+    assert rare.tolist() == [4 * w, 2 * w]
+    pruned.mark_prior()
+    whole.mark_prior()
+    assert np.allclose(pruned.prior_mass, rare) and whole.prior_mass.tolist() == [0.0, 0.0]
+    assert np.allclose(pruned._totals, totals) and np.allclose(whole._totals, totals)
+    raw = _mail("offer", "cheap pills and the agenda quuxvendor zorblatt")
+    idx, _ = pruned.features(raw)
+    a, const_a = pruned._contributions(idx)
+    b, const_b = whole._contributions(idx)
+    assert const_a == const_b  # the NB constant an unseen token adds is the one before
+    dropped = np.isin(idx, [_column("quuxvendor"), _column("zorblatt")])
+    assert dropped.sum() == 2 and (a[dropped] == 0).all() and (b[dropped] != 0).all()
+    assert np.array_equal(a[~dropped], b[~dropped])
+    # the totals survive a save (and the scorer reads them) and a backup
+    save_model(pruned, tmp_path / "m")
+    loaded, scorer = load_model(tmp_path / "m"), load_scorer(tmp_path / "m")
+    assert np.array_equal(loaded.prior_mass, pruned.prior_mass)
+    assert loaded.verdict(raw).probability == pruned.verdict(raw).probability
+    assert abs(scorer.verdict(raw).probability - pruned.verdict(raw).probability) < 1e-9
+    export_state(pruned, tmp_path / "backup.npz", [])
+    restored, _ = import_state(tmp_path / "backup.npz")
+    assert np.array_equal(restored.prior_mass, pruned.prior_mass)
+    assert restored.verdict(raw).probability == pytest.approx(pruned.verdict(raw).probability, rel=1e-6)
