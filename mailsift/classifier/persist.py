@@ -137,7 +137,7 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
     cseen = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
     if len(cseen) > len(chars.coef) // 2:  # mostly seen: dense (2^char_bits floats), no keys
         cseen = np.arange(len(chars.coef))
-    totals = fc.sum(axis=1)  # as refresh() sums them: the scorer's NB constant
+    totals = fc.sum(axis=1) + model.prior_mass  # as refresh() sums them: the scorer's NB constant
     rank = np.zeros(model.n_features, dtype=np.uint32)
     rank[seen] = np.arange(len(seen), dtype=np.uint32)
     replay = {}
@@ -155,6 +155,7 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         "settings": asdict(s),
         "class_count": model.class_count.tolist(),
         "prior_counts": model.prior_counts.tolist(),
+        "prior_mass": model.prior_mass.tolist(),
         "totals": totals.tolist(),
         "lr_intercept": float(model.lr_intercept),
         "changed_at": float(model.changed_at),
@@ -232,6 +233,7 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
         model.lr_coef[keys] = arr["lr"]
         model.class_count[:] = head["class_count"]
         model.prior_counts[:] = head["prior_counts"]
+        model.prior_mass[:] = head.get("prior_mass", (0.0, 0.0))
         model.lr_intercept = float(head["lr_intercept"])
         model.changed_at = float(head["changed_at"])
         model.generation = int(head["generation"])
@@ -505,8 +507,8 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
         np.savez_compressed(
             fh, meta=np.array(json.dumps(meta)), index=nz.astype(np.int64),
             ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.class_count,
-            prior_counts=model.prior_counts, chars_index=cnz.astype(np.int64), chars_coef=chars.coef[cnz],
-            chars_g2=chars.g2[cnz], **model.reputation.arrays(),
+            prior_counts=model.prior_counts, prior_mass=model.prior_mass, chars_index=cnz.astype(np.int64),
+            chars_coef=chars.coef[cnz], chars_g2=chars.g2[cnz], **model.reputation.arrays(),
             digests=np.array([r[0] for r in record_rows], dtype="U64"),
             labels=np.array([r[1] for r in record_rows], dtype="U4"),
             steps=np.array([r[2] for r in record_rows], dtype=np.float64),
@@ -531,6 +533,8 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             model.class_count[:] = z["class_count"]
             if "prior_counts" in z:
                 model.prior_counts[:] = z["prior_counts"]
+            if "prior_mass" in z:
+                model.prior_mass[:] = z["prior_mass"]
             if "chars_index" in z:
                 cidx = z["chars_index"]
                 model.chars.coef[cidx] = z["chars_coef"]
