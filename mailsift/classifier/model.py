@@ -129,14 +129,16 @@ class ModelSettings:
     sender_weight: float = 4.0
     sender_prior: float = 1.0
     sender_capacity: int = 50000
-    # Averaged word-LR weights: scoring reads, per feature, an exponential moving average of
-    # its LR weight, moved by lr_average of the way to the learned weight at each change of
-    # it (the step of a learned message, a rehearsal, an unlearning); learning reads the
-    # learned weights themselves (0: off, score the learned weights). One contrary label then
-    # moves the scored weights only part of the way (averaged SGD's answer to noisy labels).
-    # Measured (docs/classifier.md, "Long, noisy streams"): off -> 0.5, full 0.0307 -> 0.0310,
-    # 2% label noise 0.180 -> 0.139.
-    lr_average: float = 0.5
+    # Averaged word-LR weights for contrary labels: scoring reads its own copy of the word-LR
+    # weights (lr_avg), learning the learned ones. A learned message's step moves the scored
+    # copy all the way, unless the words' part (NB + word LR, as scored) was beyond
+    # lr_surprise against its label (a label the model is sure is wrong: label noise, or a
+    # newsletter one recipient keeps and another junks): then, as rehearsal steps, only
+    # lr_average of the way (0: off, the learned weights scored). Measured (docs/classifier.md,
+    # "Long, noisy streams"), off -> 0.25 beyond 5: full 0.0307 -> 0.0309, reversed 0.0427 ->
+    # 0.0428, 2% label noise 0.180 -> 0.127; every step at 0.5: 0.0310, noise 0.139.
+    lr_average: float = 0.25
+    lr_surprise: float = 5.0
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> "ModelSettings":
@@ -165,8 +167,8 @@ class ModelSettings:
             raise ValueError("z_bound must be 0 (off) or between 1 and 100")
         if not (0 <= self.sender_weight <= 50 and self.sender_prior > 0 and 1 <= self.sender_capacity <= 10**7):
             raise ValueError("sender_weight must be in [0, 50], sender_prior positive, sender_capacity in [1, 10^7]")
-        if not 0 <= self.lr_average <= 1:
-            raise ValueError("lr_average must be between 0 (off) and 1")
+        if not (0 <= self.lr_average <= 1 and self.lr_surprise >= 0):
+            raise ValueError("lr_average must be between 0 (off) and 1, lr_surprise not negative")
 
 
 class SpamModel:
@@ -269,12 +271,21 @@ class SpamModel:
         """The word-LR weights scoring reads: the averaged ones (lr_average), else the learned."""
         return self.lr_coef if self.lr_avg is None else self.lr_avg
 
-    def _lr_moved(self, idx: np.ndarray) -> None:
-        """The learned word-LR weights at `idx` changed: move their averages lr_average of the
-        way after them."""
+    def _lr_moved(self, idx: np.ndarray, share: float | None = None) -> None:
+        """The learned word-LR weights at `idx` changed: move the scored copy `share` of the way
+        after them (None: lr_average)."""
         avg = self.lr_avg
         if avg is not None:
-            avg[idx] += self.settings.lr_average * (self.lr_coef[idx] - avg[idx])
+            avg[idx] += (self.settings.lr_average if share is None else share) * (self.lr_coef[idx] - avg[idx])
+
+    def _share(self, idx: np.ndarray, y: int) -> float | None:
+        """How far a learned message's steps move the scored word-LR weights: all the way,
+        or lr_average of it (None) when its words' part was beyond lr_surprise against y."""
+        if self.lr_avg is None or len(idx) == 0:
+            return None
+        contrib, const = self._contributions(idx)
+        z = float(contrib.sum()) + const
+        return None if (-z if y else z) > self.settings.lr_surprise else 1.0
 
     def _set_weights(self, idx: np.ndarray) -> None:
         """Mark the weights at `idx` stale (their counts or LR weights changed); they are
@@ -500,8 +511,9 @@ class SpamModel:
         score is still wrong (retrain_steps). Returns the sum of the gradient factors: every
         step is along the same x, so unlearning takes them all back with one step."""
         s = self.settings
+        share = self._share(idx, y)
         if s.retrain_steps <= 0 or len(idx) == 0 or not self.ready():  # unsure anyway: learn as usual
-            return self._lr_step(idx, y)
+            return self._lr_step(idx, y, share=share)
         z5 = math.log(P_AT_FIVE / (1.0 - P_AT_FIVE))
         target = z5 + s.retrain_points * math.log(10.0) / 2.5  # 2.5 points: a factor of 10 in the odds
         if not y:
@@ -512,19 +524,20 @@ class SpamModel:
         z = float(contrib.sum()) + const
         if cidx is not None and self.chars.learned > 0:
             z += s.char_weight * self.chars.z(cidx)
-        g = self._lr_step(idx, y)
+        g = self._lr_step(idx, y, share=share)
         z += s.lr_weight * s.lr_rate * g
         for _ in range(s.retrain_steps):
             if (z >= target) if y else (z <= target):
                 break
-            step = self._lr_step(idx, y, _sigmoid(z))
+            step = self._lr_step(idx, y, _sigmoid(z), share)
             g += step
             z += s.lr_weight * s.lr_rate * step
         return g
 
-    def _lr_step(self, idx: np.ndarray, y: int, p: float | None = None) -> float:
+    def _lr_step(self, idx: np.ndarray, y: int, p: float | None = None, share: float | None = None) -> float:
         """One online logistic-regression step (towards y, from the probability p, by
-        default the LR's own); returns the gradient factor it applied."""
+        default the LR's own; the scored copy moved `share` of the way, _lr_moved); returns
+        the gradient factor it applied."""
         if len(idx) == 0:
             return 0.0
         x = 1.0 / math.sqrt(len(idx))
@@ -533,7 +546,7 @@ class SpamModel:
         g = y - p
         step = self.settings.lr_rate * g
         self.lr_coef[idx] += step * x
-        self._lr_moved(idx)
+        self._lr_moved(idx, share)
         self.lr_intercept += step * self.settings.intercept_rate
         return g
 
@@ -542,7 +555,7 @@ class SpamModel:
             return
         step = self.settings.lr_rate * g
         self.lr_coef[idx] -= step / math.sqrt(len(idx))
-        self._lr_moved(idx)
+        self._lr_moved(idx, 1.0)  # a label taken back is no noise: the scored copy follows
         self.lr_intercept -= step * self.settings.intercept_rate
 
     def _replay_step(self, idx: np.ndarray, y: int) -> None:
