@@ -176,8 +176,9 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         "ham": _whole(fc[0, seen]), "spam": _whole(fc[1, seen]), "lr": model.lr_coef[seen].astype(np.float64),
         "char_g2": chars.g2[cseen].astype(np.float32), **replay, **model.reputation.arrays(),
     }
-    if model.lr_avg is not None:
-        sections["lr_avg"] = model.lr_avg[seen]
+    if model.lr_avg is not None:  # where the scored copy differs from the learned weights
+        at = np.flatnonzero(model.lr_avg[seen] != model.lr_coef[seen])
+        sections["lr_avg_at"], sections["lr_avg"] = at.astype(np.uint32), model.lr_avg[seen[at]]
     if len(cseen) < len(chars.coef):
         sections["char_keys"] = cseen.astype(np.uint32)
     compressed = {k for k in sections if k not in ("word_buckets", "word_low", "word_weights", "char_keys",
@@ -234,7 +235,7 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
         model.feature_count[0, keys] = arr["ham"]
         model.feature_count[1, keys] = arr["spam"]
         model.lr_coef[keys] = arr["lr"]
-        _load_lr_avg(model, keys, arr.get("lr_avg"))
+        _load_lr_avg(model, keys, arr.get("lr_avg_at"), arr.get("lr_avg"))
         model.class_count[:] = head["class_count"]
         model.prior_counts[:] = head["prior_counts"]
         model.lr_intercept = float(head["lr_intercept"])
@@ -270,17 +271,17 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
     return model
 
 
-def _load_lr_avg(model: SpamModel, keys: np.ndarray, avg: np.ndarray | None) -> None:
-    """The averaged word-LR weights of the columns `keys` (ModelSettings.lr_average); a model
-    that averages and stored none starts its averages at its learned weights."""
+def _load_lr_avg(model: SpamModel, keys: np.ndarray, at: np.ndarray | None, avg: np.ndarray | None) -> None:
+    """The scored copy of the word-LR weights (ModelSettings.lr_average): the learned weights,
+    but `avg` at the columns keys[at] (none stored: the learned weights throughout)."""
     if model.lr_avg is None:
         return
-    if avg is None:
-        model.lr_avg[:] = model.lr_coef
-    elif len(avg) != len(keys):
+    model.lr_avg[:] = model.lr_coef
+    if at is None or avg is None:
+        return
+    if len(at) != len(avg) or (len(at) and int(at.max()) >= len(keys)):
         raise ValueError("averaged LR weights do not match the columns")
-    else:
-        model.lr_avg[keys] = avg
+    model.lr_avg[keys[at.astype(np.int64)]] = avg
 
 
 def write_model_file(model: SpamModel, target: Path) -> str:
@@ -515,7 +516,7 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
     if model.lr_avg is not None:
         used |= model.lr_avg != 0
     nz = np.flatnonzero(used)
-    extra = {} if model.lr_avg is None else {"lr_avg": model.lr_avg[nz]}
+    extra = {} if model.lr_avg is None else {"lr_avg": model.lr_avg[nz]}  # backups: every column
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
             "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned,
@@ -550,7 +551,7 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             model.feature_count[0, idx] = z["ham"]
             model.feature_count[1, idx] = z["spam"]
             model.lr_coef[idx] = z["lr"]
-            _load_lr_avg(model, idx, z["lr_avg"] if "lr_avg" in z else None)
+            _load_lr_avg(model, idx, np.arange(len(idx)) if "lr_avg" in z else None, z["lr_avg"] if "lr_avg" in z else None)
             model.class_count[:] = z["class_count"]
             if "prior_counts" in z:
                 model.prior_counts[:] = z["prior_counts"]
