@@ -280,6 +280,11 @@ class SpamModel:
         if avg is not None:
             avg[idx] += (self.settings.lr_average if share is None else share) * (self.lr_coef[idx] - avg[idx])
 
+    def _guarded(self) -> bool:
+        """Whether a guard is up (readiness.py): then every step moves the scored copy all the
+        way, rehearsal steps too, as if there were no copy."""
+        return self.readiness().guard > 0
+
     def _share(self, idx: np.ndarray, y: int) -> float | None:
         """How far a learned message's steps move the scored word-LR weights: all the way,
         or lr_average of it (None) when its words' part was beyond lr_surprise against y and
@@ -287,7 +292,7 @@ class SpamModel:
         mistakes are what the site is teaching it, and they are learned at full speed)."""
         if self.lr_avg is None or len(idx) == 0:
             return None
-        if self.readiness().guard > 0:
+        if self._guarded():
             return 1.0
         contrib, const = self._contributions(idx)
         z = float(contrib.sum()) + const
@@ -439,6 +444,8 @@ class SpamModel:
         if w != 1.0:  # the class counts stay: they are what --dump shows, and NB's prior is their ratio
             self.feature_count *= w
         self.prior_counts = self.class_count.copy()
+        if self.lr_avg is not None:  # the site's first day scores what the corpora taught, unlagged
+            self.lr_avg[:] = self.lr_coef
         self.chars.reset()
         self.reputation.clear()  # the senders of the corpora are not this site's
         self.refresh()
@@ -577,7 +584,7 @@ class SpamModel:
         other = self._replay[1 - y]
         if other:
             pick = other[self._replay_rng.integers(len(other))]
-            self._lr_step(pick, 1 - y)
+            self._lr_step(pick, 1 - y, share=1.0 if self.lr_avg is not None and self._guarded() else None)
             self._set_weights(pick)
         own = self._replay[y]
         stored = idx.astype(np.int32)
