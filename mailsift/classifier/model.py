@@ -133,11 +133,11 @@ class ModelSettings:
     # weights (lr_avg), learning the learned ones. A learned message's step moves the scored
     # copy all the way, unless the words' part (NB + word LR, as scored) was beyond
     # lr_surprise against its label (a label the model is sure is wrong: label noise, or a
-    # newsletter one recipient keeps and another junks) once no guard is up (readiness.py):
-    # then, as rehearsal steps, only lr_average of the way (0: off, the learned weights
-    # scored). Measured (docs/classifier.md, "Scored weights that lag a contrary label"), off
-    # -> 0.25 beyond 5: full 0.0307 -> 0.0309, reversed 0.0427 -> 0.0428, 2% label noise
-    # 0.180 -> 0.128; every step at 0.5: 0.0310, noise 0.139, and more spam left in the inbox
+    # newsletter one recipient keeps and another junks), then, as rehearsal steps, only
+    # lr_average of the way (0: off, the learned weights scored); not on a default model's
+    # first day. Measured (docs/classifier.md, "Scored weights that lag a contrary label"),
+    # off -> 0.25 beyond 5: full 0.0307 -> 0.0309, reversed 0.0427 -> 0.0428, 2% label noise
+    # 0.180 -> 0.127; every step at 0.5: 0.0310, noise 0.139, and more spam left in the inbox
     # with errors feedback.
     lr_average: float = 0.25
     lr_surprise: float = 5.0
@@ -281,15 +281,15 @@ class SpamModel:
             avg[idx] += (self.settings.lr_average if share is None else share) * (self.lr_coef[idx] - avg[idx])
 
     def _guarded(self) -> bool:
-        """Whether a guard is up (readiness.py): then every step moves the scored copy all the
-        way, rehearsal steps too, as if there were no copy."""
-        return self.readiness().guard > 0
+        """Whether a default model's first-day guard is up (readiness.py): then every step
+        moves the scored copy all the way, rehearsal steps too, as if there were no copy."""
+        return bool(self.prior_counts.any()) and self.readiness().guard > 0
 
     def _share(self, idx: np.ndarray, y: int) -> float | None:
         """How far a learned message's steps move the scored word-LR weights: all the way,
-        or lr_average of it (None) when its words' part was beyond lr_surprise against y and
-        the model no longer learns under a guard (readiness.py: while it does, its confident
-        mistakes are what the site is teaching it, and they are learned at full speed)."""
+        or lr_average of it (None) when its words' part was beyond lr_surprise against y,
+        except on a default model's first day (_guarded: the corrections people make to what
+        the corpora taught it are learned at full speed)."""
         if self.lr_avg is None or len(idx) == 0:
             return None
         if self._guarded():
