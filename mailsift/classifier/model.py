@@ -277,7 +277,11 @@ class SpamModel:
         """The learned word-LR weights at `idx` changed: move the scored copy `share` of the way
         after them (None: lr_average)."""
         avg = self.lr_avg
-        if avg is not None:
+        if avg is None:
+            return
+        if share == 1.0:
+            avg[idx] = self.lr_coef[idx]
+        else:
             avg[idx] += (self.settings.lr_average if share is None else share) * (self.lr_coef[idx] - avg[idx])
 
     def _guarded(self) -> bool:
@@ -294,13 +298,18 @@ class SpamModel:
             return None
         if self._guarded():
             return 1.0
-        contrib, const = self._contributions(idx)
-        z = float(contrib.sum()) + const
+        scored = self.__dict__.get("_scored_words")
+        if scored is not None and scored[0] is idx:  # scored just before, nothing learned since
+            z = scored[1]
+        else:
+            contrib, const = self._contributions(idx)
+            z = float(contrib.sum()) + const
         return None if (-z if y else z) > self.settings.lr_surprise else 1.0
 
     def _set_weights(self, idx: np.ndarray) -> None:
         """Mark the weights at `idx` stale (their counts or LR weights changed); they are
         recomputed together before the next score, so a long `learn` run pays once."""
+        self._scored_words = None
         dirty = self.__dict__.setdefault("_dirty", [])
         dirty.append(idx)
         if len(dirty) > 4096:
@@ -382,6 +391,7 @@ class SpamModel:
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
         state.pop("_dirty", None)
+        state.pop("_scored_words", None)
         return state
 
     # -- scoring --------------------------------------------------------------------------
@@ -418,7 +428,9 @@ class SpamModel:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
         _, _, (idx, _), sender = self._analysed(raw)
         contrib, const = self._contributions(idx)
-        return _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + self.sender_shift(raw, sender))
+        words = float(contrib.sum()) + const
+        self._scored_words = (idx, words)  # _share reads it when this message is learned next
+        return _sigmoid(self._z(words, self._char_z(raw)) + self.sender_shift(raw, sender))
 
     def _z(self, words: float, chars: float) -> float:
         """The fused log-odds of the words' part and the characters' part, each bounded."""
@@ -470,7 +482,9 @@ class SpamModel:
             _, _, (idx, names), sender = self._analysed(raw, limit)
             contrib, const = self._contributions(idx)
             shift = self.sender_shift(raw, sender)
-            p = _sigmoid(self._z(float(contrib.sum()) + const, self._char_z(raw)) + shift)
+            words = float(contrib.sum()) + const
+            self._scored_words = (idx, words)
+            p = _sigmoid(self._z(words, self._char_z(raw)) + shift)
             clues = _clues(contrib, names)
             if shift:
                 clues = (("sender:history", round(shift, 4)), *clues)
