@@ -529,10 +529,10 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
             fh, meta=np.array(json.dumps(meta)), index=nz.astype(np.int64),
             ham=fc[0, nz], spam=fc[1, nz], lr=model.lr_coef[nz], class_count=model.class_count,
             prior_counts=model.prior_counts, chars_index=cnz.astype(np.int64), chars_coef=chars.coef[cnz],
-            chars_g2=chars.g2[cnz], **model.reputation.arrays(), **extra,
+            chars_g2=chars.g2[cnz], **model.reputation.arrays(),
             digests=np.array([r[0] for r in record_rows], dtype="U64"),
             labels=np.array([r[1] for r in record_rows], dtype="U4"),
-            steps=np.array([r[2] for r in record_rows], dtype=np.float64),
+            steps=np.array([r[2] for r in record_rows], dtype=np.float64), **extra,
         )
 
     atomic_write(Path(path), write)
