@@ -121,6 +121,8 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
     s = model.settings
     fc = model.feature_count
     used = (fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0)
+    if model.lr_avg is not None:
+        used |= model.lr_avg != 0
     for items in model._replay:  # noqa: SLF001 - rehearsal buffers are stored as ranks in `seen`
         for a in items:
             used[a] = True
@@ -132,7 +134,7 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
     if s.nb_clip:
         np.clip(ratio, -s.nb_clip, s.nb_clip, out=ratio)
     w = s.nb_weight * ratio
-    w += s.lr_weight * model.lr_coef[seen]
+    w += s.lr_weight * model.lr_scored()[seen]
     chars = model.chars
     cseen = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
     if len(cseen) > len(chars.coef) // 2:  # mostly seen: dense (2^char_bits floats), no keys
@@ -175,6 +177,9 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         "ham": _whole(fc[0, seen]), "spam": _whole(fc[1, seen]), "lr": model.lr_coef[seen].astype(np.float64),
         "char_g2": chars.g2[cseen].astype(np.float32), **replay, **model.reputation.arrays(),
     }
+    if model.lr_avg is not None:  # where the scored copy differs from the learned weights
+        at = np.flatnonzero(model.lr_avg[seen] != model.lr_coef[seen])
+        sections["lr_avg_at"], sections["lr_avg"] = at.astype(np.uint32), model.lr_avg[seen[at]]
     if len(cseen) < len(chars.coef):
         sections["char_keys"] = cseen.astype(np.uint32)
     compressed = {k for k in sections if k not in ("word_buckets", "word_low", "word_weights", "char_keys",
@@ -231,6 +236,7 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
         model.feature_count[0, keys] = arr["ham"]
         model.feature_count[1, keys] = arr["spam"]
         model.lr_coef[keys] = arr["lr"]
+        _load_lr_avg(model, keys, arr.get("lr_avg_at"), arr.get("lr_avg"))
         model.class_count[:] = head["class_count"]
         model.prior_counts[:] = head["prior_counts"]
         model.prior_mass[:] = head.get("prior_mass", (0.0, 0.0))
@@ -265,6 +271,19 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"model {where} is corrupt: {type(exc).__name__}: {exc}") from None
     return model
+
+
+def _load_lr_avg(model: SpamModel, keys: np.ndarray, at: np.ndarray | None, avg: np.ndarray | None) -> None:
+    """The scored copy of the word-LR weights (ModelSettings.lr_average): the learned weights,
+    but `avg` at the columns keys[at] (none stored: the learned weights throughout)."""
+    if model.lr_avg is None:
+        return
+    model.lr_avg[:] = model.lr_coef
+    if at is None or avg is None:
+        return
+    if len(at) != len(avg) or (len(at) and int(at.max()) >= len(keys)):
+        raise ValueError("averaged LR weights do not match the columns")
+    model.lr_avg[keys[at.astype(np.int64)]] = avg
 
 
 def write_model_file(model: SpamModel, target: Path) -> str:
@@ -495,7 +514,11 @@ def _check(model: SpamModel, where: object) -> None:
 def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str, str, float]]) -> None:
     """A pickle-free .npz of the model's state and the learn record (for --backup)."""
     fc = model.feature_count
-    nz = np.flatnonzero((fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0))
+    used = (fc[0] > 0) | (fc[1] > 0) | (model.lr_coef != 0)
+    if model.lr_avg is not None:
+        used |= model.lr_avg != 0
+    nz = np.flatnonzero(used)
+    extra = {} if model.lr_avg is None else {"lr_avg": model.lr_avg[nz]}  # backups: every column
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
             "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned,
@@ -511,7 +534,7 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
             chars_coef=chars.coef[cnz], chars_g2=chars.g2[cnz], **model.reputation.arrays(),
             digests=np.array([r[0] for r in record_rows], dtype="U64"),
             labels=np.array([r[1] for r in record_rows], dtype="U4"),
-            steps=np.array([r[2] for r in record_rows], dtype=np.float64),
+            steps=np.array([r[2] for r in record_rows], dtype=np.float64), **extra,
         )
 
     atomic_write(Path(path), write)
@@ -530,6 +553,7 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
             model.feature_count[0, idx] = z["ham"]
             model.feature_count[1, idx] = z["spam"]
             model.lr_coef[idx] = z["lr"]
+            _load_lr_avg(model, idx, np.arange(len(idx)) if "lr_avg" in z else None, z["lr_avg"] if "lr_avg" in z else None)
             model.class_count[:] = z["class_count"]
             if "prior_counts" in z:
                 model.prior_counts[:] = z["prior_counts"]

@@ -60,7 +60,7 @@ def test_model_file_grows_with_what_was_learned(tmp_path: Path, trained: SpamMod
     empty = (tmp_path / "empty" / MODEL_FILE).stat().st_size
     full = (tmp_path / "trained" / MODEL_FILE).stat().st_size
     assert empty < 20_000, empty  # was 26 MB (dense 2^20 arrays) whatever it had learned
-    assert full < 2_000_000, full  # 481 messages
+    assert full < 2_200_000, full  # 481 messages (1.89 MB, and 0.16 MB of the scored copy of the LR weights)
     assert (tmp_path / "trained" / MODEL_FILE).read_bytes()[:8] == b"MSIFTMDL"
 
 
