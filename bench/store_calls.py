@@ -2,17 +2,27 @@
 internals (mailsift/store/api.py, indexdb.py, sync.py, listing.py) costs LMTP and IMAP.
 
     PYTHONPATH=TREE .venv/bin/python bench/store_calls.py [--deliveries 400] [--rounds 2000]
+    PYTHONPATH=TREE .venv/bin/python bench/store_calls.py --cycles 2000 [--users 20] [--messages 200]
 
 In a fresh mail root: `deliveries` Store.deliver calls (a 3.6 KB message, each with a dedup
 key, as LMTP calls it), then `rounds` IMAP-style rounds on the same INBOX (get, status, read,
 a \\Flagged change). Prints wall and CPU seconds of each phase. Deliveries wait for fsync, so
 their wall time follows the disk; CPU time shows the store's own cost. To compare two trees,
 alternate them several times (the machine is shared: figures are noisy) and take medians.
+
+--cycles: instead, the store calls that one cycle of bench/imap_load.py's `session` mix makes
+(as protocols/imap/session.py makes them, in one thread: the *_nowait calls first), over
+`users` mailboxes of `messages` messages each (written into cur/ as another MDA leaves them),
+one user after the other: SELECT; the per-command stamp check; three message reads; STORE
+\\Seen on a random message; APPEND; NOOP's unchanged check; STORE \\Deleted on the new one;
+EXPUNGE. Prints wall and CPU microseconds per cycle for each call, and the total. Run it
+under `strace -c -f` (subtract a run with --cycles 0) to count system calls per cycle.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 
@@ -21,11 +31,98 @@ from mailsift.store.api import INBOX, Store
 MESSAGE = b"From: a@example.test\nTo: b@example.test\nSubject: hello\n\n" + b"line of body text\n" * 200
 
 
+def cycles(n: int, users: int, messages: int, seed: int = 1, profile: bool = False) -> None:
+    """The store calls of `n` session cycles of bench/imap_load.py (see the module docstring)."""
+    import random
+    from collections import defaultdict
+    from pathlib import Path
+
+    from mailsift.protocols.imap import storecalls
+
+    rnd = random.Random(seed)
+    extra = b"From: bench@example.test\r\nSubject: appended\r\n\r\n" + b"appended body line\r\n" * 40
+    wall: dict[str, float] = defaultdict(float)
+    user: dict[str, float] = defaultdict(float)
+    system: dict[str, float] = defaultdict(float)
+
+    def timed(what: str, fn, *args):  # type: ignore[no-untyped-def]
+        w, r = time.perf_counter(), resource.getrusage(resource.RUSAGE_THREAD)
+        out = fn(*args)
+        r2 = resource.getrusage(resource.RUSAGE_THREAD)
+        wall[what] += time.perf_counter() - w
+        user[what] += r2.ru_utime - r.ru_utime
+        system[what] += r2.ru_stime - r.ru_stime
+        return out
+
+    with tempfile.TemporaryDirectory() as root:
+        store = Store(root)
+        boxes = []
+        for u in range(users):
+            name = f"user{u}@example.test"
+            path = store.mailbox_path(name)
+            for sub in ("cur", "new", "tmp"):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(messages):
+                (path / "cur" / f"{1_700_000_000 + i}.M{i}P1.bench:2,").write_bytes(MESSAGE)
+            box = store.mailbox(name)
+            storecalls.select_data(box, INBOX, False)  # (the listing cache filled, \Recent claimed)
+            boxes.append(box)
+        print(f"setup done: {users} users x {messages} messages", flush=True)
+        prof = None
+        if profile:
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
+        t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        for i in range(n):
+            box = boxes[i % users]
+            sel = timed("select", storecalls.select_nowait, box, INBOX, False) \
+                or timed("select (thread)", storecalls.select_data, box, INBOX, False)
+            info, infos, _floor, stamp = sel
+            for _ in range(6):  # the stamp check of FETCH x4, STORE x2 (worker processes)
+                timed("stamp_nowait", box.stamp_nowait, INBOX)
+            for _ in range(3):
+                uid = infos[rnd.randrange(len(infos))].uid
+                if timed("read_nowait", box.read_nowait, INBOX, uid) is None:
+                    timed("read (thread)", box.read, INBOX, uid)
+            uid = infos[rnd.randrange(len(infos))].uid
+            timed("store \\Seen", lambda: storecalls.store_flags_nowait(box, INBOX, [uid], ["\\Seen"], "add", None)
+                  or storecalls.store_flags(box, INBOX, [uid], ["\\Seen"], "add", None))
+            new, _uv, listing = timed("append", storecalls.append, box, INBOX, extra, [], None,
+                                      (INBOX, info.uidvalidity, infos[-1].uid, False))
+            timed("noop unchanged_nowait", box.unchanged_nowait, INBOX, listing[2])
+            timed("store \\Deleted", lambda: storecalls.store_flags_nowait(box, INBOX, [new.uid], ["\\Deleted"],
+                                                                          "add", None)
+                  or storecalls.store_flags(box, INBOX, [new.uid], ["\\Deleted"], "add", None))
+            gone, _b, _a = timed("expunge", storecalls.expunge, box, INBOX, None)
+            assert gone == [new.uid], gone
+        twall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        if prof is not None:
+            import pstats
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(40)
+        store.close()
+    n = max(n, 1)
+    print(f"{'us per cycle':28} {'wall':>8} {'user':>8} {'system':>8}")
+    for what in wall:
+        print(f"{what:28} {wall[what] / n * 1e6:8.1f} {user[what] / n * 1e6:8.1f} {system[what] / n * 1e6:8.1f}")
+    print(f"{'cycle (all, untimed)':28} {twall / n * 1e6:8.1f} {(r1.ru_utime - r0.ru_utime) / n * 1e6:8.1f} "
+          f"{(r1.ru_stime - r0.ru_stime) / n * 1e6:8.1f}")
+    print("(the per-call rows include two getrusage calls each; the last row is the loop's whole cost)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--deliveries", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2000)
+    ap.add_argument("--cycles", type=int, default=None, help="the IMAP session cycle's store calls instead")
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--messages", type=int, default=200)
+    ap.add_argument("--profile", action="store_true", help="with --cycles: cProfile the cycles")
     args = ap.parse_args()
+    if args.cycles is not None:
+        cycles(args.cycles, args.users, args.messages, profile=args.profile)
+        return
     with tempfile.TemporaryDirectory() as root:
         store = Store(root)
         box = store.mailbox("bob@example.test")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from mailsift.store import index as idx
 
@@ -32,6 +32,9 @@ class IndexDB:
         self.conn, self.rebuilt = idx.connect(path, timeout, rebuild=rebuild)
         self._durable = True  # PRAGMA synchronous=FULL (index.connect), else NORMAL
         self.unchecked = 0    # commits made with checkpoint=False since the last other one
+        # called with False as each write transaction begins and with True once it has
+        # committed or rolled back (api.Mailbox: the mailbox lock's change counter, locks.py)
+        self.on_change: Callable[[bool], None] | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -49,27 +52,36 @@ class IndexDB:
         transaction, so no write runs with the wrong one.
         checkpoint=False: this commit never runs SQLite's automatic WAL checkpoint (two fsyncs),
         for a commit made on an event loop's thread; the next commit with checkpoint=True runs
-        it when it is due (`unchecked` counts the commits since)."""
+        it when it is due (`unchecked` counts the commits since).
+        `on_change(False)` is called before BEGIN, `on_change(True)` once the transaction
+        has ended (committed, rolled back, or never begun)."""
         db = self.conn
         if durable != self._durable:
             db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._durable = durable
-        db.execute("BEGIN IMMEDIATE")
+        changed = self.on_change
+        if changed is not None:
+            changed(False)
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        if checkpoint:
-            db.execute("COMMIT")
-            self.unchecked = 0
-            return
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        try:
-            db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if checkpoint:
+                db.execute("COMMIT")
+                self.unchecked = 0
+                return
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                db.execute("COMMIT")
+            finally:
+                db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT}")
+            self.unchecked += 1
         finally:
-            db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT}")
-        self.unchecked += 1
+            if changed is not None:
+                changed(True)
 
     # ------------------------------------------------------------------ folders
     def folder(self, name: str) -> sqlite3.Row | None:

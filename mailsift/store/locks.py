@@ -12,15 +12,28 @@ whole host, as the in-process RLock alone did when one process owned the mail ro
 
 flock locks belong to the open file, and the RLock is taken first, so one descriptor per
 Mailbox serves all its threads.
+
+The lock file also holds the mailbox's change counter: 8 bytes (little-endian), mapped shared
+into every process that has the mailbox open. Every write transaction on the index moves it,
+under this lock, to an odd value when it begins (`change_begins()`) and to the next even one
+once it has committed or rolled back (`change_ends()`), so `changes()` (a read of mapped
+memory: no system call, no SQLite read transaction) tells a process whether anything in the
+index may have changed since it last looked. A reader may use what it read from the index
+before while the counter is the even value it read before reading (api.Mailbox caches folder
+rows so); an odd value means a write is under way, or its writer died in it: read the index.
 """
 
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
+import struct
 import threading
 from pathlib import Path
-from typing import Self
+from typing import Callable, Self
+
+_COUNTER = struct.Struct("<Q")
 
 
 class MailboxLock:
@@ -28,6 +41,13 @@ class MailboxLock:
         self.thread_lock = threading.RLock()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._depth = 0
+        try:
+            if os.fstat(self._fd).st_size < _COUNTER.size:  # (new, or made before the counter)
+                os.ftruncate(self._fd, _COUNTER.size)  # (another process's doing the same is harmless)
+            self._map: mmap.mmap | None = mmap.mmap(self._fd, _COUNTER.size)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def acquire(self) -> bool:
         self.thread_lock.acquire()
@@ -63,6 +83,28 @@ class MailboxLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self.thread_lock.release()
 
+    def changes(self) -> int:
+        """The change counter (any thread, no lock needed): an even value read twice means no
+        write transaction on the index began in between; odd: one is under way (or its writer
+        died in it). -1 once closed."""
+        m = self._map
+        return _COUNTER.unpack_from(m)[0] if m is not None else -1
+
+    def change_begins(self) -> None:
+        """A write transaction begins (the caller holds this lock): the counter becomes odd,
+        and differs from every value a reader may have seen (a writer that died in its
+        transaction left it odd: it moves on by two)."""
+        self._set(lambda c: c + 2 if c & 1 else c + 1)
+
+    def change_ends(self) -> None:
+        """The write transaction committed or rolled back: the counter becomes even."""
+        self._set(lambda c: c + 1 if c & 1 else c)
+
+    def _set(self, step: Callable[[int], int]) -> None:
+        m = self._map
+        if m is not None:
+            _COUNTER.pack_into(m, 0, step(_COUNTER.unpack_from(m)[0]) & 0xFFFFFFFFFFFFFFFF)
+
     def __enter__(self) -> Self:
         self.acquire()
         return self
@@ -72,6 +114,9 @@ class MailboxLock:
 
     def close(self) -> None:
         with self.thread_lock:
+            if self._map is not None:
+                self._map.close()
+                self._map = None
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
