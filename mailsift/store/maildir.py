@@ -191,14 +191,14 @@ class Unlinker:
     tmp/ (EXPUNGED_PREFIX), commits, answers, and leaves the unlink to this (perf: unlinking a
     file just written waits on the file system's journal, 0.36 ms median under
     bench/imap_load.py against 0.1 ms for a rename). The thread takes what has come in at most
-    every `pause` seconds, and is woken only when it waits for work, so a busy server pays one
+    every `pause` seconds (0.1), and is woken only when it waits for work, so a busy server pays one
     thread wake-up per batch, not per EXPUNGE. At most `max_pending` paths wait; beyond that,
     and after close(), unlink() unlinks them at once in the caller's thread. A file a crash
     leaves behind is in tmp/ under EXPUNGED_PREFIX: the next open of its mailbox removes it
     (sync.recover_tmp)."""
 
     MAX_PENDING = 10_000
-    PAUSE = 0.02
+    PAUSE = 0.1
 
     def __init__(self, max_pending: int = MAX_PENDING, pause: float = PAUSE) -> None:
         self.max_pending = max_pending
