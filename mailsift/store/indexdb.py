@@ -31,6 +31,7 @@ class IndexDB:
         missing or broken and must be repopulated from the files (index.connect)."""
         self.conn, self.rebuilt = idx.connect(path, timeout, rebuild=rebuild)
         self._durable = True  # PRAGMA synchronous=FULL (index.connect), else NORMAL
+        self._autocheckpoint = True  # PRAGMA wal_autocheckpoint=WAL_AUTOCHECKPOINT (index.connect), else 0
         self.unchecked = 0    # commits made with checkpoint=False since the last other one
         # called with False as each write transaction begins and with True once it has
         # committed or rolled back (api.Mailbox: the mailbox lock's change counter, locks.py)
@@ -52,13 +53,19 @@ class IndexDB:
         transaction, so no write runs with the wrong one.
         checkpoint=False: this commit never runs SQLite's automatic WAL checkpoint (two fsyncs),
         for a commit made on an event loop's thread; the next commit with checkpoint=True runs
-        it when it is due (`unchecked` counts the commits since).
+        it when it is due (`unchecked` counts the commits since). As with `synchronous`, the
+        connection keeps `wal_autocheckpoint` (0 or WAL_AUTOCHECKPOINT) as its last
+        transaction wanted it and switches only when the next wants the other (perf: a run of
+        event-loop commits made two PRAGMA statements each).
         `on_change(False)` is called before BEGIN, `on_change(True)` once the transaction
         has ended (committed, rolled back, or never begun)."""
         db = self.conn
         if durable != self._durable:
             db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._durable = durable
+        if checkpoint != self._autocheckpoint:
+            db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT if checkpoint else 0}")
+            self._autocheckpoint = checkpoint
         changed = self.on_change
         if changed is not None:
             changed(False)
@@ -69,16 +76,11 @@ class IndexDB:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            db.execute("COMMIT")
             if checkpoint:
-                db.execute("COMMIT")
                 self.unchecked = 0
-                return
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            try:
-                db.execute("COMMIT")
-            finally:
-                db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT}")
-            self.unchecked += 1
+            else:
+                self.unchecked += 1
         finally:
             if changed is not None:
                 changed(True)

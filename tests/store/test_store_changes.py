@@ -185,3 +185,19 @@ def test_an_append_to_the_selected_folder_reads_its_directories_three_times(worl
     assert [m.uid for m in listing[0]] == [1, 2, 3, 4, 5, 6] and new.uid == 6
     calls.clear()
     assert box.unchanged_nowait(INBOX, listing[2])  # (in sync: the mtimes recorded are the real ones)
+
+
+def test_event_loop_commits_in_a_row_switch_no_pragma(world) -> None:
+    """A commit on the event loop's thread (no automatic WAL checkpoint) after another sets
+    `wal_autocheckpoint` no more; a thread's commit after them sets it back, once."""
+    _store, box, _root = world
+    box.store_flags_nowait(INBOX, [1], ["\\Seen"], "add")
+    seen: list[str] = []
+    box._db.conn.set_trace_callback(seen.append)
+    for uid in (2, 3):
+        assert box.store_flags_nowait(INBOX, [uid], ["\\Seen"], "add") is not None
+    assert not [s for s in seen if s.startswith("PRAGMA")], seen
+    assert box._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    seen.clear()
+    box.store_flags(INBOX, [4], ["\\Seen"], "add")  # (a thread's call)
+    assert [s for s in seen if s.startswith("PRAGMA")] == ["PRAGMA wal_autocheckpoint=1000"], seen
