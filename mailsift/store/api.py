@@ -318,9 +318,9 @@ class Mailbox:
     def _open_index(self, rebuild: bool = False) -> None:
         """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
         self._db = IndexDB(self.path, self.store.lock_timeout, rebuild=rebuild)
-        self._db.on_change = self._changing
-        self._changing(False)  # (a rebuilt or reopened index: every process's cached rows go stale)
-        self._changing(True)
+        self._db.on_change = self._lock.changing  # (not a method of self: no reference cycle)
+        self._lock.changing(False)  # (a rebuilt or reopened index: every process's cached rows go stale)
+        self._lock.changing(True)
         self._rows.clear()
         self._rows_at = -1
         rebuilt = self._db.rebuilt
@@ -464,12 +464,16 @@ class Mailbox:
             special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
             modseq=modseq, **kw))  # type: ignore[arg-type]
 
-    def _changing(self, done: bool) -> None:
-        """IndexDB.on_change: a write transaction begins (False) or has ended (True)."""
-        if done:
-            self._lock.change_ends()
-        else:
-            self._lock.change_begins()
+    def _committed(self, name: str, frow: sqlite3.Row, **changed: int) -> None:
+        """After this process's own commit changed the folder's row `frow` (read under this lock
+        hold: nothing else changed it since) in these columns only: cache the row as it is
+        now, so the next command's reads of it need no index read (perf). Everything else
+        cached is dropped (the commit may have changed SELECT's extras)."""
+        now = self._lock.changes()
+        if now & 1:
+            return
+        self._rows = {name: self._db.folder_with(frow, **changed)}
+        self._rows_at = now
 
     def _frow_opt(self, name: str) -> sqlite3.Row | None:
         """The folder's row (lock or thread lock held), from the cache while the change counter
@@ -1002,6 +1006,7 @@ class Mailbox:
             self._db.set_counters(fid, uid, modseq)
             if in_txn is not None:
                 in_txn(uid - 1)
+        self._committed(folder, frow, uidnext=uid, highestmodseq=modseq)
         self.store.listings.patch(
             (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key, sv)
@@ -1377,6 +1382,7 @@ class Mailbox:
         with self._txn(durable=False):
             self._db.update_flags_many(rows_out)
             self._db.set_modseq(fid, modseq)
+        self._committed(folder, frow, highestmodseq=modseq)
         after_stamp = (stamp[0], modseq, stamp[2])
         self.store.listings.patch((self.user, fid), stamp, after_stamp, changed=changed)
         for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
@@ -1545,6 +1551,7 @@ class Mailbox:
             self._db.delete_many(fid, gone)
             self._db.set_modseq(fid, modseq)
             vanished.prune(self._db.conn, fid)
+        self._committed(folder, frow, highestmodseq=modseq)
         _crash_point("expunge-committed")
         self.store.unlinker.unlink(waiting)
         after = (stamp[0], modseq, stamp[2])

@@ -16,6 +16,7 @@ from mailsift.store import index as idx
 
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 _FOLDER_COLS = "id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur"
+_FOLDER_INDEX = {c: i for i, c in enumerate(_FOLDER_COLS.split(", "))}
 _INSERT_MESSAGE = ("INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
                    "internal_date, size, modseq, save_date) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
@@ -90,7 +91,16 @@ class IndexDB:
         """The folder's row (columns of _FOLDER_COLS, by name), or None."""
         cur = self.conn.execute(f"SELECT {_FOLDER_COLS} FROM folders WHERE name = ?", (name,))
         cur.row_factory = sqlite3.Row
+        self._folder_cursor = cur  # (its description names the columns of folder_with's rows)
         return cur.fetchone()
+
+    def folder_with(self, row: sqlite3.Row, **changed: int) -> sqlite3.Row:
+        """A folder row (from folder()) with these columns set to these values: the row as a
+        change this connection has just committed left it, without reading it again."""
+        values = list(row)
+        for column, value in changed.items():
+            values[_FOLDER_INDEX[column]] = value
+        return sqlite3.Row(self._folder_cursor, tuple(values))
 
     def folder_stamp(self, name: str) -> tuple[int, int, int, int] | None:
         """(id, uidvalidity, highestmodseq, uidnext) of the folder, or None: a plain tuple
