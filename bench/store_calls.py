@@ -15,7 +15,10 @@ alternate them several times (the machine is shared: figures are noisy) and take
 `users` mailboxes of `messages` messages each (written into cur/ as another MDA leaves them),
 one user after the other: SELECT; the per-command stamp check; three message reads; STORE
 \\Seen on a random message; APPEND; NOOP's unchanged check; STORE \\Deleted on the new one;
-EXPUNGE. The store's background unlinks are waited for at the end (in the totals).
+EXPUNGE. The store's background unlinks are waited for at the end (in the totals). Prints wall
+and CPU microseconds and SQL statements (SQLite's trace callback) per cycle for each call, and
+the totals. Run it under `strace -c -f` (subtract a run with --cycles 0) to count system calls
+per cycle.
 
 --imap: the whole IMAP session cycle instead, in one process and deterministic enough for
 `valgrind --tool=callgrind` (subtract a run with --imap 0): `users` clients, each logged in once
@@ -23,8 +26,7 @@ as its own user over loopback TCP, run bench/imap_load.py's session cycle (SELEC
 headers, three FETCH BODY.PEEK[], STORE \\Seen, APPEND, NOOP, STORE \\Deleted, EXPUNGE) against
 the real session code (protocols/imap/session.py, its store threads, as an IMAP worker process
 runs it: every command checks the folder's stamp) on the event loop mailsift runs (uvloop).
-The clients share the server's loop and CPU; prints CPU microseconds per cycle. Prints wall and CPU microseconds per cycle for each call, and the total. Run it
-under `strace -c -f` (subtract a run with --cycles 0) to count system calls per cycle.
+The clients share the server's loop and CPU; prints CPU microseconds per cycle.
 """
 
 from __future__ import annotations
@@ -52,14 +54,18 @@ def cycles(n: int, users: int, messages: int, seed: int = 1, profile: bool = Fal
     wall: dict[str, float] = defaultdict(float)
     user: dict[str, float] = defaultdict(float)
     system: dict[str, float] = defaultdict(float)
+    sql: dict[str, int] = defaultdict(int)
+    statements: list[str] = []  # every SQL statement of the mailboxes' connections (trace callback)
 
     def timed(what: str, fn, *args):  # type: ignore[no-untyped-def]
+        n0 = len(statements)
         w, r = time.perf_counter(), resource.getrusage(resource.RUSAGE_THREAD)
         out = fn(*args)
         r2 = resource.getrusage(resource.RUSAGE_THREAD)
         wall[what] += time.perf_counter() - w
         user[what] += r2.ru_utime - r.ru_utime
         system[what] += r2.ru_stime - r.ru_stime
+        sql[what] += len(statements) - n0
         return out
 
     with tempfile.TemporaryDirectory() as root:
@@ -74,6 +80,7 @@ def cycles(n: int, users: int, messages: int, seed: int = 1, profile: bool = Fal
                 (path / "cur" / f"{1_700_000_000 + i}.M{i}P1.bench:2,").write_bytes(MESSAGE)
             box = store.mailbox(name)
             storecalls.select_data(box, INBOX, False)  # (the listing cache filled, \Recent claimed)
+            box._db.conn.set_trace_callback(statements.append)
             boxes.append(box)
         print(f"setup done: {users} users x {messages} messages", flush=True)
         prof = None
@@ -114,9 +121,11 @@ def cycles(n: int, users: int, messages: int, seed: int = 1, profile: bool = Fal
             pstats.Stats(prof).sort_stats("tottime").print_stats(40)
         store.close()
     n = max(n, 1)
-    print(f"{'us per cycle':28} {'wall':>8} {'user':>8} {'system':>8}")
+    print(f"{'per cycle':28} {'wall us':>8} {'user us':>8} {'sys us':>8} {'SQL':>5}")
     for what in wall:
-        print(f"{what:28} {wall[what] / n * 1e6:8.1f} {user[what] / n * 1e6:8.1f} {system[what] / n * 1e6:8.1f}")
+        print(f"{what:28} {wall[what] / n * 1e6:8.1f} {user[what] / n * 1e6:8.1f} {system[what] / n * 1e6:8.1f} "
+              f"{sql[what] / n:5.1f}")
+    print(f"{'SQL statements per cycle':28} {sum(sql.values()) / n:35.1f}")
     print(f"{'cycle (all, untimed)':28} {twall / n * 1e6:8.1f} {(r1.ru_utime - r0.ru_utime) / n * 1e6:8.1f} "
           f"{(r1.ru_stime - r0.ru_stime) / n * 1e6:8.1f}")
     print("(the per-call rows include two getrusage calls each; the last row is the loop's whole cost)")
