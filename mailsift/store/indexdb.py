@@ -37,6 +37,7 @@ class IndexDB:
         # called with False as each write transaction begins and with True once it has
         # committed or rolled back (api.Mailbox: the mailbox lock's change counter, locks.py)
         self.on_change: Callable[[bool], None] | None = None
+        self._folder_cursor: sqlite3.Cursor | None = None  # (folder(): its description names the columns)
 
     def close(self) -> None:
         self.conn.close()
@@ -91,7 +92,7 @@ class IndexDB:
         """The folder's row (columns of _FOLDER_COLS, by name), or None."""
         cur = self.conn.execute(f"SELECT {_FOLDER_COLS} FROM folders WHERE name = ?", (name,))
         cur.row_factory = sqlite3.Row
-        self._folder_cursor = cur  # (its description names the columns of folder_with's rows)
+        self._folder_cursor = cur
         return cur.fetchone()
 
     def folder_with(self, row: sqlite3.Row, **changed: int) -> sqlite3.Row:
@@ -100,7 +101,10 @@ class IndexDB:
         values = list(row)
         for column, value in changed.items():
             values[_FOLDER_INDEX[column]] = value
-        return sqlite3.Row(self._folder_cursor, tuple(values))
+        cur = self._folder_cursor
+        if cur is None:
+            cur = self._folder_cursor = self.conn.execute(f"SELECT {_FOLDER_COLS} FROM folders LIMIT 0")
+        return sqlite3.Row(cur, tuple(values))
 
     def folder_stamp(self, name: str) -> tuple[int, int, int, int] | None:
         """(id, uidvalidity, highestmodseq, uidnext) of the folder, or None: a plain tuple
