@@ -221,6 +221,7 @@ class Store:
         self._live: "weakref.WeakValueDictionary[str, Mailbox]" = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self.listings = ListingCache()
+        self.unlinker = md.Unlinker()  # expunged files, unlinked after the answer (_expunge_locked)
         # user -> bytes the user may store, or None (no limit); None: no quotas (store/quota.py)
         self.quota_limit: Callable[[str], int | None] | None = None
 
@@ -271,6 +272,7 @@ class Store:
         return EventQueue(self.events, normalize_user(user) if user else None, loop)
 
     def close(self) -> None:
+        self.unlinker.close()
         with self._lock:
             for box in list(self._live.values()):
                 box.close()
@@ -292,6 +294,12 @@ class Mailbox:
         self._index_id: tuple[int, int] | None = None
         self._index_next_check = 0.0  # time.monotonic() of the next check for a replaced index
         self._on_loop = False  # a _nowait call holds the lock (in an event loop's thread)
+        # Folder rows and SELECT's extras as last read, valid while the mailbox's change counter
+        # (locks.py) is `_rows_at`: every write transaction on the index, in any process, bumps
+        # it (perf: the per-command stamp check, NOOP and the event-loop calls read no SQLite
+        # while nothing changed; each read is a read transaction and its shared-memory locks).
+        self._rows: dict[object, object] = {}
+        self._rows_at = -1
         fresh_dir = not md.is_maildir(path)
         md.ensure_maildir(path)
         # Held for every read-modify-write of the index and files, by this process's threads and
@@ -310,6 +318,11 @@ class Mailbox:
     def _open_index(self, rebuild: bool = False) -> None:
         """(Re)open the index (lock held); a missing or broken one is rebuilt from the files."""
         self._db = IndexDB(self.path, self.store.lock_timeout, rebuild=rebuild)
+        self._db.on_change = self._lock.changing  # (not a method of self: no reference cycle)
+        self._lock.changing(False)  # (a rebuilt or reopened index: every process's cached rows go stale)
+        self._lock.changing(True)
+        self._rows.clear()
+        self._rows_at = -1
         rebuilt = self._db.rebuilt
         self._index_id = idx.file_id(self._index_file)
         self._mtimes.clear()
@@ -451,8 +464,43 @@ class Mailbox:
             special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
             modseq=modseq, **kw))  # type: ignore[arg-type]
 
+    def _committed(self, name: str, frow: sqlite3.Row, **changed: int) -> None:
+        """After this process's own commit changed the folder's row `frow` (read under this lock
+        hold: nothing else changed it since) in these columns only: cache the row as it is
+        now, so the next command's reads of it need no index read (perf). Everything else
+        cached is dropped (the commit may have changed SELECT's extras)."""
+        now = self._lock.changes()
+        if now & 1:
+            return
+        self._rows = {name: self._db.folder_with(frow, **changed)}
+        self._rows_at = now
+
     def _frow_opt(self, name: str) -> sqlite3.Row | None:
-        return self._db.folder(name)
+        """The folder's row (lock or thread lock held), from the cache while the change counter
+        says nothing changed; inside a write transaction always from the index."""
+        return self._cached(name, self._db.folder, name)
+
+    def _cached(self, key: object, read: Callable[..., _T], *args: object) -> _T:
+        """read(*args), or what it answered last time if the index has not changed since
+        (`_rows`; the caller holds the lock or the thread lock). The counter is read before
+        the index: a change that lands in between makes the next call read again. While a
+        write is under way (the counter is odd), or in our own transaction, it reads the index."""
+        now = self._lock.changes()
+        if now & 1 or self._db.conn.in_transaction:
+            return read(*args)
+        rows = self._rows
+        if now == self._rows_at:
+            try:
+                return rows[key]  # type: ignore[return-value]
+            except KeyError:
+                pass
+        else:
+            rows.clear()
+            self._rows_at = now
+        value = read(*args)
+        if len(rows) < 512:
+            rows[key] = value
+        return value
 
     def _frow(self, name: str) -> sqlite3.Row:
         row = self._frow_opt(name)
@@ -481,18 +529,24 @@ class Mailbox:
         return md.dir_mtime(d + "/new"), md.dir_mtime(d + "/cur")  # type: ignore[arg-type]
 
     @contextmanager
-    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[list[bool]]:
+    def _own_change(self, name: str, fid: int, synced: bool = False) -> Iterator[list[str]]:
         """Around our own file changes: if the folder was in sync before, it still is after.
         `synced`: the caller synced it under this lock hold just before (perf: no stat()s
-        before, and none after unless the caller appended to the list it is given, i.e.
-        changed a file)."""
+        before, and after it only of the subdirectories the caller says it changed, by
+        appending "new" or "cur" to the list it is given; a directory it did not change keeps
+        the mtime it was synced at, so another program's change there is still found)."""
         before = self._mtimes.get(fid) if synced else self._mt(name)
-        touched: list[bool] = []
+        touched: list[str] = []
         try:
             yield touched
         finally:
             if (touched or not synced) and self._mtimes.get(fid) == before:
-                self._mtimes[fid] = self._mt(name)
+                if synced and before is not None:
+                    d = self._fdir(name)
+                    self._mtimes[fid] = (md.dir_mtime(d + "/new") if "new" in touched else before[0],  # type: ignore[arg-type]
+                                         md.dir_mtime(d + "/cur") if "cur" in touched else before[1])  # type: ignore[arg-type]
+                else:
+                    self._mtimes[fid] = self._mt(name)
 
     # ------------------------------------------------------------------ folders
     def _new_folder_row(self, name: str, special_use: str | None) -> None:
@@ -880,12 +934,14 @@ class Mailbox:
                     floors.append(floor)
 
                 mine = view is not None and view[0] == uidvalidity
+                if mine:  # (perf: synced first, the folder is known to be in sync after the append)
+                    frow = self._sync_folder(folder, frow=frow)
                 [(uid, modseq, saved)] = self._commit_new(folder, [(key, tmp, fl, when, size)], via="append",
-                                                          frow=frow, in_txn=claim if mine else None)
+                                                          frow=frow, in_txn=claim if mine else None, synced=mine)
                 listing = None
                 if mine:
                     assert view is not None
-                    frow = self._sync_folder(folder)
+                    frow = self._frow(folder)
                     infos, stamp = self._listing_locked(frow)
                     if infos and infos[-1].uid > uid:  # the sync found files another program left
                         self._claim_locked(frow, infos, uid, view[2])
@@ -922,11 +978,12 @@ class Mailbox:
 
     def _commit_new(self, folder: str, items: list[tuple[str, Path, frozenset[str], float, int]],
                     via: str, sources: list[tuple[str, str | None, int]] | None = None,
-                    frow: sqlite3.Row | None = None,
-                    in_txn: Callable[[int], None] | None = None) -> list[tuple[int, int, float]]:
+                    frow: sqlite3.Row | None = None, in_txn: Callable[[int], None] | None = None,
+                    synced: bool = False) -> list[tuple[int, int, float]]:
         """Index files waiting in folder/tmp/KEY, then rename them into cur/ and fsync; each is
         saved now (its save date, RFC 8514). `frow`: the folder's row, read under this lock
-        hold; `in_txn(the last new UID)` is called in the commit's transaction.
+        hold; `in_txn(the last new UID)` is called in the commit's transaction; `synced`: the
+        folder was synced under this lock hold (_own_change).
         -> [(uid, modseq, save date)]"""
         if frow is None:
             frow = self._frow(folder)
@@ -948,13 +1005,15 @@ class Mailbox:
             self._db.set_counters(fid, uid, modseq)
             if in_txn is not None:
                 in_txn(uid - 1)
+        self._committed(folder, frow, uidnext=uid, highestmodseq=modseq)
         self.store.listings.patch(
             (self.user, fid), stamp_of(frow), (frow["uidvalidity"], modseq, uid),
             changed=[MessageInfo(u, fl, when, size, m, key, sv)
                      for (u, m, sv), (key, _tmp, fl, when, size) in zip(out, items)])
-        with self._own_change(folder, fid):
+        with self._own_change(folder, fid, synced=synced) as touched:
             for key, tmp, fl, _when, _size in items:
                 os.rename(tmp, fpath / "cur" / md.file_name(key, fl))
+            touched.append("cur")
             md.fsync_dir(fpath / "cur")
         for i, ((uid, _m, _sv), item) in enumerate(zip(out, items)):
             src = sources[i] if sources else (None, None, None)
@@ -1029,19 +1088,19 @@ class Mailbox:
         if not self._lock.thread_lock.acquire(blocking=False):
             return None
         try:
-            row = self._db.folder_stamp(normalize_folder(folder))
+            row = self._frow_opt(normalize_folder(folder))
         finally:
             self._lock.thread_lock.release()
-        return None if row is None else (row[1], row[2], row[3])
+        return None if row is None else (row[2], row[4], row[3])
 
     def stamp(self, folder: str) -> Stamp:
         """The folder's stamp as the index holds it (no sync). Raises NoSuchFolder."""
         name = normalize_folder(folder)
         with self._op():
-            row = self._db.folder_stamp(name)
+            row = self._frow_opt(name)
         if row is None:
             raise NoSuchFolder(f"no folder {name}")
-        return row[1], row[2], row[3]
+        return row[2], row[4], row[3]
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -1064,8 +1123,8 @@ class Mailbox:
             if not self._index_current():
                 return False  # replaced: _op reopens it
             name = normalize_folder(folder)
-            row = self._db.folder_stamp(name)
-            if row is None or (row[1], row[2], row[3]) != stamp:
+            row = self._frow_opt(name)
+            if row is None or (row[2], row[4], row[3]) != stamp:
                 return False
             return self._mtimes.get(row[0]) == self._mt(name)
         finally:
@@ -1143,7 +1202,9 @@ class Mailbox:
     def _select_locked(self, name: str, frow: sqlite3.Row,
                        readonly: bool) -> tuple[FolderInfo, list[MessageInfo], int | None, Stamp]:
         """select() with the lock held and the folder (row `frow`) in sync."""
-        subscribed, children, floor = self._db.select_extras(name, SEPARATOR, frow["id"], frow["uidvalidity"])
+        subscribed, children, floor = self._cached(("extras", name, frow["id"], frow["uidvalidity"]),
+                                                   self._db.select_extras, name, SEPARATOR, frow["id"],
+                                                   frow["uidvalidity"])
         info = FolderInfo(name=name, special_use=frow["special_use"], uidvalidity=frow["uidvalidity"],
                           uidnext=frow["uidnext"], highestmodseq=frow["highestmodseq"],
                           subscribed=bool(subscribed), has_children=bool(children))
@@ -1213,8 +1274,7 @@ class Mailbox:
             with self._lock.thread_lock:
                 path = self._path_of(folder, uid)
             try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
+                data = md.read_file(path)
                 return md.to_crlf(data) if crlf else data
             except FileNotFoundError:
                 if attempt:
@@ -1236,8 +1296,7 @@ class Mailbox:
         finally:
             self._lock.thread_lock.release()
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = md.read_file(path)
         except FileNotFoundError:
             return None
         return md.to_crlf(data) if crlf else data
@@ -1322,7 +1381,7 @@ class Mailbox:
                         os.rename(f"{fdir}/{subdir}/{fname}", f"{fdir}/{new_sub}/{new_name}")
                     except FileNotFoundError:
                         continue  # vanished meanwhile; the next sync expunges it
-                    touched.append(True)
+                    touched += (subdir, new_sub)
                 updates.append((uid, new_sub, new_name, letters, kws, before, after, when, size, key, saved))
         stamp = stamp_of(frow)
         if not updates:
@@ -1336,6 +1395,7 @@ class Mailbox:
         with self._txn(durable=False):
             self._db.update_flags_many(rows_out)
             self._db.set_modseq(fid, modseq)
+        self._committed(folder, frow, highestmodseq=modseq)
         after_stamp = (stamp[0], modseq, stamp[2])
         self.store.listings.patch((self.user, fid), stamp, after_stamp, changed=changed)
         for (uid, _s, _n, _l, _k, before, after, *_rest), info in zip(updates, changed):
@@ -1452,11 +1512,26 @@ class Mailbox:
         with self._op():
             first = self._frow(folder)
             frow = self._sync_folder(folder, frow=first)
-            return self._expunge_locked(folder, frow, stamp_of(first), wanted)
+            done = self._expunge_locked(folder, frow, stamp_of(first), wanted)
+            assert done is not None
+            return done
+
+    def expunge_nowait(self, folder: str, uids: Iterable[int] | None = None) -> tuple[list[int], Stamp, Stamp] | None:
+        """expunge_stamped() for an event loop's thread, never waiting for a lock (_nowait):
+        None, with nothing done, when it would wait or sync, or when more than NOWAIT_MAX_UIDS
+        messages are to go (their files are renamed, not unlinked, and the commit does not
+        fsync: see _expunge_locked); then call expunge_stamped() in a worker thread. (perf:
+        saves a thread hand-off per EXPUNGE.)"""
+        wanted = set(uids) if uids is not None else None
+        if wanted is not None and len(wanted) > NOWAIT_MAX_UIDS:
+            return None
+        return self._nowait(folder, lambda name, frow: self._expunge_locked(
+            name, frow, stamp_of(frow), wanted, NOWAIT_MAX_UIDS))
 
     def _expunge_locked(self, folder: str, frow: sqlite3.Row, before_sync: Stamp,
-                        wanted: set[int] | None) -> tuple[list[int], Stamp, Stamp]:
-        """expunge_stamped() with the lock held and the folder (row `frow`) in sync."""
+                        wanted: set[int] | None, at_most: int | None = None) -> tuple[list[int], Stamp, Stamp] | None:
+        """expunge_stamped() with the lock held and the folder (row `frow`) in sync; None, with
+        nothing done, when more than `at_most` messages are to go."""
         fid, fdir = frow["id"], self._fdir(folder)
         if wanted is None:
             doomed = self._db.deleted_rows(fid)
@@ -1465,19 +1540,33 @@ class Mailbox:
         stamp = stamp_of(frow)
         if not doomed:
             return [], before_sync, stamp
+        if at_most is not None and len(doomed) > at_most:
+            return None
+        # The files leave cur/ and new/ by a rename into tmp/ before the commit: whatever a crash
+        # interrupts, no expunged message is found again by a sync (a file still in cur/ with no
+        # row would come back as a new message). They are unlinked after the answer (Unlinker).
+        waiting: list[str] = []
         with self._own_change(folder, fid, synced=True) as touched:
             for _uid, subdir, name in doomed:
+                src = f"{fdir}/{subdir}/{name}"
                 try:
-                    os.unlink(f"{fdir}/{subdir}/{name}")
+                    os.rename(src, f"{fdir}/tmp/{md.EXPUNGED_PREFIX}{name}")
                 except FileNotFoundError:
-                    continue
-                touched.append(True)
+                    if not os.path.lexists(src):
+                        continue  # vanished meanwhile
+                    os.unlink(src)  # (no tmp/)
+                else:
+                    waiting.append(f"{fdir}/tmp/{md.EXPUNGED_PREFIX}{name}")
+                touched.append(subdir)
         gone = [r[0] for r in doomed]
         modseq = stamp[1] + 1
         with self._txn(durable=False):
             self._db.delete_many(fid, gone)
             self._db.set_modseq(fid, modseq)
             vanished.prune(self._db.conn, fid)
+        self._committed(folder, frow, highestmodseq=modseq)
+        _crash_point("expunge-committed")
+        self.store.unlinker.unlink(waiting)
         after = (stamp[0], modseq, stamp[2])
         self.store.listings.patch((self.user, fid), stamp, after, removed=gone)
         for uid in gone:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from mailsift.store import index as idx
 
 _BY_UID_MAX = 2000  # above this many UIDs, one scan of the folder's rows beats lookups by key
 _FOLDER_COLS = "id, name, uidvalidity, uidnext, highestmodseq, special_use, mtime_new, mtime_cur"
+_FOLDER_INDEX = {c: i for i, c in enumerate(_FOLDER_COLS.split(", "))}
 _INSERT_MESSAGE = ("INSERT INTO messages (folder_id, uid, key, subdir, name, sysflags, keywords, "
                    "internal_date, size, modseq, save_date) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
@@ -31,7 +32,12 @@ class IndexDB:
         missing or broken and must be repopulated from the files (index.connect)."""
         self.conn, self.rebuilt = idx.connect(path, timeout, rebuild=rebuild)
         self._durable = True  # PRAGMA synchronous=FULL (index.connect), else NORMAL
+        self._autocheckpoint = True  # PRAGMA wal_autocheckpoint=WAL_AUTOCHECKPOINT (index.connect), else 0
         self.unchecked = 0    # commits made with checkpoint=False since the last other one
+        # called with False as each write transaction begins and with True once it has
+        # committed or rolled back (api.Mailbox: the mailbox lock's change counter, locks.py)
+        self.on_change: Callable[[bool], None] | None = None
+        self._folder_cursor: sqlite3.Cursor | None = None  # (folder(): its description names the columns)
 
     def close(self) -> None:
         self.conn.close()
@@ -49,34 +55,56 @@ class IndexDB:
         transaction, so no write runs with the wrong one.
         checkpoint=False: this commit never runs SQLite's automatic WAL checkpoint (two fsyncs),
         for a commit made on an event loop's thread; the next commit with checkpoint=True runs
-        it when it is due (`unchecked` counts the commits since)."""
+        it when it is due (`unchecked` counts the commits since). As with `synchronous`, the
+        connection keeps `wal_autocheckpoint` (0 or WAL_AUTOCHECKPOINT) as its last
+        transaction wanted it and switches only when the next wants the other (perf: a run of
+        event-loop commits made two PRAGMA statements each).
+        `on_change(False)` is called before BEGIN, `on_change(True)` once the transaction
+        has ended (committed, rolled back, or never begun)."""
         db = self.conn
         if durable != self._durable:
             db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             self._durable = durable
-        db.execute("BEGIN IMMEDIATE")
+        if checkpoint != self._autocheckpoint:
+            db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT if checkpoint else 0}")
+            self._autocheckpoint = checkpoint
+        changed = self.on_change
+        if changed is not None:
+            changed(False)
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        if checkpoint:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             db.execute("COMMIT")
-            self.unchecked = 0
-            return
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        try:
-            db.execute("COMMIT")
+            if checkpoint:
+                self.unchecked = 0
+            else:
+                self.unchecked += 1
         finally:
-            db.execute(f"PRAGMA wal_autocheckpoint={idx.WAL_AUTOCHECKPOINT}")
-        self.unchecked += 1
+            if changed is not None:
+                changed(True)
 
     # ------------------------------------------------------------------ folders
     def folder(self, name: str) -> sqlite3.Row | None:
         """The folder's row (columns of _FOLDER_COLS, by name), or None."""
         cur = self.conn.execute(f"SELECT {_FOLDER_COLS} FROM folders WHERE name = ?", (name,))
         cur.row_factory = sqlite3.Row
+        self._folder_cursor = cur
         return cur.fetchone()
+
+    def folder_with(self, row: sqlite3.Row, **changed: int) -> sqlite3.Row:
+        """A folder row (from folder()) with these columns set to these values: the row as a
+        change this connection has just committed left it, without reading it again."""
+        values = list(row)
+        for column, value in changed.items():
+            values[_FOLDER_INDEX[column]] = value
+        cur = self._folder_cursor
+        if cur is None:
+            cur = self._folder_cursor = self.conn.execute(f"SELECT {_FOLDER_COLS} FROM folders LIMIT 0")
+        return sqlite3.Row(cur, tuple(values))
 
     def folder_stamp(self, name: str) -> tuple[int, int, int, int] | None:
         """(id, uidvalidity, highestmodseq, uidnext) of the folder, or None: a plain tuple

@@ -13,7 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 # IMAP system flags <-> Maildir info letters (letters sorted in names, as the spec asks).
@@ -27,6 +29,10 @@ FLAG_LETTERS: dict[str, str] = {
 }
 LETTER_FLAGS: dict[str, str] = {v: k for k, v in FLAG_LETTERS.items()}
 SUBDIRS = ("cur", "new", "tmp")
+# An expunged message waits in tmp/ under this prefix (never the start of a Maildir key, which
+# begins with digits) until Unlinker removes it; one a crash left is removed when the mailbox is
+# next opened (sync.recover_tmp).
+EXPUNGED_PREFIX = "expunged."
 _counter = itertools.count()
 
 
@@ -148,8 +154,112 @@ def write_tmp(folder_path: Path, name: str, data: bytes, mtime: float | None = N
     return path
 
 
+def read_file(path: str) -> bytes:
+    """A message file's bytes: open, fstat, read to the end, close (perf: Python's open()
+    costs twice the system calls, fstat twice, isatty and two lseeks, and its buffer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        want = os.fstat(fd).st_size + 1  # (one read returns it all, the next confirms the end)
+        data = os.read(fd, want)
+        if len(data) < want:
+            return data
+        chunks = [data]  # the file grew since the fstat: read on to the end
+        while data:
+            data = os.read(fd, 1 << 20)
+            chunks.append(data)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def dir_mtime(path: Path) -> int:
     try:
         return os.stat(path).st_mtime_ns
     except FileNotFoundError:
         return -1
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Unlinker:
+    """Unlinks files in a background thread, in the order given: EXPUNGE renames its files into
+    tmp/ (EXPUNGED_PREFIX), commits, answers, and leaves the unlink to this (perf: unlinking a
+    file just written waits on the file system's journal, 0.36 ms median under
+    bench/imap_load.py against 0.1 ms for a rename). The thread takes what has come in at most
+    every `pause` seconds (0.1), and is woken only when it waits for work, so a busy server pays one
+    thread wake-up per batch, not per EXPUNGE. At most `max_pending` paths wait; beyond that,
+    and after close(), unlink() unlinks them at once in the caller's thread. A file a crash
+    leaves behind is in tmp/ under EXPUNGED_PREFIX: the next open of its mailbox removes it
+    (sync.recover_tmp)."""
+
+    MAX_PENDING = 10_000
+    PAUSE = 0.1
+
+    def __init__(self, max_pending: int = MAX_PENDING, pause: float = PAUSE) -> None:
+        self.max_pending = max_pending
+        self.pause = pause
+        self._paths: deque[str] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = False     # a batch is being unlinked
+        self._waiting = False  # the thread waits for work (notify it)
+
+    def unlink(self, paths: list[str]) -> None:
+        with self._cv:
+            if not self._closed and len(self._paths) + len(paths) <= self.max_pending:
+                self._paths.extend(paths)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="store-unlinker", daemon=True)
+                    self._thread.start()
+                elif self._waiting:
+                    self._cv.notify()
+                return
+        for path in paths:
+            unlink_quietly(path)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until every path handed over so far is unlinked (tests, close()); False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._paths and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Unlink what is pending, then stop the thread; later calls unlink at once."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()  # (wait_idle)
+                while not self._paths and not self._closed:
+                    self._waiting = True
+                    self._cv.wait()
+                    self._waiting = False
+                if not self._paths:
+                    self._thread = None
+                    return
+                batch = list(self._paths)
+                self._paths.clear()
+                self._busy = True
+                closed = self._closed
+            for path in batch:
+                try:
+                    unlink_quietly(path)
+                except OSError:  # (left in tmp/: the next open of its mailbox removes it)
+                    pass
+            if not closed:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()  # (wait_idle)
+                time.sleep(self.pause)  # (let the next ones gather)

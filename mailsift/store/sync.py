@@ -56,6 +56,9 @@ def recover_tmp(db: IndexDB, fpath: Path, fid: int, user: str, folder: str) -> N
         return
     now = time.time()
     for entry in entries:
+        if entry.name.startswith(md.EXPUNGED_PREFIX):  # expunged; its unlink never came (a crash)
+            md.unlink_quietly(entry.path)
+            continue
         row = db.file_by_key(fid, entry.name)
         if row is not None:
             target = fpath / row[0] / row[1]

@@ -1,6 +1,7 @@
 """The store against a simple model: random sequences of deliver, append, flags, copy, move,
 expunge, reopen and outside deletions. Invariants: UIDs unique, ascending, never reused within a
-UIDVALIDITY; contents and flags as the model says; the files on disk are exactly the indexed ones."""
+UIDVALIDITY; contents and flags as the model says; the files on disk are exactly the indexed ones
+(tmp/ holds nothing but expunged files waiting for the background unlink, and those go)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mailsift.store import maildir as md
 from mailsift.store.api import INBOX, Store
 
 FOLDERS = [INBOX, "Junk", "Trash", "Work"]
@@ -134,6 +136,11 @@ class StoreModel(RuleBasedStateMachine):
             fpath = self.box.path if folder == INBOX else self.box.path / f".{folder}"
             on_disk = sorted(n.split(":2,")[0] for sub in ("new", "cur") for n in os.listdir(fpath / sub))
             assert on_disk == sorted(m.key for m in self.box.list(folder))
+            # (expunged files wait in tmp/ for the store's background unlink, and only they)
+            assert [n for n in os.listdir(fpath / "tmp") if not n.startswith(md.EXPUNGED_PREFIX)] == []
+        assert self.store.unlinker.wait_idle(10)
+        for folder in FOLDERS:
+            fpath = self.box.path if folder == INBOX else self.box.path / f".{folder}"
             assert os.listdir(fpath / "tmp") == []
 
     @rule(data=st.data())

@@ -768,7 +768,8 @@ class ImapSession:
         if self.readonly_refusal(cmd):
             return
         targets = [uid for _s, uid in self.sel.resolve(cmd.args["set"], True)] if cmd.uid else None
-        done, before, after = await self.call(storecalls.expunge, self.box, self.sel.folder, targets)
+        done, before, after = storecalls.expunge_nowait(self.box, self.sel.folder, targets) \
+            or await self.call(storecalls.expunge, self.box, self.sel.folder, targets)
         for line in self.sel.remove(done):
             self.send(line)
         self.sel.advance(before, after, 1 if done else 0)

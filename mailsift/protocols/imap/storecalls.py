@@ -65,6 +65,11 @@ def expunge(box: store_api.Mailbox, folder: str, uids: list[int] | None) -> tupl
     return box.expunge_stamped(folder, uids)
 
 
+def expunge_nowait(box: store_api.Mailbox, folder: str, uids: list[int] | None) -> tuple[list[int], Stamp, Stamp] | None:
+    """expunge without a hop, or None (then expunge in a worker thread)."""
+    return box.expunge_nowait(folder, uids)
+
+
 def folder_keywords(box: store_api.Mailbox, folder: str) -> set[str]:
     """The distinct keywords of a folder (worker thread)."""
     return keywords_of(box.list(folder))
