@@ -146,7 +146,9 @@ class MailsiftServer:
             f'lmtp = "off"\npop3 = "off"\npop3s = "off"\nimaps = "off"\nlookup = "off"\n'
             f'imap = "127.0.0.1:{self.port}"\nhostname = "bench.mailsift.test"\n'
             + (f"imap_workers = {self.workers}\n" if self.workers is not None else "")
-            + ("" if self.auth_cache else "auth_cache_size = 0\n"))
+            + ("" if self.auth_cache else "auth_cache_size = 0\n")
+            # the learner's model and state in the work directory, not in the tree it runs from
+            + f'[classifier]\ndbpath = "{workdir / "models"}"\n')
         db = Users(workdir / "users.db")
         for u in users:
             db.add(u, PASSWORD)

@@ -133,6 +133,7 @@ def bench_mailsift(n: int, sessions: int, size: int) -> float:
         "[store]\n"
         f'mail_root = "{wd}/mail"\nusers = "{wd}/users.db"\nlmtp = "127.0.0.1:{port}"\n'
         f'pop3 = "off"\nlookup = "off"\nhostname = "bench.mailsift.test"\n'
+        f'[classifier]\ndbpath = "{wd}/models"\n'  # the learner's state here, not in the tree
         "[logging]\nlevel = \"WARNING\"\n")
     subprocess.run([MAILSIFT, "user", "--config", str(config), "add", USER, "--stdin"], input="bench-pw\n",
                    text=True, check=True, capture_output=True)

@@ -195,7 +195,8 @@ def start_mailsift(work: Path, mail_root: Path, users: list[str], name: str,
         "[store]\n"
         f'mail_root = "{mail_root}"\nusers = "{work / "users.db"}"\n'
         f'pop3 = "127.0.0.1:{port}"\nlmtp = "off"\nlookup = "off"\npop3s = "off"\n'
-        'imap = "off"\nimaps = "off"\n[logging]\nlevel = "WARNING"\n')
+        'imap = "off"\nimaps = "off"\n[logging]\nlevel = "WARNING"\n'
+        f'[classifier]\ndbpath = "{work / name}-models"\n')  # the learner's state here, not in the tree
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
