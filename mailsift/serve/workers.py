@@ -54,7 +54,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from mailsift import daemon
 from mailsift.store.authgate import GateServer, RemoteGate
@@ -99,12 +99,42 @@ def encode_events(events: list[Event]) -> list[tuple[Any, ...]]:
 
 
 def decode_events(rows: list[tuple[Any, ...]]) -> list[Event]:
-    return [Event(*row) for row in rows]
+    """The events again, equal to those encoded (perf: filling each instance's __dict__ skips the
+    frozen dataclass's __init__, which sets every field through object.__setattr__: a third of
+    the time. Event has no __post_init__ and no __slots__; tests/store/test_worker_link.py checks)."""
+    out = []
+    for row in rows:
+        ev = _new_event(Event)
+        ev.__dict__.update(zip(_EVENT_FIELDS, row))
+        out.append(ev)
+    return out
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    (n,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
-    return pickle.loads(await reader.readexactly(n))
+_new_event = object.__new__
+
+
+async def read_frames(reader: asyncio.StreamReader, chunk: int = 1 << 18) -> AsyncIterator[Any]:
+    """The messages of a link in order, until it closes: each read takes every whole frame that
+    has arrived (perf: one await per batch of frames instead of two per frame). A link closed in
+    the middle of a frame raises IncompleteReadError."""
+    buf = bytearray()
+    while True:
+        data = await reader.read(chunk)
+        if not data:
+            if buf:
+                raise asyncio.IncompleteReadError(bytes(buf), None)
+            return
+        buf += data
+        pos, size = 0, len(buf)
+        while size - pos >= _FRAME.size:
+            (n,) = _FRAME.unpack_from(buf, pos)
+            end = pos + _FRAME.size + n
+            if end > size:
+                break
+            msg = pickle.loads(buf[pos + _FRAME.size:end])
+            pos = end
+            yield msg
+        del buf[:pos]
 
 
 def bind_listener(where: tuple[str, str | int], socket_mode: str,
@@ -287,8 +317,7 @@ class WorkerPool:
 
     async def _serve(self, w: _Worker, reader: asyncio.StreamReader) -> None:
         try:
-            while True:
-                msg = await read_frame(reader)
+            async for msg in read_frames(reader):
                 self._handle(w, msg)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -520,8 +549,7 @@ class WorkerLink:
     async def run(self) -> None:
         """Until the main process goes away."""
         try:
-            while True:
-                msg = await read_frame(self.reader)
+            async for msg in read_frames(self.reader):
                 if msg[0] == "events":
                     self.store.events.publish_remote(decode_events(msg[1]))
                 elif str(msg[0]).startswith("auth."):
@@ -531,4 +559,5 @@ class WorkerLink:
                     if fut is not None and not fut.done():
                         fut.set_result(bool(msg[2]))
         except (asyncio.IncompleteReadError, ConnectionError):
-            log.info("the main process is gone; this imap worker stops")
+            pass
+        log.info("the main process is gone; this imap worker stops")
