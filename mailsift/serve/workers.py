@@ -56,9 +56,10 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from mailsift import daemon
 from mailsift.store.authgate import GateServer, RemoteGate

@@ -114,10 +114,9 @@ def test_a_batch_is_one_transaction_rolled_back_on_error(tmp_path: Path) -> None
             state.set_seen(state.get_pending(USER, "INBOX", 1).id, True)
         assert pending_rows(model) == []
     assert [r[:5] for r in pending_rows(model)] == [(USER, "INBOX", 1, "ham", 1), (USER, "INBOX", 2, "ham", 0)]
-    with pytest.raises(RuntimeError):
-        with state.batch():
-            state.delete_pending([state.get_pending(USER, "INBOX", 1).id])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), state.batch():
+        state.delete_pending([state.get_pending(USER, "INBOX", 1).id])
+        raise RuntimeError("boom")
     assert len(pending_rows(model)) == 2          # rolled back
     state.add_pending(USER, "INBOX", 3, "ham", 1.0, False)   # outside a batch: committed at once
     assert len(pending_rows(model)) == 3

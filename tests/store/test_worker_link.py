@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from mailsift.serve.workers import WorkerLink, decode_events, encode_events, frame, read_frames
+from mailsift.serve.workers import (
+    WorkerLink,
+    decode_events,
+    encode_events,
+    frame,
+    read_frames,
+)
 from mailsift.store.events import Event, EventBus
 
 
