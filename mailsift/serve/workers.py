@@ -22,8 +22,9 @@ What crosses processes, and how it stays correct:
   the other sessions' untagged responses work from those events as before. A worker sends the
   events of a user with sessions in another worker too at the end of its loop turn; the others
   (only the main process's learner wants them) it gathers for EVENT_DELAY first, and sends what
-  it holds when it stops (perf: a message per loop turn woke the main process hundreds of times
-  a second). The main process tells each worker which of its users are shared ("shared").
+  it holds when it stops; one that dies loses them (perf: a message per loop turn woke the main
+  process hundreds of times a second). The main process tells each worker which of its users
+  are shared ("shared").
 - connection caps (per user, per address): a worker asks the hub before admitting a session
   (`acquire`) and tells it when the session ends (`release`); a dead worker's sessions are
   released with it.
