@@ -322,3 +322,23 @@ def test_changes_made_just_before_a_stop_are_kept(tmp_path: Path, mailsift_bin: 
                  what="the mail read just before the stop learned as kept")
     finally:
         served.stop()
+
+
+def test_a_move_made_just_before_a_stop_is_learned(tmp_path: Path, mailsift_bin: str) -> None:
+    """An IMAP worker holds the events only the learner wants for a moment (serve/workers.py's
+    EVENT_DELAY): when the server stops, it passes them on first, and the learner learns them."""
+    served = Served(tmp_path, mailsift_bin).start()
+    try:
+        raw = message(1, "moved at the stop")
+        served.deliver(raw)
+        imap = served.imap()
+        try:
+            imap.select("INBOX")
+            assert imap.uid("MOVE", uid_of(imap, raw), "Junk")[0] == "OK"
+        finally:
+            imap.logout()
+        served.stop()
+        assert served.label(raw) == "spam"
+        assert [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")]
+    finally:
+        served.stop()
