@@ -26,11 +26,29 @@ wins over it (the learn record moves the message to the other label). A user opt
 (`mailsift user set USER --no-implicit-feedback`) gets no pending entries, and theirs are
 dropped at the next sweep.
 
-`on_event` runs in the learner's tracker thread, in the order the store published the changes:
-small SQLite writes, and for mail delivered into Junk one read of the message (its bytes are
-kept with the pending entry, so that spam deleted unread can still be learned). `sweep` (the learner's sweeper thread)
-returns the LearnActions that are due; the learner removes their rows once they are learned, so
-a restart in between hands them out again.
+`wants` (the store's thread: pure, no I/O) passes on only the changes that can matter: filings,
+moves, copies, expunges other than a move's, folder renames and deletions, and flag changes
+that set \\Answered or a verdict keyword or set or clear \\Seen (not \\Deleted, \\Flagged,
+other keywords). `on_events` runs in the learner's tracker thread, in the order the store
+published the changes: small SQLite writes, and for mail delivered into Junk one read of the
+message (its bytes are kept with the pending entry, so that spam deleted unread can still be
+learned). The learner hands it what arrived in the last TRACK_DELAY (learner.py), recorded in one
+transaction (perf: one commit per change, and a thread wake-up per change, cost the server's main
+process several times what the rules do). `sweep` (the learner's sweeper thread) returns the
+LearnActions that are due; the learner removes their rows once they are learned, so a restart in
+between hands them out again.
+
+What a crash (kill -9, out of memory, power loss) loses is what was not committed yet: the last
+TRACK_DELAY of changes and any still queued behind them (a stop records them all first). A
+restart does not re-derive them from the store. Lost changes mean less learning, or a message
+learned with the label its filing gave it where the lost change would have withdrawn it: a filing
+lost is never tracked; a \\Seen lost leaves ham unread (forgotten after UNREAD_DAYS); an
+\\Answered or a move into a user folder lost leaves ham to be confirmed by being read and kept; an
+expunge or a move of ham lost leaves an entry whose message is gone, which the learner finds
+missing and skips. Spam filed into Junk keeps its bytes, so if its expunge or its move out of
+Junk is lost, it is learned as spam `confirm_after` later; after a move out of Junk only if the
+learn-on-move of it (the learner's own queue, learned within `save_interval`) was lost too, as
+implicit judgements never override the learn record.
 """
 
 from __future__ import annotations
@@ -62,6 +80,7 @@ MAX_SWEEP = 1000
 MAX_KEPT_BYTES = 256 * 1024
 # A reply filed into Sent is matched against this many of the user's newest unconfirmed ham.
 MAX_REPLY_CANDIDATES = 2000
+_VERDICT_KEYWORDS = SPAM_KEYWORDS | HAM_KEYWORDS
 _HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
 _REPLY_HEADERS_RE = re.compile(rb"(?im)^(?:in-reply-to|references)[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 _MESSAGE_ID_RE = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
@@ -126,6 +145,35 @@ class ImplicitTracker:
         return out
 
     # -- the store's thread -----------------------------------------------------------------------
+    @staticmethod
+    def wants(ev: Any) -> bool:
+        """Can `ev` change what is tracked? (Cheap and pure: called for every change.)"""
+        kind = ev.kind
+        if kind == "flags":
+            if ev.uid is None or ev.via not in ("store", "sync"):
+                return False
+            added = ev.added
+            if SEEN in added or ANSWERED in added or SEEN in ev.removed:
+                return True
+            return any(f.lower() in _VERDICT_KEYWORDS for f in added)
+        if kind == "new":
+            return ev.uid is not None and ev.via in ("deliver", "append", "move", "copy")
+        if kind == "expunge":
+            return ev.uid is not None and ev.via != "move"
+        return kind in ("folder-renamed", "folder-deleted")
+
+    # -- the tracker thread ---------------------------------------------------------------------
+    def on_events(self, events: list[Any]) -> None:
+        """Record a batch of changes in one transaction. A change whose handling fails is logged
+        and skipped; the others are recorded."""
+        with self.state.batch():
+            for ev in events:
+                try:
+                    self.on_event(ev)
+                except Exception:  # noqa: BLE001 - never take the server down
+                    log.exception("feedback: tracking %s in %s failed", getattr(ev, "kind", "?"),
+                                  getattr(ev, "folder", "?"))
+
     def on_event(self, ev: Any) -> None:
         if ev.uid is None and ev.kind not in ("folder-renamed", "folder-deleted"):
             return

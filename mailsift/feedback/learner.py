@@ -19,7 +19,10 @@ A message gone before the worker reads it (expunged, moved on) is skipped. A mod
 be loaded or saved is logged; the judgements still go to the spool, so a retrain learns them.
 
 Implicit feedback (implicit.py) sees the same events and remembers what delivery and APPEND
-filed; a sweeper thread (every SWEEP_INTERVAL, or at once when woken) queues the confirmations
+filed: the store's thread queues the events that can matter to it (ImplicitTracker.wants; at
+most MAX_TRACK_BACKLOG waiting, beyond which they are dropped and logged), and a tracker thread
+records what arrived in the last TRACK_DELAY in one transaction (all of it before a stop). A
+sweeper thread (every SWEEP_INTERVAL, or at once when woken) queues the confirmations
 that are due, as LearnActions marked implicit, into the same worker. The daily cap per user
 (max_per_user_day) is applied in step 2: a judgement that would change the model while its
 user's count for the UTC day is full is deferred (state.py's queue, the journal's `deferred`),
@@ -51,6 +54,12 @@ log = logging.getLogger("mailsift.feedback")
 # confirmation made at once (a reply, a move into a user folder) wakes the sweeper earlier.
 SWEEP_INTERVAL = 60.0
 TEST_SWEEP_INTERVAL = 0.2   # with the test clock (clock.py), which tests advance by days
+# The tracker records the changes that arrived in this long in one transaction (seconds): what a
+# crash loses beyond what is queued (implicit.py). Under load that is tens of changes per commit.
+TRACK_DELAY = 0.1
+# At most this many changes wait for the tracker, and it records at most this many per transaction.
+MAX_TRACK_BACKLOG = 50000
+MAX_TRACK_BATCH = 2000
 # A user's deferred queue holds at most this many days of their cap; beyond it judgements are
 # journalled (with the message, in the spool) and counted as dropped, not queued.
 DEFERRED_DAYS = 7
@@ -66,11 +75,12 @@ class FeedbackLearner:
                  max_per_user_day: int = 0, confirm_after: float | None = None,
                  opted_out: Callable[[str], bool] = lambda user: False, clock: Clock = time.time,
                  sweep_interval: float = SWEEP_INTERVAL, keep_versions: int = 5, share: bool = False,
-                 self_train: bool = False) -> None:
+                 self_train: bool = False, track_delay: float = TRACK_DELAY) -> None:
         """confirm_after (seconds): learn from what users keep (implicit.py); None = off.
         max_per_user_day: the daily cap per user (0 = none). clock: now, in epoch seconds.
         share: each learned judgement also goes to the share outbox (mailsift/share/).
-        self_train: what LMTP delivered is learned with the model's pseudo-labels (_self_train)."""
+        self_train: what LMTP delivered is learned with the model's pseudo-labels (_self_train).
+        track_delay: the implicit tracker's batching (TRACK_DELAY)."""
         self.store = store
         self.dbpath = Path(dbpath)
         self.save_interval = save_interval
@@ -98,8 +108,16 @@ class FeedbackLearner:
         self._sweep_wake = threading.Event()
         self._sweeper: threading.Thread | None = None
         # Events for the tracker, handled in its own thread: the store's thread (and the main
-        # process's fan-out of the IMAP workers' events, which waits for subscribers) pays a put().
-        self._events: queue.Queue[Any] = queue.Queue()
+        # process's fan-out of the IMAP workers' events, which waits for subscribers) pays an
+        # append, and wakes the tracker only when it sleeps (perf: a wake-up per change cost more
+        # than recording it).
+        self._events: deque[Any] = deque()
+        self.track_delay = track_delay
+        self._track_wake = threading.Event()
+        self._track_stop = threading.Event()
+        self._tracking = False           # the tracker holds events taken from _events
+        self._track_dropped = 0          # over MAX_TRACK_BACKLOG (logged)
+        self._track_dropped_logged = 0.0
         self._tracker_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._queue: queue.Queue[LearnAction | None] = queue.Queue()
@@ -149,8 +167,11 @@ class FeedbackLearner:
             self._sub.close()
             self._sub = None
         if self._tracker_thread is not None:  # record every change seen so far
-            self._events.put(None)
+            self._track_stop.set()
+            self._track_wake.set()
             self._tracker_thread.join(timeout)
+            if self._tracker_thread.is_alive():
+                log.warning("feedback tracker did not finish within %.0f s", timeout)
             self._tracker_thread = None
         self._stopping.set()
         self._sweep_wake.set()
@@ -172,7 +193,8 @@ class FeedbackLearner:
         learned and saved (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._events.unfinished_tasks == 0 and self._queue.unfinished_tasks == 0:
+            # _events before _tracking: the tracker marks itself busy before it takes any
+            if not self._events and not self._tracking and self._queue.unfinished_tasks == 0:
                 return True
             time.sleep(0.02)
         return False
@@ -192,21 +214,41 @@ class FeedbackLearner:
         action = action_for(ev)
         if action is not None:
             self._enqueue(action)
-        if self.tracker is not None:
-            self._events.put(ev)
+        if self.tracker is not None and self.tracker.wants(ev):
+            if len(self._events) >= MAX_TRACK_BACKLOG:
+                self._dropped_for_tracker()
+                return
+            self._events.append(ev)
+            if not self._track_wake.is_set():
+                self._track_wake.set()
+
+    def _dropped_for_tracker(self) -> None:
+        self._track_dropped += 1
+        now = time.monotonic()
+        if now - self._track_dropped_logged >= 60:
+            self._track_dropped_logged = now
+            log.warning("feedback: %d change(s) waiting to be tracked; %d dropped so far (implicit feedback "
+                        "learns less from them)", len(self._events), self._track_dropped)
 
     def _track(self) -> None:
+        """The tracker thread: every TRACK_DELAY at most, what arrived, in one transaction."""
         assert self.tracker is not None
         while True:
-            ev = self._events.get()
-            try:
-                if ev is None:
-                    return
-                self.tracker.on_event(ev)
-            except Exception:  # noqa: BLE001 - never take the server down
-                log.exception("feedback: tracking %s in %s failed", getattr(ev, "kind", "?"), getattr(ev, "folder", "?"))
-            finally:
-                self._events.task_done()
+            self._track_wake.wait()
+            if not self._track_stop.is_set():
+                self._track_stop.wait(self.track_delay)  # gather a batch (a stop ends the wait)
+            self._track_wake.clear()
+            while self._events:
+                self._tracking = True
+                batch = [self._events.popleft() for _ in range(min(len(self._events), MAX_TRACK_BATCH))]
+                try:
+                    self.tracker.on_events(batch)
+                except Exception:  # noqa: BLE001 - never take the server down
+                    log.exception("feedback: recording %d change(s) for implicit feedback failed", len(batch))
+                finally:
+                    self._tracking = False
+            if self._track_stop.is_set():
+                return
 
     def _enqueue(self, action: LearnAction) -> None:
         with self._loc_lock:

@@ -11,8 +11,11 @@
 
 Only `mailsift serve`'s main process writes it (the IMAP worker processes' events reach the
 learner there); `mailsift feedback status` reads it. One connection, serialised by a lock: the
-store's event callbacks (many threads), the learner's worker and its sweeper all use it. WAL with
-synchronous=NORMAL: a crash of the process loses nothing, a power loss at most the last commits.
+learner's tracker thread, its worker and its sweeper all use it. Each change is committed on its
+own, except inside `batch()`: the tracker records a batch of store events in one transaction
+(perf: a commit costs more than the statements of a few events together). WAL with
+synchronous=NORMAL: a crash of the process loses nothing committed, a power loss at most the
+last commits.
 Rows are small except the bytes of pending Junk mail and of deferred judgements, which are
 bounded per message (implicit.MAX_KEPT_BYTES, spool.MAX_MESSAGE_BYTES) and in number (implicit.MAX_PENDING_PER_USER,
 learner: 7 days of a user's cap).
@@ -23,6 +26,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +105,7 @@ class State:
         self.path = Path(dbpath) / FEEDBACK_DIR / STATE_FILE
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._in_batch = False  # inside batch(), by the thread holding the lock
         if readonly:
             if not self.path.exists():
                 raise FileNotFoundError(str(self.path))
@@ -111,7 +117,36 @@ class State:
         with self._lock:
             if self._db is None:
                 self._db = self._open()
+            if self._in_batch and not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")  # the batch's first statement (or the first after an error)
             return self._db
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The changes made inside, by this thread, in one transaction, committed at the end (the
+        other threads wait for it). Nothing is opened or created unless something is done; an
+        exception that leaves the block rolls the batch back."""
+        with self._lock:
+            if self._in_batch:  # nested: part of the outer one
+                yield
+                return
+            self._in_batch = True
+            try:
+                yield
+            except BaseException:
+                if self._db is not None and self._db.in_transaction:
+                    self._db.rollback()
+                raise
+            else:
+                if self._db is not None and self._db.in_transaction:
+                    try:
+                        self._db.commit()
+                    except sqlite3.Error:
+                        if self._db.in_transaction:
+                            self._db.rollback()
+                        raise
+            finally:
+                self._in_batch = False
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -19,7 +19,12 @@ What crosses processes, and how it stays correct:
   main process (the hub), which publishes them on its own bus (so the feedback learner sees
   every change exactly once, whoever made it) and passes them on to the workers with sessions
   of that user (they publish them with publish_remote, never forwarding them again). IDLE and
-  the other sessions' untagged responses work from those events as before.
+  the other sessions' untagged responses work from those events as before. A worker sends the
+  events of a user with sessions in another worker too at the end of its loop turn; the others
+  (only the main process's learner wants them) it gathers for EVENT_DELAY first, and sends what
+  it holds when it stops; one that dies loses them (perf: a message per loop turn woke the main
+  process hundreds of times a second). The main process tells each worker which of its users
+  are shared ("shared").
 - connection caps (per user, per address): a worker asks the hub before admitting a session
   (`acquire`) and tells it when the session ends (`release`); a dead worker's sessions are
   released with it.
@@ -52,6 +57,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +74,8 @@ log = logging.getLogger("mailsift.serve.workers")
 WORKER_PROTOCOLS = ("imap", "imaps")
 MAX_AUTO_WORKERS = 8
 RESPAWN_DELAY = 1.0
+# A worker gathers the events no other worker waits for this long (seconds) before sending them.
+EVENT_DELAY = 0.05
 SETTINGS_ENV = "MAILSIFT_WORKER_SETTINGS"
 BIND_RETRY_SECONDS = 3.0
 _FRAME = struct.Struct("!I")
@@ -99,12 +107,42 @@ def encode_events(events: list[Event]) -> list[tuple[Any, ...]]:
 
 
 def decode_events(rows: list[tuple[Any, ...]]) -> list[Event]:
-    return [Event(*row) for row in rows]
+    """The events again, equal to those encoded (perf: filling each instance's __dict__ skips the
+    frozen dataclass's __init__, which sets every field through object.__setattr__: a third of
+    the time. Event has no __post_init__ and no __slots__; tests/store/test_worker_link.py checks)."""
+    out = []
+    for row in rows:
+        ev = _new_event(Event)
+        ev.__dict__.update(zip(_EVENT_FIELDS, row))
+        out.append(ev)
+    return out
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    (n,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
-    return pickle.loads(await reader.readexactly(n))
+_new_event = object.__new__
+
+
+async def read_frames(reader: asyncio.StreamReader, chunk: int = 1 << 18) -> AsyncIterator[Any]:
+    """The messages of a link in order, until it closes: each read takes every whole frame that
+    has arrived (perf: one await per batch of frames instead of two per frame). A link closed in
+    the middle of a frame raises IncompleteReadError."""
+    buf = bytearray()
+    while True:
+        data = await reader.read(chunk)
+        if not data:
+            if buf:
+                raise asyncio.IncompleteReadError(bytes(buf), None)
+            return
+        buf += data
+        pos, size = 0, len(buf)
+        while size - pos >= _FRAME.size:
+            (n,) = _FRAME.unpack_from(buf, pos)
+            end = pos + _FRAME.size + n
+            if end > size:
+                break
+            msg = pickle.loads(buf[pos + _FRAME.size:end])
+            pos = end
+            yield msg
+        del buf[:pos]
 
 
 def bind_listener(where: tuple[str, str | int], socket_mode: str,
@@ -135,6 +173,7 @@ class _Worker:
     proc: asyncio.subprocess.Process | None = None
     writer: asyncio.StreamWriter | None = None
     interest: dict[str, int] = field(default_factory=dict)          # user -> subscriptions
+    shared: set[str] = field(default_factory=set)  # users it was told another worker has sessions of
     held: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, key) -> sessions
     conns: socket.socket | None = None   # accepted connections go over this (SCM_RIGHTS)
     ready: bool = False                  # the worker said it serves
@@ -276,7 +315,7 @@ class WorkerPool:
         w.writer = writer
         if self.gate is not None:
             self.gate.hello(lambda m: self._send(w, m))
-        w.interest.clear()
+        self._forget_interest(w)
         w.held.clear()
         w.ready = False
         self._release(w, list(w.handed))
@@ -287,8 +326,7 @@ class WorkerPool:
 
     async def _serve(self, w: _Worker, reader: asyncio.StreamReader) -> None:
         try:
-            while True:
-                msg = await read_frame(reader)
+            async for msg in read_frames(reader):
                 self._handle(w, msg)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -305,7 +343,7 @@ class WorkerPool:
                 w.conns = None
             w.ready = False
             self._release(w, list(w.handed))  # its sessions are gone with it
-            w.interest.clear()
+            self._forget_interest(w)
             w.held.clear()
         proc = w.proc
         if proc is not None:
@@ -361,6 +399,8 @@ class WorkerPool:
                 w.interest[user] = n
             else:
                 w.interest.pop(user, None)
+            if (n > 0) != (n - delta > 0):
+                self._update_shared(user)
         elif kind == "acquire":
             _kind, rid, what, key, cap = msg
             held = sum(x.held.get((what, key), 0) for x in self.workers)
@@ -380,6 +420,27 @@ class WorkerPool:
             self.gate.handle(writer, msg, lambda m: writer.is_closing() or writer.write(frame(m)))
         else:
             log.warning("imap worker %d sent %r", w.index, kind)
+
+    def _update_shared(self, user: str) -> None:
+        """Tell the workers with sessions of `user` whether another worker has some too (then
+        they send its events at once)."""
+        shared = sum(user in x.interest for x in self.workers) > 1
+        for x in self.workers:
+            want = shared and user in x.interest
+            if want != (user in x.shared):
+                if want:
+                    x.shared.add(user)
+                else:
+                    x.shared.discard(user)
+                self._send(x, ("shared", user, want))
+
+    def _forget_interest(self, w: _Worker) -> None:
+        """Worker w's sessions are gone (it died, or starts afresh)."""
+        users = list(w.interest)
+        w.interest.clear()
+        w.shared.clear()
+        for user in users:
+            self._update_shared(user)
 
     def _send(self, w: _Worker, msg: Any) -> None:
         if w.writer is not None and not w.writer.is_closing():
@@ -439,7 +500,9 @@ class WorkerLink:
 
     What one turn of the event loop sends goes out in one write, and the events the store
     threads publish meanwhile in one message (perf: a write to the link is a system call here
-    and a wake-up of the main process there; the session mix made one per store change)."""
+    and a wake-up of the main process there; the session mix made one per store change). Events
+    of users no other worker has sessions of wait EVENT_DELAY for more to join them; any of a
+    shared user's sends them all at the end of the loop turn, and drain() when the worker stops."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, store: Any) -> None:
         self.reader, self.writer = reader, writer
@@ -451,7 +514,8 @@ class WorkerLink:
         self._out: list[bytes] = []                # frames for the next write (loop thread)
         self._events: list[Event] = []             # published by store threads, not yet sent
         self._events_lock = threading.Lock()
-        self._events_due = False                   # a _send_events is scheduled
+        self._events_due = ""                      # a _send_events is scheduled: "soon", "later"
+        self._shared: set[str] = set()             # users with sessions in another worker too
         self.gate = RemoteGate(self._write)
         store.events.forward = self._forward
         store.events.interest = self._interest
@@ -472,23 +536,42 @@ class WorkerLink:
         if out and not self.writer.is_closing():
             self.writer.write(b"".join(out))
 
-    def _forward(self, events: list[Event]) -> None:  # store threads
+    def _forward(self, events: list[Event]) -> None:  # store threads, and the loop's
+        urgent = any(ev.user in self._shared for ev in events)  # another worker's sessions wait
         with self._events_lock:
             self._events += events
-            if self._events_due:
+            if self._events_due == "soon" or (self._events_due == "later" and not urgent):
                 return
-            self._events_due = True
+            self._events_due = "soon" if urgent else "later"
         try:
-            self.loop.call_soon_threadsafe(self._send_events)
+            if threading.get_ident() == self._loop_thread:
+                if urgent:
+                    self.loop.call_soon(self._send_events)
+                else:
+                    self.loop.call_later(EVENT_DELAY, self._send_events)
+            elif urgent:
+                self.loop.call_soon_threadsafe(self._send_events)
+            else:
+                self.loop.call_soon_threadsafe(self.loop.call_later, EVENT_DELAY, self._send_events)
         except RuntimeError:
             pass
 
     def _send_events(self) -> None:
+        """Send what is held (a timer set for events sent earlier finds nothing, or sends early)."""
         with self._events_lock:
             events, self._events = self._events, []
-            self._events_due = False
+            self._events_due = ""
         if events:
             self._write(("events", encode_events(events)))
+
+    async def drain(self) -> None:
+        """Send the events held and everything written, now (the worker stops)."""
+        self._send_events()
+        self._flush()
+        try:
+            await asyncio.wait_for(self.writer.drain(), 5)
+        except (ConnectionError, TimeoutError):
+            pass
 
     def _interest(self, user: str, delta: int) -> None:  # any thread
         try:
@@ -520,10 +603,14 @@ class WorkerLink:
     async def run(self) -> None:
         """Until the main process goes away."""
         try:
-            while True:
-                msg = await read_frame(self.reader)
+            async for msg in read_frames(self.reader):
                 if msg[0] == "events":
                     self.store.events.publish_remote(decode_events(msg[1]))
+                elif msg[0] == "shared":
+                    if msg[2]:
+                        self._shared.add(msg[1])
+                    else:
+                        self._shared.discard(msg[1])
                 elif str(msg[0]).startswith("auth."):
                     self.gate.received(msg)
                 elif msg[0] == "grant":
@@ -531,4 +618,5 @@ class WorkerLink:
                     if fut is not None and not fut.done():
                         fut.set_result(bool(msg[2]))
         except (asyncio.IncompleteReadError, ConnectionError):
-            log.info("the main process is gone; this imap worker stops")
+            pass
+        log.info("the main process is gone; this imap worker stops")

@@ -106,6 +106,7 @@ async def worker_serve(settings: StoreSettings, link_fd: int, conns_fd: int, ind
         pass
     if stop_task.done() and not link_task.done():
         await server.stop()  # gives open sessions the grace period
+        await link.drain()   # the events it still holds: the learner in the main process wants them
     else:
         await server.stop(grace=0.0)
     link_task.cancel()

@@ -295,3 +295,50 @@ def test_daily_cap_defers_the_excess_to_the_next_day(tmp_path: Path, mailsift_bi
         assert len(Spool(served.model).current()) == 4
     finally:
         served.stop()
+
+
+def test_changes_made_just_before_a_stop_are_kept(tmp_path: Path, mailsift_bin: str) -> None:
+    """The tracker records changes in batches (a tenth of a second's worth): what waits for it
+    when the server stops is recorded by the stop, and confirmed after the restart."""
+    served = Served(tmp_path, mailsift_bin).start()
+    try:
+        hams = [message(i, "batched ham") for i in range(1, 31)]
+        spam = message(1, "batched spam")
+        for raw in hams:
+            served.deliver(raw)
+        served.deliver(flagged(spam))
+        imap = served.imap()
+        try:
+            imap.select("INBOX")
+            assert imap.fetch("1:*", "(BODY[])")[0] == "OK"     # 30 read at once, then stop
+        finally:
+            imap.logout()
+        served.stop()
+        status = served.run("feedback", "status", "--config", str(served.config))
+        assert "pending confirmations: 30 ham, 1 spam" in status, status
+        served.start()
+        served.advance(2 * DAY + 3600)
+        wait_for(lambda: [served.label(r) for r in hams + [spam]] == ["ham"] * 30 + ["spam"], timeout=60,
+                 what="the mail read just before the stop learned as kept")
+    finally:
+        served.stop()
+
+
+def test_a_move_made_just_before_a_stop_is_learned(tmp_path: Path, mailsift_bin: str) -> None:
+    """An IMAP worker holds the events only the learner wants for a moment (serve/workers.py's
+    EVENT_DELAY): when the server stops, it passes them on first, and the learner learns them."""
+    served = Served(tmp_path, mailsift_bin).start()
+    try:
+        raw = message(1, "moved at the stop")
+        served.deliver(raw)
+        imap = served.imap()
+        try:
+            imap.select("INBOX")
+            assert imap.uid("MOVE", uid_of(imap, raw), "Junk")[0] == "OK"
+        finally:
+            imap.logout()
+        served.stop()
+        assert served.label(raw) == "spam"
+        assert [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")]
+    finally:
+        served.stop()
