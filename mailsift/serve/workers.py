@@ -20,9 +20,10 @@ What crosses processes, and how it stays correct:
   every change exactly once, whoever made it) and passes them on to the workers with sessions
   of that user (they publish them with publish_remote, never forwarding them again). IDLE and
   the other sessions' untagged responses work from those events as before. A worker sends the
-  events of a user with sessions in another worker too at the end of its loop turn; the others
-  (only the main process's learner wants them) it gathers for EVENT_DELAY first, and sends what
-  it holds when it stops; one that dies loses them (perf: a message per loop turn woke the main
+  events of a user with sessions in another worker too, and those the learner learns from
+  (rules.action_for: a move into or out of Junk), at the end of its loop turn; the others (only
+  the implicit feedback tracker wants them) it gathers for EVENT_DELAY first, and sends what it
+  holds when it stops; one that dies loses them (perf: a message per loop turn woke the main
   process hundreds of times a second). The main process tells each worker which of its users
   are shared ("shared").
 - connection caps (per user, per address): a worker asks the hub before admitting a session
@@ -65,6 +66,7 @@ from typing import Any
 from mailsift import daemon
 from mailsift.store.authgate import GateServer, RemoteGate
 from mailsift.serve.conncaps import cap_address, refuse
+from mailsift.feedback.rules import action_for
 from mailsift.ops import metrics
 from mailsift.store.events import Event
 from mailsift.store.settings import StoreSettings
@@ -537,7 +539,9 @@ class WorkerLink:
             self.writer.write(b"".join(out))
 
     def _forward(self, events: list[Event]) -> None:  # store threads, and the loop's
-        urgent = any(ev.user in self._shared for ev in events)  # another worker's sessions wait
+        # urgent: another worker's sessions wait for them, or the learner learns from them at once
+        # (a move into or out of Junk: never held, so a worker that dies keeps none of them)
+        urgent = any(ev.user in self._shared or action_for(ev) is not None for ev in events)
         with self._events_lock:
             self._events += events
             if self._events_due == "soon" or (self._events_due == "later" and not urgent):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import imaplib
 import json
 import os
+import signal
 import smtplib
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from harness.procs import Daemon, free_port, tcp_ready, wait_for
+from harness.procs import Daemon, child_pids, free_port, tcp_ready, wait_for
 
 from mailsift.classifier.record import LearnRecord, message_digest
 from mailsift.store.users import Users
@@ -339,6 +340,29 @@ def test_a_move_made_just_before_a_stop_is_learned(tmp_path: Path, mailsift_bin:
             imap.logout()
         served.stop()
         assert served.label(raw) == "spam"
+        assert [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")]
+    finally:
+        served.stop()
+
+
+def test_a_move_into_junk_survives_its_worker_killed_at_once(tmp_path: Path, mailsift_bin: str) -> None:
+    """A worker holds for a moment only the changes the implicit tracker wants: a move into Junk,
+    which the learner learns from, is passed on at once, so a worker killed right after the
+    client got its OK has lost nothing the learner needed."""
+    served = Served(tmp_path, mailsift_bin).start()
+    try:
+        assert served.daemon is not None
+        raw = message(1, "moved, then the worker dies")
+        served.deliver(raw)
+        imap = served.imap()
+        imap.select("INBOX")
+        workers = [pid for pid in child_pids(served.daemon.pid)
+                   if b"mailsift.serve.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert workers, "the server runs IMAP workers"
+        assert imap.uid("MOVE", uid_of(imap, raw), "Junk")[0] == "OK"
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: served.label(raw) == "spam", 30, what="the move into Junk learned")
         assert [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")]
     finally:
         served.stop()
