@@ -14,6 +14,7 @@ command may end in an internal error); `sessions` logs one `Wire` in to each ser
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -80,3 +81,10 @@ def append_messages(w: Wire, messages: Iterable[bytes],
         _, done = w.command(f'APPEND {folder} ({flags}) "{format_datetime(date)}" '.encode()
                             + b"{%d+}\r\n" % len(data) + data)
         assert b" OK " in done, done
+
+
+def status_of(done: bytes) -> bytes:
+    """`tag OK [CODE ...] text` -> b"OK" (+ b" CODE" when there is one); Dovecot's timings dropped."""
+    m = re.match(rb"^\S+ (OK|NO|BAD)(?: \[([A-Z-]+))?", done)
+    assert m, done
+    return m.group(1) + (b" " + m.group(2) if m.group(2) else b"")

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from imap import dovecot_pair
+from imap.dovecot_pair import status_of
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,6 @@ def pair(mailsift_bin: str):
         yield wires
 
 
-def status(done: bytes) -> bytes:
-    """`tag OK [CODE ...] text` -> b"OK" (+ the code's name); Dovecot's timings dropped."""
-    m = re.match(rb"^\S+ (OK|NO|BAD)(?: \[([A-Z-]+))?", done)
-    assert m, done
-    return m.group(1) + (b" " + m.group(2) if m.group(2) else b"")
-
-
 def both(pair, command: bytes) -> tuple[tuple[list[bytes], bytes], tuple[list[bytes], bytes]]:
     ours, theirs = pair
     return ours.command(command), theirs.command(command)
@@ -39,7 +33,7 @@ def both(pair, command: bytes) -> tuple[tuple[list[bytes], bytes], tuple[list[by
 def test_an_atom_with_an_open_bracket(pair) -> None:
     for command in (b"SELECT " + ODD, b'LIST "" ' + ODD + b"%*", b"SELECT no[such", b"EXAMINE " + ODD):
         (a_u, a_d), (b_u, b_d) = both(pair, command)
-        assert status(a_d).split()[0] == status(b_d).split()[0], (command, a_d, b_d)
+        assert status_of(a_d).split()[0] == status_of(b_d).split()[0], (command, a_d, b_d)
         assert a_u == b_u == [], (command, a_u, b_u)
     (_, a_d), (_, b_d) = both(pair, b"SELECT " + ODD)
     assert a_d.split(b" ", 1)[1] == re.sub(rb" \(\d.*secs\)\.$", b"", b_d.split(b" ", 1)[1]), (a_d, b_d)
@@ -67,7 +61,7 @@ def test_lsub_noselect_parents(pair) -> None:
             assert b" OK " in done, done
     for pattern in (b"parent.%", b"%", b"*", b"parent.*", b"parent.a.%", b"%.%"):
         (a_u, a_d), (b_u, b_d) = both(pair, b'LSUB "" ' + pattern)
-        assert status(a_d) == status(b_d) == b"OK"
+        assert status_of(a_d) == status_of(b_d) == b"OK"
         assert lsub_set(a_u) == lsub_set(b_u), (pattern, a_u, b_u)
 
 
@@ -83,7 +77,7 @@ def test_move_into_the_selected_mailbox(pair) -> None:
         assert b" OK " in done, done
     for command in (b"MOVE 1 MoveHere", b"UID MOVE 2 MoveHere", b"UID FETCH 1:* (UID FLAGS)"):
         (a_u, a_d), (b_u, b_d) = both(pair, command)
-        assert status(a_d) == status(b_d) == b"OK", (command, a_d, b_d)
+        assert status_of(a_d) == status_of(b_d) == b"OK", (command, a_d, b_d)
         # (UIDVALIDITY differs; we send RECENT with every EXISTS, Dovecot only when it changed)
         strip = [re.sub(rb"\[COPYUID \d+ ", b"[COPYUID v ", u).split(b"]")[0] for u in a_u
                  if not u.endswith(b" RECENT")]
@@ -123,7 +117,7 @@ def test_delete_a_folder_with_children(pair) -> None:
              (b"DELETE Dparent", b"NO")]
     for i, (command, want) in enumerate(steps):
         (a_u, a_d), (b_u, b_d) = both(pair, command)
-        assert status(a_d).split()[0] == status(b_d).split()[0] == want, (command, a_d, b_d)
+        assert status_of(a_d).split()[0] == status_of(b_d).split()[0] == want, (command, a_d, b_d)
         if command.startswith(b"LIST"):
             a_l, b_l = list_attrs(a_u), list_attrs(b_u)
             noselect = a_l.get(b"Dparent", set()) & {b"\\Noselect"}
