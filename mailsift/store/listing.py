@@ -39,7 +39,7 @@ class ListingCache:
     total number of messages kept (least recently used folders go first). Thread-safe."""
 
     MAX_ROWS = 200_000
-    MAX_FOLDER = 50_000  # bigger folders are not kept
+    MAX_FOLDER = MAX_ROWS // 2  # bigger folders are not kept (one may take half the cache)
 
     def __init__(self) -> None:
         self._items: "OrderedDict[tuple[str, int], tuple[Stamp, list[MessageInfo]]]" = OrderedDict()

@@ -108,3 +108,11 @@ def test_remove_numbers_each_expunge_as_the_client_holds_them() -> None:
             expect.append(b"* %d EXPUNGE\r\n" % (held.index(uid) + 1))
             held.remove(uid)
         assert out == expect and view.uids == held and set(view.state) == set(held)
+
+
+def test_recent_above_is_every_uid_above_the_floor() -> None:
+    view, _ = selected(*(info(u) for u in (2, 3, 5, 8, 13)))
+    for floor in (0, 1, 2, 4, 5, 12, 13, 99):
+        assert view.recent_above(floor) == {u for u in (2, 3, 5, 8, 13) if u > floor}
+    empty, _ = selected()
+    assert empty.recent_above(0) == set()

@@ -18,6 +18,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import bisect
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,6 +28,10 @@ from mailsift.protocols.imap.parser import SequenceSet
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 DEFAULT_KEYWORDS = ("$Junk", "$NonJunk", "Junk", "NonJunk", "$Forwarded")  # always announced
+
+
+_uid_of = operator.attrgetter("uid")
+_flags_of = operator.attrgetter("flags")
 
 
 class BadSequence(ValueError):
@@ -64,9 +69,14 @@ class MailboxView:
     def load(self, infos: Iterable[Any]) -> None:
         """From the store's listing (MessageInfo: uid, flags, internal_date, size, modseq); the
         objects are kept as they are (a 100,000-message SELECT makes no copies)."""
-        infos = list(infos)
-        self.uids = [m.uid for m in infos]
+        infos = infos if isinstance(infos, list) else list(infos)
+        self.uids = list(map(_uid_of, infos))  # perf: map() over attrgetter, not a comprehension
         self.state = dict(zip(self.uids, infos))
+
+    def recent_above(self, floor: int) -> set[int]:
+        """The view's UIDs above `floor` (its \\Recent claim): found by bisection, not a walk
+        over every UID (perf: a SELECT of a 100,000-message folder with nothing new)."""
+        return set(self.uids[bisect.bisect_right(self.uids, floor):])
 
     def update(self, uid: int, flags: frozenset[str], modseq: int) -> None:
         st = self.state.get(uid)
@@ -134,7 +144,7 @@ class MailboxView:
     def keywords(self) -> list[str]:
         seen: set[str] = set()
         # perf: a folder has few distinct flag sets (frozensets keep their hash): look at each once
-        for flags in {st.flags for st in self.state.values()}:
+        for flags in set(map(_flags_of, self.state.values())):
             seen.update(f for f in flags if f[:1] != "\\")
         return sorted(seen)
 

@@ -540,7 +540,7 @@ class ImapSession:
         view.condstore = self.condstore
         view.qresync = self.qresync
         view.rev2 = self.rev2
-        view.recent = {u for u in view.uids if u > floor} if floor is not None and not self.rev2 else set()
+        view.recent = view.recent_above(floor) if floor is not None and not self.rev2 else set()
         for line in view.flag_lines():  # FLAGS, PERMANENTFLAGS: the keywords this client knows
             self.send(line)
         self.untagged(f"{view.exists} EXISTS")
