@@ -407,12 +407,17 @@ class Mailbox:
                 try:
                     yield
                 except sqlite3.DatabaseError as exc:
-                    if self._db is db and idx.is_corruption(exc):
-                        log.error("%s: index corrupt (%s)", self.user, exc)
-                        self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
+                    self._on_db_error(db, exc)
                     raise
         finally:
             self._flush_events()
+
+    def _on_db_error(self, db: IndexDB, exc: sqlite3.DatabaseError) -> None:
+        """An operation on `db` failed: when the index is corrupt (and still the one open), reopen
+        it, rebuilt unless another process already replaced the file. The caller re-raises."""
+        if self._db is db and idx.is_corruption(exc):
+            log.error("%s: index corrupt (%s)", self.user, exc)
+            self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
 
     def _nowait(self, folder: str, step: Callable[[str, sqlite3.Row], _T]) -> _T | None:
         """Run `step(folder, its row)` at once, with the mailbox lock held, in the caller's
@@ -437,9 +442,7 @@ class Mailbox:
             try:
                 return step(folder, frow)
             except sqlite3.DatabaseError as exc:
-                if self._db is db and idx.is_corruption(exc):
-                    log.error("%s: index corrupt (%s)", self.user, exc)
-                    self._reopen_index(rebuild=idx.file_id(self._index_file) == self._index_id)
+                self._on_db_error(db, exc)
                 raise
             finally:
                 self._on_loop = False

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,24 @@ class StoreServer:
     def maildir(self, user: str) -> Path:
         local, domain = user.split("@")
         return self.mail_root / domain / local
+
+
+@contextmanager
+def held(mailbox: Any) -> Iterator[None]:
+    """`mailbox` held exclusively by another thread for the block (a mailbox of another Store
+    stands for another process: its own lock file descriptor)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with mailbox.exclusive():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(10), "the other holder got the mailbox"
+        yield
+    finally:
+        release.set()
+        t.join()

@@ -17,6 +17,7 @@ import pytest
 
 from mailsift.store import maildir as md
 from mailsift.store.api import INBOX, Store
+from store_harness import held
 
 USER = "expunge@example.test"
 TREE = str(Path(__file__).resolve().parents[2])
@@ -108,7 +109,6 @@ def test_the_unlinker_is_bounded_and_unlinks_at_once_beyond_its_bound(tmp_path: 
 
 
 def test_expunge_nowait_acts_on_a_free_mailbox_and_leaves_the_rest_alone(world) -> None:
-    import threading
 
     from mailsift.store.api import NOWAIT_MAX_UIDS
 
@@ -128,21 +128,10 @@ def test_expunge_nowait_acts_on_a_free_mailbox_and_leaves_the_rest_alone(world) 
     assert box.stamp(INBOX) == stamp and len(box.list(INBOX)) == 3 + len(many)
     # a mailbox another process holds: nothing done
     other = Store(root)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with other.mailbox(USER).exclusive():
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
     try:
-        assert held.wait(10)
-        assert box.expunge_nowait(INBOX, many[:2]) is None
+        with held(other.mailbox(USER)):
+            assert box.expunge_nowait(INBOX, many[:2]) is None
     finally:
-        release.set()
-        t.join()
         other.close()
     assert box.expunge(INBOX) == many
     assert store.unlinker.wait_idle(10) and files(box.path)["tmp"] == []

@@ -7,7 +7,6 @@ program changed, large sets, or SQLite's WAL checkpoint (two fsyncs); the WAL st
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from mailsift.store import api
 from mailsift.store.api import Store
 from mailsift.store.index import INDEX_NAME
+from store_harness import held
 
 USER = "nowait@example.test"
 
@@ -51,43 +51,19 @@ def test_a_free_mailbox_answers_at_once_as_the_threaded_calls_do(world) -> None:
 def test_a_mailbox_held_elsewhere_is_left_alone(world) -> None:
     store, box, d = world
     other = Store(d / "mail")  # another process: its own lock file descriptor
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with other.mailbox(USER).exclusive():
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
     try:
-        assert held.wait(10)
-        stamp = box.stamp_nowait("INBOX")
-        t0 = time.monotonic()
-        assert box.store_flags_nowait("INBOX", [1], ["\\Seen"], "add") is None
-        assert box.select_nowait("INBOX", False) is None
-        assert time.monotonic() - t0 < 1.0  # no wait for the lock
+        with held(other.mailbox(USER)):
+            stamp = box.stamp_nowait("INBOX")
+            t0 = time.monotonic()
+            assert box.store_flags_nowait("INBOX", [1], ["\\Seen"], "add") is None
+            assert box.select_nowait("INBOX", False) is None
+            assert time.monotonic() - t0 < 1.0  # no wait for the lock
         # another thread of this process holding the mailbox counts too
-        release.set()
-        t.join()
-        inside, out = threading.Event(), threading.Event()
-
-        def hold_here() -> None:
-            with box.exclusive():
-                inside.set()
-                out.wait(10)
-
-        t = threading.Thread(target=hold_here)
-        t.start()
-        assert inside.wait(10)
-        assert box.store_flags_nowait("INBOX", [1], ["\\Seen"], "add") is None
-        out.set()
-        t.join()
+        with held(box):
+            assert box.store_flags_nowait("INBOX", [1], ["\\Seen"], "add") is None
         assert box.stamp("INBOX") == stamp and "\\Seen" not in flags_of(box, 1)  # nothing was done
         assert box.store_flags_nowait("INBOX", [1], ["\\Seen"], "add") is not None  # free again
     finally:
-        release.set()
-        t.join()
         other.close()
 
 
