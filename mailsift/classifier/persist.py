@@ -158,6 +158,7 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         "class_count": model.class_count.tolist(),
         "prior_counts": model.prior_counts.tolist(),
         "prior_mass": model.prior_mass.tolist(),
+        "guard_held": int(model.guard_held),
         "totals": totals.tolist(),
         "lr_intercept": float(model.lr_intercept),
         "changed_at": float(model.changed_at),
@@ -240,6 +241,7 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
         model.class_count[:] = head["class_count"]
         model.prior_counts[:] = head["prior_counts"]
         model.prior_mass[:] = head.get("prior_mass", (0.0, 0.0))
+        model.guard_held = int(head.get("guard_held", 0))
         model.lr_intercept = float(head["lr_intercept"])
         model.changed_at = float(head["changed_at"])
         model.generation = int(head["generation"])
@@ -522,7 +524,7 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
     meta = {"format_version": FORMAT_VERSION, "kind": "mailsift-backup", "settings": asdict(model.settings),
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
             "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned,
-            "chars_pseudo": list(model.chars.pseudo)}
+            "chars_pseudo": list(model.chars.pseudo), "guard_held": int(model.guard_held)}
     chars = model.chars
     cnz = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
 
@@ -568,6 +570,7 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
                 model.chars.pseudo = [int(x) for x in meta.get("chars_pseudo", (0, 0))]
             model.lr_intercept = float(meta["lr_intercept"])
             model.changed_at = float(meta.get("changed_at", 0.0))
+            model.guard_held = int(meta.get("guard_held", 0))
             model.reputation.load({k: z[k] for k in ("rep_keys", "rep_ham", "rep_spam", "rep_order") if k in z})
             rows = list(zip(z["digests"].tolist(), z["labels"].tolist(), z["steps"].tolist()))
     except ModelError:

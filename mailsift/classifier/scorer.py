@@ -176,6 +176,9 @@ class Scorer:
             self.guard_points = float(s["guard_points"])
             self.guard_until = int(s["guard_until"])
             self.ready_from = int(s.get("ready_from", READY_FROM))
+            self.guard_relief = float(s.get("guard_relief", 0.0))
+            self.guard_ham_cost = float(s.get("guard_ham_cost", 0.0))
+            self.guard_held = int(head.get("guard_held", 0))
             self.z_bound = float(s.get("z_bound", Z_BOUND))
             self.sender_weight = float(s.get("sender_weight", 0.0))
             self.sender_prior = float(s.get("sender_prior", 1.0))
@@ -217,7 +220,8 @@ class Scorer:
 
     def readiness(self) -> Readiness:
         return assess(self.class_count, self.prior_counts, guard_points=self.guard_points,
-                      guard_until=self.guard_until, ready_from=self.ready_from)
+                      guard_until=self.guard_until, ready_from=self.ready_from, held=self.guard_held,
+                      relief=self.guard_relief, ham_cost=self.guard_ham_cost)
 
     def ready(self) -> bool:
         return self.readiness().ready
