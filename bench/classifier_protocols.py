@@ -13,7 +13,9 @@ Each --proto is one of
                                  (none | errors | implicit:N | full)
     xs:SRC+SRC>DST:MODE          the same with a two-source prior, as `make model` trains on both
                                  corpora: both sources' messages learned together in Date order,
-                                 then marked. Sources: sa, cs, and SpamAssassin split by release,
+                                 then marked with each source's counts (prior_source_diff drops
+                                 the tokens they teach differently; --set prior_source_diff=0:
+                                 none). Sources: sa, cs, and SpamAssassin split by release,
                                  sa02 (easy_ham, hard_ham, spam: the 20021010 release) and sa03
                                  (easy_ham_2, spam_2: 20030228). E.g. xs:cs+sa02>sa03:none and
                                  xs:cs+sa03>sa02:errors. By Date the "sa03" mail is the earlier
@@ -84,6 +86,7 @@ from mailsift.classifier.cmd_evaluate import parse_model_settings  # noqa: E402
 from mailsift.classifier.chargrams import char_indices  # noqa: E402
 from mailsift.classifier.corpus import Entry, StreamStats, read_index, write_index  # noqa: E402
 from mailsift.classifier.model import SpamModel, probability_to_score  # noqa: E402
+from mailsift.classifier.prior_sources import SourceCounts  # noqa: E402
 
 DEFAULT = ["full:all", "implicit:all", "xs:sa>cs:none", "xs:cs>sa:none", "xs:sa>cs:errors", "xs:cs>sa:errors"]
 CORPUS = {"sa": "spamassassin", "cs": "csdmc"}
@@ -212,12 +215,6 @@ def long_report(recs: list[metrics.Record], ref: list[metrics.Record] | None, fl
     return lines
 
 
-def source_ratios(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    """Each source's NB log-ratio per token, from its message counts per class (docstring)."""
-    return (np.log((counts[:, 1] + 0.5) / (totals[:, 1, None] + 1.0))
-            - np.log((counts[:, 0] + 0.5) / (totals[:, 0, None] + 1.0)))
-
-
 def none_report(recs: list[metrics.Record]) -> str:
     """Without feedback: ham filed to Junk and spam caught from several scores (with the unsure
     band of 1, a first-day guard of G points files to Junk from 5 + G + 1: 9, 11, 13 for G 3, 5,
@@ -231,21 +228,20 @@ def none_report(recs: list[metrics.Record]) -> str:
     return "    " + "; ".join(cells) + f"\n    spam caught with at most 0.5% of ham to Junk: {100 * best:.1f}% (above {limit:.2f})"
 
 
-def edit_prior(model: SpamModel, edits: list[str], structural: set[int],
-               counts: np.ndarray | None = None, totals: np.ndarray | None = None) -> None:
-    """The --prior-edit experiments, on a model just marked as the prior; counts[s, y, token]:
-    the messages of class y of source s holding the token, totals[s, y] the messages."""
+def edit_prior(model: SpamModel, edits: list[str], structural: set[int], sources: SourceCounts | None = None) -> None:
+    """The --prior-edit experiments, on a model just marked as the prior; `sources`: what each
+    source of the prior taught."""
     if not edits:
         return
     fc, a, n = model.feature_count, model.settings.alpha, model.n_features
     for edit in edits:
         name, _, arg = edit.partition(":")
         if name.startswith("src-"):
-            if counts is None or totals is None or len(counts) != 2:
+            if sources is None or len(sources.names) != 2:
                 raise SystemExit(f"--prior-edit {edit!r} needs a two-source prior (xs:A+B>C)")
-            held = counts.sum(axis=1)  # [source, token]
+            held = sources.counts.sum(axis=1)  # [source, token]
             both = (held[0] > 0) & (held[1] > 0)
-            r = source_ratios(counts, totals)
+            r = sources.ratios()
             rule, _, part = name.partition("-")[2].partition("-")
             if rule == "disagree":
                 drop = both & (r[0] * r[1] < 0) & (np.minimum(abs(r[0]), abs(r[1])) > float(arg or 0))
@@ -332,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             stream = [e for e in entries if source_of(e, dst)]
             structural: set[int] = set()
             body: set[int] = set()
-            counts = np.zeros((len(sources), 2, model.n_features), dtype=np.float64)
-            totals = np.zeros((len(sources), 2))
+            counted = SourceCounts(sources, model.n_features)
             for e in entries:
                 own = [k for k, name in enumerate(sources) if source_of(e, name)]
                 if not own:
@@ -343,11 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                 if any(x.startswith("body-only") for x in args.prior_edit):
                     for i, name in zip(idx.tolist(), names):
                         (structural if ":" in name else body).add(i)
-                y = 1 if e.label == "spam" else 0
-                counts[own[0], y, idx] += 1.0
-                totals[own[0], y] += 1.0
+                counted.add(sources[own[0]], idx, e.label)
                 model.learn(raw, e.label)
-            model.mark_prior()
+            model.mark_prior(counted if len(sources) > 1 else None)  # as make model marks it
             if args.variant:
                 variants = [[] if v == "-" else v.split(",") for v in args.variant]
             fb = evaluate.Feedback.parse(mode)
@@ -358,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "xs":
                 model = copy.deepcopy(trained) if len(variants) > 1 else trained
                 model.refresh()
-                edit_prior(model, edits, structural - body, counts, totals)  # a column a body word shares is kept
+                edit_prior(model, edits, structural - body, counted)  # a column a body word shares is kept
             if args.seed:
                 model._replay_rng = np.random.default_rng(args.seed)  # noqa: SLF001
                 model.chars.rng = np.random.default_rng(args.seed)
