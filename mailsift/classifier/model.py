@@ -100,7 +100,7 @@ class ModelSettings:
     # (prior_sources.py; 0: none): a token one collecting site calls spam and the other ham
     # says where the corpus was collected. Measured with two-source priors (docs/classifier.md,
     # "Two sources"), off -> 5: CS+SA02->SA03 none 1-ROCA% 0.480 -> 0.436, CS+SA03->SA02 2.021 ->
-    # 1.984; with errors feedback SA02->SA03 as before or better, SA03->SA02 as before (seeds 0-2).
+    # 1.984; with errors feedback within what the seeds move (seeds 0-4).
     prior_source_diff: float = 5.0
     # The prior's NB part made less sure in mark_prior (off at 0): each token's log-ratio bounded
     # at prior_nb_clip (tighter than nb_clip, which the site's own counts keep), and prior_pseudo
