@@ -92,8 +92,8 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
                          out: object = None, keep_versions: int = 5) -> bool:
     """Train the default model into `dbpath` unless one is there; True when it trained."""
     from mailsift.classifier.learn import LOCK_FILE, Learner, clear, has_model
-    from mailsift.classifier.prior_sources import SourceCounts
     from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE
+    from mailsift.classifier.prior_sources import SourceCounts
     from mailsift.classifier.record import RECORD_FILE
     from mailsift.classifier.versions import record_version
 

@@ -103,7 +103,7 @@ def test_mark_prior_without_sources_or_with_the_setting_off_keeps_them() -> None
         model.mark_prior(counts)
         assert bool(model.feature_count[:, col].sum() == 0) == dropped
         # the class totals every NB log-ratio is read against are the same either way
-        assert np.allclose(model._totals, totals * model.settings.prior_weight)  # noqa: SLF001
+        assert np.allclose(model._totals, totals * model.settings.prior_weight)
     unmarked = new_model()
     for raw, label, _ in corpus:
         unmarked.learn(raw, label)
