@@ -3,8 +3,10 @@
     python -m mailsift.classifier.default_model --dbpath models [--corpora DIR] [--force]
 
 Messages are deduplicated (Message-ID, then body digest: about half of CSDMC2010 repeats the
-SpamAssassin corpus) and learned in Date order, as they arrived. It takes well under a
-minute. With a model already in the directory it does nothing (unless --force).
+SpamAssassin corpus) and learned in Date order, as they arrived. What each corpus (the top
+folder: spamassassin, csdmc2010) taught is counted on the way, so that marking the prior can
+drop the tokens the two teach differently (prior_sources.py). It takes well under a minute.
+With a model already in the directory it does nothing (unless --force).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mailsift.logsetup import setup_logging
@@ -80,11 +83,17 @@ def corpus_stream(corpora: Path) -> list[tuple[float, str, str]]:
     return items
 
 
+def source_of(corpora: Path, path: str) -> str:
+    """The corpus a message of `corpora` belongs to: its top folder (spamassassin, csdmc2010)."""
+    return Path(path).relative_to(corpora).parts[0]
+
+
 def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, force: bool = False,
                          out: object = None, keep_versions: int = 5) -> bool:
     """Train the default model into `dbpath` unless one is there; True when it trained."""
     from mailsift.classifier.learn import LOCK_FILE, Learner, clear, has_model
     from mailsift.classifier.persist import MODEL_FILE, SIDECAR_FILE
+    from mailsift.classifier.prior_sources import SourceCounts
     from mailsift.classifier.record import RECORD_FILE
     from mailsift.classifier.versions import record_version
 
@@ -103,11 +112,21 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
     work = target / ".training"
     clear(work)
     with Learner(work, source=None) as learner:
+        sources = SourceCounts(sorted({source_of(corpora, path) for _, path, _ in items}), learner.model.n_features)
+
+        def counted() -> Iterator[tuple[str, bytes, str]]:
+            for _, path, label in items:
+                raw = Path(path).read_bytes()
+                # the learner then reads the same bytes' features from the model's cache
+                sources.add(source_of(corpora, path), learner.model.features(raw)[0], label)
+                yield path, raw, label
+
         # In arrival order, each message with its own label, as mail comes in.
-        learner.learn_labelled((path, Path(path).read_bytes(), label) for _, path, label in items)
+        learner.learn_labelled(counted())
         # This is the corpora's mail, not the site's: arm the first-day guard, let what the
-        # site teaches outweigh it, and leave the raw-bytes member to the site (model.py).
-        learner.model.mark_prior()
+        # site teaches outweigh it (and not what one corpus's site says against the other's),
+        # and leave the raw-bytes member to the site (model.py).
+        learner.model.mark_prior(sources)
         learner.dirty = True
         learner.save()
         model = learner.model

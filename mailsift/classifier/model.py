@@ -47,6 +47,7 @@ from mailsift.classifier.features import feature_indices, sorted_unique
 from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probability_to_score  # noqa: F401
 from mailsift.classifier.points import Z_BOUND, bounded
 from mailsift.classifier.points import sigmoid as _sigmoid
+from mailsift.classifier.prior_sources import SourceCounts
 from mailsift.classifier.reputation import Reputation, sender_keys
 from mailsift.classifier.tokenize import MAX_BYTES, TOKENIZER_VERSION, Sender, tokenize_sender
 from mailsift.classifier.judge import judge
@@ -105,6 +106,13 @@ class ModelSettings:
     # CS->SA 4.70 -> 4.55, SA->CS 0.382 -> 0.166; at the first-day guard CS->SA ham to Junk
     # 1.31% -> 0.46%; with errors feedback CS->SA leaves more spam in the inbox (5.65% -> 6.44%).
     prior_min_df: int = 3
+    # With the counts of each corpus it learned (make model: SpamAssassin, CSDMC2010), mark_prior
+    # also drops every token two sources both hold whose NB log-ratios differ by more than this
+    # (prior_sources.py; 0: none): a token one collecting site calls spam and the other ham
+    # says where the corpus was collected. Measured with two-source priors (docs/classifier.md,
+    # "Two sources"), off -> 5: CS+SA02->SA03 none 1-ROCA% 0.480 -> 0.436, CS+SA03->SA02 2.021 ->
+    # 1.984; with errors feedback within what the seeds move (seeds 0-4).
+    prior_source_diff: float = 5.0
     # The prior's NB part made less sure in mark_prior (off at 0): each token's log-ratio bounded
     # at prior_nb_clip (tighter than nb_clip, which the site's own counts keep), and prior_pseudo
     # messages added to both classes of every token the corpora taught.
@@ -189,6 +197,8 @@ class ModelSettings:
             raise ValueError("char_replay must be between 0 and 10000")
         if self.prior_min_df < 0:
             raise ValueError("prior_min_df must not be negative")
+        if self.prior_source_diff < 0:
+            raise ValueError("prior_source_diff must not be negative")
         if self.prior_nb_clip < 0 or self.prior_pseudo < 0:
             raise ValueError("prior_nb_clip and prior_pseudo must not be negative")
         if not 1 <= self.ready_from <= MIN_LEARNED:
@@ -486,16 +496,22 @@ class SpamModel:
         return self.readiness().ready
 
     # -- the first day ----------------------------------------------------------------------
-    def mark_prior(self) -> None:
+    def mark_prior(self, sources: SourceCounts | None = None) -> None:
         """Everything learned so far came from public corpora, not from the site that will
         use the model (the default model). Drops the tokens they taught in fewer than
-        prior_min_df messages, scales their NB counts by prior_weight (and tempers them:
-        prior_nb_clip, prior_pseudo), empties
+        prior_min_df messages, and with `sources` (what each corpus taught) those two corpora
+        teach too differently (prior_source_diff), scales their NB counts by prior_weight (and
+        tempers them: prior_nb_clip, prior_pseudo), empties
         the character member (raw bytes carry the corpora's collecting sites), and arms the
         first-day guard until the site has taught guard_until messages of its own."""
         w, min_df = self.settings.prior_weight, self.settings.prior_min_df
+        drop = np.zeros(self.n_features, dtype=bool)
         if min_df > 1:  # binary features: a column's counts are the messages that held it
-            self._drop_columns((self.feature_count[0] + self.feature_count[1]) < min_df)
+            drop |= (self.feature_count[0] + self.feature_count[1]) < min_df
+        if sources is not None:
+            drop |= sources.disagreeing(self.settings.prior_source_diff)
+        if drop.any():
+            self._drop_columns(drop)
         if w != 1.0:  # the class counts stay: they are what --dump shows, and NB's prior is their ratio
             self.feature_count *= w
             self.prior_mass *= w
