@@ -10,18 +10,14 @@ word model grows over-confident (issue 12: a plain SGD LR of this kind held 1-RO
 
 It learns only the mail of the site where it runs: the default model trained from public
 corpora leaves it empty (`reset`), because the raw bytes of those corpora carry their
-collecting sites' Received lines and header layout. What the corpora's characters teach is
-kept apart, from their bodies only (`train_prior`): the first-day character prior.
+collecting sites' Received lines and header layout.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
-
-from mailsift.classifier.bodybytes import body_head
 
 # Of the raw message read for 4-grams. Measured, 1-ROCA% with full feedback: 3,000 bytes
 # 0.0396, 2,000 0.0350, 1,500 0.0401 (2^20 columns); docs/classifier.md.
@@ -120,15 +116,3 @@ class CharGramLR:
         self.intercept += sign * 0.01 * self.rate * g
         if count:
             self.learned += 1 if sign > 0 else -1
-
-
-def train_prior(messages: Iterable[tuple[bytes, int]], bits: int, rate: float, replay: int,
-                limit: int) -> tuple[np.ndarray, float]:
-    """The first-day character prior: a CharGramLR learned, in the order given, over the 4-grams
-    of the first `limit` bytes of each message's body (bodybytes.body_head: not its header
-    block, which carries the corpora's collecting sites). Returns its weights (float32, 2^bits)
-    and intercept; SpamModel.mark_prior keeps them, scored while the first-day guard is up."""
-    member = CharGramLR(bits, rate, replay)
-    for raw, y in messages:
-        member.learn(char_indices(body_head(raw, limit), bits, limit), y)
-    return member.coef, member.intercept

@@ -140,9 +140,6 @@ def _dump(dbpath: str) -> int:
         print(f"prior: {int(model.prior_counts[0])} ham, {int(model.prior_counts[1])} spam from public corpora; "
               f"this site taught {model.local_learned()}")
     print("guard: " + (f"on, {readiness.note}" if readiness.guard else "off"))
-    if model.char_prior is not None:
-        print(f"character prior: the corpora's first {model.settings.char_prior_bytes} body bytes, "
-              f"weight {model.char_prior_share():g} now (fades with the guard)")
     pseudo = model.chars.pseudo
     print("self-training: " + (f"on, {pseudo[0]} ham and {pseudo[1]} spam pseudo-labels learned so far"
                                if model.self_trains() else "off"))

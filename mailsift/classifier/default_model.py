@@ -106,9 +106,8 @@ def ensure_default_model(dbpath: str | Path, corpora: Path = DEFAULT_CORPORA, fo
         # In arrival order, each message with its own label, as mail comes in.
         learner.learn_labelled((path, Path(path).read_bytes(), label) for _, path, label in items)
         # This is the corpora's mail, not the site's: arm the first-day guard, let what the
-        # site teaches outweigh it, and leave the raw-bytes member to the site (model.py); the
-        # corpora's bodies, read again, teach the first-day character prior.
-        learner.model.mark_prior((Path(path).read_bytes(), label) for _, path, label in items)
+        # site teaches outweigh it, and leave the raw-bytes member to the site (model.py).
+        learner.model.mark_prior()
         learner.dirty = True
         learner.save()
         model = learner.model

@@ -25,9 +25,8 @@ an online logistic regression over the character 4-grams of the message's first 
 
 A model that starts from public corpora (the default model, `mark_prior`) has those corpora's
 NB counts scaled down so the site's own mail soon outweighs them, its character member empty
-(raw bytes carry the corpora's collecting sites), a character prior learned from the corpora's
-bodies alone that vouches for ham while the guard is up, and a first-day guard: `required`
-raised by guard_points until the site has taught guard_until messages. An empty model decides from
+(raw bytes carry the corpora's collecting sites), and a first-day guard: `required` raised by
+guard_points until the site has taught guard_until messages. An empty model decides from
 ready_from ham and spam, under the same guard until it holds 200 of each (readiness.py).
 docs/classifier.md has each choice's measured effect.
 """
@@ -37,13 +36,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from mailsift.classifier.bodybytes import body_head
-from mailsift.classifier.chargrams import CHAR_BYTES, CharGramLR, char_indices, train_prior
+from mailsift.classifier.chargrams import CHAR_BYTES, CharGramLR, char_indices
 from mailsift.classifier.clues import select_clues
 from mailsift.classifier.features import feature_indices, sorted_unique
 from mailsift.classifier.points import LABELS, MIN_LEARNED, P_AT_FIVE, probability_to_score  # noqa: F401
@@ -78,13 +76,6 @@ class ModelSettings:
     # its rehearsal: recent messages kept per class (1000: full 0.0329 -> 0.0299, 2% label noise
     # 0.3238 -> 0.3235; not kept, docs/classifier.md)
     char_replay: int = CharGramLR.REPLAY
-    # The first-day character prior (mark_prior): a character member learned from the corpora's
-    # bodies, the first char_prior_bytes bytes after the header block (0: none), scored while
-    # the first-day guard is up at char_prior_weight times the guard's share left (1 on the
-    # first day, 0 once the site has taught guard_until messages: then it is not computed),
-    # towards ham only: its log-odds count where they are below 0.
-    char_prior_bytes: int = 1000
-    char_prior_weight: float = 1.0
     # The first-day guard: a model that starts from the default corpora (mark_prior) has
     # `required` raised by guard_points until the site itself has taught guard_until messages.
     guard_points: float = 5.0
@@ -185,8 +176,6 @@ class ModelSettings:
             raise ValueError("self_train and self_train_spam must be in [0, 0.5); the other self_train_* not negative")
         if not 0 <= self.char_replay <= 10000:
             raise ValueError("char_replay must be between 0 and 10000")
-        if not (0 <= self.char_prior_bytes <= 65536 and self.char_prior_weight >= 0):
-            raise ValueError("char_prior_bytes must be between 0 and 65536, char_prior_weight not negative")
         if self.prior_min_df < 0:
             raise ValueError("prior_min_df must not be negative")
         if self.prior_nb_clip < 0 or self.prior_pseudo < 0:
@@ -234,9 +223,6 @@ class SpamModel:
         # per class, the counts of the tokens mark_prior dropped (prior_min_df), kept in the class
         # totals so that every other token's NB log-ratio, and an unseen token's, stay as they were
         self.prior_mass = np.zeros(2, dtype=np.float64)
-        # the first-day character prior's weights (2^char_bits float32) and intercept (mark_prior)
-        self.char_prior: np.ndarray | None = None
-        self.char_prior_intercept = 0.0
         self.reputation = Reputation(self.settings.sender_capacity)  # what the site taught per sender
 
     @property
@@ -265,8 +251,6 @@ class SpamModel:
             self.prior_mass = np.zeros(2, dtype=np.float64)
         if "z_bound" not in vars(self.settings):  # pickled before the bound existed: unbounded, as then
             self.settings = replace(self.settings, z_bound=Z_BOUND)
-        if "char_prior" not in state:
-            self.char_prior, self.char_prior_intercept = None, 0.0
         if "reputation" not in state:
             self.reputation = Reputation(self.settings.sender_capacity)
         if "lr_avg" not in state:  # pickled before averaging existed: scores its learned weights, as then
@@ -425,7 +409,6 @@ class SpamModel:
         state = self.__dict__.copy()
         state.pop("_last", None)
         state.pop("_last_chars", None)
-        state.pop("_last_body", None)
         state.pop("_keys_cache", None)
         state["_nb"] = None
         state["weights"] = None  # derived: recomputed on load
@@ -456,39 +439,12 @@ class SpamModel:
         return contrib, const
 
     def _char_z(self, raw: bytes) -> float:
-        """The characters' part of z: the character member's share (0 while it has learned
-        nothing, without computing its 4-grams), plus the first-day character prior's while
-        the guard is up (char_prior_share)."""
-        z = 0.0
-        if self.chars.learned > 0:
-            cidx = self.char_features(raw)
-            if cidx is not None:
-                z = self.settings.char_weight * self.chars.z(cidx)
-        share = self.char_prior_share()
-        if share:  # it vouches for ham, never accuses (docs/classifier.md, "A character prior")
-            z += share * min(0.0, self.char_prior_z(raw))
-        return z
-
-    def char_prior_share(self) -> float:
-        """The weight of the first-day character prior now: char_weight * char_prior_weight
-        times the share of the first-day guard left (0 without a prior or once it is down)."""
-        s = self.settings
-        if self.char_prior is None or not s.guard_points or not self.prior_counts.any():
+        """The character member's share of z; 0 while it has learned nothing (a default
+        model's first day), without computing its 4-grams."""
+        if self.chars.learned <= 0:
             return 0.0
-        return s.char_weight * s.char_prior_weight * (self.readiness().guard / s.guard_points)
-
-    def char_prior_z(self, raw: bytes) -> float:
-        """The first-day character prior's log-odds of `raw` (its body's 4-grams)."""
-        s = self.settings
-        cached = self.__dict__.get("_last_body")
-        if cached is not None and cached[0] is raw:
-            pidx = cached[1]
-        else:
-            pidx = char_indices(body_head(raw, s.char_prior_bytes), s.char_bits, s.char_prior_bytes)
-            self._last_body = (raw, pidx)
-        if len(pidx) == 0 or self.char_prior is None:
-            return 0.0
-        return float(self.char_prior[pidx].sum()) / math.sqrt(len(pidx)) + self.char_prior_intercept
+        cidx = self.char_features(raw)
+        return 0.0 if cidx is None else self.settings.char_weight * self.chars.z(cidx)
 
     def spamminess(self, raw: bytes) -> float:
         """Spam probability in [0, 1] (higher = spammier), even while unsure."""
@@ -513,14 +469,12 @@ class SpamModel:
         return self.readiness().ready
 
     # -- the first day ----------------------------------------------------------------------
-    def mark_prior(self, corpus: Iterable[tuple[bytes, str]] = ()) -> None:
+    def mark_prior(self) -> None:
         """Everything learned so far came from public corpora, not from the site that will
         use the model (the default model). Drops the tokens they taught in fewer than
         prior_min_df messages, scales their NB counts by prior_weight (and tempers them:
         prior_nb_clip, prior_pseudo), empties
-        the character member (raw bytes carry the corpora's collecting sites), learns the
-        first-day character prior from the bodies of `corpus` (those messages, raw, with their
-        labels, in the order learned; char_prior_bytes), and arms the
+        the character member (raw bytes carry the corpora's collecting sites), and arms the
         first-day guard until the site has taught guard_until messages of its own."""
         w, min_df = self.settings.prior_weight, self.settings.prior_min_df
         if min_df > 1:  # binary features: a column's counts are the messages that held it
@@ -533,13 +487,6 @@ class SpamModel:
         if self.lr_avg is not None:  # the site's first day scores what the corpora taught, unlagged
             self.lr_avg[:] = self.lr_coef
         self.chars.reset()
-        s = self.settings
-        self.char_prior, self.char_prior_intercept = None, 0.0
-        if s.char_prior_bytes > 0 and s.char_weight:
-            coef, intercept = train_prior(((raw, _label(label)) for raw, label in corpus), s.char_bits,
-                                          s.char_rate, s.char_replay, s.char_prior_bytes)
-            if coef.any():
-                self.char_prior, self.char_prior_intercept = coef, intercept
         self.reputation.clear()  # the senders of the corpora are not this site's
         self.refresh()
 

@@ -182,17 +182,8 @@ def _encode(model: SpamModel) -> tuple[dict[str, Any], dict[str, np.ndarray], se
         sections["lr_avg_at"], sections["lr_avg"] = at.astype(np.uint32), model.lr_avg[seen[at]]
     if len(cseen) < len(chars.coef):
         sections["char_keys"] = cseen.astype(np.uint32)
-    if model.char_prior is not None:  # the first-day character prior: scored, so raw
-        pseen = np.flatnonzero(model.char_prior)
-        if len(pseen) > len(model.char_prior) // 2:
-            pseen = np.arange(len(model.char_prior))
-        else:
-            sections["char_prior_keys"] = pseen.astype(np.uint32)
-        sections["char_prior_coef"] = model.char_prior[pseen].astype(np.float32)
-        header["char_prior"] = {"intercept": float(model.char_prior_intercept)}
     compressed = {k for k in sections if k not in ("word_buckets", "word_low", "word_weights", "char_keys",
-                                                   "char_coef", "rep_keys", "rep_ham", "rep_spam",
-                                                   "char_prior_keys", "char_prior_coef")}
+                                                   "char_coef", "rep_keys", "rep_ham", "rep_spam")}
     return header, sections, compressed
 
 
@@ -277,22 +268,9 @@ def _decode(head: dict[str, Any], arr: dict[str, np.ndarray], where: object) -> 
                 ends = np.cumsum(lengths).tolist()
                 lists[y][:] = [flat[a:b].copy() for a, b in zip([0, *ends[:-1]], ends)]
         model.reputation.load(arr)
-        if "char_prior" in head:  # a file written before the character prior has none
-            _load_char_prior(model, arr.get("char_prior_keys"), arr["char_prior_coef"],
-                             float(head["char_prior"]["intercept"]))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"model {where} is corrupt: {type(exc).__name__}: {exc}") from None
     return model
-
-
-def _load_char_prior(model: SpamModel, keys: np.ndarray | None, coef: np.ndarray, intercept: float) -> None:
-    """The first-day character prior's weights: `coef` at the columns `keys` (None: all)."""
-    prior = np.zeros(1 << model.settings.char_bits, dtype=np.float32)
-    at = np.arange(len(prior)) if keys is None else keys.astype(np.int64)
-    if len(at) != len(coef) or (len(at) and int(at.max()) >= len(prior)):
-        raise ValueError("character prior weights do not match its columns")
-    prior[at] = coef
-    model.char_prior, model.char_prior_intercept = prior, intercept
 
 
 def _load_lr_avg(model: SpamModel, keys: np.ndarray, at: np.ndarray | None, avg: np.ndarray | None) -> None:
@@ -545,9 +523,6 @@ def export_state(model: SpamModel, path: str | Path, record_rows: list[tuple[str
             "lr_intercept": model.lr_intercept, "changed_at": model.changed_at, "versions": _versions(),
             "chars_intercept": model.chars.intercept, "chars_learned": model.chars.learned,
             "chars_pseudo": list(model.chars.pseudo)}
-    if model.char_prior is not None:
-        meta["char_prior_intercept"] = model.char_prior_intercept
-        extra["char_prior"] = model.char_prior
     chars = model.chars
     cnz = np.flatnonzero((chars.coef != 0) | (chars.g2 != 0))
 
@@ -591,8 +566,6 @@ def import_state(path: str | Path) -> tuple[SpamModel, list[tuple[str, str, floa
                 model.chars.intercept = float(meta.get("chars_intercept", 0.0))
                 model.chars.learned = int(meta.get("chars_learned", 0))
                 model.chars.pseudo = [int(x) for x in meta.get("chars_pseudo", (0, 0))]
-            if "char_prior" in z:
-                _load_char_prior(model, None, z["char_prior"], float(meta["char_prior_intercept"]))
             model.lr_intercept = float(meta["lr_intercept"])
             model.changed_at = float(meta.get("changed_at", 0.0))
             model.reputation.load({k: z[k] for k in ("rep_keys", "rep_ham", "rep_spam", "rep_order") if k in z})

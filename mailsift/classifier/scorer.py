@@ -31,7 +31,6 @@ from operator import add as _add
 from zlib import crc32
 
 from mailsift.classifier import modelfile
-from mailsift.classifier.bodybytes import body_head
 from mailsift.classifier.clues import select_clues
 from mailsift.classifier.modelcheck import (
     LEGACY_FORMAT,
@@ -164,15 +163,6 @@ class Scorer:
                 raise modelfile.FormatError("word weights do not match the columns")
             self._char_coef = modelfile.view(self._mm, head, "char_coef")
             self._char_keys = modelfile.view(self._mm, head, "char_keys") if "char_keys" in head["sections"] else None
-            self._prior_coef = self._prior_keys = None  # the first-day character prior (none before it existed)
-            self.char_prior_intercept = 0.0
-            if "char_prior" in head:
-                self._prior_coef = modelfile.view(self._mm, head, "char_prior_coef")
-                if "char_prior_keys" in head["sections"]:
-                    self._prior_keys = modelfile.view(self._mm, head, "char_prior_keys")
-                    if len(self._prior_keys) != len(self._prior_coef):
-                        raise modelfile.FormatError("character prior weights do not match its columns")
-                self.char_prior_intercept = float(head["char_prior"]["intercept"])
             s = head["settings"]
             self.hash_bits = int(s["hash_bits"])
             self.alpha = float(s["alpha"])
@@ -181,8 +171,6 @@ class Scorer:
             self.char_weight = float(s["char_weight"])
             self.char_bits = int(s["char_bits"])
             self.char_bytes = int(s["char_bytes"])
-            self.char_prior_bytes = int(s.get("char_prior_bytes", 0))
-            self.char_prior_weight = float(s.get("char_prior_weight", 0.0))
             self.max_bytes = int(s["max_bytes"])
             self.unsure_points = float(s["unsure_points"])
             self.guard_points = float(s["guard_points"])
@@ -275,33 +263,22 @@ class Scorer:
         return contrib, self.nb_weight * inv * (nb_const + prior) + self.lr_weight * self.lr_intercept
 
     def _char_z(self, raw: bytes) -> float:
-        """SpamModel._char_z: the character member's share, plus the first-day character
-        prior's while the guard is up."""
-        z = 0.0
-        if self.char_learned > 0 and self.char_weight:
-            cidx = char_indices(raw, self.char_bits, self.char_bytes)
-            if cidx:
-                values = _lookup(cidx, self._char_coef, self._char_keys)
-                z = self.char_weight * (pairwise_sum(values, single=True) / math.sqrt(len(cidx)) + self.char_intercept)
-        share = self.char_prior_share()
-        if share:
-            z += share * min(0.0, self.char_prior_z(raw))
-        return z
-
-    def char_prior_share(self) -> float:
-        """SpamModel.char_prior_share."""
-        if self._prior_coef is None or not self.guard_points or not (self.prior_counts[0] or self.prior_counts[1]):
+        if self.char_learned <= 0 or not self.char_weight:
             return 0.0
-        return self.char_weight * self.char_prior_weight * (self.readiness().guard / self.guard_points)
-
-    def char_prior_z(self, raw: bytes) -> float:
-        """SpamModel.char_prior_z: the first-day character prior's log-odds of `raw`."""
-        n = self.char_prior_bytes
-        pidx = char_indices(body_head(raw, n), self.char_bits, n)
-        if not pidx or self._prior_coef is None:
+        cidx = char_indices(raw, self.char_bits, self.char_bytes)
+        if not cidx:
             return 0.0
-        values = _lookup(pidx, self._prior_coef, self._prior_keys)
-        return pairwise_sum(values, single=True) / math.sqrt(len(pidx)) + self.char_prior_intercept
+        coef = self._char_coef
+        if self._char_keys is None:
+            values = [coef[c] for c in cidx]
+        else:
+            from bisect import bisect_left
+
+            keys, values, lo = self._char_keys, [], 0
+            for c in cidx:
+                lo = bisect_left(keys, c, lo)
+                values.append(coef[lo] if lo < len(keys) and keys[lo] == c else 0.0)
+        return self.char_weight * (pairwise_sum(values, single=True) / math.sqrt(len(cidx)) + self.char_intercept)
 
     def _rep_counts(self, key: int) -> tuple[int, int] | None:
         from bisect import bisect_left
@@ -345,20 +322,6 @@ class Scorer:
         return judge(p, clues, required, partial=partial,
                      band=self.unsure_points if unsure_points is None else unsure_points,
                      readiness=self.readiness())
-
-
-def _lookup(cols: list[int], coef: Any, keys: Any) -> list[float]:
-    """The weights at the sorted columns `cols` of a dense `coef`, or of one stored at the
-    sorted `keys` only (0 for a column not stored)."""
-    if keys is None:
-        return [coef[c] for c in cols]
-    from bisect import bisect_left
-
-    values, lo = [], 0
-    for c in cols:
-        lo = bisect_left(keys, c, lo)
-        values.append(coef[lo] if lo < len(keys) and keys[lo] == c else 0.0)
-    return values
 
 
 def _clues(contrib: list[float], names: list[str], limit: int = 5) -> tuple[tuple[str, float], ...]:

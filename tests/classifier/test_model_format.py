@@ -157,15 +157,12 @@ def test_scorer_verdicts_are_the_old_models(tmp_path: Path, trained: SpamModel, 
 
     if kind == "trained":
         model = trained
-    else:  # a default model's first day: counts scaled, guard on, the character prior learned from
-        # the bodies; 2^18 4-gram columns stored sparse
+    else:  # a default model's first day: counts scaled, guard on; 2^18 4-gram columns stored sparse
         model = new_model(char_bits=18)
         for h, s in zip(mail["ham"][:210], mail["spam"][:210]):
             model.learn(h, "ham")
             model.learn(s, "spam")
-        model.mark_prior([(m, label) for h, s in zip(mail["ham"][:210], mail["spam"][:210])
-                          for m, label in ((h, "ham"), (s, "spam"))])
-        assert model.char_prior is not None and model.char_prior_share() > 0
+        model.mark_prior()
         for raw in mail["ham"][210:]:
             model.learn(raw, "ham")
     d = tmp_path / "model"
