@@ -447,14 +447,14 @@ def _header_tokens(items: list[tuple[str, str]], site: _Site, out: list[str]) ->
         if low in _ADDRESS_HEADERS:
             _address_tokens(low, value, site, out)
             if low == "from" and not value.isascii():
-                out.append("from:8bit")
+                out.append("from:8BIT")  # upper case: no From word can be it
         elif low in _WORD_HEADERS:
             prefix = _WORD_HEADERS[low] + ":"
             text = decode_header_value(value)
             if low == "subject":
                 _url_tokens(text.lower(), site, out)
                 if not value.isascii():  # raw 8-bit: no RFC 2047 word says its charset
-                    out.append("subject:8bit")
+                    out.append("subject:8BIT")
                 if text.isupper() and len(text) > 8:
                     out.append("subject:ALLCAPS")
                 if "=?" in str(value):

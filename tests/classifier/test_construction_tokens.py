@@ -9,7 +9,7 @@ import pytest
 from mailsift.classifier.tokenize import tokenize
 
 CHARSET_TOKENS = {"charset:meta-mismatch", "charset:meta-only", "charset:8bit-undeclared", "charset:invalid",
-                  "subject:8bit", "from:8bit"}
+                  "subject:8BIT", "from:8BIT"}
 
 
 def raw(ctype: str, body: bytes, headers: bytes = b"Subject: hello\nFrom: Ann <ann@example.org>\n",
@@ -81,7 +81,7 @@ def test_bytes_that_fit_their_charset_give_no_token(ctype: str, body: bytes) -> 
 
 def test_raw_eight_bit_in_subject_and_from() -> None:
     headers = "Subject: Günstig\nFrom: Jürgen <j@example.org>\n".encode("latin-1")
-    assert construction(raw("text/plain", b"hello", headers)) == {"subject:8bit", "from:8bit"}
+    assert construction(raw("text/plain", b"hello", headers)) == {"subject:8BIT", "from:8BIT"}
     encoded = b"Subject: =?iso-8859-1?Q?G=FCnstig?=\nFrom: =?utf-8?Q?J=C3=BCrgen?= <j@example.org>\n"
     toks = tokenize(raw("text/plain", b"hello", encoded))
     assert "subject:günstig" in toks and not (set(toks) & CHARSET_TOKENS)  # RFC 2047 is the right way
@@ -96,3 +96,8 @@ def test_hostile_charset_labels_never_raise() -> None:
                        + b"><body>\xff\xfe\x00 words \xe9</body></html>")
             toks = tokenize(message)
             assert toks and "parse:failed" not in toks, (mime, meta)
+
+
+def test_the_word_8bit_is_not_the_construct() -> None:
+    toks = set(tokenize(raw("text/plain", b"hello", b"Subject: 8bit MIME\nFrom: 8bit <a@example.org>\n")))
+    assert "subject:8bit" in toks and not (toks & CHARSET_TOKENS)
