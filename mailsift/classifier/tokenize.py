@@ -31,6 +31,11 @@
 - Body: MIME decoding (base64, quoted-printable, charsets, RFC 2047 words in headers), HTML
   reduced to text plus a few tag tokens ("html:img", "html:form", ...), URL tokens (host,
   registrable domain, path words), attachment content types and filename extensions.
+- A declared charset the bytes contradict (8-bit bytes declared as ASCII or undeclared, bytes
+  the charset cannot read, an HTML <meta> charset other than the MIME one; raw 8-bit Subject
+  or From): how spam is built, which carries across sites. Measured on the cross-site
+  protocols (docs/classifier.md, "Charsets the bytes contradict"): CS->SA 1-ROCA% 4.554 ->
+  4.543, SA->CS 0.166 -> 0.158 without feedback; no measurable tokenizing cost.
 - Words: lower-cased, 2..20 chars; longer runs become a "skip:<first char> <len/10>" token
   (SpamBayes' trick: long base64/garbage runs are a signal but each one is unique).
 """
@@ -38,6 +43,7 @@
 from __future__ import annotations
 
 import binascii
+import codecs
 import functools
 import email.header
 import html
@@ -48,7 +54,7 @@ import re
 from mailsift import charsets
 
 # Bumped whenever the tokens a message yields change; recorded in the model's sidecar.
-TOKENIZER_VERSION = 4
+TOKENIZER_VERSION = 5
 
 MAX_BYTES = 256 * 1024  # of the raw message read for tokens (the rest is ignored)
 MAX_PART_CHARS = 64 * 1024  # of decoded text per MIME part
@@ -106,6 +112,8 @@ _TAG_RE = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]{0,15}[^>]{0,2000}>", re.S)
 _TAG_NAME_RE = re.compile(r"<\s*([a-zA-Z][a-zA-Z0-9]{0,15})")
 _FONT_COLOR_RE = re.compile(r"(?i)<font[^>]{0,200}color")
 _TINY_IMG_RE = re.compile(r"""(?i)<img[^>]{0,300}(?:width|height)\s*=\s*["']?[01]\b""")
+# A charset declared in the HTML itself: <meta http-equiv="Content-Type" content="text/html; charset=...">
+_META_CHARSET_RE = re.compile(r"""(?i)<meta[^<>]{0,300}?charset\s*=\s*["']?\s*([a-z0-9_\-.:]{1,40})""")
 _TAG_ATTRS_RE = re.compile(r"<\s*[a-zA-Z][a-zA-Z0-9]{0,15}\s([^<>]{1,2000})>")  # linear: stops at "<"
 _RECEIVED_FROM_RE = re.compile(r"(?is)^\s*from\s+(\S+)(?:\s+\(([^)]{0,400})\))?")
 _RECEIVED_BY_RE = re.compile(r"(?is)\bby\s+([^\s;()]+)")
@@ -392,7 +400,7 @@ def _html_to_text(markup: str, out: list[str]) -> str:
 
 
 def _text_tokens(text: str, site: _Site, out: list[str], html_like: bool) -> None:
-    if html_like or "<html" in text[:500].lower():
+    if html_like:
         text = _html_to_text(text, out)
     low = text.lower()
     _url_tokens(low, site, out)
@@ -438,11 +446,15 @@ def _header_tokens(items: list[tuple[str, str]], site: _Site, out: list[str]) ->
     for low, (_, value) in zip(lows, items):
         if low in _ADDRESS_HEADERS:
             _address_tokens(low, value, site, out)
+            if low == "from" and not value.isascii():
+                out.append("from:8BIT")  # upper case: no From word can be it
         elif low in _WORD_HEADERS:
             prefix = _WORD_HEADERS[low] + ":"
             text = decode_header_value(value)
             if low == "subject":
                 _url_tokens(text.lower(), site, out)
+                if not value.isascii():  # raw 8-bit: no RFC 2047 word says its charset
+                    out.append("subject:8BIT")
                 if text.isupper() and len(text) > 8:
                     out.append("subject:ALLCAPS")
                 if "=?" in str(value):
@@ -603,7 +615,40 @@ def _text_part(body: bytes, cte: str, ctype: str, site: _Site, out: list[str],
                charset: str | None = None) -> None:
     data = _decode_transfer(body[: MAX_PART_CHARS * 3], cte)[: MAX_PART_CHARS * 2]
     text = _decode_bytes(data, charset)[:MAX_PART_CHARS]
-    _text_tokens(text, site, out, html_like=(ctype == "text/html"))
+    html_like = ctype == "text/html" or "<html" in text[:500].lower()
+    _charset_tokens(data, text, charset, html_like, out)
+    _text_tokens(text, site, out, html_like)
+
+
+def _charset_tokens(data: bytes, text: str, charset: str | None, html_like: bool, out: list[str]) -> None:
+    """Tokens for a declared charset the part contradicts: 8-bit bytes declared as ASCII or
+    not declared at all, bytes the declared charset cannot read (or a charset that does not
+    exist), an HTML <meta> charset other than the MIME one (or the only one declared)."""
+    if not data.isascii():
+        declared = charsets.normalize(charset) if charset else ""
+        if declared in ("", "us-ascii", "ascii"):
+            out.append("charset:8bit-undeclared")
+        elif charsets.text_codec(declared) is None or "\ufffd" in text:
+            out.append("charset:invalid")
+    if html_like:
+        meta = _META_CHARSET_RE.search(text, 0, 4000)
+        if meta:
+            if not charset:
+                out.append("charset:meta-only")
+            elif _charset_name(meta.group(1)) != _charset_name(charset):
+                out.append("charset:meta-mismatch")
+
+
+@functools.lru_cache(maxsize=256)
+def _charset_name(label: str) -> str:
+    """A declared charset's codec name (so that aliases agree), else the label as written."""
+    label = charsets.normalize(label)
+    if len(label) > 40:
+        return label
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError, TypeError):
+        return label
 
 
 def tokenize(raw: bytes, max_bytes: int = MAX_BYTES) -> list[str]:

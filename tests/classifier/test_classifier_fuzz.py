@@ -119,6 +119,12 @@ def _nested(depth: int) -> bytes:
     ("unclosed styles", b"Content-Type: text/html\n\n" + b"<style>x" * 30_000),
     ("unclosed tags", b"Content-Type: text/html\n\n" + b"<a href=" * 30_000),
     ("many addresses", b"Subject: x\n\n" + b"a@b.c " * 50_000),
+    ("meta charsets", b"Content-Type: text/html; charset=utf-8\n\n" + b"<meta charset=x" * 300_000),
+    ("long charset labels", b"Content-Type: text/html; charset=" + b"u" * 100_000 + b"\n\n<meta charset="
+     + b"x" * 100_000 + b">\xff\xfe"),
+    ("8-bit parts", b"Content-Type: multipart/mixed; boundary=\"S\"\nSubject: \xff\xfe\nFrom: \xe9 <a@b.c>\n\n"
+     + b"".join(b"--S\nContent-Type: text/plain; charset=c%d\n\n\xe9\xff %d\n" % (i, i) for i in range(1000))
+     + b"--S--\n"),
     ("empty", b""),
 ])
 def test_huge_and_deep_input_bounded(model, name: str, raw: bytes) -> None:  # noqa: ANN001
