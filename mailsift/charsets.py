@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import codecs
 import email.header
+import encodings
+import encodings.aliases
 import functools
+import pkgutil
 
 # Python-specific codecs that are not charsets a message can be written in (the docs'
 # "Python Specific Encodings"), whatever their registry entry says about being text.
@@ -41,15 +44,44 @@ def normalize(charset: str) -> str:
     return charset.split("*", 1)[0].strip().strip('"').strip().lower()
 
 
+@functools.cache
+def _registry_names() -> frozenset[str]:
+    """Every name the standard codec search function can resolve: its aliases and its
+    modules, in its own normalized form. Read once, on first use."""
+    names = set(encodings.aliases.aliases)
+    names.update(encodings.aliases.aliases.values())
+    names.update(m.name for m in pkgutil.iter_modules(encodings.__path__))
+    return frozenset(names)
+
+
+def _registered(label: str) -> bool:
+    """Whether codecs.lookup could find `label`, asked without calling it: the standard search
+    function remembers every name it failed to find, for the life of the process, so a stream
+    of messages each declaring a new made-up charset would grow a daemon's memory without end."""
+    key = encodings.normalize_encoding(label.lower().replace(" ", "-"))
+    names = _registry_names()
+    return key in names or key.replace(".", "_") in names
+
+
+def lookup(label: str) -> codecs.CodecInfo | None:
+    """codecs.lookup for a declared label, None for what no codec answers to; never leaves an
+    unknown name in the codec registry's caches (see _registered)."""
+    if not label or len(label) > _MAX_NAME or not label.isascii() or not _registered(label):
+        return None
+    try:
+        return codecs.lookup(label)
+    except (LookupError, ValueError, TypeError):
+        return None
+
+
 @functools.lru_cache(maxsize=512)
 def _lookup(label: str) -> str | None:
     if not label or len(label) > _MAX_NAME or not label.isascii():
         return None
     if label in _UNKNOWN_AS_LATIN1:
         return "latin-1"
-    try:
-        info = codecs.lookup(label)
-    except (LookupError, ValueError, TypeError):
+    info = lookup(label)
+    if info is None:
         return None
     if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED:
         return None

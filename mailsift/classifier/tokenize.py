@@ -43,7 +43,6 @@
 from __future__ import annotations
 
 import binascii
-import codecs
 import functools
 import email.header
 import html
@@ -645,10 +644,8 @@ def _charset_name(label: str) -> str:
     label = charsets.normalize(label)
     if len(label) > 40:
         return label
-    try:
-        return codecs.lookup(label).name
-    except (LookupError, ValueError, TypeError):
-        return label
+    info = charsets.lookup(label)
+    return info.name if info is not None else label
 
 
 def tokenize(raw: bytes, max_bytes: int = MAX_BYTES) -> list[str]:

@@ -74,3 +74,47 @@ def test_header_text_decodes_real_charsets_only() -> None:
     assert charsets.header_text("=?iso-8859-1?Q?caf=E9?= au lait") == "café au lait"
     assert charsets.header_text("=?punycode?Q?bcher-kva?=") == "bcher-kva"
     assert charsets.header_text("plain =?broken") == "plain =?broken"
+
+
+def _variants(name: str) -> set[str]:
+    return {name, name.upper(), name.replace("_", "-"), name.replace("-", "_"), name.replace("_", " ")}
+
+
+def test_lookup_answers_as_the_codec_registry_for_every_name_it_knows() -> None:
+    import codecs
+    import encodings.aliases
+    import pkgutil
+
+    names: set[str] = set()
+    for n in [*encodings.aliases.aliases, *encodings.aliases.aliases.values(),
+              *(m.name for m in pkgutil.iter_modules(encodings.__path__)),
+              "Shift_JIS", "ks_c_5601-1987", "unicode-1-1-utf-7", "macintosh", "ISO 8859-1", "latin-1"]:
+        names |= _variants(n)
+    for name in sorted(names):
+        try:
+            expected = codecs.lookup(name).name
+        except LookupError:
+            expected = None
+        got = charsets.lookup(name)
+        assert (got.name if got is not None else None) == expected, name
+
+
+def test_made_up_charsets_leave_nothing_behind_in_the_codec_registry() -> None:
+    # The standard search function caches every name it fails to find for the life of the
+    # process: a milter reading one made-up charset per message would grow without end.
+    import encodings
+
+    def message(i: int) -> bytes:
+        cs = f"x-made-up-{i:06d}"
+        return (f"From: a@example.org\r\nSubject: =?{cs}?q?hello?=\r\nMIME-Version: 1.0\r\n"
+                f"Content-Type: text/html; charset={cs}-b\r\n\r\n"
+                f"<html><head><meta charset=\"{cs}-c\"></head><body>caf\xe9 sale</body></html>\r\n"
+                ).encode("latin-1")
+
+    for i in range(20):  # warm: whatever the first messages load once
+        tokenize(message(i))
+    before = len(encodings._cache)
+    for i in range(20, 2020):
+        tokenize(message(i))
+        search._charset_decode(b"abc", f"x-other-{i}")
+    assert len(encodings._cache) - before < 10
