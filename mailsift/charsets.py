@@ -15,7 +15,7 @@ import email.header
 import encodings
 import encodings.aliases
 import functools
-import pkgutil
+import os
 
 # Python-specific codecs that are not charsets a message can be written in (the docs'
 # "Python Specific Encodings"), whatever their registry entry says about being text.
@@ -50,7 +50,8 @@ def _registry_names() -> frozenset[str]:
     modules, in its own normalized form. Read once, on first use."""
     names = set(encodings.aliases.aliases)
     names.update(encodings.aliases.aliases.values())
-    names.update(m.name for m in pkgutil.iter_modules(encodings.__path__))
+    for path in encodings.__path__:  # its modules (pkgutil would import inspect and typing)
+        names.update(f.split(".", 1)[0] for f in os.listdir(path) if f.endswith((".py", ".pyc")))
     return frozenset(names)
 
 
