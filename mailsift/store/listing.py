@@ -5,6 +5,7 @@ folder's stamp (UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) before use."""
 from __future__ import annotations
 
 import bisect
+import functools
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -26,6 +27,10 @@ class MessageInfo(NamedTuple):
     key: str
     save_date: float | None = None
 
+
+info_of = functools.partial(tuple.__new__, MessageInfo)
+"""A MessageInfo from one tuple of all its fields, without the Python-level __new__ a call of
+MessageInfo runs (perf: that call was a third of building a 100,000-message listing)."""
 
 Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change
 
