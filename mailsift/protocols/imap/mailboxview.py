@@ -161,7 +161,7 @@ class MailboxView:
             for lo, hi in seqset.resolve(self.max_uid):  # sorted, disjoint
                 i = bisect.bisect_left(uids, lo)
                 j = bisect.bisect_right(uids, hi)
-                out += [(k + 1, uids[k]) for k in range(i, j)]
+                out += zip(range(i + 1, j + 1), uids[i:j])  # perf: no bytecode per message
             return out
         if n == 0:
             raise BadSequence("no messages")
@@ -169,7 +169,10 @@ class MailboxView:
         if spans[-1][1] > n or spans[0][0] < 1:
             raise BadSequence("message sequence number out of range")
         uids = self.uids
-        return [(s, uids[s - 1]) for lo, hi in spans for s in range(lo, hi + 1)]
+        out = []
+        for lo, hi in spans:
+            out += zip(range(lo, hi + 1), uids[lo - 1:hi])
+        return out
 
     # -- changes -------------------------------------------------------------------------------
     def remove(self, uids: Iterable[int]) -> list[bytes]:
