@@ -1155,9 +1155,9 @@ class Mailbox:
                 return list(hit), stamp
             return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
         make, join = info_of, _join_flags
-        with gc_paused():
-            rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
-            infos = [make((u, join(s, k), d, z, m, key, sv)) for u, s, k, d, z, m, key, sv in rows]
+        with gc_paused():  # the rows are gone before it ends: the collector that follows skips them
+            infos = [make((u, join(s, k), d, z, m, key, sv)) for u, s, k, d, z, m, key, sv
+                     in self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)]
         if whole:
             cache.put(ckey, stamp, infos)
             return list(infos), stamp
