@@ -88,6 +88,7 @@ def serve_fetch(tree: str | None, root: Path, work: Path, n: int) -> None:
     import signal
     sys.path.insert(0, str(Path(__file__).parent))
     import imap_load as L
+
     from mailsift.store.users import Users
     port = L.free_port()
     cfg = work / "serve.toml"
@@ -98,8 +99,9 @@ def serve_fetch(tree: str | None, root: Path, work: Path, n: int) -> None:
     (work / "users.db").unlink(missing_ok=True)
     Users(work / "users.db").add("big@example.test", L.PASSWORD)
     env = dict(os.environ, PYTHONPATH=tree) if tree else os.environ
-    proc = subprocess.Popen([L.MAILSIFT, "serve", "--config", str(cfg), "--log-level", "WARNING"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "w"))
+    with open(work / "serve.log", "w") as log:
+        proc = subprocess.Popen([L.MAILSIFT, "serve", "--config", str(cfg), "--log-level", "WARNING"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
 
     def cpu() -> float:
         f = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()

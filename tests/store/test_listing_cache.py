@@ -429,6 +429,7 @@ def test_listings_are_read_with_the_collector_paused_and_it_runs_again_after(sto
     the collector is on again once the last of several threads reading at once has finished,
     and stays off when it was off before. The listing is the same as a fresh Store reads."""
     import gc
+
     from mailsift.store import listing
 
     box = store.mailbox(ALICE)
