@@ -2,7 +2,8 @@
 FLAGS_CHUNK lines at a time): every message answered once, in order, with the flags it holds
 (system flags, keywords, \\Recent for this session only), the same as the general FETCH path
 answers, by UID and by sequence set of several spans; the listing a fresh server reads from
-the index (no listing cached) agrees too."""
+the index (no listing cached) agrees too; messages expunged elsewhere are still answered, with
+OK [EXPUNGEISSUED]."""
 
 from __future__ import annotations
 
@@ -105,4 +106,21 @@ def test_fetch_flags_of_a_folder_over_several_chunks(srv) -> None:
     sizes = {fetch_items(line)["UID"]: fetch_items(line)["RFC822.SIZE"]
              for line in again.command("UID FETCH 1:* (RFC822.SIZE)")[0] if b" FETCH " in line}
     assert sizes == {i: len(f"From: a@example.test\r\nSubject: m{i}\r\n\r\nbody {i}\r\n") for i in range(1, total + 1)}
+
+    # messages another session expunged that this one has not been told of: still answered
+    # from the view, OK [EXPUNGEISSUED]; their EXPUNGEs come at the next NOOP
+    gone = [i for i in range(1, total + 1) if "\\Deleted" in expected(i, False)]
+    writer = connect(srv)
+    writer.command("SELECT Big")
+    _, done = writer.command("EXPUNGE")
+    assert b" OK" in done
+    untagged, done = again.command("FETCH 1:* (UID FLAGS)")  # (a UID FETCH may be told of expunges first)
+    assert b"OK [EXPUNGEISSUED]" in done, done
+    assert [u for _s, u, _f in flags_by_seq(untagged)] == list(range(1, total + 1))
+    untagged, _ = again.command("NOOP")
+    assert sum(line.endswith(b" EXPUNGE") for line in untagged) == len(gone)
+    left, done = again.command("UID FETCH 1:* (FLAGS)")
+    assert b"EXPUNGEISSUED" not in done
+    assert [u for _s, u, _f in flags_by_seq(left)] == [i for i in range(1, total + 1) if i not in gone]
+    writer.close()
     again.close()
