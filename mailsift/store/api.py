@@ -64,7 +64,8 @@ from mailsift.store import vanished
 from mailsift.store import sync
 from mailsift.store.events import Event, EventBus, EventQueue, Subscription
 from mailsift.store.indexdb import IndexDB
-from mailsift.store.listing import ListingCache, MessageInfo, Stamp, stamp_of, uid_range
+from mailsift.store.listing import (ListingCache, MessageInfo, Stamp, gc_paused, info_of, stamp_of,
+                                    uid_range)
 from mailsift.store.locks import MailboxLock
 from mailsift.store.names import (INBOX, SEPARATOR, InvalidName, folder_dirname,
                                   normalize_folder, normalize_user)
@@ -1153,9 +1154,10 @@ class Mailbox:
             if whole:
                 return list(hit), stamp
             return uid_range(hit, uid_min, uid_max if uid_max is not None else 1 << 62), stamp
-        rows = self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)
-        make, join = MessageInfo, _join_flags
-        infos = [make(r[0], join(r[1], r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        make, join = info_of, _join_flags
+        with gc_paused():  # the rows are gone before it ends: the collector that follows skips them
+            infos = [make((u, join(s, k), d, z, m, key, sv)) for u, s, k, d, z, m, key, sv
+                     in self._db.listing_rows(fid, uid_min, uid_max if uid_max is not None else 1 << 62)]
         if whole:
             cache.put(ckey, stamp, infos)
             return list(infos), stamp

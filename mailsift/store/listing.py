@@ -5,10 +5,13 @@ folder's stamp (UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT) before use."""
 from __future__ import annotations
 
 import bisect
+import functools
+import gc
 import sqlite3
 import threading
 from collections import OrderedDict
-from typing import Iterable, NamedTuple
+from contextlib import contextmanager
+from typing import Iterable, Iterator, NamedTuple
 
 
 class MessageInfo(NamedTuple):
@@ -25,6 +28,38 @@ class MessageInfo(NamedTuple):
     modseq: int
     key: str
     save_date: float | None = None
+
+
+info_of = functools.partial(tuple.__new__, MessageInfo)
+"""A MessageInfo from one tuple of all its fields, without the Python-level __new__ a call of
+MessageInfo runs (perf: that call was a third of building a 100,000-message listing)."""
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0          # threads inside gc_paused()
+_gc_was_enabled = False  # whether the first of them found the collector enabled
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while listing rows are read and made (perf: reading
+    100,000 rows makes 200,000 tuples, and the collections they set off, full ones among
+    them as the heap holds other listings, took a third of an uncached SELECT). The
+    collector runs again once the last thread inside has left (a count, so that threads
+    reading at once do not enable it under each other); what the pause left uncollected is
+    collected then. Does nothing to a collector someone else turned off."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 Stamp = tuple[int, int, int]  # (uidvalidity, highestmodseq, uidnext): changes with every change

@@ -422,3 +422,60 @@ def test_a_folder_of_half_the_bound_is_kept_and_one_above_it_is_not() -> None:
     cache.put((ALICE, 2), (1, 1, 2), [m] * (ListingCache.MAX_FOLDER + 1))
     assert cache.get((ALICE, 2), (1, 1, 2)) is None
     assert cache.get((ALICE, 1), (1, 1, 2)) is big  # the refused one evicted nothing
+
+
+def test_listings_are_read_with_the_collector_paused_and_it_runs_again_after(store: Store, monkeypatch) -> None:
+    """An uncached listing is read and made with cyclic garbage collection off (listing.gc_paused);
+    the collector is on again once the last of several threads reading at once has finished,
+    and stays off when it was off before. The listing is the same as a fresh Store reads."""
+    import gc
+
+    from mailsift.store import listing
+
+    box = store.mailbox(ALICE)
+    for i in range(40):
+        box.deliver(msg(i), folder=INBOX)
+    box.store_flags(INBOX, [3, 5], ["\\Seen", "$Work"], "add")
+    seen: list[bool] = []
+    real_rows = type(box._db).listing_rows
+
+    def rows(db, *args):  # records the collector's state while the index rows are read
+        seen.append(gc.isenabled())
+        return real_rows(db, *args)
+
+    monkeypatch.setattr(type(box._db), "listing_rows", rows)
+    assert gc.isenabled()
+    first = box.list(INBOX)
+    assert seen == [False] and gc.isenabled()
+    assert [type(m) for m in first] == [MessageInfo] * 40
+    other = Store(store.root, hostname="other")
+    try:
+        assert first == other.mailbox(ALICE).list(INBOX)
+    finally:
+        other.close()
+    assert first[2].flags == frozenset({"\\Seen", "$Work"}) and first[2]._asdict()["uid"] == 3
+
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with listing.gc_paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(10)
+    with listing.gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the other thread is still inside
+    release.set()
+    t.join(10)
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with listing.gc_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

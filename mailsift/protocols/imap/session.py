@@ -58,6 +58,7 @@ MAX_CONNECTIONS_PER_ADDRESS = 50  # not for loopback (a local webmail speaks for
 MAX_CONNECTIONS_PER_USER = 20
 WRITE_HIGH_WATER = 256 * 1024
 OUTPUT_CHUNK = 64 * 1024        # collected response bytes handed to the transport within a command
+FLAGS_CHUNK = 2048              # FETCH (FLAGS) lines made at a time (fetch_flags_fast): about 80 KB
 FETCH_BATCH = 64                # messages read per worker-thread hop
 MAX_BUFFERED_EVENTS = 10_000     # store events kept per session between commands
 SEPARATOR = "."
@@ -79,6 +80,18 @@ def list_matcher(reference: str, pattern: str) -> Callable[[str], bool]:
     if full[:5].upper() == "INBOX":
         full = "INBOX" + full[5:]
     return compile_pattern(full, SEPARATOR)  # linear time, no regex backtracking
+
+
+class _FlagAtoms(dict[frozenset[str], str]):
+    """{flag set: its FETCH FLAGS atoms as text} (with \\Recent added or not), each made once."""
+
+    def __init__(self, recent: bool) -> None:
+        super().__init__()
+        self.recent = recent
+
+    def __missing__(self, flags: frozenset[str]) -> str:
+        atoms = self[flags] = fetchmod.flag_atoms(flags, self.recent).decode("ascii")
+        return atoms
 
 
 class ImapSession:
@@ -897,9 +910,18 @@ class ImapSession:
     async def cmd_fetch(self, cmd: Command) -> None:
         assert self.box is not None and self.sel is not None
         sel, box = self.sel, self.box
-        targets = sel.resolve(cmd.args["set"], cmd.uid)
         atts = list(cmd.args["atts"])
         changedsince = cmd.args["changedsince"]
+        names = {a.name for a in atts}
+        if changedsince is None and not cmd.args.get("vanished") and "FLAGS" in names and names <= {"UID", "FLAGS"}:
+            # from the view alone (no data, no MODSEQ): a client syncing a big folder
+            spans = sel.resolve_spans(cmd.args["set"], cmd.uid)
+            ghosts, uids = sel.ghosts, sel.uids
+            expunged = bool(ghosts) and any(u in ghosts for i, j in spans for u in uids[i:j])
+            await self.fetch_flags_fast(spans, cmd.uid or "UID" in names)
+            self.fetch_done(cmd.tag, expunged)
+            return
+        targets = sel.resolve(cmd.args["set"], cmd.uid)
         if cmd.args.get("vanished"):
             if not self.qresync:
                 self.bad(cmd.tag, "VANISHED without ENABLE QRESYNC")
@@ -913,11 +935,6 @@ class ImapSession:
         # a message expunged elsewhere that this client still sees (a ghost) is served from the
         # view and the caches until it is told (as Dovecot does): OK [EXPUNGEISSUED], never NO
         expunged = bool(sel.ghosts) and any(u in sel.ghosts for _s, u in targets)
-        if not need_data and not with_modseq and {a.name for a in atts} <= {"UID", "FLAGS"} \
-                and any(a.name == "FLAGS" for a in atts):
-            self.fetch_flags_fast(targets, cmd.uid or any(a.name == "UID" for a in atts))
-            self.fetch_done(cmd.tag, expunged)
-            return
         # BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen first, and report the flags
         if not sel.readonly and any(a.sets_seen for a in atts):
             unseen = [u for _s, u in targets if u not in sel.ghosts and "\\Seen" not in sel.state[u].flags]
@@ -950,25 +967,31 @@ class ImapSession:
         else:
             self.tagged(tag, "OK", "Fetch completed")
 
-    def fetch_flags_fast(self, targets: list[tuple[int, int]], with_uid: bool) -> None:
-        """FETCH (FLAGS) / UID FETCH (FLAGS) from the view alone: a client syncing a big folder."""
+    async def fetch_flags_fast(self, spans: list[tuple[int, int]], with_uid: bool) -> None:
+        """FETCH (FLAGS) / UID FETCH (FLAGS) of these spans of the view's positions
+        (MailboxView.resolve_spans), from the view alone. Each distinct flag set's atoms are
+        made once; lines are formatted as text and handed to the transport FLAGS_CHUNK at a
+        time, so the client reads while the rest is made (perf: `UID FETCH 1:* (FLAGS)` of
+        100,000 messages was formatted whole before its first byte left, from a (seq, uid)
+        tuple per message)."""
         sel = self.sel
         assert sel is not None
         for line in sel.keyword_news():
             self.send(line)
-        atoms: dict[tuple[frozenset[str], bool], bytes] = {}
-        out: list[bytes] = []
-        state, recent = sel.state, sel.recent
-        for seq, uid in targets:
-            key = (state[uid].flags, uid in recent)
-            fl = atoms.get(key)
-            if fl is None:
-                fl = atoms[key] = fetchmod.flag_atoms(*key)
-            if with_uid:
-                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, uid, fl))
-            else:
-                out.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, fl))
-        self.send(b"".join(out))
+        state, recent, uids = sel.state, sel.recent, sel.uids
+        plain, marked = _FlagAtoms(False), _FlagAtoms(True)  # marked: UIDs \\Recent to this view
+        for first, end in spans:
+            for i in range(first, end, FLAGS_CHUNK):
+                j = min(i + FLAGS_CHUNK, end)
+                pairs = zip(range(i + 1, j + 1), uids[i:j])
+                if with_uid:
+                    text = "".join([f"* {s} FETCH (UID {u} FLAGS {(marked if u in recent else plain)[state[u].flags]})\r\n"
+                                    for s, u in pairs])
+                else:
+                    text = "".join([f"* {s} FETCH (FLAGS {(marked if u in recent else plain)[state[u].flags]})\r\n"
+                                    for s, u in pairs])
+                self.send(text.encode("ascii"))
+                await self.maybe_flush()
 
     async def load(self, sel: MailboxView, datas: list[fetchmod.MessageData],
                    plan: fetchmod.Plan) -> list[fetchmod.MessageData]:
