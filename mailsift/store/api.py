@@ -1057,6 +1057,13 @@ class Mailbox:
         """Start keeping tombstones of expunged UIDs in the index (store/vanished.py); idempotent."""
         with self._op():
             vanished.ensure(self._db.conn, self._txn)
+            self._db.vanished_tracked = True
+
+    def _prune_vanished(self, fid: int) -> None:
+        """vanished.prune() in the transaction that expunged, remembering on the connection
+        (IndexDB.vanished_tracked) that tombstones are tracked once it has found so."""
+        db = self._db
+        db.vanished_tracked = vanished.prune(db.conn, fid, db.vanished_tracked)
 
     def expunged_since(self, folder: str, uidvalidity: int, modseq: int) -> list[tuple[int, int]]:
         """UID ranges of `folder` expunged after `modseq` (store/vanished.py); NoSuchFolder when
@@ -1069,6 +1076,7 @@ class Mailbox:
             if frow["uidvalidity"] != uidvalidity:
                 raise NoSuchFolder(folder)
             vanished.ensure(self._db.conn, self._txn)
+            self._db.vanished_tracked = True
             return vanished.expunged_since(self._db.conn, frow["id"], modseq, frow["uidnext"])
 
     # ------------------------------------------------------------------ reading
@@ -1252,7 +1260,11 @@ class Mailbox:
                             frow["highestmodseq"])
 
     def _path_of(self, folder: str, uid: int) -> str:
-        row = self._db.file_by_folder_uid(folder, uid)
+        """The message's file (lock or thread lock held): the folder's id from its row, which
+        the cache holds while nothing changed (perf: a lookup by primary key, not a join on
+        the folder's name). Raises NoSuchFolder, NoSuchMessage."""
+        frow = self._frow_opt(folder)
+        row = self._db.file_by_uid(frow["id"], uid) if frow is not None else None
         if row is None:
             self._frow(folder)  # NoSuchFolder
             raise NoSuchMessage(f"no message {uid} in {folder}")
@@ -1494,7 +1506,7 @@ class Mailbox:
                         self._db.set_counters(dfrow["id"], duid, dmod)
                         if sfrow["id"] != dfrow["id"]:  # one folder: dmod counted every change
                             self._db.set_modseq(sfrow["id"], smod)
-                        vanished.prune(self._db.conn, sfrow["id"])
+                        self._prune_vanished(sfrow["id"])
                 else:
                     pairs = []
             for suid, duid, fl in pairs:
@@ -1568,7 +1580,7 @@ class Mailbox:
         with self._txn(durable=False):
             self._db.delete_many(fid, gone)
             self._db.set_modseq(fid, modseq)
-            vanished.prune(self._db.conn, fid)
+            self._prune_vanished(fid)
         self._committed(folder, frow, highestmodseq=modseq)
         _crash_point("expunge-committed")
         self.store.unlinker.unlink(waiting)

@@ -38,6 +38,10 @@ class IndexDB:
         # committed or rolled back (api.Mailbox: the mailbox lock's change counter, locks.py)
         self.on_change: Callable[[bool], None] | None = None
         self._folder_cursor: sqlite3.Cursor | None = None  # (folder(): its description names the columns)
+        # The index has the QRESYNC tombstones' table (store/vanished.py), as last found on this
+        # connection: once true it stays true for the connection's life (nothing drops the
+        # table; a rebuilt or replaced index is opened on a new connection, a new IndexDB).
+        self.vanished_tracked = False
 
     def close(self) -> None:
         self.conn.close()
@@ -241,11 +245,6 @@ class IndexDB:
         """(subdir, name, key) of the message, or None."""
         return self.conn.execute("SELECT subdir, name, key FROM messages WHERE folder_id = ? AND uid = ?",
                                  (fid, uid)).fetchone()
-
-    def file_by_folder_uid(self, folder: str, uid: int) -> tuple[str, str] | None:
-        """(subdir, name) of the message, by folder name (one indexed lookup), or None."""
-        return self.conn.execute("SELECT m.subdir, m.name FROM messages m JOIN folders f ON m.folder_id = f.id "
-                                 "WHERE f.name = ? AND m.uid = ?", (folder, uid)).fetchone()
 
     def insert(self, row: MessageRow) -> None:
         self.conn.execute(_INSERT_MESSAGE, row)

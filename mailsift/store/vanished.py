@@ -56,20 +56,24 @@ def ensure(conn: sqlite3.Connection, txn: Callable[[], ContextManager[sqlite3.Co
         conn.execute("INSERT OR REPLACE INTO vanished_since (folder_id, modseq) SELECT id, highestmodseq FROM folders")
 
 
-def prune(conn: sqlite3.Connection, folder_id: int) -> None:
+def prune(conn: sqlite3.Connection, folder_id: int, tracked: bool = False) -> bool:
     """Keep the folder's newest KEEP tombstones (call inside the transaction that expunged;
     a no-op while tombstones are not tracked). Tombstones sharing the MODSEQ of the first one
-    dropped go too, so the floor is exact: every expunge after it is still known."""
-    if conn.execute(_TRACKING).fetchone() is None:
-        return
+    dropped go too, so the floor is exact: every expunge after it is still known.
+    Returns whether tombstones are tracked; `tracked`: the caller knows they are (it found so
+    earlier on this connection: perf, no sqlite_master lookup per expunge). While they are not,
+    every call looks again: another connection may add the table at any time."""
+    if not tracked and conn.execute(_TRACKING).fetchone() is None:
+        return False
     row = conn.execute("SELECT modseq FROM vanished WHERE folder_id = ? ORDER BY modseq DESC LIMIT 1 OFFSET ?",
                        (folder_id, KEEP)).fetchone()
     if row is None:
-        return
+        return True
     floor = row[0]
     conn.execute("DELETE FROM vanished WHERE folder_id = ? AND modseq <= ?", (folder_id, floor))
     conn.execute("INSERT INTO vanished_since (folder_id, modseq) VALUES (?, ?) ON CONFLICT (folder_id) "
                  "DO UPDATE SET modseq = max(modseq, excluded.modseq)", (folder_id, floor))
+    return True
 
 
 def expunged_since(conn: sqlite3.Connection, folder_id: int, modseq: int, uidnext: int) -> list[tuple[int, int]]:
