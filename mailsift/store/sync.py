@@ -128,7 +128,7 @@ def sync_folder(db: IndexDB, fpath: Path, folder: str, frow: sqlite3.Row, mtimes
             letters = md.parse_name(found[1])[1] or ""
             letters = md.info_letters(md.flags_from_letters(letters))
             changed.append((uid, found[0], found[1], letters, sysflags, keywords))
-    added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), k))
+    added = sorted((k for k in files if k not in known), key=lambda k: (_mtime(fpath, *files[k]), _name_order(k)))
     if not (gone or changed or added):
         return None
     new_uids: list[tuple[int, str]] = []
@@ -163,6 +163,17 @@ def sync_folder(db: IndexDB, fpath: Path, folder: str, frow: sqlite3.Row, mtimes
             uid_next += 1
         db.set_synced(fid, mtimes, uid_next, modseq)
     return Changes(gone, changed, new_uids)
+
+
+_DIGITS_RE = re.compile(r"(\d+)")
+
+
+def _name_order(key: str) -> list[tuple[int, int | str]]:
+    """A Maildir base name's place among files of the same mtime: its numbers as numbers, so
+    that `T.M572P9Q0` (T seconds, 572 microseconds, delivery 0 of process 9) comes before
+    `T.M2696P9Q1` as it was delivered (file times tick every few milliseconds: deliveries in
+    one tick tie on mtime, and compared as text "M2696" < "M572")."""
+    return [(1, int(part)) if i % 2 else (0, part) for i, part in enumerate(_DIGITS_RE.split(key))]
 
 
 def _mtime(fpath: Path, sub: str, name: str) -> float:

@@ -272,6 +272,29 @@ def test_lost_index_is_rebuilt_with_a_new_uidvalidity(tmp_path: Path) -> None:
     s2.close()
 
 
+def test_a_rebuilt_index_keeps_delivery_order_within_one_file_time_tick(tmp_path: Path) -> None:
+    """File times tick every few milliseconds, so deliveries in one tick tie on mtime; their
+    names (T.M<microseconds>P<pid>Q<n>) then give the order, read as numbers: M572 before M2696."""
+    s = Store(tmp_path / "m")
+    box = s.mailbox("carol@example.test")
+    box.deliver(msg(0))  # creates the Maildir
+    s.close()
+    cur = box.path / "cur"
+    for p in list(cur.iterdir()) + list((box.path / "new").iterdir()):
+        p.unlink()
+    names = ["1796706535.M572P19122Q0.vm,S=10:2,", "1796706535.M2696P19122Q1.vm,S=10:2,",
+             "1796706535.M10005P19122Q2.vm,S=10:2,"]
+    for i, name in enumerate(names):
+        (cur / name).write_bytes(msg(i))
+        os.utime(cur / name, ns=(1_796_706_535_000_000_000, 1_796_706_535_000_000_000))
+    for p in box.path.glob("mailsift-index.sqlite3*"):
+        p.unlink()
+    s2 = Store(tmp_path / "m")
+    box2 = s2.mailbox("carol@example.test")
+    assert [box2.read(INBOX, m.uid) for m in box2.list(INBOX)] == [msg(0), msg(1), msg(2)]
+    s2.close()
+
+
 def test_corrupt_index_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
     s = Store(tmp_path / "m")
     box = s.mailbox("dave@example.test")
