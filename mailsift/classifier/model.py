@@ -346,13 +346,17 @@ class SpamModel:
             return None
         if self._guarded():
             return 1.0
-        scored = self.__dict__.get("_scored_words")
-        if scored is not None and scored[0] is idx:  # scored just before, nothing learned since
-            z = scored[1]
-        else:
-            contrib, const = self._contributions(idx)
-            z = float(contrib.sum()) + const
+        z = self._words_part(idx)
         return None if (-z if y else z) > self.settings.lr_surprise else 1.0
+
+    def _words_part(self, idx: np.ndarray) -> float:
+        """The words' part of z for features `idx`: the one the last verdict or spamminess
+        computed when it scored these very features (nothing learned since), else anew."""
+        scored = self.__dict__.get("_scored_words")
+        if scored is not None and scored[0] is idx:
+            return scored[1]
+        contrib, const = self._contributions(idx)
+        return float(contrib.sum()) + const
 
     def _set_weights(self, idx: np.ndarray) -> None:
         """Mark the weights at `idx` stale (their counts or LR weights changed); they are
@@ -707,11 +711,10 @@ class SpamModel:
         guard = self.readiness().guard
         if guard <= 0:
             return
-        contrib, const = self._contributions(idx)
         chars = s.char_weight * self.chars.z(cidx) if cidx is not None and self.chars.learned > 0 else 0.0
         shift = (self.reputation.shift(sender, s.sender_weight, s.sender_prior)[0]
                  if sender is not None and s.sender_weight and len(self.reputation) else 0.0)
-        score = probability_to_score(_sigmoid(self._z(float(contrib.sum()) + const, chars) + shift))
+        score = probability_to_score(_sigmoid(self._z(self._words_part(idx), chars) + shift))
         base = probability_to_score(P_AT_FIVE) + s.unsure_points
         if base <= score < base + guard:
             self.guard_held += 1

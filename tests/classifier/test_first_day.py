@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_files import corpus_files, interleaved
 
 from mailsift.classifier.api import load_model, new_model, save_model
 from mailsift.classifier.chargrams import CHAR_BYTES, char_indices
@@ -19,17 +20,11 @@ LUNCH = (b"From: Ann <ann@friends.example>\r\nTo: bob@site.example\r\nSubject: l
          b"Date: Mon, 7 Dec 2026 10:00:00 +0000\r\n\r\nhello there, lunch tomorrow?\r\n")
 
 
-def _files(corpora: Path, folder: str, n: int) -> list[bytes]:
-    return [p.read_bytes() for p in sorted((corpora / folder).iterdir())[:n] if p.is_file()]
-
-
 @pytest.fixture(scope="module")
 def prior_model(corpora: Path):  # noqa: ANN201
     """Trained on 220 ham and 220 spam of the public corpora, then marked as the prior."""
     model = new_model(guard_until=6)
-    for h, s in zip(_files(corpora, "spamassassin/easy_ham", 220), _files(corpora, "spamassassin/spam_2", 220)):
-        model.learn(h, "ham")
-        model.learn(s, "spam")
+    interleaved(model, corpora)
     model.mark_prior()
     return model
 
@@ -61,13 +56,13 @@ def test_guard_raises_required_until_the_site_has_taught_enough(prior_model, cor
     assert "required=10.0" in headers["X-Spam-Status"] and "MAILSIFT_FIRST_DAY" in headers["X-Spam-Status"]
     assert headers["X-Spam-Report"].startswith("first day: required raised by 5")
     # a spam scoring between 5 and 10 is not flagged on the first day
-    spam = _files(corpora, "spamassassin/spam", 60)
+    spam = corpus_files(corpora, "spamassassin/spam", 60)
     between = [s for s in spam if 5.0 + 1.0 <= model.verdict(s).score < 10.0 - 1.0]
     assert between, "no spam of the test set scores between the site's and the raised threshold"
     for s in between:
         assert not model.verdict(s).is_spam
     # the site teaches six messages: the guard is off and `required` is the site's again
-    for raw, label in zip(_files(corpora, "spamassassin/easy_ham_2", 3) + spam[-3:], ["ham"] * 3 + ["spam"] * 3):
+    for raw, label in zip(corpus_files(corpora, "spamassassin/easy_ham_2", 3) + spam[-3:], ["ham"] * 3 + ["spam"] * 3):
         model.learn(raw, label)
     assert model.local_learned() == 6 and model.guard() == 0.0
     v = model.verdict(LUNCH, required=5.0)
@@ -78,16 +73,14 @@ def test_guard_raises_required_until_the_site_has_taught_enough(prior_model, cor
 
 def test_a_model_without_prior_has_no_guard(corpora: Path) -> None:
     model = new_model()
-    for h, s in zip(_files(corpora, "spamassassin/easy_ham", 5), _files(corpora, "spamassassin/spam_2", 5)):
-        model.learn(h, "ham")
-        model.learn(s, "spam")
+    interleaved(model, corpora, 5)
     v = model.verdict(LUNCH)  # no first-day guard; unsure while it learns (test_readiness.py)
     assert model.guard() == 0.0 and v.required == 5.0 and v.note and v.note.startswith("learning: unsure")
 
 
 def test_char_member_learns_only_the_site(corpora: Path, tmp_path: Path) -> None:
     model = new_model(char_weight=1.0)
-    ham, spam = _files(corpora, "spamassassin/easy_ham", 30), _files(corpora, "spamassassin/spam_2", 30)
+    ham, spam = corpus_files(corpora, "spamassassin/easy_ham", 30), corpus_files(corpora, "spamassassin/spam_2", 30)
     for h, s in zip(ham, spam):
         model.learn(h, "ham")
         model.learn(s, "spam")
@@ -120,10 +113,8 @@ def test_a_correction_is_learned_until_the_whole_model_agrees(corpora: Path) -> 
     import math
 
     base = new_model(lr_rate=2.0, retrain_steps=0, replay=0)
-    for h, s in zip(_files(corpora, "spamassassin/easy_ham", 220), _files(corpora, "spamassassin/spam_2", 220)):
-        base.learn(h, "ham")
-        base.learn(s, "spam")
-    junked = sorted((-base.verdict(r).score, r) for r in _files(corpora, "spamassassin/hard_ham", 60))
+    interleaved(base, corpora)
+    junked = sorted((-base.verdict(r).score, r) for r in corpus_files(corpora, "spamassassin/hard_ham", 60))
     assert -junked[0][0] >= 10.0, "no hard_ham newsletter scored as spam"
     raw = junked[0][1]
 

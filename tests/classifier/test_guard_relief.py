@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from corpus_files import corpus_files, interleaved
 
 from mailsift.classifier.api import load_model, new_model, save_model
 from mailsift.classifier.persist import export_state, import_state
@@ -14,16 +15,10 @@ from mailsift.classifier.readiness import assess
 from mailsift.classifier.scorer import load_scorer
 
 
-def _files(corpora: Path, folder: str, n: int) -> list[bytes]:
-    return [p.read_bytes() for p in sorted((corpora / folder).iterdir())[:n] if p.is_file()]
-
-
 @pytest.fixture(scope="module")
 def trained(corpora: Path):  # noqa: ANN201
     model = new_model(guard_relief=1.0, guard_ham_cost=3.0)
-    for h, s in zip(_files(corpora, "spamassassin/easy_ham", 220), _files(corpora, "spamassassin/spam_2", 220)):
-        model.learn(h, "ham")
-        model.learn(s, "spam")
+    interleaved(model, corpora)
     model.mark_prior()
     return model
 
@@ -47,7 +42,7 @@ def test_spam_the_guard_held_back_lowers_it_and_ham_raises_it(trained, corpora: 
 
     model = copy.deepcopy(trained)
     assert model.guard() == 5.0 and model.guard_held == 0
-    spam = _files(corpora, "spamassassin/spam", 200)
+    spam = corpus_files(corpora, "spamassassin/spam", 200)
 
     def next_held() -> bytes:  # a spam only the raised threshold keeps out of Junk, as scored now
         for s in spam:
@@ -70,7 +65,7 @@ def test_spam_the_guard_held_back_lowers_it_and_ham_raises_it(trained, corpora: 
     v = model.verdict(held[0])
     assert v.required == pytest.approx(5.0 + model.guard()) and "held back" in v.note
     # a ham corrected out of Junk costs three held spam: the guard is back where counting alone puts it
-    model.learn(_files(corpora, "spamassassin/easy_ham_2", 1)[0], "ham")
+    model.learn(corpus_files(corpora, "spamassassin/easy_ham_2", 1)[0], "ham")
     assert model.guard() == pytest.approx(5.0 * (1 - 5 / 400), abs=0.01)
     again = model.verdict(held[0])
     assert again.is_spam or again.score < 6.0  # learned: no longer held back by the guard alone
@@ -93,7 +88,7 @@ def test_off_and_no_prior_count_nothing(trained, corpora: Path) -> None:  # noqa
 
     off = copy.deepcopy(trained)
     off.settings = off.with_settings(guard_relief=0.0)
-    spam = _files(corpora, "spamassassin/spam", 200)
+    spam = corpus_files(corpora, "spamassassin/spam", 200)
     held = [s for s in spam if 6.0 <= off.verdict(s).score < 9.0][:2]
     for s in held:
         off.learn(s, "spam")
@@ -104,7 +99,7 @@ def test_off_and_no_prior_count_nothing(trained, corpora: Path) -> None:  # noqa
     assert empty.guard_held == 0
 
 
-def test_on_by_default_and_off_for_older_model_files() -> None:
+def test_on_by_default_and_off_for_older_modelcorpus_files() -> None:
     from mailsift.classifier.model import ModelSettings
 
     assert ModelSettings().guard_relief == 1.0 and ModelSettings().guard_ham_cost == 10.0

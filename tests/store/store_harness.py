@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,21 +93,26 @@ class StoreServer:
 
 
 @contextmanager
-def held(mailbox: Any) -> Iterator[None]:
-    """`mailbox` held exclusively by another thread for the block (a mailbox of another Store
-    stands for another process: its own lock file descriptor)."""
+def inside_another_thread(enter: Callable[[], ContextManager[Any]]) -> Iterator[None]:
+    """For the block, another thread sits inside the context manager `enter()` makes."""
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with mailbox.exclusive():
+        with enter():
             inside.set()
             release.wait(10)
 
     t = threading.Thread(target=hold)
     t.start()
     try:
-        assert inside.wait(10), "the other holder got the mailbox"
+        assert inside.wait(10), "the other thread got in"
         yield
     finally:
         release.set()
         t.join()
+
+
+def held(mailbox: Any) -> ContextManager[None]:
+    """`mailbox` held exclusively by another thread for the block (a mailbox of another Store
+    stands for another process: its own lock file descriptor)."""
+    return inside_another_thread(mailbox.exclusive)

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from store_harness import inside_another_thread
 
 from mailsift.store.api import INBOX, ListingCache, MessageInfo, NoSuchFolder, NoSuchMessage, Store
 
@@ -455,21 +456,10 @@ def test_listings_are_read_with_the_collector_paused_and_it_runs_again_after(sto
         other.close()
     assert first[2].flags == frozenset({"\\Seen", "$Work"}) and first[2]._asdict()["uid"] == 3
 
-    inside, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
+    with inside_another_thread(listing.gc_paused):
         with listing.gc_paused():
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
-    t.start()
-    assert inside.wait(10)
-    with listing.gc_paused():
-        assert not gc.isenabled()
-    assert not gc.isenabled()  # the other thread is still inside
-    release.set()
-    t.join(10)
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other thread is still inside
     assert gc.isenabled()
 
     gc.disable()
