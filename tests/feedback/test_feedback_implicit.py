@@ -363,6 +363,8 @@ def test_a_move_into_junk_survives_its_worker_killed_at_once(tmp_path: Path, mai
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         assert wait_for(lambda: served.label(raw) == "spam", 30, what="the move into Junk learned")
-        assert [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")]
+        # the journal line follows the learning (its outcome is what the learning did)
+        assert wait_for(lambda: [(j["reason"], j["outcome"]) for j in served.journal()] == [("move into Junk", "learned")],
+                        30, what="the move journalled as learned")
     finally:
         served.stop()
